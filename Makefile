@@ -1,0 +1,45 @@
+# The two README commands: `make quickstart` (set up, then run the main job) and `make test` (set up, then test).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.llmops-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export VENV
+
+.PHONY: setup quickstart test sync lint nbtest pytest bench clean
+
+# torch is installed first and pinned: its CPU build; an unpinned resolve pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+quickstart: setup
+	$(BIN)/llmops quickstart
+
+# The test command: sync check, notebook tests, pytest, lint.
+test: setup
+	bash .ci/check_sync.sh
+	$(BIN)/nbdev-test --flags slow
+	$(BIN)/pytest tests
+	$(BIN)/ruff check tests benchmarks
+	$(BIN)/ruff format --check tests benchmarks
+
+# After editing notebooks: export, clean, rebuild the README.
+sync: setup
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+	$(BIN)/jupyter nbconvert --log-level=ERROR --to markdown --output-dir . --output README nbs/index.ipynb
+
+bench: setup
+	$(BIN)/python benchmarks/embeddings.py
+
+clean:
+	rm -rf $(VENV) .llmops
