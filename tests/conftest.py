@@ -21,7 +21,9 @@ def shared_data() -> Path:
     """The shared data folder; the test is skipped, saying why, where it is absent."""
     path = shared_data_dir()
     if not (path / "banking77" / "train.csv").is_file():
-        pytest.skip(f"shared data sets not found at {path} (set LLMOPS_SHARED_DATA to the folder holding banking77/)")
+        pytest.skip(
+            f"shared data sets not found at {path} (set LLMOPS_SHARED_DATA to the folder holding banking77/)"
+        )
     return path
 
 
@@ -32,12 +34,25 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run_llmops(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, stdin: str | bytes | None = None,
-               timeout: float = 300) -> subprocess.CompletedProcess:
+def run_llmops(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: str | bytes | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
     """Run the installed `llmops` command in a subprocess and capture its output as text."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_") or k == "LLMOPS_SHARED_DATA"}
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_") or k == "LLMOPS_SHARED_DATA"
+    }
     full_env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **(env or {}))
     data = stdin.encode() if isinstance(stdin, str) else stdin
-    proc = subprocess.run([str(LLMOPS), *args], cwd=cwd, env=full_env, input=data, capture_output=True, timeout=timeout)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode("utf-8", "replace"),
-                                       proc.stderr.decode("utf-8", "replace"))
+    proc = subprocess.run(
+        [str(LLMOPS), *args], cwd=cwd, env=full_env, input=data, capture_output=True, timeout=timeout
+    )
+    return subprocess.CompletedProcess(
+        proc.args,
+        proc.returncode,
+        proc.stdout.decode("utf-8", "replace"),
+        proc.stderr.decode("utf-8", "replace"),
+    )

@@ -17,8 +17,15 @@ print(json.dumps({"loaded": e._model is not None, "cached": len(e.cache), "first
 
 
 def run_script(cache: Path) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(cache.parent / "hf")}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(cache)], env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": str(cache.parent / "hf"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(cache)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 

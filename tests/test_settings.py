@@ -10,23 +10,53 @@ from conftest import run_llmops
 @pytest.mark.parametrize(
     ("ini", "env", "message"),
     [
-        ("[drfit]\nalpha = 0.1\n", {}, "settings.ini: unknown section [drfit]; known sections: project, embeddings, "
-         "mlflow, lineage, drift, guardrails, serving, audit, export"),
-        ("[drift]\nalfa = 0.1\n", {}, "settings.ini: unknown key 'alfa' in section [drift]; known keys: alpha, "
-         "correction, permutations, effect_size_floor, window, trigger_windows, trigger_min_drifted, retrain_command, "
-         "webhook_url"),
-        ("[drift]\nalpha = high\n", {}, "settings.ini: [drift] alpha = 'high' is invalid: Input should be a valid "
-         "number, unable to parse string as a number"),
-        ("[serving]\nport = 70000\n", {}, "settings.ini: [serving] port = '70000' is invalid: Input should be less "
-         "than or equal to 65535"),
-        ("[drift]\ncorrection = bonferroni\n", {}, "settings.ini: [drift] correction = 'bonferroni' is invalid: "
-         "Input should be 'holm', 'bh' or 'none'"),
-        ("", {"LLMOPS_DRIFT__ALPHA": "2"}, "LLMOPS_DRIFT__ALPHA: [drift] alpha = '2' is invalid: Input should be "
-         "less than 1"),
-        ("", {"LLMOPS_SERVING__PROT": "80"}, "LLMOPS_SERVING__PROT: unknown key 'prot' in section [serving]; known "
-         "keys: host, port, workers, model_uri, backend, max_body_bytes, request_timeout_s"),
-        ("", {"LLMOPS_SERVNG__PORT": "80"}, "LLMOPS_SERVNG__PORT: unknown section [servng]; known sections: "
-         "project, embeddings, mlflow, lineage, drift, guardrails, serving, audit, export"),
+        (
+            "[drfit]\nalpha = 0.1\n",
+            {},
+            "settings.ini: unknown section [drfit]; known sections: project, embeddings, "
+            "mlflow, lineage, drift, guardrails, serving, audit, export",
+        ),
+        (
+            "[drift]\nalfa = 0.1\n",
+            {},
+            "settings.ini: unknown key 'alfa' in section [drift]; known keys: alpha, "
+            "correction, permutations, effect_size_floor, window, trigger_windows, trigger_min_drifted, retrain_command, "
+            "webhook_url",
+        ),
+        (
+            "[drift]\nalpha = high\n",
+            {},
+            "settings.ini: [drift] alpha = 'high' is invalid: Input should be a valid "
+            "number, unable to parse string as a number",
+        ),
+        (
+            "[serving]\nport = 70000\n",
+            {},
+            "settings.ini: [serving] port = '70000' is invalid: Input should be less than or equal to 65535",
+        ),
+        (
+            "[drift]\ncorrection = bonferroni\n",
+            {},
+            "settings.ini: [drift] correction = 'bonferroni' is invalid: "
+            "Input should be 'holm', 'bh' or 'none'",
+        ),
+        (
+            "",
+            {"LLMOPS_DRIFT__ALPHA": "2"},
+            "LLMOPS_DRIFT__ALPHA: [drift] alpha = '2' is invalid: Input should be less than 1",
+        ),
+        (
+            "",
+            {"LLMOPS_SERVING__PROT": "80"},
+            "LLMOPS_SERVING__PROT: unknown key 'prot' in section [serving]; known "
+            "keys: host, port, workers, model_uri, backend, max_body_bytes, request_timeout_s",
+        ),
+        (
+            "",
+            {"LLMOPS_SERVNG__PORT": "80"},
+            "LLMOPS_SERVNG__PORT: unknown section [servng]; known sections: "
+            "project, embeddings, mlflow, lineage, drift, guardrails, serving, audit, export",
+        ),
         ("[drift\n", {}, "cannot parse"),
     ],
 )

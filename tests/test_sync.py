@@ -11,8 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def copy_repo(dest: Path) -> Path:
     """Copy the tracked and untracked-but-not-ignored files into a fresh git repository."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
-                           check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     for f in files:
         if (REPO / f).is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
@@ -26,7 +27,9 @@ def copy_repo(dest: Path) -> Path:
 
 def check_sync(repo: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "VENV": str(Path(sys.executable).parent.parent)}
-    return subprocess.run(["bash", ".ci/check_sync.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        ["bash", ".ci/check_sync.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_clean_copy_is_in_sync(tmp_path: Path):
