@@ -9,10 +9,10 @@ from __future__ import annotations
 __all__ = ['SECTIONS', 'SCHEMA_VERSION', 'OUTCOMES', 'LlmopsError', 'SettingsError', 'InputError', 'ProjectSettings',
            'EmbeddingSettings', 'MlflowSettings', 'LineageSettings', 'DriftSettings', 'GuardrailSettings',
            'ServingSettings', 'AuditSettings', 'ExportSettings', 'Settings', 'load_settings', 'get_settings',
-           'ProjectPaths', 'JsonFormatter', 'configure_logging', 'log_event', 'sha256_hex', 'TextRecord',
-           'InferenceRecord']
+           'shared_data_dir', 'read_table', 'ProjectPaths', 'JsonFormatter', 'configure_logging', 'log_event',
+           'sha256_hex', 'TextRecord', 'InferenceRecord']
 
-# %% ../nbs/00_core.ipynb #7c274008
+# %% ../nbs/00_core.ipynb #dfa3815a
 import configparser
 import dataclasses
 import datetime as dt
@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 # %% ../nbs/00_core.ipynb #1edda32a
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -204,7 +204,42 @@ def get_settings() -> Settings:
     """The process-wide settings, read once from the default location."""
     return load_settings()
 
-# %% ../nbs/00_core.ipynb #8b3d4c8b
+# %% ../nbs/00_core.ipynb #7348f901
+def shared_data_dir(start: str | os.PathLike | None = None) -> Path | None:
+    """The shared data folder (`$LLMOPS_SHARED_DATA`, else `../shared/data` above `start`), or None if absent."""
+    if os.environ.get("LLMOPS_SHARED_DATA"):
+        p = Path(os.environ["LLMOPS_SHARED_DATA"]).expanduser()
+        return p if p.is_dir() else None
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "shared" / "data").is_dir(): return folder / "shared" / "data"
+    return None
+
+# %% ../nbs/00_core.ipynb #070d0536
+def read_table(
+    path: str | os.PathLike, # a .csv, .jsonl/.ndjson/.json or .parquet file
+    columns: Sequence[str] = (), # columns that must be present
+):
+    """Read a CSV, JSONL or Parquet file into a pandas DataFrame, checking required columns."""
+    import pandas as pd
+    p = Path(path)
+    if not p.is_file(): raise InputError(f"{p}: no such file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".csv": df = pd.read_csv(p)
+        elif suffix in (".jsonl", ".ndjson"): df = pd.read_json(p, lines=True)
+        elif suffix == ".json": df = pd.read_json(p)
+        elif suffix in (".parquet", ".pq"): df = pd.read_parquet(p)
+        else: raise InputError(f"{p}: unknown file type '{suffix}'; use .csv, .jsonl or .parquet")
+    except InputError: raise
+    except pd.errors.EmptyDataError: raise InputError(f"{p}: the file is empty") from None
+    except Exception as e: raise InputError(f"{p}: cannot read as {suffix[1:]}: {str(e).splitlines()[0]}") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise InputError(f"{p}: missing column(s) {', '.join(map(repr, missing))}; found {', '.join(map(repr, df.columns))}")
+    return df
+
+# %% ../nbs/00_core.ipynb #bcbb2b26
 @dataclass(frozen=True)
 class ProjectPaths:
     """Where the kit keeps its local state."""
@@ -232,7 +267,7 @@ class ProjectPaths:
         for p in (self.state, self.cache, self.artifacts, self.audit, self.reports, self.lineage): p.mkdir(parents=True, exist_ok=True)
         return self
 
-# %% ../nbs/00_core.ipynb #6c94b3a4
+# %% ../nbs/00_core.ipynb #d0b348b2
 class JsonFormatter(logging.Formatter):
     """Format a log record as one JSON object per line."""
     def format(self, record: logging.LogRecord) -> str:
@@ -242,7 +277,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info: out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str, ensure_ascii=False)
 
-# %% ../nbs/00_core.ipynb #e01cdd0b
+# %% ../nbs/00_core.ipynb #8afde957
 def configure_logging(
     level: str = "INFO", # DEBUG, INFO, WARNING or ERROR
     fmt: str = "json", # `json` or `text`
@@ -256,20 +291,20 @@ def configure_logging(
     logger.setLevel(level)
     logger.propagate = False
 
-# %% ../nbs/00_core.ipynb #f57a6558
+# %% ../nbs/00_core.ipynb #031b090d
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log `event` with structured `fields` (kept as JSON keys by `JsonFormatter`)."""
     logger.log(level, event, extra={"fields": fields})
 
-# %% ../nbs/00_core.ipynb #07e0a240
+# %% ../nbs/00_core.ipynb #6b820e25
 SCHEMA_VERSION = 1
 
-# %% ../nbs/00_core.ipynb #7680ea3e
+# %% ../nbs/00_core.ipynb #60c6b8ca
 def sha256_hex(text: str) -> str:
     """The hex sha256 of a UTF-8 string."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-# %% ../nbs/00_core.ipynb #f566d657
+# %% ../nbs/00_core.ipynb #7048bfb7
 @dataclass
 class TextRecord:
     """A prompt or completion as the audit log keeps it: redacted text or only its hash and length."""
@@ -283,11 +318,11 @@ class TextRecord:
         """Keep `stored` (the redacted text, or None) with the hash and length of `original`."""
         return cls(sha256=sha256_hex(original), length=len(original), text=stored)
 
-# %% ../nbs/00_core.ipynb #401a72b0
+# %% ../nbs/00_core.ipynb #66ee9318
 OUTCOMES = ("ok", "guardrail_block", "auth_error", "forbidden", "client_error", "rate_limited",
             "too_large", "timeout", "server_error", "disconnect")
 
-# %% ../nbs/00_core.ipynb #4b32c885
+# %% ../nbs/00_core.ipynb #d082755f
 @dataclass
 class InferenceRecord:
     """One request as written to the audit log (schema version 1)."""
