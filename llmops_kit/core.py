@@ -8,9 +8,9 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['SECTIONS', 'SCHEMA_VERSION', 'OUTCOMES', 'LlmopsError', 'SettingsError', 'InputError', 'ProjectSettings',
            'EmbeddingSettings', 'MlflowSettings', 'LineageSettings', 'DriftSettings', 'GuardrailSettings',
-           'ServingSettings', 'AuditSettings', 'ExportSettings', 'Settings', 'load_settings', 'get_settings',
-           'shared_data_dir', 'read_table', 'ProjectPaths', 'JsonFormatter', 'configure_logging', 'log_event',
-           'sha256_hex', 'TextRecord', 'InferenceRecord']
+           'ServingSettings', 'AuthSettings', 'AuditSettings', 'ExportSettings', 'Settings', 'load_settings',
+           'get_settings', 'shared_data_dir', 'read_table', 'ProjectPaths', 'JsonFormatter', 'configure_logging',
+           'log_event', 'sha256_hex', 'TextRecord', 'InferenceRecord']
 
 # %% ../nbs/00_core.ipynb #dfa3815a
 import configparser
@@ -94,7 +94,7 @@ class GuardrailSettings(_Section):
     policy: str = ""
     embedding_guards: bool = True
 
-# %% ../nbs/00_core.ipynb #27cc18cd
+# %% ../nbs/00_core.ipynb #a922e5dd
 class ServingSettings(_Section):
     """`[serving]`: bind address, workers, model, backend and request limits."""
     host: str = "127.0.0.1"
@@ -104,26 +104,48 @@ class ServingSettings(_Section):
     backend: Literal["mlflow", "benchmark"] = "mlflow"
     max_body_bytes: int = Field(1_048_576, ge=1024)
     request_timeout_s: float = Field(30.0, gt=0)
+    metrics_port: int = Field(0, ge=0, le=65535)
+    tls_cert: str = ""
+    tls_key: str = ""
+    cors_origins: str = ""
 
-# %% ../nbs/00_core.ipynb #5a41ccd3
+# %% ../nbs/00_core.ipynb #299473ad
+class AuthSettings(_Section):
+    """`[auth]`: JWT verification and API keys."""
+    required: bool = True
+    jwt_algorithms: str = "HS256"
+    jwt_secret_env: str = "LLMOPS_JWT_SECRET"
+    jwks: str = ""
+    issuer: str = "llmops-kit"
+    audience: str = "llmops-kit"
+    tenant_claim: str = "tenant"
+    leeway_s: float = Field(30.0, ge=0)
+    api_keys_file: str = ""
+
+# %% ../nbs/00_core.ipynb #e4002b4c
 class AuditSettings(_Section):
-    """`[audit]`: where the audit log lives and how prompts are stored in it."""
+    """`[audit]`: where the audit log lives, how prompts are stored in it, and how it is flushed."""
     dir: str = ".llmops/audit"
     store_prompts: Literal["redacted", "hash", "raw"] = "redacted"
+    encryption_key_env: str = "LLMOPS_AUDIT_KEY"
+    queue_size: int = Field(10_000, ge=1)
+    fsync: Literal["always", "interval", "never"] = "interval"
+    fsync_interval_s: float = Field(1.0, gt=0)
+    rotate_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
-# %% ../nbs/00_core.ipynb #bea94652
+# %% ../nbs/00_core.ipynb #cab9f4f8
 class ExportSettings(_Section):
     """`[export]`: where container build contexts are written."""
     output_dir: str = ".llmops/export"
 
-# %% ../nbs/00_core.ipynb #9596e5c1
+# %% ../nbs/00_core.ipynb #905497c1
 SECTIONS: dict[str, type[_Section]] = {
     "project": ProjectSettings, "embeddings": EmbeddingSettings, "mlflow": MlflowSettings,
     "lineage": LineageSettings, "drift": DriftSettings, "guardrails": GuardrailSettings,
-    "serving": ServingSettings, "audit": AuditSettings, "export": ExportSettings,
+    "serving": ServingSettings, "auth": AuthSettings, "audit": AuditSettings, "export": ExportSettings,
 }
 
-# %% ../nbs/00_core.ipynb #a346a118
+# %% ../nbs/00_core.ipynb #c67367d3
 class Settings(_Section):
     """The kit's runtime settings: one validated model per `settings.ini` section."""
     root: Path = Field(default_factory=Path.cwd)
@@ -135,6 +157,7 @@ class Settings(_Section):
     drift: DriftSettings = DriftSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
     serving: ServingSettings = ServingSettings()
+    auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
     export: ExportSettings = ExportSettings()
 
@@ -143,7 +166,7 @@ class Settings(_Section):
         p = Path(value).expanduser()
         return p if p.is_absolute() else self.root / p
 
-# %% ../nbs/00_core.ipynb #52281258
+# %% ../nbs/00_core.ipynb #c5cc2af7
 def _raw_sections(path: Path | None, environ: dict[str, str]) -> dict[str, dict[str, tuple[str, str]]]:
     """Collect `{section: {key: (value, origin)}}` from the INI file and `LLMOPS_*__*` variables."""
     raw: dict[str, dict[str, tuple[str, str]]] = {}
@@ -165,7 +188,7 @@ def _raw_sections(path: Path | None, environ: dict[str, str]) -> dict[str, dict[
         raw.setdefault(section, {})[key] = (value.strip(), name)
     return raw
 
-# %% ../nbs/00_core.ipynb #8e4520d2
+# %% ../nbs/00_core.ipynb #1e250945
 def _validate_section(section: str, values: dict[str, tuple[str, str]]) -> _Section:
     """Validate one section's raw strings, naming section, key, value and origin on failure."""
     model = SECTIONS[section]
@@ -181,7 +204,7 @@ def _validate_section(section: str, values: dict[str, tuple[str, str]]) -> _Sect
         value, origin = values.get(key, ("", "?"))
         raise SettingsError(f"{origin}: [{section}] {key} = {value!r} is invalid: {err['msg']}") from None
 
-# %% ../nbs/00_core.ipynb #966e022b
+# %% ../nbs/00_core.ipynb #ca3cb661
 def load_settings(
     path: str | os.PathLike | None = None, # an INI file; default `$LLMOPS_SETTINGS`, then `./settings.ini`
     environ: dict[str, str] | None = None, # environment to read overrides from; default `os.environ`
@@ -198,13 +221,13 @@ def load_settings(
     return Settings(root=file.parent if file else Path.cwd().resolve(),
                     source=str(file) if file else "defaults", **sections)
 
-# %% ../nbs/00_core.ipynb #f0577ad3
+# %% ../nbs/00_core.ipynb #ac061f5c
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once from the default location."""
     return load_settings()
 
-# %% ../nbs/00_core.ipynb #7348f901
+# %% ../nbs/00_core.ipynb #d051432a
 def shared_data_dir(start: str | os.PathLike | None = None) -> Path | None:
     """The shared data folder (`$LLMOPS_SHARED_DATA`, else `../shared/data` above `start`), or None if absent."""
     if os.environ.get("LLMOPS_SHARED_DATA"):
@@ -215,7 +238,7 @@ def shared_data_dir(start: str | os.PathLike | None = None) -> Path | None:
         if (folder / "shared" / "data").is_dir(): return folder / "shared" / "data"
     return None
 
-# %% ../nbs/00_core.ipynb #070d0536
+# %% ../nbs/00_core.ipynb #d637f60d
 def read_table(
     path: str | os.PathLike, # a .csv, .jsonl/.ndjson/.json or .parquet file
     columns: Sequence[str] = (), # columns that must be present
@@ -239,7 +262,7 @@ def read_table(
         raise InputError(f"{p}: missing column(s) {', '.join(map(repr, missing))}; found {', '.join(map(repr, df.columns))}")
     return df
 
-# %% ../nbs/00_core.ipynb #bcbb2b26
+# %% ../nbs/00_core.ipynb #627e223f
 @dataclass(frozen=True)
 class ProjectPaths:
     """Where the kit keeps its local state."""
@@ -267,7 +290,7 @@ class ProjectPaths:
         for p in (self.state, self.cache, self.artifacts, self.audit, self.reports, self.lineage): p.mkdir(parents=True, exist_ok=True)
         return self
 
-# %% ../nbs/00_core.ipynb #d0b348b2
+# %% ../nbs/00_core.ipynb #70403c7d
 class JsonFormatter(logging.Formatter):
     """Format a log record as one JSON object per line."""
     def format(self, record: logging.LogRecord) -> str:
@@ -277,7 +300,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info: out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str, ensure_ascii=False)
 
-# %% ../nbs/00_core.ipynb #8afde957
+# %% ../nbs/00_core.ipynb #7db06377
 def configure_logging(
     level: str = "INFO", # DEBUG, INFO, WARNING or ERROR
     fmt: str = "json", # `json` or `text`
@@ -291,20 +314,20 @@ def configure_logging(
     logger.setLevel(level)
     logger.propagate = False
 
-# %% ../nbs/00_core.ipynb #031b090d
+# %% ../nbs/00_core.ipynb #62edf5a6
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log `event` with structured `fields` (kept as JSON keys by `JsonFormatter`)."""
     logger.log(level, event, extra={"fields": fields})
 
-# %% ../nbs/00_core.ipynb #6b820e25
+# %% ../nbs/00_core.ipynb #40609ec5
 SCHEMA_VERSION = 1
 
-# %% ../nbs/00_core.ipynb #60c6b8ca
+# %% ../nbs/00_core.ipynb #6f378cf4
 def sha256_hex(text: str) -> str:
     """The hex sha256 of a UTF-8 string."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-# %% ../nbs/00_core.ipynb #7048bfb7
+# %% ../nbs/00_core.ipynb #35fa4885
 @dataclass
 class TextRecord:
     """A prompt or completion as the audit log keeps it: redacted text or only its hash and length."""
@@ -318,11 +341,11 @@ class TextRecord:
         """Keep `stored` (the redacted text, or None) with the hash and length of `original`."""
         return cls(sha256=sha256_hex(original), length=len(original), text=stored)
 
-# %% ../nbs/00_core.ipynb #66ee9318
+# %% ../nbs/00_core.ipynb #0293be88
 OUTCOMES = ("ok", "guardrail_block", "auth_error", "forbidden", "client_error", "rate_limited",
             "too_large", "timeout", "server_error", "disconnect")
 
-# %% ../nbs/00_core.ipynb #d082755f
+# %% ../nbs/00_core.ipynb #851f5a7c
 @dataclass
 class InferenceRecord:
     """One request as written to the audit log (schema version 1)."""

@@ -14,7 +14,7 @@ from conftest import run_llmops
             "[drfit]\nalpha = 0.1\n",
             {},
             "settings.ini: unknown section [drfit]; known sections: project, embeddings, "
-            "mlflow, lineage, drift, guardrails, serving, audit, export",
+            "mlflow, lineage, drift, guardrails, serving, auth, audit, export",
         ),
         (
             "[drift]\nalfa = 0.1\n",
@@ -49,13 +49,13 @@ from conftest import run_llmops
             "",
             {"LLMOPS_SERVING__PROT": "80"},
             "LLMOPS_SERVING__PROT: unknown key 'prot' in section [serving]; known "
-            "keys: host, port, workers, model_uri, backend, max_body_bytes, request_timeout_s",
+            "keys: host, port, workers, model_uri, backend, max_body_bytes, request_timeout_s, metrics_port, tls_cert, tls_key, cors_origins",
         ),
         (
             "",
             {"LLMOPS_SERVNG__PORT": "80"},
             "LLMOPS_SERVNG__PORT: unknown section [servng]; known sections: "
-            "project, embeddings, mlflow, lineage, drift, guardrails, serving, audit, export",
+            "project, embeddings, mlflow, lineage, drift, guardrails, serving, auth, audit, export",
         ),
         ("[drift\n", {}, "cannot parse"),
     ],
