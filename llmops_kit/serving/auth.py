@@ -10,14 +10,16 @@ __all__ = ['SCOPES', 'API_KEY_PREFIX', 'SUPPORTED_ALGORITHMS', 'ANONYMOUS', 'Pri
            'parse_scopes', 'check_scopes', 'ApiKeyEntry', 'hash_api_key', 'load_api_keys', 'add_api_key',
            'revoke_api_key', 'PublicKey', 'load_jwks', 'Authenticator', 'mint_token', 'configure_cli']
 
-# %% ../../nbs/11_serving_auth.ipynb #b41525e1
+# %% ../../nbs/11_serving_auth.ipynb #1be25e18
 import argparse
+import base64
 import datetime as dt
 import hashlib
 import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import sys
 import threading
@@ -289,7 +291,45 @@ def _refresh_jwks(self: Authenticator, min_interval_s: float = 60.0) -> bool:
 
 Authenticator._key_for, Authenticator._refresh_jwks = _key_for, _refresh_jwks
 
-# %% ../../nbs/11_serving_auth.ipynb #b5b77f31
+# %% ../../nbs/11_serving_auth.ipynb #c2261a88
+_JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_HS_DIGEST = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+
+def _b64(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+def _check_claims(self: Authenticator, claims: dict[str, Any]) -> None:
+    """Check `exp` (required), `nbf`, `iat`, `iss` and `aud` with leeway, as PyJWT would."""
+    now, leeway = time.time(), self.leeway_s
+    for name in self._options["require"]:
+        if name not in claims: raise _invalid(f"the token lacks the required '{name}' claim")
+    for name in ("exp", "nbf", "iat"):
+        if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], (int, float))):
+            raise _invalid(f"the token's '{name}' claim is not a number")
+    if claims["exp"] <= now - leeway: raise _invalid("the token has expired (exp); get a new one")
+    if claims.get("nbf", 0) > now + leeway or claims.get("iat", 0) > now + leeway:
+        raise _invalid("the token is not valid yet (nbf/iat in the future)")
+    if self.issuer and claims["iss"] != self.issuer: raise _invalid("the token's issuer (iss) is not trusted by this server")
+    if self.audience:
+        aud = claims["aud"]
+        if not (aud == self.audience or (isinstance(aud, list) and self.audience in aud)):
+            raise _invalid("the token's audience (aud) is not this server's")
+
+def _decode_hs(self: Authenticator, token: str, header: dict[str, Any], alg: str) -> dict[str, Any]:
+    """Verify an HS* token's signature and claims without PyJWT; return its claims."""
+    signing_input, _, signature = token.rpartition(".")
+    key = self._key_for(alg, header.get("kid"))
+    expected = hmac.new(key, signing_input.encode("ascii"), _HS_DIGEST[alg]).digest()
+    if not hmac.compare_digest(expected, _b64(signature)): raise _invalid("the token's signature does not verify")
+    try: claims = json.loads(_b64(signing_input.partition(".")[2]))
+    except ValueError: raise _invalid("the bearer token is not a well-formed JWT") from None
+    if not isinstance(claims, dict): raise _invalid("the bearer token is not a well-formed JWT")
+    self._check_claims(claims)
+    return claims
+
+Authenticator._check_claims, Authenticator._decode_hs = _check_claims, _decode_hs
+
+# %% ../../nbs/11_serving_auth.ipynb #b62ccb54
 _JWT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
     (jwt.ExpiredSignatureError, "the token has expired (exp); get a new one"),
     (jwt.ImmatureSignatureError, "the token is not valid yet (nbf/iat in the future)"),
@@ -298,21 +338,27 @@ _JWT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
     (jwt.InvalidSignatureError, "the token's signature does not verify"),
 )
 
-def _verify_jwt(self: Authenticator, token: str) -> Principal:
-    """Verify a JWT (signature, algorithm, claims) into a Principal."""
-    try: header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError: raise _invalid("the bearer token is not a well-formed JWT") from None
-    alg, kid = header.get("alg"), header.get("kid")
-    if not isinstance(alg, str) or alg not in self.algorithms:
-        raise _invalid(f"the token's algorithm {alg!r} is not accepted; this server accepts {', '.join(self.algorithms)}")
-    key = self._key_for(alg, kid)
+def _decode_pyjwt(self: Authenticator, token: str, header: dict[str, Any], alg: str) -> dict[str, Any]:
+    """Verify an RS*/ES*/EdDSA token with PyJWT, pinned to `alg` and its family's key."""
+    key = self._key_for(alg, header.get("kid"))
     try:
-        claims = jwt.decode(token, key, algorithms=[alg], audience=self.audience or None, issuer=self.issuer or None,
-                            leeway=self.leeway_s, options=self._options)
+        return jwt.decode(token, key, algorithms=[alg], audience=self.audience or None, issuer=self.issuer or None,
+                          leeway=self.leeway_s, options=self._options)
     except jwt.MissingRequiredClaimError as e: raise _invalid(f"the token lacks the required '{e.claim}' claim") from None
     except jwt.PyJWTError as e:
-        msg = next((m for cls, m in _JWT_ERRORS if isinstance(e, cls)), "the token is invalid")
-        raise _invalid(msg) from None
+        raise _invalid(next((m for cls, m in _JWT_ERRORS if isinstance(e, cls)), "the token is invalid")) from None
+
+def _verify_jwt(self: Authenticator, token: str) -> Principal:
+    """Verify a JWT (shape, pinned algorithm, family key, signature, claims) into a Principal."""
+    if not _JWT_SHAPE.fullmatch(token): raise _invalid("the bearer token is not a well-formed JWT")
+    try: header = json.loads(_b64(token.partition(".")[0]))
+    except ValueError: raise _invalid("the bearer token is not a well-formed JWT") from None
+    if not isinstance(header, dict): raise _invalid("the bearer token is not a well-formed JWT")
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in self.algorithms:
+        raise _invalid(f"the token's algorithm {alg!r} is not accepted; this server accepts {', '.join(self.algorithms)}")
+    if "crit" in header: raise _invalid("the token has critical header extensions this server does not support")
+    claims = (self._decode_hs if alg in _HS_DIGEST else self._decode_pyjwt)(token, header, alg)
     tenant = claims.get(self.tenant_claim)
     if not isinstance(tenant, str) or not tenant:
         raise _invalid(f"the token has no '{self.tenant_claim}' claim naming its tenant")
@@ -327,9 +373,9 @@ def _remember(self: Authenticator, token: str, principal: Principal, exp: float,
     if len(self._cache) >= self.cache_size: self._cache.clear()
     self._cache[token] = (principal, exp + self.leeway_s)
 
-Authenticator._verify_jwt, Authenticator._remember = _verify_jwt, _remember
+Authenticator._decode_pyjwt, Authenticator._verify_jwt, Authenticator._remember = _decode_pyjwt, _verify_jwt, _remember
 
-# %% ../../nbs/11_serving_auth.ipynb #eed566fc
+# %% ../../nbs/11_serving_auth.ipynb #10e85911
 _DUMMY_HASH = hashlib.sha256(b"llmops-dummy").hexdigest()
 
 def _verify_api_key(self: Authenticator, key: str) -> Principal:
@@ -353,7 +399,7 @@ def _maybe_reload_keys(self: Authenticator, every_s: float = 2.0) -> None:
 
 Authenticator._verify_api_key, Authenticator._maybe_reload_keys = _verify_api_key, _maybe_reload_keys
 
-# %% ../../nbs/11_serving_auth.ipynb #a44e9714
+# %% ../../nbs/11_serving_auth.ipynb #216173b1
 ANONYMOUS = Principal("anonymous", "anonymous", frozenset(SCOPES), "anonymous")
 
 def _authenticate(
@@ -383,7 +429,7 @@ def _authenticate(
 
 Authenticator.authenticate = _authenticate
 
-# %% ../../nbs/11_serving_auth.ipynb #64926e02
+# %% ../../nbs/11_serving_auth.ipynb #8de77d64
 def mint_token(
     settings: Settings, # where `[auth]` names the issuer, audience, tenant claim and secret variable
     tenant: str, # the tenant the token acts for
@@ -408,7 +454,7 @@ def mint_token(
     if a.audience: claims["aud"] = a.audience
     return jwt.encode(claims, secret, algorithm="HS256")
 
-# %% ../../nbs/11_serving_auth.ipynb #7b3c63cb
+# %% ../../nbs/11_serving_auth.ipynb #3acf4a14
 def _keys_path(args: argparse.Namespace) -> Path:
     if args.file: return Path(args.file)
     settings = load_settings(args.config)
