@@ -108,6 +108,7 @@ class ServingSettings(_Section):
     tls_cert: str = ""
     tls_key: str = ""
     cors_origins: str = ""
+    max_in_flight: int = Field(0, ge=0)
 
 # %% ../nbs/00_core.ipynb #299473ad
 class AuthSettings(_Section):

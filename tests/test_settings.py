@@ -49,7 +49,7 @@ from conftest import run_llmops
             "",
             {"LLMOPS_SERVING__PROT": "80"},
             "LLMOPS_SERVING__PROT: unknown key 'prot' in section [serving]; known "
-            "keys: host, port, workers, model_uri, backend, max_body_bytes, request_timeout_s, metrics_port, tls_cert, tls_key, cors_origins",
+            "keys: host, port, workers, model_uri, backend, max_body_bytes, request_timeout_s, metrics_port, tls_cert, tls_key, cors_origins, max_in_flight",
         ),
         (
             "",
