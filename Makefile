@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export VENV
 
-.PHONY: setup quickstart test sync lint nbtest pytest bench clean
+.PHONY: setup quickstart test sync bench clean
 
 # torch is installed first and pinned: its CPU build; an unpinned resolve pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -38,8 +38,11 @@ sync: setup
 	$(BIN)/nbdev-clean
 	$(BIN)/jupyter nbconvert --log-level=ERROR --to markdown --output-dir . --output README nbs/index.ipynb
 
-bench: setup
-	$(BIN)/python benchmarks/embeddings.py
+# Benchmarks: each writes benchmarks/results/NAME.json (peers install into benchmarks/.venv-*).
+BENCHMARKS := embeddings drift guardrails router serving
+bench: $(addprefix bench-,$(BENCHMARKS))
+bench-%: setup
+	$(BIN)/python benchmarks/$*.py
 
 clean:
 	rm -rf $(VENV) .llmops
