@@ -1,0 +1,197 @@
+"""The official `openai` client against a running `llmops serve`: chat, streaming, embeddings, models, the error
+cases, TLS, and the real MLflow support router."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import time
+from pathlib import Path
+
+import httpx
+import jwt
+import numpy as np
+import openai
+import pytest
+from test_serving_app_support import ECHO, SECRET, chat_body, self_signed_cert, start_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = start_server(tmp_path_factory.mktemp("openai"), serving={"max_body_bytes": 4096})
+    yield srv
+    srv.stop()
+
+
+def client_for(server, token: str | None = None, **kw) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=server.base_url + "/v1", api_key=token or server.token(), max_retries=0, timeout=60, **kw
+    )
+
+
+def test_chat_completion(server):
+    client = client_for(server)
+    raw = client.chat.completions.with_raw_response.create(
+        model=ECHO, messages=[{"role": "user", "content": "Where is my card?"}]
+    )
+    completion = raw.parse()
+    assert completion.choices[0].message.content == "echo: Where is my card?"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.model == ECHO
+    assert completion.usage.prompt_tokens == 5 and completion.usage.completion_tokens == 7
+    routing = completion.model_extra["llmops"]
+    assert routing["route"] == "benchmark" and routing["request_id"] == raw.headers["x-request-id"]
+    assert float(raw.headers["x-llmops-overhead-ms"]) >= 0
+    assert raw.headers["x-content-type-options"] == "nosniff"
+    records = server.wait_records([raw.headers["x-request-id"]])[raw.headers["x-request-id"]]
+    assert len(records) == 1
+    assert records[0]["tenant"] == "acme" and records[0]["status"] == 200 and records[0]["outcome"] == "ok"
+    assert set(records[0]["stages_ms"]) >= {"auth", "input_guard", "model", "output_guard", "audit"}
+
+
+def test_streaming_with_usage(server):
+    client = client_for(server)
+    stream = client.chat.completions.create(
+        model=ECHO,
+        messages=[{"role": "user", "content": "please stream these few words back"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: please stream these few words back"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 8
+    # the raw wire format ends with the DONE sentinel
+    with server.client() as http:
+        r = http.post("/v1/chat/completions", headers=server.headers(), json=chat_body("hi", stream=True))
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.text.rstrip().endswith("data: [DONE]")
+    rid = r.headers["x-request-id"]
+    assert len(server.wait_records([rid])[rid]) == 1
+
+
+def test_models_and_embeddings(server):
+    client = client_for(server)
+    ids = [m.id for m in client.models.list()]
+    assert ids == [ECHO, "all-MiniLM-L6-v2"]
+    texts = ["I lost my card", "reset my password please"]
+    emb = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)  # the client asks for base64
+    vectors = np.array([d.embedding for d in emb.data])
+    assert vectors.shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert emb.usage.prompt_tokens == 8
+    floats = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts[0], encoding_format="float")
+    np.testing.assert_allclose(floats.data[0].embedding, vectors[0], atol=1e-5)
+    with server.client() as http:
+        r = http.post(
+            "/v1/embeddings",
+            headers=server.headers(),
+            json={"model": "all-MiniLM-L6-v2", "input": texts[0], "encoding_format": "base64"},
+        )
+    decoded = np.frombuffer(base64.b64decode(r.json()["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(decoded, vectors[0], atol=1e-6)
+
+
+def test_error_cases(server):
+    with pytest.raises(openai.AuthenticationError) as e:
+        client_for(server, "not-a-token").chat.completions.create(
+            model=ECHO, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert e.value.status_code == 401 and e.value.body["code"] == "invalid_token"
+    assert e.value.response.headers["www-authenticate"].startswith("Bearer")
+    now = int(time.time())
+    claims = {"sub": "dev:acme", "tenant": "acme", "scope": "chat", "iss": "llmops-kit", "aud": "llmops-kit"}
+    expired = jwt.encode({**claims, "iat": now - 600, "exp": now - 300}, SECRET, algorithm="HS256")
+    with pytest.raises(openai.AuthenticationError) as e:
+        client_for(server, expired).models.list()
+    assert "expired" in e.value.body["message"]
+    chat_only = server.token("acme", ("chat",))
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        client_for(server, chat_only).embeddings.create(model="all-MiniLM-L6-v2", input="x")
+    assert e.value.body["code"] == "insufficient_scope"
+    with pytest.raises(openai.BadRequestError) as e:
+        client_for(server).chat.completions.create(
+            model=ECHO, messages=[{"role": "user", "content": "my AWS key is AKIAIOSFODNN7EXAMPLE"}]
+        )
+    assert e.value.body["code"] == "guardrail_blocked"
+    assert "AKIAIOSFODNN7EXAMPLE" not in str(e.value.body)
+    with pytest.raises(openai.APIStatusError) as e:
+        client_for(server).chat.completions.create(
+            model=ECHO, messages=[{"role": "user", "content": "x" * 5000}]
+        )
+    assert e.value.status_code == 413 and e.value.body["code"] == "request_too_large"
+    with pytest.raises(openai.NotFoundError) as e:
+        client_for(server).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert e.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.UnprocessableEntityError) as e:
+        client_for(server).chat.completions.create(model=ECHO, messages=[])
+    assert "messages" in e.value.body["message"]
+
+
+def test_tls(tmp_path):
+    cert, key = self_signed_cert(tmp_path)
+    srv = start_server(tmp_path / "tls", tls=(cert, key))
+    try:
+        assert srv.base_url.startswith("https://")
+        client = client_for(srv, http_client=httpx.Client(verify=srv.verify))
+        out = client.chat.completions.create(model=ECHO, messages=[{"role": "user", "content": "over TLS"}])
+        assert out.choices[0].message.content == "echo: over TLS"
+        with srv.client() as http:
+            r = http.get("/healthz")
+        assert r.headers["strict-transport-security"].startswith("max-age=")
+        with pytest.raises(httpx.ConnectError):  # an unverified certificate is refused by the client
+            httpx.get(srv.base_url + "/healthz", verify=True)
+    finally:
+        srv.stop()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llmops_kit.quickstart") is None, reason="llmops_kit.quickstart not built yet"
+)
+def test_mlflow_support_router(tmp_path: Path):
+    from test_serving_app_support import server_env, write_settings
+
+    from llmops_kit.core import load_settings
+    from llmops_kit.quickstart import build_champion
+
+    root = tmp_path / "mlflow"
+    root.mkdir()
+    ini = write_settings(root)
+    import os
+
+    old = dict(os.environ)
+    try:
+        os.environ.update(server_env())
+        info = build_champion(load_settings(ini, environ={}))
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    srv = start_server(root, backend="mlflow", serving={"model_uri": info.uri})
+    try:
+        client = client_for(srv)
+        assert [m.id for m in client.models.list()][0] == info.name
+        out = client.chat.completions.create(
+            model=info.name, messages=[{"role": "user", "content": "I still have not received my new card"}]
+        )
+        routing = out.model_extra["llmops"]
+        assert set(routing) >= {"intent", "confidence", "route", "abstained"}
+        assert routing["model_version"] == str(info.version)
+        assert out.choices[0].message.content
+        with srv.client() as http:
+            r = http.post(
+                "/v1/route",
+                headers=srv.headers(),
+                json={"input": ["I still have not received my new card", "how do I reset my password"]},
+            )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"] == info.name and len(body["data"]) == 2
+        assert {"intent", "confidence", "top_k", "route", "reply", "abstained"} <= set(body["data"][0])
+        rid = r.headers["x-request-id"]
+        rec = srv.wait_records([rid])[rid][0]
+        assert rec["model"] == info.name and rec["model_version"] == str(info.version)
+    finally:
+        srv.stop()
