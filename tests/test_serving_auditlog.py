@@ -1,0 +1,297 @@
+"""The audit writer under real threads and processes, rotation, restarts, crashes, and tampering found by
+`llmops audit verify`; raw-mode encryption read back by `llmops audit show --decrypt`."""
+
+import concurrent.futures
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from conftest import run_llmops
+from llmops_kit.core import AuditSettings, InferenceRecord, LlmopsError, Settings, SettingsError
+from llmops_kit.serving.auditlog import AuditWriter, audit_files, make_text_record, record_hash, verify_log
+
+
+def rec(i, **kw) -> InferenceRecord:
+    return InferenceRecord(
+        request_id=f"req-{i}",
+        ts="2026-11-25T09:30:00+00:00",
+        route="/v1/chat/completions",
+        status=200,
+        outcome="ok",
+        tenant="acme",
+        stages_ms={"auth": 0.02, "model": 1.5},
+        **kw,
+    )
+
+
+def lines_of(folder: Path) -> list[str]:
+    return [line for path in audit_files(folder) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def write(folder: Path, n: int, start: int = 0, **kw) -> list[str]:
+    with AuditWriter(folder, **kw) as writer:
+        futures = [writer.submit(rec(i)) for i in range(start, start + n)]
+        return [f.result(30) for f in futures]
+
+
+def test_many_threads_one_chain_exact_count(tmp_path):
+    """16 threads submit through a queue of 8: submit waits when full, nothing is dropped, one valid chain."""
+    with AuditWriter(tmp_path, queue_size=8, fsync="interval", fsync_interval_s=0.05) as writer:
+
+        def work(t):
+            return [writer.submit(rec(f"{t}-{i}")).result(30) for i in range(150)]
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            hashes = [h for hs in pool.map(work, range(16)) for h in hs]
+    result = verify_log(tmp_path)
+    assert (result.ok, result.count) == (True, 16 * 150), result
+    records = [json.loads(line) for line in lines_of(tmp_path)]
+    assert {r["request_id"] for r in records} == {f"req-{t}-{i}" for t in range(16) for i in range(150)}
+    assert [r["hash"] for r in records] == [record_hash(r) for r in records]
+    assert set(hashes) == {r["hash"] for r in records}, "every future resolved to its record's hash"
+
+
+WORKER = textwrap.dedent(
+    """
+    import sys
+    from llmops_kit.core import InferenceRecord
+    from llmops_kit.serving.auditlog import AuditWriter
+    folder, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    with AuditWriter(folder, rotate_bytes=int(sys.argv[4]), max_batch=7) as w:
+        futs = [w.submit(InferenceRecord(request_id=f"{tag}-{i}", ts="t", route="/v1/embeddings", status=200,
+                                         outcome="ok")) for i in range(n)]
+        for f in futs: f.result(60)
+    """
+)
+
+
+def test_several_processes_share_one_chain(tmp_path):
+    """Worker processes of one server append to one folder: the flock keeps a single valid chain."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path), f"p{k}", "400", "20000"])
+        for k in range(3)
+    ]
+    assert [p.wait(120) for p in procs] == [0, 0, 0]
+    result = verify_log(tmp_path)
+    assert (result.ok, result.count) == (True, 1200), result
+    assert len(audit_files(tmp_path)) > 3, "the processes rotated files between them"
+    ids = [json.loads(line)["request_id"] for line in lines_of(tmp_path)]
+    assert sorted(ids) == sorted(f"p{k}-{i}" for k in range(3) for i in range(400))
+
+
+def test_rotation_names_sort_chronologically_and_chain_across_files(tmp_path):
+    hashes = write(tmp_path, 60, rotate_bytes=1500)
+    files = audit_files(tmp_path)
+    assert len(files) >= 10 and all(p.stat().st_size <= 1500 for p in files)
+    assert [p.name for p in files] == sorted(n for n in os.listdir(tmp_path) if n.endswith(".jsonl"))
+    assert [json.loads(line)["hash"] for line in lines_of(tmp_path)] == hashes
+    first_of_each = [json.loads(p.read_text().splitlines()[0]) for p in files[1:]]
+    last_of_each = [json.loads(p.read_text().splitlines()[-1]) for p in files[:-1]]
+    assert [f["prev_hash"] for f in first_of_each] == [last["hash"] for last in last_of_each]
+    assert verify_log(tmp_path).count == 60
+
+
+def test_restart_continues_the_chain(tmp_path):
+    first = write(tmp_path, 10)
+    second = write(tmp_path, 10, start=10, fsync="always")
+    records = [json.loads(line) for line in lines_of(tmp_path)]
+    assert records[10]["prev_hash"] == first[-1] and records[-1]["hash"] == second[-1]
+    assert verify_log(tmp_path).count == 20
+
+
+def test_restart_after_a_cut_off_write_drops_the_torn_tail(tmp_path):
+    write(tmp_path, 5)
+    newest = audit_files(tmp_path)[-1]
+    with open(newest, "ab") as f:
+        f.write(b'{"request_id":"req-half","sta')  # a write cut off by power loss
+    proc = run_llmops("audit", "verify", str(tmp_path))
+    assert proc.returncode == 1 and "line 6: the last line is cut off" in proc.stdout
+    write(tmp_path, 5, start=5)
+    assert verify_log(tmp_path).count == 10
+    assert "req-half" not in newest.read_text()
+
+
+CRASHER = textwrap.dedent(
+    """
+    import sys, threading
+    from llmops_kit.core import InferenceRecord
+    from llmops_kit.serving.auditlog import AuditWriter
+    w = AuditWriter(sys.argv[1], fsync="never", queue_size=64)
+    lock = threading.Lock()
+    def client(t):
+        i = 0
+        while True:
+            h = w.submit(InferenceRecord(request_id=f"{t}-{i}", ts="t", route="/v1/chat/completions", status=200,
+                                         outcome="ok")).result()
+            with lock:  # the 'response' goes out only after the record is written
+                sys.stdout.write(f"{t}-{i} {h}\\n")
+                sys.stdout.flush()
+            i += 1
+    for t in range(4): threading.Thread(target=client, args=(t,), daemon=True).start()
+    threading.Event().wait()
+    """
+)
+
+
+def test_kill_9_loses_no_acknowledged_record(tmp_path):
+    """Every record whose future resolved is in the log after SIGKILL, and the chain verifies to the end."""
+    proc = subprocess.Popen([sys.executable, "-c", CRASHER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    acknowledged = []
+    deadline = time.monotonic() + 60
+    while len(acknowledged) < 2000 and time.monotonic() < deadline:
+        acknowledged.append(proc.stdout.readline().split())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    acknowledged += [line.split() for line in proc.stdout.read().splitlines()]
+    acknowledged = [
+        a for a in acknowledged if len(a) == 2 and len(a[1]) == 64
+    ]  # a line cut by the kill is no answer
+    assert len(acknowledged) >= 2000
+    written = {json.loads(line)["request_id"]: json.loads(line)["hash"] for line in lines_of(tmp_path)}
+    missing = [rid for rid, h in acknowledged if written.get(rid) != h]
+    assert not missing, f"{len(missing)} acknowledged records are not in the log, e.g. {missing[:3]}"
+    result = verify_log(tmp_path)
+    assert result.ok and result.count == len(written) >= len(acknowledged)
+
+
+@pytest.fixture
+def log_dir(tmp_path) -> Path:
+    folder = tmp_path / "audit"
+    write(folder, 12, rotate_bytes=2000)
+    assert len(audit_files(folder)) >= 2
+    return folder
+
+
+def verify_cli(folder: Path) -> subprocess.CompletedProcess:
+    return run_llmops("audit", "verify", str(folder))
+
+
+def test_verify_cli_reports_an_intact_log(log_dir):
+    proc = verify_cli(log_dir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    last = json.loads(lines_of(log_dir)[-1])["hash"]
+    assert (
+        proc.stdout.strip()
+        == f"ok: 12 records in {len(audit_files(log_dir))} files, chain intact; last hash {last}"
+    )
+
+
+def rewrite(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def test_verify_cli_finds_an_edited_record(log_dir):
+    path = audit_files(log_dir)[0]
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2].replace('"status":200', '"status":500')
+    rewrite(path, lines)
+    proc = verify_cli(log_dir)
+    assert proc.returncode == 1
+    assert proc.stdout.startswith(
+        f"TAMPERED: {path.name} line 3: the record's hash does not match its content"
+    )
+    assert "2 records verified before it" in proc.stdout
+
+
+def test_verify_cli_finds_an_edit_that_recomputes_the_hash(log_dir):
+    """A forger who fixes up the edited record's own hash still breaks the next record's link."""
+    path = audit_files(log_dir)[0]
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["tenant"] = "someone-else"
+    record["hash"] = record_hash(record)
+    lines[1] = json.dumps(record)
+    rewrite(path, lines)
+    proc = verify_cli(log_dir)
+    assert proc.returncode == 1 and f"{path.name} line 3: broken link" in proc.stdout
+
+
+def test_verify_cli_finds_a_deleted_record(log_dir):
+    path = audit_files(log_dir)[0]
+    lines = path.read_text().splitlines()
+    rewrite(path, lines[:1] + lines[2:])
+    proc = verify_cli(log_dir)
+    assert proc.returncode == 1
+    assert f"{path.name} line 2: broken link: prev_hash is not the previous record's hash" in proc.stdout
+
+
+def test_verify_cli_finds_reordered_records(log_dir):
+    path = audit_files(log_dir)[0]
+    lines = path.read_text().splitlines()
+    lines[1], lines[2] = lines[2], lines[1]
+    rewrite(path, lines)
+    proc = verify_cli(log_dir)
+    assert proc.returncode == 1 and f"{path.name} line 2: broken link" in proc.stdout
+
+
+def test_verify_cli_finds_a_deleted_file(log_dir):
+    files = audit_files(log_dir)
+    files[0].unlink()
+    proc = verify_cli(log_dir)
+    assert proc.returncode == 1
+    assert f"{files[1].name} line 1: the first record links to" in proc.stdout
+    assert "earlier records missing" in proc.stdout
+
+
+def test_verify_cli_missing_folder_is_a_usage_error(tmp_path):
+    proc = verify_cli(tmp_path / "nope")
+    assert (
+        proc.returncode == 2
+        and proc.stderr.startswith("llmops: error: ")
+        and "no such audit folder" in proc.stderr
+    )
+
+
+def test_raw_mode_round_trip_through_show_decrypt(tmp_path):
+    key = Fernet.generate_key().decode()
+    (tmp_path / "settings.ini").write_text("[audit]\nstore_prompts = raw\ndir = audit\n")
+    settings = Settings(root=tmp_path, audit=AuditSettings(store_prompts="raw", dir="audit"))
+    with pytest.raises(SettingsError, match="needs a Fernet key in LLMOPS_AUDIT_KEY"):
+        AuditWriter.from_settings(settings, environ={})
+    original = "My card 4111 1111 1111 1111 was charged twice, mail me at ana@example.com"
+    redacted = "My card <CREDIT_CARD> was charged twice, mail me at <EMAIL_ADDRESS>"
+    with AuditWriter.from_settings(settings, environ={"LLMOPS_AUDIT_KEY": key}) as writer:
+        writer.submit(
+            rec(1, input=writer.text(original, redacted), output=writer.text("Sorry about that!"))
+        ).result(10)
+    text = lines_of(tmp_path / "audit")[0]
+    assert "4111" not in text and "ana@example.com" not in text, "the original is only stored encrypted"
+    plain = run_llmops("audit", "show", cwd=tmp_path)
+    assert plain.returncode == 0 and "raw_text" not in plain.stdout
+    proc = run_llmops(
+        "audit", "show", "--decrypt", "--last", "1", cwd=tmp_path, env={"LLMOPS_AUDIT_KEY": key}
+    )
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert (shown["input"]["raw_text"], shown["input"]["text"]) == (original, redacted)
+    assert shown["output"]["raw_text"] == "Sorry about that!"
+    wrong = run_llmops(
+        "audit", "show", "--decrypt", cwd=tmp_path, env={"LLMOPS_AUDIT_KEY": Fernet.generate_key().decode()}
+    )
+    assert wrong.returncode == 2 and "cannot decrypt a ciphertext: wrong key" in wrong.stderr
+    missing = run_llmops("audit", "show", "--decrypt", cwd=tmp_path)
+    assert missing.returncode == 2 and "LLMOPS_AUDIT_KEY, which is not set" in missing.stderr
+    assert verify_cli(tmp_path / "audit").returncode == 0
+
+
+def test_hash_mode_keeps_no_text():
+    text = make_text_record("call me at 555-0100", "call me at <PHONE>", "hash")
+    assert (text.text, text.ciphertext, text.length) == (None, None, 19)
+
+
+def test_fsync_policies_all_write_and_closed_writer_refuses(tmp_path):
+    for policy in ("always", "interval", "never"):
+        assert len(write(tmp_path / policy, 20, fsync=policy, fsync_interval_s=0.01)) == 20
+        assert verify_log(tmp_path / policy).count == 20
+    writer = AuditWriter(tmp_path / "closed")
+    writer.close()
+    with pytest.raises(LlmopsError, match="the audit writer is closed"):
+        writer.submit(rec(0))
