@@ -359,3 +359,116 @@ def test_add_key_cli_prints_the_key_once_and_stores_only_its_hash(tmp_path):
     assert (entry.tenant, entry.scopes) == ("acme", ("chat", "metrics")) and key not in keys.read_text()
     listing = run_llmops("token", "list-keys", "--file", str(keys))
     assert listing.returncode == 0 and entry.id in listing.stdout and key not in listing.stdout
+
+
+# Through HTTP: the same attacks against a running `llmops serve` (RS256 via JWKS, HS256, API keys together).
+
+
+@pytest.fixture(scope="module")
+def http_server(tmp_path_factory, rsa_setup):
+    pytest.importorskip(
+        "llmops_kit.guardrails", reason="the server needs llmops_kit.guardrails, not built yet"
+    )
+    from test_serving_app_support import SECRET as SERVER_SECRET
+    from test_serving_app_support import start_server
+
+    key, jwks_file, _, _ = rsa_setup
+    root = tmp_path_factory.mktemp("auth-http")
+    (root / "jwks.json").write_text(jwks_file.read_text())
+    api_key = add_api_key(root / "keys.jsonl", "keyed", ["chat"])
+    extra = "[auth]\njwt_algorithms = RS256,HS256\njwks = jwks.json\napi_keys_file = keys.jsonl\n"
+    srv = start_server(root, extra_ini=extra)
+    srv.rsa_key, srv.api_key, srv.secret = key, api_key, SERVER_SECRET
+    yield srv
+    srv.stop()
+
+
+def http_attacks(srv) -> dict[str, tuple[dict, int, str]]:
+    """name -> (headers, expected status, expected error code)."""
+    key, pem = (
+        srv.rsa_key,
+        srv.rsa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    )
+    header, body, sig = jwt.encode(claims(), key, algorithm="RS256").split(".")
+    payload = json.loads(base64.urlsafe_b64decode(body + "=="))
+    tampered = f"{header}.{b64url(json.dumps({**payload, 'tenant': 'victim'}).encode())}.{sig}"
+
+    def bearer(token):
+        return {"Authorization": f"Bearer {token}"}
+
+    now = int(time.time())
+    return {
+        "no credentials": ({}, 401, "missing_credentials"),
+        "alg none": (bearer(forge({"alg": "none", "typ": "JWT"}, claims(), None)), 401, "invalid_token"),
+        "hs256 with the rsa public key": (
+            bearer(forge({"alg": "HS256"}, claims(), pem)),
+            401,
+            "invalid_token",
+        ),
+        "expired": (bearer(jwt.encode(claims(exp=now - 300), key, algorithm="RS256")), 401, "invalid_token"),
+        "not yet valid": (
+            bearer(jwt.encode(claims(nbf=now + 300), key, algorithm="RS256")),
+            401,
+            "invalid_token",
+        ),
+        "wrong audience": (
+            bearer(jwt.encode(claims(aud="other"), key, algorithm="RS256")),
+            401,
+            "invalid_token",
+        ),
+        "wrong issuer": (
+            bearer(jwt.encode(claims(iss="evil"), key, algorithm="RS256")),
+            401,
+            "invalid_token",
+        ),
+        "tampered payload": (bearer(tampered), 401, "invalid_token"),
+        "unknown api key": ({"x-api-key": "llmops_00000000_" + "A" * 43}, 401, "invalid_token"),
+        "missing scope": (
+            bearer(jwt.encode(claims(scope="embeddings"), key, algorithm="RS256")),
+            403,
+            "insufficient_scope",
+        ),
+    }
+
+
+def test_jwt_attacks_over_http_get_the_right_status_header_and_record(http_server):
+    from test_serving_app_support import chat_body
+
+    attacks = http_attacks(http_server)
+    ids = {}
+    with http_server.client() as client:
+        for name, (headers, status, code) in attacks.items():
+            r = client.post("/v1/chat/completions", headers=headers, json=chat_body())
+            assert (r.status_code, r.json()["error"]["code"]) == (status, code), (name, r.text)
+            if status == 401:
+                challenge = r.headers["www-authenticate"]
+                assert challenge.startswith('Bearer realm="llmops"'), (name, challenge)
+                assert (f'error="{code}"' in challenge) == (code != "missing_credentials"), (name, challenge)
+            ids[r.headers["x-request-id"]] = (name, status)
+        good = {
+            "rs256": {
+                "Authorization": "Bearer " + jwt.encode(claims(), http_server.rsa_key, algorithm="RS256")
+            },
+            "hs256": {
+                "Authorization": "Bearer " + jwt.encode(claims(), http_server.secret, algorithm="HS256")
+            },
+            "api key": {"x-api-key": http_server.api_key},
+            "api key as bearer": {"Authorization": f"Bearer {http_server.api_key}"},
+        }
+        for name, headers in good.items():
+            r = client.post("/v1/chat/completions", headers=headers, json=chat_body())
+            assert r.status_code == 200, (name, r.text)
+    records = http_server.wait_records(ids)
+    for request_id, (name, status) in ids.items():
+        (record,) = records[request_id]
+        assert (record["status"], record["outcome"]) == (
+            status,
+            "auth_error" if status == 401 else "forbidden",
+        ), name
+    log_text = "".join(p.read_text() for p in http_server.audit_dir.glob("*.jsonl"))
+    for headers, _, _ in attacks.values():
+        for value in headers.values():
+            assert value.split()[-1] not in log_text, "credentials never reach the audit log"
+    assert http_server.api_key not in log_text

@@ -18,9 +18,9 @@ from typing import Iterable
 # %% ../../nbs/13_serving_metrics.ipynb #aab921e4
 from ..core import OUTCOMES
 
-# %% ../../nbs/13_serving_metrics.ipynb #724e159c
+# %% ../../nbs/13_serving_metrics.ipynb #8a23f1a3
 KNOWN_ROUTES: tuple[str, ...] = ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/route", "/v1/predict",
-                                 "/healthz", "/readyz", "/metrics")
+                                 "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc")
 TTFT_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 REQUEST_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56,
                                       5.12, 10.24, 20.48, 40.96, 81.92)
