@@ -97,12 +97,13 @@ def normalise(text: str) -> NormalisedText:
             out.append(c); starts.append(i)
     return NormalisedText(text, "".join(out), tuple(starts))
 
-# %% ../nbs/03a_guardrails_model.ipynb #a58f79c2
+# %% ../nbs/03a_guardrails_model.ipynb #7bb4e519
 class Guard:
     """Base class of the guards: a name, a stage and `scan(text) -> findings`."""
     name: str = "guard"
     stage: Stage = "both"
     raw: bool = False # True: scan the original text instead of the normalised one
+    sensitive: bool = False # True: spans of blocked findings are masked in the verdict's text (secrets, PII)
 
     def applies(self, stage: str) -> bool:
         """Whether the guard runs at `stage` (`input` or `output`)."""

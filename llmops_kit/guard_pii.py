@@ -295,9 +295,10 @@ def find_addresses(text: str) -> list[tuple[int, int, float, str]]:
 PII_ENTITIES: tuple[str, ...] = ("EMAIL_ADDRESS", "IBAN_CODE", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "URL", "DATE_TIME",
                                  "STREET_ADDRESS", "PHONE_NUMBER", "PERSON")
 
-# %% ../nbs/03b_guardrails_pii.ipynb #0bf777c4
+# %% ../nbs/03b_guardrails_pii.ipynb #8d4a03dc
 class PiiGuard(Guard):
     """Personal data by patterns, checksums, context words and name gazetteers."""
+    sensitive = True
     def __init__(self,
                  entities: Sequence[str] = PII_ENTITIES, # Presidio entity names to look for
                  threshold: float = 0.5, # candidates scoring below are dropped

@@ -55,9 +55,10 @@ SECRET_PATTERNS: tuple[tuple[str, re.Pattern, float, str], ...] = tuple((t, re.c
 _SECRET_CONTEXT = re.compile(r"(?i)(?:key|token|secret|password|passwd|credential|api|bearer|auth|signature|private)")
 _HIGH_ENTROPY = re.compile(r"(?<![\w+/=\-])(?P<v>[A-Za-z0-9+/_\-]{24,}={0,2})(?![\w+/=\-])")
 
-# %% ../nbs/03c_guardrails_security.ipynb #6eaf2052
+# %% ../nbs/03c_guardrails_security.ipynb #cac3cae0
 class SecretsGuard(Guard):
     """Credentials by known formats, assignments, and high-entropy strings next to secret words."""
+    sensitive = True
     def __init__(self,
                  entropy_threshold: float = 4.0, # bits per character a context-backed random string must reach
                  name: str = "secrets", # guard name in findings

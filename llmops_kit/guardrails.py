@@ -353,7 +353,7 @@ class _Step:
     def __init__(self, guard: Guard, threshold: float, action: str, actions: dict[str, str]):
         self.guard, self.threshold, self.action, self.actions, self.name = guard, threshold, action, actions, guard.name
 
-# %% ../nbs/03e_guardrails.ipynb #6b630ebf
+# %% ../nbs/03e_guardrails.ipynb #52e4b239
 class GuardChain:
     """Guards run in policy order per stage, with early exit on block, merged findings and one verdict."""
     def __init__(self,
@@ -362,6 +362,11 @@ class GuardChain:
                  embedder: Any = None, # the (memoised) embedder the guards share, if any
                 ):
         self.steps, self.policy, self.embedder = {s: list(steps.get(s, [])) for s in STAGES}, policy, embedder
+        self.sensitive = {step.name for steps_ in self.steps.values() for step in steps_ if step.guard.sensitive}
+
+    def masked(self, findings: list[Finding]) -> list[Finding]:
+        """The findings whose spans are replaced in a verdict's text: redactions, and blocks of sensitive guards."""
+        return [f for f in findings if f.action == "redact" or (f.action == "block" and f.guard in self.sensitive)]
 
     @classmethod
     def from_policy(cls,
@@ -421,7 +426,7 @@ def _run_steps(chain: GuardChain, n: NormalisedText, stage: str, raw_guards: boo
         if blocked: return findings, latency, True
     return findings, latency, False
 
-# %% ../nbs/03e_guardrails.ipynb #a6e26256
+# %% ../nbs/03e_guardrails.ipynb #a880d1bb
 def check(self: GuardChain,
           text: str, # the prompt or the model's reply
           stage: str = "input", # `input` or `output`
@@ -436,7 +441,7 @@ def check(self: GuardChain,
     findings, guard_ms, _ = _run_steps(self, n, stage)
     latency.update(guard_ms)
     action = most_severe([f.action for f in findings])
-    out = redact(text, findings, vault) if action in ("redact", "block") else text
+    out = redact(text, self.masked(findings), vault) if action in ("redact", "block") else text
     verdict = Verdict(action, out, findings, latency, stage)
     if logger.isEnabledFor(logging.DEBUG):
         log_event(logger, "guardrail verdict", logging.DEBUG, stage=stage, action=action, reasons=verdict.reasons,
@@ -445,7 +450,7 @@ def check(self: GuardChain,
 
 GuardChain.check = check
 
-# %% ../nbs/03e_guardrails.ipynb #39a2f793
+# %% ../nbs/03e_guardrails.ipynb #86c43304
 class StreamGuard:
     """Check streamed output in windows with a hold-back buffer; release only checked text."""
     def __init__(self,
@@ -487,7 +492,7 @@ class StreamGuard:
         if cut <= self.released: return ""
         piece = self.text[self.released:cut]
         local = [Finding(f.guard, f.type, f.start - self.released, f.end - self.released, f.score, f.action, f.reason)
-                 for f in self.findings if f.start is not None and f.start >= self.released and f.end <= cut]
+                 for f in self.chain.masked(self.findings) if f.start is not None and f.start >= self.released and f.end <= cut]
         self.released = cut
         return redact(piece, local, self.vault)
 
@@ -508,7 +513,7 @@ class StreamGuard:
         if self.blocked: return ""
         raw = [s for s in self.chain.steps[self.stage] if s.guard.raw]
         if raw:
-            sub = GuardChain({self.stage: raw})
+            sub = GuardChain({self.stage: raw}, self.chain.policy)
             findings, latency, blocked = _run_steps(sub, NormalisedText(self.text, self.text), self.stage)
             self.findings += findings
             self.latency.update(latency)
@@ -521,7 +526,7 @@ class StreamGuard:
     def verdict(self) -> Verdict:
         """The verdict over everything received so far."""
         action = most_severe([f.action for f in self.findings])
-        return Verdict(action, redact(self.text, self.findings, self.vault), list(self.findings), dict(self.latency), self.stage)
+        return Verdict(action, redact(self.text, self.chain.masked(self.findings), self.vault), list(self.findings), dict(self.latency), self.stage)
 
 # %% ../nbs/03e_guardrails.ipynb #b4ea4549
 def stream(self: GuardChain,
