@@ -124,14 +124,15 @@ def _last_line(fd: int, size: int, chunk: int = 65536) -> tuple[bytes, int]:
             if b"\n" in body or pos == 0: return body[body.rfind(b"\n") + 1:], end
     return b"", 0
 
-# %% ../../nbs/12_serving_auditlog.ipynb #c046a9ab
+# %% ../../nbs/12_serving_auditlog.ipynb #1117e3de
 _STOP, _FLUSH = object(), object()
 
 class AuditWriter:
     """Append hash-chained records to rotated JSONL files from a background thread."""
     def __init__(self, dir: str | os.PathLike, *, fsync: Literal["always", "interval", "never"] = "interval",
                  fsync_interval_s: float = 1.0, rotate_bytes: int = 64 * 1024 * 1024, queue_size: int = 10_000,
-                 store_prompts: StoreMode = "redacted", fernet: Any = None, max_batch: int = 512):
+                 store_prompts: StoreMode = "redacted", fernet: Any = None, max_batch: int = 512,
+                 inline: bool | None = None):
         if fsync not in ("always", "interval", "never"): raise SettingsError(f"[audit] fsync = {fsync!r}; use always, interval or never")
         if store_prompts == "raw" and fernet is None: raise SettingsError(f"[audit] store_prompts = raw needs a Fernet key; {_KEY_HINT}")
         self.dir, self.fsync, self.fsync_interval_s = Path(dir), fsync, float(fsync_interval_s)
@@ -144,7 +145,8 @@ class AuditWriter:
         self._dirty, self._last_fsync = False, time.monotonic()
         self.written, self.errors = 0, 0
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._closed = False
+        self._closed, self._io = False, threading.Lock() # _io: one batch at a time in this process
+        self.inline = fsync != "always" if inline is None else inline
         with self._locked(): self._sync_tail() # fail fast on an unreadable chain
         self._thread = threading.Thread(target=self._run, name="llmops-audit-writer", daemon=True)
         self._thread.start()
@@ -219,7 +221,7 @@ def _sync_tail(self: AuditWriter) -> None:
 
 AuditWriter._locked, AuditWriter._open, AuditWriter._sync_tail = _locked, _open, _sync_tail
 
-# %% ../../nbs/12_serving_auditlog.ipynb #146b3170
+# %% ../../nbs/12_serving_auditlog.ipynb #86b3e958
 def _as_dict(record: InferenceRecord | Mapping[str, Any]) -> dict[str, Any]:
     """A shallow dict of a record (nested text records become dicts); JSON walks the rest."""
     if not isinstance(record, InferenceRecord): return dict(record)
@@ -279,8 +281,10 @@ def _run(self: AuditWriter) -> None:
     """The writer thread: drain the queue in batches until stopped."""
     q, stop = self._queue, False
     while not stop:
-        try: first = q.get(timeout=self.fsync_interval_s if self._dirty else None)
-        except queue.Empty: self._maybe_fsync(); continue
+        try: first = q.get(timeout=self.fsync_interval_s if self.fsync == "interval" else None)
+        except queue.Empty:
+            with self._io: self._maybe_fsync()
+            continue
         batch = [first]
         while len(batch) < self.max_batch:
             try: batch.append(q.get_nowait())
@@ -291,13 +295,14 @@ def _run(self: AuditWriter) -> None:
                 try: batch.append(q.get_nowait())
                 except queue.Empty: break
             batch = [(r, f) for r, f in batch if r is not _STOP]
-        if batch: self._write_batch(batch)
-        self._maybe_fsync()
-    self._maybe_fsync(force=True)
+        with self._io:
+            if batch: self._write_batch(batch)
+            self._maybe_fsync()
+    with self._io: self._maybe_fsync(force=True)
 
 AuditWriter._write_batch, AuditWriter._maybe_fsync, AuditWriter._run = _write_batch, _maybe_fsync, _run
 
-# %% ../../nbs/12_serving_auditlog.ipynb #05730fac
+# %% ../../nbs/12_serving_auditlog.ipynb #480587dc
 def _submit(self: AuditWriter, record: InferenceRecord | Mapping[str, Any]) -> concurrent.futures.Future:
     """Queue one record (waiting if the queue is full); the future resolves to its hash once written."""
     if self._closed: raise LlmopsError("the audit writer is closed; records can no longer be written")
@@ -307,9 +312,13 @@ def _submit(self: AuditWriter, record: InferenceRecord | Mapping[str, Any]) -> c
     return fut
 
 async def _write(self: AuditWriter, record: InferenceRecord | Mapping[str, Any]) -> str:
-    """Queue one record and wait until it is written, without blocking the event loop; return its hash."""
+    """Write one record and return its hash once written, without blocking the event loop for long."""
     if self._closed: raise LlmopsError("the audit writer is closed; records can no longer be written")
     fut: concurrent.futures.Future = concurrent.futures.Future()
+    if self.inline and self._queue.empty() and self._io.acquire(blocking=False):
+        try: self._write_batch([(record, fut)]) # idle writer: append here, no thread hand-off
+        finally: self._io.release()
+        return fut.result()
     try: self._queue.put_nowait((record, fut))
     except queue.Full: await asyncio.get_running_loop().run_in_executor(None, self._queue.put, (record, fut))
     return await asyncio.wrap_future(fut)
