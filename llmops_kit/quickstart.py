@@ -6,20 +6,22 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['QuickstartData', 'load_data', 'train_and_evaluate', 'policy_text', 'fit_reference_profile', 'ChampionInfo', 'publish',
-           'build_champion']
+__all__ = ['STAGES', 'QuickstartData', 'load_data', 'train_and_evaluate', 'policy_text', 'fit_reference_profile', 'ChampionInfo',
+           'publish', 'build_champion', 'QuickstartContext', 'Stage', 'StageResult', 'events_file_of', 'run_stages',
+           'quickstart', 'summary', 'configure_cli']
 
-# %% ../nbs/08_quickstart.ipynb #1d7c19f1
+# %% ../nbs/08_quickstart.ipynb #f845506f
 import argparse
 import importlib
 import importlib.util
+import json
 import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 # %% ../nbs/08_quickstart.ipynb #f09793d0
 from .core import InputError, LlmopsError, ProjectPaths, Settings, get_settings, load_settings, read_table
@@ -151,7 +153,7 @@ class ChampionInfo:
     policy: bool = False # a guardrail policy is bundled
     reference_profile: bool = False # a drift reference profile is bundled
 
-# %% ../nbs/08_quickstart.ipynb #a4665e6d
+# %% ../nbs/08_quickstart.ipynb #ea444b9a
 def publish(
     router, # the trained `SupportRouter`
     data: QuickstartData, # the data it learnt from (for lineage)
@@ -160,6 +162,8 @@ def publish(
     reference_profile_dir: str | os.PathLike | None = None, # a saved drift reference profile
     alias: str = "champion", # alias to point at the new version
     notebook: str | None = None, # producing notebook; default the running command
+    artifacts: Sequence[str | os.PathLike] = (), # evaluation plots and reports to log with the run
+    extra_tags: dict[str, str] | None = None, # more run and version tags
 ) -> ChampionInfo:
     """Log the router as an app bundle, register it and point `alias` at the new version."""
     from llmops_kit.registry import log_app, promote, register
@@ -167,7 +171,8 @@ def publish(
     params = {"C": router.head.C, "threshold": router.threshold, "top_k": router.top_k, "embedder": router.embedder_id,
               "n_train": len(data.train), "n_eval": len(data.eval), "labels": len(router.labels), "data": data.source}
     logged = log_app(router, settings, policy_yaml=policy, reference_profile_dir=reference_profile_dir, data=data.files,
-                     metrics=metrics, params=params, notebook=notebook, run_name="support-router")
+                     metrics=metrics, params=params, notebook=notebook, run_name="support-router", artifacts=artifacts,
+                     extra_tags=extra_tags)
     version = register(logged, settings.mlflow.model_name, settings)
     promote(version.name, version.version, alias, settings)
     return ChampionInfo(version.name, version.version, f"models:/{version.name}@{alias}", logged.run_id,
@@ -185,3 +190,202 @@ def build_champion(
     with tempfile.TemporaryDirectory() as work:
         profile_dir = fit_reference_profile(data.train, Path(work) / "reference_profile", settings) if profile else None
         return publish(router, data, settings, report.metrics(), profile_dir)
+
+# %% ../nbs/08_quickstart.ipynb #ad88cc07
+@dataclass
+class QuickstartContext:
+    """What the stages share: the inputs, the settings, and what earlier stages produced."""
+    settings: Settings # runtime settings
+    data_path: str | None = None # `--data`
+    text_column: str = "text" # `--text-column`
+    label_column: str = "category" # `--label-column`
+    eval_path: str | None = None # `--eval`
+    work: Path | None = None # a temporary folder for intermediate files
+    data: QuickstartData | None = None
+    router: Any = None
+    report: Any = None
+    profile_dir: Path | None = None
+    champion: ChampionInfo | None = None
+    lineage: dict[str, Any] = field(default_factory=dict) # LineageRun per job
+    produced: dict[str, str] = field(default_factory=dict) # label -> what/where, for the summary
+
+@dataclass
+class Stage:
+    """One step of the quickstart."""
+    name: str # short name shown in the progress lines
+    run: Callable[[QuickstartContext], str] # does the work; returns a one-line note
+    requires: tuple[str, ...] = () # modules that must be installed, else the stage is skipped
+    required: bool = False # a failure stops the job
+
+@dataclass
+class StageResult:
+    """How a stage went."""
+    name: str
+    status: str # done, skipped or failed
+    note: str
+    seconds: float = 0.0
+
+# %% ../nbs/08_quickstart.ipynb #d783062f
+def _stage_data(ctx: QuickstartContext) -> str:
+    ctx.data = load_data(ctx.data_path, ctx.text_column, ctx.label_column, ctx.eval_path)
+    ctx.produced["data"] = f"{ctx.data.source}; evaluation: {ctx.data.eval_source}"
+    return f"{len(ctx.data.train)} training rows, {len(ctx.data.eval)} evaluation rows, {ctx.data.train.category.nunique()} intents"
+
+def _stage_train(ctx: QuickstartContext) -> str:
+    from llmops_kit.lineage import LineageRun
+    ctx.lineage["train"] = LineageRun(ctx.settings, f"{ctx.settings.mlflow.model_name}.train",
+                                      [f for f in ctx.data.files if f.role == "train"]).start()
+    ctx.router, ctx.report = train_and_evaluate(ctx.data, ctx.settings, latency_queries=0)
+    return f"C={ctx.router.head.C:g}, {len(ctx.router.labels)} intents, threshold {ctx.router.threshold}"
+
+def _stage_evaluate(ctx: QuickstartContext) -> str:
+    from llmops_kit.lineage import LineageRun
+    from llmops_kit.router import evaluate_router, plot_confusion, single_query_latency
+    ctx.lineage["evaluate"] = LineageRun(ctx.settings, f"{ctx.settings.mlflow.model_name}.evaluate",
+                                         [f for f in ctx.data.files if f.role == "eval"]).start()
+    ctx.report.latency_ms = single_query_latency(ctx.router, list(ctx.data.eval.text[:100]))
+    ctx.router.metrics = ctx.report.metrics()
+    fig = plot_confusion(ctx.report)
+    fig.savefig(ctx.work / "confusion.png", dpi=90)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    (ctx.work / "evaluation.json").write_text(json.dumps(asdict(ctx.report), indent=1))
+    r = ctx.report
+    ctx.produced["evaluation"] = (f"accuracy {r.accuracy:.3f}, macro-F1 {r.macro_f1:.3f} on {r.n} rows; abstained {r.abstain_rate:.1%}; "
+                                  f"single-query latency p50 {r.latency_ms['p50']:.1f} ms, p99 {r.latency_ms['p99']:.1f} ms")
+    return ctx.produced["evaluation"]
+
+def _stage_profile(ctx: QuickstartContext) -> str:
+    ctx.profile_dir = fit_reference_profile(ctx.data.train, ctx.work / "reference_profile", ctx.settings)
+    return f"{len(ctx.data.train)} training texts profiled"
+
+def _stage_register(ctx: QuickstartContext) -> str:
+    from llmops_kit.lineage import model_dataset
+    from llmops_kit.registry import tracking_uri
+    extra = {f"llmops.lineage.{job}_run_id": run.run_id for job, run in ctx.lineage.items()}
+    ctx.champion = publish(ctx.router, ctx.data, ctx.settings, ctx.report.metrics(), ctx.profile_dir,
+                           artifacts=[ctx.work / "confusion.png", ctx.work / "evaluation.json"], extra_tags=extra)
+    c, uri = ctx.champion, tracking_uri(ctx.settings)
+    ctx.lineage["train"].complete([model_dataset(c.name, c.version, uri)], c.metrics, c.run_id)
+    ev = ctx.lineage.get("evaluate")
+    if ev is not None:
+        ev.inputs.append(model_dataset(c.name, c.version, uri, output=False))
+        ev.complete(metrics=c.metrics, mlflow_run_id=c.run_id)
+    paths = ProjectPaths.from_settings(ctx.settings)
+    ctx.produced["model"] = f"{c.uri} -> version {c.version} (run {c.run_id})"
+    ctx.produced["bundle"] = ("router" + (", guardrail policy" if c.policy else "") + (", drift reference profile" if c.reference_profile else "")
+                              + ", settings snapshot")
+    ctx.produced["tracking"] = f"{uri}" + (f" (artifacts under {paths.artifacts})" if not ctx.settings.mlflow.tracking_uri else "")
+    errors = [e for run in ctx.lineage.values() for e in run.errors]
+    lin = ctx.settings.lineage
+    where = {"file": str(events_file_of(ctx.settings)), "http": lin.endpoint, "none": "off ([lineage] transport = none)"}[lin.transport]
+    ctx.produced["lineage"] = where + (f"; send errors: {errors[0]}" if errors else "")
+    return f"version {c.version} is {c.uri}"
+
+def events_file_of(settings: Settings) -> Path:
+    """The file the OpenLineage file transport writes."""
+    from llmops_kit.lineage import events_file
+    return events_file(settings)
+
+# %% ../nbs/08_quickstart.ipynb #4886ea1c
+def _not_yet(ctx: QuickstartContext) -> str:
+    raise LlmopsError("this stage is not wired yet")
+
+STAGES: list[Stage] = [
+    Stage("data", _stage_data, required=True),
+    Stage("train", _stage_train, required=True),
+    Stage("evaluate", _stage_evaluate, required=True),
+    Stage("profile", _stage_profile, requires=("llmops_kit.drift_profile",)),
+    Stage("register", _stage_register, required=True),
+    Stage("serve", _not_yet, requires=("llmops_kit.serving.app", "llmops_kit.quickstart_replay")),
+    Stage("audit", _not_yet, requires=("llmops_kit.audit_nightly",)),
+    Stage("export", _not_yet, requires=("llmops_kit.export",)),
+]
+
+# %% ../nbs/08_quickstart.ipynb #82be3a7f
+def _installed(module: str) -> bool:
+    try: return importlib.util.find_spec(module) is not None
+    except ImportError: return False
+
+def run_stages(
+    ctx: QuickstartContext, # inputs and shared state
+    stages: Sequence[Stage] | None = None, # default `STAGES`
+    skip: Sequence[str] = (), # stage names not to run
+    progress=None, # a text stream for progress lines; default stderr
+) -> list[StageResult]:
+    """Run the stages in order, printing one progress line per stage."""
+    stages = list(STAGES if stages is None else stages)
+    progress = progress if progress is not None else sys.stderr
+    results, stop = [], False
+    for i, stage in enumerate(stages, 1):
+        head = f"[{i}/{len(stages)}] {stage.name:<9}"
+        missing = [m for m in stage.requires if not _installed(m)]
+        if stop: result = StageResult(stage.name, "skipped", "an earlier required stage failed")
+        elif stage.name in skip: result = StageResult(stage.name, "skipped", "skipped on request (--skip)")
+        elif missing: result = StageResult(stage.name, "skipped", f"{missing[0]} is not installed")
+        else:
+            print(f"{head} ...", file=progress, flush=True)
+            t0 = time.perf_counter()
+            try: result = StageResult(stage.name, "done", stage.run(ctx), time.perf_counter() - t0)
+            except Exception as e:
+                if stage.required and isinstance(e, LlmopsError): raise
+                result = StageResult(stage.name, "failed", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                                     time.perf_counter() - t0)
+                stop = stage.required
+        print(f"{head} {result.status}" + (f" in {result.seconds:.1f}s" if result.seconds else "") + f": {result.note}",
+              file=progress, flush=True)
+        results.append(result)
+    return results
+
+# %% ../nbs/08_quickstart.ipynb #11fea5aa
+def quickstart(
+    settings: Settings | None = None, # runtime settings; default `get_settings()`
+    data: str | os.PathLike | None = None, # a labelled file; None: the embedded sample
+    text_column: str = "text", # column holding the message
+    label_column: str = "category", # column holding the intent
+    eval_path: str | os.PathLike | None = None, # a labelled evaluation file
+    skip: Sequence[str] = (), # stage names not to run
+    progress=None, # stream for progress lines; default stderr
+) -> tuple[QuickstartContext, list[StageResult]]:
+    """Run the main job end to end; return the shared context and each stage's result."""
+    settings = settings or get_settings()
+    unknown = sorted(set(skip) - {s.name for s in STAGES})
+    if unknown: raise InputError(f"unknown stage {unknown[0]!r} in --skip; stages: {', '.join(s.name for s in STAGES)}")
+    ProjectPaths.from_settings(settings).ensure()
+    with tempfile.TemporaryDirectory(prefix="llmops-quickstart-") as work:
+        ctx = QuickstartContext(settings, str(data) if data is not None else None, text_column, label_column,
+                                str(eval_path) if eval_path is not None else None, Path(work))
+        return ctx, run_stages(ctx, skip=skip, progress=progress)
+
+# %% ../nbs/08_quickstart.ipynb #77d2356e
+def summary(ctx: QuickstartContext, results: Sequence[StageResult], seconds: float | None = None) -> str:
+    """The closing report: what was produced and where, and what was skipped or failed."""
+    failed = [r for r in results if r.status == "failed"]
+    head = "llmops quickstart: " + ("done" if not failed else f"{len(failed)} stage(s) failed") + (f" in {seconds:.1f}s" if seconds else "")
+    lines = [head, ""] + [f"  {k:<11} {v}" for k, v in ctx.produced.items()]
+    lines += ["", "  stages:"] + [f"    {r.name:<9} {r.status}: {r.note}" for r in results]
+    if ctx.champion:
+        lines += ["", f"  next: llmops registry show {ctx.champion.name}@champion",
+                  f"        llmops serve   (serves {ctx.champion.uri})"]
+    return "\n".join(lines)
+
+# %% ../nbs/08_quickstart.ipynb #bb6fce98
+def configure_cli(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `llmops quickstart`."""
+    parser.add_argument("--data", default=None, help="labelled training data (.csv, .jsonl, .parquet); default: the embedded sample tickets")
+    parser.add_argument("--text-column", default="text", help="column holding the message (default: text)")
+    parser.add_argument("--label-column", default="category", help="column holding the intent (default: category)")
+    parser.add_argument("--eval", default=None, help="labelled evaluation data; default: test.* beside --data, else a 20%% hold-out")
+    parser.add_argument("--skip", action="append", default=[], metavar="STAGE",
+                        help=f"a stage not to run (repeatable): {', '.join(s.name for s in STAGES if not s.required)}")
+    parser.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
+    def handler(args: argparse.Namespace) -> int:
+        settings = load_settings(args.config)
+        if args.data is not None and not Path(args.data).is_file(): raise InputError(f"--data {args.data}: no such file")
+        from llmops_kit.registry import quiet_mlflow
+        t0 = time.perf_counter()
+        with quiet_mlflow():
+            ctx, results = quickstart(settings, args.data, args.text_column, args.label_column, args.eval, args.skip)
+        print(summary(ctx, results, time.perf_counter() - t0))
+        return 1 if any(r.status == "failed" for r in results) else 0
+    parser.set_defaults(handler=handler)

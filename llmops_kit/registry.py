@@ -6,22 +6,25 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['BUNDLE_FORMAT', 'PREDICTION_FIELDS', 'tracking_uri', 'configure_mlflow', 'DataFile', 'git_commit', 'current_notebook',
-           'lineage_tags', 'settings_snapshot', 'write_bundle', 'AppBundle', 'LoggedApp', 'ModelVersionInfo', 'log_app',
-           'register', 'promote', 'LoadedApp', 'resolve_version', 'load_app', 'list_models', 'show_model',
-           'configure_cli']
+__all__ = ['BUNDLE_FORMAT', 'PREDICTION_FIELDS', 'tracking_uri', 'configure_mlflow', 'quiet_mlflow', 'DataFile', 'git_commit',
+           'current_notebook', 'lineage_tags', 'settings_snapshot', 'write_bundle', 'AppBundle', 'LoggedApp',
+           'ModelVersionInfo', 'log_app', 'register', 'promote', 'LoadedApp', 'resolve_version', 'load_app',
+           'list_models', 'show_model', 'configure_cli']
 
-# %% ../nbs/04_registry.ipynb #39283be9
+# %% ../nbs/04_registry.ipynb #9c183b48
 import argparse
+import contextlib
 import hashlib
 import importlib
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,7 +42,7 @@ def tracking_uri(settings: Settings) -> str:
 def _is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
-# %% ../nbs/04_registry.ipynb #67ed4462
+# %% ../nbs/04_registry.ipynb #dacac06e
 def configure_mlflow(
     settings: Settings | None = None, # runtime settings; default `get_settings()`
     create_experiment: bool = True, # make sure `[mlflow] experiment` exists (with the artifact root)
@@ -49,6 +52,8 @@ def configure_mlflow(
     settings = settings or get_settings()
     uri = tracking_uri(settings)
     if _is_local(uri): ProjectPaths.from_settings(settings).ensure()
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING) # "Creating initial MLflow database tables..."
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     if create_experiment:
@@ -64,7 +69,18 @@ def configure_mlflow(
         mlflow.set_experiment(name)
     return uri
 
-# %% ../nbs/04_registry.ipynb #f81ef752
+# %% ../nbs/04_registry.ipynb #9dd0ea5a
+@contextlib.contextmanager
+def quiet_mlflow(level: int = logging.WARNING):
+    """Silence MLflow's and alembic's INFO messages inside the block."""
+    loggers = [logging.getLogger(n) for n in ("mlflow", "alembic")]
+    before = [lg.level for lg in loggers]
+    for lg in loggers: lg.setLevel(level)
+    try: yield
+    finally:
+        for lg, lvl in zip(loggers, before): lg.setLevel(lvl)
+
+# %% ../nbs/04_registry.ipynb #a87e6bc7
 @dataclass(frozen=True)
 class DataFile:
     """A data set a model learnt from or was evaluated on, identified by content hash."""
@@ -89,7 +105,7 @@ class DataFile:
         blob = json.dumps(records, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
         return cls(role, name, hashlib.sha256(blob).hexdigest(), len(records) if hasattr(records, "__len__") else None)
 
-# %% ../nbs/04_registry.ipynb #4ffac363
+# %% ../nbs/04_registry.ipynb #3545e596
 def git_commit(root: str | os.PathLike | None = None) -> str:
     """The current git commit of `root` (with `-dirty` if there are uncommitted changes), or `unknown`."""
     try:
@@ -106,7 +122,7 @@ def current_notebook() -> str:
         if os.environ.get(var): return os.environ[var]
     return " ".join([Path(sys.argv[0]).name, *sys.argv[1:2]]) if sys.argv and sys.argv[0] else "unknown"
 
-# %% ../nbs/04_registry.ipynb #dd62ddf4
+# %% ../nbs/04_registry.ipynb #5afa6be0
 def lineage_tags(
     data: Sequence[DataFile] = (), # data files used
     metrics: dict[str, float] | None = None, # evaluation metrics
@@ -123,7 +139,7 @@ def lineage_tags(
     for k, v in (metrics or {}).items(): tags[f"llmops.metric.{k}"] = f"{v:.6g}"
     return tags
 
-# %% ../nbs/04_registry.ipynb #45b874a1
+# %% ../nbs/04_registry.ipynb #f2ef2df0
 BUNDLE_FORMAT = 1
 _SNAPSHOT_SECTIONS = ("project", "embeddings", "mlflow", "lineage", "drift", "guardrails", "serving")
 
@@ -136,7 +152,7 @@ def _class_path(obj: Any) -> str:
     cls = type(obj)
     return f"{cls.__module__}:{cls.__qualname__}"
 
-# %% ../nbs/04_registry.ipynb #00d98021
+# %% ../nbs/04_registry.ipynb #f3b13753
 def write_bundle(
     folder: str | os.PathLike, # where to write (created)
     predictor: Any, # an object with `predict`, `save(folder)` and classmethod `load(folder)`
@@ -162,7 +178,7 @@ def write_bundle(
     (folder / "app.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return folder
 
-# %% ../nbs/04_registry.ipynb #abb857b1
+# %% ../nbs/04_registry.ipynb #380d477d
 class AppBundle:
     """An app bundle read from its folder: the predictor and everything that defines its behaviour."""
     def __init__(self, folder: str | os.PathLike):
@@ -211,13 +227,14 @@ def _load_pyfunc(data_path: str) -> AppBundle:
     """MLflow's loader-module hook: open the bundle stored in `data_path`."""
     return AppBundle(data_path)
 
-# %% ../nbs/04_registry.ipynb #2516260e
+# %% ../nbs/04_registry.ipynb #435c9649
 @dataclass
 class LoggedApp:
     """A bundle logged to an MLflow run."""
     run_id: str # the MLflow run
-    model_uri: str # `runs:/RUN/NAME`
+    model_uri: str # the logged model's URI (`models:/m-...` in MLflow 3)
     tags: dict[str, str] = field(default_factory=dict) # lineage tags set on the run
+    model_id: str | None = None # MLflow 3 logged-model id
 
 @dataclass
 class ModelVersionInfo:
@@ -229,7 +246,7 @@ class ModelVersionInfo:
     aliases: list[str] = field(default_factory=list) # aliases pointing at it
     tags: dict[str, str] = field(default_factory=dict) # version tags
 
-# %% ../nbs/04_registry.ipynb #ee219996
+# %% ../nbs/04_registry.ipynb #4b18f6e5
 def _requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
     out = []
@@ -243,7 +260,7 @@ def _signature():
     from mlflow.types import ColSpec, Schema
     return ModelSignature(inputs=Schema([ColSpec("string", "text")]))
 
-# %% ../nbs/04_registry.ipynb #eab7a622
+# %% ../nbs/04_registry.ipynb #eb18c02e
 def log_app(
     predictor: Any, # an object with `predict`, `save(folder)` and classmethod `load(folder)`
     settings: Settings | None = None, # runtime settings (store, experiment, snapshot); default `get_settings()`
@@ -256,28 +273,33 @@ def log_app(
     notebook: str | None = None, # the producing notebook; default `current_notebook()`
     run_name: str | None = None, # name of a new run
     name: str = "app", # the logged model's name within the run
+    artifacts: Sequence[str | os.PathLike] = (), # extra files to log under `evaluation/` (plots, reports)
+    extra_tags: dict[str, str] | None = None, # more run and version tags (e.g. the lineage run id)
 ) -> LoggedApp:
     """Log an app bundle to MLflow, with lineage tags, parameters and metrics."""
     import mlflow
     settings = settings or get_settings()
     configure_mlflow(settings)
-    tags = lineage_tags(data, metrics, notebook, settings.root)
+    tags = {**lineage_tags(data, metrics, notebook, settings.root), **(extra_tags or {})}
     own_run = mlflow.active_run() is None
     run = mlflow.start_run(run_name=run_name) if own_run else mlflow.active_run()
     try:
         mlflow.set_tags(tags)
         if params: mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         if metrics: mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        for path in artifacts: mlflow.log_artifact(str(path), artifact_path="evaluation")
         with tempfile.TemporaryDirectory() as work:
             folder = write_bundle(Path(work) / "app", predictor, policy_yaml, reference_profile_dir, prompt_templates,
                                   settings_snapshot(settings), {"lineage": tags, "metrics": metrics or {}, "params": params or {}})
-            mlflow.pyfunc.log_model(name=name, loader_module="llmops_kit.registry", data_path=str(folder),
-                                    pip_requirements=_requirements(), signature=_signature())
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+                info = mlflow.pyfunc.log_model(name=name, loader_module="llmops_kit.registry", data_path=str(folder),
+                                               pip_requirements=_requirements(), signature=_signature())
     finally:
         if own_run: mlflow.end_run()
-    return LoggedApp(run.info.run_id, f"runs:/{run.info.run_id}/{name}", tags)
+    return LoggedApp(run.info.run_id, info.model_uri, tags, getattr(info, "model_id", None))
 
-# %% ../nbs/04_registry.ipynb #f24d3624
+# %% ../nbs/04_registry.ipynb #7966e7a2
 def _client(settings: Settings | None):
     import mlflow
     return mlflow.MlflowClient(configure_mlflow(settings or get_settings(), create_experiment=False))
@@ -301,11 +323,15 @@ def register(
     all_tags = {**(logged.tags if isinstance(logged, LoggedApp) else {}), **(tags or {})}
     try: client.get_registered_model(name)
     except Exception: client.create_registered_model(name, description="llmops-kit app bundle")
-    mv = mlflow.register_model(uri, name, tags=all_tags)
+    if isinstance(logged, LoggedApp) and logged.model_id: # MLflow 3: a version of the logged model, without console chatter
+        source = client.get_logged_model(logged.model_id).artifact_location
+        mv = client.create_model_version(name, source, run_id=logged.run_id, tags=all_tags, model_id=logged.model_id)
+    else:
+        with quiet_mlflow(): mv = mlflow.register_model(uri, name, tags=all_tags)
     if description: client.update_model_version(name, mv.version, description=description)
     return ModelVersionInfo(name, str(mv.version), f"models:/{name}/{mv.version}", mv.run_id, [], all_tags)
 
-# %% ../nbs/04_registry.ipynb #2a7040a1
+# %% ../nbs/04_registry.ipynb #2125ed17
 def promote(
     name: str, # registered model name
     version: str | int, # the version to point the alias at
@@ -324,7 +350,7 @@ def promote(
     mv = client.get_model_version(name, str(version))
     return ModelVersionInfo(name, str(mv.version), f"models:/{name}@{alias}", mv.run_id, list(mv.aliases), dict(mv.tags))
 
-# %% ../nbs/04_registry.ipynb #4fa65e54
+# %% ../nbs/04_registry.ipynb #6f98d844
 @dataclass
 class LoadedApp:
     """A registered app loaded for use: `predict` plus what came with it."""
@@ -344,7 +370,7 @@ class LoadedApp:
         if isinstance(texts, str): raise InputError("predict takes a list of texts, not one string")
         return self.predictor.predict(list(texts))
 
-# %% ../nbs/04_registry.ipynb #50f6ab6c
+# %% ../nbs/04_registry.ipynb #ce2aef87
 _MODELS_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))?/?$")
 
 def resolve_version(
@@ -365,7 +391,7 @@ def resolve_version(
                              f"in {tracking_uri(settings or get_settings())}; see `llmops registry list`") from None
         raise
 
-# %% ../nbs/04_registry.ipynb #fe2cf728
+# %% ../nbs/04_registry.ipynb #e725756e
 def load_app(
     uri: str, # `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/RUN/NAME` or a local model folder
     settings: Settings | None = None, # settings naming the tracking store; default `get_settings()`
@@ -392,7 +418,7 @@ def load_app(
                      reference_profile_dir=bundle.reference_profile_dir, settings_snapshot=bundle.settings_snapshot,
                      prompt_templates=bundle.prompt_templates, run_id=run_id, tags=tags)
 
-# %% ../nbs/04_registry.ipynb #0ac7f395
+# %% ../nbs/04_registry.ipynb #e532fcfb
 def list_models(settings: Settings | None = None) -> list[dict[str, Any]]:
     """Every registered model: name, latest version, aliases, description."""
     client = _client(settings)
@@ -404,7 +430,7 @@ def list_models(settings: Settings | None = None) -> list[dict[str, Any]]:
                     "description": rm.description or ""})
     return sorted(out, key=lambda r: r["name"])
 
-# %% ../nbs/04_registry.ipynb #df181081
+# %% ../nbs/04_registry.ipynb #0c7fd73c
 def show_model(
     ref: str, # `NAME`, `NAME@ALIAS`, `NAME/VERSION` (a `models:/` prefix is allowed)
     settings: Settings | None = None, # runtime settings; default `get_settings()`
@@ -424,7 +450,7 @@ def show_model(
     return {"name": ref, "versions": [{"version": str(v.version), "aliases": list(v.aliases), "run_id": v.run_id,
              "accuracy": v.tags.get("llmops.metric.accuracy"), "git_commit": v.tags.get("llmops.git_commit")} for v in versions]}
 
-# %% ../nbs/04_registry.ipynb #7d5e3b61
+# %% ../nbs/04_registry.ipynb #7713a881
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops registry list|show|promote`."""
     parser.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
@@ -437,16 +463,18 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     prom.add_argument("version")
     prom.add_argument("--alias", default="champion", help="alias to set (default: champion)")
     def handler(args: argparse.Namespace) -> int:
-        settings = load_settings(args.config)
-        if args.action == "list":
-            rows = list_models(settings)
-            if not rows: print(f"no registered models in {tracking_uri(settings)}", file=sys.stderr)
-            for r in rows:
-                aliases = ", ".join(f"@{a}={v}" for a, v in r["aliases"].items()) or "-"
-                print(f"{r['name']}\tlatest {r['latest_version']}\t{aliases}")
-        elif args.action == "show": print(json.dumps(show_model(args.ref, settings), indent=2))
-        else:
-            info = promote(args.name, args.version, args.alias, settings)
-            print(f"{info.uri} -> version {info.version}")
-        return 0
+        with quiet_mlflow(): return _registry_command(args, load_settings(args.config))
     parser.set_defaults(handler=handler)
+
+def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "list":
+        rows = list_models(settings)
+        if not rows: print(f"no registered models in {tracking_uri(settings)}", file=sys.stderr)
+        for r in rows:
+            aliases = ", ".join(f"@{a}={v}" for a, v in r["aliases"].items()) or "-"
+            print(f"{r['name']}\tlatest {r['latest_version']}\t{aliases}")
+    elif args.action == "show": print(json.dumps(show_model(args.ref, settings), indent=2))
+    else:
+        info = promote(args.name, args.version, args.alias, settings)
+        print(f"{info.uri} -> version {info.version}")
+    return 0

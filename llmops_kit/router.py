@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['HUMAN_REVIEW', 'check_training_data', 'LinearHead', 'fit_head', 'tune_c', 'shared_embedder', 'SupportRouter',
-           'RouterReport', 'single_query_latency', 'evaluate_router', 'plot_confusion']
+__all__ = ['HUMAN_REVIEW', 'SMALL_BATCH', 'check_training_data', 'LinearHead', 'fit_head', 'tune_c', 'shared_embedder',
+           'few_threads', 'SupportRouter', 'RouterReport', 'single_query_latency', 'evaluate_router', 'plot_confusion']
 
-# %% ../nbs/05_support_router.ipynb #00ac0008
+# %% ../nbs/05_support_router.ipynb #40220e65
+import contextlib
 import json
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -102,7 +104,23 @@ def shared_embedder() -> Embedder:
     """One uncached MiniLM encoder per process, shared by all routers."""
     return Embedder(cache_path=None)
 
-# %% ../nbs/05_support_router.ipynb #05947a30
+# %% ../nbs/05_support_router.ipynb #8f1bb729
+SMALL_BATCH = 8 # batches up to this size are encoded on one thread
+
+@contextlib.contextmanager
+def few_threads(n: int = 1):
+    """Run the block with torch limited to `n` intra-op threads (if torch is loaded)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    if before != n: torch.set_num_threads(n)
+    try: yield
+    finally:
+        if before != n: torch.set_num_threads(before)
+
+# %% ../nbs/05_support_router.ipynb #67a243f9
 @dataclass
 class SupportRouter:
     """Intent classifier plus routing table, knowledge-base replies and an abstention threshold."""
@@ -122,10 +140,13 @@ class SupportRouter:
         return self.head.labels
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed `texts` with the router's encoder."""
-        return (self.embedder or shared_embedder()).encode(list(texts))
+        """Embed `texts` with the router's encoder (one CPU thread for a few texts, see `few_threads`)."""
+        texts = list(texts)
+        embedder = self.embedder or shared_embedder()
+        if len(texts) > SMALL_BATCH: return embedder.encode(texts)
+        with few_threads(): return embedder.encode(texts)
 
-# %% ../nbs/05_support_router.ipynb #b986433a
+# %% ../nbs/05_support_router.ipynb #66f90197
 def _prediction(router: SupportRouter, p: np.ndarray) -> dict[str, Any]:
     order = np.argsort(-p)[: router.top_k]
     intent, confidence = router.labels[order[0]], float(p[order[0]])
@@ -146,7 +167,7 @@ def _predict(self: SupportRouter, texts: Sequence[str]) -> list[dict[str, Any]]:
 
 SupportRouter.predict_vectors, SupportRouter.predict = _predict_vectors, _predict
 
-# %% ../nbs/05_support_router.ipynb #c6bf9044
+# %% ../nbs/05_support_router.ipynb #92ad7446
 def _fit(cls, texts: Sequence[str], # training messages
          labels: Sequence[str], # one intent per message
          routes: dict[str, str] | None = None, # intent -> team queue
@@ -169,7 +190,7 @@ def _fit(cls, texts: Sequence[str], # training messages
 
 SupportRouter.fit = classmethod(_fit)
 
-# %% ../nbs/05_support_router.ipynb #8da6e748
+# %% ../nbs/05_support_router.ipynb #8dbb4f3c
 def _save(self: SupportRouter, path: str | Path) -> Path:
     """Write the router to folder `path`; return it."""
     path = Path(path)
@@ -194,7 +215,7 @@ def _load(cls, path: str | Path, embedder: Embedder | None = None) -> SupportRou
 
 SupportRouter.save, SupportRouter.load = _save, classmethod(_load)
 
-# %% ../nbs/05_support_router.ipynb #d702b851
+# %% ../nbs/05_support_router.ipynb #4f2097be
 @dataclass
 class RouterReport:
     """Evaluation figures of a router on a labelled set."""
@@ -214,7 +235,7 @@ class RouterReport:
         out.update({f"latency_{k}_ms": v for k, v in self.latency_ms.items() if k != "n"})
         return out
 
-# %% ../nbs/05_support_router.ipynb #860ee8cd
+# %% ../nbs/05_support_router.ipynb #eba5f44d
 def single_query_latency(
     router: SupportRouter, # the router to time
     texts: Sequence[str], # queries, sent one at a time
@@ -233,7 +254,7 @@ def single_query_latency(
     return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99)),
             "mean": float(a.mean()), "n": float(len(a))}
 
-# %% ../nbs/05_support_router.ipynb #55be8f7d
+# %% ../nbs/05_support_router.ipynb #948388da
 def evaluate_router(
     router: SupportRouter, # a trained router
     texts: Sequence[str], # evaluation messages
@@ -258,7 +279,7 @@ def evaluate_router(
         latency_ms=single_query_latency(router, texts[:latency_queries]) if latency_queries else {"n": 0},
         labels=names, confusion=confusion_matrix(labels, predicted, labels=names).tolist())
 
-# %% ../nbs/05_support_router.ipynb #0c3957d4
+# %% ../nbs/05_support_router.ipynb #df45842c
 def plot_confusion(
     report: RouterReport, # an evaluation report
     normalise: bool = True, # show row shares instead of counts
