@@ -425,6 +425,16 @@ def http_attacks(srv) -> dict[str, tuple[dict, int, str]]:
         ),
         "tampered payload": (bearer(tampered), 401, "invalid_token"),
         "unknown api key": ({"x-api-key": "llmops_00000000_" + "A" * 43}, 401, "invalid_token"),
+        "header injection via alg": (
+            bearer(forge({"alg": "HS256\r\nX-Evil: 1€"}, claims(), b"k")),
+            401,
+            "invalid_token",
+        ),
+        "header injection via kid": (
+            bearer(forge({"alg": "RS256", "kid": "k\r\nX-Evil: 1€"}, claims(), b"k")),
+            401,
+            "invalid_token",
+        ),
         "missing scope": (
             bearer(jwt.encode(claims(scope="embeddings"), key, algorithm="RS256")),
             403,
@@ -446,6 +456,7 @@ def test_jwt_attacks_over_http_get_the_right_status_header_and_record(http_serve
                 challenge = r.headers["www-authenticate"]
                 assert challenge.startswith('Bearer realm="llmops"'), (name, challenge)
                 assert (f'error="{code}"' in challenge) == (code != "missing_credentials"), (name, challenge)
+                assert "x-evil" not in r.headers, name
             ids[r.headers["x-request-id"]] = (name, status)
         good = {
             "rs256": {
@@ -472,3 +483,35 @@ def test_jwt_attacks_over_http_get_the_right_status_header_and_record(http_serve
         for value in headers.values():
             assert value.split()[-1] not in log_text, "credentials never reach the audit log"
     assert http_server.api_key not in log_text
+
+
+def test_mangled_tokens_only_ever_raise_auth_errors(hs_auth, rsa_setup):
+    """Random corruptions of valid tokens (both families) are 401s, never another exception (a 500)."""
+    import random
+
+    key, jwks_file, _, _ = rsa_setup
+    rs_auth = Authenticator(algorithms=["RS256", "HS256"], secret=SECRET, issuer=ISS, audience=AUD)
+    rs_auth.public_keys = Authenticator.from_settings(
+        Settings(auth=AuthSettings(jwt_algorithms="RS256", jwks=str(jwks_file))), environ={}
+    ).public_keys
+    rng = random.Random(7)
+    alphabet = "ABCxyz0189-_.=+/ \x00é"
+    for auth, token in (
+        (hs_auth, jwt.encode(claims(), SECRET, algorithm="HS256")),
+        (rs_auth, jwt.encode(claims(), key, algorithm="RS256")),
+    ):
+        for _ in range(1500):
+            chars = list(token)
+            for _ in range(rng.randint(1, 4)):
+                op, i = rng.random(), rng.randrange(len(chars))
+                if op < 0.4:
+                    chars[i] = rng.choice(alphabet)
+                elif op < 0.7:
+                    chars.insert(i, rng.choice(alphabet))
+                else:
+                    del chars[i]
+            mangled = "".join(chars)
+            try:
+                auth.authenticate(f"Bearer {mangled}")
+            except AuthError as e:
+                assert e.status == 401

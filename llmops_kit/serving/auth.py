@@ -52,7 +52,7 @@ class Principal:
         """True if `scope` (or `admin`) was granted."""
         return scope in self.scopes or "admin" in self.scopes
 
-# %% ../../nbs/11_serving_auth.ipynb #8d4c851f
+# %% ../../nbs/11_serving_auth.ipynb #d251c29a
 class AuthError(LlmopsError):
     """A request's credentials are missing (401), invalid (401) or lack a scope (403)."""
     def __init__(self, status: int, code: str, message: str, scope: str | None = None):
@@ -63,7 +63,7 @@ class AuthError(LlmopsError):
     def www_authenticate(self) -> str:
         """The `WWW-Authenticate` header value (RFC 6750)."""
         if self.code == "missing_credentials": return 'Bearer realm="llmops"'
-        desc = self.message.replace("\\", "/").replace('"', "'")
+        desc = "".join(c if " " <= c <= "~" else "?" for c in self.message).replace("\\", "/").replace('"', "'")
         extra = f', scope="{self.scope}"' if self.scope else ""
         return f'Bearer realm="llmops", error="{self.code}", error_description="{desc}"{extra}'
 
@@ -260,8 +260,13 @@ def _from_settings(settings: Settings, environ: Mapping[str, str] | None = None)
 
 Authenticator.from_settings = _from_settings
 
-# %% ../../nbs/11_serving_auth.ipynb #648da9ff
+# %% ../../nbs/11_serving_auth.ipynb #01d0f80c
 def _invalid(message: str) -> AuthError: return AuthError(401, "invalid_token", message)
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A header value chosen by the client, made safe to quote in a message: ASCII-escaped and cut short."""
+    text = ascii(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 def _key_for(self: Authenticator, alg: str, kid: str | None) -> Any:
     """The one key allowed to verify a token with `alg` and `kid`, or an AuthError."""
@@ -275,7 +280,7 @@ def _key_for(self: Authenticator, alg: str, kid: str | None) -> Any:
         if kid is not None: matches = [k for k in matches if k.kid == kid]
         if len(matches) == 1: return matches[0].key
         if len(matches) > 1: raise _invalid("the token has no 'kid' header and several keys could verify it")
-    raise _invalid(f"no {alg} key" + (f" with kid '{kid}'" if kid else "") + " is known to this server")
+    raise _invalid(f"no {alg} key" + (f" with kid {_shown(kid)}" if kid else "") + " is known to this server")
 
 def _refresh_jwks(self: Authenticator, min_interval_s: float = 60.0) -> bool:
     """Re-read a JWKS URL (at most once a minute) when a token names an unknown key."""
@@ -291,7 +296,7 @@ def _refresh_jwks(self: Authenticator, min_interval_s: float = 60.0) -> bool:
 
 Authenticator._key_for, Authenticator._refresh_jwks = _key_for, _refresh_jwks
 
-# %% ../../nbs/11_serving_auth.ipynb #c2261a88
+# %% ../../nbs/11_serving_auth.ipynb #a7280fee
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _HS_DIGEST = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
 
@@ -320,7 +325,9 @@ def _decode_hs(self: Authenticator, token: str, header: dict[str, Any], alg: str
     signing_input, _, signature = token.rpartition(".")
     key = self._key_for(alg, header.get("kid"))
     expected = hmac.new(key, signing_input.encode("ascii"), _HS_DIGEST[alg]).digest()
-    if not hmac.compare_digest(expected, _b64(signature)): raise _invalid("the token's signature does not verify")
+    try: given = _b64(signature)
+    except ValueError: raise _invalid("the bearer token is not a well-formed JWT") from None
+    if not hmac.compare_digest(expected, given): raise _invalid("the token's signature does not verify")
     try: claims = json.loads(_b64(signing_input.partition(".")[2]))
     except ValueError: raise _invalid("the bearer token is not a well-formed JWT") from None
     if not isinstance(claims, dict): raise _invalid("the bearer token is not a well-formed JWT")
@@ -329,7 +336,7 @@ def _decode_hs(self: Authenticator, token: str, header: dict[str, Any], alg: str
 
 Authenticator._check_claims, Authenticator._decode_hs = _check_claims, _decode_hs
 
-# %% ../../nbs/11_serving_auth.ipynb #b62ccb54
+# %% ../../nbs/11_serving_auth.ipynb #7a24dc2e
 _JWT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
     (jwt.ExpiredSignatureError, "the token has expired (exp); get a new one"),
     (jwt.ImmatureSignatureError, "the token is not valid yet (nbf/iat in the future)"),
@@ -356,7 +363,7 @@ def _verify_jwt(self: Authenticator, token: str) -> Principal:
     if not isinstance(header, dict): raise _invalid("the bearer token is not a well-formed JWT")
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in self.algorithms:
-        raise _invalid(f"the token's algorithm {alg!r} is not accepted; this server accepts {', '.join(self.algorithms)}")
+        raise _invalid(f"the token's algorithm {_shown(alg)} is not accepted; this server accepts {', '.join(self.algorithms)}")
     if "crit" in header: raise _invalid("the token has critical header extensions this server does not support")
     claims = (self._decode_hs if alg in _HS_DIGEST else self._decode_pyjwt)(token, header, alg)
     tenant = claims.get(self.tenant_claim)
