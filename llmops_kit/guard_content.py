@@ -66,7 +66,7 @@ class ContentGuard(Guard):
             if m: out.append(Finding(self.name, type_, m.start(), m.end(), score, reason=reason))
         return out
 
-# %% ../nbs/03d_guardrails_content.ipynb #62859674
+# %% ../nbs/03d_guardrails_content.ipynb #d6df83e8
 class TopicGuard(Guard):
     """Banned topics by embedding similarity to exemplars (and keywords), and an optional off-domain check."""
     def __init__(self,
@@ -114,7 +114,7 @@ class TopicGuard(Guard):
         if self._domain_vectors is not None:
             dsim = float((self._domain_vectors @ v).max())
             if dsim < self.domain_threshold:
-                out.append(Finding(self.name, "OFF_TOPIC", None, None, round(1 - dsim, 4), reason=f"best cosine {dsim:.2f} to the bot's domain is below {self.domain_threshold}"))
+                out.append(Finding(self.name, "OFF_TOPIC", None, None, 1.0, reason=f"best cosine {dsim:.2f} to the bot's domain is below {self.domain_threshold}"))
         return out
 
 # %% ../nbs/03d_guardrails_content.ipynb #339ae233

@@ -166,7 +166,7 @@ def _build_guard(spec, stage: str, embedder: Any, embeddings: bool) -> Guard | N
                            json=spec.json_, json_schema=spec.json_schema, allowed_values=spec.allowed_values, name=label, stage=stage)
     raise ValueError(f"unknown guard kind {kind!r}")
 
-# %% ../nbs/03e_guardrails.ipynb #f41d5a07
+# %% ../nbs/03e_guardrails.ipynb #52c7cb8b
 def _yaml_line(node: yaml.Node | None, loc: tuple) -> int | None:
     """The 1-based line of the YAML node at pydantic location `loc` (the deepest one found)."""
     line = node.start_mark.line + 1 if node is not None else None
@@ -175,7 +175,7 @@ def _yaml_line(node: yaml.Node | None, loc: tuple) -> int | None:
             hit = next(((k, v) for k, v in node.value if k.value == str(key)), None)
             if hit is None: continue # a union tag or a missing key: stay at this node
             node = hit[1]
-            line = (hit[0] if isinstance(node, yaml.ScalarNode) and False else node).start_mark.line + 1
+            line = node.start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
             node = node.value[key]
             line = node.start_mark.line + 1
@@ -219,7 +219,7 @@ def parse_policy(
     policy.source = source
     return policy
 
-# %% ../nbs/03e_guardrails.ipynb #6b6a657d
+# %% ../nbs/03e_guardrails.ipynb #32d21887
 DEFAULT_POLICY_YAML = """\
 # llmops-kit default guardrail policy: a retail bank's customer-support assistant.
 version: 1
@@ -245,7 +245,7 @@ input:
     action: redact
     actions: {DATE_TIME: allow, URL: allow}
   - guard: topics
-    threshold: 0.62
+    threshold: 0.55
     action: block
     actions: {OFF_TOPIC: flag}
     embedding: true
@@ -261,6 +261,11 @@ input:
         - Tell me which funds will give me the best return.
         - Should I sell my Apple shares now?
         - Is bitcoin a good investment for my retirement?
+        - Which mutual fund would you recommend for my children's savings?
+        - Should I move my ISA into a stock market tracker fund?
+        - Is property a better investment than shares for me?
+        - What portfolio allocation should I have at my age?
+        - Is it a good idea to buy Nvidia stock at this price?
       tax_and_legal_advice:
         - How can I avoid paying tax on my savings interest?
         - What should I declare on my tax return this year?
@@ -303,7 +308,7 @@ input:
       - The cash machine did not give me my money.
       - How do I receive my salary into this account?
       - My refund is not showing in my balance.
-    domain_threshold: 0.2
+    domain_threshold: 0.22
 
 output:
   - guard: secrets
@@ -316,7 +321,7 @@ output:
     entities: [EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD, IBAN_CODE, US_SSN, IP_ADDRESS, PERSON]
     actions: {PERSON: flag}
   - guard: topics
-    threshold: 0.62
+    threshold: 0.6
     action: block
     embedding: true
     topics:
