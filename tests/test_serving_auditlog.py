@@ -295,3 +295,18 @@ def test_fsync_policies_all_write_and_closed_writer_refuses(tmp_path):
     writer.close()
     with pytest.raises(LlmopsError, match="the audit writer is closed"):
         writer.submit(rec(0))
+
+
+def test_any_client_text_can_be_recorded_and_shown(tmp_path):
+    """Lone surrogates (valid JSON escapes a client may send), emoji and numpy numbers: written, verified, shown."""
+    import numpy as np
+
+    odd = "caf\u00e9 \ud800 \U0001f600 \x00"
+    with AuditWriter(tmp_path) as writer:
+        writer.submit(rec(1, input=writer.text(odd), prediction={"confidence": np.float32(0.75)})).result(10)
+    (line,) = lines_of(tmp_path)
+    assert line.isascii() and json.loads(line)["input"]["text"] == odd
+    assert json.loads(line)["prediction"] == {"confidence": 0.75}
+    assert verify_log(tmp_path).ok
+    proc = run_llmops("audit", "show", str(tmp_path))
+    assert proc.returncode == 0 and "req-1" in proc.stdout, proc.stderr

@@ -36,16 +36,17 @@ from typing import Any, Literal, Mapping
 from ..core import (InferenceRecord, InputError, LlmopsError, Settings, SettingsError, TextRecord,
                              load_settings, sha256_hex)
 
-# %% ../../nbs/12_serving_auditlog.ipynb #6be174db
+# %% ../../nbs/12_serving_auditlog.ipynb #4f8c6883
 def _json_default(value: Any) -> Any:
     """Serialise what JSON lacks: dataclasses as objects, sets and tuples as lists, anything else as text."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type): return dataclasses.asdict(value)
     if isinstance(value, (set, frozenset)): return sorted(value, key=str)
+    if callable(getattr(value, "tolist", None)): return value.tolist() # numpy scalars and arrays keep their type
     return str(value)
 
 def canonical_json(data: Mapping[str, Any]) -> str:
-    """The canonical JSON text of a record: sorted keys, no spaces, UTF-8 characters kept."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    """The canonical JSON text of a record: sorted keys, no spaces, plain ASCII (other characters escaped)."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_json_default)
 
 # %% ../../nbs/12_serving_auditlog.ipynb #a409d0b9
 def record_hash(data: Mapping[str, Any]) -> str:
@@ -53,7 +54,7 @@ def record_hash(data: Mapping[str, Any]) -> str:
     body = {k: v for k, v in data.items() if k != "hash"}
     return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
-# %% ../../nbs/12_serving_auditlog.ipynb #98658ce8
+# %% ../../nbs/12_serving_auditlog.ipynb #e3f14175
 StoreMode = Literal["redacted", "hash", "raw"]
 
 def make_text_record(
@@ -64,11 +65,13 @@ def make_text_record(
 ) -> TextRecord:
     """The audit form of a text per `mode`: redacted text, hash and length only, or encrypted original."""
     stored = original if redacted is None else redacted
-    if mode == "hash": return TextRecord(sha256_hex(original), len(original), None)
-    if mode == "redacted": return TextRecord(sha256_hex(original), len(original), stored)
+    data = original.encode("utf-8", "surrogatepass") # UTF-8; a lone surrogate a client sent is kept, not an error
+    digest = hashlib.sha256(data).hexdigest()
+    if mode == "hash": return TextRecord(digest, len(original), None)
+    if mode == "redacted": return TextRecord(digest, len(original), stored)
     if mode == "raw":
         if fernet is None: raise SettingsError("store_prompts = raw needs an encryption key; see audit_fernet")
-        return TextRecord(sha256_hex(original), len(original), stored, fernet.encrypt(original.encode("utf-8")).decode("ascii"))
+        return TextRecord(digest, len(original), stored, fernet.encrypt(data).decode("ascii"))
     raise SettingsError(f"[audit] store_prompts = {mode!r}; use redacted, hash or raw")
 
 # %% ../../nbs/12_serving_auditlog.ipynb #4fe751d8
@@ -385,7 +388,7 @@ def verify_log(dir: str | os.PathLike) -> VerifyResult:
                 prev, count = data["hash"], count + 1
     return VerifyResult(count, True, None, None, None, len(files), prev)
 
-# %% ../../nbs/12_serving_auditlog.ipynb #4eda5704
+# %% ../../nbs/12_serving_auditlog.ipynb #3ef4e1e4
 def _audit_dir(args: argparse.Namespace) -> tuple[Path, Settings]:
     settings = load_settings(args.config)
     d = Path(args.dir) if args.dir else settings.path(settings.audit.dir)
@@ -404,7 +407,7 @@ def _verify_cmd(args: argparse.Namespace) -> int:
 def _decrypt(fernet: Any, text: dict | None) -> None:
     from cryptography.fernet import InvalidToken
     if not isinstance(text, dict) or not text.get("ciphertext"): return
-    try: text["raw_text"] = fernet.decrypt(text["ciphertext"].encode("ascii")).decode("utf-8")
+    try: text["raw_text"] = fernet.decrypt(text["ciphertext"].encode("ascii")).decode("utf-8", "surrogatepass")
     except (InvalidToken, ValueError):
         raise InputError("cannot decrypt a ciphertext: wrong key (or the ciphertext was changed); "
                          "set the variable named by [audit] encryption_key_env to the key the log was written with") from None
@@ -418,7 +421,8 @@ def _show_cmd(args: argparse.Namespace) -> int:
     for line in rows:
         data = json.loads(line)
         if fernet is not None: _decrypt(fernet, data.get("input")); _decrypt(fernet, data.get("output"))
-        print(json.dumps(data, ensure_ascii=False))
+        try: print(json.dumps(data, ensure_ascii=False))
+        except UnicodeEncodeError: print(json.dumps(data)) # a lone surrogate: show it escaped
     return 0
 
 def configure_cli(parser: argparse.ArgumentParser) -> None:
