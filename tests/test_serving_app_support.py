@@ -118,17 +118,14 @@ class Server:
 
 
 def write_settings(root: Path, serving: dict | None = None, extra: str = "") -> Path:
-    lines = [
-        "[project]",
-        "state_dir = .llmops",
-        "log_format = json",
-        "[audit]",
-        "dir = .llmops/audit",
-        "[serving]",
-    ]
+    # the embedding guards (MiniLM similarity) take milliseconds per text; tests turn them on where they matter
+    lines = ["[project]", "state_dir = .llmops", "log_format = json", "[audit]", "dir = .llmops/audit"]
+    if "[guardrails]" not in extra:
+        lines += ["[guardrails]", "embedding_guards = false"]
+    lines += ["[serving]"]
     lines += [f"{k} = {v}" for k, v in (serving or {}).items()]
     ini = root / "settings.ini"
-    ini.write_text("\n".join(lines) + "\n" + extra)
+    ini.write_text("\n".join(lines) + "\n" + extra)  # extra sections come after [serving]
     return ini
 
 

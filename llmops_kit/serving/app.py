@@ -64,7 +64,7 @@ def route_label(
     """A bounded metrics label for `path`."""
     return path if path in _KNOWN_ROUTES else "other"
 
-# %% ../../nbs/14_serving_app.ipynb #a66d3b5b
+# %% ../../nbs/14_serving_app.ipynb #58dd3a1e
 class Server:
     """The shared state of the serving app, and the middleware's hooks."""
     def __init__(self,
@@ -76,10 +76,12 @@ class Server:
         self.settings, self.paths = settings, ProjectPaths.from_settings(settings)
         self.backend = backend or make_backend(settings)
         self.auth = Authenticator.from_settings(settings)
-        self.chain = GuardChain.from_settings(settings)
+        from llmops_kit.embeddings import Embedder
+        self.embedder = Embedder.from_settings(settings) # loads MiniLM only when first used
+        self.chain = GuardChain.from_settings(settings, embedder=self.embedder)
+        self.offload_guards = settings.guardrails.embedding_guards
         self.metrics = Metrics()
-        self.audit, self.embedder, self.load_error = None, None, None
-        self._embedder_lock = threading.Lock()
+        self.audit, self.load_error = None, None
         self.timeout_s, self.max_in_flight = settings.serving.request_timeout_s, settings.serving.max_in_flight
         self.in_flight = 0
 
@@ -138,21 +140,18 @@ def _begin(self: Server, ctx: RequestContext) -> None:
 
 Server.authorize, Server.begin = _authorize, _begin
 
-# %% ../../nbs/14_serving_app.ipynb #9b89b70a
+# %% ../../nbs/14_serving_app.ipynb #8bf7e63c
 def _text_record(self: Server, pair):
     if pair is None or self.audit is None: return None
     original, passed_on = pair
     return self.audit.text(original, None if passed_on == original else (passed_on or ""))
 
 async def _finish(self: Server, ctx: RequestContext) -> None:
-    """Write the request's audit record and update the metrics."""
+    """Write the request's audit record (before the client has the whole answer)."""
     from llmops_kit.core import InferenceRecord
-    self.in_flight -= 1
-    self.metrics.in_flight.dec()
     t = time.perf_counter()
-    outcome = outcome_for(ctx)
     record = InferenceRecord(
-        request_id=ctx.request_id, ts=ctx.ts, route=ctx.path[:256], status=ctx.status, outcome=outcome,
+        request_id=ctx.request_id, ts=ctx.ts, route=ctx.path[:256], status=ctx.status, outcome=outcome_for(ctx),
         tenant=ctx.tenant, method=ctx.method, model=ctx.model, model_version=ctx.model_version,
         latency_ms=round(ctx.elapsed_ms(), 3), stages_ms={}, prompt_tokens=ctx.prompt_tokens,
         completion_tokens=ctx.completion_tokens, cost_usd=ctx.cost_usd, input=self._text_record(ctx.input),
@@ -160,10 +159,14 @@ async def _finish(self: Server, ctx: RequestContext) -> None:
     ctx.stage("audit", t)
     record.stages_ms = {k: round(v, 3) for k, v in ctx.stages_ms.items()}
     if self.audit is not None: await self.audit.write(record)
-    m, model = self.metrics, ctx.model or "none"
-    m.stage("audit", time.perf_counter() - t)
-    for stage, ms in ctx.stages_ms.items():
-        if stage != "audit": m.stage(stage, ms / 1000)
+    ctx.stages_ms["audit"] = (time.perf_counter() - t) * 1000
+
+def _after(self: Server, ctx: RequestContext) -> None:
+    """Update the metrics once the answer is sent."""
+    self.in_flight -= 1
+    m, model, outcome = self.metrics, ctx.model or "none", outcome_for(ctx)
+    m.in_flight.dec()
+    for stage, ms in ctx.stages_ms.items(): m.stage(stage, ms / 1000)
     m.request(route_label(ctx.path), model, ctx.status, outcome, ctx.elapsed_ms() / 1000)
     if ctx.prompt_tokens: m.tokens("prompt", model, ctx.prompt_tokens)
     if ctx.completion_tokens: m.tokens("completion", model, ctx.completion_tokens)
@@ -171,19 +174,24 @@ async def _finish(self: Server, ctx: RequestContext) -> None:
         for f in verdict.get("findings", []) or [{"guard": "chain", "action": verdict["action"]}]:
             m.guardrail(f.get("guard", "chain"), verdict.get("stage", "input"), f.get("action", verdict["action"]))
 
-Server._text_record, Server.finish = _text_record, _finish
+Server._text_record, Server.finish, Server.after = _text_record, _finish, _after
 
-# %% ../../nbs/14_serving_app.ipynb #798905fe
+# %% ../../nbs/14_serving_app.ipynb #707239be
 def _verdict_dict(verdict) -> dict[str, Any]:
     d = verdict.to_dict()
     d.pop("text", None)
     return d
 
-def _guard_input(self: Server, ctx: RequestContext, text: str) -> str:
+async def _check(self: Server, text: str, stage: str):
+    """The chain's verdict on `text`, in a worker thread when embedding guards run (they take milliseconds)."""
+    if not self.offload_guards: return self.chain.check(text, stage=stage)
+    return await call_model(asyncio.to_thread(self.chain.check, text, stage), self.timeout_s)
+
+async def _guard_input(self: Server, ctx: RequestContext, text: str) -> str:
     """Run the input chain on `text`: the text to pass on, or a 400 `guardrail_blocked`."""
     t = time.perf_counter()
-    verdict = self.chain.check(text, stage="input")
-    ctx.stage("input_guard", t)
+    try: verdict = await self.check(text, "input")
+    finally: ctx.stage("input_guard", t)
     ctx.guardrails.append(_verdict_dict(verdict))
     if verdict.action == "block":
         ctx.outcome = "guardrail_block"
@@ -191,18 +199,18 @@ def _guard_input(self: Server, ctx: RequestContext, text: str) -> str:
                        "; ".join(verdict.reasons), extra={"reasons": verdict.reasons})
     return verdict.text if verdict.action == "redact" else text
 
-def _guard_output(self: Server, ctx: RequestContext, text: str) -> tuple[str | None, str]:
+async def _guard_output(self: Server, ctx: RequestContext, text: str) -> tuple[str | None, str]:
     """Run the output chain on `text`: (text to send or None if withheld, finish_reason)."""
     t = time.perf_counter()
-    verdict = self.chain.check(text, stage="output")
-    ctx.stage("output_guard", t)
+    try: verdict = await self.check(text, "output")
+    finally: ctx.stage("output_guard", t)
     ctx.guardrails.append(_verdict_dict(verdict))
     if verdict.action == "block":
         ctx.outcome = "guardrail_block"
         return None, "content_filter"
     return (verdict.text if verdict.action == "redact" else text), "stop"
 
-Server.guard_input, Server.guard_output = _guard_input, _guard_output
+Server.check, Server.guard_input, Server.guard_output = _check, _guard_input, _guard_output
 
 # %% ../../nbs/14_serving_app.ipynb #297ae024
 def _check_model(self: Server, ctx: RequestContext, model: str | None) -> None:
@@ -246,13 +254,13 @@ def _last_user_text(body: ChatCompletionRequest) -> str:
     raise ApiError(400, "no_user_message", "the conversation has no user message; add one with role 'user'",
                    param="messages")
 
-# %% ../../nbs/14_serving_app.ipynb #6531a7c9
+# %% ../../nbs/14_serving_app.ipynb #84d196b1
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     """Answer a conversation (OpenAI chat completions; `stream: true` sends server-sent events)."""
     server, ctx = _server(request), _ctx(request)
     server.check_model(ctx, body.model)
     original = _last_user_text(body)
-    text = server.guard_input(ctx, original)
+    text = await server.guard_input(ctx, original)
     ctx.input = (original, text)
     prediction = (await server.predict(ctx, request, [text]))[0]
     ctx.prediction = {k: prediction.get(k) for k in ("intent", "confidence", "route", "abstained")}
@@ -266,7 +274,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_stream_chat(server, ctx, completion_id, created, reply, info, include_usage),
                                  media_type="text/event-stream", headers={"x-accel-buffering": "no"})
-    content, finish_reason = server.guard_output(ctx, reply)
+    content, finish_reason = await server.guard_output(ctx, reply)
     ctx.output = (reply, content)
     ctx.completion_tokens = count_tokens(content or "")
     ctx.cost_usd = cost_usd(ctx.model, ctx.prompt_tokens, ctx.completion_tokens)
@@ -277,7 +285,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         usage=Usage(prompt_tokens=ctx.prompt_tokens, completion_tokens=ctx.completion_tokens,
                     total_tokens=ctx.prompt_tokens + ctx.completion_tokens), llmops=info))
 
-# %% ../../nbs/14_serving_app.ipynb #d7c0d28f
+# %% ../../nbs/14_serving_app.ipynb #f8af685e
 def _sse(chunk: ChatCompletionChunk) -> bytes:
     return b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
 
@@ -292,10 +300,10 @@ async def _stream_chat(server: Server, ctx: RequestContext, completion_id: str, 
     pieces = stream_pieces(reply)
     for i, piece in enumerate([*pieces, None]):
         t = time.perf_counter()
-        safe = guard.feed(piece) if piece is not None else guard.finish()
+        step = guard.feed if piece is not None else (lambda _: guard.finish())
+        safe = await asyncio.to_thread(step, piece) if server.offload_guards else step(piece)
         ctx.stage("output_guard", t)
-        verdict = getattr(guard, "verdict", None)
-        if verdict is not None and verdict.action == "block":
+        if guard.blocked:
             finish_reason, ctx.outcome = "content_filter", "guardrail_block"
             break
         if safe:
@@ -304,8 +312,7 @@ async def _stream_chat(server: Server, ctx: RequestContext, completion_id: str, 
                 first = False
             sent.append(safe)
             yield chunk(ChunkDelta(content=safe))
-    verdict = getattr(guard, "verdict", None)
-    if verdict is not None: ctx.guardrails.append(_verdict_dict(verdict))
+    ctx.guardrails.append(_verdict_dict(guard.verdict))
     content = "".join(sent)
     ctx.output = (reply, content)
     ctx.completion_tokens = count_tokens(content)
@@ -317,7 +324,7 @@ async def _stream_chat(server: Server, ctx: RequestContext, completion_id: str, 
         yield _sse(ChatCompletionChunk(id=completion_id, created=created, model=ctx.model, choices=[], usage=usage))
     yield b"data: [DONE]\n\n"
 
-# %% ../../nbs/14_serving_app.ipynb #a871d131
+# %% ../../nbs/14_serving_app.ipynb #8d6babf9
 async def route(body: RouteRequest, request: Request) -> Response:
     """The support router's decision for each ticket: intent, confidence, runner-ups, queue, reply, abstention."""
     server, ctx = _server(request), _ctx(request)
@@ -325,12 +332,12 @@ async def route(body: RouteRequest, request: Request) -> Response:
     originals = body.texts()
     if not 1 <= len(originals) <= MAX_ROUTE_INPUTS:
         raise ApiError(400, "invalid_input", f"send 1 to {MAX_ROUTE_INPUTS} texts, not {len(originals)}", param="input")
-    texts = [server.guard_input(ctx, t) for t in originals]
+    texts = [await server.guard_input(ctx, t) for t in originals]
     ctx.input = ("\n".join(originals), "\n".join(texts))
     predictions = await server.predict(ctx, request, texts)
     data, replies = [], []
     for i, p in enumerate(predictions):
-        reply, _ = server.guard_output(ctx, str(p["reply"]))
+        reply, _ = await server.guard_output(ctx, str(p["reply"]))
         replies.append(reply or "")
         data.append(RoutePrediction(**{**p, "index": i, "reply": reply or ""}))
     ctx.output = ("\n".join(str(p["reply"]) for p in predictions), "\n".join(replies))
@@ -339,18 +346,11 @@ async def route(body: RouteRequest, request: Request) -> Response:
     return _json(RouteResponse(model=ctx.model, model_version=str(ctx.model_version), data=data,
                                guardrails=ctx.guardrails))
 
-# %% ../../nbs/14_serving_app.ipynb #3e726c18
-def _get_embedder(self: Server):
-    with self._embedder_lock:
-        if self.embedder is None:
-            from llmops_kit.embeddings import Embedder
-            self.embedder = Embedder.from_settings(self.settings)
-        return self.embedder
-
+# %% ../../nbs/14_serving_app.ipynb #fa2f27da
 def _embed(self: Server, texts: list[str]):
-    return self.get_embedder().encode(texts)
+    return self.embedder.encode(texts)
 
-Server.get_embedder, Server.embed = _get_embedder, _embed
+Server.embed = _embed
 
 # %% ../../nbs/14_serving_app.ipynb #cc367721
 def encode_vector(
@@ -362,7 +362,7 @@ def encode_vector(
     v = np.asarray(vector, dtype="<f4")
     return base64.b64encode(v.tobytes()).decode() if encoding_format == "base64" else v.tolist()
 
-# %% ../../nbs/14_serving_app.ipynb #889e06cb
+# %% ../../nbs/14_serving_app.ipynb #ada58ff5
 async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     """Embed texts with MiniLM (OpenAI embeddings shape)."""
     server, ctx = _server(request), _ctx(request)
@@ -376,7 +376,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     originals = body.texts()
     if not 1 <= len(originals) <= MAX_EMBEDDING_INPUTS:
         raise ApiError(400, "invalid_input", f"send 1 to {MAX_EMBEDDING_INPUTS} texts, not {len(originals)}", param="input")
-    texts = [server.guard_input(ctx, t) for t in originals]
+    texts = [await server.guard_input(ctx, t) for t in originals]
     ctx.input = ("\n".join(originals), "\n".join(texts))
     t = time.perf_counter()
     try: vectors = await call_model(asyncio.to_thread(server.embed, texts), server.timeout_s, request.receive)
@@ -448,7 +448,7 @@ async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Respo
     return _error_response(request, ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), message,
                                              headers=dict(exc.headers or {})))
 
-# %% ../../nbs/14_serving_app.ipynb #d63564ce
+# %% ../../nbs/14_serving_app.ipynb #f5f3dfed
 def _openapi(app: FastAPI) -> dict:
     if app.openapi_schema: return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
@@ -457,6 +457,11 @@ def _openapi(app: FastAPI) -> dict:
                    "description": "a JWT from `llmops token create` or your identity provider"},
         "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key",
                    "description": "an API key from `llmops token add-key`"}}
+    comps = schema["components"].get("schemas", {})
+    for name, ids in (("ChatCompletionRequest", [app.state.server.model_id]), ("RouteRequest", [app.state.server.model_id]),
+                      ("EmbeddingRequest", list(EMBEDDING_MODELS))):
+        prop = comps.get(name, {}).get("properties", {}).get("model")
+        if prop is not None: next((b for b in prop.get("anyOf", []) if b.get("type") == "string"), prop)["enum"] = ids
     for path, scope in ROUTE_SCOPES.items():
         for op in schema["paths"].get(path, {}).values():
             op["security"] = [{"bearer": []}, {"apiKey": []}]

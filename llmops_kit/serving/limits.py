@@ -140,21 +140,21 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
 CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 HSTS = (b"strict-transport-security", b"max-age=31536000")
 
-# %% ../../nbs/15_serving_limits.ipynb #b803d065
+# %% ../../nbs/15_serving_limits.ipynb #a947d017
+_HEADER_SETS = {(docs, tls): [*SECURITY_HEADERS, *([] if docs else [CSP]), *([HSTS] if tls else [])]
+                for docs in (False, True) for tls in (False, True)}
+
 def security_headers(
     scope: dict, # the ASGI scope
 ) -> list[tuple[bytes, bytes]]:
-    """The security headers for a response to `scope`."""
-    headers = list(SECURITY_HEADERS)
-    if not scope["path"].startswith(("/docs", "/redoc")): headers.append(CSP)
-    if scope.get("scheme") == "https": headers.append(HSTS)
-    return headers
+    """The security headers for a response to `scope` (precomputed lists: do not modify)."""
+    return _HEADER_SETS[(scope["path"].startswith(("/docs", "/redoc")), scope.get("scheme") == "https")]
 
 # %% ../../nbs/15_serving_limits.ipynb #9b768665
 class ClientDisconnected(Exception):
     """The client closed the connection before the answer was ready."""
 
-# %% ../../nbs/15_serving_limits.ipynb #935093ff
+# %% ../../nbs/15_serving_limits.ipynb #c966a7d3
 async def _wait_disconnect(receive: Callable[[], Awaitable[dict]]) -> None:
     while True:
         if (await receive())["type"] == "http.disconnect": return
@@ -163,27 +163,37 @@ async def call_model(
     awaitable: Awaitable, # the model call
     timeout_s: float, # the most it may take
     receive: Callable[[], Awaitable[dict]] | None = None, # the request's ASGI receive, to notice a disconnect
+    watch_after_s: float = 0.1, # start watching for a disconnect only if the call takes longer than this
 ) -> Any:
     """Await `awaitable`, raising a 504 `ApiError` on timeout and `ClientDisconnected` if the client leaves."""
-    task = asyncio.ensure_future(awaitable)
-    watch = asyncio.ensure_future(_wait_disconnect(receive)) if receive is not None else None
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    state: dict[str, Any] = {"gone": False, "watcher": None}
+    async def watch():
+        await _wait_disconnect(receive)
+        state["gone"] = True
+        task.cancel()
+    def start_watching(): state["watcher"] = loop.create_task(watch())
+    handle = loop.call_later(watch_after_s, start_watching) if receive is not None else None
     try:
-        done, _ = await asyncio.wait([task] if watch is None else [task, watch], timeout=timeout_s,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        async with asyncio.timeout(timeout_s): return await awaitable
+    except TimeoutError:
+        raise ApiError(504, "model_timeout", f"the model did not answer within {timeout_s:g} s; retry later or raise "
+                       "[serving] request_timeout_s") from None
+    except asyncio.CancelledError:
+        if not state["gone"]: raise
+        task.uncancel()
+        raise ClientDisconnected() from None
     finally:
-        if watch is not None: watch.cancel()
-    if task in done: return task.result()
-    task.cancel()
-    if watch is not None and watch in done: raise ClientDisconnected()
-    raise ApiError(504, "model_timeout", f"the model did not answer within {timeout_s:g} s; retry later or raise "
-                   "[serving] request_timeout_s")
+        if handle is not None: handle.cancel()
+        if state["watcher"] is not None: state["watcher"].cancel()
 
-# %% ../../nbs/15_serving_limits.ipynb #49fc628f
+# %% ../../nbs/15_serving_limits.ipynb #38564fa3
 class GatewayHooks(Protocol):
     """What the server plugs into `GatewayMiddleware`."""
     def begin(self, ctx: RequestContext) -> None: ...
     async def authorize(self, ctx: RequestContext, scope: dict) -> None: ...
     async def finish(self, ctx: RequestContext) -> None: ...
+    def after(self, ctx: RequestContext) -> None: ...
 
 # %% ../../nbs/15_serving_limits.ipynb #2d920e4e
 class BodyTooLarge(Exception):
@@ -205,7 +215,7 @@ async def read_body(
         chunks.append(body)
         if not message.get("more_body", False): return b"".join(chunks)
 
-# %% ../../nbs/15_serving_limits.ipynb #177cf6ed
+# %% ../../nbs/15_serving_limits.ipynb #1d65cf64
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 class GatewayMiddleware:
@@ -223,7 +233,7 @@ class GatewayMiddleware:
         ctx = RequestContext(request_id_from(headers), scope["method"], scope["path"], time.perf_counter(),
                              dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"))
         scope.setdefault("state", {})["llmops"] = ctx
-        extra_headers = security_headers(scope) + [(b"x-request-id", ctx.request_id.encode())]
+        extra_headers = [*security_headers(scope), (b"x-request-id", ctx.request_id.encode())]
         state = {"start": None, "sent_start": False, "complete": False}
 
         async def finish():
@@ -305,3 +315,5 @@ class GatewayMiddleware:
                                       "id when reporting it"))
         finally:
             if not ctx.finished: await asyncio.shield(finish())
+            try: self.hooks.after(ctx)
+            except Exception as e: log_event(logger, "after_failed", logging.ERROR, request_id=ctx.request_id, error=repr(e))

@@ -1,0 +1,245 @@
+"""Serving overhead: the full llmops chain (JWT, input and output guardrails, audit log, metrics) against a bare
+FastAPI endpoint with the same pydantic body calling the same benchmark backend, same worker count, same run.
+
+Load comes from `wrk` (Debian; installed with apt-get if missing) in separate processes, with a Lua script for the
+POST body and the Authorization header, at several concurrencies. Reports requests/s and p50/p99 latency.
+
+Usage: nice -n 10 .venv/bin/python benchmarks/serving.py [--duration 10] [--workers 1] [--concurrency 1,16,64]
+Writes benchmarks/results/serving.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "serving.json"
+LLMOPS = Path(sys.executable).parent / "llmops"
+BODY = {"model": "llmops-benchmark-echo", "messages": [{"role": "user", "content": "My card payment was declined twice today, what should I do?"}]}  # fmt: skip
+
+LUA = r"""
+wrk.method = "POST"
+wrk.body = [==[BODY]==]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer TOKEN"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRKJSON {\"requests\":%d,\"duration_us\":%d,\"socket_errors\":%d,\"non2xx\":%d," ..
+    "\"p50_us\":%d,\"p90_us\":%d,\"p99_us\":%d,\"mean_us\":%.1f,\"max_us\":%d}\n",
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean, latency.max))
+end
+"""
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    print("wrk not found: installing it from Debian (apt-get install -y wrk)", flush=True)
+    if subprocess.run(["apt-get", "install", "-y", "wrk"], capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update"], capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, capture_output=True)
+    return shutil.which("wrk") or "/usr/bin/wrk"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ok(url: str, method: str = "GET", timeout: float = 120, **kw) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.request(method, url, timeout=2, **kw).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
+
+
+def run_wrk(wrk: str, url: str, script: Path, connections: int, duration: float) -> dict:
+    threads = 1 if connections == 1 else 2
+    cmd = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--timeout", "10s", "-s",
+           str(script), url]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
+    r = json.loads(line[len("WRKJSON ") :])
+    return {
+        "requests": r["requests"],
+        "rps": round(r["requests"] / (r["duration_us"] / 1e6), 1),
+        "p50_ms": r["p50_us"] / 1000,
+        "p90_ms": r["p90_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+        "mean_ms": round(r["mean_us"] / 1000, 3),
+        "max_ms": r["max_us"] / 1000,
+        "socket_errors": r["socket_errors"],
+        "non2xx": r["non2xx"],
+    }
+
+
+def overhead_header(url: str, token: str, n: int = 300) -> dict:
+    """The server's own `x-llmops-overhead-ms` over `n` sequential requests (no client-side noise)."""
+    values = []
+    with httpx.Client(timeout=10) as c:
+        for _ in range(n):
+            r = c.post(url, json=BODY, headers={"Authorization": f"Bearer {token}"})
+            values.append(float(r.headers["x-llmops-overhead-ms"]))
+    values.sort()
+    return {"n": n, "p50_ms": round(values[n // 2], 3), "p99_ms": round(values[int(n * 0.99) - 1], 3)}
+
+
+def median_of(runs: list[dict]) -> dict:
+    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "mean_ms")
+    out = {k: round(statistics.median(r[k] for r in runs), 3) for k in keys}
+    out["requests"] = sum(r["requests"] for r in runs)
+    out["errors"] = sum(r["socket_errors"] + r["non2xx"] for r in runs)
+    out["runs"] = runs
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measurement")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of both servers")
+    parser.add_argument("--concurrency", default="1,16,64", help="comma-separated wrk connection counts")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="alternating rounds per point; medians are reported"
+    )
+    args = parser.parse_args()
+    wrk = ensure_wrk()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    secret = secrets.token_urlsafe(32)
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ini = root / "settings.ini"
+        ini.write_text("[project]\nstate_dir = .llmops\nlog_level = WARNING\n[audit]\ndir = .llmops/audit\n"
+                       "[serving]\nbackend = benchmark\n")  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
+        env.update(LLMOPS_JWT_SECRET=secret, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        full_port, bare_port = free_port(), free_port()
+        try:
+            log = open(root / "servers.log", "wb")
+            procs.append(subprocess.Popen(
+                [str(LLMOPS), "serve", "--config", str(ini), "--port", str(full_port), "--workers", str(args.workers)],
+                cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
+            procs.append(subprocess.Popen(
+                [sys.executable, str(HERE / "serving_bare.py"), "--port", str(bare_port), "--workers", str(args.workers)],
+                cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
+            full_url = f"http://127.0.0.1:{full_port}/v1/chat/completions"
+            bare_url = f"http://127.0.0.1:{bare_port}/v1/chat/completions"
+            wait_ok(f"http://127.0.0.1:{full_port}/readyz")
+            wait_ok(bare_url, "POST", json=BODY)
+
+            from llmops_kit.core import load_settings
+            from llmops_kit.serving.auth import mint_token
+
+            settings = load_settings(ini, environ={})
+            token = mint_token(settings, "bench", ["chat"], 3600, environ={"LLMOPS_JWT_SECRET": secret})
+            script = root / "post.lua"
+            script.write_text(LUA.replace("BODY", json.dumps(BODY)).replace("TOKEN", token))
+            for url in (full_url, bare_url):  # warm-up
+                run_wrk(wrk, url, script, 4, 2)
+            overhead = overhead_header(full_url, token)
+            audit_before = sum(1 for _ in _audit_lines(root))
+            points = {}
+            for c in levels:
+                runs: dict[str, list] = {"full": [], "bare": []}
+                for r in range(args.rounds):
+                    order = ("bare", "full") if r % 2 == 0 else ("full", "bare")
+                    for name in order:
+                        runs[name].append(run_wrk(wrk, full_url if name == "full" else bare_url, script, c,
+                                                  args.duration))  # fmt: skip
+                full, bare = median_of(runs["full"]), median_of(runs["bare"])
+                points[str(c)] = {
+                    "full": full,
+                    "bare": bare,
+                    "added_p50_ms": round(full["p50_ms"] - bare["p50_ms"], 3),
+                    "added_p99_ms": round(full["p99_ms"] - bare["p99_ms"], 3),
+                    "throughput_ratio": round(full["rps"] / bare["rps"], 3),
+                }
+                print(f"c={c:3d}  full {full['rps']:8.1f} rps p50 {full['p50_ms']:6.2f} p99 {full['p99_ms']:6.2f} ms | "
+                      f"bare {bare['rps']:8.1f} rps p50 {bare['p50_ms']:6.2f} p99 {bare['p99_ms']:6.2f} ms | "
+                      f"added p50 {points[str(c)]['added_p50_ms']:+.2f} p99 {points[str(c)]['added_p99_ms']:+.2f} ms, "
+                      f"ratio {points[str(c)]['throughput_ratio']:.2f}", flush=True)  # fmt: skip
+            time.sleep(1.5)  # let the audit writer drain
+            audit_after = sum(1 for _ in _audit_lines(root))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGINT)
+            for p in procs:
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+
+    full_requests = sum(p["full"]["requests"] for p in points.values())
+    low = [p for c, p in points.items() if int(c) <= 16]
+    top = points.get(str(max(levels)))
+    targets = {
+        "added_p50_le_1ms_at_c_le_16": all(p["added_p50_ms"] <= 1.0 for p in low),
+        "added_p99_le_5ms_at_c_le_16": all(p["added_p99_ms"] <= 5.0 for p in low),
+        f"throughput_ratio_ge_0.7_at_c{max(levels)}": bool(top and top["throughput_ratio"] >= 0.7),
+    }
+    result = {
+        "benchmark": "serving overhead: full llmops chain vs bare FastAPI endpoint, same benchmark backend",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_at_start": os.getloadavg(),
+        },
+        "setup": {
+            "workers": args.workers,
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            "load_generator": "wrk (separate process, same 2-core machine), Lua script for POST body + bearer JWT",
+            "full_chain": "GatewayMiddleware (pure ASGI), HS256 JWT, input+output guardrail chain (default policy), "
+            "hash-chained audit record written before the response, Prometheus metrics, security headers",
+            "bare": "benchmarks/serving_bare.py: one FastAPI route, same pydantic body and backend, nothing else",
+            "uvicorn": "uvloop + httptools, access log off",
+        },
+        "server_overhead_header": overhead,
+        "points": points,
+        "targets": targets,
+        "audit_records_written_during_load": audit_after - audit_before,
+        "full_chain_requests_during_load": full_requests,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({"targets": targets, "server_overhead_header": overhead}, indent=2))
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+def _audit_lines(root: Path):
+    from llmops_kit.serving.auditlog import audit_files
+
+    for f in audit_files(root / ".llmops" / "audit") if (root / ".llmops" / "audit").is_dir() else []:
+        with open(f, "rb") as fh:
+            yield from fh
+
+
+if __name__ == "__main__":
+    sys.exit(main())
