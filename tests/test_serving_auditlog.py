@@ -310,3 +310,16 @@ def test_any_client_text_can_be_recorded_and_shown(tmp_path):
     assert verify_log(tmp_path).ok
     proc = run_llmops("audit", "show", str(tmp_path))
     assert proc.returncode == 0 and "req-1" in proc.stdout, proc.stderr
+
+
+def test_an_empty_newest_file_from_a_crash_is_harmless(tmp_path):
+    """A crash right after starting a file leaves it empty: the chain goes on through it, before or after a restart."""
+    from llmops_kit.serving.auditlog import next_file_name
+
+    with AuditWriter(tmp_path) as writer:
+        writer.submit(rec(0)).result(10)
+        (tmp_path / next_file_name(audit_files(tmp_path)[-1].name)).touch()  # the crashed process's new file
+        writer.submit(rec(1)).result(10)
+    write(tmp_path, 2, start=2)
+    assert (verify_log(tmp_path).ok, verify_log(tmp_path).count) == (True, 4)
+    assert [json.loads(line)["request_id"] for line in lines_of(tmp_path)] == [f"req-{i}" for i in range(4)]

@@ -171,7 +171,7 @@ def _writer_from_settings(settings: Settings, environ: Mapping[str, str] | None 
 
 AuditWriter.from_settings = _writer_from_settings
 
-# %% ../../nbs/12_serving_auditlog.ipynb #6e76b462
+# %% ../../nbs/12_serving_auditlog.ipynb #20ccaf6e
 import contextlib
 
 @contextlib.contextmanager
@@ -186,6 +186,7 @@ def _open(self: AuditWriter, name: str, create: bool = False) -> None:
     flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
     self._fd, self._name = os.open(self.dir / name, flags, 0o600), name
     self._size = os.fstat(self._fd).st_size
+    if create: self._set_head(name) # before any record goes in, so other processes follow
     if create and self.fsync == "always": _fsync_dir(self.dir)
 
 def _fsync_dir(path: Path) -> None:
@@ -193,12 +194,21 @@ def _fsync_dir(path: Path) -> None:
     try: os.fsync(fd)
     finally: os.close(fd)
 
+def _head(self: AuditWriter) -> str | None:
+    """The newest file's name as recorded in the lock file (None if unknown)."""
+    name = os.pread(self._lock_fd, 256, 0).strip().decode("ascii", "replace")
+    return name if _FILE_RE.fullmatch(name) else None
+
+def _set_head(self: AuditWriter, name: str) -> None:
+    os.ftruncate(self._lock_fd, 0)
+    os.pwrite(self._lock_fd, name.encode("ascii") + b"\n", 0)
+
 def _sync_tail(self: AuditWriter) -> None:
     """Under the lock: point at the newest file and learn the last hash, unless nothing changed since our write."""
+    if (self._tail_known and self._fd is not None and self._head() == self._name
+            and os.fstat(self._fd).st_size == self._size): return # nobody wrote since: no listing, no reading
     files = audit_files(self.dir)
     newest = files[-1].name if files else None
-    if (self._tail_known and newest == self._name and self._fd is not None
-            and os.fstat(self._fd).st_size == self._size): return
     self._prev = None
     if newest is None:
         self._open(next_file_name(None), create=True)
@@ -220,9 +230,11 @@ def _sync_tail(self: AuditWriter) -> None:
                                       f"`llmops audit verify {self.dir}` and move the damaged file aside") from None
                 break
         self._size = os.fstat(self._fd).st_size
+        if self._head() != newest: self._set_head(newest)
     self._tail_known = True
 
 AuditWriter._locked, AuditWriter._open, AuditWriter._sync_tail = _locked, _open, _sync_tail
+AuditWriter._head, AuditWriter._set_head = _head, _set_head
 
 # %% ../../nbs/12_serving_auditlog.ipynb #86b3e958
 def _as_dict(record: InferenceRecord | Mapping[str, Any]) -> dict[str, Any]:
