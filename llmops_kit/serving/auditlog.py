@@ -236,7 +236,7 @@ def _sync_tail(self: AuditWriter) -> None:
 AuditWriter._locked, AuditWriter._open, AuditWriter._sync_tail = _locked, _open, _sync_tail
 AuditWriter._head, AuditWriter._set_head = _head, _set_head
 
-# %% ../../nbs/12_serving_auditlog.ipynb #86b3e958
+# %% ../../nbs/12_serving_auditlog.ipynb #30dda905
 def _as_dict(record: InferenceRecord | Mapping[str, Any]) -> dict[str, Any]:
     """A shallow dict of a record (nested text records become dicts); JSON walks the rest."""
     if not isinstance(record, InferenceRecord): return dict(record)
@@ -285,12 +285,19 @@ def _write_batch(self: AuditWriter, batch: list) -> None:
     for fut, digest in done: fut.set_result(digest)
 
 def _maybe_fsync(self: AuditWriter, force: bool = False) -> None:
-    """In `interval` mode, fsync written data once `fsync_interval_s` has passed (or now if `force`)."""
-    if not self._dirty or self._fd is None or self.fsync == "never": return
-    if force or time.monotonic() - self._last_fsync >= self.fsync_interval_s:
-        try: os.fsync(self._fd)
-        except OSError as e: _log.error("audit fsync failed: %s", e); return
-        self._dirty, self._last_fsync = False, time.monotonic()
+    """In `interval` mode, fsync written data once `fsync_interval_s` has passed (or now if `force`).
+
+    The fsync runs on a duplicate of the file descriptor *outside* the writer's lock, so writes (and the
+    request path's fast path) go on while the disk catches up."""
+    with self._io:
+        if not self._dirty or self._fd is None or self.fsync == "never": return
+        if not force and time.monotonic() - self._last_fsync < self.fsync_interval_s: return
+        fd, self._dirty, self._last_fsync = os.dup(self._fd), False, time.monotonic()
+    try: os.fsync(fd)
+    except OSError as e:
+        _log.error("audit fsync failed: %s", e)
+        self._dirty = True
+    finally: os.close(fd)
 
 def _run(self: AuditWriter) -> None:
     """The writer thread: drain the queue in batches until stopped."""
@@ -298,7 +305,7 @@ def _run(self: AuditWriter) -> None:
     while not stop:
         try: first = q.get(timeout=self.fsync_interval_s if self.fsync == "interval" else None)
         except queue.Empty:
-            with self._io: self._maybe_fsync()
+            self._maybe_fsync()
             continue
         batch = [first]
         while len(batch) < self.max_batch:
@@ -310,10 +317,10 @@ def _run(self: AuditWriter) -> None:
                 try: batch.append(q.get_nowait())
                 except queue.Empty: break
             batch = [(r, f) for r, f in batch if r is not _STOP]
-        with self._io:
-            if batch: self._write_batch(batch)
-            self._maybe_fsync()
-    with self._io: self._maybe_fsync(force=True)
+        if batch:
+            with self._io: self._write_batch(batch)
+        self._maybe_fsync()
+    self._maybe_fsync(force=True)
 
 AuditWriter._write_batch, AuditWriter._maybe_fsync, AuditWriter._run = _write_batch, _maybe_fsync, _run
 
