@@ -10,7 +10,7 @@ __all__ = ['SCOPES', 'API_KEY_PREFIX', 'SUPPORTED_ALGORITHMS', 'ANONYMOUS', 'Pri
            'parse_scopes', 'check_scopes', 'ApiKeyEntry', 'hash_api_key', 'load_api_keys', 'add_api_key',
            'revoke_api_key', 'PublicKey', 'load_jwks', 'Authenticator', 'mint_token', 'configure_cli']
 
-# %% ../../nbs/11_serving_auth.ipynb #1be25e18
+# %% ../../nbs/11_serving_auth.ipynb #31c74bb3
 import argparse
 import base64
 import datetime as dt
@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -296,7 +297,7 @@ def _refresh_jwks(self: Authenticator, min_interval_s: float = 60.0) -> bool:
 
 Authenticator._key_for, Authenticator._refresh_jwks = _key_for, _refresh_jwks
 
-# %% ../../nbs/11_serving_auth.ipynb #a7280fee
+# %% ../../nbs/11_serving_auth.ipynb #60ecbf52
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _HS_DIGEST = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
 
@@ -309,7 +310,8 @@ def _check_claims(self: Authenticator, claims: dict[str, Any]) -> None:
     for name in self._options["require"]:
         if name not in claims: raise _invalid(f"the token lacks the required '{name}' claim")
     for name in ("exp", "nbf", "iat"):
-        if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], (int, float))):
+        if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], (int, float))
+                               or not math.isfinite(claims[name])):
             raise _invalid(f"the token's '{name}' claim is not a number")
     if claims["exp"] <= now - leeway: raise _invalid("the token has expired (exp); get a new one")
     if claims.get("nbf", 0) > now + leeway or claims.get("iat", 0) > now + leeway:
