@@ -324,7 +324,7 @@ def _run(self: AuditWriter) -> None:
 
 AuditWriter._write_batch, AuditWriter._maybe_fsync, AuditWriter._run = _write_batch, _maybe_fsync, _run
 
-# %% ../../nbs/12_serving_auditlog.ipynb #480587dc
+# %% ../../nbs/12_serving_auditlog.ipynb #4cc626eb
 def _submit(self: AuditWriter, record: InferenceRecord | Mapping[str, Any]) -> concurrent.futures.Future:
     """Queue one record (waiting if the queue is full); the future resolves to its hash once written."""
     if self._closed: raise LlmopsError("the audit writer is closed; records can no longer be written")
@@ -359,8 +359,9 @@ def _close(self: AuditWriter, timeout: float = 30.0) -> None:
     self._closed = True
     self._queue.put((_STOP, None))
     self._thread.join(timeout)
-    if self._fd is not None: os.close(self._fd); self._fd = None
-    os.close(self._lock_fd)
+    with self._io: # never under a write in flight on another thread
+        if self._fd is not None: os.close(self._fd); self._fd = None
+        os.close(self._lock_fd)
     _live_writers.discard(self)
 
 def _text(self: AuditWriter, original: str, redacted: str | None = None) -> TextRecord:
