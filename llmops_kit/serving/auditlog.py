@@ -36,7 +36,7 @@ from typing import Any, Literal, Mapping
 from ..core import (InferenceRecord, InputError, LlmopsError, Settings, SettingsError, TextRecord,
                              load_settings, sha256_hex)
 
-# %% ../../nbs/12_serving_auditlog.ipynb #4f8c6883
+# %% ../../nbs/12_serving_auditlog.ipynb #a01ed38e
 def _json_default(value: Any) -> Any:
     """Serialise what JSON lacks: dataclasses as objects, sets and tuples as lists, anything else as text."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type): return dataclasses.asdict(value)
@@ -48,13 +48,13 @@ def canonical_json(data: Mapping[str, Any]) -> str:
     """The canonical JSON text of a record: sorted keys, no spaces, plain ASCII (other characters escaped)."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_json_default)
 
-# %% ../../nbs/12_serving_auditlog.ipynb #a409d0b9
+# %% ../../nbs/12_serving_auditlog.ipynb #d654a3de
 def record_hash(data: Mapping[str, Any]) -> str:
     """The sha256 (hex) of a record's canonical JSON, leaving out its `hash` field."""
     body = {k: v for k, v in data.items() if k != "hash"}
     return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
-# %% ../../nbs/12_serving_auditlog.ipynb #e3f14175
+# %% ../../nbs/12_serving_auditlog.ipynb #ef7a4a65
 StoreMode = Literal["redacted", "hash", "raw"]
 
 def make_text_record(
@@ -74,7 +74,7 @@ def make_text_record(
         return TextRecord(digest, len(original), stored, fernet.encrypt(data).decode("ascii"))
     raise SettingsError(f"[audit] store_prompts = {mode!r}; use redacted, hash or raw")
 
-# %% ../../nbs/12_serving_auditlog.ipynb #4fe751d8
+# %% ../../nbs/12_serving_auditlog.ipynb #5e2544b4
 _KEY_HINT = "generate one: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
 
 def audit_fernet(
@@ -96,7 +96,7 @@ def audit_fernet(
         raise SettingsError(f"{a.encryption_key_env} is not a Fernet key (32 url-safe base64-encoded bytes); {_KEY_HINT}") from None
     return keys[0] if len(keys) == 1 else MultiFernet(keys)
 
-# %% ../../nbs/12_serving_auditlog.ipynb #92e22ea1
+# %% ../../nbs/12_serving_auditlog.ipynb #a64f1fb8
 _FILE_RE = re.compile(r"audit-(\d{8}T\d{6}Z)-(\d{6,})\.jsonl")
 
 def audit_files(dir: str | os.PathLike) -> list[Path]:
@@ -111,7 +111,7 @@ def next_file_name(newest: str | None, now: dt.datetime | None = None) -> str:
     if not m: return f"audit-{stamp}-000001.jsonl"
     return f"audit-{max(stamp, m.group(1))}-{int(m.group(2)) + 1:06d}.jsonl"
 
-# %% ../../nbs/12_serving_auditlog.ipynb #f79a5730
+# %% ../../nbs/12_serving_auditlog.ipynb #64b74bbe
 _log = logging.getLogger("llmops_kit.serving.auditlog")
 
 def _last_line(fd: int, size: int, chunk: int = 65536) -> tuple[bytes, int]:
@@ -127,7 +127,7 @@ def _last_line(fd: int, size: int, chunk: int = 65536) -> tuple[bytes, int]:
             if b"\n" in body or pos == 0: return body[body.rfind(b"\n") + 1:], end
     return b"", 0
 
-# %% ../../nbs/12_serving_auditlog.ipynb #1117e3de
+# %% ../../nbs/12_serving_auditlog.ipynb #ad74dfe6
 _STOP, _FLUSH = object(), object()
 
 class AuditWriter:
@@ -161,7 +161,7 @@ class AuditWriter:
 _live_writers: weakref.WeakSet = weakref.WeakSet()
 atexit.register(lambda: [w.close() for w in list(_live_writers)])
 
-# %% ../../nbs/12_serving_auditlog.ipynb #15a53ed7
+# %% ../../nbs/12_serving_auditlog.ipynb #26209266
 @staticmethod
 def _writer_from_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> AuditWriter:
     """The writer of `[audit]`: folder, fsync policy, rotation, queue and text mode (raw needs its key)."""
@@ -171,7 +171,7 @@ def _writer_from_settings(settings: Settings, environ: Mapping[str, str] | None 
 
 AuditWriter.from_settings = _writer_from_settings
 
-# %% ../../nbs/12_serving_auditlog.ipynb #20ccaf6e
+# %% ../../nbs/12_serving_auditlog.ipynb #b92514d1
 import contextlib
 
 @contextlib.contextmanager
@@ -236,7 +236,7 @@ def _sync_tail(self: AuditWriter) -> None:
 AuditWriter._locked, AuditWriter._open, AuditWriter._sync_tail = _locked, _open, _sync_tail
 AuditWriter._head, AuditWriter._set_head = _head, _set_head
 
-# %% ../../nbs/12_serving_auditlog.ipynb #30dda905
+# %% ../../nbs/12_serving_auditlog.ipynb #e7175fdb
 def _as_dict(record: InferenceRecord | Mapping[str, Any]) -> dict[str, Any]:
     """A shallow dict of a record (nested text records become dicts); JSON walks the rest."""
     if not isinstance(record, InferenceRecord): return dict(record)
@@ -324,7 +324,7 @@ def _run(self: AuditWriter) -> None:
 
 AuditWriter._write_batch, AuditWriter._maybe_fsync, AuditWriter._run = _write_batch, _maybe_fsync, _run
 
-# %% ../../nbs/12_serving_auditlog.ipynb #4cc626eb
+# %% ../../nbs/12_serving_auditlog.ipynb #7a8a5e29
 def _submit(self: AuditWriter, record: InferenceRecord | Mapping[str, Any]) -> concurrent.futures.Future:
     """Queue one record (waiting if the queue is full); the future resolves to its hash once written."""
     if self._closed: raise LlmopsError("the audit writer is closed; records can no longer be written")
@@ -372,7 +372,7 @@ AuditWriter.submit, AuditWriter.write, AuditWriter.flush, AuditWriter.close, Aud
 AuditWriter.__enter__ = lambda self: self
 AuditWriter.__exit__ = lambda self, *exc: self.close()
 
-# %% ../../nbs/12_serving_auditlog.ipynb #a0fd3c6b
+# %% ../../nbs/12_serving_auditlog.ipynb #3a4dafcf
 @dataclass
 class VerifyResult:
     """What `verify_log` found: how many records verified, and the first problem if any."""
@@ -384,7 +384,7 @@ class VerifyResult:
     files: int = 0 # audit files seen
     last_hash: str | None = None # hash of the last verified record: keep it to detect truncation later
 
-# %% ../../nbs/12_serving_auditlog.ipynb #f3c4b1d7
+# %% ../../nbs/12_serving_auditlog.ipynb #f2476bab
 def verify_log(dir: str | os.PathLike) -> VerifyResult:
     """Check the hash chain of every record in the audit files of `dir`."""
     d = Path(dir)
@@ -408,7 +408,7 @@ def verify_log(dir: str | os.PathLike) -> VerifyResult:
                 prev, count = data["hash"], count + 1
     return VerifyResult(count, True, None, None, None, len(files), prev)
 
-# %% ../../nbs/12_serving_auditlog.ipynb #3ef4e1e4
+# %% ../../nbs/12_serving_auditlog.ipynb #03250485
 def _audit_dir(args: argparse.Namespace) -> tuple[Path, Settings]:
     settings = load_settings(args.config)
     d = Path(args.dir) if args.dir else settings.path(settings.audit.dir)
