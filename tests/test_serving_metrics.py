@@ -93,7 +93,8 @@ def test_two_worker_processes_are_summed_and_dead_workers_leave_the_gauge(tmp_pa
                 w.communicate("stop\n", timeout=30)
 
 
-def test_labels_stay_bounded_whatever_clients_send():
+def test_labels_stay_bounded_whatever_clients_send(monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     m = Metrics(max_values=5)
     for i in range(200):
         m.request(f"/v1/chat/completions/{i}", f"model-{i}", 200 + i, "whatever", 0.001)
@@ -111,7 +112,8 @@ def test_labels_stay_bounded_whatever_clients_send():
     assert sum(s.value for s in requests) == 200
 
 
-def test_statuses_are_codes_and_the_content_type_is_prometheus_text():
+def test_statuses_are_codes_and_the_content_type_is_prometheus_text(monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     m = Metrics()
     m.request("/v1/embeddings", "minilm", 422, "client_error", 0.001)
     m.request("/v1/embeddings", "minilm", "weird", "client_error", 0.001)
