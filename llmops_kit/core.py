@@ -325,8 +325,8 @@ SCHEMA_VERSION = 1
 
 # %% ../nbs/00_core.ipynb #6f378cf4
 def sha256_hex(text: str) -> str:
-    """The hex sha256 of a UTF-8 string."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """The hex sha256 of a string's UTF-8 bytes (lone surrogates from JSON clients hash too)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 # %% ../nbs/00_core.ipynb #35fa4885
 @dataclass
