@@ -80,16 +80,17 @@ def _profile(args: argparse.Namespace) -> int:
     print(profile.save(args.out))
     return 0
 
-# %% ../nbs/02e_drift_cli.ipynb #8525831e
+# %% ../nbs/02e_drift_cli.ipynb #52bfc617
 def _monitor(args: argparse.Namespace) -> int:
-    from llmops_kit.drift_monitor import run_monitor
+    from llmops_kit.drift_monitor import run_monitor, split_windows
     from llmops_kit.drift_profile import audit_frame
     from llmops_kit.drift_report import MIN_ROWS
     from llmops_kit.embeddings import Embedder
     settings = load_settings(args.config)
+    frame = audit_frame(args.audit_log)
+    split_windows(frame.head(0), args.window or settings.drift.window) # a bad window fails before any embedding
     embedder = Embedder.from_settings(settings)
     profile = load_reference(args.reference, args.text_column, embedder, MIN_ROWS)
-    frame = audit_frame(args.audit_log)
     history, events = run_monitor(profile, frame, settings, model_name=args.model_name, model_version=args.model_version,
                                   fire=not args.dry_run, window=args.window, reference_mode=args.reference_mode,
                                   embedder=embedder, alpha=args.alpha, correction=args.correction, permutations=args.permutations)

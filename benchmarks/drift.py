@@ -1,0 +1,427 @@
+"""Drift benchmark: false alarms, detection, time and memory of llmops-kit's default drift check against
+alibi-detect's MMDDrift (PyTorch) and Evidently's default embedding drift, on the same BANKING77 embeddings.
+
+Run: `nice -n 10 .venv/bin/python benchmarks/drift.py` (add `--quick` for a smoke run). Writes
+`benchmarks/results/drift.json` and `benchmarks/results/drift.png`. Peers run in their own venvs, created here
+under `benchmarks/.venv-alibi` and `benchmarks/.venv-evidently` (alibi-detect is BSL-licensed: benchmark only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+CACHE = REPO / ".llmops" / "cache" / "bench_drift"
+SURGE_INTENTS = ["compromised_card", "lost_or_stolen_card", "pin_blocked"]
+GREETINGS = ["Hi there! ", "Hello, ", "Good morning. ", "Hey team, "]
+SIGNATURES = [" Thanks, Sam", " Kind regards, Alex", " Cheers!", " Thank you in advance."]
+PEERS = {
+    "alibi": ["torch==2.13.0", "alibi-detect[torch]==0.13.0"],
+    "evidently": ["evidently==0.7.23", "pandas<3"],
+}
+
+# ---------------------------------------------------------------- data
+
+
+def shared_data() -> Path:
+    path = Path(os.environ.get("LLMOPS_SHARED_DATA", REPO.parent / "shared" / "data"))
+    if not (path / "banking77" / "train.csv").is_file():
+        sys.exit(f"shared data not found at {path}: set LLMOPS_SHARED_DATA to the folder holding banking77/")
+    return path
+
+
+def embed_all(data: Path) -> dict:
+    """Embed every text the scenarios use, once (cached in .llmops/cache)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    train = pd.read_csv(data / "banking77" / "train.csv")
+    rng = np.random.default_rng(2026)
+    template_rows = np.sort(rng.choice(len(train), 2500, replace=False))
+    templated = [
+        GREETINGS[i % 4] + train["text"].iloc[r] + SIGNATURES[(i // 4) % 4]
+        for i, r in enumerate(template_rows)
+    ]
+    pii = [d["full_text"] for d in json.loads((data / "pii_synth" / "synth_dataset_v2.json").read_text())]
+    injection = [
+        d["user_input"] for d in json.loads((data / "prompt_injection" / "prompt_injection.json").read_text())
+    ]
+    ood = [t for t in pii + injection if isinstance(t, str) and t.strip()]
+    out = {"train_category": train["category"].to_numpy(), "template_rows": template_rows}
+    for name, texts in [("train", train["text"].tolist()), ("template", templated), ("ood", ood)]:
+        file = CACHE / f"{name}.npy"
+        if not file.is_file():
+            from llmops_kit.embeddings import Embedder
+
+            embedder = Embedder(cache_path=REPO / ".llmops" / "cache" / "embeddings.sqlite")
+            t0 = time.perf_counter()
+            np.save(file, embedder.encode(texts))
+            print(f"embedded {len(texts)} {name} texts in {time.perf_counter() - t0:.0f} s", flush=True)
+        out[name] = np.load(file)
+    return out
+
+
+SCENARIOS = {
+    "no_shift": "disjoint samples of train.csv (with replacement at n=10,000, where train.csv is too small)",
+    "surge_2": "2% of current replaced by three card-security intents",
+    "surge_5": "5% of current replaced by three card-security intents",
+    "surge_20": "20% of current replaced by three card-security intents",
+    "unseen_intents": "reference without the six top_up_* intents; current the natural mix (about 8% top_up)",
+    "template_20": "20% of current get a greeting and a signature added",
+    "out_of_domain_5": "5% of current replaced by out-of-domain text (PII sentences, prompt injections)",
+}
+
+
+def draw(emb: dict, scenario: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One (reference, current) pair of embedding samples for `scenario`."""
+    X, cat = emb["train"], emb["train_category"]
+    N = len(X)
+    replace = 2 * n > N
+    topup = np.char.startswith(cat.astype(str), "top_up")
+    if scenario == "unseen_intents":
+        base = np.flatnonzero(~topup)
+        if replace:
+            return X[rng.choice(base, n)], X[rng.choice(N, n)]
+        ref = rng.choice(base, n, replace=False)
+        rest = np.setdiff1d(np.arange(N), ref)
+        return X[ref], X[rng.choice(rest, n, replace=False)]
+    if replace:
+        ref, cur = rng.choice(N, n), rng.choice(N, n)
+    else:
+        perm = rng.permutation(N)
+        ref, cur = perm[:n], perm[n : 2 * n]
+    y = X[cur].copy()
+    share = {"surge_2": 0.02, "surge_5": 0.05, "surge_20": 0.2, "template_20": 0.2, "out_of_domain_5": 0.05}
+    k = int(round(share.get(scenario, 0.0) * n))
+    if k == 0:
+        return X[ref], y
+    slots = rng.choice(n, k, replace=False)
+    if scenario.startswith("surge"):
+        pool = np.setdiff1d(np.flatnonzero(np.isin(cat, SURGE_INTENTS)), ref)
+        y[slots] = X[rng.choice(pool, k, replace=len(pool) < k)]
+    elif scenario.startswith("template"):
+        rows = emb["template_rows"]
+        ok = np.flatnonzero(~np.isin(rows, ref))  # templated versions of queries not in the reference
+        y[slots] = emb["template"][rng.choice(ok, k, replace=len(ok) < k)]
+    else:
+        y[slots] = emb["ood"][rng.choice(len(emb["ood"]), k, replace=len(emb["ood"]) < k)]
+    return X[ref], y
+
+
+# ---------------------------------------------------------------- this module
+
+
+def kit_check(x: np.ndarray, y: np.ndarray, permutations: int = 200) -> tuple[bool, float]:
+    """The kit's default check on embeddings only: `check_drift` with the default settings."""
+    from llmops_kit.core import load_settings
+    from llmops_kit.drift_profile import ReferenceProfile
+    from llmops_kit.drift_report import check_drift
+
+    profile = ReferenceProfile(n_rows=len(x), text_column="text", embeddings=x)
+    current = pd.DataFrame({"text": ["q"] * len(y)})
+    report = check_drift(
+        profile, current, current_embeddings=y, settings=load_settings(environ={}), permutations=permutations
+    )
+    return report.drift, min(r.p_value for r in report.results)
+
+
+def speed_worker(kind: str, n: int, permutations: int) -> dict:
+    """Time one test in this (fresh) process and report its peak RSS."""
+    from llmops_kit.drift_tests import mmd_test
+
+    emb = embed_all(shared_data())
+    rng = np.random.default_rng(0)
+    X = emb["train"]
+    x, y = X[rng.choice(len(X), n)], X[rng.choice(len(X), n)]
+    if kind == "rff":  # unit vectors with a little noise: enough distinct rows for 100,000 per side
+        x = x + rng.normal(0, 0.01, x.shape).astype(np.float32)
+        y = y + rng.normal(0, 0.01, y.shape).astype(np.float32)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    if kind == "exact":
+        r = mmd_test(x, y, permutations=permutations, method="exact")
+    elif kind == "rff":
+        r = mmd_test(x, y, permutations=permutations, method="rff")
+    else:
+        drift, p = kit_check(x, y, permutations)
+        return {"seconds": time.perf_counter() - t0, "drift": drift, "p_value": p}
+    return {
+        "seconds": time.perf_counter() - t0,
+        "p_value": r.p_value,
+        "statistic": r.statistic,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_test_mb": base,
+    }
+
+
+# ---------------------------------------------------------------- peers
+
+ALIBI_SCRIPT = """
+import glob, json, resource, sys, time
+import numpy as np, torch
+torch.set_num_threads(2)
+from alibi_detect.cd import MMDDrift
+folder, permutations = sys.argv[1], int(sys.argv[2])
+out = []
+for ref in sorted(glob.glob(folder + "/ref_*.npy")):
+    x, y = np.load(ref), np.load(ref.replace("ref_", "cur_"))
+    t0 = time.perf_counter()
+    cd = MMDDrift(x, backend="pytorch", p_val=0.05, n_permutations=permutations)
+    r = cd.predict(y)
+    out.append({"id": ref.split("ref_")[1][:-4], "p_value": float(r["data"]["p_val"]),
+                "drift": bool(r["data"]["is_drift"]), "seconds": time.perf_counter() - t0})
+print(json.dumps({"results": out, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+EVIDENTLY_SCRIPT = """
+import glob, json, resource, sys, time
+import numpy as np, pandas as pd
+from evidently.legacy.metrics.data_drift.embedding_drift_methods import model
+folder = sys.argv[1]
+out = []
+for ref in sorted(glob.glob(folder + "/ref_*.npy")):
+    x, y = np.load(ref), np.load(ref.replace("ref_", "cur_"))
+    cols = [f"e{i}" for i in range(x.shape[1])]
+    rdf, cdf = pd.DataFrame(x, columns=cols), pd.DataFrame(y, columns=cols)
+    t0 = time.perf_counter()
+    # EmbeddingsDriftMetric's default method: model(bootstrap=reference rows < 1000)
+    score, drift, _ = model(bootstrap=len(rdf) < 1000)(cdf, rdf)
+    out.append({"id": ref.split("ref_")[1][:-4], "auc": float(score), "drift": bool(drift),
+                "seconds": time.perf_counter() - t0})
+print(json.dumps({"results": out, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def peer_python(peer: str) -> Path:
+    """The peer's venv python, creating the venv on first use."""
+    venv = REPO / "benchmarks" / f".venv-{peer}"
+    python = venv / "bin" / "python"
+    probe = "alibi_detect" if peer == "alibi" else "evidently"
+    if (
+        python.is_file()
+        and subprocess.run([python, "-c", f"import {probe}"], capture_output=True).returncode == 0
+    ):
+        return python
+    print(f"creating {venv} (pip install {' '.join(PEERS[peer])})", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", *PEERS[peer]], check=True)
+    return python
+
+
+def run_peer(peer: str, pairs: list[tuple[str, np.ndarray, np.ndarray]], permutations: int = 100) -> dict:
+    """Run a peer on (id, reference, current) pairs in its own venv; returns its results by id."""
+    with tempfile.TemporaryDirectory() as d:
+        for pid, x, y in pairs:
+            np.save(f"{d}/ref_{pid}.npy", x)
+            np.save(f"{d}/cur_{pid}.npy", y)
+        script = Path(d) / "peer.py"
+        script.write_text(ALIBI_SCRIPT if peer == "alibi" else EVIDENTLY_SCRIPT)
+        env = {**os.environ, "OMP_NUM_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        proc = subprocess.run(
+            [peer_python(peer), str(script), d, str(permutations)], capture_output=True, text=True, env=env
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"{peer} failed: {proc.stderr[-2000:]}")
+        doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"by_id": {r["id"]: r for r in doc["results"]}, "peak_rss_mb": doc["peak_rss_mb"]}
+
+
+# ---------------------------------------------------------------- main
+
+
+def rate(flags: list[bool]) -> float | None:
+    return round(float(np.mean(flags)), 4) if flags else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="few trials, for a smoke run")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, default=10000, help=argparse.SUPPRESS)
+    ap.add_argument("--permutations", type=int, default=200, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(speed_worker(args.worker, args.n, args.permutations)))
+        return
+    started = time.time()
+    emb = embed_all(shared_data())
+    q = args.quick
+    # trials per (n, scenario) for the kit and for the peers; null trials separately
+    plan = {
+        100: {"null": 200, "shift": 100, "peer_null": 100, "peer_shift": 50},
+        1000: {"null": 200, "shift": 60, "peer_null": 60, "peer_shift": 25},
+        10000: {"null": 3, "shift": 2, "peer_null": 2, "peer_shift": 1},
+    }
+    if q:
+        plan = {n: {k: max(1, v // 20) for k, v in p.items()} for n, p in plan.items()}
+    rows = []
+    for n, p in plan.items():
+        for scenario in SCENARIOS:
+            trials = p["null"] if scenario == "no_shift" else p["shift"]
+            peer_trials = p["peer_null"] if scenario == "no_shift" else p["peer_shift"]
+            kit_flags, kit_secs, pairs = [], [], []
+            for t in range(trials):
+                rng = np.random.default_rng(zlib.crc32(f"{n}/{scenario}/{t}".encode()))
+                x, y = draw(emb, scenario, n, rng)
+                t0 = time.perf_counter()
+                drift, _ = kit_check(x, y)
+                kit_secs.append(time.perf_counter() - t0)
+                kit_flags.append(drift)
+                if t < peer_trials:
+                    pairs.append((f"{t:04d}", x, y))
+            row = {"n": n, "scenario": scenario, "kit_trials": trials, "kit_rate": rate(kit_flags)}
+            row["kit_seconds_median"] = round(float(np.median(kit_secs)), 4)
+            for peer in ("alibi", "evidently"):
+                if n == 10000 and peer == "alibi":
+                    continue  # one timing run below; 10,000 per side costs minutes per alibi call
+                res = run_peer(peer, pairs)
+                flags = [res["by_id"][pid]["drift"] for pid, _, _ in pairs]
+                row[f"{peer}_trials"] = len(flags)
+                row[f"{peer}_rate"] = rate(flags)
+                row[f"{peer}_seconds_median"] = round(
+                    float(np.median([res["by_id"][pid]["seconds"] for pid, _, _ in pairs])), 4
+                )
+                row[f"{peer}_peak_rss_mb"] = round(res["peak_rss_mb"])
+                # the kit on exactly the peer's pairs too, for a paired comparison
+                row[f"kit_rate_on_{peer}_pairs"] = rate(kit_flags[: len(flags)])
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    # speed and memory: each in a fresh process
+    speed = {}
+    for kind, n, perms in [("exact", 10000, 200), ("rff", 100000, 200), ("check", 10000, 200)]:
+        if q and n > 10000:
+            n = 20000
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", kind, "--n", str(n), "--permutations", str(perms)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            speed[f"{kind}_{n}"] = {"error": proc.stderr[-1500:]}
+        else:
+            speed[f"{kind}_{n}"] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(kind, n, speed[f"{kind}_{n}"], flush=True)
+    rng = np.random.default_rng(0)
+    X = emb["train"]
+    x, y = X[rng.choice(len(X), 10000)], X[rng.choice(len(X), 10000)]
+    alibi_perms = 20 if q else 100
+    alibi_10k = run_peer("alibi", [("speed", x, y)], permutations=alibi_perms)
+    speed["alibi_10000"] = {
+        "seconds": alibi_10k["by_id"]["speed"]["seconds"],
+        "permutations": alibi_perms,
+        "peak_rss_mb": alibi_10k["peak_rss_mb"],
+        "p_value": alibi_10k["by_id"]["speed"]["p_value"],
+    }
+    exact = speed.get("exact_10000", {})
+    if "seconds" in exact:
+        speed["speedup_vs_alibi"] = round(speed["alibi_10000"]["seconds"] / exact["seconds"], 1)
+        speed["speedup_note"] = (
+            f"alibi ran {alibi_perms} permutations, the kit 200: the ratio understates the kit's advantage "
+            f"(alibi's cost grows with permutations, about {alibi_perms}x re-indexing of the kernel matrix)"
+        )
+    write(rows, speed, plan, started, q)
+
+
+def write(rows: list[dict], speed: dict, plan: dict, started: float, quick: bool) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(rows)
+    index = frame.set_index(["n", "scenario"])
+
+    def at(n: int, scenario: str, col: str):
+        return index.loc[(n, scenario), col] if (n, scenario) in index.index and col in index else None
+
+    surge5 = {c: at(1000, "surge_5", c) for c in ("kit_rate", "alibi_rate", "evidently_rate")}
+    best_peer = max((v for k, v in surge5.items() if k != "kit_rate" and v is not None), default=None)
+    targets = {
+        "false_alarm_n1000": {
+            "value": at(1000, "no_shift", "kit_rate"),
+            "target": [0.02, 0.08],
+            "trials": at(1000, "no_shift", "kit_trials"),
+        },
+        "detection_surge5_n1000": {
+            "value": surge5["kit_rate"],
+            "target": ">= 0.8 and >= best peer + 0.1",
+            "best_peer": best_peer,
+        },
+        "exact_mmd_10k_200perm_seconds": {
+            "value": speed.get("exact_10000", {}).get("seconds"),
+            "target": "<= 6",
+        },
+        "speedup_vs_alibi_10k": {"value": speed.get("speedup_vs_alibi"), "target": ">= 50"},
+        "exact_mmd_10k_peak_rss_mb": {
+            "value": speed.get("exact_10000", {}).get("peak_rss_mb"),
+            "target": "<= 2560",
+        },
+        "rff_100k_ok": {"value": "seconds" in speed.get("rff_100000", {}), "detail": speed.get("rff_100000")},
+    }
+    doc = {
+        "benchmark": "drift",
+        "quick": quick,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_at_end": os.getloadavg(),
+        },
+        "data": "BANKING77 train.csv (all pairs from one file), MiniLM-L6 embeddings computed once; "
+        "template and out-of-domain texts embedded once",
+        "scenarios": SCENARIOS,
+        "methods": {
+            "kit": "llmops_kit.drift_report.check_drift defaults on embeddings: MMD (median-heuristic RBF, 200 "
+            "permutations) + cross-fitted logistic-regression classifier test, Holm at alpha 0.05",
+            "alibi": "alibi_detect.cd.MMDDrift(backend='pytorch', p_val=0.05, n_permutations=100)",
+            "evidently": "Evidently 0.7.23 EmbeddingsDrift default method: model(bootstrap=n_ref < 1000), i.e. a "
+            "domain classifier, drift if ROC AUC > 0.55 (n >= 1000) or above the 95th percentile of a "
+            "random-score bootstrap (n < 1000); timed without the report's t-SNE plot",
+        },
+        "trials_plan": plan,
+        "trials_note": "peers run fewer trials (peer_null, peer_shift) because alibi takes about 1.4 s per call at "
+        "n=1,000 and minutes at 10,000; at n=10,000 alibi is only timed once. kit_rate_on_<peer>_pairs is the kit's "
+        "rate on exactly the pairs the peer saw.",
+        "targets": targets,
+        "speed": speed,
+        "results": rows,
+        "wall_seconds": round(time.time() - started),
+    }
+    (RESULTS / "drift.json").write_text(json.dumps(doc, indent=1, default=float))
+    plot(frame, speed)
+    print(json.dumps(targets, indent=1, default=float))
+
+
+def plot(frame: pd.DataFrame, speed: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, n in zip(axes, (100, 1000), strict=True):
+        f = frame[frame.n == n].set_index("scenario")
+        pos = np.arange(len(f))
+        for i, (col, label) in enumerate(
+            [("kit_rate", "llmops-kit"), ("alibi_rate", "alibi MMDDrift"), ("evidently_rate", "Evidently")]
+        ):
+            if col in f:
+                ax.bar(pos + (i - 1) * 0.27, f[col].astype(float), width=0.27, label=label)
+        ax.axhline(0.05, color="k", ls="--", lw=0.8)
+        ax.set_xticks(pos, f.index, rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"alarm rate, n = {n:,} per side (no_shift: false alarms)", fontsize=9)
+        ax.legend(fontsize=8)
+    plt.tight_layout()
+    fig.savefig(RESULTS / "drift.png", dpi=90)
+
+
+if __name__ == "__main__":
+    main()

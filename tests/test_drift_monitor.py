@@ -1,0 +1,179 @@
+"""`llmops drift monitor` end to end: an audit log with a campaign, a real webhook server on 127.0.0.1, a real
+retrain command and a real MLflow sqlite store whose model version gets tagged."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import run_llmops
+from llmops_kit.core import InferenceRecord, TextRecord
+
+
+class Hook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers["content-length"]))
+        Hook.received.append((self.path, self.headers["content-type"], json.loads(body)))
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    Hook.received = []
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/drift", Hook.received
+    server.shutdown()
+    server.server_close()
+
+
+def write_audit_log(folder: Path, frame: pd.DataFrame) -> None:
+    """The audit log as the server writes it: rotated files, the older one gzipped."""
+    import gzip
+
+    folder.mkdir()
+    lines = [
+        InferenceRecord(
+            request_id=f"r{i}",
+            ts=(pd.Timestamp("2026-03-02T09:00:00Z") + pd.Timedelta(minutes=i)).isoformat(),
+            route="/v1/chat/completions",
+            status=200,
+            outcome="ok",
+            model_version="1",
+            latency_ms=20.0 + i % 7,
+            prompt_tokens=len(text.split()),
+            input=TextRecord.of(text, text),
+            prediction={"intent": intent, "confidence": 0.9},
+        ).to_json()
+        for i, (text, intent) in enumerate(zip(frame["text"], frame["category"], strict=True))
+    ]
+    half = len(lines) // 2
+    with gzip.open(folder / "audit-0001.jsonl.gz", "wt") as f:
+        f.write("\n".join(lines[:half]) + "\n")
+    (folder / "audit-0002.jsonl").write_text("\n".join(lines[half:]) + "\n")
+
+
+def registered_version(tracking_uri: str, artifacts: Path) -> str:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    exp = client.create_experiment("drift-test", artifact_location=str(artifacts))
+    run = client.create_run(exp)
+    client.create_registered_model("support-router")
+    return str(
+        client.create_model_version(
+            "support-router", str(artifacts / "model"), run_id=run.info.run_id
+        ).version
+    )
+
+
+def test_monitor_fires_retrain_event_on_every_channel(tmp_path, shared_data, webhook):
+    url, received = webhook
+    bank = pd.read_csv(shared_data / "banking77" / "train.csv").sample(frac=1, random_state=11)
+    campaign_mask = bank["category"].isin(["compromised_card", "lost_or_stolen_card", "pin_blocked"])
+    normal, campaign = bank[~campaign_mask], bank[campaign_mask]
+    normal.iloc[:300].rename(columns={"category": "intent"}).to_csv(tmp_path / "reference.csv", index=False)
+    surge = pd.concat([normal.iloc[500:650], campaign.iloc[:150]]).sample(frac=1, random_state=0)
+    traffic = pd.concat([normal.iloc[300:500], surge])  # 2 clean windows of 100, then 3 with 50% campaign
+    write_audit_log(tmp_path / "audit", traffic)
+    db = f"sqlite:///{tmp_path}/mlflow.db"
+    version = registered_version(db, tmp_path / "artifacts")
+    marker = tmp_path / "retrained.json"
+    (tmp_path / "settings.ini").write_text(
+        "[project]\nstate_dir = state\n"
+        f"[mlflow]\ntracking_uri = {db}\n"
+        "[drift]\nwindow = 100\npermutations = 100\ntrigger_windows = 3\ntrigger_min_drifted = 2\n"
+        f'retrain_command = printf "%s" "$LLMOPS_DRIFT_EVENT" > {marker}\n'
+        f"webhook_url = {url}\n"
+    )
+    proc = run_llmops(
+        "drift",
+        "monitor",
+        "--reference",
+        "reference.csv",
+        "--audit-log",
+        "audit",
+        "--model-name",
+        "support-router",
+        "--model-version",
+        version,
+        "--json",
+        "--fail-on-drift",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr  # --fail-on-drift: an event fired
+    doc = json.loads(proc.stdout)
+    assert [w["drift"] for w in doc["windows"]] == [False, False, True, True, True]
+    assert len(doc["events"]) == 1
+    event = doc["events"][0]["event"]
+    assert event["drifted_windows"] == ["rows 200-299", "rows 300-399"]
+    assert doc["events"][0]["webhook"] == 200 and doc["events"][0]["mlflow"] == "tagged"
+    # the JSONL file under the state folder
+    lines = (tmp_path / "state" / "drift" / "events.jsonl").read_text().splitlines()
+    assert [json.loads(line)["event_id"] for line in lines] == [event["event_id"]]
+    # the webhook received the same event as JSON
+    assert received == [("/drift", "application/json", event)]
+    # the retrain command got it in $LLMOPS_DRIFT_EVENT
+    assert json.loads(marker.read_text())["event_id"] == event["event_id"]
+    # the model version is tagged in the real sqlite store
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient(tracking_uri=db, registry_uri=db).get_model_version("support-router", version).tags
+    assert json.loads(tags["llmops.drift.last_event"])["event_id"] == event["event_id"]
+    assert tags["llmops.drift.retrain_requested"] == event["ts"]
+
+
+def test_monitor_dry_run_and_unreachable_webhook(tmp_path, shared_data):
+    """--dry-run emits nothing; a webhook that is down is recorded, not fatal."""
+    bank = pd.read_csv(shared_data / "banking77" / "train.csv").sample(frac=1, random_state=12)
+    topup = bank["category"].str.startswith("top_up")
+    bank[~topup].iloc[:200].to_csv(tmp_path / "reference.csv", index=False)
+    traffic = pd.concat([bank[~topup].iloc[200:260], bank[topup].iloc[:120]]).sample(frac=1, random_state=0)
+    write_audit_log(tmp_path / "audit", traffic)
+    (tmp_path / "settings.ini").write_text(
+        "[project]\nstate_dir = state\n[drift]\nwindow = 60\npermutations = 100\n"
+        "trigger_windows = 2\ntrigger_min_drifted = 2\nwebhook_url = http://127.0.0.1:9/nothing\n"
+    )
+    args = ["drift", "monitor", "--reference", "reference.csv", "--audit-log", "audit", "--json"]
+    proc = run_llmops(*args, "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert len(doc["events"]) == 1 and "webhook" not in doc["events"][0]
+    assert not (tmp_path / "state" / "drift" / "events.jsonl").exists()
+    proc = run_llmops(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    outcome = json.loads(proc.stdout)["events"][0]
+    assert outcome["webhook"].startswith("error: URLError")
+    assert (tmp_path / "state" / "drift" / "events.jsonl").is_file()
+
+
+def test_monitor_bad_window_is_one_line_error(tmp_path):
+    (tmp_path / "reference.csv").write_text("text\n" + "\n".join(f"q{i}" for i in range(40)) + "\n")
+    (tmp_path / "audit").mkdir()
+    (tmp_path / "audit" / "a.jsonl").write_text("")
+    proc = run_llmops(
+        "drift",
+        "monitor",
+        "--reference",
+        "reference.csv",
+        "--audit-log",
+        "audit",
+        "--window",
+        "5",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
