@@ -108,6 +108,108 @@ def overhead_header(url: str, token: str, n: int = 300) -> dict:
     return {"n": n, "p50_ms": round(values[n // 2], 3), "p99_ms": round(values[int(n * 0.99) - 1], 3)}
 
 
+def cpu_breakdown(n: int = 2000) -> dict:
+    """CPU time per request in process (ASGI calls, no network): bare app, full chain, and the chain with the audit
+    writer, the metrics and the guardrails switched off one after the other, to attribute the added cost."""
+    import asyncio
+
+    sys.path.insert(0, str(HERE))
+    import serving_bare
+
+    from llmops_kit.core import load_settings
+    from llmops_kit.guard_model import Verdict
+    from llmops_kit.serving.app import create_app
+    from llmops_kit.serving.auth import mint_token
+
+    secret = secrets.token_urlsafe(32)
+    os.environ["LLMOPS_JWT_SECRET"] = secret
+    tmp = tempfile.mkdtemp()
+    env = {"LLMOPS_PROJECT__STATE_DIR": tmp, "LLMOPS_AUDIT__DIR": tmp + "/audit", "LLMOPS_SERVING__BACKEND": "benchmark",
+           "LLMOPS_GUARDRAILS__EMBEDDING_GUARDS": "false", "LLMOPS_PROJECT__LOG_LEVEL": "WARNING"}  # fmt: skip
+    settings = load_settings(environ=env)
+    token = mint_token(settings, "bench", ["chat"], 3600)
+    body = json.dumps(BODY).encode()
+    headers = [(b"host", b"x"), (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"authorization", f"Bearer {token}".encode())]  # fmt: skip
+
+    async def one(app) -> None:
+        sent, out = False, []
+
+        async def receive():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.sleep(3600)
+
+        async def send(message):
+            out.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+                 "query_string": b"", "root_path": "", "headers": headers, "client": ("127.0.0.1", 1),
+                 "server": ("127.0.0.1", 2)}  # fmt: skip
+        await app(scope, receive, send)
+        assert out[0]["status"] == 200, out
+
+    async def per_request(app) -> dict:
+        for _ in range(200):
+            await one(app)
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            await one(app)
+        return {"cpu_us": round((time.process_time() - cpu) / n * 1e6, 1),
+                "wall_us": round((time.perf_counter() - wall) / n * 1e6, 1)}  # fmt: skip
+
+    class NoMetrics:
+        class _Gauge:
+            def inc(self):
+                pass
+
+            def dec(self):
+                pass
+
+        in_flight = _Gauge()
+
+        def __getattr__(self, name):
+            return lambda *a, **k: None
+
+    class NoGuards:
+        def check(self, text, stage="input", vault=None):
+            return Verdict("allow", text, [], {}, stage)
+
+    async def run() -> dict:
+        full = create_app(settings)
+        server = full.state.server
+        out = {"bare": await per_request(serving_bare.app)}
+        async with full.router.lifespan_context(full):
+            out["full_chain"] = await per_request(full)
+
+            async def no_write(record):
+                return ""
+
+            server.audit.write = no_write
+            out["without_audit_write"] = await per_request(full)
+            server.metrics = NoMetrics()
+            out["without_audit_and_metrics"] = await per_request(full)
+            server.chain = NoGuards()
+            out["without_audit_metrics_and_guardrails"] = await per_request(full)
+        cpu = {k: v["cpu_us"] for k, v in out.items()}
+        out["attributed_cpu_us"] = {
+            "audit_write": round(cpu["full_chain"] - cpu["without_audit_write"], 1),
+            "metrics": round(cpu["without_audit_write"] - cpu["without_audit_and_metrics"], 1),
+            "guardrails_input_and_output": round(
+                cpu["without_audit_and_metrics"] - cpu["without_audit_metrics_and_guardrails"], 1
+            ),
+            "middleware_auth_context_rest": round(
+                cpu["without_audit_metrics_and_guardrails"] - cpu["bare"], 1
+            ),
+        }
+        return out
+
+    return asyncio.run(run())
+
+
 def median_of(runs: list[dict]) -> dict:
     keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "mean_ms")
     out = {k: round(statistics.median(r[k] for r in runs), 3) for k in keys}
@@ -127,14 +229,18 @@ def main() -> int:
     )
     args = parser.parse_args()
     wrk = ensure_wrk()
+    print("CPU per request in process (no network) ...", flush=True)
+    breakdown = cpu_breakdown()
+    print(json.dumps(breakdown["attributed_cpu_us"]), flush=True)
     levels = [int(c) for c in args.concurrency.split(",")]
     secret = secrets.token_urlsafe(32)
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ini = root / "settings.ini"
+        # the embedding guards are off: they run MiniLM per text (milliseconds), see the notes in the results
         ini.write_text("[project]\nstate_dir = .llmops\nlog_level = WARNING\n[audit]\ndir = .llmops/audit\n"
-                       "[serving]\nbackend = benchmark\n")  # fmt: skip
+                       "[guardrails]\nembedding_guards = false\n[serving]\nbackend = benchmark\n")  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
         env.update(LLMOPS_JWT_SECRET=secret, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         full_port, bare_port = free_port(), free_port()
@@ -215,12 +321,13 @@ def main() -> int:
             "duration_s": args.duration,
             "rounds": args.rounds,
             "load_generator": "wrk (separate process, same 2-core machine), Lua script for POST body + bearer JWT",
-            "full_chain": "GatewayMiddleware (pure ASGI), HS256 JWT, input+output guardrail chain (default policy), "
+            "full_chain": "GatewayMiddleware (pure ASGI), HS256 JWT, input+output guardrail chain (default bank policy, rule-based guards; embedding guards off), "
             "hash-chained audit record written before the response, Prometheus metrics, security headers",
             "bare": "benchmarks/serving_bare.py: one FastAPI route, same pydantic body and backend, nothing else",
             "uvicorn": "uvloop + httptools, access log off",
         },
         "server_overhead_header": overhead,
+        "cpu_per_request_in_process": breakdown,
         "points": points,
         "targets": targets,
         "audit_records_written_during_load": audit_after - audit_before,

@@ -185,6 +185,8 @@ def test_mlflow_support_router(tmp_path: Path):
     try:
         client = client_for(srv)
         assert [m.id for m in client.models.list()][0] == info.name
+        with srv.client() as http:  # the guardrail policy versioned with the model is the one in force
+            assert "bundled with" in http.get("/readyz").json()["checks"]["guardrails"]["detail"]
         out = client.chat.completions.create(
             model=info.name, messages=[{"role": "user", "content": "I still have not received my new card"}]
         )
