@@ -32,11 +32,16 @@ RESULTS = HERE / "results" / "serving.json"
 LLMOPS = Path(sys.executable).parent / "llmops"
 BODY = {"model": "llmops-benchmark-echo", "messages": [{"role": "user", "content": "My card payment was declined twice today, what should I do?"}]}  # fmt: skip
 
+# every request carries a different ticket number, so no cache (embedding memo, verdict cache) sees a repeat
 LUA = r"""
 wrk.method = "POST"
-wrk.body = [==[BODY]==]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer TOKEN"
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, nil, nil, string.format([==[BODY]==], counter))
+end
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -263,7 +268,8 @@ def main() -> int:
             settings = load_settings(ini, environ={})
             token = mint_token(settings, "bench", ["chat"], 3600, environ={"LLMOPS_JWT_SECRET": secret})
             script = root / "post.lua"
-            script.write_text(LUA.replace("BODY", json.dumps(BODY)).replace("TOKEN", token))
+            numbered = json.dumps(BODY).replace("%", "%%").replace("My card", "Ticket %d: my card")
+            script.write_text(LUA.replace("BODY", numbered).replace("TOKEN", token))
             for url in (full_url, bare_url):  # warm-up
                 run_wrk(wrk, url, script, 4, 2)
             overhead = overhead_header(full_url, token)
@@ -320,7 +326,8 @@ def main() -> int:
             "workers": args.workers,
             "duration_s": args.duration,
             "rounds": args.rounds,
-            "load_generator": "wrk (separate process, same 2-core machine), Lua script for POST body + bearer JWT",
+            "load_generator": "wrk (separate process, same 2-core machine), Lua script: POST body with a different "
+            "ticket number per request + bearer JWT",
             "full_chain": "GatewayMiddleware (pure ASGI), HS256 JWT, input+output guardrail chain (default bank policy, rule-based guards; embedding guards off), "
             "hash-chained audit record written before the response, Prometheus metrics, security headers",
             "bare": "benchmarks/serving_bare.py: one FastAPI route, same pydantic body and backend, nothing else",

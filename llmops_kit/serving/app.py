@@ -64,7 +64,7 @@ def route_label(
     """A bounded metrics label for `path`."""
     return path if path in _KNOWN_ROUTES else "other"
 
-# %% ../../nbs/14_serving_app.ipynb #2da4016a
+# %% ../../nbs/14_serving_app.ipynb #4906dc5a
 class Server:
     """The shared state of the serving app, and the middleware's hooks."""
     def __init__(self,
@@ -81,6 +81,7 @@ class Server:
         self.chain = GuardChain.from_settings(settings, embedder=self.embedder)
         self.offload_guards = settings.guardrails.embedding_guards
         self.policy_source = settings.guardrails.policy or "packaged default"
+        self._output_verdicts: dict = {}
         self.metrics = Metrics()
         self.audit, self.load_error = None, None
         self.timeout_s, self.max_in_flight = settings.serving.request_timeout_s, settings.serving.max_in_flight
@@ -192,16 +193,24 @@ def _after(self: Server, ctx: RequestContext) -> None:
 
 Server._text_record, Server.finish, Server.after = _text_record, _finish, _after
 
-# %% ../../nbs/14_serving_app.ipynb #9d9d7a77
+# %% ../../nbs/14_serving_app.ipynb #fbfd956d
 def _verdict_dict(verdict) -> dict[str, Any]:
     d = verdict.to_dict()
     d.pop("text", None)
     return d
 
+_OUTPUT_CACHE_SIZE = 4096
+
 async def _check(self: Server, text: str, stage: str):
     """The chain's verdict on `text`, in a worker thread when embedding guards run (they take milliseconds)."""
-    if not self.offload_guards: return self.chain.check(text, stage=stage)
-    return await call_model(asyncio.to_thread(self.chain.check, text, stage), self.timeout_s)
+    cache = self._output_verdicts if stage == "output" else None
+    if cache is not None and (hit := cache.get((id(self.chain), text))) is not None: return hit
+    if not self.offload_guards: verdict = self.chain.check(text, stage=stage)
+    else: verdict = await call_model(asyncio.to_thread(self.chain.check, text, stage), self.timeout_s)
+    if cache is not None:
+        if len(cache) >= _OUTPUT_CACHE_SIZE: cache.pop(next(iter(cache)))
+        cache[(id(self.chain), text)] = verdict
+    return verdict
 
 async def _guard_input(self: Server, ctx: RequestContext, text: str) -> str:
     """Run the input chain on `text`: the text to pass on, or a 400 `guardrail_blocked`."""
