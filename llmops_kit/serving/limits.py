@@ -215,7 +215,7 @@ async def read_body(
         chunks.append(body)
         if not message.get("more_body", False): return b"".join(chunks)
 
-# %% ../../nbs/15_serving_limits.ipynb #1d65cf64
+# %% ../../nbs/15_serving_limits.ipynb #91f26bf9
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 class GatewayMiddleware:
@@ -301,7 +301,7 @@ class GatewayMiddleware:
             if state["sent_start"]:
                 log_event(logger, "error_after_start", logging.ERROR, request_id=ctx.request_id, error=e.message)
             else: await answer(e)
-        except (ClientDisconnected, ClientDisconnect, asyncio.CancelledError, OSError) as e:
+        except (ClientDisconnected, ClientDisconnect, asyncio.CancelledError) as e:
             ctx.disconnected = True
             if ctx.status == 0: ctx.status = 499
             if isinstance(e, asyncio.CancelledError): raise
