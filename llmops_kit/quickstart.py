@@ -337,7 +337,7 @@ def run_stages(
         results.append(result)
     return results
 
-# %% ../nbs/08_quickstart.ipynb #11fea5aa
+# %% ../nbs/08_quickstart.ipynb #c37f106f
 def quickstart(
     settings: Settings | None = None, # runtime settings; default `get_settings()`
     data: str | os.PathLike | None = None, # a labelled file; None: the embedded sample
@@ -351,6 +351,9 @@ def quickstart(
     settings = settings or get_settings()
     unknown = sorted(set(skip) - {s.name for s in STAGES})
     if unknown: raise InputError(f"unknown stage {unknown[0]!r} in --skip; stages: {', '.join(s.name for s in STAGES)}")
+    if eval_path is not None and data is None: raise InputError("--eval needs --data: the embedded sample brings its own hold-out")
+    for flag, path in (("--data", data), ("--eval", eval_path)):
+        if path is not None and not Path(path).is_file(): raise InputError(f"{flag} {path}: no such file")
     ProjectPaths.from_settings(settings).ensure()
     with tempfile.TemporaryDirectory(prefix="llmops-quickstart-") as work:
         ctx = QuickstartContext(settings, str(data) if data is not None else None, text_column, label_column,
@@ -369,7 +372,7 @@ def summary(ctx: QuickstartContext, results: Sequence[StageResult], seconds: flo
                   f"        llmops serve   (serves {ctx.champion.uri})"]
     return "\n".join(lines)
 
-# %% ../nbs/08_quickstart.ipynb #bb6fce98
+# %% ../nbs/08_quickstart.ipynb #ac74705e
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops quickstart`."""
     parser.add_argument("--data", default=None, help="labelled training data (.csv, .jsonl, .parquet); default: the embedded sample tickets")
@@ -381,7 +384,6 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
     def handler(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)
-        if args.data is not None and not Path(args.data).is_file(): raise InputError(f"--data {args.data}: no such file")
         from llmops_kit.registry import quiet_mlflow
         t0 = time.perf_counter()
         with quiet_mlflow():

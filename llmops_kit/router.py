@@ -59,24 +59,29 @@ class LinearHead:
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
 
-# %% ../nbs/05_support_router.ipynb #96fa1541
+# %% ../nbs/05_support_router.ipynb #f1eb33ad
 def fit_head(
     X: np.ndarray, # (n, dim) embeddings
     labels: Sequence[str], # one label per row
-    C: float = 10.0, # inverse regularisation strength
+    C: float = 0.1, # inverse regularisation strength (on standardised features)
 ) -> LinearHead:
-    """Fit a multinomial logistic regression and keep only its weights."""
+    """Fit a multinomial logistic regression on standardised `X`; keep only its (unscaled) weights."""
     from sklearn.linear_model import LogisticRegression
-    model = LogisticRegression(C=C, max_iter=2000).fit(X, list(labels))
+    X = np.asarray(X, dtype=np.float64)
+    mean, std = X.mean(axis=0), X.std(axis=0)
+    std = np.where(std < 1e-6, 1.0, std)
+    model = LogisticRegression(C=C, max_iter=2000).fit((X - mean) / std, list(labels))
     coef, intercept = model.coef_, model.intercept_
     if coef.shape[0] == 1: coef, intercept = np.vstack([-coef, coef]) / 2, np.array([-intercept[0], intercept[0]]) / 2
+    coef = coef / std
+    intercept = intercept - coef @ mean
     return LinearHead([str(c) for c in model.classes_], coef.astype(np.float32), intercept.astype(np.float32), float(C))
 
-# %% ../nbs/05_support_router.ipynb #368db1c8
+# %% ../nbs/05_support_router.ipynb #b691956b
 def tune_c(
     X: np.ndarray, # (n, dim) embeddings
     labels: Sequence[str], # one label per row
-    grid: Sequence[float] = (1.0, 3.0, 10.0, 30.0, 100.0), # candidate values of C
+    grid: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0), # candidate values of C
     seed: int = 0, # random seed of the splits
 ) -> tuple[float, dict[float, float]]:
     """The `C` with the best held-out accuracy (ties go to the smaller `C`), and the score of each."""
