@@ -7,8 +7,8 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['STAGES', 'QuickstartData', 'load_data', 'train_and_evaluate', 'policy_text', 'fit_reference_profile', 'ChampionInfo',
-           'publish', 'build_champion', 'QuickstartContext', 'Stage', 'StageResult', 'events_file_of', 'run_stages',
-           'quickstart', 'summary', 'configure_cli']
+           'publish', 'build_champion', 'QuickstartContext', 'Stage', 'StageResult', 'events_file_of', 'replay_traffic',
+           'run_stages', 'quickstart', 'summary', 'configure_cli']
 
 # %% ../nbs/08_quickstart.ipynb #f845506f
 import argparse
@@ -287,7 +287,92 @@ def events_file_of(settings: Settings) -> Path:
     from llmops_kit.lineage import events_file
     return events_file(settings)
 
-# %% ../nbs/08_quickstart.ipynb #4886ea1c
+# %% ../nbs/08_quickstart.ipynb #42687e9d
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+def _llmops_command() -> list[str]:
+    exe = Path(sys.executable).parent / "llmops"
+    return [str(exe)] if exe.is_file() else [sys.executable, "-c", "import sys; from llmops_kit.cli import main; sys.exit(main())"]
+
+def _wait_ready(url: str, proc, timeout_s: float = 180.0) -> None:
+    import httpx
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None: raise LlmopsError(f"the server exited with code {proc.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200: return
+        except httpx.HTTPError: pass
+        time.sleep(0.5)
+    raise LlmopsError(f"the server at {url} was not ready after {timeout_s:.0f}s")
+
+def replay_traffic(
+    url: str, # the server's base URL
+    token: str, # a bearer token with the `chat` scope
+    traffic: Sequence[dict[str, str]], # requests: `{"kind": ..., "text": ...}`
+) -> list[dict[str, Any]]:
+    """Send each text to `/v1/route`; return kind, status, error code, guardrail actions and the routed queue."""
+    import httpx
+    out = []
+    with httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=60) as client:
+        for item in traffic:
+            r = client.post("/v1/route", json={"input": item["text"]})
+            body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+            data = (body.get("data") or [{}])[0]
+            actions = [v.get("action") for v in body.get("guardrails", []) if v.get("action") not in (None, "allow")]
+            out.append({"kind": item["kind"], "status": r.status_code, "error": (body.get("error") or {}).get("code"),
+                        "guardrails": actions, "route": data.get("route"), "abstained": data.get("abstained")})
+    return out
+
+# %% ../nbs/08_quickstart.ipynb #ca1f52a9
+def _stage_serve(ctx: QuickstartContext) -> str:
+    import os as _os
+    import secrets
+    import signal
+    import subprocess
+    from llmops_kit.sample_tickets import SAMPLE_TRAFFIC
+    from llmops_kit.serving.auth import mint_token
+    s = ctx.settings
+    env = dict(_os.environ)
+    secret_var = s.auth.jwt_secret_env
+    env.setdefault(secret_var, secrets.token_urlsafe(32))
+    env["LLMOPS_SERVING__MODEL_URI"] = ctx.champion.uri if ctx.champion else s.serving.model_uri
+    if s.source != "defaults": env["LLMOPS_SETTINGS"] = s.source
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (ctx.work / "serve.log").open("wb")
+    proc = subprocess.Popen([*_llmops_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            cwd=s.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        try: _wait_ready(url, proc)
+        except LlmopsError as e:
+            tail = (ctx.work / "serve.log").read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            raise LlmopsError(f"{e}: {tail[0][:300]}") from None
+        token = mint_token(s, tenant="quickstart", scopes=["chat"], ttl_s=600, environ=env)
+        results = replay_traffic(url, token, SAMPLE_TRAFFIC)
+    finally:
+        try: _os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError: pass
+        try: proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+    by_kind: dict[str, dict[str, int]] = {}
+    for r in results:
+        label = (r["error"] or f"http {r['status']}") if r["status"] != 200 else ("redacted" if "redact" in r["guardrails"]
+                 else ("flagged" if r["guardrails"] else ("human review" if r["abstained"] else "routed")))
+        by_kind.setdefault(r["kind"], {}).setdefault(label, 0)
+        by_kind[r["kind"]][label] += 1
+    note = "; ".join(f"{kind}: " + ", ".join(f"{n} {label}" for label, n in counts.items()) for kind, counts in by_kind.items())
+    paths = ProjectPaths.from_settings(s)
+    ctx.produced["serving"] = f"replayed {len(results)} requests through {url}/v1/route ({note})"
+    ctx.produced["audit log"] = str(paths.audit)
+    return f"{len(results)} requests replayed"
+
 def _not_yet(ctx: QuickstartContext) -> str:
     raise LlmopsError("this stage is not wired yet")
 
@@ -297,12 +382,12 @@ STAGES: list[Stage] = [
     Stage("evaluate", _stage_evaluate, required=True),
     Stage("profile", _stage_profile, requires=("llmops_kit.drift_profile",)),
     Stage("register", _stage_register, required=True),
-    Stage("serve", _not_yet, requires=("llmops_kit.serving.app", "llmops_kit.quickstart_replay")),
+    Stage("serve", _stage_serve, requires=("llmops_kit.serving.app", "llmops_kit.serving.auth", "httpx")),
     Stage("audit", _not_yet, requires=("llmops_kit.audit_nightly",)),
     Stage("export", _not_yet, requires=("llmops_kit.export",)),
 ]
 
-# %% ../nbs/08_quickstart.ipynb #82be3a7f
+# %% ../nbs/08_quickstart.ipynb #7f0c05fa
 def _installed(module: str) -> bool:
     try: return importlib.util.find_spec(module) is not None
     except ImportError: return False
@@ -337,7 +422,7 @@ def run_stages(
         results.append(result)
     return results
 
-# %% ../nbs/08_quickstart.ipynb #c37f106f
+# %% ../nbs/08_quickstart.ipynb #1bb81223
 def quickstart(
     settings: Settings | None = None, # runtime settings; default `get_settings()`
     data: str | os.PathLike | None = None, # a labelled file; None: the embedded sample
@@ -360,7 +445,7 @@ def quickstart(
                                 str(eval_path) if eval_path is not None else None, Path(work))
         return ctx, run_stages(ctx, skip=skip, progress=progress)
 
-# %% ../nbs/08_quickstart.ipynb #77d2356e
+# %% ../nbs/08_quickstart.ipynb #86709db7
 def summary(ctx: QuickstartContext, results: Sequence[StageResult], seconds: float | None = None) -> str:
     """The closing report: what was produced and where, and what was skipped or failed."""
     failed = [r for r in results if r.status == "failed"]
@@ -372,7 +457,7 @@ def summary(ctx: QuickstartContext, results: Sequence[StageResult], seconds: flo
                   f"        llmops serve   (serves {ctx.champion.uri})"]
     return "\n".join(lines)
 
-# %% ../nbs/08_quickstart.ipynb #ac74705e
+# %% ../nbs/08_quickstart.ipynb #9bb6a5c5
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops quickstart`."""
     parser.add_argument("--data", default=None, help="labelled training data (.csv, .jsonl, .parquet); default: the embedded sample tickets")
