@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -137,6 +136,12 @@ def kit_check(x: np.ndarray, y: np.ndarray, permutations: int = 200) -> tuple[bo
     return report.drift, min(r.p_value for r in report.results)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss it is not inherited across fork and exec)."""
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM")).split()[1]) / 1024
+
+
 def speed_worker(kind: str, n: int, permutations: int) -> dict:
     """Time one test in this (fresh) process and report its peak RSS."""
     from llmops_kit.drift_tests import mmd_test
@@ -148,7 +153,7 @@ def speed_worker(kind: str, n: int, permutations: int) -> dict:
     if kind == "rff":  # unit vectors with a little noise: enough distinct rows for 100,000 per side
         x = x + rng.normal(0, 0.01, x.shape).astype(np.float32)
         y = y + rng.normal(0, 0.01, y.shape).astype(np.float32)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = peak_rss_mb()
     t0 = time.perf_counter()
     if kind == "exact":
         r = mmd_test(x, y, permutations=permutations, method="exact")
@@ -156,12 +161,17 @@ def speed_worker(kind: str, n: int, permutations: int) -> dict:
         r = mmd_test(x, y, permutations=permutations, method="rff")
     else:
         drift, p = kit_check(x, y, permutations)
-        return {"seconds": time.perf_counter() - t0, "drift": drift, "p_value": p}
+        return {
+            "seconds": time.perf_counter() - t0,
+            "drift": drift,
+            "p_value": p,
+            "peak_rss_mb": peak_rss_mb(),
+        }
     return {
         "seconds": time.perf_counter() - t0,
         "p_value": r.p_value,
         "statistic": r.statistic,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "rss_before_test_mb": base,
     }
 
@@ -169,7 +179,7 @@ def speed_worker(kind: str, n: int, permutations: int) -> dict:
 # ---------------------------------------------------------------- peers
 
 ALIBI_SCRIPT = """
-import glob, json, resource, sys, time
+import glob, json, sys, time
 import numpy as np, torch
 torch.set_num_threads(2)
 from alibi_detect.cd import MMDDrift
@@ -182,11 +192,12 @@ for ref in sorted(glob.glob(folder + "/ref_*.npy")):
     r = cd.predict(y)
     out.append({"id": ref.split("ref_")[1][:-4], "p_value": float(r["data"]["p_val"]),
                 "drift": bool(r["data"]["is_drift"]), "seconds": time.perf_counter() - t0})
-print(json.dumps({"results": out, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(json.dumps({"results": out, "peak_rss_mb": int(hwm) / 1024}))
 """
 
 EVIDENTLY_SCRIPT = """
-import glob, json, resource, sys, time
+import glob, json, sys, time
 import numpy as np, pandas as pd
 from evidently.legacy.metrics.data_drift.embedding_drift_methods import model
 folder = sys.argv[1]
@@ -200,7 +211,8 @@ for ref in sorted(glob.glob(folder + "/ref_*.npy")):
     score, drift, _ = model(bootstrap=len(rdf) < 1000)(cdf, rdf)
     out.append({"id": ref.split("ref_")[1][:-4], "auc": float(score), "drift": bool(drift),
                 "seconds": time.perf_counter() - t0})
-print(json.dumps({"results": out, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(json.dumps({"results": out, "peak_rss_mb": int(hwm) / 1024}))
 """
 
 
@@ -260,18 +272,19 @@ def main() -> None:
     q = args.quick
     # trials per (n, scenario) for the kit and for the peers; null trials separately
     plan = {
-        100: {"null": 200, "shift": 100, "peer_null": 100, "peer_shift": 50},
-        1000: {"null": 200, "shift": 60, "peer_null": 60, "peer_shift": 25},
-        10000: {"null": 3, "shift": 2, "peer_null": 2, "peer_shift": 1},
+        100: {"null": 200, "shift": 50, "peer_null": 40, "peer_shift": 20},
+        1000: {"null": 200, "shift": 50, "peer_null": 20, "peer_shift": 8},
+        10000: {"null": 2, "shift": 1, "peer_null": 2, "peer_shift": 1},
     }
     if q:
         plan = {n: {k: max(1, v // 20) for k, v in p.items()} for n, p in plan.items()}
     rows = []
     for n, p in plan.items():
+        n_rows, pairs = [], []
         for scenario in SCENARIOS:
             trials = p["null"] if scenario == "no_shift" else p["shift"]
             peer_trials = p["peer_null"] if scenario == "no_shift" else p["peer_shift"]
-            kit_flags, kit_secs, pairs = [], [], []
+            kit_flags, kit_secs = [], []
             for t in range(trials):
                 rng = np.random.default_rng(zlib.crc32(f"{n}/{scenario}/{t}".encode()))
                 x, y = draw(emb, scenario, n, rng)
@@ -280,22 +293,31 @@ def main() -> None:
                 kit_secs.append(time.perf_counter() - t0)
                 kit_flags.append(drift)
                 if t < peer_trials:
-                    pairs.append((f"{t:04d}", x, y))
+                    pairs.append((f"{scenario}_{t:04d}", x, y))
             row = {"n": n, "scenario": scenario, "kit_trials": trials, "kit_rate": rate(kit_flags)}
             row["kit_seconds_median"] = round(float(np.median(kit_secs)), 4)
-            for peer in ("alibi", "evidently"):
-                if n == 10000 and peer == "alibi":
-                    continue  # one timing run below; 10,000 per side costs minutes per alibi call
-                res = run_peer(peer, pairs)
-                flags = [res["by_id"][pid]["drift"] for pid, _, _ in pairs]
+            row["_kit_flags"] = kit_flags
+            n_rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}), flush=True)
+        for peer in ("alibi", "evidently"):
+            if n == 10000 and peer == "alibi":
+                continue  # timed once below: 10,000 per side costs minutes per alibi call
+            t0 = time.perf_counter()
+            res = run_peer(peer, pairs)  # one process per peer and n: all scenarios' pairs
+            print(f"{peer} n={n}: {len(pairs)} pairs in {time.perf_counter() - t0:.0f} s", flush=True)
+            for row in n_rows:
+                ids = [pid for pid, _, _ in pairs if pid.rsplit("_", 1)[0] == row["scenario"]]
+                flags = [res["by_id"][pid]["drift"] for pid in ids]
                 row[f"{peer}_trials"] = len(flags)
                 row[f"{peer}_rate"] = rate(flags)
                 row[f"{peer}_seconds_median"] = round(
-                    float(np.median([res["by_id"][pid]["seconds"] for pid, _, _ in pairs])), 4
+                    float(np.median([res["by_id"][i]["seconds"] for i in ids])), 4
                 )
                 row[f"{peer}_peak_rss_mb"] = round(res["peak_rss_mb"])
-                # the kit on exactly the peer's pairs too, for a paired comparison
-                row[f"kit_rate_on_{peer}_pairs"] = rate(kit_flags[: len(flags)])
+                # the kit on exactly the pairs the peer saw, for a paired comparison
+                row[f"kit_rate_on_{peer}_pairs"] = rate(row["_kit_flags"][: len(flags)])
+        for row in n_rows:
+            row.pop("_kit_flags")
             rows.append(row)
             print(json.dumps(row), flush=True)
     # speed and memory: each in a fresh process
@@ -316,7 +338,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     X = emb["train"]
     x, y = X[rng.choice(len(X), 10000)], X[rng.choice(len(X), 10000)]
-    alibi_perms = 20 if q else 100
+    alibi_perms = 20 if q else 50
     alibi_10k = run_peer("alibi", [("speed", x, y)], permutations=alibi_perms)
     speed["alibi_10000"] = {
         "seconds": alibi_10k["by_id"]["speed"]["seconds"],

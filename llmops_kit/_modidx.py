@@ -870,4 +870,6 @@ d = { 'settings': { 'branch': 'main',
                                             'llmops_kit.serving.schemas.TextPart': ( 'serving_schemas.html#textpart',
                                                                                      'llmops_kit/serving/schemas.py'),
                                             'llmops_kit.serving.schemas.Usage': ( 'serving_schemas.html#usage',
-                                                                                  'llmops_kit/serving/schemas.py')}}}
+                                                                                  'llmops_kit/serving/schemas.py'),
+                                            'llmops_kit.serving.schemas._whole': ( 'serving_schemas.html#_whole',
+                                                                                   'llmops_kit/serving/schemas.py')}}}

@@ -66,7 +66,7 @@ def assignment_matrix(
     for i in range(1, permutations + 1): s[i, rng.permutation(n + m)[:n]] = 1
     return s
 
-# %% ../nbs/02b_drift_tests.ipynb #d75add06
+# %% ../nbs/02b_drift_tests.ipynb #ecb2b4f1
 def mmd_permutation_stats(
     z: np.ndarray, # pooled sample: the n reference rows first, then the current rows
     n: int, # reference rows
@@ -75,30 +75,32 @@ def mmd_permutation_stats(
     block: int = 2048, # kernel columns computed at a time (memory is about 8 N block bytes)
 ) -> np.ndarray:
     """Unbiased MMD² for every row of `s` and every bandwidth: an array (bandwidths, rows of s)."""
-    z = np.ascontiguousarray(z, dtype=np.float32)
+    z = np.asarray(z, dtype=np.float64)
+    z = np.ascontiguousarray(z - z.mean(0), dtype=np.float32) # MMD is translation-invariant; smaller norms
     N, m = len(z), len(z) - n
-    sq = (z * z).sum(1)
-    A = np.zeros((len(sigma2s), len(s), N), dtype=np.float32) # S K, per bandwidth
-    r = np.zeros((len(sigma2s), N), dtype=np.float64) # K 1, per bandwidth
+    sq = (z * z).sum(1, dtype=np.float64)
+    gammas = [0.5 / s2 for s2 in sigma2s]
+    if max(gammas) * sq.max() * 2 > 80: raise ValueError("embeddings too far apart for the factorised kernel; rescale them")
+    qss = np.zeros((len(sigma2s), len(s))) # s'Ks
+    r = np.zeros((len(sigma2s), N)) # K1
     starts = range(0, N, block)
     for i0 in starts: # only the blocks on and above the diagonal: K is symmetric
         rows = slice(i0, min(i0 + block, N))
         for j0 in (j for j in starts if j >= i0):
             cols = slice(j0, min(j0 + block, N))
-            d2 = z[rows] @ z[cols].T
-            d2 *= -2; d2 += sq[rows, None]; d2 += sq[None, cols]
-            np.maximum(d2, 0, out=d2)
-            kb = np.empty_like(d2)
-            for j, s2 in enumerate(sigma2s):
-                np.multiply(d2, np.float32(-0.5 / s2), out=kb); np.exp(kb, out=kb)
-                A[j][:, cols] += s[:, rows] @ kb
-                r[j, cols] += kb.sum(0, dtype=np.float64)
-                if j0 != i0:
-                    A[j][:, rows] += s[:, cols] @ kb.T
-                    r[j, rows] += kb.sum(1, dtype=np.float64)
+            g = z[rows] @ z[cols].T
+            e = np.empty_like(g)
+            for b, gamma in enumerate(gammas): # k(x, y) = exp(2g x.y) exp(-g|x|^2) exp(-g|y|^2)
+                a_rows = np.exp(-gamma * sq[rows]).astype(np.float32)
+                a_cols = np.exp(-gamma * sq[cols]).astype(np.float32)
+                np.multiply(g, np.float32(2 * gamma), out=e); np.exp(e, out=e)
+                left = (s[:, rows] * a_rows) @ e # S_I diag(a_I) E, then diag(a_J) below
+                twice = 1.0 if i0 == j0 else 2.0
+                qss[b] += twice * np.einsum("pj,pj->p", left, s[:, cols] * a_cols, dtype=np.float64)
+                r[b, cols] += (a_rows @ e).astype(np.float64) * a_cols
+                if i0 != j0: r[b, rows] += (e @ a_cols).astype(np.float64) * a_rows
     s64 = s.astype(np.float64)
-    qss = np.einsum("bpn,pn->bp", A, s, dtype=np.float64) # s'Ks
-    qs1 = (s64 @ r.T).T # s'K1
+    qs1 = r @ s64.T # s'K1, (bandwidths, rows of s)
     tot = r.sum(1, keepdims=True) # 1'K1
     sxx, syy, sxy = qss - n, tot - 2 * qs1 + qss - m, qs1 - qss # the diagonal of an RBF kernel is 1
     return sxx / (n * (n - 1)) + syy / (m * (m - 1)) - 2 * sxy / (n * m)
@@ -176,7 +178,7 @@ def mmd_test(
                       details={"method": method, "sigma2": sigma2s, "permutations": permutations, "pca": pca,
                                "statistic_by_bandwidth": stats[:, 0].tolist(), "aggregate": float(t[0])})
 
-# %% ../nbs/02b_drift_tests.ipynb #bb60dece
+# %% ../nbs/02b_drift_tests.ipynb #3b6a8de2
 def classifier_test(
     x: np.ndarray, # reference embeddings (n, d)
     y: np.ndarray, # current embeddings (m, d)
@@ -199,7 +201,7 @@ def classifier_test(
     score = np.zeros(len(z))
     folds = max(2, min(folds, len(xi), len(yi)))
     for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(z, label):
-        model = LogisticRegression(C=c, max_iter=300).fit(z[train], label[train])
+        model = LogisticRegression(C=c, solver="liblinear").fit(z[train], label[train])
         score[held] = model.decision_function(z[held])
     u = mannwhitneyu(score[label == 1], score[label == 0], alternative="greater")
     auc = float(u.statistic / (len(xi) * len(yi)))
