@@ -6,10 +6,10 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['logger', 'ROUTE_SCOPES', 'EMBEDDING_MODEL', 'EMBEDDING_MODELS', 'EMBEDDING_DIM', 'MAX_EMBEDDING_INPUTS',
-           'MAX_ROUTE_INPUTS', 'route_label', 'Server', 'chat_completions', 'route', 'encode_vector', 'embeddings',
-           'list_models', 'healthz', 'readyz', 'metrics', 'create_app', 'app_factory', 'serve_environment',
-           'check_serving', 'start_metrics_port', 'serve', 'configure_cli']
+__all__ = ['logger', 'ROUTE_SCOPES', 'EMBEDDING_MODEL', 'EMBEDDING_MODELS', 'EMBEDDING_DIM', 'route_label', 'Server',
+           'chat_completions', 'route', 'encode_vector', 'embeddings', 'list_models', 'healthz', 'readyz', 'metrics',
+           'create_app', 'app_factory', 'serve_environment', 'check_serving', 'start_metrics_port', 'serve',
+           'configure_cli']
 
 # %% ../../nbs/14_serving_app.ipynb #7b34c9e4
 import argparse
@@ -44,7 +44,7 @@ from .schemas import (AssistantMessage, ChatChoice, ChatCompletion, ChatCompleti
 # %% ../../nbs/14_serving_app.ipynb #0f6791fe
 logger = logging.getLogger("llmops_kit.serving")
 
-# %% ../../nbs/14_serving_app.ipynb #c4d796c3
+# %% ../../nbs/14_serving_app.ipynb #2835bb84
 ROUTE_SCOPES: dict[str, str | None] = {
     "/v1/chat/completions": "chat", "/v1/route": "chat", "/v1/embeddings": "embeddings",
     "/v1/models": None, "/metrics": "metrics",
@@ -53,7 +53,6 @@ _MODEL_ROUTES = frozenset(["/v1/chat/completions", "/v1/route", "/v1/embeddings"
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 EMBEDDING_MODELS = (EMBEDDING_MODEL, "sentence-transformers/all-MiniLM-L6-v2")
 EMBEDDING_DIM = 384
-MAX_EMBEDDING_INPUTS, MAX_ROUTE_INPUTS = 2048, 256
 
 # %% ../../nbs/14_serving_app.ipynb #9f963262
 _KNOWN_ROUTES = frozenset([*ROUTE_SCOPES, "/healthz", "/readyz", "/openapi.json", "/docs", "/redoc"])
@@ -272,12 +271,11 @@ def _json(model) -> Response:
 
 _ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 422, 429, 500, 503, 504)}
 
-# %% ../../nbs/14_serving_app.ipynb #8b245115
+# %% ../../nbs/14_serving_app.ipynb #42114acb
 def _last_user_text(body: ChatCompletionRequest) -> str:
     for m in reversed(body.messages):
         if m.role == "user": return m.text()
-    raise ApiError(400, "no_user_message", "the conversation has no user message; add one with role 'user'",
-                   param="messages")
+    return body.messages[-1].text() # no user message (a system prompt alone, say): the model reads the last one
 
 # %% ../../nbs/14_serving_app.ipynb #7d067554
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
@@ -349,14 +347,12 @@ async def _stream_chat(server: Server, ctx: RequestContext, completion_id: str, 
         yield _sse(ChatCompletionChunk(id=completion_id, created=created, model=ctx.model, choices=[], usage=usage))
     yield b"data: [DONE]\n\n"
 
-# %% ../../nbs/14_serving_app.ipynb #deb5e0f6
+# %% ../../nbs/14_serving_app.ipynb #5107a9cd
 async def route(body: RouteRequest, request: Request) -> Response:
     """The support router's decision for each ticket: intent, confidence, runner-ups, queue, reply, abstention."""
     server, ctx = _server(request), _ctx(request)
     server.check_model(ctx, body.model)
-    originals = body.texts()
-    if not 1 <= len(originals) <= MAX_ROUTE_INPUTS:
-        raise ApiError(400, "invalid_input", f"send 1 to {MAX_ROUTE_INPUTS} texts, not {len(originals)}", param="input")
+    originals = body.texts() # 1 to 256, checked by the schema
     texts = [await server.guard_input(ctx, t) for t in originals]
     ctx.input = ("\n".join(originals), "\n".join(texts))
     predictions = await server.predict(ctx, request, texts)
@@ -387,7 +383,7 @@ def encode_vector(
     v = np.asarray(vector, dtype="<f4")
     return base64.b64encode(v.tobytes()).decode() if encoding_format == "base64" else v.tolist()
 
-# %% ../../nbs/14_serving_app.ipynb #84aa2901
+# %% ../../nbs/14_serving_app.ipynb #14f9a2fe
 async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     """Embed texts with MiniLM (OpenAI embeddings shape)."""
     server, ctx = _server(request), _ctx(request)
@@ -395,12 +391,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     if body.model not in EMBEDDING_MODELS:
         raise ApiError(404, "model_not_found", f"the embedding model {body.model[:100]!r} is not served here; use "
                        f"{EMBEDDING_MODEL!r}", param="model")
-    if body.dimensions is not None and body.dimensions != EMBEDDING_DIM:
-        raise ApiError(400, "invalid_dimensions", f"{EMBEDDING_MODEL} has {EMBEDDING_DIM} dimensions; omit "
-                       "`dimensions` or send 384", param="dimensions")
-    originals = body.texts()
-    if not 1 <= len(originals) <= MAX_EMBEDDING_INPUTS:
-        raise ApiError(400, "invalid_input", f"send 1 to {MAX_EMBEDDING_INPUTS} texts, not {len(originals)}", param="input")
+    originals = body.texts() # 1 to 2048, checked by the schema
     texts = [await server.guard_input(ctx, t) for t in originals]
     ctx.input = ("\n".join(originals), "\n".join(texts))
     t = time.perf_counter()
@@ -474,7 +465,7 @@ async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Respo
     return _error_response(request, ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), message,
                                              headers=dict(exc.headers or {})))
 
-# %% ../../nbs/14_serving_app.ipynb #501291e2
+# %% ../../nbs/14_serving_app.ipynb #47e60cef
 def _openapi(app: FastAPI) -> dict:
     if app.openapi_schema: return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
@@ -488,6 +479,8 @@ def _openapi(app: FastAPI) -> dict:
                       ("EmbeddingRequest", list(EMBEDDING_MODELS))):
         prop = comps.get(name, {}).get("properties", {}).get("model")
         if prop is not None: next((b for b in prop.get("anyOf", []) if b.get("type") == "string"), prop)["enum"] = ids
+        for example in comps.get(name, {}).get("examples", []):
+            if "model" in example: example["model"] = ids[0]
     for path, scope in ROUTE_SCOPES.items():
         for op in schema["paths"].get(path, {}).values():
             op["security"] = [{"bearer": []}, {"apiKey": []}]
@@ -496,7 +489,7 @@ def _openapi(app: FastAPI) -> dict:
     app.openapi_schema = schema
     return schema
 
-# %% ../../nbs/14_serving_app.ipynb #2f8bd93c
+# %% ../../nbs/14_serving_app.ipynb #a2f47b88
 def create_app(
     settings: Settings | None = None, # default: `load_settings()`
     backend: Backend | None = None, # default: the one `[serving] backend` names
@@ -513,7 +506,11 @@ def create_app(
                   description="OpenAI-compatible inference server with JWT auth, guardrails, an audit log and metrics.")
     app.state.server = server
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"], response_model=ChatCompletion,
-                      responses=_ERRORS, tags=["openai"], summary="Chat completion (OpenAI shape)")
+                      responses={**_ERRORS, 200: {"content": {"text/event-stream": {"schema": {
+                          "type": "object", "required": ["data"], "description": "with `stream: true`: server-sent "
+                          "events, one ChatCompletionChunk (JSON) per `data:` line, the last one `data: [DONE]`",
+                          "properties": {"data": {"type": "string"}}}}}}},
+                      tags=["openai"], summary="Chat completion (OpenAI shape)")
     app.add_api_route("/v1/embeddings", embeddings, methods=["POST"], response_model=EmbeddingResponse,
                       responses=_ERRORS, tags=["openai"], summary="Embeddings (MiniLM)")
     app.add_api_route("/v1/models", list_models, methods=["GET"], response_model=ModelList, responses=_ERRORS,
@@ -524,7 +521,9 @@ def create_app(
     app.add_api_route("/readyz", readyz, methods=["GET"], tags=["operations"], summary="Readiness",
                       responses={503: {"description": "not ready"}})
     app.add_api_route("/metrics", metrics, methods=["GET"], tags=["operations"], summary="Prometheus metrics",
-                      responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}})
+                      responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                                       "description": "Prometheus text exposition format"},
+                                 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}})
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

@@ -6,27 +6,34 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['TextPart', 'ChatMessage', 'StreamOptions', 'ChatCompletionRequest', 'Usage', 'RoutingInfo', 'AssistantMessage',
-           'ChatChoice', 'ChatCompletion', 'ChunkDelta', 'ChunkChoice', 'ChatCompletionChunk', 'EmbeddingRequest',
-           'EmbeddingItem', 'EmbeddingUsage', 'EmbeddingResponse', 'ModelCard', 'ModelList', 'RouteRequest',
-           'RoutePrediction', 'RouteResponse', 'ErrorDetail', 'ErrorResponse']
+__all__ = ['PositiveInt', 'TextPart', 'ChatMessage', 'StreamOptions', 'ChatCompletionRequest', 'Usage', 'RoutingInfo',
+           'AssistantMessage', 'ChatChoice', 'ChatCompletion', 'ChunkDelta', 'ChunkChoice', 'ChatCompletionChunk',
+           'EmbeddingRequest', 'EmbeddingItem', 'EmbeddingUsage', 'EmbeddingResponse', 'ModelCard', 'ModelList',
+           'RouteRequest', 'RoutePrediction', 'RouteResponse', 'ErrorDetail', 'ErrorResponse']
 
-# %% ../../nbs/17_serving_schemas.ipynb #5282a3ce
-from typing import Any, Literal, Union
+# %% ../../nbs/17_serving_schemas.ipynb #69460416
+from typing import Annotated, Any, Literal, Union
 
-# %% ../../nbs/17_serving_schemas.ipynb #7c10bf8a
-from pydantic import BaseModel, ConfigDict, Field
+# %% ../../nbs/17_serving_schemas.ipynb #4c145dfc
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-# %% ../../nbs/17_serving_schemas.ipynb #2b0d6a4d
+# %% ../../nbs/17_serving_schemas.ipynb #28ad7099
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_whole)]
+
+# %% ../../nbs/17_serving_schemas.ipynb #300ca827
 class TextPart(BaseModel):
     """A text part of a message's content (the only kind the served models read)."""
+    model_config = ConfigDict(strict=True)
     type: Literal["text"]
     text: str = Field(max_length=1_000_000)
 
-# %% ../../nbs/17_serving_schemas.ipynb #de81e209
+# %% ../../nbs/17_serving_schemas.ipynb #e8710dc8
 class ChatMessage(BaseModel):
     """One message of the conversation."""
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Union[str, list[TextPart], None] = None
     name: str | None = Field(None, max_length=256)
@@ -37,36 +44,36 @@ class ChatMessage(BaseModel):
         if isinstance(self.content, str): return self.content
         return "\n".join(p.text for p in self.content)
 
-# %% ../../nbs/17_serving_schemas.ipynb #b66db8a3
+# %% ../../nbs/17_serving_schemas.ipynb #8f03f192
 class StreamOptions(BaseModel):
     """Options of a streamed answer."""
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     include_usage: bool = False # send a last chunk with the token usage
 
-# %% ../../nbs/17_serving_schemas.ipynb #180d0b40
+# %% ../../nbs/17_serving_schemas.ipynb #1ebaf39a
 class ChatCompletionRequest(BaseModel):
     """`POST /v1/chat/completions` body (OpenAI shape; sampling parameters are accepted and ignored)."""
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra={"examples": [
         {"model": "support-router", "messages": [{"role": "user", "content": "My card has not arrived yet"}]}]})
     model: str = Field(min_length=1, max_length=256, description="a model id from `GET /v1/models`")
     messages: list[ChatMessage] = Field(min_length=1, max_length=512)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    n: int = Field(1, ge=1, le=1, description="only one choice is served")
+    n: Annotated[int, Field(ge=1, le=1), BeforeValidator(_whole)] = Field(1, description="only one choice is served")
     user: str | None = Field(None, max_length=256)
 
-# %% ../../nbs/17_serving_schemas.ipynb #56f4a1e8
+# %% ../../nbs/17_serving_schemas.ipynb #56cfbf8d
 class Usage(BaseModel):
     """Token usage (approximate: see `serving.backends.count_tokens`)."""
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
 
-# %% ../../nbs/17_serving_schemas.ipynb #831dae0e
+# %% ../../nbs/17_serving_schemas.ipynb #585c7a91
 class RoutingInfo(BaseModel):
     """The support router's decision behind a chat answer (an extension field, `llmops`)."""
     intent: str
@@ -76,14 +83,14 @@ class RoutingInfo(BaseModel):
     model_version: str | None = None
     request_id: str | None = None
 
-# %% ../../nbs/17_serving_schemas.ipynb #e549c271
+# %% ../../nbs/17_serving_schemas.ipynb #fd1917d4
 class AssistantMessage(BaseModel):
     """The answer message."""
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
 
-# %% ../../nbs/17_serving_schemas.ipynb #5fe8081f
+# %% ../../nbs/17_serving_schemas.ipynb #453d427e
 class ChatChoice(BaseModel):
     """One choice of a chat completion."""
     index: int
@@ -91,7 +98,7 @@ class ChatChoice(BaseModel):
     finish_reason: Literal["stop", "length", "content_filter"]
     logprobs: None = None
 
-# %% ../../nbs/17_serving_schemas.ipynb #6cc319c7
+# %% ../../nbs/17_serving_schemas.ipynb #8cfb7789
 class ChatCompletion(BaseModel):
     """`POST /v1/chat/completions` answer (OpenAI shape plus `llmops` routing details)."""
     id: str
@@ -103,13 +110,13 @@ class ChatCompletion(BaseModel):
     system_fingerprint: str | None = None
     llmops: RoutingInfo | None = None
 
-# %% ../../nbs/17_serving_schemas.ipynb #2c9714d2
+# %% ../../nbs/17_serving_schemas.ipynb #d803b905
 class ChunkDelta(BaseModel):
     """The new part of a streamed answer."""
     role: Literal["assistant"] | None = None
     content: str | None = None
 
-# %% ../../nbs/17_serving_schemas.ipynb #9bb927fd
+# %% ../../nbs/17_serving_schemas.ipynb #a4f32774
 class ChunkChoice(BaseModel):
     """One choice of a streamed chunk."""
     index: int = 0
@@ -117,7 +124,7 @@ class ChunkChoice(BaseModel):
     finish_reason: Literal["stop", "length", "content_filter"] | None = None
     logprobs: None = None
 
-# %% ../../nbs/17_serving_schemas.ipynb #11307c54
+# %% ../../nbs/17_serving_schemas.ipynb #9d1bf6ab
 class ChatCompletionChunk(BaseModel):
     """One server-sent event of a streamed answer."""
     id: str
@@ -128,35 +135,37 @@ class ChatCompletionChunk(BaseModel):
     usage: Usage | None = None
     llmops: RoutingInfo | None = None
 
-# %% ../../nbs/17_serving_schemas.ipynb #2ea07d45
+# %% ../../nbs/17_serving_schemas.ipynb #9f3f48cb
 class EmbeddingRequest(BaseModel):
     """`POST /v1/embeddings` body."""
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra={"examples": [
         {"model": "all-MiniLM-L6-v2", "input": ["reset my password"]}]})
     model: str = Field(min_length=1, max_length=256)
-    input: Union[str, list[str]] = Field(description="a text or up to 2048 texts")
+    input: Union[str, Annotated[list[str], Field(min_length=1, max_length=2048)]] = Field(
+        description="a text or up to 2048 texts")
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1, description="must be the model's own (384) if given")
+    dimensions: Annotated[int, Field(ge=384, le=384), BeforeValidator(_whole)] | None = Field(
+        None, description="the model's own (384), if given")
     user: str | None = Field(None, max_length=256)
 
     def texts(self) -> list[str]:
         """The inputs as a list."""
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
-# %% ../../nbs/17_serving_schemas.ipynb #f203438d
+# %% ../../nbs/17_serving_schemas.ipynb #e775a25f
 class EmbeddingItem(BaseModel):
     """One embedding."""
     object: Literal["embedding"] = "embedding"
     index: int
     embedding: Union[list[float], str]
 
-# %% ../../nbs/17_serving_schemas.ipynb #a60040ef
+# %% ../../nbs/17_serving_schemas.ipynb #12604b47
 class EmbeddingUsage(BaseModel):
     """Token usage of an embeddings request (approximate)."""
     prompt_tokens: int
     total_tokens: int
 
-# %% ../../nbs/17_serving_schemas.ipynb #30a2a975
+# %% ../../nbs/17_serving_schemas.ipynb #ea4c9ec3
 class EmbeddingResponse(BaseModel):
     """`POST /v1/embeddings` answer."""
     object: Literal["list"] = "list"
@@ -164,7 +173,7 @@ class EmbeddingResponse(BaseModel):
     model: str
     usage: EmbeddingUsage
 
-# %% ../../nbs/17_serving_schemas.ipynb #16dda71b
+# %% ../../nbs/17_serving_schemas.ipynb #8b686a9f
 class ModelCard(BaseModel):
     """One served model."""
     id: str
@@ -172,24 +181,25 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str
 
-# %% ../../nbs/17_serving_schemas.ipynb #f94f4642
+# %% ../../nbs/17_serving_schemas.ipynb #4dd2ac87
 class ModelList(BaseModel):
     """`GET /v1/models` answer."""
     object: Literal["list"] = "list"
     data: list[ModelCard]
 
-# %% ../../nbs/17_serving_schemas.ipynb #8b45080a
+# %% ../../nbs/17_serving_schemas.ipynb #1a215039
 class RouteRequest(BaseModel):
     """`POST /v1/route` body."""
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"input": "I lost my card"}]})
+    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra={"examples": [{"input": "I lost my card"}]})
     model: str | None = Field(None, max_length=256, description="default: the served support router")
-    input: Union[str, list[str]] = Field(description="a ticket or up to 256 tickets")
+    input: Union[str, Annotated[list[str], Field(min_length=1, max_length=256)]] = Field(
+        description="a ticket or up to 256 tickets")
 
     def texts(self) -> list[str]:
         """The inputs as a list."""
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
-# %% ../../nbs/17_serving_schemas.ipynb #89de02dd
+# %% ../../nbs/17_serving_schemas.ipynb #cc508774
 class RoutePrediction(BaseModel):
     """The router's decision for one text."""
     model_config = ConfigDict(extra="allow")
@@ -201,7 +211,7 @@ class RoutePrediction(BaseModel):
     reply: str
     abstained: bool
 
-# %% ../../nbs/17_serving_schemas.ipynb #4e594e14
+# %% ../../nbs/17_serving_schemas.ipynb #268d3f10
 class RouteResponse(BaseModel):
     """`POST /v1/route` answer."""
     object: Literal["route.list"] = "route.list"
@@ -210,7 +220,7 @@ class RouteResponse(BaseModel):
     data: list[RoutePrediction]
     guardrails: list[dict[str, Any]] = []
 
-# %% ../../nbs/17_serving_schemas.ipynb #19238bac
+# %% ../../nbs/17_serving_schemas.ipynb #9a76c18f
 class ErrorDetail(BaseModel):
     """What went wrong (OpenAI error shape plus the request id)."""
     model_config = ConfigDict(extra="allow")
@@ -220,7 +230,7 @@ class ErrorDetail(BaseModel):
     param: str | None = None
     request_id: str | None = None
 
-# %% ../../nbs/17_serving_schemas.ipynb #a990fbbf
+# %% ../../nbs/17_serving_schemas.ipynb #d5d4acf5
 class ErrorResponse(BaseModel):
     """Every error answer: `{"error": {...}}`."""
     error: ErrorDetail
