@@ -154,3 +154,44 @@ def test_missing_required_argument_is_a_usage_error(small):
     proc = run_llmops("drift", "check", "--reference", "ok.csv", cwd=small)
     assert proc.returncode == 2
     assert "--current" in proc.stderr
+
+
+def test_hash_mode_audit_logs_use_the_numeric_and_categorical_tests(tmp_path: Path):
+    """Audit logs that keep only prompt hashes have no texts: the check runs on the other columns."""
+    from llmops_kit.core import InferenceRecord, TextRecord
+
+    def log(folder: Path, latency: float, intents: list[str]) -> None:
+        folder.mkdir()
+        lines = [
+            InferenceRecord(
+                request_id=f"r{i}",
+                ts=f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}+00:00",
+                route="/v1/chat/completions",
+                status=200,
+                outcome="ok",
+                latency_ms=latency + (i * 37 % 11),
+                input=TextRecord.of(f"secret prompt {i}", None),
+                prediction={"intent": intents[i % len(intents)]},
+            ).to_json()
+            for i in range(120)
+        ]
+        (folder / "audit-0001.jsonl").write_text("\n".join(lines) + "\n")
+
+    log(tmp_path / "before", 20.0, ["card_arrival", "exchange_rate"])
+    log(tmp_path / "after", 60.0, ["card_arrival", "exchange_rate", "top_up_failed"])
+    (tmp_path / "settings.ini").write_text("[project]\nstate_dir = .llmops\n[drift]\npermutations = 100\n")
+    proc = run_llmops(
+        "drift",
+        "check",
+        "--reference",
+        "before",
+        "--current",
+        "after",
+        "--json",
+        "--fail-on-drift",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr
+    tests = {t["name"]: t for t in json.loads(proc.stdout)["tests"]}
+    assert "mmd" not in tests
+    assert tests["ks:latency_ms"]["drift"] and tests["share:intent"]["drift"]
