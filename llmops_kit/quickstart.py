@@ -101,7 +101,7 @@ def train_and_evaluate(
     router.metrics = report.metrics()
     return router, report
 
-# %% ../nbs/08_quickstart.ipynb #8550ab82
+# %% ../nbs/08_quickstart.ipynb #0b8b9e6e
 def _optional(*modules: str):
     """The first of `modules` that imports, or None."""
     for m in modules:
@@ -111,21 +111,14 @@ def _optional(*modules: str):
     return None
 
 def policy_text(settings: Settings) -> str | None:
-    """The guardrail policy YAML to bundle: `[guardrails] policy`, else the packaged default, else None."""
+    """The guardrail policy YAML to bundle: `[guardrails] policy` (validated), else the packaged default, else None."""
+    guardrails = _optional("llmops_kit.guardrails")
     if settings.guardrails.policy:
         p = settings.path(settings.guardrails.policy)
         if not p.is_file(): raise InputError(f"[guardrails] policy = {settings.guardrails.policy!r}: no such file {p}")
+        if guardrails is not None: guardrails.load_policy(p) # a policy the server would reject fails here, not at serving time
         return p.read_text(encoding="utf-8")
-    guardrails = _optional("llmops_kit.guardrails")
-    if guardrails is None: return None
-    for name in ("default_policy_text", "default_policy_yaml", "policy_text"):
-        fn = getattr(guardrails, name, None)
-        if callable(fn): return fn()
-    for name in ("DEFAULT_POLICY_YAML", "DEFAULT_POLICY"):
-        text = getattr(guardrails, name, None)
-        if isinstance(text, str): return text
-    path = getattr(guardrails, "DEFAULT_POLICY_PATH", None)
-    return Path(path).read_text(encoding="utf-8") if path and Path(path).is_file() else None
+    return getattr(guardrails, "DEFAULT_POLICY_YAML", None) if guardrails is not None else None
 
 # %% ../nbs/08_quickstart.ipynb #3f4184f1
 def fit_reference_profile(

@@ -1,0 +1,77 @@
+"""OpenLineage events over HTTP to a real server on 127.0.0.1, and the file transport's events from a training run."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from llmops_kit.core import load_settings
+from llmops_kit.lineage import LineageRun, events_file, model_dataset
+from llmops_kit.registry import DataFile
+
+
+@pytest.fixture
+def collector():
+    """A lineage endpoint that stores what it receives; it answers 201 like Marquez."""
+    received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers.get("Content-Type"), json.loads(body)))
+            self.send_response(201)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_transport_posts_start_and_complete(project, collector, tmp_path):
+    url, received = collector
+    data_file = tmp_path / "train.csv"
+    data_file.write_text("text,category\nlost my card,lost_card\n")
+    env = {"LLMOPS_LINEAGE__TRANSPORT": "http", "LLMOPS_LINEAGE__ENDPOINT": f"{url}/api/v1/lineage"}
+    settings = load_settings(project / "settings.ini", environ=env)
+    data = [DataFile.from_path("train", data_file, 1)]
+    with LineageRun(settings, "support-router.train", data) as run:
+        run.complete([model_dataset("support-router", "3", "sqlite:///x.db")], {"accuracy": 0.93}, "run-1")
+    assert run.errors == []
+    assert [(path, event["eventType"]) for path, _, event in received] == [
+        ("/api/v1/lineage", "START"),
+        ("/api/v1/lineage", "COMPLETE"),
+    ]
+    assert received[0][1].startswith("application/json")
+    complete = received[1][2]
+    assert (complete["job"]["namespace"], complete["job"]["name"]) == ("llmops-kit", "support-router.train")
+    assert complete["inputs"][0]["name"] == str(data_file.resolve())
+    assert complete["inputs"][0]["facets"]["version"]["datasetVersion"] == data[0].sha256
+    assert complete["outputs"][0]["name"] == "models/support-router/3"
+    assert complete["run"]["facets"]["llmops_metrics"]["metrics"] == {"accuracy": 0.93}
+    assert complete["run"]["runId"] == received[0][2]["run"]["runId"] == run.run_id
+    assert not events_file(settings).exists()  # nothing written locally with the http transport
+
+
+def test_unreachable_endpoint_is_reported_not_raised(project, collector):
+    url, _ = collector
+    port = int(url.rsplit(":", 1)[1]) + 1 if not url.endswith("65535") else 1
+    env = {
+        "LLMOPS_LINEAGE__TRANSPORT": "http",
+        "LLMOPS_LINEAGE__ENDPOINT": f"http://127.0.0.1:{port}/lineage",
+    }
+    run = LineageRun(load_settings(project / "settings.ini", environ=env), "support-router.train").start()
+    assert len(run.errors) == 1 and run.errors[0].startswith("START: ")
+
+
+def test_transport_none_emits_nothing(project):
+    settings = load_settings(project / "settings.ini", environ={"LLMOPS_LINEAGE__TRANSPORT": "none"})
+    with LineageRun(settings, "support-router.train") as run:
+        run.complete()
+    assert run.events == [] and not events_file(settings).exists()
