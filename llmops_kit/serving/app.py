@@ -63,7 +63,7 @@ def route_label(
     """A bounded metrics label for `path`."""
     return path if path in _KNOWN_ROUTES else "other"
 
-# %% ../../nbs/14_serving_app.ipynb #4906dc5a
+# %% ../../nbs/14_serving_app.ipynb #f6478d99
 class Server:
     """The shared state of the serving app, and the middleware's hooks."""
     def __init__(self,
@@ -81,6 +81,7 @@ class Server:
         self.offload_guards = settings.guardrails.embedding_guards
         self.policy_source = settings.guardrails.policy or "packaged default"
         self._output_verdicts: dict = {}
+        self.guards_warm, self.guards_error = False, None
         self.metrics = Metrics()
         self.audit, self.load_error = None, None
         self.timeout_s, self.max_in_flight = settings.serving.request_timeout_s, settings.serving.max_in_flight
@@ -91,7 +92,7 @@ class Server:
         """The served model's id."""
         return self.backend.info.id
 
-# %% ../../nbs/14_serving_app.ipynb #941f8d08
+# %% ../../nbs/14_serving_app.ipynb #c4432d68
 def _start(self: Server) -> None:
     """Start the audit writer and load the model in the background."""
     from llmops_kit.serving.auditlog import AuditWriter
@@ -103,6 +104,12 @@ def _start(self: Server) -> None:
         except Exception as e:
             self.load_error = str(e)
             log_event(logger, "model_load_failed", logging.ERROR, error=str(e))
+        try: # the embedding guards load MiniLM on first use: pay it here, not on the first request
+            for stage in ("input", "output"): self.chain.check("Hello, where is my new card?", stage=stage)
+            self.guards_warm = True
+        except Exception as e:
+            self.guards_error = f"guardrail warm-up failed: {type(e).__name__}: {e}"
+            log_event(logger, "guardrail_warmup_failed", logging.ERROR, error=str(e))
     threading.Thread(target=load, name="llmops-model-load", daemon=True).start()
 
 def _stop(self: Server) -> None:
@@ -404,7 +411,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     return _json(EmbeddingResponse(data=data, model=EMBEDDING_MODEL,
                                    usage=EmbeddingUsage(prompt_tokens=ctx.prompt_tokens, total_tokens=ctx.prompt_tokens)))
 
-# %% ../../nbs/14_serving_app.ipynb #42ccd9ab
+# %% ../../nbs/14_serving_app.ipynb #16044b96
 async def list_models(request: Request) -> Response:
     """The served models (chat/route model and embedding model)."""
     server, ctx = _server(request), _ctx(request)
@@ -427,8 +434,9 @@ async def readyz(request: Request) -> Response:
     model_ok, model_detail = server.backend.readiness()
     audit_ok, audit_detail = _audit_ok(server)
     checks = {"model": {"ok": model_ok, "detail": model_detail}, "audit": {"ok": audit_ok, "detail": audit_detail},
-              "guardrails": {"ok": server.chain is not None, "detail": f"policy {getattr(server.chain.policy, 'name', '?')!r} "
-                             f"({server.policy_source})"}}
+              "guardrails": {"ok": server.guards_warm, "detail": server.guards_error or
+                             f"policy {getattr(server.chain.policy, 'name', '?')!r} ({server.policy_source})"
+                             + ("" if server.guards_warm else ", warming up")}}
     ready = all(c["ok"] for c in checks.values())
     return Response(json.dumps({"status": "ready" if ready else "not_ready", "checks": checks}),
                     status_code=200 if ready else 503, media_type="application/json")
