@@ -178,39 +178,37 @@ def mmd_test(
                       details={"method": method, "sigma2": sigma2s, "permutations": permutations, "pca": pca,
                                "statistic_by_bandwidth": stats[:, 0].tolist(), "aggregate": float(t[0])})
 
-# %% ../nbs/02b_drift_tests.ipynb #3b6a8de2
+# %% ../nbs/02b_drift_tests.ipynb #c8468df7
 def classifier_test(
     x: np.ndarray, # reference embeddings (n, d)
     y: np.ndarray, # current embeddings (m, d)
-    folds: int = 5, # cross-fitting folds
+    train_fraction: float = 0.5, # share of each sample the model is trained on; the rest is scored
     c: float = 1.0, # inverse L2 regularisation of the logistic regression
     max_rows: int = 5000, # rows per side used at most (a random subsample beyond)
     top_k: int = 10, # current rows returned as the most current-like examples
     seed: int = 0,
     name: str = "classifier",
 ) -> TestResult:
-    """Cross-fitted logistic-regression AUC with a Mann-Whitney null; explains with the most current-like rows."""
+    """Held-out logistic-regression AUC with a Mann-Whitney null; explains with the most current-like rows."""
     from scipy.stats import mannwhitneyu
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
     rng = np.random.default_rng(seed)
-    xi = np.sort(rng.choice(len(x), max_rows, replace=False)) if len(x) > max_rows else np.arange(len(x))
-    yi = np.sort(rng.choice(len(y), max_rows, replace=False)) if len(y) > max_rows else np.arange(len(y))
-    z = np.concatenate([x[xi], y[yi]]).astype(np.float64)
-    label = np.r_[np.zeros(len(xi)), np.ones(len(yi))]
-    score = np.zeros(len(z))
-    folds = max(2, min(folds, len(xi), len(yi)))
-    for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(z, label):
-        model = LogisticRegression(C=c, solver="liblinear").fit(z[train], label[train])
-        score[held] = model.decision_function(z[held])
-    u = mannwhitneyu(score[label == 1], score[label == 0], alternative="greater")
-    auc = float(u.statistic / (len(xi) * len(yi)))
-    cur_scores = score[label == 1]
+    xi = rng.permutation(len(x))[:max_rows]
+    yi = rng.permutation(len(y))[:max_rows]
+    kx, ky = max(1, int(len(xi) * train_fraction)), max(1, int(len(yi) * train_fraction))
+    if len(xi) - kx < 1 or len(yi) - ky < 1: raise ValueError("classifier_test needs at least 2 rows per sample")
+    train = np.concatenate([x[xi[:kx]], y[yi[:ky]]]).astype(np.float64)
+    model = LogisticRegression(C=c, solver="liblinear").fit(train, np.r_[np.zeros(kx), np.ones(ky)])
+    ref_scores = model.decision_function(x[xi[kx:]].astype(np.float64))
+    cur_scores = model.decision_function(y[yi[ky:]].astype(np.float64))
+    u = mannwhitneyu(cur_scores, ref_scores, alternative="greater")
+    auc = float(u.statistic / (len(cur_scores) * len(ref_scores)))
     top = np.argsort(-cur_scores)[:top_k]
     return TestResult(name=name, kind="embedding", statistic=auc, p_value=float(u.pvalue), effect_size=2 * auc - 1,
-                      details={"top_current": yi[top].tolist(), "top_scores": cur_scores[top].tolist(), "folds": folds})
+                      details={"top_current": yi[ky:][top].tolist(), "top_scores": cur_scores[top].tolist(),
+                               "held_out": [len(ref_scores), len(cur_scores)]})
 
-# %% ../nbs/02b_drift_tests.ipynb #fad2f5df
+# %% ../nbs/02b_drift_tests.ipynb #e64dd0d2
 def ks_test(
     x: np.ndarray, # reference values
     y: np.ndarray, # current values
@@ -224,7 +222,7 @@ def ks_test(
     return TestResult(name=name, kind="numeric", statistic=float(r.statistic), p_value=float(r.pvalue),
                       effect_size=float(r.statistic))
 
-# %% ../nbs/02b_drift_tests.ipynb #90bd83a9
+# %% ../nbs/02b_drift_tests.ipynb #95036617
 def wasserstein_test(
     x: np.ndarray, # reference values
     y: np.ndarray, # current values
@@ -244,7 +242,7 @@ def wasserstein_test(
     return TestResult(name=name, kind="numeric", statistic=float(w[0]), p_value=_permutation_p(w),
                       effect_size=float(w[0] / scale), details={"reference_std": scale})
 
-# %% ../nbs/02b_drift_tests.ipynb #97367608
+# %% ../nbs/02b_drift_tests.ipynb #2e64a3c9
 def _table(reference: dict[str, int], current: dict[str, int], min_count: int = 5) -> tuple[np.ndarray, list[str]]:
     """A 2 x K count table over the union of categories, pooling rare ones into `<other>`."""
     cats = sorted(set(reference) | set(current), key=str)
@@ -255,7 +253,7 @@ def _table(reference: dict[str, int], current: dict[str, int], min_count: int = 
         cats = [c for c, r in zip(cats, rare) if not r] + ["<other>"]
     return t, cats
 
-# %% ../nbs/02b_drift_tests.ipynb #7d201e08
+# %% ../nbs/02b_drift_tests.ipynb #36529c6b
 def chi2_test(
     reference: dict[str, int], # category counts of the reference
     current: dict[str, int], # category counts of the current sample
@@ -272,13 +270,13 @@ def chi2_test(
     return TestResult(name=name, kind="categorical", statistic=stat, p_value=float(chi2.sf(stat, df)),
                       effect_size=float(math.sqrt(stat / n)), details={"df": df})
 
-# %% ../nbs/02b_drift_tests.ipynb #9dc16f4f
+# %% ../nbs/02b_drift_tests.ipynb #d70a96db
 def _proportions(t: np.ndarray, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
     """Smoothed row proportions of a 2 x K table."""
     p = (t + smoothing) / (t + smoothing).sum(1, keepdims=True)
     return p[0], p[1]
 
-# %% ../nbs/02b_drift_tests.ipynb #4ad14c09
+# %% ../nbs/02b_drift_tests.ipynb #25874adb
 def psi_test(
     reference: dict[str, int], # category counts of the reference
     current: dict[str, int], # category counts of the current sample
@@ -295,7 +293,7 @@ def psi_test(
     return TestResult(name=name, kind="categorical", statistic=psi, p_value=float(chi2.sf(psi * n * m / (n + m), df)),
                       effect_size=psi, details={"df": df})
 
-# %% ../nbs/02b_drift_tests.ipynb #b400f375
+# %% ../nbs/02b_drift_tests.ipynb #bcc89058
 def js_test(
     reference: dict[str, int], # category counts of the reference
     current: dict[str, int], # category counts of the current sample
@@ -317,7 +315,7 @@ def js_test(
     return TestResult(name=name, kind="categorical", statistic=js, p_value=float(chi2.sf(2 * (n + m) * js_weighted, df)),
                       effect_size=math.sqrt(max(js, 0) / math.log(2)), details={"df": df})
 
-# %% ../nbs/02b_drift_tests.ipynb #1246fb56
+# %% ../nbs/02b_drift_tests.ipynb #de21b4e6
 def share_test(
     reference: dict[str, int], # category counts of the reference
     current: dict[str, int], # category counts of the current sample
@@ -337,7 +335,7 @@ def share_test(
                       effect_size=float(np.abs(change).max()),
                       details={"category": cats[k], "reference_share": float(t[0, k] / n), "current_share": float(t[1, k] / m)})
 
-# %% ../nbs/02b_drift_tests.ipynb #ef3776d6
+# %% ../nbs/02b_drift_tests.ipynb #37e7bd21
 def adjust_p_values(
     p: Sequence[float], # raw p-values
     method: str = "holm", # `holm`, `bh` or `none`
@@ -354,7 +352,7 @@ def adjust_p_values(
     out = np.empty(k); out[order] = np.minimum(adj, 1.0)
     return out
 
-# %% ../nbs/02b_drift_tests.ipynb #c662dd12
+# %% ../nbs/02b_drift_tests.ipynb #7ee067ae
 def correct(
     results: list[TestResult], # the raw results of one run
     alpha: float = 0.05, # family-wise (holm) or false-discovery (bh) level
