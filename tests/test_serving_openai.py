@@ -49,6 +49,23 @@ def test_chat_completion(server):
     assert set(records[0]["stages_ms"]) >= {"auth", "input_guard", "model", "output_guard", "audit"}
 
 
+def test_redacted_prompt_is_what_the_model_sees(server):
+    client = client_for(server)
+    raw = client.chat.completions.with_raw_response.create(
+        model=ECHO,
+        messages=[{"role": "user", "content": "Please send the statement to john.smith@example.com today"}],
+    )
+    content = raw.parse().choices[0].message.content
+    assert (
+        content == "echo: Please send the statement to <EMAIL_ADDRESS_1> today"
+    )  # the echo model saw no address
+    rid = raw.headers["x-request-id"]
+    rec = server.wait_records([rid])[rid][0]
+    assert "john.smith@example.com" not in str(rec), "the audit log keeps prompts redacted by default"
+    assert rec["input"]["text"] == "Please send the statement to <EMAIL_ADDRESS_1> today"
+    assert rec["guardrails"][0]["action"] == "redact" and rec["guardrails"][0]["reasons"]
+
+
 def test_streaming_with_usage(server):
     client = client_for(server)
     stream = client.chat.completions.create(
