@@ -7,8 +7,8 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['STAGES', 'QuickstartData', 'load_data', 'train_and_evaluate', 'policy_text', 'fit_reference_profile', 'ChampionInfo',
-           'publish', 'build_champion', 'QuickstartContext', 'Stage', 'StageResult', 'events_file_of', 'replay_traffic',
-           'run_stages', 'quickstart', 'summary', 'configure_cli']
+           'publish', 'build_champion', 'QuickstartContext', 'Stage', 'StageSkipped', 'StageResult', 'events_file_of',
+           'replay_traffic', 'run_stages', 'quickstart', 'summary', 'configure_cli']
 
 # %% ../nbs/08_quickstart.ipynb #f845506f
 import argparse
@@ -184,7 +184,7 @@ def build_champion(
         profile_dir = fit_reference_profile(data.train, Path(work) / "reference_profile", settings) if profile else None
         return publish(router, data, settings, report.metrics(), profile_dir)
 
-# %% ../nbs/08_quickstart.ipynb #ad88cc07
+# %% ../nbs/08_quickstart.ipynb #cb2ed9ac
 @dataclass
 class QuickstartContext:
     """What the stages share: the inputs, the settings, and what earlier stages produced."""
@@ -209,6 +209,9 @@ class Stage:
     run: Callable[[QuickstartContext], str] # does the work; returns a one-line note
     requires: tuple[str, ...] = () # modules that must be installed, else the stage is skipped
     required: bool = False # a failure stops the job
+
+class StageSkipped(Exception):
+    """Raised by a stage that finds nothing to do; its message is the note."""
 
 @dataclass
 class StageResult:
@@ -320,7 +323,7 @@ def replay_traffic(
                         "guardrails": actions, "route": data.get("route"), "abstained": data.get("abstained")})
     return out
 
-# %% ../nbs/08_quickstart.ipynb #ca1f52a9
+# %% ../nbs/08_quickstart.ipynb #e68b4cd5
 def _stage_serve(ctx: QuickstartContext) -> str:
     import os as _os
     import secrets
@@ -345,7 +348,8 @@ def _stage_serve(ctx: QuickstartContext) -> str:
             tail = (ctx.work / "serve.log").read_text(errors="replace").strip().splitlines()[-1:] or [""]
             raise LlmopsError(f"{e}: {tail[0][:300]}") from None
         token = mint_token(s, tenant="quickstart", scopes=["chat"], ttl_s=600, environ=env)
-        results = replay_traffic(url, token, SAMPLE_TRAFFIC)
+        held_out = [{"kind": "held-out ticket", "text": t} for t in list(ctx.data.eval.text)[:60]] if ctx.data is not None else []
+        results = replay_traffic(url, token, [*SAMPLE_TRAFFIC, *held_out])
     finally:
         try: _os.killpg(proc.pid, signal.SIGTERM)
         except ProcessLookupError: pass
@@ -366,6 +370,36 @@ def _stage_serve(ctx: QuickstartContext) -> str:
     ctx.produced["audit log"] = str(paths.audit)
     return f"{len(results)} requests replayed"
 
+# %% ../nbs/08_quickstart.ipynb #69f61abf
+def _stage_audit(ctx: QuickstartContext) -> str:
+    from llmops_kit.serving.auditlog import verify_log
+    paths = ProjectPaths.from_settings(ctx.settings)
+    if "serving" not in ctx.produced or not paths.audit.is_dir(): raise StageSkipped("no traffic was served in this run")
+    chain = verify_log(paths.audit)
+    if not chain.ok: raise LlmopsError(f"the audit log at {paths.audit} does not verify: {chain.first_error} ({chain.file}:{chain.line})")
+    note = f"audit log verified: {chain.count} records in {chain.files} file(s)"
+    if ctx.profile_dir is None:
+        ctx.produced["audit"] = note + "; no drift reference profile to compare with"
+        return ctx.produced["audit"]
+    from llmops_kit.drift_profile import ReferenceProfile, audit_frame
+    from llmops_kit.drift_report import MIN_ROWS, check_drift
+    from llmops_kit.embeddings import Embedder
+    current = audit_frame(paths.audit)
+    current = current[current["text"].map(lambda t: isinstance(t, str) and t.strip() != "")]
+    if len(current) < MIN_ROWS:
+        ctx.produced["audit"] = note + f"; {len(current)} texts logged, too few for a drift check (needs {MIN_ROWS})"
+        return ctx.produced["audit"]
+    report = check_drift(ReferenceProfile.load(ctx.profile_dir), current, embedder=Embedder.from_settings(ctx.settings),
+                         settings=ctx.settings)
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    html = paths.reports / f"quickstart-drift-{time.strftime('%Y%m%dT%H%M%S')}.html"
+    report.to_html(html)
+    flagged = [r.name for r in report.results if r.drift]
+    ctx.produced["audit"] = (note + f"; drift against the reference profile: {'YES (' + ', '.join(flagged) + ')' if flagged else 'none'}"
+                             f" on {report.n_current} requests; report {html}")
+    return f"{chain.count} records verified; drift {'found' if flagged else 'not found'}"
+
+# %% ../nbs/08_quickstart.ipynb #5bf6bb6c
 def _not_yet(ctx: QuickstartContext) -> str:
     raise LlmopsError("this stage is not wired yet")
 
@@ -376,11 +410,11 @@ STAGES: list[Stage] = [
     Stage("profile", _stage_profile, requires=("llmops_kit.drift_profile",)),
     Stage("register", _stage_register, required=True),
     Stage("serve", _stage_serve, requires=("llmops_kit.serving.app", "llmops_kit.serving.auth", "httpx")),
-    Stage("audit", _not_yet, requires=("llmops_kit.audit_nightly",)),
+    Stage("audit", _stage_audit, requires=("llmops_kit.serving.auditlog", "llmops_kit.drift_report")),
     Stage("export", _not_yet, requires=("llmops_kit.export",)),
 ]
 
-# %% ../nbs/08_quickstart.ipynb #7f0c05fa
+# %% ../nbs/08_quickstart.ipynb #9adb0021
 def _installed(module: str) -> bool:
     try: return importlib.util.find_spec(module) is not None
     except ImportError: return False
@@ -405,6 +439,7 @@ def run_stages(
             print(f"{head} ...", file=progress, flush=True)
             t0 = time.perf_counter()
             try: result = StageResult(stage.name, "done", stage.run(ctx), time.perf_counter() - t0)
+            except StageSkipped as e: result = StageResult(stage.name, "skipped", str(e))
             except Exception as e:
                 if stage.required and isinstance(e, LlmopsError): raise
                 result = StageResult(stage.name, "failed", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
@@ -415,7 +450,7 @@ def run_stages(
         results.append(result)
     return results
 
-# %% ../nbs/08_quickstart.ipynb #1bb81223
+# %% ../nbs/08_quickstart.ipynb #f7b839a8
 def quickstart(
     settings: Settings | None = None, # runtime settings; default `get_settings()`
     data: str | os.PathLike | None = None, # a labelled file; None: the embedded sample
@@ -438,7 +473,7 @@ def quickstart(
                                 str(eval_path) if eval_path is not None else None, Path(work))
         return ctx, run_stages(ctx, skip=skip, progress=progress)
 
-# %% ../nbs/08_quickstart.ipynb #86709db7
+# %% ../nbs/08_quickstart.ipynb #5488441a
 def summary(ctx: QuickstartContext, results: Sequence[StageResult], seconds: float | None = None) -> str:
     """The closing report: what was produced and where, and what was skipped or failed."""
     failed = [r for r in results if r.status == "failed"]
@@ -450,7 +485,7 @@ def summary(ctx: QuickstartContext, results: Sequence[StageResult], seconds: flo
                   f"        llmops serve   (serves {ctx.champion.uri})"]
     return "\n".join(lines)
 
-# %% ../nbs/08_quickstart.ipynb #9bb6a5c5
+# %% ../nbs/08_quickstart.ipynb #c846e2bd
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops quickstart`."""
     parser.add_argument("--data", default=None, help="labelled training data (.csv, .jsonl, .parquet); default: the embedded sample tickets")
