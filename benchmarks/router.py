@@ -120,6 +120,15 @@ def default_thread_latency(router, texts) -> dict:
     return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "n": len(a)}
 
 
+def lower_priority(target: int) -> int:
+    """Move this process to niceness `target` if allowed (raising priority needs root); return the niceness now."""
+    try:
+        os.nice(target - os.nice(0))
+    except PermissionError:
+        pass
+    return os.nice(0)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -147,6 +156,7 @@ def main() -> int:
         return 0
     train, test = pd.read_csv(folder / "train.csv"), pd.read_csv(folder / "test.csv")
     load_start = os.getloadavg()
+    lower_priority(max(os.nice(0), 10))  # the heavy phases (tuning, other heads) yield to other jobs
     settings = load_settings(REPO / "settings.ini", environ={})
     embedder = Embedder.from_settings(settings)  # cached under .llmops/: re-runs skip the encoding
     t0 = time.perf_counter()
@@ -164,17 +174,24 @@ def main() -> int:
     fit_s = time.perf_counter() - t0
     log(f"C={best_c} (hold-out accuracy {c_scores}), tuned in {tune_s:.1f}s, final fit {fit_s:.1f}s")
 
-    report = evaluate_router(
-        router, test.text, test.category, vectors=Xte, latency_queries=args.latency_queries
-    )
-    log(f"accuracy {report.accuracy:.4f}, macro-F1 {report.macro_f1:.4f}, latency {report.latency_ms}")
-    default_threads = default_thread_latency(router, test.text.tolist()[:200])
-    log(f"latency without the one-thread path (200 queries): {default_threads}")
+    report = evaluate_router(router, test.text, test.category, vectors=Xte, latency_queries=0)
+    log(f"accuracy {report.accuracy:.4f}, macro-F1 {report.macro_f1:.4f}")
     heads = (
         {}
         if args.no_other_heads
         else other_heads(Xtr, train.category.to_numpy(), Xte, test.category.to_numpy())
     )
+
+    # Latency last, at normal priority: the heavy phases above run at nice 10 to spare the shared machine, but a
+    # niced process timing single queries would measure the scheduler, not the router.
+    latency_nice = lower_priority(0)
+    load_latency = os.getloadavg()
+    from llmops_kit.router import single_query_latency
+
+    report.latency_ms = single_query_latency(router, test.text.tolist()[: args.latency_queries])
+    log(f"single-query latency at nice {latency_nice}: {report.latency_ms}")
+    default_threads = default_thread_latency(router, test.text.tolist()[:200])
+    log(f"latency without the one-thread path (200 queries): {default_threads}")
 
     mlflow_run = None
     if not args.no_mlflow:
@@ -208,7 +225,9 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "load_average_start": [round(x, 2) for x in load_start],
+            "load_average_at_latency": [round(x, 2) for x in load_latency],
             "load_average_end": [round(x, 2) for x in os.getloadavg()],
+            "nice_during_latency": latency_nice,
             "note": "2 cores shared with other jobs; latency is sensitive to that load",
         },
         "data": {"train_rows": len(train), "test_rows": len(test), "intents": int(train.category.nunique())},

@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['STAGES', 'QuickstartData', 'load_data', 'train_and_evaluate', 'policy_text', 'fit_reference_profile', 'ChampionInfo',
-           'publish', 'build_champion', 'QuickstartContext', 'Stage', 'StageSkipped', 'StageResult', 'events_file_of',
-           'replay_traffic', 'run_stages', 'quickstart', 'summary', 'configure_cli']
+__all__ = ['QuickstartData', 'load_data', 'train_and_evaluate', 'policy_text', 'fit_reference_profile', 'ChampionInfo', 'publish',
+           'build_champion', 'QuickstartContext', 'Stage', 'StageSkipped', 'StageResult', 'events_file_of',
+           'replay_traffic', 'module_stage', 'run_stages', 'quickstart', 'summary', 'configure_cli']
 
 # %% ../nbs/08_quickstart.ipynb #f845506f
 import argparse
@@ -399,22 +399,18 @@ def _stage_audit(ctx: QuickstartContext) -> str:
                              f" on {report.n_current} requests; report {html}")
     return f"{chain.count} records verified; drift {'found' if flagged else 'not found'}"
 
-# %% ../nbs/08_quickstart.ipynb #5bf6bb6c
-def _not_yet(ctx: QuickstartContext) -> str:
-    raise LlmopsError("this stage is not wired yet")
+# %% ../nbs/08_quickstart.ipynb #c0236dba
+def module_stage(module: str) -> Callable[[QuickstartContext], str]:
+    """A stage that calls `quickstart_stage(settings, champion)` of `module`."""
+    def run(ctx: QuickstartContext) -> str:
+        fn = getattr(importlib.import_module(module), "quickstart_stage", None)
+        if fn is None: raise StageSkipped(f"{module} has no quickstart_stage(settings, champion) yet")
+        note = str(fn(ctx.settings, ctx.champion))
+        ctx.produced[module.rsplit(".", 1)[-1]] = note
+        return note
+    return run
 
-STAGES: list[Stage] = [
-    Stage("data", _stage_data, required=True),
-    Stage("train", _stage_train, required=True),
-    Stage("evaluate", _stage_evaluate, required=True),
-    Stage("profile", _stage_profile, requires=("llmops_kit.drift_profile",)),
-    Stage("register", _stage_register, required=True),
-    Stage("serve", _stage_serve, requires=("llmops_kit.serving.app", "llmops_kit.serving.auth", "httpx")),
-    Stage("audit", _stage_audit, requires=("llmops_kit.serving.auditlog", "llmops_kit.drift_report")),
-    Stage("export", _not_yet, requires=("llmops_kit.export",)),
-]
-
-# %% ../nbs/08_quickstart.ipynb #9adb0021
+# %% ../nbs/08_quickstart.ipynb #f83aed2d
 def _installed(module: str) -> bool:
     try: return importlib.util.find_spec(module) is not None
     except ImportError: return False
@@ -450,7 +446,7 @@ def run_stages(
         results.append(result)
     return results
 
-# %% ../nbs/08_quickstart.ipynb #f7b839a8
+# %% ../nbs/08_quickstart.ipynb #cd68613c
 def quickstart(
     settings: Settings | None = None, # runtime settings; default `get_settings()`
     data: str | os.PathLike | None = None, # a labelled file; None: the embedded sample
@@ -473,7 +469,7 @@ def quickstart(
                                 str(eval_path) if eval_path is not None else None, Path(work))
         return ctx, run_stages(ctx, skip=skip, progress=progress)
 
-# %% ../nbs/08_quickstart.ipynb #5488441a
+# %% ../nbs/08_quickstart.ipynb #4c234ea6
 def summary(ctx: QuickstartContext, results: Sequence[StageResult], seconds: float | None = None) -> str:
     """The closing report: what was produced and where, and what was skipped or failed."""
     failed = [r for r in results if r.status == "failed"]
@@ -485,7 +481,7 @@ def summary(ctx: QuickstartContext, results: Sequence[StageResult], seconds: flo
                   f"        llmops serve   (serves {ctx.champion.uri})"]
     return "\n".join(lines)
 
-# %% ../nbs/08_quickstart.ipynb #c846e2bd
+# %% ../nbs/08_quickstart.ipynb #06eda476
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops quickstart`."""
     parser.add_argument("--data", default=None, help="labelled training data (.csv, .jsonl, .parquet); default: the embedded sample tickets")

@@ -139,14 +139,25 @@ def lineage_tags(
     for k, v in (metrics or {}).items(): tags[f"llmops.metric.{k}"] = f"{v:.6g}"
     return tags
 
-# %% ../nbs/04_registry.ipynb #f2ef2df0
+# %% ../nbs/04_registry.ipynb #27370744
 BUNDLE_FORMAT = 1
 _SNAPSHOT_SECTIONS = ("project", "embeddings", "mlflow", "lineage", "drift", "guardrails", "serving")
 
+def _without_credentials(url: str) -> str:
+    """`url` without user:password and query string (where tokens tend to hide)."""
+    from urllib.parse import urlsplit, urlunsplit
+    if "://" not in url: return url
+    p = urlsplit(url)
+    if p.username is None and p.password is None and not p.query: return url
+    return urlunsplit((p.scheme, p.hostname + (f":{p.port}" if p.port else "") if p.hostname else p.netloc, p.path, "", ""))
+
 def settings_snapshot(settings: Settings) -> dict[str, Any]:
-    """The settings sections that shape an app's behaviour, as plain JSON values."""
+    """The settings sections that shape an app's behaviour, as plain JSON values (URLs without credentials)."""
     data = settings.model_dump(mode="json")
-    return {k: data[k] for k in _SNAPSHOT_SECTIONS} | {"source": settings.source}
+    snap = {k: data[k] for k in _SNAPSHOT_SECTIONS} | {"source": settings.source}
+    for section, key in (("mlflow", "tracking_uri"), ("lineage", "endpoint"), ("drift", "webhook_url")):
+        snap[section][key] = _without_credentials(snap[section][key])
+    return snap
 
 def _class_path(obj: Any) -> str:
     cls = type(obj)
