@@ -248,7 +248,15 @@ def main() -> int:
                        "[guardrails]\nembedding_guards = false\n[serving]\nbackend = benchmark\n")  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
         env.update(LLMOPS_JWT_SECRET=secret, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-        full_port, bare_port = free_port(), free_port()
+        # a third server with the same chain but an empty guardrail policy, to show what the plumbing alone costs
+        (root / "no-guards.yaml").write_text("version: 1\nname: no-guards\ninput: []\noutput: []\n")
+        plumbing_ini = root / "plumbing.ini"
+        plumbing_ini.write_text(  # its own state and audit folders: no lock shared with the full server
+            ini.read_text()
+            .replace("[guardrails]\n", "[guardrails]\npolicy = no-guards.yaml\n")
+            .replace(".llmops", ".llmops-plumbing")
+        )
+        full_port, bare_port, plumbing_port = free_port(), free_port(), free_port()
         try:
             log = open(root / "servers.log", "wb")
             procs.append(subprocess.Popen(
@@ -257,9 +265,15 @@ def main() -> int:
             procs.append(subprocess.Popen(
                 [sys.executable, str(HERE / "serving_bare.py"), "--port", str(bare_port), "--workers", str(args.workers)],
                 cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
+            procs.append(subprocess.Popen(
+                [str(LLMOPS), "serve", "--config", str(plumbing_ini), "--port", str(plumbing_port), "--workers",
+                 str(args.workers)], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
             full_url = f"http://127.0.0.1:{full_port}/v1/chat/completions"
             bare_url = f"http://127.0.0.1:{bare_port}/v1/chat/completions"
+            plumbing_url = f"http://127.0.0.1:{plumbing_port}/v1/chat/completions"
+            urls = {"full": full_url, "bare": bare_url, "plumbing": plumbing_url}
             wait_ok(f"http://127.0.0.1:{full_port}/readyz")
+            wait_ok(f"http://127.0.0.1:{plumbing_port}/readyz")
             wait_ok(bare_url, "POST", json=BODY)
 
             from llmops_kit.core import load_settings
@@ -270,22 +284,24 @@ def main() -> int:
             script = root / "post.lua"
             numbered = json.dumps(BODY).replace("%", "%%").replace("My card", "Ticket %d: my card")
             script.write_text(LUA.replace("BODY", numbered).replace("TOKEN", token))
-            for url in (full_url, bare_url):  # warm-up
+            for url in urls.values():  # warm-up
                 run_wrk(wrk, url, script, 4, 2)
             overhead = overhead_header(full_url, token)
             audit_before = sum(1 for _ in _audit_lines(root))
             points = {}
             for c in levels:
-                runs: dict[str, list] = {"full": [], "bare": []}
+                runs: dict[str, list] = {"full": [], "bare": [], "plumbing": []}
                 for r in range(args.rounds):
-                    order = ("bare", "full") if r % 2 == 0 else ("full", "bare")
+                    order = ("bare", "full", "plumbing") if r % 2 == 0 else ("plumbing", "full", "bare")
                     for name in order:
-                        runs[name].append(run_wrk(wrk, full_url if name == "full" else bare_url, script, c,
-                                                  args.duration))  # fmt: skip
-                full, bare = median_of(runs["full"]), median_of(runs["bare"])
+                        runs[name].append(run_wrk(wrk, urls[name], script, c, args.duration))
+                full, bare, plumbing = (median_of(runs[k]) for k in ("full", "bare", "plumbing"))
                 points[str(c)] = {
                     "full": full,
                     "bare": bare,
+                    "plumbing_without_guardrails": plumbing,
+                    "plumbing_added_p50_ms": round(plumbing["p50_ms"] - bare["p50_ms"], 3),
+                    "plumbing_throughput_ratio": round(plumbing["rps"] / bare["rps"], 3),
                     "added_p50_ms": round(full["p50_ms"] - bare["p50_ms"], 3),
                     "added_p99_ms": round(full["p99_ms"] - bare["p99_ms"], 3),
                     "throughput_ratio": round(full["rps"] / bare["rps"], 3),
@@ -293,7 +309,8 @@ def main() -> int:
                 print(f"c={c:3d}  full {full['rps']:8.1f} rps p50 {full['p50_ms']:6.2f} p99 {full['p99_ms']:6.2f} ms | "
                       f"bare {bare['rps']:8.1f} rps p50 {bare['p50_ms']:6.2f} p99 {bare['p99_ms']:6.2f} ms | "
                       f"added p50 {points[str(c)]['added_p50_ms']:+.2f} p99 {points[str(c)]['added_p99_ms']:+.2f} ms, "
-                      f"ratio {points[str(c)]['throughput_ratio']:.2f}", flush=True)  # fmt: skip
+                      f"ratio {points[str(c)]['throughput_ratio']:.2f} | without guardrails {plumbing['rps']:8.1f} rps "
+                      f"p50 {plumbing['p50_ms']:6.2f} p99 {plumbing['p99_ms']:6.2f} ms", flush=True)  # fmt: skip
             time.sleep(1.5)  # let the audit writer drain
             audit_after = sum(1 for _ in _audit_lines(root))
         finally:
@@ -331,6 +348,8 @@ def main() -> int:
             "full_chain": "GatewayMiddleware (pure ASGI), HS256 JWT, input+output guardrail chain (default bank policy, rule-based guards; embedding guards off), "
             "hash-chained audit record written before the response, Prometheus metrics, security headers",
             "bare": "benchmarks/serving_bare.py: one FastAPI route, same pydantic body and backend, nothing else",
+            "plumbing_without_guardrails": "the full chain with an empty guardrail policy (JWT, audit, metrics, "
+            "middleware only): for attribution, not a target",
             "uvicorn": "uvloop + httptools, access log off",
         },
         "server_overhead_header": overhead,
