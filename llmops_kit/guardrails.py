@@ -358,7 +358,7 @@ class _Step:
     def __init__(self, guard: Guard, threshold: float, action: str, actions: dict[str, str]):
         self.guard, self.threshold, self.action, self.actions, self.name = guard, threshold, action, actions, guard.name
 
-# %% ../nbs/03e_guardrails.ipynb #52e4b239
+# %% ../nbs/03e_guardrails.ipynb #f1caed78
 class GuardChain:
     """Guards run in policy order per stage, with early exit on block, merged findings and one verdict."""
     def __init__(self,
@@ -401,6 +401,11 @@ class GuardChain:
         g = settings.guardrails
         path = settings.path(g.policy) if g.policy else None
         return cls.from_policy(load_policy(path), embedder=embedder, embedding_guards=g.embedding_guards)
+
+    def warm_up(self) -> GuardChain:
+        """Load what the guards load lazily (name lists, the encoder, exemplar vectors) before the first request."""
+        for stage in STAGES: self.check("warm up: is my card on its way?", stage=stage)
+        return self
 
     def guards(self, stage: str) -> list[Guard]:
         """The guards that run at `stage`, in order."""
