@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['QuickstartData', 'load_data', 'train_and_evaluate', 'policy_text', 'fit_reference_profile', 'ChampionInfo', 'publish',
-           'build_champion', 'QuickstartContext', 'Stage', 'StageSkipped', 'StageResult', 'events_file_of',
+__all__ = ['STAGES', 'QuickstartData', 'load_data', 'train_and_evaluate', 'policy_text', 'fit_reference_profile', 'ChampionInfo',
+           'publish', 'build_champion', 'QuickstartContext', 'Stage', 'StageSkipped', 'StageResult', 'events_file_of',
            'replay_traffic', 'module_stage', 'run_stages', 'quickstart', 'summary', 'configure_cli']
 
 # %% ../nbs/08_quickstart.ipynb #f845506f
@@ -410,7 +410,19 @@ def module_stage(module: str) -> Callable[[QuickstartContext], str]:
         return note
     return run
 
-# %% ../nbs/08_quickstart.ipynb #f83aed2d
+# %% ../nbs/08_quickstart.ipynb #be94baa7
+STAGES: list[Stage] = [
+    Stage("data", _stage_data, required=True),
+    Stage("train", _stage_train, required=True),
+    Stage("evaluate", _stage_evaluate, required=True),
+    Stage("profile", _stage_profile, requires=("llmops_kit.drift_profile",)),
+    Stage("register", _stage_register, required=True),
+    Stage("serve", _stage_serve, requires=("llmops_kit.serving.app", "llmops_kit.serving.auth", "httpx")),
+    Stage("audit", _stage_audit, requires=("llmops_kit.serving.auditlog", "llmops_kit.drift_report")),
+    Stage("export", module_stage("llmops_kit.export"), requires=("llmops_kit.export",)),
+]
+
+# %% ../nbs/08_quickstart.ipynb #33ab00a6
 def _installed(module: str) -> bool:
     try: return importlib.util.find_spec(module) is not None
     except ImportError: return False
@@ -446,7 +458,7 @@ def run_stages(
         results.append(result)
     return results
 
-# %% ../nbs/08_quickstart.ipynb #cd68613c
+# %% ../nbs/08_quickstart.ipynb #3b5a6cc3
 def quickstart(
     settings: Settings | None = None, # runtime settings; default `get_settings()`
     data: str | os.PathLike | None = None, # a labelled file; None: the embedded sample
@@ -469,7 +481,7 @@ def quickstart(
                                 str(eval_path) if eval_path is not None else None, Path(work))
         return ctx, run_stages(ctx, skip=skip, progress=progress)
 
-# %% ../nbs/08_quickstart.ipynb #4c234ea6
+# %% ../nbs/08_quickstart.ipynb #74f90c84
 def summary(ctx: QuickstartContext, results: Sequence[StageResult], seconds: float | None = None) -> str:
     """The closing report: what was produced and where, and what was skipped or failed."""
     failed = [r for r in results if r.status == "failed"]
@@ -481,7 +493,7 @@ def summary(ctx: QuickstartContext, results: Sequence[StageResult], seconds: flo
                   f"        llmops serve   (serves {ctx.champion.uri})"]
     return "\n".join(lines)
 
-# %% ../nbs/08_quickstart.ipynb #06eda476
+# %% ../nbs/08_quickstart.ipynb #f80f705d
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops quickstart`."""
     parser.add_argument("--data", default=None, help="labelled training data (.csv, .jsonl, .parquet); default: the embedded sample tickets")
