@@ -215,7 +215,7 @@ async def read_body(
         chunks.append(body)
         if not message.get("more_body", False): return b"".join(chunks)
 
-# %% ../../nbs/15_serving_limits.ipynb #91f26bf9
+# %% ../../nbs/15_serving_limits.ipynb #16da46c3
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 class GatewayMiddleware:
@@ -236,11 +236,14 @@ class GatewayMiddleware:
         extra_headers = [*security_headers(scope), (b"x-request-id", ctx.request_id.encode())]
         state = {"start": None, "sent_start": False, "complete": False}
 
-        async def finish():
-            if ctx.finished: return
+        async def finish() -> bool:
+            if ctx.finished: return True
             ctx.finished = True
             try: await self.hooks.finish(ctx)
-            except Exception as e: log_event(logger, "finish_failed", logging.ERROR, request_id=ctx.request_id, error=repr(e))
+            except Exception as e:
+                log_event(logger, "finish_failed", logging.ERROR, request_id=ctx.request_id, error=repr(e))
+                return False
+            return True
 
         async def send_start():
             start = state["start"]
@@ -257,7 +260,14 @@ class GatewayMiddleware:
                 return
             if kind == "http.response.body" and not message.get("more_body", False):
                 state["complete"] = True
-                await finish() # the record is written before the client has the whole answer
+                recorded = await finish() # the record is written before the client has the whole answer
+                if not recorded and not state["sent_start"]: # no record, no answer: withhold it
+                    ctx.status, ctx.outcome, ctx.error = 503, "server_error", "audit_unavailable"
+                    state["start"] = {"type": "http.response.start", "status": 503,
+                                      "headers": [(b"content-type", b"application/json"), (b"retry-after", b"5")]}
+                    message = {"type": "http.response.body", "body": error_body(ApiError(
+                        503, "audit_unavailable", "the audit record of this request could not be written, so its "
+                        "answer is withheld; retry later"), ctx.request_id)}
                 if not state["sent_start"]: await send_start()
                 return await send(message)
             if not state["sent_start"]:
