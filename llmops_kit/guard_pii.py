@@ -7,7 +7,8 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['IBAN_LENGTHS', 'RECOGNIZERS', 'PII_ENTITIES', 'luhn_ok', 'card_score', 'iban_ok', 'ssn_score', 'ip_score',
-           'date_score', 'Recognizer', 'phone_score', 'name_gazetteer', 'find_persons', 'find_addresses', 'PiiGuard']
+           'date_score', 'Recognizer', 'phone_score', 'name_gazetteer', 'find_persons', 'find_addresses',
+           'location_gazetteer', 'find_locations', 'PiiGuard']
 
 # %% ../nbs/03b_guardrails_pii.ipynb #697f0a68
 import ipaddress
@@ -183,7 +184,7 @@ def phone_score(match: str) -> float:
     if len(groups[0]) == 1 and not main.startswith("+"): shape *= 0.8
     return shape
 
-# %% ../nbs/03b_guardrails_pii.ipynb #b693d3d8
+# %% ../nbs/03b_guardrails_pii.ipynb #5b801125
 _NOT_NAMES = frozenset("""
 a an the and or but if of in on at to for from by with about as into like through after over between out against during without before under around among
 i me my we our you your he him his she her it its they them their this that these those who whom whose which what when where why how
@@ -197,14 +198,17 @@ new old good great best first last next other same such more most many much very
 one two three four five six seven eight nine ten here there now then today tomorrow yesterday home house street road city state
 north south east west love happy green white black brown gray grey red blue gold silver young golden street avenue park lake
 apple google amazon microsoft visa mastercard paypal euro euros dollar dollars pound pounds yen
+so oh mine im ive id due tell ask yes no ok sure also anyway well now hey hello hi thanks please sorry
+american british english french german russian chinese japanese spanish italian indian canadian australian european swiss dutch polish irish scottish
 """.split())
 
-# %% ../nbs/03b_guardrails_pii.ipynb #b8ecb7e2
+# %% ../nbs/03b_guardrails_pii.ipynb #5e64713f
 @lru_cache(maxsize=1)
 def name_gazetteer() -> tuple[frozenset[str], frozenset[str]]:
     """First and last names (lower case) from the installed `names` and `gender-guesser` packages."""
     first: set[str] = set()
     last: set[str] = set()
+    census = _census_first_names()
     try:
         import names as _names
         folder = Path(_names.__file__).parent
@@ -221,18 +225,28 @@ def name_gazetteer() -> tuple[frozenset[str], frozenset[str]]:
                 name = line[3:29].strip()
                 if name and "+" not in name and " " not in name: first.add(name.lower())
     except ImportError: pass
-    return frozenset(first - _NOT_NAMES), frozenset(last - _NOT_NAMES)
+    return frozenset((first | census) - _NOT_NAMES), frozenset(last - _NOT_NAMES)
 
-# %% ../nbs/03b_guardrails_pii.ipynb #f6b625f1
+@lru_cache(maxsize=1)
+def _census_first_names() -> frozenset[str]:
+    """The US Census first names alone (a smaller, cleaner list than the international one)."""
+    try: import names as _names
+    except ImportError: return frozenset()
+    folder, out = Path(_names.__file__).parent, set()
+    for fname in ("dist.male.first", "dist.female.first"):
+        with open(folder / fname, encoding="utf-8") as fh: out.update(line.split(" ", 1)[0].lower() for line in fh if line.strip())
+    return frozenset(out - _NOT_NAMES)
+
+# %% ../nbs/03b_guardrails_pii.ipynb #686234c7
 _CAP = r"[A-ZÀ-ÖØ-ÞĀ-ſ][A-Za-zÀ-ÖØ-öø-ɏ'’\-]+"
 _WORD = r"[A-Za-zÀ-ÖØ-öø-ɏ][A-Za-zÀ-ÖØ-öø-ɏ'’\-]+"
 _PARTICLES = r"(?:(?:van|von|de|der|den|da|di|du|del|della|dos|das|le|la|ten|ter|bin|ibn|al)[ \t]+){1,2}"
 _TITLE_RE = re.compile(r"(?<![\w])(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Mlle|Herr|Frau|Sr|Sra|Srta)\.?\s+(?P<v>" + _CAP + r"(?:\s+(?:[A-Z]\.\s+)?" + _CAP + r"){0,2})")
-_INTRO_RE = re.compile(r"(?i:\b(?:my name is|my name's|name is|call me|i am called|name:|dear|regards,|sincerely,|signed,?|thanks,|cheers,|directed by:?|written by:?|contact person:?|attn:?|customer:|this is))[ \t]+(?P<v>" + _WORD + r"(?:[ \t]+(?:[A-Z]\.?[ \t]+)?(?:" + _PARTICLES + r")?" + _CAP + r"){0,2})")
+_INTRO_RE = re.compile(r"(?i:\b(?:my name is|my name's|name is|call me|i am called|name:|dear|regards,|sincerely,|signed,?|thanks,|cheers,|directed by:?|written by:?|contact person:?|attn:?|customer:))[ \t]+(?P<v>" + _WORD + r"(?:[ \t]+(?:[A-Z]\.?[ \t]+)?(?:" + _PARTICLES + r")?" + _CAP + r"){0,2})")
 _CAPSEQ_RE = re.compile(r"(?<![\w@.'’\-])(?P<v>" + _CAP + r"(?:[ \t]+(?:[A-Z]\.?[ \t]+)?(?:" + _PARTICLES + r")?" + _CAP + r"){0,2})(?![\w@'’\-])")
 _SUFFIXES = frozenset("md phd jr sr ii iii iv dds esq".split())
 
-# %% ../nbs/03b_guardrails_pii.ipynb #154e7d75
+# %% ../nbs/03b_guardrails_pii.ipynb #8debe3d4
 def find_persons(text: str) -> list[tuple[int, int, float, str]]:
     """Candidate person names in `text` as `(start, end, score, reason)`."""
     first, last = name_gazetteer()
@@ -258,7 +272,8 @@ def find_persons(text: str) -> list[tuple[int, int, float, str]]:
         n = len(words)
         while n > 1 and lw[n - 1] in _NOT_NAMES and lw[n - 1] not in _SUFFIXES: n -= 1
         if n == 1 and sentence_start and lw[0] not in first: continue
-        if n == 1 and sentence_start and len(words) == 1: score = 0.5
+        if n == 1 and sentence_start and len(words) == 1: # a lone word opening a sentence: only a common (census) first name counts
+            score = 0.5 if lw[0] in _census_first_names() else 0.4
         elif n == 1: score = 0.6
         else: score = 0.75 if lw[0] in first else 0.55
         end = start + len(" ".join(words[:n])) if " " in m.group("v") and "\t" not in m.group("v") else m.end("v")
@@ -291,11 +306,52 @@ def find_addresses(text: str) -> list[tuple[int, int, float, str]]:
         for m in rx.finditer(text): out.append((m.start("v"), m.end("v"), score, "street address pattern"))
     return out
 
-# %% ../nbs/03b_guardrails_pii.ipynb #10d6d764
-PII_ENTITIES: tuple[str, ...] = ("EMAIL_ADDRESS", "IBAN_CODE", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "URL", "DATE_TIME",
-                                 "STREET_ADDRESS", "PHONE_NUMBER", "PERSON")
+# %% ../nbs/03b_guardrails_pii.ipynb #6bda5b12
+_EXTRA_PLACES = ("United States", "United States of America", "USA", "US", "UK", "U.K.", "Great Britain", "England", "Scotland", "Wales",
+                 "Northern Ireland", "Holland", "Russia", "South Korea", "North Korea", "Czech Republic", "Ivory Coast", "Europe", "Asia",
+                 "Africa", "America", "Latin America", "Scandinavia", "the Netherlands", "EU", "UAE")
 
-# %% ../nbs/03b_guardrails_pii.ipynb #8d4a03dc
+@lru_cache(maxsize=1)
+def location_gazetteer() -> frozenset[str]:
+    """Lower-case place names: countries and regions (babel, if installed), time-zone cities (zoneinfo), and a few extras."""
+    places = {p.lower() for p in _EXTRA_PLACES}
+    try:
+        from babel import Locale
+        places.update(v.lower().replace(" & ", " and ") for k, v in Locale("en").territories.items() if k != "001")
+    except Exception: pass
+    try:
+        import zoneinfo
+        for zone in zoneinfo.available_timezones():
+            city = zone.rsplit("/", 1)[-1].replace("_", " ")
+            if "/" in zone and len(city) > 3 and not city.isupper() and not any(ch.isdigit() for ch in city): places.add(city.lower())
+    except Exception: pass
+    return frozenset(places - _NOT_NAMES)
+
+_LOC_TOKEN = re.compile(r"[A-ZÀ-ÖØ-Þ][\w'’.\-]*|of|and|the|de|del|la|le")
+
+# %% ../nbs/03b_guardrails_pii.ipynb #2909bca1
+def find_locations(text: str) -> list[tuple[int, int, float, str]]:
+    """Known place names in `text` as `(start, end, score, reason)`, longest match first."""
+    places = location_gazetteer()
+    tokens = [(m.start(), m.end(), m.group(0)) for m in _LOC_TOKEN.finditer(text)]
+    out, i = [], 0
+    while i < len(tokens):
+        if not tokens[i][2][0].isupper(): i += 1; continue
+        for j in range(min(i + 4, len(tokens)), i, -1):
+            if any(text[tokens[k][1]:tokens[k + 1][0]] not in (" ", "\t") for k in range(i, j - 1)): continue
+            phrase = " ".join(t for _, _, t in tokens[i:j]).rstrip(".").lower()
+            if phrase in places:
+                out.append((tokens[i][0], tokens[j - 1][1] - (1 if tokens[j - 1][2].endswith(".") and phrase + "." not in places else 0), 0.6, "known place name"))
+                i = j - 1
+                break
+        i += 1
+    return out
+
+# %% ../nbs/03b_guardrails_pii.ipynb #bf4395ee
+PII_ENTITIES: tuple[str, ...] = ("EMAIL_ADDRESS", "IBAN_CODE", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "URL", "DATE_TIME",
+                                 "STREET_ADDRESS", "PHONE_NUMBER", "LOCATION", "PERSON")
+
+# %% ../nbs/03b_guardrails_pii.ipynb #6fbbf89f
 class PiiGuard(Guard):
     """Personal data by patterns, checksums, context words and name gazetteers."""
     sensitive = True
@@ -311,6 +367,7 @@ class PiiGuard(Guard):
         self._recognizers = [r for r in RECOGNIZERS if r.type in self.entities]
         self._priority = {t: i for i, t in enumerate(PII_ENTITIES)}
         if "PERSON" in self.entities: name_gazetteer()
+        if "LOCATION" in self.entities: location_gazetteer()
 
     def candidates(self, text: str) -> Iterable[tuple[str, int, int, float, str]]:
         """Every scored candidate `(type, start, end, score, reason)` before thresholds and overlaps."""
@@ -337,6 +394,8 @@ class PiiGuard(Guard):
             for s, e, score, reason in find_persons(text): yield "PERSON", s, e, score, reason
         if "STREET_ADDRESS" in self.entities:
             for s, e, score, reason in find_addresses(text): yield "STREET_ADDRESS", s, e, score, reason
+        if "LOCATION" in self.entities:
+            for s, e, score, reason in find_locations(text): yield "LOCATION", s, e, score, reason
 
     def scan(self, text: str) -> list[Finding]:
         """PII findings in `text`, overlaps resolved by priority then score."""
@@ -351,7 +410,7 @@ class PiiGuard(Guard):
         out.sort(key=lambda f: f.start)
         return out
 
-# %% ../nbs/03b_guardrails_pii.ipynb #e3c5d59e
+# %% ../nbs/03b_guardrails_pii.ipynb #cd0638fc
 def _iban_prefix(text: str, start: int, end: int) -> int | None:
     """End offset of the IBAN starting at `start` (its country's exact length, valid checksum), or None."""
     want = IBAN_LENGTHS.get(text[start:start + 2].upper())

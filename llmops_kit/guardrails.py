@@ -219,7 +219,7 @@ def parse_policy(
     policy.source = source
     return policy
 
-# %% ../nbs/03e_guardrails.ipynb #32d21887
+# %% ../nbs/03e_guardrails.ipynb #6da86cd3
 DEFAULT_POLICY_YAML = """\
 # llmops-kit default guardrail policy: a retail bank's customer-support assistant.
 version: 1
@@ -243,7 +243,7 @@ input:
   - guard: pii
     threshold: 0.5
     action: redact
-    actions: {DATE_TIME: allow, URL: allow}
+    actions: {DATE_TIME: allow, URL: allow, LOCATION: allow}
   - guard: topics
     threshold: 0.55
     action: block
