@@ -246,7 +246,7 @@ _INTRO_RE = re.compile(r"(?i:\b(?:my name is|my name's|name is|call me|i am call
 _CAPSEQ_RE = re.compile(r"(?<![\w@.'’\-])(?P<v>" + _CAP + r"(?:[ \t]+(?:[A-Z]\.?[ \t]+)?(?:" + _PARTICLES + r")?" + _CAP + r"){0,2})(?![\w@'’\-])")
 _SUFFIXES = frozenset("md phd jr sr ii iii iv dds esq".split())
 
-# %% ../nbs/03b_guardrails_pii.ipynb #8debe3d4
+# %% ../nbs/03b_guardrails_pii.ipynb #37261189
 def find_persons(text: str) -> list[tuple[int, int, float, str]]:
     """Candidate person names in `text` as `(start, end, score, reason)`."""
     first, last = name_gazetteer()
@@ -262,11 +262,16 @@ def find_persons(text: str) -> list[tuple[int, int, float, str]]:
         end = m.start("v") + len(" ".join(words[:keep])) if "\n" not in m.group("v") else m.start("v") + len(words[0])
         out.append((m.start("v"), end, 0.8, "name after an introduction"))
     for m in _CAPSEQ_RE.finditer(text):
-        words = m.group("v").split()
+        spans = [(m.start("v") + w.start(), m.start("v") + w.end()) for w in re.finditer(r"\S+", m.group("v"))]
+        words = [text[a:b] for a, b in spans]
         lw = [w.lower().strip("'’") for w in words]
+        skip = 0
+        while skip < len(words) - 1 and lw[skip] not in first and (lw[skip] in _NOT_NAMES or "'" in words[skip] or "’" in words[skip]):
+            skip += 1 # "I'm Ann", "Hello Mary Jones": leading words that are not names
+        spans, words, lw = spans[skip:], words[skip:], lw[skip:]
         if lw[0] not in first and not (len(words) > 1 and lw[0] not in _NOT_NAMES and lw[1] in last and lw[1] not in first): continue
         if lw[0] in _NOT_NAMES or words[0].isupper(): continue # acronyms (IBAN, ATM) are not names
-        start = m.start("v")
+        start = spans[0][0]
         before = text[max(0, start - 2):start].strip()
         sentence_start = start == 0 or before[-1:] in (".", "!", "?", "\n", ">", ":", '"') or text[:start].strip() == ""
         n = len(words)
@@ -276,8 +281,7 @@ def find_persons(text: str) -> list[tuple[int, int, float, str]]:
             score = 0.5 if lw[0] in _census_first_names() else 0.4
         elif n == 1: score = 0.6
         else: score = 0.75 if lw[0] in first else 0.55
-        end = start + len(" ".join(words[:n])) if " " in m.group("v") and "\t" not in m.group("v") else m.end("v")
-        if n < len(words): end = start + len(" ".join(words[:n]))
+        end = spans[n - 1][1]
         out.append((start, end, score, "known first name" if lw[0] in first else "capitalised name with known surname"))
     return out
 
