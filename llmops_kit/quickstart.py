@@ -493,7 +493,7 @@ def summary(ctx: QuickstartContext, results: Sequence[StageResult], seconds: flo
                   f"        llmops serve   (serves {ctx.champion.uri})"]
     return "\n".join(lines)
 
-# %% ../nbs/08_quickstart.ipynb #f80f705d
+# %% ../nbs/08_quickstart.ipynb #300c223d
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops quickstart`."""
     parser.add_argument("--data", default=None, help="labelled training data (.csv, .jsonl, .parquet); default: the embedded sample tickets")
