@@ -416,9 +416,11 @@ def write(rows: list[dict], speed: dict, plan: dict, started: float, quick: bool
         "results": rows,
         "wall_seconds": round(time.time() - started),
     }
-    (RESULTS / "drift.json").write_text(json.dumps(doc, indent=1, default=float))
+    (RESULTS / "drift.json").write_text(
+        json.dumps(doc, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    )
     plot(frame, speed)
-    print(json.dumps(targets, indent=1, default=float))
+    print(json.dumps(targets, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
 def plot(frame: pd.DataFrame, speed: dict) -> None:
