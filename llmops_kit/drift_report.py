@@ -142,7 +142,7 @@ def check_drift(
                        n_reference=reference.n_rows, n_current=len(current), effect_size_floor=floor, examples=examples,
                        reference_embeddings=sample(reference.embeddings), current_embeddings=sample(emb))
 
-# %% ../nbs/02c_drift_report.ipynb #7482504e
+# %% ../nbs/02c_drift_report.ipynb #2771f8f6
 def _png(fig) -> str:
     """A matplotlib figure as a base64 PNG data URI (the figure is closed)."""
     import matplotlib.pyplot as plt
@@ -151,7 +151,7 @@ def _png(fig) -> str:
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
-# %% ../nbs/02c_drift_report.ipynb #ece23f04
+# %% ../nbs/02c_drift_report.ipynb #dd751ae2
 def plot_tests(report: DriftReport):
     """Horizontal bars of -log10(corrected p) per test, with the alpha line; drifting tests in red."""
     import matplotlib.pyplot as plt
@@ -163,7 +163,7 @@ def plot_tests(report: DriftReport):
     ax.invert_yaxis(); ax.set_xlabel(f"-log10 p ({report.correction}-corrected)"); ax.legend(fontsize=8)
     return fig
 
-# %% ../nbs/02c_drift_report.ipynb #a535ccd9
+# %% ../nbs/02c_drift_report.ipynb #cb3bdf5d
 def plot_projection(report: DriftReport):
     """Reference and current embeddings on the reference sample's first two principal components."""
     import matplotlib.pyplot as plt
@@ -179,7 +179,7 @@ def plot_projection(report: DriftReport):
     ax.set_xlabel("PC 1"); ax.set_ylabel("PC 2"); ax.legend(fontsize=8, markerscale=3)
     return fig
 
-# %% ../nbs/02c_drift_report.ipynb #5a3fc394
+# %% ../nbs/02c_drift_report.ipynb #933c8a15
 def _to_html(self: DriftReport, path: str | os.PathLike | None = None) -> str:
     """A self-contained HTML page (plots inline as PNG); written to `path` when given."""
     verdict = "DRIFT" if self.drift else "no drift"
