@@ -129,6 +129,28 @@ def lower_priority(target: int) -> int:
     return os.nice(0)
 
 
+def latency_rerun(train, Xtr, test, n: int) -> int:
+    """Re-measure single-query latency with the last run's C; append it to the results file."""
+    from llmops_kit.router import SupportRouter, single_query_latency
+
+    result = json.loads(RESULTS.read_text())
+    router = SupportRouter.fit(train.text, train.category, C=result["model"]["C"], vectors=Xtr)
+    lower_priority(0)
+    load = os.getloadavg()
+    latency = single_query_latency(router, test.text.tolist()[:n])
+    rerun = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average": [round(x, 2) for x in load],
+        "nice": os.nice(0),
+        "single_query_latency_ms": {k: round(v, 2) for k, v in latency.items()},
+        "p99 <= 50 ms": latency["p99"] <= 50,
+    }
+    result.setdefault("latency_reruns", []).append(rerun)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(rerun, indent=2))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -137,6 +159,11 @@ def main() -> int:
     parser.add_argument("--latency-queries", type=int, default=1000, help="test queries timed one at a time")
     parser.add_argument("--no-other-heads", action="store_true", help="skip the comparison classifiers")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="refit with the C of the last results file and only re-measure latency (appended to latency_reruns)",
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -163,6 +190,9 @@ def main() -> int:
     Xtr, Xte = embedder.encode(train.text.tolist()), embedder.encode(test.text.tolist())
     embed_s = time.perf_counter() - t0
     log(f"embedded {len(train)} + {len(test)} queries in {embed_s:.1f}s (cached after the first run)")
+
+    if args.latency_only:
+        return latency_rerun(train, Xtr, test, args.latency_queries)
 
     from llmops_kit.router import tune_c
 
