@@ -219,7 +219,7 @@ def parse_policy(
     policy.source = source
     return policy
 
-# %% ../nbs/03e_guardrails.ipynb #6da86cd3
+# %% ../nbs/03e_guardrails.ipynb #1e2c031f
 DEFAULT_POLICY_YAML = """\
 # llmops-kit default guardrail policy: a retail bank's customer-support assistant.
 version: 1
@@ -234,7 +234,7 @@ input:
   - guard: injection
     threshold: 0.6
     action: block
-    actions: {ROLE_PLAY: flag, PERSUASION: flag, QUESTION_FLOOD: flag, UNEXPECTED_LANGUAGE: flag, TOKEN_FLOOD: flag, OUTPUT_MANIPULATION: block}
+    actions: {ROLE_PLAY: flag, PERSUASION: flag, QUESTION_FLOOD: flag, TOPIC_PIVOT: flag, UNEXPECTED_LANGUAGE: flag, TOKEN_FLOOD: flag}
     embedding: true
     similarity_threshold: 0.72
   - guard: content
