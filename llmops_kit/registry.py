@@ -122,15 +122,17 @@ def current_notebook() -> str:
         if os.environ.get(var): return os.environ[var]
     return " ".join([Path(sys.argv[0]).name, *sys.argv[1:2]]) if sys.argv and sys.argv[0] else "unknown"
 
-# %% ../nbs/04_registry.ipynb #5afa6be0
+# %% ../nbs/04_registry.ipynb #e8b4af3a
 def lineage_tags(
     data: Sequence[DataFile] = (), # data files used
     metrics: dict[str, float] | None = None, # evaluation metrics
     notebook: str | None = None, # producing notebook; default `current_notebook()`
-    root: str | os.PathLike | None = None, # git working tree; default the current folder
+    root: str | os.PathLike | None = None, # git working tree; falls back to the current folder, then the kit's checkout
 ) -> dict[str, str]:
     """The lineage tags every run and model version carries."""
-    tags = {"llmops.git_commit": git_commit(root), "llmops.package_version": __version__,
+    commit = next((c for c in (git_commit(r) for r in (root, Path.cwd(), Path(sys.modules["llmops_kit"].__file__).parent) if r is not None) if c != "unknown"),
+                  "unknown") # the project, else the working folder, else the kit's own checkout
+    tags = {"llmops.git_commit": commit, "llmops.package_version": __version__,
             "llmops.notebook": notebook or current_notebook()}
     for d in data:
         tags[f"llmops.data.{d.role}.name"] = d.name
