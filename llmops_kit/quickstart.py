@@ -221,7 +221,7 @@ class StageResult:
     note: str
     seconds: float = 0.0
 
-# %% ../nbs/08_quickstart.ipynb #d783062f
+# %% ../nbs/08_quickstart.ipynb #b9c261da
 def _stage_data(ctx: QuickstartContext) -> str:
     ctx.data = load_data(ctx.data_path, ctx.text_column, ctx.label_column, ctx.eval_path)
     ctx.produced["data"] = f"{ctx.data.source}; evaluation: {ctx.data.eval_source}"
@@ -241,10 +241,11 @@ def _stage_evaluate(ctx: QuickstartContext) -> str:
                                          [f for f in ctx.data.files if f.role == "eval"]).start()
     ctx.report.latency_ms = single_query_latency(ctx.router, list(ctx.data.eval.text[:100]))
     ctx.router.metrics = ctx.report.metrics()
-    fig = plot_confusion(ctx.report)
-    fig.savefig(ctx.work / "confusion.png", dpi=90)
-    import matplotlib.pyplot as plt
-    plt.close(fig)
+    if importlib.util.find_spec("matplotlib") is not None: # the plot is optional: matplotlib is in the notebook extra
+        import matplotlib.pyplot as plt
+        fig = plot_confusion(ctx.report)
+        fig.savefig(ctx.work / "confusion.png", dpi=90)
+        plt.close(fig)
     (ctx.work / "evaluation.json").write_text(json.dumps(asdict(ctx.report), indent=1))
     r = ctx.report
     ctx.produced["evaluation"] = (f"accuracy {r.accuracy:.3f}, macro-F1 {r.macro_f1:.3f} on {r.n} rows; abstained {r.abstain_rate:.1%}; "
@@ -260,7 +261,8 @@ def _stage_register(ctx: QuickstartContext) -> str:
     from llmops_kit.registry import tracking_uri
     extra = {f"llmops.lineage.{job}_run_id": run.run_id for job, run in ctx.lineage.items()}
     ctx.champion = publish(ctx.router, ctx.data, ctx.settings, ctx.report.metrics(), ctx.profile_dir,
-                           artifacts=[ctx.work / "confusion.png", ctx.work / "evaluation.json"], extra_tags=extra)
+                           artifacts=[p for p in (ctx.work / "confusion.png", ctx.work / "evaluation.json") if p.exists()],
+                           extra_tags=extra)
     c, uri = ctx.champion, tracking_uri(ctx.settings)
     ctx.lineage["train"].complete([model_dataset(c.name, c.version, uri)], c.metrics, c.run_id)
     ev = ctx.lineage.get("evaluate")
