@@ -325,7 +325,7 @@ def replay_traffic(
                         "guardrails": actions, "route": data.get("route"), "abstained": data.get("abstained")})
     return out
 
-# %% ../nbs/08_quickstart.ipynb #e68b4cd5
+# %% ../nbs/08_quickstart.ipynb #a117f1b6
 def _stage_serve(ctx: QuickstartContext) -> str:
     import os as _os
     import secrets
@@ -360,6 +360,10 @@ def _stage_serve(ctx: QuickstartContext) -> str:
             _os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+    if not any(r["status"] == 200 for r in results):
+        first = results[0] if results else {}
+        raise LlmopsError(f"none of the {len(results)} replayed requests succeeded (first: HTTP {first.get('status')} "
+                          f"{first.get('error')}); see `llmops serve` and the [auth] settings")
     by_kind: dict[str, dict[str, int]] = {}
     for r in results:
         label = (r["error"] or f"http {r['status']}") if r["status"] != 200 else ("redacted" if "redact" in r["guardrails"]
