@@ -138,3 +138,15 @@ def test_bad_arguments_and_unknown_model_are_one_line_errors(project, args, mess
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.startswith("llmops: error: ") and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_failing_later_stage_is_reported_and_sets_the_exit_code(project):
+    """RS256 without a JWKS: the server refuses to start; the model is still registered, the job exits 1."""
+    proc = run_llmops(
+        "quickstart", "--skip", "audit", cwd=project, env={"LLMOPS_AUTH__JWT_ALGORITHMS": "RS256"}
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("llmops quickstart: 1 stage(s) failed")
+    assert re.search(r"^    register +done", proc.stdout, flags=re.M)
+    assert re.search(r"^    serve +failed: .*server exited", proc.stdout, flags=re.M), proc.stdout
+    assert "Traceback" not in proc.stderr
