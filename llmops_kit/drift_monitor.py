@@ -132,11 +132,11 @@ def _post_json(url: str, doc: dict[str, Any], timeout: float) -> int:
     req = urllib.request.Request(url, data=json.dumps(doc).encode(), headers={"content-type": "application/json"}, method="POST")
     with urllib.request.urlopen(req, timeout=timeout) as resp: return resp.status
 
-# %% ../nbs/02d_drift_monitor.ipynb #bc7d7f83
+# %% ../nbs/02d_drift_monitor.ipynb #64296c6c
 def emit_event(
     event: TriggerEvent, # what fired
     state_dir: str | os.PathLike, # the state folder; events go to `drift/events.jsonl` inside
-    tracking_uri: str | None = None, # MLflow store to tag the model version in (when the event names one)
+    tracking_uri: str | None = None, # MLflow store to tag the model version in (None: no tagging)
     retrain_command: str = "", # shell command to run (empty: none)
     webhook_url: str = "", # URL to POST the event to (empty: none)
     timeout: float = 30.0, # seconds for the command and the webhook
@@ -147,7 +147,9 @@ def emit_event(
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f: f.write(json.dumps(doc, sort_keys=True) + "\n")
     outcome["jsonl"] = str(path)
-    if event.model_name and event.model_version:
+    if event.model_name and event.model_version and not tracking_uri:
+        outcome["mlflow"] = "skipped: no tracking_uri given" # never fall back to mlflow's implicit ./mlflow.db
+    elif event.model_name and event.model_version:
         try:
             from mlflow.tracking import MlflowClient
             client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
