@@ -7,7 +7,8 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['AUDIT_NUMERIC', 'AUDIT_CATEGORICAL', 'FORMAT_VERSION', 'PROFILE_TAG', 'audit_row', 'audit_files', 'audit_frame',
-           'load_traffic', 'NumericSummary', 'ReferenceProfile', 'log_profile_to_mlflow', 'load_profile_from_mlflow']
+           'load_traffic', 'NumericSummary', 'ReferenceProfile', 'synthetic_queries', 'log_profile_to_mlflow',
+           'load_profile_from_mlflow']
 
 # %% ../nbs/02a_drift_profile.ipynb #10714271
 import datetime as dt
@@ -190,7 +191,59 @@ def _from_frame(cls: type[ReferenceProfile],
 
 ReferenceProfile.from_frame = _from_frame
 
-# %% ../nbs/02a_drift_profile.ipynb #059eb21f
+# %% ../nbs/02a_drift_profile.ipynb #191b6b87
+_TEMPLATES: dict[str, list[str]] = {
+    "card_arrival": ["when will my new card arrive", "my {card} still has not arrived", "how long does it take for the {card} to be delivered",
+                     "i ordered a card {when} and it is not here yet", "can you track the delivery of my {card}", "where is my {card}"],
+    "exchange_rate": ["what exchange rate do you use for {cur}", "how much will i get if i change {amt} into {cur}",
+                      "is the {cur} rate today a good one", "why was the exchange rate on my {cur} payment so bad",
+                      "do you add a fee on top of the {cur} exchange rate", "where can i see the current rate for {cur}"],
+    "compromised_card": ["i think someone has used my {card} without me", "there are payments i did not make on my {card}",
+                         "my card details were stolen {when}", "someone else knows my {card} number", "how do i report fraud on my card",
+                         "i gave my card details to a fake website"],
+    "lost_or_stolen_card": ["i lost my {card}", "my {card} was stolen {when}", "i cannot find my card anywhere",
+                            "how do i block a card that was stolen", "my wallet with my {card} is gone", "i left my card in a shop {when}"],
+    "pin_blocked": ["my pin is blocked", "i typed the wrong pin too many times", "how can i unblock my {card} pin",
+                    "the atm says my pin is locked", "i forgot my pin and now the card is blocked", "can you reset my blocked pin"],
+    "top_up_failed": ["my top up did not work", "why did my top up of {amt} fail", "the top up was declined {when}",
+                      "i tried to top up with my {card} but it failed", "top up keeps failing", "my account was not topped up"],
+    "top_up_by_card_charge": ["why was i charged for topping up with my {card}", "is there a fee to top up by card",
+                              "i paid extra when i topped up {amt}", "how much does a card top up cost"],
+    "top_up_reverted": ["my top up was reversed", "the {amt} i topped up disappeared", "why did my top up get cancelled {when}",
+                        "the money from my top up went back to my {card}"],
+    "balance_not_updated": ["my balance has not updated after the transfer", "i sent {amt} {when} but my balance is the same",
+                            "why does my balance not show the payment", "the deposit is not in my balance yet"],
+    "declined_transfer": ["my transfer of {amt} was declined", "why was my transfer rejected {when}", "i cannot send money to my friend",
+                          "the bank transfer keeps failing"],
+}
+_SLOTS = {"card": ["card", "debit card", "visa card", "mastercard", "new card", "virtual card"],
+          "when": ["yesterday", "last week", "this morning", "two days ago", "a week ago", "on monday"],
+          "cur": ["euros", "dollars", "pounds", "yen", "swiss francs", "dollars for my trip"],
+          "amt": ["50 euros", "100 pounds", "20 dollars", "200 euros", "£30", "$75"]}
+_PREFIXES = ["", "", "", "hi, ", "hello, ", "please help, ", "quick question: "]
+_SUFFIXES = ["", "", "", "?", " please", ", what should i do?", ". thanks"]
+
+# %% ../nbs/02a_drift_profile.ipynb #3ec14ecf
+def synthetic_queries(
+    n: int, # number of queries to draw
+    seed: int = 0, # seed of the random draw
+    intents: Sequence[str] | None = None, # intents to draw from; default: all templated intents
+    weights: Sequence[float] | None = None, # relative frequency of each of `intents`; default: uniform
+) -> pd.DataFrame:
+    """Draw `n` independent banking queries from per-intent templates, as a `text`, `category` frame like BANKING77's."""
+    intents = list(intents) if intents is not None else list(_TEMPLATES)
+    unknown = [c for c in intents if c not in _TEMPLATES]
+    if unknown: raise InputError(f"synthetic_queries: no templates for intents {unknown}; known: {sorted(_TEMPLATES)}")
+    if weights is not None and (len(weights) != len(intents) or min(weights) < 0 or sum(weights) <= 0):
+        raise InputError(f"synthetic_queries: weights must be {len(intents)} non-negative numbers, not all zero; got {list(weights)}")
+    rng = np.random.default_rng(seed)
+    p = None if weights is None else np.asarray(weights, float) / sum(weights)
+    cats = rng.choice(intents, n, p=p)
+    pick = lambda xs: xs[rng.integers(len(xs))]
+    texts = [pick(_PREFIXES) + pick(_TEMPLATES[c]).format(**{k: pick(v) for k, v in _SLOTS.items()}) + pick(_SUFFIXES) for c in cats]
+    return pd.DataFrame({"text": texts, "category": cats})
+
+# %% ../nbs/02a_drift_profile.ipynb #142a5a37
 def _save(self: ReferenceProfile, path: str | os.PathLike) -> Path:
     """Write the profile to folder `path` (`profile.json` plus `.npy` arrays); returns the folder."""
     out = Path(path)
@@ -210,7 +263,7 @@ def _save(self: ReferenceProfile, path: str | os.PathLike) -> Path:
 
 ReferenceProfile.save = _save
 
-# %% ../nbs/02a_drift_profile.ipynb #6ea7e1a5
+# %% ../nbs/02a_drift_profile.ipynb #7fc987f7
 @classmethod
 def _load(cls: type[ReferenceProfile], path: str | os.PathLike) -> ReferenceProfile:
     """Read a profile folder written by `save`."""
@@ -232,7 +285,7 @@ def _load(cls: type[ReferenceProfile], path: str | os.PathLike) -> ReferenceProf
 
 ReferenceProfile.load = _load
 
-# %% ../nbs/02a_drift_profile.ipynb #4ca622f0
+# %% ../nbs/02a_drift_profile.ipynb #0b995472
 @classmethod
 def _from_audit_log(cls: type[ReferenceProfile],
                     path: str | os.PathLike, # an audit log folder
@@ -243,10 +296,10 @@ def _from_audit_log(cls: type[ReferenceProfile],
 
 ReferenceProfile.from_audit_log = _from_audit_log
 
-# %% ../nbs/02a_drift_profile.ipynb #dc762d48
+# %% ../nbs/02a_drift_profile.ipynb #455ef407
 PROFILE_TAG = "llmops.drift_profile"
 
-# %% ../nbs/02a_drift_profile.ipynb #5e908621
+# %% ../nbs/02a_drift_profile.ipynb #ff8a101b
 def log_profile_to_mlflow(
     profile: ReferenceProfile, # the profile to attach
     run_id: str | None = None, # the run to log to; default: the model version's run
@@ -268,7 +321,7 @@ def log_profile_to_mlflow(
     if model_name is not None and version is not None: client.set_model_version_tag(model_name, str(version), PROFILE_TAG, uri)
     return uri
 
-# %% ../nbs/02a_drift_profile.ipynb #a5288cfd
+# %% ../nbs/02a_drift_profile.ipynb #7e2fcd1d
 def load_profile_from_mlflow(
     uri: str, # `runs:/<run_id>/drift_profile`, or `models:/<name>/<version>` of a tagged version
     tracking_uri: str | None = None, # default: mlflow's current tracking URI
