@@ -13,8 +13,8 @@ import json
 import re
 from typing import Any, Mapping, Sequence
 
-# %% ../nbs/03d_guardrails_content.ipynb #bf582a7e
-from .guard_model import Finding, Guard, Stage
+# %% ../nbs/03d_guardrails_content.ipynb #4f84a79f
+from .guard_model import Finding, Guard, RuleGate, Stage
 
 # %% ../nbs/03d_guardrails_content.ipynb #2893e7f2
 CONTENT_RULES: tuple[tuple[str, str, float, str], ...] = (
@@ -42,7 +42,7 @@ BIAS_RULES: tuple[tuple[str, str, float, str], ...] = (
     ("BIAS_GENERALISATION", r"\bbecause (?:she is|he is|they are|you are|you're|she's|he's|they're) (?:a |an )?(?:woman|female|black|muslim|jewish|old|elderly|gay|disabled|immigrant|foreign(?:er)?|pregnant)\b", 0.7, "attributes an outcome to a protected attribute"),
 )
 
-# %% ../nbs/03d_guardrails_content.ipynb #0eeee257
+# %% ../nbs/03d_guardrails_content.ipynb #148f6c98
 class ContentGuard(Guard):
     """Toxic, threatening, self-harm, sexual, dangerous and biased language by lexicons and patterns."""
     def __init__(self,
@@ -56,17 +56,19 @@ class ContentGuard(Guard):
             if words: rules.append((cat, r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", 0.8, f"term from the {cat.lower()} list"))
         if categories is not None: rules = [r for r in rules if r[0] in set(categories)]
         self._rules = [(t, re.compile(p, re.I), s, r) for t, p, s, r in rules]
+        self._gate = RuleGate([rx for _, rx, _, _ in self._rules]) # lexicon rules need one of their words
         self.name, self.stage = name, stage
 
     def scan(self, text: str) -> list[Finding]:
         """Content findings in `text` (one per rule, at its first match)."""
         out = []
-        for type_, rx, score, reason in self._rules:
+        for (type_, rx, score, reason), possible in zip(self._rules, self._gate.possible(text)):
+            if not possible: continue
             m = rx.search(text)
             if m: out.append(Finding(self.name, type_, m.start(), m.end(), score, reason=reason))
         return out
 
-# %% ../nbs/03d_guardrails_content.ipynb #d6df83e8
+# %% ../nbs/03d_guardrails_content.ipynb #bd194a05
 class TopicGuard(Guard):
     """Banned topics by embedding similarity to exemplars (and keywords), and an optional off-domain check."""
     def __init__(self,
@@ -82,6 +84,7 @@ class TopicGuard(Guard):
         self.topics = {k: tuple(v) for k, v in topics.items()}
         self.embedder, self.threshold, self.domain, self.domain_threshold = embedder, threshold, tuple(domain), domain_threshold
         self._keywords = {k: re.compile("|".join(f"(?:{p})" for p in v), re.I) for k, v in (keywords or {}).items() if v}
+        self._keyword_gate = RuleGate(list(self._keywords.values()))
         self.name, self.stage = name, stage
         self._vectors = None
 
@@ -96,7 +99,8 @@ class TopicGuard(Guard):
     def scan(self, text: str) -> list[Finding]:
         """Topic findings in `text`."""
         out = []
-        for topic, rx in self._keywords.items():
+        for (topic, rx), possible in zip(self._keywords.items(), self._keyword_gate.possible(text)):
+            if not possible: continue
             m = rx.search(text)
             if m: out.append(Finding(self.name, topic.upper(), m.start(), m.end(), 0.8, reason=f"keyword of banned topic '{topic}'"))
         if self.embedder is None or not text.strip(): return out

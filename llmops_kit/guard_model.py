@@ -7,12 +7,14 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['ACTIONS', 'SEVERITY', 'STAGES', 'Action', 'Stage', 'most_severe', 'Finding', 'NormalisedText', 'normalise', 'Guard',
-           'Vault', 'redact', 'Verdict']
+           'required_literals', 'RuleGate', 'Vault', 'redact', 'Verdict']
 
-# %% ../nbs/03a_guardrails_model.ipynb #5fc0db40
+# %% ../nbs/03a_guardrails_model.ipynb #2a931afb
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
+from re import _constants as _sre, _parser as _sre_parse # the regex syntax tree, for rule gates
 from typing import Any, Literal, Sequence
 
 # %% ../nbs/03a_guardrails_model.ipynb #35d9eb5b
@@ -116,10 +118,91 @@ class Guard:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, stage={self.stage!r})"
 
-# %% ../nbs/03a_guardrails_model.ipynb #683730db
+# %% ../nbs/03a_guardrails_model.ipynb #48bd3ecb
+_NEVER: frozenset[str] = frozenset() # the pattern cannot match ASCII text at all
+
+@lru_cache(maxsize=None)
+def _matches_ascii(ch: str) -> bool:
+    """Whether the non-ASCII `ch` matches some ASCII character when case is ignored (the Kelvin sign matches k)."""
+    return any(re.fullmatch(re.escape(ch), chr(a), re.I) for a in range(128))
+
+def _literal_set(run: str) -> frozenset[str] | None:
+    if run.isascii(): return frozenset([run.lower()]) if run else None
+    if any(not c.isascii() and not _matches_ascii(c) for c in run): return _NEVER # gates only judge ASCII text
+    ascii_part = max(re.split(r"[^\x00-\x7f]+", run), key=len)
+    return frozenset([ascii_part.lower()]) if ascii_part else None
+
+def _strongest(sets: list) -> frozenset[str] | None:
+    """The most selective set: long shortest literal (up to 4 characters), few literals (each costs a little to look for)."""
+    if any(s is _NEVER for s in sets): return _NEVER
+    sets = [s for s in sets if s]
+    return max(sets, key=lambda s: (min(4, min(map(len, s))) - 0.02 * len(s), -len(s)), default=None)
+
+def _required(items) -> frozenset[str] | None:
+    sets, run = [], ""
+    for op, av in items:
+        if op is _sre.LITERAL: run += chr(av); continue
+        if op is _sre.AT: continue # zero-width (\b, ^, $): the literal run goes on
+        sets.append(_literal_set(run)); run = ""
+        if op is _sre.SUBPATTERN: sets.append(_required(av[-1]))
+        elif op is _sre.ATOMIC_GROUP: sets.append(_required(av))
+        elif op is _sre.BRANCH:
+            branches = [b for b in (_required(b) for b in av[1]) if b is not _NEVER]
+            sets.append(_NEVER if not branches else None if any(b is None for b in branches) else frozenset().union(*branches))
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT) and av[0] >= 1: sets.append(_required(av[2]))
+    sets.append(_literal_set(run))
+    return _strongest(sets)
+
+def required_literals(
+    pattern: re.Pattern | str, # a compiled pattern (its flags are used) or a pattern string
+) -> frozenset[str] | None:
+    """Lower-case strings one of which every match of `pattern` contains; None when there is no such set."""
+    source, flags = (pattern.pattern, pattern.flags) if isinstance(pattern, re.Pattern) else (pattern, 0)
+    if not isinstance(source, str): return None
+    try: return _required(list(_sre_parse.parse(source, flags)))
+    except Exception: return None # a construct the parser of this Python version reads differently: no gate
+
+# %% ../nbs/03a_guardrails_model.ipynb #af51a5ce
+def _trie_pattern(words: Sequence[str]) -> str:
+    trie: dict = {}
+    for w in words:
+        node = trie
+        for ch in w: node = node.setdefault(ch, {})
+        node[""] = {}
+    def build(node: dict) -> str:
+        alts = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
+        if not alts: return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return f"(?:{body})?" if "" in node else body
+    return build(trie)
+
+class RuleGate:
+    """Which of many patterns can match a text at all, from the literals each one requires."""
+    def __init__(self,
+                 patterns: Sequence[re.Pattern | str], # the rules, in order
+                ):
+        self.needs = [required_literals(p) for p in patterns]
+        literals = sorted(set().union(*(n for n in self.needs if n)))
+        self._finder = re.compile("(?=(" + _trie_pattern(literals) + "))") if literals else None
+        self._implied = {w: frozenset(x for x in literals if w.startswith(x)) for w in literals}
+        self._all = [True] * len(self.needs)
+
+    def possible(self, text: str) -> list[bool]:
+        """One flag per pattern: False when the pattern cannot match `text`."""
+        if self._finder is None or not text.isascii(): return self._all
+        present: set[str] = set()
+        for m in self._finder.finditer(text.lower()): present |= self._implied[m.group(1)]
+        return [n is None or not n.isdisjoint(present) for n in self.needs]
+
+    @property
+    def gated(self) -> int:
+        """How many patterns have a literal set (the others always run)."""
+        return sum(n is not None for n in self.needs)
+
+# %% ../nbs/03a_guardrails_model.ipynb #456909a9
 _PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*?)_(\d+)>")
 
-# %% ../nbs/03a_guardrails_model.ipynb #0029946d
+# %% ../nbs/03a_guardrails_model.ipynb #3a504dfa
 class Vault:
     """Per-request, in-memory map from placeholders to the values they replaced."""
     __slots__ = ("_values", "_placeholders", "_counts")
@@ -149,7 +232,7 @@ class Vault:
     def __copy__(self): raise TypeError("a Vault is not copied: pass the same object along")
     def __deepcopy__(self, memo): raise TypeError("a Vault is not copied: pass the same object along")
 
-# %% ../nbs/03a_guardrails_model.ipynb #f3ccac1c
+# %% ../nbs/03a_guardrails_model.ipynb #eda80dc7
 def redact(
     text: str, # the original text
     findings: Sequence[Finding], # findings with offsets in `text`
@@ -176,7 +259,7 @@ def redact(
     out.append(text[pos:])
     return "".join(out)
 
-# %% ../nbs/03a_guardrails_model.ipynb #da2cc474
+# %% ../nbs/03a_guardrails_model.ipynb #b518c8d4
 @dataclass
 class Verdict:
     """What a guardrail chain decided about one text."""

@@ -18,8 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-# %% ../nbs/03b_guardrails_pii.ipynb #a9b330f2
-from .guard_model import Finding, Guard, Stage
+# %% ../nbs/03b_guardrails_pii.ipynb #fc8b2523
+from .guard_model import Finding, Guard, RuleGate, Stage
 
 # %% ../nbs/03b_guardrails_pii.ipynb #7d9083dc
 def luhn_ok(digits: str) -> bool:
@@ -100,7 +100,7 @@ def date_score(match: str) -> float:
     if a > 31: return 1.0 if 1 <= b <= 12 and 1 <= c <= 31 else 0.0 # year first
     return 1.0 if (1 <= a <= 12 and 1 <= b <= 31) or (1 <= b <= 12 and 1 <= a <= 31) else 0.0
 
-# %% ../nbs/03b_guardrails_pii.ipynb #37b7acdc
+# %% ../nbs/03b_guardrails_pii.ipynb #677b2aa7
 @dataclass(frozen=True)
 class Recognizer:
     """One pattern for one entity type, with a validator and context words."""
@@ -112,6 +112,7 @@ class Recognizer:
     context: tuple[str, ...] = () # words that raise the score when near the match
     boost: float = 0.35 # added to the score when a context word is near
     window: int = 40 # characters before the match searched for context
+    min_digits: int = 0 # digits any scoring match has: a text with fewer is not searched
 
     @property
     def context_re(self) -> re.Pattern | None:
@@ -132,7 +133,7 @@ _DAY = r"(?:[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?"
 _TLDS = ("com|org|net|edu|gov|mil|int|info|biz|io|ai|app|dev|co|me|us|uk|ca|au|de|fr|es|it|nl|be|ch|at|se|no|dk|fi|is|ie|pt|"
          "pl|cz|sk|hu|ro|bg|gr|cy|ee|lv|lt|si|hr|rs|ru|ua|tr|il|in|cn|jp|kr|br|mx|ar|cl|za|nz|sg|hk|tw|eu|online|site|xyz|shop")
 
-# %% ../nbs/03b_guardrails_pii.ipynb #3ab8a194
+# %% ../nbs/03b_guardrails_pii.ipynb #c21de475
 RECOGNIZERS: tuple[Recognizer, ...] = (
     Recognizer("EMAIL_ADDRESS", _rx(r"(?<![\w.+\-])(?P<v>[a-z0-9][a-z0-9._%+\-]*@[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?)*\.[a-z]{2,24})(?![\w@])", re.I),
                1.0, "email address pattern"),
@@ -141,33 +142,33 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
     Recognizer("URL", _rx(r"(?<![\w@.\-/])(?P<v>(?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+(?:" + _TLDS + r")(?:/[^\s<>\"']*)?)(?![\w@\-])", re.I),
                0.6, "domain name", context=("site", "website", "web", "domain", "url", "link", "visit", "page")),
     Recognizer("IBAN_CODE", _rx(r"(?<![a-z0-9])(?P<v>[a-z]{2}\d{2}(?:[ \-]?[a-z0-9]){11,30})", re.I),
-               1.0, "IBAN with valid country length and mod-97 checksum", context=("iban", "account", "transfer", "bank")),
+               1.0, "IBAN with valid country length and mod-97 checksum", context=("iban", "account", "transfer", "bank"), min_digits=2),
     Recognizer("CREDIT_CARD", _rx(r"(?<![\w\-.])(?P<v>\d(?:[ \-]?\d){11,18})(?![\d\-]|\.\d)"),
                0.8, "card number with valid Luhn checksum and issuer prefix", card_score,
-               ("card", "credit", "debit", "visa", "mastercard", "amex", "cc", "pan", "maestro", "discover"), boost=0.4),
+               ("card", "credit", "debit", "visa", "mastercard", "amex", "cc", "pan", "maestro", "discover"), boost=0.4, min_digits=12),
     Recognizer("US_SSN", _rx(r"(?<![\w\-.])(?P<v>\d{3}(?P<s>[\-])\d{2}(?P=s)\d{4})(?![\d\-]|\.\d)"),
-               0.75, "US social security number pattern", ssn_score, ("ssn", "social security", "social sec", "ss#", "ss #", "tax id", "taxpayer")),
+               0.75, "US social security number pattern", ssn_score, ("ssn", "social security", "social sec", "ss#", "ss #", "tax id", "taxpayer"), min_digits=9),
     Recognizer("US_SSN", _rx(r"(?<![\w\-.])(?P<v>\d{3}(?P<s>[ .]?)\d{2}(?P=s)\d{4})(?![\d\-]|\.\d)"),
-               0.3, "US social security number near SSN context", ssn_score, ("ssn", "social security", "social sec", "ss#", "ss #"), boost=0.5),
+               0.3, "US social security number near SSN context", ssn_score, ("ssn", "social security", "social sec", "ss#", "ss #"), boost=0.5, min_digits=9),
     Recognizer("IP_ADDRESS", _rx(r"(?<![\d.])(?P<v>(?:\d{1,3}\.){3}\d{1,3})(?![\d]|\.\d)"),
-               0.9, "IPv4 address", ip_score, ("ip", "address", "server", "host")),
+               0.9, "IPv4 address", ip_score, ("ip", "address", "server", "host"), min_digits=4),
     Recognizer("IP_ADDRESS", _rx(r"(?<![\w:])(?P<v>(?:[0-9a-f]{1,4}:){2,7}(?::|(?::?[0-9a-f]{1,4}){1,7}))(?![\w:])", re.I),
                0.9, "IPv6 address", ip_score, ("ip", "address")),
     Recognizer("DATE_TIME", _rx(r"(?<![\d\-])(?P<v>(?:19|20)\d{2}-(?:0?[1-9]|1[0-2])-(?:0?[1-9]|[12]\d|3[01])(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+\-]\d{2}:?\d{2})?)?)(?![\d])"),
-               0.95, "ISO date"),
+               0.95, "ISO date", min_digits=6),
     Recognizer("DATE_TIME", _rx(r"(?<![\d/.\-])(?P<v>\d{1,2}[/.\-]\d{1,2}[/.\-](?:\d{4}|\d{2}))(?![\d/]|\.\d)"),
-               0.8, "numeric date", date_score, ("date", "born", "birth", "dob", "on", "since", "expires", "until")),
+               0.8, "numeric date", date_score, ("date", "born", "birth", "dob", "on", "since", "expires", "until"), min_digits=4),
     Recognizer("DATE_TIME", _rx(r"(?<![\w])(?P<v>(?:" + _DAY + r"\s+(?:of\s+)?" + _MONTH + r"(?:,?\s+(?:19|20)\d{2})?|" + _MONTH + r"\s+" + _DAY + r"(?:,?\s+(?:19|20)\d{2})?|" + _MONTH + r",?\s+(?:19|20)\d{2}))(?![\w])", re.I),
-               0.85, "date with month name"),
+               0.85, "date with month name", min_digits=1),
     Recognizer("DATE_TIME", _rx(r"(?<![\w])(?P<v>(?:mon|tues|wednes|thurs|fri|satur|sun)day|(?:yesterday|tomorrow|tonight))(?![\w])", re.I),
                0.6, "day name"),
     Recognizer("DATE_TIME", _rx(r"(?<![\w:.])(?P<v>(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d)?(?:\s*[ap]\.?m\.?)?|(?:1[0-2]|0?[1-9])\s*[ap]\.?m\.?)(?![\w:])", re.I),
-               0.7, "time of day"),
+               0.7, "time of day", min_digits=1),
     Recognizer("DATE_TIME", _rx(r"(?<![\w\-/.])(?P<v>(?:19|20)\d{2})(?![\w\-/]|\.\d)"),
-               0.3, "year near date context", None, ("in", "since", "year", "born", "until", "till", "from", "date", "birth", "of", "by", "before", "after", "around", "circa", "during", "to", "between", "and"), boost=0.3, window=12),
+               0.3, "year near date context", None, ("in", "since", "year", "born", "until", "till", "from", "date", "birth", "of", "by", "before", "after", "around", "circa", "during", "to", "between", "and"), boost=0.3, window=12, min_digits=4),
     Recognizer("PHONE_NUMBER", _rx(r"(?<![\w+/.\-])(?P<v>(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,5}\)[ .\-]?)?\d{1,5}(?:[ .\-]\d{1,8}){1,5}(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?|\+\d{7,15}|\(\d{1,5}\)\s?\d{5,10}|\d{10,11})(?![\w/]|-\d|\.\d)", re.I),
                0.45, "phone number pattern", None,
-               ("phone", "call", "tel", "telephone", "mobile", "cell", "fax", "desk", "number", "contact", "reach", "dial", "text me", "sms", "whatsapp", "landline", "ph", "ring", "office", "home", "work"), boost=0.4),
+               ("phone", "call", "tel", "telephone", "mobile", "cell", "fax", "desk", "number", "contact", "reach", "dial", "text me", "sms", "whatsapp", "landline", "ph", "ring", "office", "home", "work"), boost=0.4, min_digits=7),
 )
 
 # %% ../nbs/03b_guardrails_pii.ipynb #78385e5b
@@ -237,7 +238,7 @@ def _census_first_names() -> frozenset[str]:
         with open(folder / fname, encoding="utf-8") as fh: out.update(line.split(" ", 1)[0].lower() for line in fh if line.strip())
     return frozenset(out - _NOT_NAMES)
 
-# %% ../nbs/03b_guardrails_pii.ipynb #686234c7
+# %% ../nbs/03b_guardrails_pii.ipynb #7204954c
 _CAP = r"[A-ZÀ-ÖØ-ÞĀ-ſ][A-Za-zÀ-ÖØ-öø-ɏ'’\-]+"
 _WORD = r"[A-Za-zÀ-ÖØ-öø-ɏ][A-Za-zÀ-ÖØ-öø-ɏ'’\-]+"
 _PARTICLES = r"(?:(?:van|von|de|der|den|da|di|du|del|della|dos|das|le|la|ten|ter|bin|ibn|al)[ \t]+){1,2}"
@@ -245,14 +246,16 @@ _TITLE_RE = re.compile(r"(?<![\w])(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Mll
 _INTRO_RE = re.compile(r"(?i:\b(?:my name is|my name's|name is|call me|i am called|name:|dear|regards,|sincerely,|signed,?|thanks,|cheers,|directed by:?|written by:?|contact person:?|attn:?|customer:))[ \t]+(?P<v>" + _WORD + r"(?:[ \t]+(?:[A-Z]\.?[ \t]+)?(?:" + _PARTICLES + r")?" + _CAP + r"){0,2})")
 _CAPSEQ_RE = re.compile(r"(?<![\w@.'’\-])(?P<v>" + _CAP + r"(?:[ \t]+(?:[A-Z]\.?[ \t]+)?(?:" + _PARTICLES + r")?" + _CAP + r"){0,2})(?![\w@'’\-])")
 _SUFFIXES = frozenset("md phd jr sr ii iii iv dds esq".split())
+_TITLE_INTRO_GATE = RuleGate([_TITLE_RE, _INTRO_RE])
 
-# %% ../nbs/03b_guardrails_pii.ipynb #37261189
+# %% ../nbs/03b_guardrails_pii.ipynb #1606dd0e
 def find_persons(text: str) -> list[tuple[int, int, float, str]]:
     """Candidate person names in `text` as `(start, end, score, reason)`."""
     first, last = name_gazetteer()
     out: list[tuple[int, int, float, str]] = []
-    for m in _TITLE_RE.finditer(text): out.append((m.start("v"), m.end("v"), 0.85, "name after a title"))
-    for m in _INTRO_RE.finditer(text):
+    title, intro = _TITLE_INTRO_GATE.possible(text)
+    for m in _TITLE_RE.finditer(text) if title else (): out.append((m.start("v"), m.end("v"), 0.85, "name after a title"))
+    for m in _INTRO_RE.finditer(text) if intro else ():
         words = m.group("v").split()
         keep = 1
         for w in words[1:]:
@@ -285,7 +288,7 @@ def find_persons(text: str) -> list[tuple[int, int, float, str]]:
         out.append((start, end, score, "known first name" if lw[0] in first else "capitalised name with known surname"))
     return out
 
-# %% ../nbs/03b_guardrails_pii.ipynb #da57028f
+# %% ../nbs/03b_guardrails_pii.ipynb #7bf29db5
 _STREET_TYPES = (r"street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|place|pl|square|sq|terrace|ter|way|parkway|pkwy|"
                  r"circle|cir|highway|hwy|trail|trl|row|close|crescent|cres|gardens|gdns|alley|plaza|plz|path|pike|loop|run|walk|mews|hill|grove|green|park|view|ridge|crossing|"
                  r"heights|point|port|vale|villas|estate|field|fields|wharf|quay|rise|meadow|meadows|landing|junction|causeway")
@@ -300,17 +303,20 @@ _ADDRESS_RES = (
     re.compile(r"(?<![\w])(?P<v>(?:PSC|Unit|CMR)[ \t]+\d{3,5},?[ \t]+Box[ \t]+\d{3,5}|USNS?[ \t]+" + _CAP + r"|(?:APO|FPO|DPO)[ \t]+A[AEP][ \t]+\d{5})(?![\w])"),
     re.compile(r"(?<![\w])(?P<v>P\.?[ \t]?O\.?[ \t]+Box[ \t]+\d{1,6})(?![\w])", re.I),
 )
+_ADDRESS_SCORES = (0.8, 0.75, 0.55, 0.7, 0.7, 0.8, 0.8)
+_ADDRESS_MIN_DIGITS = (1, 0, 2, 1, 1, 0, 1) # digits each pattern needs
+_ADDRESS_GATE = RuleGate(_ADDRESS_RES)
 
-# %% ../nbs/03b_guardrails_pii.ipynb #1ca7a965
+# %% ../nbs/03b_guardrails_pii.ipynb #c74fa6e7
 def find_addresses(text: str) -> list[tuple[int, int, float, str]]:
     """Candidate street addresses in `text` as `(start, end, score, reason)`."""
-    out = []
-    for i, rx in enumerate(_ADDRESS_RES):
-        score = (0.8, 0.75, 0.55, 0.7, 0.7, 0.8, 0.8)[i]
+    out, digits = [], sum(map(str.isdigit, text))
+    for rx, score, need, possible in zip(_ADDRESS_RES, _ADDRESS_SCORES, _ADDRESS_MIN_DIGITS, _ADDRESS_GATE.possible(text)):
+        if not possible or digits < need: continue
         for m in rx.finditer(text): out.append((m.start("v"), m.end("v"), score, "street address pattern"))
     return out
 
-# %% ../nbs/03b_guardrails_pii.ipynb #6bda5b12
+# %% ../nbs/03b_guardrails_pii.ipynb #9ff6c932
 _EXTRA_PLACES = ("United States", "United States of America", "USA", "US", "UK", "U.K.", "Great Britain", "England", "Scotland", "Wales",
                  "Northern Ireland", "Holland", "Russia", "South Korea", "North Korea", "Czech Republic", "Ivory Coast", "Europe", "Asia",
                  "Africa", "America", "Latin America", "Scandinavia", "the Netherlands", "EU", "UAE")
@@ -333,14 +339,20 @@ def location_gazetteer() -> frozenset[str]:
 
 _LOC_TOKEN = re.compile(r"[A-ZÀ-ÖØ-Þ][\w'’.\-]*|of|and|the|de|del|la|le")
 
-# %% ../nbs/03b_guardrails_pii.ipynb #2909bca1
+@lru_cache(maxsize=1)
+def _place_starts() -> frozenset[str]:
+    """The first word of every known place: a capitalised token that is none of them starts no place."""
+    return frozenset(p.split(" ", 1)[0] for p in location_gazetteer())
+
+# %% ../nbs/03b_guardrails_pii.ipynb #66029bb6
 def find_locations(text: str) -> list[tuple[int, int, float, str]]:
     """Known place names in `text` as `(start, end, score, reason)`, longest match first."""
-    places = location_gazetteer()
+    places, starts = location_gazetteer(), _place_starts()
     tokens = [(m.start(), m.end(), m.group(0)) for m in _LOC_TOKEN.finditer(text)]
     out, i = [], 0
     while i < len(tokens):
-        if not tokens[i][2][0].isupper(): i += 1; continue
+        word = tokens[i][2]
+        if not word[0].isupper() or (word.lower() not in starts and word.lower().rstrip(".") not in starts): i += 1; continue
         for j in range(min(i + 4, len(tokens)), i, -1):
             if any(text[tokens[k][1]:tokens[k + 1][0]] not in (" ", "\t") for k in range(i, j - 1)): continue
             phrase = " ".join(t for _, _, t in tokens[i:j]).rstrip(".").lower()
@@ -355,7 +367,7 @@ def find_locations(text: str) -> list[tuple[int, int, float, str]]:
 PII_ENTITIES: tuple[str, ...] = ("EMAIL_ADDRESS", "IBAN_CODE", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "URL", "DATE_TIME",
                                  "STREET_ADDRESS", "PHONE_NUMBER", "LOCATION", "PERSON")
 
-# %% ../nbs/03b_guardrails_pii.ipynb #6fbbf89f
+# %% ../nbs/03b_guardrails_pii.ipynb #a340528a
 class PiiGuard(Guard):
     """Personal data by patterns, checksums, context words and name gazetteers."""
     sensitive = True
@@ -369,14 +381,16 @@ class PiiGuard(Guard):
         if unknown: raise ValueError(f"unknown PII entities {sorted(unknown)}; known: {', '.join(PII_ENTITIES)}")
         self.entities, self.threshold, self.name, self.stage = tuple(entities), threshold, name, stage
         self._recognizers = [r for r in RECOGNIZERS if r.type in self.entities]
+        self._gate = RuleGate([r.pattern for r in self._recognizers])
         self._priority = {t: i for i, t in enumerate(PII_ENTITIES)}
         if "PERSON" in self.entities: name_gazetteer()
         if "LOCATION" in self.entities: location_gazetteer()
 
     def candidates(self, text: str) -> Iterable[tuple[str, int, int, float, str]]:
         """Every scored candidate `(type, start, end, score, reason)` before thresholds and overlaps."""
-        lower = None
-        for r in self._recognizers:
+        lower, digits = None, sum(map(str.isdigit, text))
+        for r, possible in zip(self._recognizers, self._gate.possible(text)):
+            if not possible or digits < r.min_digits: continue
             for m in r.pattern.finditer(text):
                 s, e = m.span("v")
                 value = m.group("v").rstrip(".,;:!?)'\"")

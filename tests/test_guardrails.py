@@ -225,3 +225,38 @@ def test_embedding_guards_catch_paraphrases():
     assert v.action == "block" and any(f.type == "INVESTMENT_ADVICE" for f in v.findings), v.to_dict()
     assert chain.check("My card payment was declined at the supermarket").action == "allow"
     assert "topics" in v.latency_ms and "injection" in v.latency_ms
+
+
+def test_rule_gates_never_change_a_verdict(shared_data, chain, monkeypatch):
+    """The literal gates only skip regexes that cannot match: with every gate open, all verdicts are the same."""
+    import csv
+
+    from llmops_kit.guard_model import RuleGate
+
+    with open(shared_data / "banking77" / "test.csv", newline="") as f:
+        texts = [row["text"] for row in csv.DictReader(f)]
+    texts += [
+        d["full_text"] for d in json.loads((shared_data / "pii_synth" / "synth_dataset_v2.json").read_text())
+    ]
+    attacks = json.loads((shared_data / "prompt_injection" / "prompt_injection.json").read_text())
+    texts += [d["user_input"] for d in attacks if isinstance(d.get("user_input"), str)]
+    texts += [f"Ticket {i}: {t}" for i, t in enumerate(texts[:300])] + [SENSITIVE]
+
+    def verdicts() -> list:
+        out = []
+        for text in texts:
+            for stage in ("input", "output"):
+                v = chain.check(text, stage=stage)
+                out.append(
+                    (
+                        v.action,
+                        v.text,
+                        [(f.guard, f.type, f.start, f.end, f.score, f.reason) for f in v.findings],
+                    )
+                )
+        return out
+
+    gated = verdicts()
+    monkeypatch.setattr(RuleGate, "possible", lambda self, text: [True] * len(self.needs))
+    assert verdicts() == gated
+    assert sum(v[0] != "allow" for v in gated) > 500  # the corpora do exercise the guards
