@@ -77,7 +77,7 @@ class EmbeddingCache:
     def __len__(self) -> int:
         with self._lock: return self._db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
 
-# %% ../nbs/01_embeddings.ipynb #8e23a3cd
+# %% ../nbs/01_embeddings.ipynb #cd9f9905
 class Embedder:
     """all-MiniLM-L6-v2 loaded offline, encoding in batches through an optional on-disk cache."""
     def __init__(self,
@@ -114,9 +114,19 @@ class Embedder:
         return self._model
 
     def _encode_uncached(self, texts: list[str]) -> np.ndarray:
+        if len(texts) == 1: return self._encode_one(texts[0])[None]
         vectors = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
                                     normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
+
+    def _encode_one(self, text: str) -> np.ndarray:
+        """One text through the model's own modules, without `encode`'s batching machinery (a guard's hot path)."""
+        import torch
+        model = self.model
+        with torch.inference_mode():
+            vector = model(model.tokenize([text]))["sentence_embedding"][0]
+            vector = torch.nn.functional.normalize(vector, dim=0)
+        return vector.numpy().astype(np.float32)
 
     def encode(self, texts: Sequence[str] | str) -> np.ndarray:
         """Embed `texts` as an `(n, 384)` float32 array of unit vectors (one text gives `(384,)`)."""
@@ -139,13 +149,13 @@ class Embedder:
         for i, k in enumerate(keys): out[i] = found[k]
         return out[0] if single else out
 
-# %% ../nbs/01_embeddings.ipynb #455c6e58
+# %% ../nbs/01_embeddings.ipynb #de7930bd
 @lru_cache(maxsize=1)
 def default_embedder() -> Embedder:
     """The process-wide `Embedder`, configured from the default settings."""
     return Embedder.from_settings(get_settings())
 
-# %% ../nbs/01_embeddings.ipynb #313f770f
+# %% ../nbs/01_embeddings.ipynb #88ef7c7f
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity between the rows of `a` and the rows of `b`."""
     a, b = np.atleast_2d(a), np.atleast_2d(b)
