@@ -162,7 +162,7 @@ def required_literals(
     try: return _required(list(_sre_parse.parse(source, flags)))
     except Exception: return None # a construct the parser of this Python version reads differently: no gate
 
-# %% ../nbs/03a_guardrails_model.ipynb #af51a5ce
+# %% ../nbs/03a_guardrails_model.ipynb #7dac419b
 def _trie_pattern(words: Sequence[str]) -> str:
     trie: dict = {}
     for w in words:
@@ -182,6 +182,19 @@ class RuleGate:
                  patterns: Sequence[re.Pattern | str], # the rules, in order
                 ):
         self.needs = [required_literals(p) for p in patterns]
+        self._build()
+
+    @classmethod
+    def from_needs(cls,
+                   needs: Sequence[frozenset[str] | None], # one literal set (or None: always run) per rule
+                  ) -> RuleGate:
+        """A gate from literal sets worked out elsewhere (say, the rot13 forms of another gate's literals)."""
+        gate = cls.__new__(cls)
+        gate.needs = list(needs)
+        gate._build()
+        return gate
+
+    def _build(self) -> None:
         literals = sorted(set().union(*(n for n in self.needs if n)))
         self._finder = re.compile("(?=(" + _trie_pattern(literals) + "))") if literals else None
         self._implied = {w: frozenset(x for x in literals if w.startswith(x)) for w in literals}

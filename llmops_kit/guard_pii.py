@@ -248,12 +248,15 @@ _CAPSEQ_RE = re.compile(r"(?<![\w@.'’\-])(?P<v>" + _CAP + r"(?:[ \t]+(?:[A-Z]\
 _SUFFIXES = frozenset("md phd jr sr ii iii iv dds esq".split())
 _TITLE_INTRO_GATE = RuleGate([_TITLE_RE, _INTRO_RE])
 
-# %% ../nbs/03b_guardrails_pii.ipynb #1606dd0e
-def find_persons(text: str) -> list[tuple[int, int, float, str]]:
+# %% ../nbs/03b_guardrails_pii.ipynb #ee6b2b90
+def find_persons(
+    text: str, # the text to search
+    possible: Sequence[bool] | None = None, # whether the title and the introduction patterns can match (a gate's answer)
+) -> list[tuple[int, int, float, str]]:
     """Candidate person names in `text` as `(start, end, score, reason)`."""
     first, last = name_gazetteer()
     out: list[tuple[int, int, float, str]] = []
-    title, intro = _TITLE_INTRO_GATE.possible(text)
+    title, intro = _TITLE_INTRO_GATE.possible(text) if possible is None else possible
     for m in _TITLE_RE.finditer(text) if title else (): out.append((m.start("v"), m.end("v"), 0.85, "name after a title"))
     for m in _INTRO_RE.finditer(text) if intro else ():
         words = m.group("v").split()
@@ -307,12 +310,16 @@ _ADDRESS_SCORES = (0.8, 0.75, 0.55, 0.7, 0.7, 0.8, 0.8)
 _ADDRESS_MIN_DIGITS = (1, 0, 2, 1, 1, 0, 1) # digits each pattern needs
 _ADDRESS_GATE = RuleGate(_ADDRESS_RES)
 
-# %% ../nbs/03b_guardrails_pii.ipynb #c74fa6e7
-def find_addresses(text: str) -> list[tuple[int, int, float, str]]:
+# %% ../nbs/03b_guardrails_pii.ipynb #8b475226
+def find_addresses(
+    text: str, # the text to search
+    possible: Sequence[bool] | None = None, # whether each address pattern can match (a gate's answer)
+) -> list[tuple[int, int, float, str]]:
     """Candidate street addresses in `text` as `(start, end, score, reason)`."""
     out, digits = [], sum(map(str.isdigit, text))
-    for rx, score, need, possible in zip(_ADDRESS_RES, _ADDRESS_SCORES, _ADDRESS_MIN_DIGITS, _ADDRESS_GATE.possible(text)):
-        if not possible or digits < need: continue
+    gate = _ADDRESS_GATE.possible(text) if possible is None else possible
+    for rx, score, need, ok in zip(_ADDRESS_RES, _ADDRESS_SCORES, _ADDRESS_MIN_DIGITS, gate):
+        if not ok or digits < need: continue
         for m in rx.finditer(text): out.append((m.start("v"), m.end("v"), score, "street address pattern"))
     return out
 
@@ -367,7 +374,7 @@ def find_locations(text: str) -> list[tuple[int, int, float, str]]:
 PII_ENTITIES: tuple[str, ...] = ("EMAIL_ADDRESS", "IBAN_CODE", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "URL", "DATE_TIME",
                                  "STREET_ADDRESS", "PHONE_NUMBER", "LOCATION", "PERSON")
 
-# %% ../nbs/03b_guardrails_pii.ipynb #a340528a
+# %% ../nbs/03b_guardrails_pii.ipynb #a114361f
 class PiiGuard(Guard):
     """Personal data by patterns, checksums, context words and name gazetteers."""
     sensitive = True
@@ -381,15 +388,16 @@ class PiiGuard(Guard):
         if unknown: raise ValueError(f"unknown PII entities {sorted(unknown)}; known: {', '.join(PII_ENTITIES)}")
         self.entities, self.threshold, self.name, self.stage = tuple(entities), threshold, name, stage
         self._recognizers = [r for r in RECOGNIZERS if r.type in self.entities]
-        self._gate = RuleGate([r.pattern for r in self._recognizers])
+        self._gate = RuleGate([r.pattern for r in self._recognizers] + [_TITLE_RE, _INTRO_RE, *_ADDRESS_RES]) # one pass for all
         self._priority = {t: i for i, t in enumerate(PII_ENTITIES)}
         if "PERSON" in self.entities: name_gazetteer()
         if "LOCATION" in self.entities: location_gazetteer()
 
     def candidates(self, text: str) -> Iterable[tuple[str, int, int, float, str]]:
         """Every scored candidate `(type, start, end, score, reason)` before thresholds and overlaps."""
-        lower, digits = None, sum(map(str.isdigit, text))
-        for r, possible in zip(self._recognizers, self._gate.possible(text)):
+        lower, digits, gate = None, sum(map(str.isdigit, text)), self._gate.possible(text)
+        n = len(self._recognizers)
+        for r, possible in zip(self._recognizers, gate):
             if not possible or digits < r.min_digits: continue
             for m in r.pattern.finditer(text):
                 s, e = m.span("v")
@@ -409,9 +417,9 @@ class PiiGuard(Guard):
                     if ctx.search(lower, max(0, s - r.window), s) or ctx.search(lower, e, min(len(text), e + 12)): score += r.boost
                 yield r.type, s, e, min(score, 1.0), r.reason
         if "PERSON" in self.entities:
-            for s, e, score, reason in find_persons(text): yield "PERSON", s, e, score, reason
+            for s, e, score, reason in find_persons(text, gate[n:n + 2]): yield "PERSON", s, e, score, reason
         if "STREET_ADDRESS" in self.entities:
-            for s, e, score, reason in find_addresses(text): yield "STREET_ADDRESS", s, e, score, reason
+            for s, e, score, reason in find_addresses(text, gate[n + 2:]): yield "STREET_ADDRESS", s, e, score, reason
         if "LOCATION" in self.entities:
             for s, e, score, reason in find_locations(text): yield "LOCATION", s, e, score, reason
 
