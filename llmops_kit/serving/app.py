@@ -8,8 +8,8 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['logger', 'ROUTE_SCOPES', 'EMBEDDING_MODEL', 'EMBEDDING_MODELS', 'EMBEDDING_DIM', 'route_label', 'Server',
            'chat_completions', 'route', 'encode_vector', 'embeddings', 'list_models', 'healthz', 'readyz', 'metrics',
-           'create_app', 'app_factory', 'serve_environment', 'check_serving', 'start_metrics_port', 'serve',
-           'configure_cli']
+           'fast_route', 'ServingApp', 'create_app', 'app_factory', 'serve_environment', 'check_serving',
+           'start_metrics_port', 'serve', 'configure_cli']
 
 # %% ../../nbs/14_serving_app.ipynb #7b34c9e4
 import argparse
@@ -25,18 +25,20 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
-# %% ../../nbs/14_serving_app.ipynb #d002ee73
+# %% ../../nbs/14_serving_app.ipynb #86c1994a
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response, StreamingResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..core import InputError, ProjectPaths, Settings, configure_logging, load_settings, log_event
+from ..core import SCHEMA_VERSION, InputError, ProjectPaths, Settings, configure_logging, load_settings, log_event
 from .auth import AuthError, Authenticator, require_scope
 from .backends import Backend, count_tokens, cost_usd, make_backend, stream_pieces
 from .limits import ApiError, GatewayMiddleware, RequestContext, call_model, error_body, outcome_for
+from .metrics import FLUSH_INTERVAL_S
 from .schemas import (AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk,
     ChatCompletionRequest, ChunkChoice, ChunkDelta, EmbeddingItem, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage,
     ErrorResponse, ModelCard, ModelList, RoutePrediction, RouteRequest, RouteResponse, RoutingInfo, Usage)
@@ -63,7 +65,7 @@ def route_label(
     """A bounded metrics label for `path`."""
     return path if path in _KNOWN_ROUTES else "other"
 
-# %% ../../nbs/14_serving_app.ipynb #f6478d99
+# %% ../../nbs/14_serving_app.ipynb #e44392e2
 class Server:
     """The shared state of the serving app, and the middleware's hooks."""
     def __init__(self,
@@ -82,7 +84,7 @@ class Server:
         self.policy_source = settings.guardrails.policy or "packaged default"
         self._output_verdicts: dict = {}
         self.guards_warm, self.guards_error = False, None
-        self.metrics = Metrics()
+        self.metrics, self._flush_scheduled = Metrics(), False
         self.audit, self.load_error = None, None
         self.timeout_s, self.max_in_flight = settings.serving.request_timeout_s, settings.serving.max_in_flight
         self.in_flight = 0
@@ -133,7 +135,7 @@ def _use_bundled_policy(self: Server) -> None:
 
 Server.use_bundled_policy = _use_bundled_policy
 
-# %% ../../nbs/14_serving_app.ipynb #077600b6
+# %% ../../nbs/14_serving_app.ipynb #75f68db5
 def _header(scope: dict, name: bytes) -> str | None:
     for k, v in scope["headers"]:
         if k == name: return v.decode("latin-1")
@@ -157,47 +159,60 @@ async def _authorize(self: Server, ctx: RequestContext, scope: dict) -> None:
     finally: ctx.stage("auth", t)
 
 def _begin(self: Server, ctx: RequestContext) -> None:
-    """Count the request in flight."""
+    """Count the request in flight (the gauge is set from this count when the metrics are flushed)."""
     self.in_flight += 1
-    self.metrics.in_flight.inc()
 
 Server.authorize, Server.begin = _authorize, _begin
 
-# %% ../../nbs/14_serving_app.ipynb #04e0085d
-def _text_record(self: Server, pair):
+# %% ../../nbs/14_serving_app.ipynb #e0accbc9
+def _text_record(self: Server, pair) -> dict | None:
     if pair is None or self.audit is None: return None
     original, passed_on = pair
-    return self.audit.text(original, None if passed_on == original else (passed_on or ""))
+    return vars(self.audit.text(original, None if passed_on == original else (passed_on or "")))
 
 async def _finish(self: Server, ctx: RequestContext) -> None:
     """Write the request's audit record (before the client has the whole answer)."""
-    from llmops_kit.core import InferenceRecord
     t = time.perf_counter()
-    record = InferenceRecord(
-        request_id=ctx.request_id, ts=ctx.ts, route=ctx.path[:256], status=ctx.status, outcome=outcome_for(ctx),
-        tenant=ctx.tenant, method=ctx.method, model=ctx.model, model_version=ctx.model_version,
-        latency_ms=round(ctx.elapsed_ms(), 3), stages_ms={}, prompt_tokens=ctx.prompt_tokens,
-        completion_tokens=ctx.completion_tokens, cost_usd=ctx.cost_usd, input=self._text_record(ctx.input),
-        output=self._text_record(ctx.output), prediction=ctx.prediction, guardrails=ctx.guardrails, error=ctx.error)
+    record = {"request_id": ctx.request_id, "ts": ctx.ts, "route": ctx.path[:256], "status": ctx.status,
+              "outcome": outcome_for(ctx), "tenant": ctx.tenant, "method": ctx.method, "model": ctx.model,
+              "model_version": ctx.model_version, "latency_ms": round((t - ctx.started) * 1000, 3), "stages_ms": None,
+              "prompt_tokens": ctx.prompt_tokens, "completion_tokens": ctx.completion_tokens, "cost_usd": ctx.cost_usd,
+              "input": self._text_record(ctx.input), "output": self._text_record(ctx.output),
+              "prediction": ctx.prediction, "guardrails": ctx.guardrails, "error": ctx.error,
+              "schema_version": SCHEMA_VERSION}
     ctx.stage("audit", t)
-    record.stages_ms = {k: round(v, 3) for k, v in ctx.stages_ms.items()}
+    record["stages_ms"] = {k: round(v, 3) for k, v in ctx.stages_ms.items()}
     if self.audit is not None: await self.audit.write(record)
     ctx.stages_ms["audit"] = (time.perf_counter() - t) * 1000
+
+def _decisions(guardrails: list[dict]) -> list[tuple[str, str, str]]:
+    """(guard, stage, action) per finding of each verdict, or one `chain` decision for a verdict without findings."""
+    out = []
+    for verdict in guardrails:
+        stage, action = verdict.get("stage", "input"), verdict["action"]
+        findings = verdict.get("findings")
+        if not findings: out.append(("chain", stage, action))
+        else: out.extend((f.get("guard", "chain"), stage, f.get("action", action)) for f in findings)
+    return out
 
 def _after(self: Server, ctx: RequestContext) -> None:
     """Update the metrics once the answer is sent."""
     self.in_flight -= 1
-    m, model, outcome = self.metrics, ctx.model or "none", outcome_for(ctx)
-    m.in_flight.dec()
-    for stage, ms in ctx.stages_ms.items(): m.stage(stage, ms / 1000)
-    m.request(route_label(ctx.path), model, ctx.status, outcome, ctx.elapsed_ms() / 1000)
-    if ctx.prompt_tokens: m.tokens("prompt", model, ctx.prompt_tokens)
-    if ctx.completion_tokens: m.tokens("completion", model, ctx.completion_tokens)
-    for verdict in ctx.guardrails:
-        for f in verdict.get("findings", []) or [{"guard": "chain", "action": verdict["action"]}]:
-            m.guardrail(f.get("guard", "chain"), verdict.get("stage", "input"), f.get("action", verdict["action"]))
+    m = self.metrics
+    m.observe_request(route_label(ctx.path), ctx.model or "none", ctx.status, outcome_for(ctx), ctx.elapsed_ms() / 1000,
+                      ctx.stages_ms, ctx.prompt_tokens, ctx.completion_tokens, _decisions(ctx.guardrails))
+    if m.multiprocess_dir is not None: # other processes read the files: keep them fresh
+        if self.in_flight == 0: self.flush_metrics() # idle: now
+        elif not self._flush_scheduled: # busy: in bulk, soon
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(FLUSH_INTERVAL_S, self.flush_metrics)
 
-Server._text_record, Server.finish, Server.after = _text_record, _finish, _after
+def _flush_metrics(self: Server) -> None:
+    """Apply the recorded requests and the in-flight count to the Prometheus series."""
+    self._flush_scheduled = False
+    self.metrics.flush(self.in_flight)
+
+Server._text_record, Server.finish, Server.after, Server.flush_metrics = _text_record, _finish, _after, _flush_metrics
 
 # %% ../../nbs/14_serving_app.ipynb #fbfd956d
 def _verdict_dict(verdict) -> dict[str, Any]:
@@ -243,7 +258,7 @@ async def _guard_output(self: Server, ctx: RequestContext, text: str) -> tuple[s
 
 Server.check, Server.guard_input, Server.guard_output = _check, _guard_input, _guard_output
 
-# %% ../../nbs/14_serving_app.ipynb #787d880f
+# %% ../../nbs/14_serving_app.ipynb #ac6a0d0f
 def _check_model(self: Server, ctx: RequestContext, model: str | None) -> None:
     info = self.backend.info
     ctx.model, ctx.model_version = info.id, info.version
@@ -255,10 +270,13 @@ def _check_model(self: Server, ctx: RequestContext, model: str | None) -> None:
         raise ApiError(503, "model_not_ready", f"the model is not ready: {why}; retry when GET /readyz says ready",
                        headers={"Retry-After": "2"})
 
-async def _predict(self: Server, ctx: RequestContext, request: Request, texts: Sequence[str]) -> list[dict]:
-    """The backend's predictions for `texts`, with timeout and disconnect handling."""
+async def _predict(self: Server, ctx: RequestContext, receive, texts: Sequence[str]) -> list[dict]:
+    """The backend's predictions for `texts`, with timeout and disconnect handling (`receive`: the request's ASGI receive)."""
     t = time.perf_counter()
-    try: return await call_model(self.backend.predict(texts), self.timeout_s, request.receive)
+    try:
+        ready = getattr(self.backend, "predict_ready", None)
+        out = ready(texts) if ready is not None else None
+        return out if out is not None else await call_model(self.backend.predict(texts), self.timeout_s, receive)
     finally:
         ctx.model_ms += (time.perf_counter() - t) * 1000
         ctx.stage("model", t)
@@ -266,7 +284,7 @@ async def _predict(self: Server, ctx: RequestContext, request: Request, texts: S
 
 Server.check_model, Server.predict = _check_model, _predict
 
-# %% ../../nbs/14_serving_app.ipynb #a9005d68
+# %% ../../nbs/14_serving_app.ipynb #af2d694d
 def _ctx(request: Request) -> RequestContext:
     return request.scope["state"]["llmops"]
 
@@ -276,6 +294,10 @@ def _server(request: Request) -> Server:
 def _json(model) -> Response:
     return Response(model.model_dump_json(exclude_none=False), media_type="application/json")
 
+def _answer(out) -> Response:
+    """A handler's answer as a response: JSON bytes, or a response already (a stream)."""
+    return Response(out, media_type="application/json") if isinstance(out, bytes) else out
+
 _ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 422, 429, 500, 503, 504)}
 
 # %% ../../nbs/14_serving_app.ipynb #42114acb
@@ -284,15 +306,14 @@ def _last_user_text(body: ChatCompletionRequest) -> str:
         if m.role == "user": return m.text()
     return body.messages[-1].text() # no user message (a system prompt alone, say): the model reads the last one
 
-# %% ../../nbs/14_serving_app.ipynb #7d067554
-async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    """Answer a conversation (OpenAI chat completions; `stream: true` sends server-sent events)."""
-    server, ctx = _server(request), _ctx(request)
+# %% ../../nbs/14_serving_app.ipynb #243bec6c
+async def _chat(server: Server, ctx: RequestContext, body: ChatCompletionRequest, receive) -> bytes | Response:
+    """The chat completion for `body`: JSON bytes, or a streaming response with `stream: true`."""
     server.check_model(ctx, body.model)
     original = _last_user_text(body)
     text = await server.guard_input(ctx, original)
     ctx.input = (original, text)
-    prediction = (await server.predict(ctx, request, [text]))[0]
+    prediction = (await server.predict(ctx, receive, [text]))[0]
     ctx.prediction = {k: prediction.get(k) for k in ("intent", "confidence", "route", "abstained")}
     ctx.prompt_tokens = sum(count_tokens(m.text()) for m in body.messages)
     info = RoutingInfo(intent=str(prediction["intent"]), confidence=float(prediction["confidence"]),
@@ -309,11 +330,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     ctx.completion_tokens = count_tokens(content or "")
     ctx.cost_usd = cost_usd(ctx.model, ctx.prompt_tokens, ctx.completion_tokens)
     refusal = None if content is not None else "the answer was withheld by the output guardrails"
-    return _json(ChatCompletion(
+    return ChatCompletion(
         id=completion_id, created=created, model=ctx.model,
         choices=[ChatChoice(index=0, message=AssistantMessage(content=content, refusal=refusal), finish_reason=finish_reason)],
         usage=Usage(prompt_tokens=ctx.prompt_tokens, completion_tokens=ctx.completion_tokens,
-                    total_tokens=ctx.prompt_tokens + ctx.completion_tokens), llmops=info))
+                    total_tokens=ctx.prompt_tokens + ctx.completion_tokens), llmops=info).model_dump_json().encode()
+
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    """Answer a conversation (OpenAI chat completions; `stream: true` sends server-sent events)."""
+    return _answer(await _chat(_server(request), _ctx(request), body, request.receive))
 
 # %% ../../nbs/14_serving_app.ipynb #0f14ee99
 def _sse(chunk: ChatCompletionChunk) -> bytes:
@@ -354,15 +379,14 @@ async def _stream_chat(server: Server, ctx: RequestContext, completion_id: str, 
         yield _sse(ChatCompletionChunk(id=completion_id, created=created, model=ctx.model, choices=[], usage=usage))
     yield b"data: [DONE]\n\n"
 
-# %% ../../nbs/14_serving_app.ipynb #5107a9cd
-async def route(body: RouteRequest, request: Request) -> Response:
-    """The support router's decision for each ticket: intent, confidence, runner-ups, queue, reply, abstention."""
-    server, ctx = _server(request), _ctx(request)
+# %% ../../nbs/14_serving_app.ipynb #b0e557a9
+async def _route(server: Server, ctx: RequestContext, body: RouteRequest, receive) -> bytes:
+    """The support router's decisions for the tickets of `body`, as JSON bytes."""
     server.check_model(ctx, body.model)
     originals = body.texts() # 1 to 256, checked by the schema
     texts = [await server.guard_input(ctx, t) for t in originals]
     ctx.input = ("\n".join(originals), "\n".join(texts))
-    predictions = await server.predict(ctx, request, texts)
+    predictions = await server.predict(ctx, receive, texts)
     data, replies = [], []
     for i, p in enumerate(predictions):
         reply, _ = await server.guard_output(ctx, str(p["reply"]))
@@ -371,8 +395,12 @@ async def route(body: RouteRequest, request: Request) -> Response:
     ctx.output = ("\n".join(str(p["reply"]) for p in predictions), "\n".join(replies))
     ctx.prediction = {"intents": [p["intent"] for p in predictions][:16], "routes": [p["route"] for p in predictions][:16]}
     ctx.prompt_tokens, ctx.completion_tokens = sum(map(count_tokens, originals)), sum(map(count_tokens, replies))
-    return _json(RouteResponse(model=ctx.model, model_version=str(ctx.model_version), data=data,
-                               guardrails=ctx.guardrails))
+    return RouteResponse(model=ctx.model, model_version=str(ctx.model_version), data=data,
+                         guardrails=ctx.guardrails).model_dump_json().encode()
+
+async def route(body: RouteRequest, request: Request) -> Response:
+    """The support router's decision for each ticket: intent, confidence, runner-ups, queue, reply, abstention."""
+    return _answer(await _route(_server(request), _ctx(request), body, request.receive))
 
 # %% ../../nbs/14_serving_app.ipynb #108f98e0
 def _embed(self: Server, texts: list[str]):
@@ -411,7 +439,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     return _json(EmbeddingResponse(data=data, model=EMBEDDING_MODEL,
                                    usage=EmbeddingUsage(prompt_tokens=ctx.prompt_tokens, total_tokens=ctx.prompt_tokens)))
 
-# %% ../../nbs/14_serving_app.ipynb #16044b96
+# %% ../../nbs/14_serving_app.ipynb #d203503e
 async def list_models(request: Request) -> Response:
     """The served models (chat/route model and embedding model)."""
     server, ctx = _server(request), _ctx(request)
@@ -443,7 +471,8 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     """Prometheus metrics (needs the `metrics` scope; or use `[serving] metrics_port`)."""
-    body, content_type = _server(request).metrics.render()
+    server = _server(request)
+    body, content_type = server.metrics.render(in_flight=server.in_flight)
     return Response(body, media_type=content_type)
 
 # %% ../../nbs/14_serving_app.ipynb #299437a8
@@ -497,7 +526,52 @@ def _openapi(app: FastAPI) -> dict:
     app.openapi_schema = schema
     return schema
 
-# %% ../../nbs/14_serving_app.ipynb #a2f47b88
+# %% ../../nbs/14_serving_app.ipynb #ec768590
+def _json_content(scope: dict) -> bool:
+    """True if FastAPI would read the body as JSON: no content type, `application/json` or `application/*+json`."""
+    for k, v in scope["headers"]:
+        if k == b"content-type":
+            media = v.partition(b";")[0].strip().lower()
+            return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+    return True
+
+def fast_route(
+    server: Server, # the server state
+    schema: type, # the pydantic model of the request body
+    work, # `async (server, ctx, body, receive) -> bytes | Response`, the route's work function
+):
+    """A `fast_routes` handler: validate the JSON body in one pass and do the route's work, or decline (None)."""
+    validate = schema.model_validate_json
+    async def handle(scope: dict, ctx: RequestContext, body: bytes, receive):
+        if not _json_content(scope): return None
+        try: parsed = validate(body)
+        except (ValidationError, ValueError): return None # FastAPI answers it, with its own 422
+        return await work(server, ctx, parsed, receive)
+    return handle
+
+# %% ../../nbs/14_serving_app.ipynb #72b35704
+class ServingApp(FastAPI):
+    """FastAPI whose fast routes enter the gateway middleware directly (see `fast_route`)."""
+    _gateway: GatewayMiddleware | None = None
+    _otel_on, _otel_checked = False, 0.0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            gateway = self._gateway
+            if gateway is None and self.middleware_stack is not None: # built by the first request or the lifespan
+                gateway = self.middleware_stack
+                while gateway is not None and not isinstance(gateway, GatewayMiddleware): gateway = getattr(gateway, "app", None)
+                self._gateway = gateway
+            if gateway is not None and scope["path"] in gateway.fast_routes:
+                now = time.monotonic()
+                if now >= self._otel_checked: self._otel_on, self._otel_checked = self._native_telemetry.enabled(), now + 1.0
+                if not self._otel_on:
+                    scope["app"] = self
+                    if self.root_path: scope["root_path"] = self.root_path
+                    return await gateway(scope, receive, send)
+        await super().__call__(scope, receive, send)
+
+# %% ../../nbs/14_serving_app.ipynb #3778dba6
 def create_app(
     settings: Settings | None = None, # default: `load_settings()`
     backend: Backend | None = None, # default: the one `[serving] backend` names
@@ -510,7 +584,7 @@ def create_app(
         server.start()
         try: yield
         finally: server.stop()
-    app = FastAPI(title="llmops-kit", version=__version__, lifespan=lifespan,
+    app = ServingApp(title="llmops-kit", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible inference server with JWT auth, guardrails, an audit log and metrics.")
     app.state.server = server
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"], response_model=ChatCompletion,
@@ -541,18 +615,20 @@ def create_app(
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
                            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
                            expose_headers=["x-request-id", "x-llmops-overhead-ms"], max_age=600)
-    app.add_middleware(GatewayMiddleware, hooks=server, max_body_bytes=settings.serving.max_body_bytes)
+    app.add_middleware(GatewayMiddleware, hooks=server, max_body_bytes=settings.serving.max_body_bytes,
+                       fast_routes={"/v1/chat/completions": fast_route(server, ChatCompletionRequest, _chat),
+                                    "/v1/route": fast_route(server, RouteRequest, _route)})
     app.openapi = lambda: _openapi(app)
     return app
 
-# %% ../../nbs/14_serving_app.ipynb #c45d9900
+# %% ../../nbs/14_serving_app.ipynb #30cd4406
 def app_factory() -> FastAPI:
     """The app of `load_settings()` (what each uvicorn worker calls)."""
     settings = load_settings()
     configure_logging(settings.project.log_level, settings.project.log_format)
     return create_app(settings)
 
-# %% ../../nbs/14_serving_app.ipynb #826ca432
+# %% ../../nbs/14_serving_app.ipynb #23f3cb7b
 _OPTION_KEYS = {"host": "HOST", "port": "PORT", "workers": "WORKERS", "backend": "BACKEND", "certfile": "TLS_CERT",
                 "keyfile": "TLS_KEY", "model_uri": "MODEL_URI"}
 
@@ -569,7 +645,7 @@ def serve_environment(
             env[f"LLMOPS_SERVING__{key}"] = str(Path(value).resolve()) if option in ("certfile", "keyfile") else str(value)
     return env
 
-# %% ../../nbs/14_serving_app.ipynb #b0f52449
+# %% ../../nbs/14_serving_app.ipynb #eae27979
 def check_serving(
     settings: Settings, # the settings to serve with
     environ: dict[str, str] | None = None, # where secrets are read; default `os.environ`
@@ -583,7 +659,7 @@ def check_serving(
         if name and not settings.path(name).is_file(): raise InputError(f"TLS file {settings.path(name)} does not exist")
     Authenticator.from_settings(settings, environ)
 
-# %% ../../nbs/14_serving_app.ipynb #0522f8f4
+# %% ../../nbs/14_serving_app.ipynb #2e378d4c
 def start_metrics_port(
     settings: Settings, # `[serving] metrics_port` and `host`
 ) -> None:
@@ -618,7 +694,7 @@ def serve(
                 timeout_graceful_shutdown=10)
     return 0
 
-# %% ../../nbs/14_serving_app.ipynb #8780e5ac
+# %% ../../nbs/14_serving_app.ipynb #c36e5e98
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops serve`."""
     parser.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")

@@ -63,7 +63,7 @@ class Backend(Protocol):
     def readiness(self) -> tuple[bool, str]: ...
     async def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]: ...
 
-# %% ../../nbs/16_serving_backends.ipynb #f60a6e8a
+# %% ../../nbs/16_serving_backends.ipynb #627425bf
 _SLEEP = re.compile(r"^\s*/sleep\s+(\d+(?:\.\d+)?)")
 
 def sleep_directive(
@@ -73,7 +73,7 @@ def sleep_directive(
     m = _SLEEP.match(text)
     return min(float(m.group(1)), 60.0) if m else 0.0
 
-# %% ../../nbs/16_serving_backends.ipynb #1866fdd8
+# %% ../../nbs/16_serving_backends.ipynb #091c873b
 class BenchmarkBackend:
     """A deterministic echo model for load tests, clearly labelled; never a real prediction."""
     MODEL_ID = "llmops-benchmark-echo"
@@ -100,13 +100,18 @@ class BenchmarkBackend:
         if delay: await asyncio.sleep(delay)
         return [self.predict_one(t) for t in texts]
 
-# %% ../../nbs/16_serving_backends.ipynb #bfccc40c
+    def predict_ready(self, texts: Sequence[str]) -> list[dict[str, Any]] | None:
+        """The predictions at once, or None when a `/sleep` directive asks for a wait (then use `predict`)."""
+        if any(sleep_directive(t) for t in texts): return None
+        return [self.predict_one(t) for t in texts]
+
+# %% ../../nbs/16_serving_backends.ipynb #0aca2d90
 def _model_name(uri: str) -> str:
     """The registered name in a `models:/NAME@alias` or `models:/NAME/version` URI (else the URI itself)."""
     if uri.startswith("models:/"): return re.split(r"[@/]", uri[len("models:/"):], maxsplit=1)[0] or uri
     return uri
 
-# %% ../../nbs/16_serving_backends.ipynb #167962e7
+# %% ../../nbs/16_serving_backends.ipynb #81d172c4
 class MlflowBackend:
     """The registered support-router app, loaded from MLflow by URI."""
     def __init__(self,
@@ -138,7 +143,7 @@ class MlflowBackend:
         if self.app is None: raise LlmopsError(self.readiness()[1])
         return await asyncio.to_thread(self.app.predict, list(texts))
 
-# %% ../../nbs/16_serving_backends.ipynb #37693bfe
+# %% ../../nbs/16_serving_backends.ipynb #bb34ead6
 def make_backend(
     settings: Settings, # the runtime settings
     kind: str | None = None, # `mlflow` or `benchmark`; default `[serving] backend`
@@ -149,7 +154,7 @@ def make_backend(
     if kind == "mlflow": return MlflowBackend(settings)
     raise LlmopsError(f"unknown serving backend {kind!r}; use 'mlflow' or 'benchmark'")
 
-# %% ../../nbs/16_serving_backends.ipynb #1321e0c6
+# %% ../../nbs/16_serving_backends.ipynb #86a9ae2f
 _PIECE = re.compile(r"\s*\S+\s*")
 
 def stream_pieces(

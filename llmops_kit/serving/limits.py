@@ -7,17 +7,17 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['logger', 'ERROR_TYPES', 'SECURITY_HEADERS', 'CSP', 'HSTS', 'ApiError', 'error_body', 'RequestContext', 'outcome_for',
-           'request_id_from', 'security_headers', 'ClientDisconnected', 'call_model', 'GatewayHooks', 'BodyTooLarge',
-           'read_body', 'GatewayMiddleware']
+           'request_id_from', 'utc_timestamp', 'security_headers', 'ClientDisconnected', 'call_model', 'GatewayHooks',
+           'BodyTooLarge', 'read_body', 'GatewayMiddleware']
 
-# %% ../../nbs/15_serving_limits.ipynb #a006b215
+# %% ../../nbs/15_serving_limits.ipynb #476e53e6
 import asyncio
 import datetime as dt
 import json
 import logging
 import re
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -63,8 +63,8 @@ def error_body(
     if request_id: detail["request_id"] = request_id
     return json.dumps({"error": detail}, ensure_ascii=False, default=str).encode()
 
-# %% ../../nbs/15_serving_limits.ipynb #ea61b360
-@dataclass
+# %% ../../nbs/15_serving_limits.ipynb #4bcfbeb2
+@dataclass(slots=True)
 class RequestContext:
     """What the server learns about one request on its way through."""
     request_id: str # also the `x-request-id` response header
@@ -118,7 +118,7 @@ def outcome_for(
     return {401: "auth_error", 403: "forbidden", 413: "too_large", 429: "rate_limited", 504: "timeout",
             499: "disconnect"}.get(s, "server_error" if s >= 500 else "client_error")
 
-# %% ../../nbs/15_serving_limits.ipynb #07e86136
+# %% ../../nbs/15_serving_limits.ipynb #4c8dca30
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{8,64}$")
 
 def request_id_from(
@@ -127,9 +127,23 @@ def request_id_from(
     """The caller's `x-request-id` if well-formed, else a new random id."""
     for k, v in headers:
         if k == b"x-request-id" and _REQUEST_ID.match(v): return v.decode()
-    return uuid.uuid4().hex
+    return os.urandom(16).hex() # 128 random bits, like a uuid4 (four times cheaper to make)
 
-# %% ../../nbs/15_serving_limits.ipynb #0f59e461
+# %% ../../nbs/15_serving_limits.ipynb #cf45333b
+_SECOND: list = [-1, ""]
+
+def utc_timestamp(
+    now: float | None = None, # seconds since the epoch; default `time.time()`
+) -> str:
+    """`now` as UTC ISO 8601 with milliseconds, e.g. `2026-01-01T00:00:00.123+00:00`."""
+    now = time.time() if now is None else now
+    sec = int(now)
+    if sec != _SECOND[0]:
+        _SECOND[1] = dt.datetime.fromtimestamp(sec, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _SECOND[0] = sec
+    return f"{_SECOND[1]}.{int((now - sec) * 1000):03d}+00:00"
+
+# %% ../../nbs/15_serving_limits.ipynb #bf33453f
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-content-type-options", b"nosniff"),
     (b"cache-control", b"no-store"),
@@ -140,7 +154,7 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
 CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 HSTS = (b"strict-transport-security", b"max-age=31536000")
 
-# %% ../../nbs/15_serving_limits.ipynb #a947d017
+# %% ../../nbs/15_serving_limits.ipynb #4c44dd89
 _HEADER_SETS = {(docs, tls): [*SECURITY_HEADERS, *([] if docs else [CSP]), *([HSTS] if tls else [])]
                 for docs in (False, True) for tls in (False, True)}
 
@@ -150,11 +164,11 @@ def security_headers(
     """The security headers for a response to `scope` (precomputed lists: do not modify)."""
     return _HEADER_SETS[(scope["path"].startswith(("/docs", "/redoc")), scope.get("scheme") == "https")]
 
-# %% ../../nbs/15_serving_limits.ipynb #9b768665
+# %% ../../nbs/15_serving_limits.ipynb #3b39ac9c
 class ClientDisconnected(Exception):
     """The client closed the connection before the answer was ready."""
 
-# %% ../../nbs/15_serving_limits.ipynb #c966a7d3
+# %% ../../nbs/15_serving_limits.ipynb #c10bbf2a
 async def _wait_disconnect(receive: Callable[[], Awaitable[dict]]) -> None:
     while True:
         if (await receive())["type"] == "http.disconnect": return
@@ -187,7 +201,7 @@ async def call_model(
         if handle is not None: handle.cancel()
         if state["watcher"] is not None: state["watcher"].cancel()
 
-# %% ../../nbs/15_serving_limits.ipynb #38564fa3
+# %% ../../nbs/15_serving_limits.ipynb #4384a9e5
 class GatewayHooks(Protocol):
     """What the server plugs into `GatewayMiddleware`."""
     def begin(self, ctx: RequestContext) -> None: ...
@@ -195,11 +209,11 @@ class GatewayHooks(Protocol):
     async def finish(self, ctx: RequestContext) -> None: ...
     def after(self, ctx: RequestContext) -> None: ...
 
-# %% ../../nbs/15_serving_limits.ipynb #2d920e4e
+# %% ../../nbs/15_serving_limits.ipynb #2492c88d
 class BodyTooLarge(Exception):
     """The request body is over the limit."""
 
-# %% ../../nbs/15_serving_limits.ipynb #fd97fa3f
+# %% ../../nbs/15_serving_limits.ipynb #ff1c406b
 async def read_body(
     receive: Callable[[], Awaitable[dict]], # the ASGI receive
     max_bytes: int, # the most the body may hold
@@ -215,8 +229,9 @@ async def read_body(
         chunks.append(body)
         if not message.get("more_body", False): return b"".join(chunks)
 
-# %% ../../nbs/15_serving_limits.ipynb #16da46c3
+# %% ../../nbs/15_serving_limits.ipynb #6d225ea2
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+_JSON_HEADER = (b"content-type", b"application/json")
 
 class GatewayMiddleware:
     """Pure ASGI: request id, body limit, auth hook, catch-all 500, headers, and one `finish` per request."""
@@ -224,14 +239,16 @@ class GatewayMiddleware:
                  app, # the ASGI app to wrap
                  hooks: GatewayHooks, # begin/authorize/finish
                  max_body_bytes: int = 1_048_576, # larger bodies get 413
+                 fast_routes: dict[str, Callable] | None = None, # POST path -> handler answering without the app
                 ):
         self.app, self.hooks, self.max_body_bytes = app, hooks, max_body_bytes
+        self.fast_routes = fast_routes or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http": return await self.app(scope, receive, send)
         headers = scope.get("headers", [])
         ctx = RequestContext(request_id_from(headers), scope["method"], scope["path"], time.perf_counter(),
-                             dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"))
+                             utc_timestamp())
         scope.setdefault("state", {})["llmops"] = ctx
         extra_headers = [*security_headers(scope), (b"x-request-id", ctx.request_id.encode())]
         state = {"start": None, "sent_start": False, "complete": False}
@@ -301,7 +318,16 @@ class GatewayMiddleware:
                         return message
                     replayed = True
                     return {"type": "http.request", "body": body, "more_body": False}
-                await self.app(scope, replay, send_wrapper)
+                fast = self.fast_routes.get(scope["path"]) if scope["method"] == "POST" else None
+                result = None if fast is None else await fast(scope, ctx, body, receive)
+                if result is None: await self.app(scope, replay, send_wrapper)
+                elif isinstance(result, bytes):
+                    await send_wrapper({"type": "http.response.start", "status": 200, "headers": [
+                        _JSON_HEADER, (b"content-length", str(len(result)).encode())]})
+                    await send_wrapper({"type": "http.response.body", "body": result})
+                else:
+                    replayed = True # the body was read here; the app's receive sees what comes next
+                    await result(scope, replay, send_wrapper)
             else:
                 await self.app(scope, receive, send_wrapper)
         except BodyTooLarge:

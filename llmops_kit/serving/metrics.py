@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['KNOWN_ROUTES', 'TTFT_BUCKETS', 'REQUEST_BUCKETS', 'OVERHEAD_BUCKETS', 'CONTENT_TYPE', 'BoundedLabel',
-           'setup_multiprocess', 'mark_process_dead', 'Metrics']
+__all__ = ['KNOWN_ROUTES', 'TTFT_BUCKETS', 'REQUEST_BUCKETS', 'OVERHEAD_BUCKETS', 'FLUSH_INTERVAL_S', 'CONTENT_TYPE',
+           'BoundedLabel', 'setup_multiprocess', 'mark_process_dead', 'Metrics']
 
-# %% ../../nbs/13_serving_metrics.ipynb #311ac057
+# %% ../../nbs/13_serving_metrics.ipynb #4c3f8e8a
+import bisect
 import os
 import shutil
 from pathlib import Path
@@ -71,7 +72,7 @@ def mark_process_dead(
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(os.getpid() if pid is None else pid, str(path))
 
-# %% ../../nbs/13_serving_metrics.ipynb #0947b65d
+# %% ../../nbs/13_serving_metrics.ipynb #b2cf3f60
 class Metrics:
     """The server's Prometheus metrics, with bounded labels and cached children."""
     def __init__(self, *, routes: Iterable[str] = (), max_values: int = 64):
@@ -97,6 +98,14 @@ class Metrics:
             from prometheus_client import ProcessCollector
             ProcessCollector(registry=r)
         self._children: dict[tuple, object] = {}
+        # what `observe_request` adds up until `flush`, and its caches of resolved label keys
+        self._counts: dict[tuple, float] = {}
+        self._hists: dict[tuple, list] = {}
+        self._keys: dict[tuple, tuple] = {}
+        self._stage_keys: dict[str, tuple] = {}
+        self._guard_keys: dict[tuple, tuple] = {}
+        self._request_bounds, self._overhead_bounds = [*REQUEST_BUCKETS, float("inf")], [*OVERHEAD_BUCKETS, float("inf")]
+        self.pending = False
 
     def __repr__(self) -> str:
         return f"Metrics(multiprocess_dir={self.multiprocess_dir!r}, series={len(self._children)})"
@@ -143,12 +152,80 @@ def _ttft(self: Metrics, model: str | None, seconds: float) -> None:
 
 Metrics.request, Metrics.stage, Metrics.tokens, Metrics.guardrail, Metrics.ttft = _request, _stage, _tokens, _guardrail, _ttft
 
-# %% ../../nbs/13_serving_metrics.ipynb #447fdc57
+# %% ../../nbs/13_serving_metrics.ipynb #4e1bbe4a
+FLUSH_INTERVAL_S = 0.5
+
+def _observe_request(self: Metrics,
+                     route: str, # the request path's bounded label (`route_label`)
+                     model: str | None, # the served model
+                     status: int, # HTTP status sent
+                     outcome: str, # one of `core.OUTCOMES`
+                     duration_s: float, # time in the server
+                     stages_ms: dict[str, float] | None = None, # time per stage, in milliseconds
+                     prompt_tokens: int = 0,
+                     completion_tokens: int = 0,
+                     guardrails: Iterable[tuple[str, str, str]] = (), # (guard, stage, action) per decision
+                    ) -> None:
+    """Record everything about one finished request; `flush` applies it to the Prometheus series."""
+    keys = self._keys.get((route, model, status, outcome))
+    if keys is None:
+        r, m = self._route(route), self._model(model)
+        keys = (("c", self.requests_total, r, m, _status(status), self._outcome(outcome)),
+                ("h", self.request_duration, r, m), ("c", self.tokens_total, "input", m),
+                ("c", self.tokens_total, "output", m))
+        if len(self._keys) < 4096: self._keys[(route, model, status, outcome)] = keys
+    counts, hists = self._counts, self._hists
+    counts[keys[0]] = counts.get(keys[0], 0) + 1
+    _add(hists, keys[1], self._request_bounds, duration_s)
+    if prompt_tokens > 0: counts[keys[2]] = counts.get(keys[2], 0) + prompt_tokens
+    if completion_tokens > 0: counts[keys[3]] = counts.get(keys[3], 0) + completion_tokens
+    if stages_ms:
+        stage_keys = self._stage_keys
+        for stage, ms in stages_ms.items():
+            key = stage_keys.get(stage)
+            if key is None: key = stage_keys[stage] = ("h", self.overhead, self._stage(stage))
+            _add(hists, key, self._overhead_bounds, ms / 1000)
+    for decision in guardrails:
+        key = self._guard_keys.get(decision)
+        if key is None:
+            guard, stage, action = decision
+            key = ("c", self.guardrail_decisions, self._guard(guard), self._gstage(stage), self._action(action))
+            if len(self._guard_keys) < 4096: self._guard_keys[decision] = key
+        counts[key] = counts.get(key, 0) + 1
+    self.pending = True
+
+def _add(hists: dict, key: tuple, bounds: list[float], value: float) -> None:
+    """Add `value` to the pending bucket counts of `key` (the last slot holds the sum)."""
+    h = hists.get(key)
+    if h is None: h = hists[key] = [0] * (len(bounds) + 1)
+    h[bisect.bisect_left(bounds, value)] += 1 # the first bucket whose bound is >= value, as prometheus_client
+    h[-1] += value
+
+def _flush(self: Metrics,
+           in_flight: int | None = None, # set the in-flight gauge to this, if given
+          ) -> None:
+    """Apply the requests recorded by `observe_request` to the Prometheus series."""
+    counts, hists = self._counts, self._hists
+    self._counts, self._hists, self.pending = {}, {}, False
+    for (_, metric, *labels), n in counts.items(): self._child(metric, *labels).inc(n)
+    for (_, metric, *labels), h in hists.items():
+        child = self._child(metric, *labels)
+        for i, n in enumerate(h[:-1]):
+            if n: child._buckets[i].inc(n)
+        child._sum.inc(h[-1])
+    if in_flight is not None: self.in_flight.set(in_flight)
+
+Metrics.observe_request, Metrics.flush = _observe_request, _flush
+
+# %% ../../nbs/13_serving_metrics.ipynb #55405fe9
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-def _render(self: Metrics) -> tuple[bytes, str]:
+def _render(self: Metrics,
+            in_flight: int | None = None, # this process's requests in flight, to set the gauge
+           ) -> tuple[bytes, str]:
     """The exposition text and its content type; in multiprocess mode, summed over all workers."""
     from prometheus_client import CollectorRegistry, generate_latest
+    if self.pending or in_flight is not None: self.flush(in_flight)
     if self.multiprocess_dir is None: return generate_latest(self.registry), CONTENT_TYPE
     from prometheus_client.multiprocess import MultiProcessCollector
     registry = CollectorRegistry()
