@@ -23,10 +23,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-# %% ../nbs/02c_drift_report.ipynb #bb73e9bb
+# %% ../nbs/02c_drift_report.ipynb #84db2a71
 from .core import InputError, Settings, get_settings
 from .drift_profile import ReferenceProfile
-from .drift_tests import (TestResult, chi2_test, classifier_test, correct, js_test, ks_test, mmd_test,
+from .drift_tests import (TestResult, chi2_test, classifier_test, combine_min_p, correct, js_test, knn_test, ks_test, mmd_test,
                                     psi_test, share_test, wasserstein_test)
 
 # %% ../nbs/02c_drift_report.ipynb #358f8d51
@@ -85,7 +85,7 @@ def _current_embeddings(current: pd.DataFrame, profile: ReferenceProfile, embedd
         embedder = default_embedder()
     return ok, embedder.encode(current[column].iloc[ok].astype(str).tolist())
 
-# %% ../nbs/02c_drift_report.ipynb #0ccdff9c
+# %% ../nbs/02c_drift_report.ipynb #acc4a4fe
 def check_drift(
     reference: ReferenceProfile | pd.DataFrame, # a profile, or reference traffic to profile now
     current: pd.DataFrame, # current traffic
@@ -98,7 +98,7 @@ def check_drift(
     correction: str | None = None, # overrides `[drift] correction`
     permutations: int | None = None, # overrides `[drift] permutations`
     effect_size_floor: float | None = None, # overrides `[drift] effect_size_floor`
-    embedding_tests: Sequence[str] = ("mmd", "classifier"), # which embedding tests run
+    embedding_tests: Sequence[str] = ("mmd", "knn"), # which embedding tests run: `mmd`, `knn`, `classifier`
     categorical_tests: Sequence[str] = ("chi2", "psi", "js", "share"), # which categorical tests run
     min_rows: int = MIN_ROWS, # rows needed on each side
     seed: int = 0,
@@ -118,12 +118,18 @@ def check_drift(
     examples: list[dict[str, Any]] = []
     rows, emb = _current_embeddings(current, reference, embedder, current_embeddings)
     if emb is not None and len(emb) >= 2:
-        if "mmd" in embedding_tests: results.append(mmd_test(reference.embeddings, emb, permutations=permutations, seed=seed))
-        if "classifier" in embedding_tests:
-            clf = classifier_test(reference.embeddings, emb, seed=seed)
-            results.append(clf)
-            texts = current[reference.text_column].iloc[rows[clf.details["top_current"]]].astype(str).tolist()
-            examples = [{"text": t, "score": float(s)} for t, s in zip(texts, clf.details["top_scores"])]
+        unknown = set(embedding_tests) - {"mmd", "knn", "classifier"}
+        if unknown: raise InputError(f"unknown embedding test(s) {sorted(unknown)}; use mmd, knn or classifier")
+        family = [] # permutation tests on the same relabellings: one hypothesis after `combine_min_p`
+        if "mmd" in embedding_tests: family.append(mmd_test(reference.embeddings, emb, permutations=permutations, seed=seed))
+        if "knn" in embedding_tests: family.append(knn_test(reference.embeddings, emb, permutations=permutations, seed=seed))
+        weights = [2.0 if r.name == "knn" else 1.0 for r in family] # the scan gets twice the level: see `combine_min_p`
+        results.extend(combine_min_p(family, weights) if len(family) > 1 else family)
+        if "classifier" in embedding_tests: results.append(classifier_test(reference.embeddings, emb, seed=seed))
+        explainer = next((r for r in results if r.name in ("knn", "classifier")), None)
+        if explainer is not None:
+            texts = current[reference.text_column].iloc[rows[explainer.details["top_current"]]].astype(str).tolist()
+            examples = [{"text": t, "score": float(s)} for t, s in zip(texts, explainer.details["top_scores"])]
     for name, summary in reference.numeric.items():
         if name not in current.columns: continue
         values = pd.to_numeric(current[name], errors="coerce").to_numpy(dtype=float)
@@ -179,13 +185,14 @@ def plot_projection(report: DriftReport):
     ax.set_xlabel("PC 1"); ax.set_ylabel("PC 2"); ax.legend(fontsize=8, markerscale=3)
     return fig
 
-# %% ../nbs/02c_drift_report.ipynb #933c8a15
+# %% ../nbs/02c_drift_report.ipynb #a761a14b
 def _to_html(self: DriftReport, path: str | os.PathLike | None = None) -> str:
     """A self-contained HTML page (plots inline as PNG); written to `path` when given."""
     verdict = "DRIFT" if self.drift else "no drift"
     table = self.frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", classes="tests", border=0)
     rows = "".join(f"<tr><td>{e['score']:.3f}</td><td>{html.escape(e['text'])}</td></tr>" for e in self.examples)
-    examples = (f"<h2>Most current-like examples</h2><p>Current rows the classifier test separates best from the reference."
+    examples = (f"<h2>Most current-like examples</h2><p>Current rows at the centre of the most current-heavy neighbourhoods "
+                f"(kNN scan; score: current share of the neighbourhood), or those the classifier test separates best."
                 f"</p><table class='tests'><tr><th>score</th><th>text</th></tr>{rows}</table>") if rows else ""
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Drift report</title><style>
 body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}}

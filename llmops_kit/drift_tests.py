@@ -7,8 +7,8 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['TestResult', 'median_sq_distance', 'assignment_matrix', 'mmd_permutation_stats', 'rff_permutation_stats', 'mmd_test',
-           'classifier_test', 'ks_test', 'wasserstein_test', 'chi2_test', 'psi_test', 'js_test', 'share_test',
-           'adjust_p_values', 'correct']
+           'knn_neighbours', 'knn_scan_stats', 'knn_test', 'combine_min_p', 'classifier_test', 'ks_test',
+           'wasserstein_test', 'chi2_test', 'psi_test', 'js_test', 'share_test', 'adjust_p_values', 'correct']
 
 # %% ../nbs/02b_drift_tests.ipynb #a36dc7cb
 import math
@@ -66,42 +66,41 @@ def assignment_matrix(
     for i in range(1, permutations + 1): s[i, rng.permutation(n + m)[:n]] = 1
     return s
 
-# %% ../nbs/02b_drift_tests.ipynb #ecb2b4f1
+# %% ../nbs/02b_drift_tests.ipynb #3d6d8cee
 def mmd_permutation_stats(
     z: np.ndarray, # pooled sample: the n reference rows first, then the current rows
     n: int, # reference rows
     sigma2s: Sequence[float], # RBF bandwidths sigma^2
     s: np.ndarray, # assignment matrix from `assignment_matrix`
-    block: int = 2048, # kernel columns computed at a time (memory is about 8 N block bytes)
+    block: int = 2048, # kernel rows and columns computed at a time (memory is about 4 block^2 + 4 P N bytes)
 ) -> np.ndarray:
     """Unbiased MMD² for every row of `s` and every bandwidth: an array (bandwidths, rows of s)."""
     z = np.asarray(z, dtype=np.float64)
     z = np.ascontiguousarray(z - z.mean(0), dtype=np.float32) # MMD is translation-invariant; smaller norms
-    N, m = len(z), len(z) - n
+    N, m, P = len(z), len(z) - n, len(s)
     sq = (z * z).sum(1, dtype=np.float64)
     gammas = [0.5 / s2 for s2 in sigma2s]
     if max(gammas) * sq.max() * 2 > 80: raise ValueError("embeddings too far apart for the factorised kernel; rescale them")
-    qss = np.zeros((len(sigma2s), len(s))) # s'Ks
-    r = np.zeros((len(sigma2s), N)) # K1
+    s1 = np.empty((P + 1, N), np.float32); s1[:P] = s; s1[P] = 1 # the assignments and a row of ones, for K1
+    a = [np.exp(-g * sq).astype(np.float32) for g in gammas] # k(x, y) = exp(2g x.y) a(x) a(y), a(x) = exp(-g|x|^2)
+    s1a = [s1 * ab for ab in a] # [S; 1] diag(a), once per bandwidth
+    qss, qs1, tot = np.zeros((len(gammas), P)), np.zeros((len(gammas), P)), np.zeros((len(gammas), 1)) # s'Ks, s'K1, 1'K1
     starts = range(0, N, block)
     for i0 in starts: # only the blocks on and above the diagonal: K is symmetric
         rows = slice(i0, min(i0 + block, N))
         for j0 in (j for j in starts if j >= i0):
-            cols = slice(j0, min(j0 + block, N))
-            g = z[rows] @ z[cols].T
-            e = np.empty_like(g)
-            for b, gamma in enumerate(gammas): # k(x, y) = exp(2g x.y) exp(-g|x|^2) exp(-g|y|^2)
-                a_rows = np.exp(-gamma * sq[rows]).astype(np.float32)
-                a_cols = np.exp(-gamma * sq[cols]).astype(np.float32)
+            cols, twice = slice(j0, min(j0 + block, N)), i0 != j0
+            g = z[rows] @ z[cols].T # the only pass over the data; each bandwidth reuses it
+            for b, gamma in enumerate(gammas):
+                e = g if b == len(gammas) - 1 else np.empty_like(g)
                 np.multiply(g, np.float32(2 * gamma), out=e); np.exp(e, out=e)
-                left = (s[:, rows] * a_rows) @ e # S_I diag(a_I) E, then diag(a_J) below
-                twice = 1.0 if i0 == j0 else 2.0
-                qss[b] += twice * np.einsum("pj,pj->p", left, s[:, cols] * a_cols, dtype=np.float64)
-                r[b, cols] += (a_rows @ e).astype(np.float64) * a_cols
-                if i0 != j0: r[b, rows] += (e @ a_cols).astype(np.float64) * a_rows
-    s64 = s.astype(np.float64)
-    qs1 = r @ s64.T # s'K1, (bandwidths, rows of s)
-    tot = r.sum(1, keepdims=True) # 1'K1
+                left = s1a[b][:, rows] @ e # [S_I; 1] diag(a_I) E_IJ: the one product per block
+                left *= a[b][cols]
+                sq_form = np.einsum("pj,pj->p", left[:P], s[:, cols], dtype=np.float64) # s_I' K_IJ s_J
+                qss[b] += (1 + twice) * sq_form
+                qs1[b] += left[:P].sum(1, dtype=np.float64) # s_I' K_IJ 1_J
+                if twice: qs1[b] += s[:, cols] @ left[P] # and its mirror block, s_J' K_JI 1_I
+                tot[b] += (1 + twice) * left[P].sum(dtype=np.float64)
     sxx, syy, sxy = qss - n, tot - 2 * qs1 + qss - m, qs1 - qss # the diagonal of an RBF kernel is 1
     return sxx / (n * (n - 1)) + syy / (m * (m - 1)) - 2 * sxy / (n * m)
 
@@ -145,7 +144,7 @@ def _pca(z: np.ndarray, k: int) -> np.ndarray:
     _, vecs = np.linalg.eigh(zc.T.astype(np.float64) @ zc)
     return (zc @ vecs[:, ::-1][:, :k]).astype(np.float32)
 
-# %% ../nbs/02b_drift_tests.ipynb #1a4f984b
+# %% ../nbs/02b_drift_tests.ipynb #fd9f2c2b
 def mmd_test(
     x: np.ndarray, # reference embeddings (n, d)
     y: np.ndarray, # current embeddings (m, d)
@@ -175,10 +174,97 @@ def mmd_test(
     mid = int(np.argmin([abs(f - 1) for f in bandwidths]))
     return TestResult(name=name, kind="embedding", statistic=float(stats[mid, 0]), p_value=_permutation_p(t),
                       effect_size=float(math.sqrt(max(stats[mid, 0], 0))),
-                      details={"method": method, "sigma2": sigma2s, "permutations": permutations, "pca": pca,
-                               "statistic_by_bandwidth": stats[:, 0].tolist(), "aggregate": float(t[0])})
+                      details={"method": method, "sigma2": sigma2s, "permutations": permutations, "pca": pca, "seed": seed,
+                               "statistic_by_bandwidth": stats[:, 0].tolist(), "aggregate": float(t[0]),
+                               "permutation_stats": t})
 
-# %% ../nbs/02b_drift_tests.ipynb #c8468df7
+# %% ../nbs/02b_drift_tests.ipynb #849fc111
+def knn_neighbours(
+    z: np.ndarray, # rows to link (normalised inside)
+    k: int, # neighbours per row, the row itself included
+    block: int = 2048, # rows whose similarities are held at a time (memory about 4 block N bytes)
+) -> np.ndarray:
+    """Indices of each row's `k` most cosine-similar rows (itself included): an (N, k) int array."""
+    z = np.asarray(z, np.float32)
+    z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    k = min(k, len(z))
+    out = np.empty((len(z), k), np.int64)
+    for i0 in range(0, len(z), block):
+        sims = z[i0:i0 + block] @ z.T
+        out[i0:i0 + block] = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    return out
+
+# %% ../nbs/02b_drift_tests.ipynb #8d4f87ca
+def knn_scan_stats(
+    neighbours: np.ndarray, # (N, k) from `knn_neighbours`
+    s: np.ndarray, # assignment matrix (1 = reference row)
+    q: int, # neighbourhoods summed: the q most current-heavy
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of the `q` largest current counts for every row of `s`, and the counts of row 0 (the observed labels)."""
+    from scipy.sparse import csr_matrix
+    N, k = neighbours.shape
+    a = csr_matrix((np.ones(N * k, np.float32), neighbours.ravel(), np.arange(0, N * k + 1, k)), shape=(N, N))
+    counts = np.asarray(a @ (1 - s).T).T # (rows of s, N): current neighbours of every row, every relabelling
+    q = min(q, N)
+    top = np.partition(counts, N - q, axis=1)[:, N - q:].sum(1)
+    return top.astype(np.float64), counts[0]
+
+# %% ../nbs/02b_drift_tests.ipynb #ccee51f7
+def knn_test(
+    x: np.ndarray, # reference embeddings (n, d)
+    y: np.ndarray, # current embeddings (m, d)
+    permutations: int = 200, # permutations of the null distribution
+    k: int | None = None, # neighbours per row; default max(10, sqrt(N)) for N pooled rows
+    q: int | None = None, # neighbourhoods summed; default max(5, N/40)
+    pca: int | None = 32, # principal components of the pooled sample used for the neighbours (None: all)
+    top_k: int = 10, # current rows returned as examples (centres of the most current-heavy neighbourhoods)
+    seed: int = 0, # seeds the permutations: the same seed as `mmd_test` gives the same relabellings
+    name: str = "knn",
+) -> TestResult:
+    """Local imbalance scan: are there neighbourhoods where current rows pile up? Permutation p-value."""
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+    if len(x) < 2 or len(y) < 2: raise ValueError("knn_test needs at least 2 rows per sample")
+    z = np.concatenate([x, y])
+    N = len(z)
+    if pca and pca < z.shape[1]: z = _pca(z, pca)
+    k = min(N, k or max(10, round(math.sqrt(N))))
+    q = min(N, q or max(5, round(N / 40)))
+    s = assignment_matrix(len(x), len(y), permutations, seed)
+    stats, counts = knn_scan_stats(knn_neighbours(z, k), s, q)
+    excess = float((stats[0] - stats[1:].mean()) / (q * k)) # current share of the q hottest neighbourhoods, above chance
+    top = np.argsort(-counts[len(x):], kind="stable")[:top_k]
+    return TestResult(name=name, kind="embedding", statistic=float(stats[0]), p_value=_permutation_p(stats),
+                      effect_size=excess,
+                      details={"k": k, "q": q, "pca": pca, "permutations": permutations, "seed": seed,
+                               "top_current": top.tolist(), "top_scores": (counts[len(x):][top] / k).tolist(),
+                               "permutation_stats": stats})
+
+# %% ../nbs/02b_drift_tests.ipynb #d3a06eee
+def _rank_p(t: np.ndarray) -> np.ndarray:
+    """p-value of every entry of `t` against all entries (itself included): share of entries at least as large."""
+    srt = np.sort(t)
+    return (len(t) - np.searchsorted(srt, t - 1e-12 * np.abs(t), "left")) / len(t)
+
+# %% ../nbs/02b_drift_tests.ipynb #e1e1f686
+def combine_min_p(
+    results: list[TestResult], # permutation tests run on the same relabellings (same seed and sample sizes)
+    weights: Sequence[float] | None = None, # share of the level each test gets (normalised); default equal
+    family: str = "embedding", # the family name `correct` uses to count them as one hypothesis
+) -> list[TestResult]:
+    """Weighted single-step min-p adjustment of permutation tests that share their relabellings; tags them as one family."""
+    keys = {(r.details.get("seed"), r.details.get("permutations"), len(r.details["permutation_stats"])) for r in results}
+    if len(keys) != 1: raise ValueError(f"combine_min_p needs tests run with the same seed and permutations; got {sorted(keys)}")
+    w = np.ones(len(results)) if weights is None else np.asarray(weights, float)
+    if len(w) != len(results) or (w <= 0).any(): raise ValueError("combine_min_p needs one positive weight per test")
+    w = w / w.sum()
+    p = np.array([_rank_p(np.asarray(r.details["permutation_stats"], float)) for r in results]) # (tests, relabellings)
+    smallest = (p / w[:, None]).min(0)
+    for r, p_own, wi in zip(results, p, w):
+        r.details.update(p_single=r.p_value, family=family, family_weight=float(wi))
+        r.p_value = float(np.mean(smallest <= p_own[0] / wi + 1e-12))
+    return results
+
+# %% ../nbs/02b_drift_tests.ipynb #a6c0a079
 def classifier_test(
     x: np.ndarray, # reference embeddings (n, d)
     y: np.ndarray, # current embeddings (m, d)
@@ -208,7 +294,7 @@ def classifier_test(
                       details={"top_current": yi[ky:][top].tolist(), "top_scores": cur_scores[top].tolist(),
                                "held_out": [len(ref_scores), len(cur_scores)]})
 
-# %% ../nbs/02b_drift_tests.ipynb #e64dd0d2
+# %% ../nbs/02b_drift_tests.ipynb #a86a89c8
 def ks_test(
     x: np.ndarray, # reference values
     y: np.ndarray, # current values
@@ -222,7 +308,7 @@ def ks_test(
     return TestResult(name=name, kind="numeric", statistic=float(r.statistic), p_value=float(r.pvalue),
                       effect_size=float(r.statistic))
 
-# %% ../nbs/02b_drift_tests.ipynb #95036617
+# %% ../nbs/02b_drift_tests.ipynb #cfcc3f6c
 def wasserstein_test(
     x: np.ndarray, # reference values
     y: np.ndarray, # current values
@@ -242,7 +328,7 @@ def wasserstein_test(
     return TestResult(name=name, kind="numeric", statistic=float(w[0]), p_value=_permutation_p(w),
                       effect_size=float(w[0] / scale), details={"reference_std": scale})
 
-# %% ../nbs/02b_drift_tests.ipynb #2e64a3c9
+# %% ../nbs/02b_drift_tests.ipynb #e251c88b
 def _table(reference: dict[str, int], current: dict[str, int], min_count: int = 5) -> tuple[np.ndarray, list[str]]:
     """A 2 x K count table over the union of categories, pooling rare ones into `<other>`."""
     cats = sorted(set(reference) | set(current), key=str)
@@ -253,7 +339,7 @@ def _table(reference: dict[str, int], current: dict[str, int], min_count: int = 
         cats = [c for c, r in zip(cats, rare) if not r] + ["<other>"]
     return t, cats
 
-# %% ../nbs/02b_drift_tests.ipynb #36529c6b
+# %% ../nbs/02b_drift_tests.ipynb #269e03b0
 def chi2_test(
     reference: dict[str, int], # category counts of the reference
     current: dict[str, int], # category counts of the current sample
@@ -270,13 +356,13 @@ def chi2_test(
     return TestResult(name=name, kind="categorical", statistic=stat, p_value=float(chi2.sf(stat, df)),
                       effect_size=float(math.sqrt(stat / n)), details={"df": df})
 
-# %% ../nbs/02b_drift_tests.ipynb #d70a96db
+# %% ../nbs/02b_drift_tests.ipynb #36dfb339
 def _proportions(t: np.ndarray, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
     """Smoothed row proportions of a 2 x K table."""
     p = (t + smoothing) / (t + smoothing).sum(1, keepdims=True)
     return p[0], p[1]
 
-# %% ../nbs/02b_drift_tests.ipynb #25874adb
+# %% ../nbs/02b_drift_tests.ipynb #21e0642b
 def psi_test(
     reference: dict[str, int], # category counts of the reference
     current: dict[str, int], # category counts of the current sample
@@ -293,7 +379,7 @@ def psi_test(
     return TestResult(name=name, kind="categorical", statistic=psi, p_value=float(chi2.sf(psi * n * m / (n + m), df)),
                       effect_size=psi, details={"df": df})
 
-# %% ../nbs/02b_drift_tests.ipynb #bcc89058
+# %% ../nbs/02b_drift_tests.ipynb #ff7f492c
 def js_test(
     reference: dict[str, int], # category counts of the reference
     current: dict[str, int], # category counts of the current sample
@@ -315,7 +401,7 @@ def js_test(
     return TestResult(name=name, kind="categorical", statistic=js, p_value=float(chi2.sf(2 * (n + m) * js_weighted, df)),
                       effect_size=math.sqrt(max(js, 0) / math.log(2)), details={"df": df})
 
-# %% ../nbs/02b_drift_tests.ipynb #de21b4e6
+# %% ../nbs/02b_drift_tests.ipynb #ef28a297
 def share_test(
     reference: dict[str, int], # category counts of the reference
     current: dict[str, int], # category counts of the current sample
@@ -335,7 +421,7 @@ def share_test(
                       effect_size=float(np.abs(change).max()),
                       details={"category": cats[k], "reference_share": float(t[0, k] / n), "current_share": float(t[1, k] / m)})
 
-# %% ../nbs/02b_drift_tests.ipynb #37e7bd21
+# %% ../nbs/02b_drift_tests.ipynb #7787b982
 def adjust_p_values(
     p: Sequence[float], # raw p-values
     method: str = "holm", # `holm`, `bh` or `none`
@@ -352,7 +438,7 @@ def adjust_p_values(
     out = np.empty(k); out[order] = np.minimum(adj, 1.0)
     return out
 
-# %% ../nbs/02b_drift_tests.ipynb #7ee067ae
+# %% ../nbs/02b_drift_tests.ipynb #8ebd3091
 def correct(
     results: list[TestResult], # the raw results of one run
     alpha: float = 0.05, # family-wise (holm) or false-discovery (bh) level
@@ -361,7 +447,13 @@ def correct(
 ) -> list[TestResult]:
     """Adjust the p-values of one run together and set each test's drift flag."""
     with_p = [r for r in results if r.p_value is not None]
-    adjusted = adjust_p_values([r.details.get("p_raw", r.p_value) for r in with_p], method)
+    raw = [r.details.get("p_raw", r.p_value) for r in with_p]
+    units: dict[str, list[int]] = {} # a family of jointly calibrated tests is one hypothesis
+    for i, r in enumerate(with_p): units.setdefault(r.details.get("family") or f"#{i}", []).append(i)
+    unit_adjusted = adjust_p_values([min(raw[i] for i in idx) for idx in units.values()], method)
+    adjusted = [0.0] * len(with_p)
+    for idx, pu in zip(units.values(), unit_adjusted):
+        for i in idx: adjusted[i] = min(1.0, max(raw[i], pu))
     for r, p in zip(with_p, adjusted):
         r.details.setdefault("p_raw", r.p_value)
         r.p_value = float(p)
