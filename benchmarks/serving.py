@@ -157,16 +157,21 @@ def cpu_breakdown(n: int = 2000) -> dict:
         await app(scope, receive, send)
         assert out[0]["status"] == 200, out
 
-    async def per_request(app) -> dict:
+    async def per_request(app, rounds: int = 3) -> dict:
+        """CPU and wall time per request: the least of `rounds` runs of `n` (the machine is shared)."""
         for _ in range(200):
             await one(app)
-        wall, cpu = time.perf_counter(), time.process_time()
-        for _ in range(n):
-            await one(app)
-        return {"cpu_us": round((time.process_time() - cpu) / n * 1e6, 1),
-                "wall_us": round((time.perf_counter() - wall) / n * 1e6, 1)}  # fmt: skip
+        runs = []
+        for _ in range(rounds):
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(n):
+                await one(app)
+            runs.append(((time.process_time() - cpu) / n * 1e6, (time.perf_counter() - wall) / n * 1e6))
+        return {"cpu_us": round(min(r[0] for r in runs), 1), "wall_us": round(min(r[1] for r in runs), 1)}
 
     class NoMetrics:
+        multiprocess_dir = None
+
         class _Gauge:
             def inc(self):
                 pass
@@ -188,6 +193,10 @@ def cpu_breakdown(n: int = 2000) -> dict:
         server = full.state.server
         out = {"bare": await per_request(serving_bare.app)}
         async with full.router.lifespan_context(full):
+            for _ in range(600):  # the start-up thread warms the guardrails: not request CPU
+                if server.guards_warm or server.guards_error:
+                    break
+                await asyncio.sleep(0.05)
             out["full_chain"] = await per_request(full)
 
             async def no_write(record):
@@ -210,6 +219,9 @@ def cpu_breakdown(n: int = 2000) -> dict:
                 cpu["without_audit_metrics_and_guardrails"] - cpu["bare"], 1
             ),
         }
+        out["attributed_cpu_us"]["plumbing_over_bare"] = round(
+            cpu["full_chain"] - cpu["bare"] - out["attributed_cpu_us"]["guardrails_input_and_output"], 1
+        )
         return out
 
     return asyncio.run(run())
@@ -346,7 +358,9 @@ def main() -> int:
             "load_generator": "wrk (separate process, same 2-core machine), Lua script: POST body with a different "
             "ticket number per request + bearer JWT",
             "full_chain": "GatewayMiddleware (pure ASGI), HS256 JWT, input+output guardrail chain (default bank policy, rule-based guards; embedding guards off), "
-            "hash-chained audit record written before the response, Prometheus metrics, security headers",
+            "hash-chained audit record written before the response, Prometheus metrics, security headers; the chat "
+            "route is answered by the gateway's fast path (one-pass pydantic JSON validation, same work function as "
+            "the FastAPI route, which stays registered for the OpenAPI schema)",
             "bare": "benchmarks/serving_bare.py: one FastAPI route, same pydantic body and backend, nothing else",
             "plumbing_without_guardrails": "the full chain with an empty guardrail policy (JWT, audit, metrics, "
             "middleware only): for attribution, not a target",

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['logger', 'ROUTE_SCOPES', 'EMBEDDING_MODEL', 'EMBEDDING_MODELS', 'EMBEDDING_DIM', 'route_label', 'Server',
-           'chat_completions', 'route', 'encode_vector', 'embeddings', 'list_models', 'healthz', 'readyz', 'metrics',
-           'fast_route', 'ServingApp', 'create_app', 'app_factory', 'serve_environment', 'check_serving',
-           'start_metrics_port', 'serve', 'configure_cli']
+           'completion_json', 'chat_completions', 'route', 'encode_vector', 'embeddings', 'list_models', 'healthz',
+           'readyz', 'metrics', 'fast_route', 'ServingApp', 'create_app', 'app_factory', 'serve_environment',
+           'check_serving', 'start_metrics_port', 'serve', 'configure_cli']
 
 # %% ../../nbs/14_serving_app.ipynb #7b34c9e4
 import argparse
@@ -25,11 +25,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
-# %% ../../nbs/14_serving_app.ipynb #86c1994a
+# %% ../../nbs/14_serving_app.ipynb #79ca8f78
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response, StreamingResponse
+import pydantic_core
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -306,7 +307,28 @@ def _last_user_text(body: ChatCompletionRequest) -> str:
         if m.role == "user": return m.text()
     return body.messages[-1].text() # no user message (a system prompt alone, say): the model reads the last one
 
-# %% ../../nbs/14_serving_app.ipynb #243bec6c
+# %% ../../nbs/14_serving_app.ipynb #4ef9d68a
+def completion_json(
+    completion_id: str, # `chatcmpl-<request id>`
+    created: int, # Unix time
+    model: str, # the served model's id
+    content: str | None, # the answer; None when withheld
+    refusal: str | None, # why it was withheld
+    finish_reason: str, # `stop` or `content_filter`
+    prompt_tokens: int,
+    completion_tokens: int,
+    info: dict[str, Any], # the `RoutingInfo` fields
+) -> bytes:
+    """The JSON of a `ChatCompletion`, byte for byte, from plain values."""
+    return pydantic_core.to_json({
+        "id": completion_id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": refusal},
+                     "finish_reason": finish_reason, "logprobs": None}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+        "system_fingerprint": None, "llmops": info})
+
+# %% ../../nbs/14_serving_app.ipynb #b03a9c1a
 async def _chat(server: Server, ctx: RequestContext, body: ChatCompletionRequest, receive) -> bytes | Response:
     """The chat completion for `body`: JSON bytes, or a streaming response with `stream: true`."""
     server.check_model(ctx, body.model)
@@ -316,31 +338,28 @@ async def _chat(server: Server, ctx: RequestContext, body: ChatCompletionRequest
     prediction = (await server.predict(ctx, receive, [text]))[0]
     ctx.prediction = {k: prediction.get(k) for k in ("intent", "confidence", "route", "abstained")}
     ctx.prompt_tokens = sum(count_tokens(m.text()) for m in body.messages)
-    info = RoutingInfo(intent=str(prediction["intent"]), confidence=float(prediction["confidence"]),
-                       route=str(prediction["route"]), abstained=bool(prediction["abstained"]),
-                       model_version=ctx.model_version, request_id=ctx.request_id)
+    info = {"intent": str(prediction["intent"]), "confidence": float(prediction["confidence"]),
+            "route": str(prediction["route"]), "abstained": bool(prediction["abstained"]),
+            "model_version": None if ctx.model_version is None else str(ctx.model_version), "request_id": ctx.request_id}
     completion_id, created = f"chatcmpl-{ctx.request_id}", int(time.time())
     reply = str(prediction["reply"])
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream_chat(server, ctx, completion_id, created, reply, info, include_usage),
+        return StreamingResponse(_stream_chat(server, ctx, completion_id, created, reply, RoutingInfo(**info), include_usage),
                                  media_type="text/event-stream", headers={"x-accel-buffering": "no"})
     content, finish_reason = await server.guard_output(ctx, reply)
     ctx.output = (reply, content)
     ctx.completion_tokens = count_tokens(content or "")
     ctx.cost_usd = cost_usd(ctx.model, ctx.prompt_tokens, ctx.completion_tokens)
     refusal = None if content is not None else "the answer was withheld by the output guardrails"
-    return ChatCompletion(
-        id=completion_id, created=created, model=ctx.model,
-        choices=[ChatChoice(index=0, message=AssistantMessage(content=content, refusal=refusal), finish_reason=finish_reason)],
-        usage=Usage(prompt_tokens=ctx.prompt_tokens, completion_tokens=ctx.completion_tokens,
-                    total_tokens=ctx.prompt_tokens + ctx.completion_tokens), llmops=info).model_dump_json().encode()
+    return completion_json(completion_id, created, ctx.model, content, refusal, finish_reason, ctx.prompt_tokens,
+                           ctx.completion_tokens, info)
 
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     """Answer a conversation (OpenAI chat completions; `stream: true` sends server-sent events)."""
     return _answer(await _chat(_server(request), _ctx(request), body, request.receive))
 
-# %% ../../nbs/14_serving_app.ipynb #0f14ee99
+# %% ../../nbs/14_serving_app.ipynb #e6f2e693
 def _sse(chunk: ChatCompletionChunk) -> bytes:
     return b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
 
@@ -379,7 +398,7 @@ async def _stream_chat(server: Server, ctx: RequestContext, completion_id: str, 
         yield _sse(ChatCompletionChunk(id=completion_id, created=created, model=ctx.model, choices=[], usage=usage))
     yield b"data: [DONE]\n\n"
 
-# %% ../../nbs/14_serving_app.ipynb #b0e557a9
+# %% ../../nbs/14_serving_app.ipynb #e83530f4
 async def _route(server: Server, ctx: RequestContext, body: RouteRequest, receive) -> bytes:
     """The support router's decisions for the tickets of `body`, as JSON bytes."""
     server.check_model(ctx, body.model)
@@ -402,13 +421,13 @@ async def route(body: RouteRequest, request: Request) -> Response:
     """The support router's decision for each ticket: intent, confidence, runner-ups, queue, reply, abstention."""
     return _answer(await _route(_server(request), _ctx(request), body, request.receive))
 
-# %% ../../nbs/14_serving_app.ipynb #108f98e0
+# %% ../../nbs/14_serving_app.ipynb #533bb111
 def _embed(self: Server, texts: list[str]):
     return self.embedder.encode(texts)
 
 Server.embed = _embed
 
-# %% ../../nbs/14_serving_app.ipynb #31d020e7
+# %% ../../nbs/14_serving_app.ipynb #4ea763b1
 def encode_vector(
     vector, # a 1-d float array
     encoding_format: str, # `float` or `base64`
@@ -418,7 +437,7 @@ def encode_vector(
     v = np.asarray(vector, dtype="<f4")
     return base64.b64encode(v.tobytes()).decode() if encoding_format == "base64" else v.tolist()
 
-# %% ../../nbs/14_serving_app.ipynb #14f9a2fe
+# %% ../../nbs/14_serving_app.ipynb #04733ab1
 async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     """Embed texts with MiniLM (OpenAI embeddings shape)."""
     server, ctx = _server(request), _ctx(request)
@@ -439,7 +458,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     return _json(EmbeddingResponse(data=data, model=EMBEDDING_MODEL,
                                    usage=EmbeddingUsage(prompt_tokens=ctx.prompt_tokens, total_tokens=ctx.prompt_tokens)))
 
-# %% ../../nbs/14_serving_app.ipynb #d203503e
+# %% ../../nbs/14_serving_app.ipynb #6577e6b9
 async def list_models(request: Request) -> Response:
     """The served models (chat/route model and embedding model)."""
     server, ctx = _server(request), _ctx(request)
@@ -475,7 +494,7 @@ async def metrics(request: Request) -> Response:
     body, content_type = server.metrics.render(in_flight=server.in_flight)
     return Response(body, media_type=content_type)
 
-# %% ../../nbs/14_serving_app.ipynb #299437a8
+# %% ../../nbs/14_serving_app.ipynb #fc723edb
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:3]:
@@ -502,7 +521,7 @@ async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Respo
     return _error_response(request, ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), message,
                                              headers=dict(exc.headers or {})))
 
-# %% ../../nbs/14_serving_app.ipynb #47e60cef
+# %% ../../nbs/14_serving_app.ipynb #535c73d7
 def _openapi(app: FastAPI) -> dict:
     if app.openapi_schema: return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
@@ -526,7 +545,7 @@ def _openapi(app: FastAPI) -> dict:
     app.openapi_schema = schema
     return schema
 
-# %% ../../nbs/14_serving_app.ipynb #ec768590
+# %% ../../nbs/14_serving_app.ipynb #6552fa70
 def _json_content(scope: dict) -> bool:
     """True if FastAPI would read the body as JSON: no content type, `application/json` or `application/*+json`."""
     for k, v in scope["headers"]:
@@ -549,7 +568,7 @@ def fast_route(
         return await work(server, ctx, parsed, receive)
     return handle
 
-# %% ../../nbs/14_serving_app.ipynb #72b35704
+# %% ../../nbs/14_serving_app.ipynb #d2616e3b
 class ServingApp(FastAPI):
     """FastAPI whose fast routes enter the gateway middleware directly (see `fast_route`)."""
     _gateway: GatewayMiddleware | None = None
@@ -571,7 +590,7 @@ class ServingApp(FastAPI):
                     return await gateway(scope, receive, send)
         await super().__call__(scope, receive, send)
 
-# %% ../../nbs/14_serving_app.ipynb #3778dba6
+# %% ../../nbs/14_serving_app.ipynb #22e1fdcc
 def create_app(
     settings: Settings | None = None, # default: `load_settings()`
     backend: Backend | None = None, # default: the one `[serving] backend` names
@@ -621,14 +640,14 @@ def create_app(
     app.openapi = lambda: _openapi(app)
     return app
 
-# %% ../../nbs/14_serving_app.ipynb #30cd4406
+# %% ../../nbs/14_serving_app.ipynb #4706a8bb
 def app_factory() -> FastAPI:
     """The app of `load_settings()` (what each uvicorn worker calls)."""
     settings = load_settings()
     configure_logging(settings.project.log_level, settings.project.log_format)
     return create_app(settings)
 
-# %% ../../nbs/14_serving_app.ipynb #23f3cb7b
+# %% ../../nbs/14_serving_app.ipynb #c800c9bb
 _OPTION_KEYS = {"host": "HOST", "port": "PORT", "workers": "WORKERS", "backend": "BACKEND", "certfile": "TLS_CERT",
                 "keyfile": "TLS_KEY", "model_uri": "MODEL_URI"}
 
@@ -645,7 +664,7 @@ def serve_environment(
             env[f"LLMOPS_SERVING__{key}"] = str(Path(value).resolve()) if option in ("certfile", "keyfile") else str(value)
     return env
 
-# %% ../../nbs/14_serving_app.ipynb #eae27979
+# %% ../../nbs/14_serving_app.ipynb #a23edab2
 def check_serving(
     settings: Settings, # the settings to serve with
     environ: dict[str, str] | None = None, # where secrets are read; default `os.environ`
@@ -659,7 +678,7 @@ def check_serving(
         if name and not settings.path(name).is_file(): raise InputError(f"TLS file {settings.path(name)} does not exist")
     Authenticator.from_settings(settings, environ)
 
-# %% ../../nbs/14_serving_app.ipynb #2e378d4c
+# %% ../../nbs/14_serving_app.ipynb #ea88bc93
 def start_metrics_port(
     settings: Settings, # `[serving] metrics_port` and `host`
 ) -> None:
@@ -694,7 +713,7 @@ def serve(
                 timeout_graceful_shutdown=10)
     return 0
 
-# %% ../../nbs/14_serving_app.ipynb #c36e5e98
+# %% ../../nbs/14_serving_app.ipynb #33c56b77
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops serve`."""
     parser.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
