@@ -178,7 +178,7 @@ def mmd_test(
                                "statistic_by_bandwidth": stats[:, 0].tolist(), "aggregate": float(t[0]),
                                "permutation_stats": t})
 
-# %% ../nbs/02b_drift_tests.ipynb #ea5aefb1
+# %% ../nbs/02b_drift_tests.ipynb #b448daed
 def knn_neighbours(
     z: np.ndarray, # rows to link (normalised inside)
     k: int, # neighbours per row, the row itself included
@@ -194,7 +194,9 @@ def knn_neighbours(
         sims = z[i0:i0 + block] @ z.T
         kth = np.partition(sims, N - k, axis=1)[:, N - k] # a value partition is 3x faster than an argpartition
         rows, cols = np.nonzero(sims >= kth[:, None]) # at least k per row, more on ties (duplicate rows)
-        first = np.searchsorted(rows, np.arange(len(sims))) # rows come sorted: each row's first entry
+        order = np.lexsort((-sims[rows, cols], rows)) # by row, most similar first: ties beyond k drop out
+        rows, cols = rows[order], cols[order]
+        first = np.searchsorted(rows, np.arange(len(sims))) # each row's first entry
         out[i0:i0 + block] = cols[first[:, None] + np.arange(k)]
     return out
 
