@@ -9,13 +9,15 @@ from __future__ import annotations
 __all__ = ['ACTIONS', 'SEVERITY', 'STAGES', 'Action', 'Stage', 'most_severe', 'Finding', 'NormalisedText', 'normalise', 'Guard',
            'required_literals', 'RuleGate', 'Vault', 'redact', 'Verdict']
 
-# %% ../nbs/03a_guardrails_model.ipynb #2a931afb
+# %% ../nbs/03a_guardrails_model.ipynb #068ea435
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 from re import _constants as _sre, _parser as _sre_parse # the regex syntax tree, for rule gates
 from typing import Any, Literal, Sequence
+
+import ahocorasick # the rule gates' one-pass literal search
 
 # %% ../nbs/03a_guardrails_model.ipynb #35d9eb5b
 ACTIONS: tuple[str, ...] = ("allow", "flag", "redact", "block")
@@ -162,20 +164,7 @@ def required_literals(
     try: return _required(list(_sre_parse.parse(source, flags)))
     except Exception: return None # a construct the parser of this Python version reads differently: no gate
 
-# %% ../nbs/03a_guardrails_model.ipynb #7dac419b
-def _trie_pattern(words: Sequence[str]) -> str:
-    trie: dict = {}
-    for w in words:
-        node = trie
-        for ch in w: node = node.setdefault(ch, {})
-        node[""] = {}
-    def build(node: dict) -> str:
-        alts = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
-        if not alts: return ""
-        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
-        return f"(?:{body})?" if "" in node else body
-    return build(trie)
-
+# %% ../nbs/03a_guardrails_model.ipynb #d14c4ba4
 class RuleGate:
     """Which of many patterns can match a text at all, from the literals each one requires."""
     def __init__(self,
@@ -195,17 +184,24 @@ class RuleGate:
         return gate
 
     def _build(self) -> None:
-        literals = sorted(set().union(*(n for n in self.needs if n)))
-        self._finder = re.compile("(?=(" + _trie_pattern(literals) + "))") if literals else None
-        self._implied = {w: frozenset(x for x in literals if w.startswith(x)) for w in literals}
+        rules_of: dict[str, list[int]] = {}
+        for i, need in enumerate(self.needs):
+            for word in need or (): rules_of.setdefault(word, []).append(i)
+        self._automaton = None
+        if rules_of:
+            self._automaton = ahocorasick.Automaton()
+            for word, rules in rules_of.items(): self._automaton.add_word(word, tuple(rules))
+            self._automaton.make_automaton()
+        self._always = [n is None for n in self.needs]
         self._all = [True] * len(self.needs)
 
     def possible(self, text: str) -> list[bool]:
         """One flag per pattern: False when the pattern cannot match `text`."""
-        if self._finder is None or not text.isascii(): return self._all
-        present: set[str] = set()
-        for m in self._finder.finditer(text.lower()): present |= self._implied[m.group(1)]
-        return [n is None or not n.isdisjoint(present) for n in self.needs]
+        if self._automaton is None or not text.isascii(): return self._all
+        flags = self._always.copy()
+        for _, rules in self._automaton.iter(text.lower()):
+            for i in rules: flags[i] = True
+        return flags
 
     @property
     def gated(self) -> int:
