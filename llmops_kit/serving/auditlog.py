@@ -133,7 +133,7 @@ def _last_line(fd: int, size: int, chunk: int = 65536) -> tuple[bytes, int]:
             if b"\n" in body or pos == 0: return body[body.rfind(b"\n") + 1:], end
     return b"", 0
 
-# %% ../../nbs/12_serving_auditlog.ipynb #ad74dfe6
+# %% ../../nbs/12_serving_auditlog.ipynb #73164b7a
 _STOP, _FLUSH = object(), object()
 
 class AuditWriter:
@@ -155,6 +155,7 @@ class AuditWriter:
         self.written, self.errors = 0, 0
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._closed, self._io = False, threading.Lock() # _io: one batch at a time in this process
+        self._turn: tuple | None = None # (loop, records, futures) written at the end of this event-loop turn
         self.inline = fsync != "always" if inline is None else inline
         with self._locked(): self._sync_tail() # fail fast on an unreadable chain
         self._thread = threading.Thread(target=self._run, name="llmops-audit-writer", daemon=True)
@@ -340,7 +341,7 @@ def _run(self: AuditWriter) -> None:
 
 AuditWriter._append, AuditWriter._write_batch, AuditWriter._maybe_fsync, AuditWriter._run = _append, _write_batch, _maybe_fsync, _run
 
-# %% ../../nbs/12_serving_auditlog.ipynb #5dbc5955
+# %% ../../nbs/12_serving_auditlog.ipynb #651ca7b3
 def _submit(self: AuditWriter, record: InferenceRecord | Mapping[str, Any]) -> concurrent.futures.Future:
     """Queue one record (waiting if the queue is full); the future resolves to its hash once written."""
     if self._closed: raise LlmopsError("the audit writer is closed; records can no longer be written")
@@ -352,13 +353,43 @@ def _submit(self: AuditWriter, record: InferenceRecord | Mapping[str, Any]) -> c
 async def _write(self: AuditWriter, record: InferenceRecord | Mapping[str, Any]) -> str:
     """Write one record and return its hash once written, without blocking the event loop for long."""
     if self._closed: raise LlmopsError("the audit writer is closed; records can no longer be written")
-    if self.inline and self._queue.empty() and self._io.acquire(blocking=False):
-        try: return self._append([record])[0] # idle writer: append here, no thread hand-off, no future
+    loop = asyncio.get_running_loop()
+    if self.inline: # appended with the other records of this loop turn, in this thread
+        turn = self._turn
+        if turn is None or turn[0] is not loop:
+            turn = self._turn = (loop, [], [])
+            loop.call_soon(self._write_turn, turn)
+        fut = loop.create_future()
+        turn[1].append(record); turn[2].append(fut)
+        return await fut
+    cfut: concurrent.futures.Future = concurrent.futures.Future()
+    try: self._queue.put_nowait((record, cfut))
+    except queue.Full: await loop.run_in_executor(None, self._queue.put, (record, cfut))
+    return await asyncio.wrap_future(cfut)
+
+def _write_turn(self: AuditWriter, turn: tuple) -> None:
+    """Append the records of one loop turn together, or hand them to the writer thread if it is busy."""
+    if self._turn is turn: self._turn = None
+    loop, records, futs = turn
+    if self._queue.empty() and self._io.acquire(blocking=False):
+        error = None
+        try: hashes = self._append(records)
+        except LlmopsError as e: error = e
         finally: self._io.release()
-    fut: concurrent.futures.Future = concurrent.futures.Future()
-    try: self._queue.put_nowait((record, fut))
-    except queue.Full: await asyncio.get_running_loop().run_in_executor(None, self._queue.put, (record, fut))
-    return await asyncio.wrap_future(fut)
+        for i, fut in enumerate(futs):
+            if not fut.done(): fut.set_exception(error) if error else fut.set_result(hashes[i])
+        return
+    for record, fut in zip(records, futs):
+        cfut: concurrent.futures.Future = concurrent.futures.Future()
+        cfut.add_done_callback(lambda c, fut=fut: loop.call_soon_threadsafe(_settle, fut, c))
+        try: self._queue.put_nowait((record, cfut))
+        except queue.Full: threading.Thread(target=self._queue.put, args=((record, cfut),), daemon=True).start()
+
+def _settle(fut: asyncio.Future, done: concurrent.futures.Future) -> None:
+    """Copy a finished thread-side future into an asyncio future (unless that was cancelled)."""
+    if fut.done(): return
+    if done.exception() is not None: fut.set_exception(done.exception())
+    else: fut.set_result(done.result())
 
 def _flush(self: AuditWriter, timeout: float | None = None, fsync: bool = False) -> str:
     """Wait until every record submitted so far is written (and fsynced if asked); return the last hash."""
@@ -372,6 +403,8 @@ def _close(self: AuditWriter, timeout: float = 30.0) -> None:
     """Write what is queued, fsync (unless `never`), stop the thread and close the files."""
     if self._closed: return
     self._closed = True
+    turn = self._turn
+    if turn is not None and asyncio._get_running_loop() is turn[0]: self._write_turn(turn) # this loop's last turn
     self._queue.put((_STOP, None))
     self._thread.join(timeout)
     with self._io: # never under a write in flight on another thread
@@ -384,10 +417,11 @@ def _text(self: AuditWriter, original: str, redacted: str | None = None) -> Text
     return make_text_record(original, redacted, self.store_prompts, self.fernet)
 
 AuditWriter.submit, AuditWriter.write, AuditWriter.flush, AuditWriter.close, AuditWriter.text = _submit, _write, _flush, _close, _text
+AuditWriter._write_turn = _write_turn
 AuditWriter.__enter__ = lambda self: self
 AuditWriter.__exit__ = lambda self, *exc: self.close()
 
-# %% ../../nbs/12_serving_auditlog.ipynb #3a4dafcf
+# %% ../../nbs/12_serving_auditlog.ipynb #5e1ea63e
 @dataclass
 class VerifyResult:
     """What `verify_log` found: how many records verified, and the first problem if any."""
@@ -399,7 +433,7 @@ class VerifyResult:
     files: int = 0 # audit files seen
     last_hash: str | None = None # hash of the last verified record: keep it to detect truncation later
 
-# %% ../../nbs/12_serving_auditlog.ipynb #f2476bab
+# %% ../../nbs/12_serving_auditlog.ipynb #7665df6a
 def verify_log(dir: str | os.PathLike) -> VerifyResult:
     """Check the hash chain of every record in the audit files of `dir`."""
     d = Path(dir)
@@ -423,7 +457,7 @@ def verify_log(dir: str | os.PathLike) -> VerifyResult:
                 prev, count = data["hash"], count + 1
     return VerifyResult(count, True, None, None, None, len(files), prev)
 
-# %% ../../nbs/12_serving_auditlog.ipynb #03250485
+# %% ../../nbs/12_serving_auditlog.ipynb #5005cb7c
 def _audit_dir(args: argparse.Namespace) -> tuple[Path, Settings]:
     settings = load_settings(args.config)
     d = Path(args.dir) if args.dir else settings.path(settings.audit.dir)
