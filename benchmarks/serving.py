@@ -141,12 +141,16 @@ def cpu_breakdown(n: int = 2000, rounds: int = 3) -> dict:
            "LLMOPS_GUARDRAILS__EMBEDDING_GUARDS": "false", "LLMOPS_PROJECT__LOG_LEVEL": "WARNING"}  # fmt: skip
     settings = load_settings(environ=env)
     token = mint_token(settings, "bench", ["chat"], 3600)
-    body = json.dumps(BODY).encode()
-    headers = [(b"host", b"x"), (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"authorization", f"Bearer {token}".encode())]  # fmt: skip
+    # like the wrk script: a different ticket number per request, so no cache (verdicts, embeddings) sees a repeat
+    template = json.dumps(BODY).replace("%", "%%").replace("My card", "Ticket %d: my card")
+    counter = [0]
 
     async def one(app) -> None:
         sent, out = False, []
+        counter[0] += 1
+        body = (template % counter[0]).encode()
+        headers = [(b"host", b"x"), (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"authorization", f"Bearer {token}".encode())]  # fmt: skip
 
         async def receive():
             nonlocal sent
