@@ -95,7 +95,7 @@ class Server:
         """The served model's id."""
         return self.backend.info.id
 
-# %% ../../nbs/14_serving_app.ipynb #c4432d68
+# %% ../../nbs/14_serving_app.ipynb #30fd1b2b
 def _start(self: Server) -> None:
     """Start the audit writer and load the model in the background."""
     from llmops_kit.serving.auditlog import AuditWriter
@@ -116,8 +116,9 @@ def _start(self: Server) -> None:
     threading.Thread(target=load, name="llmops-model-load", daemon=True).start()
 
 def _stop(self: Server) -> None:
-    """Drain and close the audit writer; drop this worker's live gauges."""
+    """Drain and close the audit writer; flush the metrics; drop this worker's live gauges."""
     if self.audit is not None: self.audit.close()
+    if self.metrics.pending: self.metrics.flush(self.in_flight)
     from llmops_kit.serving.metrics import mark_process_dead
     mark_process_dead()
 
