@@ -44,10 +44,13 @@ def load_current(path: str, text_column: str | None, min_rows: int):
     if len(frame) < min_rows: raise InputError(f"{path}: current has {len(frame)} rows; at least {min_rows} are needed")
     return frame
 
-# %% ../nbs/02e_drift_cli.ipynb #3b780aa0
+# %% ../nbs/02e_drift_cli.ipynb #86714207
 def _check(args: argparse.Namespace) -> int:
     from llmops_kit.drift_report import MIN_ROWS, check_drift
     from llmops_kit.embeddings import Embedder
+    embedding_tests = tuple(n.strip() for n in args.embedding_tests.split(",") if n.strip())
+    unknown = sorted(set(embedding_tests) - {"mmd", "knn", "classifier"})
+    if unknown: raise InputError(f"--embedding-tests: unknown test(s) {', '.join(unknown)}; use a comma-separated subset of mmd,knn,classifier")
     settings = load_settings(args.config)
     embedder = Embedder.from_settings(settings)
     current = load_current(args.current, None, MIN_ROWS)
@@ -55,7 +58,7 @@ def _check(args: argparse.Namespace) -> int:
     if profile.text_column and profile.embeddings is not None and profile.text_column not in current.columns:
         raise InputError(f"{args.current}: missing column {profile.text_column!r}; found {', '.join(map(repr, current.columns))}")
     report = check_drift(profile, current, embedder=embedder, settings=settings, alpha=args.alpha,
-                         correction=args.correction, permutations=args.permutations)
+                         correction=args.correction, permutations=args.permutations, embedding_tests=embedding_tests)
     if args.html: report.to_html(args.html)
     if args.json: print(report.to_json())
     else:
@@ -101,7 +104,7 @@ def _monitor(args: argparse.Namespace) -> int:
         for e in events: print(f"retrain event {e['event']['event_id']}: {e['event']['reason']}")
     return 1 if args.fail_on_drift and events else 0
 
-# %% ../nbs/02e_drift_cli.ipynb #37630ff7
+# %% ../nbs/02e_drift_cli.ipynb #d46d2849
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops drift`."""
     sub = parser.add_subparsers(dest="drift_command", metavar="ACTION", required=True)
@@ -112,6 +115,8 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument("--html", default=None, metavar="PATH", help="also write a self-contained HTML report")
     check.add_argument("--fail-on-drift", action="store_true", help="exit 1 when drift is found")
+    check.add_argument("--embedding-tests", default="mmd,knn", metavar="LIST",
+                       help="comma-separated embedding tests: mmd, knn, classifier (default: mmd,knn)")
     _add_common(check)
     check.set_defaults(handler=_check)
     prof = sub.add_parser("profile", help="save a reference profile folder", description="Fit and save a reference profile.")

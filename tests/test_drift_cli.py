@@ -135,6 +135,7 @@ def small(tmp_path: Path) -> Path:
         ("ok.csv", "tiny.csv", [], ["current has 5 rows; at least 30 are needed"]),
         ("ok.csv", "data.txt", [], ["unknown file type '.txt'"]),
         ("empty.csv", "ok.csv", [], ["the file is empty"]),
+        ("ok.csv", "ok.csv", ["--embedding-tests", "mmd,foo"], ["--embedding-tests: unknown test(s) foo"]),
     ],
 )
 def test_bad_input_exits_2_with_one_line(small, ref, cur, extra, fragments):
@@ -195,3 +196,11 @@ def test_hash_mode_audit_logs_use_the_numeric_and_categorical_tests(tmp_path: Pa
     tests = {t["name"]: t for t in json.loads(proc.stdout)["tests"]}
     assert "mmd" not in tests
     assert tests["ks:latency_ms"]["drift"] and tests["share:intent"]["drift"]
+
+
+def test_embedding_tests_option_runs_the_classifier(banking):
+    args = ("--reference", "ref.csv", "--current", "drifted.parquet", "--json")
+    proc = check(banking, *args, "--embedding-tests", "mmd,classifier")
+    assert proc.returncode == 0, proc.stderr
+    names = {t["name"] for t in json.loads(proc.stdout)["tests"]}
+    assert {"mmd", "classifier"} <= names and "knn" not in names
