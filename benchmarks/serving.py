@@ -279,6 +279,7 @@ def main() -> int:
         "--rounds", type=int, default=2, help="alternating rounds per point; medians are reported"
     )
     args = parser.parse_args()
+    load_at_start = os.getloadavg()
     wrk = ensure_wrk()
     print("CPU per request in process (no network) ...", flush=True)
     breakdown = cpu_breakdown()
@@ -383,7 +384,8 @@ def main() -> int:
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
-            "load_avg_at_start": os.getloadavg(),
+            "load_avg_at_start": load_at_start,
+            "load_avg_at_end": os.getloadavg(),
         },
         "setup": {
             "workers": args.workers,
