@@ -7,7 +7,7 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['ACTIONS', 'SEVERITY', 'STAGES', 'Action', 'Stage', 'most_severe', 'Finding', 'NormalisedText', 'normalise', 'Guard',
-           'required_literals', 'RuleGate', 'Vault', 'redact', 'Verdict']
+           'required_literals', 'required_literal_sets', 'RuleGate', 'Vault', 'redact', 'Verdict']
 
 # %% ../nbs/03a_guardrails_model.ipynb #068ea435
 import re
@@ -120,7 +120,7 @@ class Guard:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, stage={self.stage!r})"
 
-# %% ../nbs/03a_guardrails_model.ipynb #48bd3ecb
+# %% ../nbs/03a_guardrails_model.ipynb #6c40b451
 _NEVER: frozenset[str] = frozenset() # the pattern cannot match ASCII text at all
 
 @lru_cache(maxsize=None)
@@ -138,22 +138,29 @@ def _strongest(sets: list) -> frozenset[str] | None:
     """The most selective set: long shortest literal (up to 4 characters), few literals (each costs a little to look for)."""
     if any(s is _NEVER for s in sets): return _NEVER
     sets = [s for s in sets if s]
-    return max(sets, key=lambda s: (min(4, min(map(len, s))) - 0.02 * len(s), -len(s)), default=None)
+    return max(sets, key=lambda s: (_strength(s), -len(s)), default=None)
 
-def _required(items) -> frozenset[str] | None:
+def _required_sets(items) -> list:
+    """Every literal set a match of the sequence `items` needs (all of them: groups and repeats add their own)."""
     sets, run = [], ""
     for op, av in items:
         if op is _sre.LITERAL: run += chr(av); continue
         if op is _sre.AT: continue # zero-width (\b, ^, $): the literal run goes on
         sets.append(_literal_set(run)); run = ""
-        if op is _sre.SUBPATTERN: sets.append(_required(av[-1]))
-        elif op is _sre.ATOMIC_GROUP: sets.append(_required(av))
-        elif op is _sre.BRANCH:
+        if op is _sre.SUBPATTERN: sets += _required_sets(av[-1])
+        elif op is _sre.ATOMIC_GROUP: sets += _required_sets(av)
+        elif op is _sre.BRANCH: # one of the alternatives: the union of what each needs most
             branches = [b for b in (_required(b) for b in av[1]) if b is not _NEVER]
             sets.append(_NEVER if not branches else None if any(b is None for b in branches) else frozenset().union(*branches))
-        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT) and av[0] >= 1: sets.append(_required(av[2]))
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT) and av[0] >= 1: sets += _required_sets(av[2])
     sets.append(_literal_set(run))
-    return _strongest(sets)
+    return sets
+
+def _required(items) -> frozenset[str] | None:
+    return _strongest(_required_sets(items))
+
+def _strength(s: frozenset[str]) -> float:
+    return min(4, min(map(len, s))) - 0.02 * len(s)
 
 def required_literals(
     pattern: re.Pattern | str, # a compiled pattern (its flags are used) or a pattern string
@@ -164,54 +171,73 @@ def required_literals(
     try: return _required(list(_sre_parse.parse(source, flags)))
     except Exception: return None # a construct the parser of this Python version reads differently: no gate
 
-# %% ../nbs/03a_guardrails_model.ipynb #d14c4ba4
+def required_literal_sets(
+    pattern: re.Pattern | str, # a compiled pattern (its flags are used) or a pattern string
+    most: int = 3, # at most this many sets, the most selective first
+) -> tuple[frozenset[str], ...]:
+    """Literal sets that every match of `pattern` needs all of (one literal from each); () when none is known."""
+    source, flags = (pattern.pattern, pattern.flags) if isinstance(pattern, re.Pattern) else (pattern, 0)
+    if not isinstance(source, str): return ()
+    try: sets = _required_sets(list(_sre_parse.parse(source, flags)))
+    except Exception: return ()
+    if any(s is _NEVER for s in sets): return (_NEVER,)
+    ranked = sorted(set(s for s in sets if s), key=lambda s: (-_strength(s), len(s), sorted(s)))
+    chosen = ranked[:1] + [s for s in ranked[1:] if min(map(len, s)) >= 3] # weak extras cost more than they skip
+    return tuple(chosen[:most])
+
+# %% ../nbs/03a_guardrails_model.ipynb #e7950c47
 class RuleGate:
     """Which of many patterns can match a text at all, from the literals each one requires."""
     def __init__(self,
                  patterns: Sequence[re.Pattern | str], # the rules, in order
                 ):
-        self.needs = [required_literals(p) for p in patterns]
+        self.needs = [required_literal_sets(p) for p in patterns]
         self._build()
 
     @classmethod
     def from_needs(cls,
-                   needs: Sequence[frozenset[str] | None], # one literal set (or None: always run) per rule
+                   needs: Sequence[tuple[frozenset[str], ...]], # per rule, the literal sets it needs all of (() = always run)
                   ) -> RuleGate:
         """A gate from literal sets worked out elsewhere (say, the rot13 forms of another gate's literals)."""
         gate = cls.__new__(cls)
-        gate.needs = list(needs)
+        gate.needs = [tuple(n) for n in needs]
         gate._build()
         return gate
 
     def _build(self) -> None:
-        rules_of: dict[str, list[int]] = {}
+        owners: dict[str, list[tuple[int, int]]] = {} # literal -> (rule, bit of the set it is in)
         for i, need in enumerate(self.needs):
-            for word in need or (): rules_of.setdefault(word, []).append(i)
+            for j, words in enumerate(need):
+                for word in words: owners.setdefault(word, []).append((i, 1 << j))
         self._automaton = None
-        if rules_of:
+        if owners:
             self._automaton = ahocorasick.Automaton()
-            for word, rules in rules_of.items(): self._automaton.add_word(word, tuple(rules))
+            for word, rules in owners.items(): self._automaton.add_word(word, tuple(rules))
             self._automaton.make_automaton()
-        self._always = [n is None for n in self.needs]
+        self._always = [not n for n in self.needs]
+        self._full = [(1 << len(n)) - 1 for n in self.needs]
         self._all = [True] * len(self.needs)
 
     def possible(self, text: str) -> list[bool]:
         """One flag per pattern: False when the pattern cannot match `text`."""
         if self._automaton is None or not text.isascii(): return self._all
-        flags = self._always.copy()
+        got: dict[int, int] = {}
         for _, rules in self._automaton.iter(text.lower()):
-            for i in rules: flags[i] = True
+            for i, bit in rules: got[i] = got.get(i, 0) | bit
+        flags, full = self._always.copy(), self._full
+        for i, bits in got.items():
+            if bits == full[i]: flags[i] = True
         return flags
 
     @property
     def gated(self) -> int:
         """How many patterns have a literal set (the others always run)."""
-        return sum(n is not None for n in self.needs)
+        return sum(bool(n) for n in self.needs)
 
-# %% ../nbs/03a_guardrails_model.ipynb #456909a9
+# %% ../nbs/03a_guardrails_model.ipynb #79a67f7b
 _PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*?)_(\d+)>")
 
-# %% ../nbs/03a_guardrails_model.ipynb #3a504dfa
+# %% ../nbs/03a_guardrails_model.ipynb #e2d8e7f5
 class Vault:
     """Per-request, in-memory map from placeholders to the values they replaced."""
     __slots__ = ("_values", "_placeholders", "_counts")
@@ -241,7 +267,7 @@ class Vault:
     def __copy__(self): raise TypeError("a Vault is not copied: pass the same object along")
     def __deepcopy__(self, memo): raise TypeError("a Vault is not copied: pass the same object along")
 
-# %% ../nbs/03a_guardrails_model.ipynb #eda80dc7
+# %% ../nbs/03a_guardrails_model.ipynb #062f56a4
 def redact(
     text: str, # the original text
     findings: Sequence[Finding], # findings with offsets in `text`
@@ -268,7 +294,7 @@ def redact(
     out.append(text[pos:])
     return "".join(out)
 
-# %% ../nbs/03a_guardrails_model.ipynb #b518c8d4
+# %% ../nbs/03a_guardrails_model.ipynb #1f02fb6d
 @dataclass
 class Verdict:
     """What a guardrail chain decided about one text."""
