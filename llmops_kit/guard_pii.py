@@ -374,7 +374,7 @@ def find_locations(text: str) -> list[tuple[int, int, float, str]]:
 PII_ENTITIES: tuple[str, ...] = ("EMAIL_ADDRESS", "IBAN_CODE", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "URL", "DATE_TIME",
                                  "STREET_ADDRESS", "PHONE_NUMBER", "LOCATION", "PERSON")
 
-# %% ../nbs/03b_guardrails_pii.ipynb #a114361f
+# %% ../nbs/03b_guardrails_pii.ipynb #abfb3d98
 class PiiGuard(Guard):
     """Personal data by patterns, checksums, context words and name gazetteers."""
     sensitive = True
@@ -395,7 +395,7 @@ class PiiGuard(Guard):
 
     def candidates(self, text: str) -> Iterable[tuple[str, int, int, float, str]]:
         """Every scored candidate `(type, start, end, score, reason)` before thresholds and overlaps."""
-        lower, digits, gate = None, sum(map(str.isdigit, text)), self._gate.possible(text)
+        digits, gate = sum(map(str.isdigit, text)), self._gate.possible(text)
         n = len(self._recognizers)
         for r, possible in zip(self._recognizers, gate):
             if not possible or digits < r.min_digits: continue
@@ -413,8 +413,7 @@ class PiiGuard(Guard):
                 if score <= 0: continue
                 ctx = r.context_re
                 if ctx is not None and score < 1.0:
-                    if lower is None: lower = text
-                    if ctx.search(lower, max(0, s - r.window), s) or ctx.search(lower, e, min(len(text), e + 12)): score += r.boost
+                    if ctx.search(text, max(0, s - r.window), s) or ctx.search(text, e, min(len(text), e + 12)): score += r.boost
                 yield r.type, s, e, min(score, 1.0), r.reason
         if "PERSON" in self.entities:
             for s, e, score, reason in find_persons(text, gate[n:n + 2]): yield "PERSON", s, e, score, reason
