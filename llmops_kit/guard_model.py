@@ -7,10 +7,12 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['ACTIONS', 'SEVERITY', 'STAGES', 'Action', 'Stage', 'most_severe', 'Finding', 'NormalisedText', 'normalise', 'Guard',
-           'required_literals', 'required_literal_sets', 'RuleGate', 'Vault', 'redact', 'Verdict']
+           'required_literals', 'required_literal_sets', 'hyperscan_expression', 'Prefilter', 'RuleGate', 'Vault',
+           'redact', 'Verdict']
 
-# %% ../nbs/03a_guardrails_model.ipynb #068ea435
+# %% ../nbs/03a_guardrails_model.ipynb #b1eb036c
 import re
+import threading
 import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -18,6 +20,8 @@ from re import _constants as _sre, _parser as _sre_parse # the regex syntax tree
 from typing import Any, Literal, Sequence
 
 import ahocorasick # the rule gates' one-pass literal search
+try: import hyperscan # optional: prefilters every rule of a gate in one pass of a compiled automaton
+except ImportError: hyperscan = None
 
 # %% ../nbs/03a_guardrails_model.ipynb #35d9eb5b
 ACTIONS: tuple[str, ...] = ("allow", "flag", "redact", "block")
@@ -185,13 +189,109 @@ def required_literal_sets(
     chosen = ranked[:1] + [s for s in ranked[1:] if min(map(len, s)) >= 3] # weak extras cost more than they skip
     return tuple(chosen[:most])
 
-# %% ../nbs/03a_guardrails_model.ipynb #e7950c47
+# %% ../nbs/03a_guardrails_model.ipynb #c197e1a6
+_PY_ONLY_SYNTAX = re.compile(r"\{,|\\[uUN]") # `{,n}` and `\u`, `\U`, `\N{}` escapes: PCRE reads them differently
+_ASCII_LOOKALIKES = frozenset("İıſ\u212a") # non-ASCII letters Python's case-insensitive matching equates with ASCII ones
+
+def _folds_into_ascii(items, caseless: bool) -> bool:
+    """Whether a parsed pattern has, where case is ignored, a character Python would match to an ASCII letter."""
+    for op, av in items:
+        if op is _sre.LITERAL:
+            if caseless and chr(av) in _ASCII_LOOKALIKES: return True
+        elif op is _sre.IN:
+            if caseless and any((o is _sre.LITERAL and chr(a) in _ASCII_LOOKALIKES) or
+                                (o is _sre.RANGE and any(a[0] <= ord(c) <= a[1] for c in _ASCII_LOOKALIKES)) for o, a in av): return True
+        elif op is _sre.SUBPATTERN:
+            if _folds_into_ascii(av[3], (caseless or bool(av[1] & re.I)) and not av[2] & re.I): return True
+        elif op is _sre.BRANCH:
+            if any(_folds_into_ascii(b, caseless) for b in av[1]): return True
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
+            if _folds_into_ascii(av[2], caseless): return True
+        elif op is _sre.ATOMIC_GROUP:
+            if _folds_into_ascii(av, caseless): return True
+        elif op in (_sre.ASSERT, _sre.ASSERT_NOT):
+            if _folds_into_ascii(av[1], caseless): return True
+        elif op is _sre.GROUPREF_EXISTS:
+            if any(b is not None and _folds_into_ascii(b, caseless) for b in av[1:]): return True
+    return False
+
+def hyperscan_expression(
+    pattern: re.Pattern | str, # a compiled pattern (its flags are used) or a pattern string
+) -> tuple[bytes, int] | None:
+    """A Hyperscan prefilter expression and flags matching a superset of `pattern`'s matches in ASCII text; None when unsure."""
+    if hyperscan is None: return None
+    source, flags = (pattern.pattern, pattern.flags) if isinstance(pattern, re.Pattern) else (pattern, 0)
+    if not isinstance(source, str) or flags & re.LOCALE or _PY_ONLY_SYNTAX.search(source): return None
+    if not source.isascii():
+        try: parsed = _sre_parse.parse(source, flags)
+        except Exception: return None
+        if _folds_into_ascii(list(parsed), bool(parsed.state.flags & re.I)): return None
+    hs = hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_ALLOWEMPTY
+    if flags & re.I: hs |= hyperscan.HS_FLAG_CASELESS
+    if flags & re.S: hs |= hyperscan.HS_FLAG_DOTALL
+    if flags & re.M: hs |= hyperscan.HS_FLAG_MULTILINE
+    if not source.isascii(): hs |= hyperscan.HS_FLAG_UTF8 # non-ASCII letters never match ASCII text, but must parse
+    return (("(?x)" if flags & re.X else "") + source).encode(), hs
+
+# %% ../nbs/03a_guardrails_model.ipynb #3ef0364b
+@lru_cache(maxsize=None)
+def _prefilter_database(expressions: tuple[tuple[bytes, int] | None, ...]) -> tuple[Any, frozenset[int]]:
+    """A Hyperscan block database of the expressions it accepts, and their indices."""
+    usable = [i for i, e in enumerate(expressions) if e is not None]
+    def compile_(ids):
+        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        db.compile(expressions=[expressions[i][0] for i in ids], ids=ids, elements=len(ids), flags=[expressions[i][1] for i in ids])
+        return db
+    try: return compile_(usable), frozenset(usable)
+    except Exception: pass # one expression the library refuses: find it and leave it out
+    ok = []
+    for i in usable:
+        try: compile_([i]); ok.append(i)
+        except Exception: continue
+    return (compile_(ok), frozenset(ok)) if ok else (None, frozenset())
+
+def _mark(i: int, start: int, end: int, flags: int, found: list) -> None:
+    found[i] = True
+
+class Prefilter:
+    """Which patterns may match an ASCII text, from one Hyperscan scan (a superset of the real matches)."""
+    def __init__(self,
+                 expressions: Sequence[tuple[bytes, int] | None], # from `hyperscan_expression`; None = not covered
+                ):
+        self.expressions = tuple(expressions)
+        self._db, self._local = None, threading.local()
+
+    def _database(self):
+        if self._db is None:
+            self._db, covered = _prefilter_database(self.expressions)
+            self._start = [i not in covered for i in range(len(self.expressions))] # patterns not covered: always possible
+            self.complete = not any(self._start)
+        return self._db
+
+    def matches(self, text: str) -> list[bool]:
+        """One flag per expression: False when it cannot match `text` (ASCII); True for the expressions not covered."""
+        db = self._database()
+        found = self._start.copy()
+        if db is None: return found
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None: scratch = self._local.scratch = hyperscan.Scratch(db)
+        db.scan(text.encode("ascii"), match_event_handler=_mark, context=found, scratch=scratch)
+        return found
+
+    def __reduce__(self): return (Prefilter, (self.expressions,)) # the database and scratch spaces are rebuilt
+
+# %% ../nbs/03a_guardrails_model.ipynb #c032d532
+_PCRE_DIFFERS = re.compile(r"[\x1c-\x1f]")
+
 class RuleGate:
-    """Which of many patterns can match a text at all, from the literals each one requires."""
+    """Which of many patterns can match a text at all, from the literals each one requires (and a Hyperscan prefilter)."""
     def __init__(self,
                  patterns: Sequence[re.Pattern | str], # the rules, in order
+                 prefilter: bool = True, # also use Hyperscan when installed
                 ):
         self.needs = [required_literal_sets(p) for p in patterns]
+        expressions = [hyperscan_expression(p) for p in patterns] if prefilter else []
+        self._prefilter = Prefilter(expressions) if any(e is not None for e in expressions) else None
         self._build()
 
     @classmethod
@@ -200,7 +300,7 @@ class RuleGate:
                   ) -> RuleGate:
         """A gate from literal sets worked out elsewhere (say, the rot13 forms of another gate's literals)."""
         gate = cls.__new__(cls)
-        gate.needs = [tuple(n) for n in needs]
+        gate.needs, gate._prefilter = [tuple(n) for n in needs], None
         gate._build()
         return gate
 
@@ -218,9 +318,8 @@ class RuleGate:
         self._full = [(1 << len(n)) - 1 for n in self.needs]
         self._all = [True] * len(self.needs)
 
-    def possible(self, text: str) -> list[bool]:
-        """One flag per pattern: False when the pattern cannot match `text`."""
-        if self._automaton is None or not text.isascii(): return self._all
+    def _literals(self, text: str) -> list[bool]:
+        if self._automaton is None: return self._all
         got: dict[int, int] = {}
         for _, rules in self._automaton.iter(text.lower()):
             for i, bit in rules: got[i] = got.get(i, 0) | bit
@@ -229,15 +328,23 @@ class RuleGate:
             if bits == full[i]: flags[i] = True
         return flags
 
+    def possible(self, text: str) -> list[bool]:
+        """One flag per pattern: False when the pattern cannot match `text`."""
+        if not text.isascii(): return self._all
+        if self._prefilter is None or _PCRE_DIFFERS.search(text): return self._literals(text)
+        flags = self._prefilter.matches(text)
+        if self._prefilter.complete: return flags
+        return [f and lit for f, lit in zip(flags, self._literals(text))] # both are supersets: so is their meet
+
     @property
     def gated(self) -> int:
-        """How many patterns have a literal set (the others always run)."""
+        """How many patterns have a literal set (the others always run unless the prefilter covers them)."""
         return sum(bool(n) for n in self.needs)
 
-# %% ../nbs/03a_guardrails_model.ipynb #79a67f7b
+# %% ../nbs/03a_guardrails_model.ipynb #589dd178
 _PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*?)_(\d+)>")
 
-# %% ../nbs/03a_guardrails_model.ipynb #e2d8e7f5
+# %% ../nbs/03a_guardrails_model.ipynb #fde01f78
 class Vault:
     """Per-request, in-memory map from placeholders to the values they replaced."""
     __slots__ = ("_values", "_placeholders", "_counts")
@@ -267,7 +374,7 @@ class Vault:
     def __copy__(self): raise TypeError("a Vault is not copied: pass the same object along")
     def __deepcopy__(self, memo): raise TypeError("a Vault is not copied: pass the same object along")
 
-# %% ../nbs/03a_guardrails_model.ipynb #062f56a4
+# %% ../nbs/03a_guardrails_model.ipynb #46ad5611
 def redact(
     text: str, # the original text
     findings: Sequence[Finding], # findings with offsets in `text`
@@ -294,7 +401,7 @@ def redact(
     out.append(text[pos:])
     return "".join(out)
 
-# %% ../nbs/03a_guardrails_model.ipynb #1f02fb6d
+# %% ../nbs/03a_guardrails_model.ipynb #c9ddb417
 @dataclass
 class Verdict:
     """What a guardrail chain decided about one text."""

@@ -227,11 +227,9 @@ def test_embedding_guards_catch_paraphrases():
     assert "topics" in v.latency_ms and "injection" in v.latency_ms
 
 
-def test_rule_gates_never_change_a_verdict(shared_data, chain, monkeypatch):
-    """The literal gates only skip regexes that cannot match: with every gate open, all verdicts are the same."""
+def gate_corpus(shared_data) -> list[str]:
+    """Real texts the guards see: BANKING77 queries, PII sentences, injection attempts, and ticket-numbered variants."""
     import csv
-
-    from llmops_kit.guard_model import RuleGate
 
     with open(shared_data / "banking77" / "test.csv", newline="") as f:
         texts = [row["text"] for row in csv.DictReader(f)]
@@ -240,7 +238,42 @@ def test_rule_gates_never_change_a_verdict(shared_data, chain, monkeypatch):
     ]
     attacks = json.loads((shared_data / "prompt_injection" / "prompt_injection.json").read_text())
     texts += [d["user_input"] for d in attacks if isinstance(d.get("user_input"), str)]
-    texts += [f"Ticket {i}: {t}" for i, t in enumerate(texts[:300])] + [SENSITIVE]
+    return texts + [f"Ticket {i}: {t}" for i, t in enumerate(texts[:300])] + [SENSITIVE]
+
+
+def test_rule_gates_never_hide_a_match(shared_data):
+    """Every rule pattern that matches a real text is let through by its gate (literal and Hyperscan prefilter)."""
+    import codecs
+
+    from llmops_kit import guard_content, guard_pii, guard_security
+    from llmops_kit.guard_model import RuleGate
+
+    rule_sets = {
+        "pii": [r.pattern for r in guard_pii.RECOGNIZERS]
+        + [guard_pii._TITLE_RE, guard_pii._INTRO_RE, *guard_pii._ADDRESS_RES],
+        "secrets": [rx for _, rx, _, _ in guard_security.SECRET_PATTERNS],
+        "injection": [rx for _, rx, _, _ in guard_security.INJECTION_RULES],
+        "content": [rx for _, rx, _, _ in guard_content.ContentGuard()._rules],
+    }
+    texts = gate_corpus(shared_data)
+    texts += [codecs.decode(t, "rot13") for t in texts[-400:]] + [t.upper() for t in texts[:200]]
+    checked = matched = 0
+    for name, patterns in rule_sets.items():
+        gate = RuleGate(patterns)
+        for text in texts:
+            for rx, possible in zip(patterns, gate.possible(text), strict=True):
+                checked += 1
+                if rx.search(text):
+                    matched += 1
+                    assert possible, (name, rx.pattern[:80], text[:200])
+    assert checked > 500_000 and matched > 1_000, (checked, matched)  # the corpus does exercise the rules
+
+
+def test_rule_gates_never_change_a_verdict(shared_data, chain, monkeypatch):
+    """The gates only skip regexes that cannot match: with every gate open, all verdicts are the same."""
+    from llmops_kit.guard_model import RuleGate
+
+    texts = gate_corpus(shared_data)
 
     def verdicts() -> list:
         out = []
