@@ -248,7 +248,7 @@ _CAPSEQ_RE = re.compile(r"(?<![\w@.'’\-])(?P<v>" + _CAP + r"(?:[ \t]+(?:[A-Z]\
 _SUFFIXES = frozenset("md phd jr sr ii iii iv dds esq".split())
 _TITLE_INTRO_GATE = RuleGate([_TITLE_RE, _INTRO_RE])
 
-# %% ../nbs/03b_guardrails_pii.ipynb #ee6b2b90
+# %% ../nbs/03b_guardrails_pii.ipynb #970d8134
 def find_persons(
     text: str, # the text to search
     possible: Sequence[bool] | None = None, # whether the title and the introduction patterns can match (a gate's answer)
@@ -268,7 +268,8 @@ def find_persons(
         end = m.start("v") + len(" ".join(words[:keep])) if "\n" not in m.group("v") else m.start("v") + len(words[0])
         out.append((m.start("v"), end, 0.8, "name after an introduction"))
     for m in _CAPSEQ_RE.finditer(text):
-        spans = [(m.start("v") + w.start(), m.start("v") + w.end()) for w in re.finditer(r"\S+", m.group("v"))]
+        v = m.group("v")
+        spans = [m.span("v")] if " " not in v and "\t" not in v else [(m.start("v") + w.start(), m.start("v") + w.end()) for w in re.finditer(r"\S+", v)]
         words = [text[a:b] for a, b in spans]
         lw = [w.lower().strip("'’") for w in words]
         skip = 0
@@ -310,20 +311,22 @@ _ADDRESS_SCORES = (0.8, 0.75, 0.55, 0.7, 0.7, 0.8, 0.8)
 _ADDRESS_MIN_DIGITS = (1, 0, 2, 1, 1, 0, 1) # digits each pattern needs
 _ADDRESS_GATE = RuleGate(_ADDRESS_RES)
 
-# %% ../nbs/03b_guardrails_pii.ipynb #8b475226
+# %% ../nbs/03b_guardrails_pii.ipynb #7b43a7a0
 def find_addresses(
     text: str, # the text to search
     possible: Sequence[bool] | None = None, # whether each address pattern can match (a gate's answer)
 ) -> list[tuple[int, int, float, str]]:
     """Candidate street addresses in `text` as `(start, end, score, reason)`."""
-    out, digits = [], sum(map(str.isdigit, text))
+    out, digits = [], None
     gate = _ADDRESS_GATE.possible(text) if possible is None else possible
     for rx, score, need, ok in zip(_ADDRESS_RES, _ADDRESS_SCORES, _ADDRESS_MIN_DIGITS, gate):
-        if not ok or digits < need: continue
+        if not ok: continue
+        if digits is None: digits = sum(map(str.isdigit, text)) # counted once, and only when a pattern is left
+        if digits < need: continue
         for m in rx.finditer(text): out.append((m.start("v"), m.end("v"), score, "street address pattern"))
     return out
 
-# %% ../nbs/03b_guardrails_pii.ipynb #9ff6c932
+# %% ../nbs/03b_guardrails_pii.ipynb #03428c9e
 _EXTRA_PLACES = ("United States", "United States of America", "USA", "US", "UK", "U.K.", "Great Britain", "England", "Scotland", "Wales",
                  "Northern Ireland", "Holland", "Russia", "South Korea", "North Korea", "Czech Republic", "Ivory Coast", "Europe", "Asia",
                  "Africa", "America", "Latin America", "Scandinavia", "the Netherlands", "EU", "UAE")
@@ -345,16 +348,18 @@ def location_gazetteer() -> frozenset[str]:
     return frozenset(places - _NOT_NAMES)
 
 _LOC_TOKEN = re.compile(r"[A-ZÀ-ÖØ-Þ][\w'’.\-]*|of|and|the|de|del|la|le")
+_LOC_CAPITALISED = re.compile(r"[A-ZÀ-ÖØ-Þ][\w'’.\-]*") # the tokens a place can start with: none known, no place
 
 @lru_cache(maxsize=1)
 def _place_starts() -> frozenset[str]:
     """The first word of every known place: a capitalised token that is none of them starts no place."""
     return frozenset(p.split(" ", 1)[0] for p in location_gazetteer())
 
-# %% ../nbs/03b_guardrails_pii.ipynb #66029bb6
+# %% ../nbs/03b_guardrails_pii.ipynb #a2c428b2
 def find_locations(text: str) -> list[tuple[int, int, float, str]]:
     """Known place names in `text` as `(start, end, score, reason)`, longest match first."""
     places, starts = location_gazetteer(), _place_starts()
+    if not any(w.lower() in starts or w.lower().rstrip(".") in starts for w in _LOC_CAPITALISED.findall(text)): return []
     tokens = [(m.start(), m.end(), m.group(0)) for m in _LOC_TOKEN.finditer(text)]
     out, i = [], 0
     while i < len(tokens):
@@ -374,7 +379,7 @@ def find_locations(text: str) -> list[tuple[int, int, float, str]]:
 PII_ENTITIES: tuple[str, ...] = ("EMAIL_ADDRESS", "IBAN_CODE", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "URL", "DATE_TIME",
                                  "STREET_ADDRESS", "PHONE_NUMBER", "LOCATION", "PERSON")
 
-# %% ../nbs/03b_guardrails_pii.ipynb #abfb3d98
+# %% ../nbs/03b_guardrails_pii.ipynb #0d359f8a
 class PiiGuard(Guard):
     """Personal data by patterns, checksums, context words and name gazetteers."""
     sensitive = True
@@ -395,10 +400,13 @@ class PiiGuard(Guard):
 
     def candidates(self, text: str) -> Iterable[tuple[str, int, int, float, str]]:
         """Every scored candidate `(type, start, end, score, reason)` before thresholds and overlaps."""
-        digits, gate = sum(map(str.isdigit, text)), self._gate.possible(text)
+        gate, digits = self._gate.possible(text), None
         n = len(self._recognizers)
         for r, possible in zip(self._recognizers, gate):
-            if not possible or digits < r.min_digits: continue
+            if not possible: continue
+            if r.min_digits:
+                if digits is None: digits = sum(map(str.isdigit, text)) # counted once, and only when a rule is left
+                if digits < r.min_digits: continue
             for m in r.pattern.finditer(text):
                 s, e = m.span("v")
                 value = m.group("v").rstrip(".,;:!?)'\"")
