@@ -7,15 +7,18 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['ACTIONS', 'SEVERITY', 'STAGES', 'Action', 'Stage', 'most_severe', 'Finding', 'NormalisedText', 'normalise', 'Guard',
-           'required_literals', 'required_literal_sets', 'hyperscan_expression', 'Prefilter', 'RuleGate', 'Vault',
-           'redact', 'Verdict']
+           'required_literals', 'required_literal_sets', 'hyperscan_expression', 'PrefilterSegment', 'Prefilter',
+           'RuleGate', 'Vault', 'redact', 'Verdict']
 
-# %% ../nbs/03a_guardrails_model.ipynb #b1eb036c
+# %% ../nbs/03a_guardrails_model.ipynb #410524ec
+import hashlib
+import os
 import re
 import threading
 import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from re import _constants as _sre, _parser as _sre_parse # the regex syntax tree, for rule gates
 from typing import Any, Literal, Sequence
 
@@ -233,54 +236,110 @@ def hyperscan_expression(
     if not source.isascii(): hs |= hyperscan.HS_FLAG_UTF8 # non-ASCII letters never match ASCII text, but must parse
     return (("(?x)" if flags & re.X else "") + source).encode(), hs
 
-# %% ../nbs/03a_guardrails_model.ipynb #3ef0364b
-@lru_cache(maxsize=None)
-def _prefilter_database(expressions: tuple[tuple[bytes, int] | None, ...]) -> tuple[Any, frozenset[int]]:
-    """A Hyperscan block database of the expressions it accepts, and their indices."""
-    usable = [i for i, e in enumerate(expressions) if e is not None]
-    def compile_(ids):
-        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        db.compile(expressions=[expressions[i][0] for i in ids], ids=ids, elements=len(ids), flags=[expressions[i][1] for i in ids])
-        return db
-    try: return compile_(usable), frozenset(usable)
-    except Exception: pass # one expression the library refuses: find it and leave it out
-    ok = []
-    for i in usable:
-        try: compile_([i]); ok.append(i)
-        except Exception: continue
-    return (compile_(ok), frozenset(ok)) if ok else (None, frozenset())
+# %% ../nbs/03a_guardrails_model.ipynb #ccc65f8f
+def _hyperscan_cache_dir() -> Path:
+    return Path(os.environ.get("LLMOPS_HYPERSCAN_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmops_kit" / "hyperscan")
 
-def _mark(i: int, start: int, end: int, flags: int, found: list) -> None:
-    found[i] = True
+def _compile_database(expressions: Sequence[tuple[bytes, int]]) -> Any:
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(expressions=[e for e, _ in expressions], ids=list(range(len(expressions))), elements=len(expressions),
+               flags=[f for _, f in expressions])
+    return db
+
+def _cached_database(expressions: Sequence[tuple[bytes, int]]) -> Any:
+    """A compiled database of `expressions` (ids = positions), from the disk cache when possible."""
+    key = hashlib.sha256(repr((hyperscan.__version__, list(expressions))).encode()).hexdigest()[:32]
+    path = _hyperscan_cache_dir() / f"{key}.hsdb"
+    try: return hyperscan.loadb(bytearray(path.read_bytes()), hyperscan.HS_MODE_BLOCK)
+    except Exception: pass # absent or unreadable: compile
+    db = _compile_database(expressions)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(hyperscan.dumpb(db)); os.replace(tmp, path)
+    except OSError: pass # a read-only home: compile again next time
+    return db
+
+class PrefilterSegment:
+    """A compiled Hyperscan database of many expressions, scanned once per text and thread."""
+    def __init__(self, expressions: Sequence[tuple[bytes, int]]):
+        self.expressions = list(expressions)
+        try: self._db, self.refused = _cached_database(self.expressions), frozenset()
+        except Exception: # find the expressions the library refuses and leave them out
+            self.refused = frozenset(i for i, e in enumerate(self.expressions) if not _compiles(e))
+            kept = [e if i not in self.refused else (rb"\xff", 0) for i, e in enumerate(self.expressions)] # a byte ASCII never has
+            self._db = _cached_database(kept)
+        self._local = threading.local()
+
+    def hits(self, text: str) -> list[int]:
+        """Positions of the expressions that may match `text` (ASCII); cached for the last text of this thread."""
+        local = self._local
+        if getattr(local, "text", None) is text: return local.hits
+        scratch = getattr(local, "scratch", None)
+        if scratch is None: scratch = local.scratch = hyperscan.Scratch(self._db)
+        hits: list[int] = []
+        self._db.scan(text.encode("ascii"), match_event_handler=_collect, context=hits, scratch=scratch)
+        local.text, local.hits = text, hits
+        return hits
+
+def _compiles(expression: tuple[bytes, int]) -> bool:
+    try: _compile_database([expression]); return True
+    except Exception: return False
+
+def _collect(i: int, start: int, end: int, flags: int, hits: list) -> None:
+    hits.append(i)
+
+# %% ../nbs/03a_guardrails_model.ipynb #6e476f0a
+_REGISTRY_LOCK = threading.Lock()
+_SLOTS: dict[tuple[bytes, int], tuple[PrefilterSegment, int]] = {} # expression -> (segment, position)
+_PENDING: dict[tuple[bytes, int], None] = {} # registered, not compiled yet (insertion-ordered)
 
 class Prefilter:
-    """Which patterns may match an ASCII text, from one Hyperscan scan (a superset of the real matches)."""
+    """Which of a gate's patterns may match an ASCII text, from a shared Hyperscan scan (a superset of the real matches)."""
     def __init__(self,
                  expressions: Sequence[tuple[bytes, int] | None], # from `hyperscan_expression`; None = not covered
                 ):
         self.expressions = tuple(expressions)
-        self._db, self._local = None, threading.local()
+        self._plan = None
+        with _REGISTRY_LOCK:
+            for e in self.expressions:
+                if e is not None and e not in _SLOTS: _PENDING[e] = None
 
-    def _database(self):
-        if self._db is None:
-            self._db, covered = _prefilter_database(self.expressions)
+    def _resolve(self) -> list:
+        with _REGISTRY_LOCK:
+            if self._plan is not None: return self._plan
+            if any(e is not None and e not in _SLOTS for e in self.expressions):
+                for e in self.expressions:
+                    if e is not None and e not in _SLOTS: _PENDING[e] = None
+                batch = list(_PENDING)
+                segment = PrefilterSegment(batch)
+                for j, e in enumerate(batch): _SLOTS[e] = (segment, j)
+                _PENDING.clear()
+            owners: dict[PrefilterSegment, dict[int, list[int]]] = {}
+            covered = set()
+            for i, e in enumerate(self.expressions):
+                if e is None: continue
+                segment, j = _SLOTS[e]
+                if j in segment.refused: continue
+                owners.setdefault(segment, {}).setdefault(j, []).append(i)
+                covered.add(i)
             self._start = [i not in covered for i in range(len(self.expressions))] # patterns not covered: always possible
             self.complete = not any(self._start)
-        return self._db
+            self._plan = [(segment, mine) for segment, mine in owners.items()]
+            return self._plan
 
     def matches(self, text: str) -> list[bool]:
         """One flag per expression: False when it cannot match `text` (ASCII); True for the expressions not covered."""
-        db = self._database()
+        plan = self._plan or self._resolve()
         found = self._start.copy()
-        if db is None: return found
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None: scratch = self._local.scratch = hyperscan.Scratch(db)
-        db.scan(text.encode("ascii"), match_event_handler=_mark, context=found, scratch=scratch)
+        for segment, mine in plan:
+            for j in segment.hits(text):
+                for i in mine.get(j, ()): found[i] = True
         return found
 
-    def __reduce__(self): return (Prefilter, (self.expressions,)) # the database and scratch spaces are rebuilt
+    def __reduce__(self): return (Prefilter, (self.expressions,)) # the databases and scratch spaces are rebuilt
 
-# %% ../nbs/03a_guardrails_model.ipynb #c032d532
+# %% ../nbs/03a_guardrails_model.ipynb #f56b343e
 _PCRE_DIFFERS = re.compile(r"[\x1c-\x1f]")
 
 class RuleGate:
@@ -341,10 +400,10 @@ class RuleGate:
         """How many patterns have a literal set (the others always run unless the prefilter covers them)."""
         return sum(bool(n) for n in self.needs)
 
-# %% ../nbs/03a_guardrails_model.ipynb #589dd178
+# %% ../nbs/03a_guardrails_model.ipynb #5a1cfba1
 _PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*?)_(\d+)>")
 
-# %% ../nbs/03a_guardrails_model.ipynb #fde01f78
+# %% ../nbs/03a_guardrails_model.ipynb #cded666d
 class Vault:
     """Per-request, in-memory map from placeholders to the values they replaced."""
     __slots__ = ("_values", "_placeholders", "_counts")
@@ -374,7 +433,7 @@ class Vault:
     def __copy__(self): raise TypeError("a Vault is not copied: pass the same object along")
     def __deepcopy__(self, memo): raise TypeError("a Vault is not copied: pass the same object along")
 
-# %% ../nbs/03a_guardrails_model.ipynb #46ad5611
+# %% ../nbs/03a_guardrails_model.ipynb #81052dd2
 def redact(
     text: str, # the original text
     findings: Sequence[Finding], # findings with offsets in `text`
@@ -401,7 +460,7 @@ def redact(
     out.append(text[pos:])
     return "".join(out)
 
-# %% ../nbs/03a_guardrails_model.ipynb #c9ddb417
+# %% ../nbs/03a_guardrails_model.ipynb #7df977e4
 @dataclass
 class Verdict:
     """What a guardrail chain decided about one text."""
