@@ -11,7 +11,7 @@ __all__ = ['logger', 'ROUTE_SCOPES', 'EMBEDDING_MODEL', 'EMBEDDING_MODELS', 'EMB
            'readyz', 'metrics', 'fast_route', 'ServingApp', 'create_app', 'app_factory', 'serve_environment',
            'check_serving', 'start_metrics_port', 'serve', 'configure_cli']
 
-# %% ../../nbs/14_serving_app.ipynb #7b34c9e4
+# %% ../../nbs/14_serving_app.ipynb #01f89359
 import argparse
 import asyncio
 import base64
@@ -21,6 +21,7 @@ import os
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
@@ -66,7 +67,7 @@ def route_label(
     """A bounded metrics label for `path`."""
     return path if path in _KNOWN_ROUTES else "other"
 
-# %% ../../nbs/14_serving_app.ipynb #e44392e2
+# %% ../../nbs/14_serving_app.ipynb #7c7e486f
 class Server:
     """The shared state of the serving app, and the middleware's hooks."""
     def __init__(self,
@@ -83,7 +84,7 @@ class Server:
         self.chain = GuardChain.from_settings(settings, embedder=self.embedder)
         self.offload_guards = settings.guardrails.embedding_guards
         self.policy_source = settings.guardrails.policy or "packaged default"
-        self._output_verdicts: dict = {}
+        self._output_verdicts: OrderedDict = OrderedDict()
         self.guards_warm, self.guards_error = False, None
         self.metrics, self._flush_scheduled = Metrics(), False
         self.audit, self.load_error = None, None
@@ -216,11 +217,11 @@ def _flush_metrics(self: Server) -> None:
 
 Server._text_record, Server.finish, Server.after, Server.flush_metrics = _text_record, _finish, _after, _flush_metrics
 
-# %% ../../nbs/14_serving_app.ipynb #fbfd956d
+# %% ../../nbs/14_serving_app.ipynb #5df08983
 def _verdict_dict(verdict) -> dict[str, Any]:
-    d = verdict.to_dict()
-    d.pop("text", None)
-    return d
+    """A verdict as the audit record keeps it: action, stage, findings with reasons, total time; no text, no time per guard."""
+    return {"action": verdict.action, "stage": verdict.stage, "findings": [f.to_dict() for f in verdict.findings],
+            "reasons": verdict.reasons, "total_ms": round(verdict.total_ms, 4)}
 
 _OUTPUT_CACHE_SIZE = 4096
 
@@ -231,7 +232,7 @@ async def _check(self: Server, text: str, stage: str):
     if not self.offload_guards: verdict = self.chain.check(text, stage=stage)
     else: verdict = await call_model(asyncio.to_thread(self.chain.check, text, stage), self.timeout_s)
     if cache is not None:
-        if len(cache) >= _OUTPUT_CACHE_SIZE: cache.pop(next(iter(cache)))
+        if len(cache) >= _OUTPUT_CACHE_SIZE: cache.popitem(last=False) # the oldest (a plain dict's first key gets slow to find)
         cache[(id(self.chain), text)] = verdict
     return verdict
 
