@@ -245,13 +245,13 @@ def knn_test(
                                "top_current": top.tolist(), "top_scores": (counts[len(x):][top] / k).tolist(),
                                "permutation_stats": stats})
 
-# %% ../nbs/02b_drift_tests.ipynb #d3a06eee
+# %% ../nbs/02b_drift_tests.ipynb #0c1e51ad
 def _rank_p(t: np.ndarray) -> np.ndarray:
     """p-value of every entry of `t` against all entries (itself included): share of entries at least as large."""
     srt = np.sort(t)
     return (len(t) - np.searchsorted(srt, t - 1e-12 * np.abs(t), "left")) / len(t)
 
-# %% ../nbs/02b_drift_tests.ipynb #e1e1f686
+# %% ../nbs/02b_drift_tests.ipynb #879a470a
 def combine_min_p(
     results: list[TestResult], # permutation tests run on the same relabellings (same seed and sample sizes)
     weights: Sequence[float] | None = None, # share of the level each test gets (normalised); default equal
@@ -270,7 +270,7 @@ def combine_min_p(
         r.p_value = float(np.mean(smallest <= p_own[0] / wi + 1e-12))
     return results
 
-# %% ../nbs/02b_drift_tests.ipynb #a6c0a079
+# %% ../nbs/02b_drift_tests.ipynb #00cf2025
 def classifier_test(
     x: np.ndarray, # reference embeddings (n, d)
     y: np.ndarray, # current embeddings (m, d)
@@ -300,7 +300,7 @@ def classifier_test(
                       details={"top_current": yi[ky:][top].tolist(), "top_scores": cur_scores[top].tolist(),
                                "held_out": [len(ref_scores), len(cur_scores)]})
 
-# %% ../nbs/02b_drift_tests.ipynb #a86a89c8
+# %% ../nbs/02b_drift_tests.ipynb #6243087c
 def ks_test(
     x: np.ndarray, # reference values
     y: np.ndarray, # current values
@@ -314,7 +314,7 @@ def ks_test(
     return TestResult(name=name, kind="numeric", statistic=float(r.statistic), p_value=float(r.pvalue),
                       effect_size=float(r.statistic))
 
-# %% ../nbs/02b_drift_tests.ipynb #cfcc3f6c
+# %% ../nbs/02b_drift_tests.ipynb #96410550
 def wasserstein_test(
     x: np.ndarray, # reference values
     y: np.ndarray, # current values
@@ -334,7 +334,7 @@ def wasserstein_test(
     return TestResult(name=name, kind="numeric", statistic=float(w[0]), p_value=_permutation_p(w),
                       effect_size=float(w[0] / scale), details={"reference_std": scale})
 
-# %% ../nbs/02b_drift_tests.ipynb #e251c88b
+# %% ../nbs/02b_drift_tests.ipynb #0d21c139
 def _table(reference: dict[str, int], current: dict[str, int], min_count: int = 5) -> tuple[np.ndarray, list[str]]:
     """A 2 x K count table over the union of categories, pooling rare ones into `<other>`."""
     cats = sorted(set(reference) | set(current), key=str)
@@ -345,7 +345,7 @@ def _table(reference: dict[str, int], current: dict[str, int], min_count: int = 
         cats = [c for c, r in zip(cats, rare) if not r] + ["<other>"]
     return t, cats
 
-# %% ../nbs/02b_drift_tests.ipynb #269e03b0
+# %% ../nbs/02b_drift_tests.ipynb #649ec6d4
 def chi2_test(
     reference: dict[str, int], # category counts of the reference
     current: dict[str, int], # category counts of the current sample
@@ -362,13 +362,13 @@ def chi2_test(
     return TestResult(name=name, kind="categorical", statistic=stat, p_value=float(chi2.sf(stat, df)),
                       effect_size=float(math.sqrt(stat / n)), details={"df": df})
 
-# %% ../nbs/02b_drift_tests.ipynb #36dfb339
+# %% ../nbs/02b_drift_tests.ipynb #4e40cc27
 def _proportions(t: np.ndarray, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
     """Smoothed row proportions of a 2 x K table."""
     p = (t + smoothing) / (t + smoothing).sum(1, keepdims=True)
     return p[0], p[1]
 
-# %% ../nbs/02b_drift_tests.ipynb #21e0642b
+# %% ../nbs/02b_drift_tests.ipynb #44107dec
 def psi_test(
     reference: dict[str, int], # category counts of the reference
     current: dict[str, int], # category counts of the current sample
@@ -385,7 +385,7 @@ def psi_test(
     return TestResult(name=name, kind="categorical", statistic=psi, p_value=float(chi2.sf(psi * n * m / (n + m), df)),
                       effect_size=psi, details={"df": df})
 
-# %% ../nbs/02b_drift_tests.ipynb #ff7f492c
+# %% ../nbs/02b_drift_tests.ipynb #dec3d37c
 def js_test(
     reference: dict[str, int], # category counts of the reference
     current: dict[str, int], # category counts of the current sample
@@ -407,7 +407,7 @@ def js_test(
     return TestResult(name=name, kind="categorical", statistic=js, p_value=float(chi2.sf(2 * (n + m) * js_weighted, df)),
                       effect_size=math.sqrt(max(js, 0) / math.log(2)), details={"df": df})
 
-# %% ../nbs/02b_drift_tests.ipynb #ef28a297
+# %% ../nbs/02b_drift_tests.ipynb #56d34193
 def share_test(
     reference: dict[str, int], # category counts of the reference
     current: dict[str, int], # category counts of the current sample
@@ -427,7 +427,7 @@ def share_test(
                       effect_size=float(np.abs(change).max()),
                       details={"category": cats[k], "reference_share": float(t[0, k] / n), "current_share": float(t[1, k] / m)})
 
-# %% ../nbs/02b_drift_tests.ipynb #7787b982
+# %% ../nbs/02b_drift_tests.ipynb #c57303be
 def adjust_p_values(
     p: Sequence[float], # raw p-values
     method: str = "holm", # `holm`, `bh` or `none`
@@ -444,7 +444,7 @@ def adjust_p_values(
     out = np.empty(k); out[order] = np.minimum(adj, 1.0)
     return out
 
-# %% ../nbs/02b_drift_tests.ipynb #8ebd3091
+# %% ../nbs/02b_drift_tests.ipynb #b910b114
 def correct(
     results: list[TestResult], # the raw results of one run
     alpha: float = 0.05, # family-wise (holm) or false-discovery (bh) level
