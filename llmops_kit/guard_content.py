@@ -8,9 +8,10 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['CONTENT_RULES', 'BIAS_RULES', 'ContentGuard', 'TopicGuard', 'FormatGuard']
 
-# %% ../nbs/03d_guardrails_content.ipynb #8178bfc0
+# %% ../nbs/03d_guardrails_content.ipynb #14cb89c2
 import json
 import re
+from itertools import compress
 from typing import Any, Mapping, Sequence
 
 # %% ../nbs/03d_guardrails_content.ipynb #4f84a79f
@@ -42,7 +43,7 @@ BIAS_RULES: tuple[tuple[str, str, float, str], ...] = (
     ("BIAS_GENERALISATION", r"\bbecause (?:she is|he is|they are|you are|you're|she's|he's|they're) (?:a |an )?(?:woman|female|black|muslim|jewish|old|elderly|gay|disabled|immigrant|foreign(?:er)?|pregnant)\b", 0.7, "attributes an outcome to a protected attribute"),
 )
 
-# %% ../nbs/03d_guardrails_content.ipynb #148f6c98
+# %% ../nbs/03d_guardrails_content.ipynb #2407e9cf
 class ContentGuard(Guard):
     """Toxic, threatening, self-harm, sexual, dangerous and biased language by lexicons and patterns."""
     def __init__(self,
@@ -62,8 +63,7 @@ class ContentGuard(Guard):
     def scan(self, text: str) -> list[Finding]:
         """Content findings in `text` (one per rule, at its first match)."""
         out = []
-        for (type_, rx, score, reason), possible in zip(self._rules, self._gate.possible(text)):
-            if not possible: continue
+        for type_, rx, score, reason in compress(self._rules, self._gate.possible(text)):
             m = rx.search(text)
             if m: out.append(Finding(self.name, type_, m.start(), m.end(), score, reason=reason))
         return out

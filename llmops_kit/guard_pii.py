@@ -10,9 +10,10 @@ __all__ = ['IBAN_LENGTHS', 'RECOGNIZERS', 'PII_ENTITIES', 'luhn_ok', 'card_score
            'date_score', 'Recognizer', 'phone_score', 'name_gazetteer', 'find_persons', 'find_addresses',
            'location_gazetteer', 'find_locations', 'PiiGuard']
 
-# %% ../nbs/03b_guardrails_pii.ipynb #697f0a68
+# %% ../nbs/03b_guardrails_pii.ipynb #5444942a
 import ipaddress
 import re
+from itertools import compress
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -379,7 +380,7 @@ def find_locations(text: str) -> list[tuple[int, int, float, str]]:
 PII_ENTITIES: tuple[str, ...] = ("EMAIL_ADDRESS", "IBAN_CODE", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "URL", "DATE_TIME",
                                  "STREET_ADDRESS", "PHONE_NUMBER", "LOCATION", "PERSON")
 
-# %% ../nbs/03b_guardrails_pii.ipynb #0d359f8a
+# %% ../nbs/03b_guardrails_pii.ipynb #e666f92b
 class PiiGuard(Guard):
     """Personal data by patterns, checksums, context words and name gazetteers."""
     sensitive = True
@@ -402,8 +403,7 @@ class PiiGuard(Guard):
         """Every scored candidate `(type, start, end, score, reason)` before thresholds and overlaps."""
         gate, digits = self._gate.possible(text), None
         n = len(self._recognizers)
-        for r, possible in zip(self._recognizers, gate):
-            if not possible: continue
+        for r in compress(self._recognizers, gate):
             if r.min_digits:
                 if digits is None: digits = sum(map(str.isdigit, text)) # counted once, and only when a rule is left
                 if digits < r.min_digits: continue
