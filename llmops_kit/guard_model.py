@@ -236,7 +236,7 @@ def hyperscan_expression(
     if not source.isascii(): hs |= hyperscan.HS_FLAG_UTF8 # non-ASCII letters never match ASCII text, but must parse
     return (("(?x)" if flags & re.X else "") + source).encode(), hs
 
-# %% ../nbs/03a_guardrails_model.ipynb #ccc65f8f
+# %% ../nbs/03a_guardrails_model.ipynb #d4295718
 def _hyperscan_cache_dir() -> Path:
     return Path(os.environ.get("LLMOPS_HYPERSCAN_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmops_kit" / "hyperscan")
 
@@ -250,8 +250,11 @@ def _cached_database(expressions: Sequence[tuple[bytes, int]]) -> Any:
     """A compiled database of `expressions` (ids = positions), from the disk cache when possible."""
     key = hashlib.sha256(repr((hyperscan.__version__, list(expressions))).encode()).hexdigest()[:32]
     path = _hyperscan_cache_dir() / f"{key}.hsdb"
-    try: return hyperscan.loadb(bytearray(path.read_bytes()), hyperscan.HS_MODE_BLOCK)
-    except Exception: pass # absent or unreadable: compile
+    try:
+        db = hyperscan.loadb(bytearray(path.read_bytes()), hyperscan.HS_MODE_BLOCK)
+        db.scan(b"check", match_event_handler=_collect, context=[], scratch=hyperscan.Scratch(db)) # built for another CPU fails here
+        return db
+    except Exception: pass # absent, unreadable or unusable here: compile
     db = _compile_database(expressions)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -289,7 +292,7 @@ def _compiles(expression: tuple[bytes, int]) -> bool:
 def _collect(i: int, start: int, end: int, flags: int, hits: list) -> None:
     hits.append(i)
 
-# %% ../nbs/03a_guardrails_model.ipynb #6e476f0a
+# %% ../nbs/03a_guardrails_model.ipynb #230c5346
 _REGISTRY_LOCK = threading.Lock()
 _SLOTS: dict[tuple[bytes, int], tuple[PrefilterSegment, int]] = {} # expression -> (segment, position)
 _PENDING: dict[tuple[bytes, int], None] = {} # registered, not compiled yet (insertion-ordered)
@@ -332,9 +335,11 @@ class Prefilter:
         """One flag per expression: False when it cannot match `text` (ASCII); True for the expressions not covered."""
         plan = self._plan or self._resolve()
         found = self._start.copy()
-        for segment, mine in plan:
-            for j in segment.hits(text):
-                for i in mine.get(j, ()): found[i] = True
+        try:
+            for segment, mine in plan:
+                for j in segment.hits(text):
+                    for i in mine.get(j, ()): found[i] = True
+        except Exception: return [True] * len(found) # the library failed on this text: every rule runs
         return found
 
     def __reduce__(self): return (Prefilter, (self.expressions,)) # the databases and scratch spaces are rebuilt
