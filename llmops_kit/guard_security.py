@@ -193,10 +193,11 @@ def foreign_language_score(text: str) -> tuple[float, str]:
     if foreign >= 2 and foreign > english: return 0.7, f"{foreign} of {len(words)} words are function words of another language"
     return 0.0, ""
 
-# %% ../nbs/03c_guardrails_security.ipynb #389a3d97
+# %% ../nbs/03c_guardrails_security.ipynb #c300cdd6
 _FOREIGN_ASCII = "|".join(sorted((w for w in _FOREIGN if w.isascii()), key=lambda w: (-len(w), w)))
 HINTS: dict[str, re.Pattern] = {
-    "leetspeak": _LEET_HINT, "base64": _B64, "hex": _HEX, "few_shot": _FEW_SHOT, "repeat": _REPEAT,
+    "leetspeak": _LEET_HINT, "base64": _B64, "hex": _HEX, "few_shot": _FEW_SHOT,
+    "letters": re.compile(r"[a-z]{4}", re.I), # four letters in a row: something rot13 could hide
     "questions": re.compile(r"\?+(?:[^?]+\?+){3}"), # four runs of question marks
     "pig_latin": re.compile(r"[a-z]{2}ay[^a-z].*[a-z]{2}ay(?:[^a-z]|$)", re.I | re.S), # two words of 4+ letters ending in -ay
     "foreign": re.compile(rf"(?:^|[^a-z])(?:{_FOREIGN_ASCII})[^a-z](?:.*[^a-z])?(?:{_FOREIGN_ASCII})(?:[^a-z]|$)", re.I | re.S),
@@ -243,7 +244,7 @@ def _any_of(words) -> re.Pattern:
     """A case-insensitive pattern for any of `words` (one that never matches ASCII text when there are none)."""
     return re.compile("|".join(re.escape(w) for w in sorted(words)) or r"[^\x00-\x7f]", re.I)
 
-# %% ../nbs/03c_guardrails_security.ipynb #9da4e2d4
+# %% ../nbs/03c_guardrails_security.ipynb #8dc9dbb1
 class InjectionGuard(Guard):
     """Prompt injection and jailbreak attempts by rules, decoding, heuristics and optional embedding similarity."""
     stage = "input"
@@ -278,7 +279,7 @@ class InjectionGuard(Guard):
         out = self._rules(text, possible=possible)
         if not out and hint["leetspeak"] and _LEET_HINT.search(text):
             out += self._rules(text.translate(_LEET), False, "leetspeak")
-        if not out and re.search(r"[a-z]{4}", text, re.I):
+        if not out and hint["letters"]:
             rot_possible = self._rot13_gate.possible(text)
             if any(rot_possible): # decode only when some rule's rot13 literals are all there
                 out += [f for f in self._rules(codecs.decode(text, "rot13"), False, "rot13", rot_possible) if f.score >= 0.85]
@@ -292,7 +293,7 @@ class InjectionGuard(Guard):
         words = re.findall(r"[a-z]{4,}", text.lower()) if hint["pig_latin"] else ()
         if len(words) >= 3 and sum(w.endswith("ay") for w in words) / len(words) >= 0.5:
             out.append(Finding(self.name, "ENCODED_PAYLOAD", None, None, 0.8, reason="most words are in pig latin"))
-        m = _REPEAT.search(text) if hint["repeat"] else None
+        m = _REPEAT.search(text) # no hint: a back-reference widens to any eight words
         if m: out.append(Finding(self.name, "TOKEN_FLOOD", m.start(), m.end(), 0.7, reason="one word repeated eight or more times"))
         questions = len(re.findall(r"\?+", text)) if hint["questions"] else 0
         if questions >= 4: out.append(Finding(self.name, "QUESTION_FLOOD", None, None, 0.6, reason=f"{questions} questions in one message"))

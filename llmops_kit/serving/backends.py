@@ -19,14 +19,19 @@ from typing import Any, Protocol, Sequence
 # %% ../../nbs/16_serving_backends.ipynb #6b6e9f6a
 from ..core import LlmopsError, Settings
 
-# %% ../../nbs/16_serving_backends.ipynb #980edb30
+# %% ../../nbs/16_serving_backends.ipynb #f765548a
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+# ASCII text in three classes, w(ord), space (what Python's `\s` matches) and p(unctuation): counted with bytes.count
+_CLASSES = bytes(ord("w") if chr(c).isalnum() or c == 95 else ord(" ") if re.fullmatch(r"\s", chr(c)) else ord("p")
+                 for c in range(128)) + b"p" * 128
 
 def count_tokens(
     text: str, # any text
 ) -> int:
     """Approximate token count: words and punctuation marks (not a model's BPE tokenizer)."""
-    return len(_TOKEN.findall(text))
+    if not text.isascii(): return len(_TOKEN.findall(text))
+    t = text.encode("ascii").translate(_CLASSES) # the same count as the regex, without building the tokens
+    return t.count(b"p") + t.count(b" w") + t.count(b"pw") + (t[:1] == b"w")
 
 # %% ../../nbs/16_serving_backends.ipynb #81d3c9d0
 PRICES: dict[str, tuple[float, float]] = {
