@@ -7,16 +7,18 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['ACTIONS', 'SEVERITY', 'STAGES', 'Action', 'Stage', 'most_severe', 'Finding', 'NormalisedText', 'normalise', 'Guard',
-           'required_literals', 'required_literal_sets', 'hyperscan_expression', 'PrefilterSegment', 'Prefilter',
-           'RuleGate', 'Vault', 'redact', 'Verdict']
+           'required_literals', 'required_literal_sets', 'hyperscan_expression', 'PrefilterSegment', 'prefilter_group',
+           'Prefilter', 'RuleGate', 'Vault', 'redact', 'Verdict']
 
-# %% ../nbs/03a_guardrails_model.ipynb #410524ec
+# %% ../nbs/03a_guardrails_model.ipynb #45531757
+import contextvars
 import hashlib
 import os
 import re
 import threading
 import unicodedata
 from dataclasses import dataclass, field
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from re import _constants as _sre, _parser as _sre_parse # the regex syntax tree, for rule gates
@@ -292,37 +294,48 @@ def _compiles(expression: tuple[bytes, int]) -> bool:
 def _collect(i: int, start: int, end: int, flags: int, hits: list) -> None:
     hits.append(i)
 
-# %% ../nbs/03a_guardrails_model.ipynb #230c5346
+# %% ../nbs/03a_guardrails_model.ipynb #cd2f3f51
 _REGISTRY_LOCK = threading.Lock()
-_SLOTS: dict[tuple[bytes, int], tuple[PrefilterSegment, int]] = {} # expression -> (segment, position)
-_PENDING: dict[tuple[bytes, int], None] = {} # registered, not compiled yet (insertion-ordered)
+_SLOTS: dict[tuple, tuple[PrefilterSegment, int]] = {} # (group, expression) -> (segment, position)
+_PENDING: dict[Any, dict[tuple[bytes, int], None]] = {} # group -> expressions registered, not compiled yet (in order)
+_GROUP: contextvars.ContextVar = contextvars.ContextVar("llmops_prefilter_group", default=None)
+
+@contextmanager
+def prefilter_group(name: str | None):
+    """Gates made inside share a prefilter database with each other only (the guards of one chain stage)."""
+    token = _GROUP.set(name)
+    try: yield
+    finally: _GROUP.reset(token)
 
 class Prefilter:
     """Which of a gate's patterns may match an ASCII text, from a shared Hyperscan scan (a superset of the real matches)."""
     def __init__(self,
                  expressions: Sequence[tuple[bytes, int] | None], # from `hyperscan_expression`; None = not covered
+                 group: Any = None, # the registry group; None = the `prefilter_group` in force
                 ):
-        self.expressions = tuple(expressions)
+        self.expressions, self.group = tuple(expressions), _GROUP.get() if group is None else group
         self._plan = None
-        with _REGISTRY_LOCK:
-            for e in self.expressions:
-                if e is not None and e not in _SLOTS: _PENDING[e] = None
+        with _REGISTRY_LOCK: self._register()
+
+    def _register(self) -> bool:
+        """Queue this gate's uncompiled expressions in its group; whether there were any."""
+        pending = _PENDING.setdefault(self.group, {})
+        new = [e for e in self.expressions if e is not None and (self.group, e) not in _SLOTS]
+        for e in new: pending[e] = None
+        return bool(new)
 
     def _resolve(self) -> list:
         with _REGISTRY_LOCK:
             if self._plan is not None: return self._plan
-            if any(e is not None and e not in _SLOTS for e in self.expressions):
-                for e in self.expressions:
-                    if e is not None and e not in _SLOTS: _PENDING[e] = None
-                batch = list(_PENDING)
+            if self._register():
+                batch = list(_PENDING.pop(self.group))
                 segment = PrefilterSegment(batch)
-                for j, e in enumerate(batch): _SLOTS[e] = (segment, j)
-                _PENDING.clear()
+                for j, e in enumerate(batch): _SLOTS[self.group, e] = (segment, j)
             owners: dict[PrefilterSegment, dict[int, list[int]]] = {}
             covered = set()
             for i, e in enumerate(self.expressions):
                 if e is None: continue
-                segment, j = _SLOTS[e]
+                segment, j = _SLOTS[self.group, e]
                 if j in segment.refused: continue
                 owners.setdefault(segment, {}).setdefault(j, []).append(i)
                 covered.add(i)
@@ -342,7 +355,7 @@ class Prefilter:
         except Exception: return [True] * len(found) # the library failed on this text: every rule runs
         return found
 
-    def __reduce__(self): return (Prefilter, (self.expressions,)) # the databases and scratch spaces are rebuilt
+    def __reduce__(self): return (Prefilter, (self.expressions, self.group)) # the databases and scratch spaces are rebuilt
 
 # %% ../nbs/03a_guardrails_model.ipynb #f56b343e
 _PCRE_DIFFERS = re.compile(r"[\x1c-\x1f]")

@@ -23,10 +23,10 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-# %% ../nbs/03e_guardrails.ipynb #c810e065
+# %% ../nbs/03e_guardrails.ipynb #54b77a96
 from .core import InputError, LlmopsError, Settings, get_settings, log_event
 from .guard_content import ContentGuard, FormatGuard, TopicGuard
-from .guard_model import (ACTIONS, SEVERITY, STAGES, Finding, Guard, NormalisedText, Vault, Verdict, most_severe,
+from .guard_model import (ACTIONS, SEVERITY, STAGES, Finding, Guard, NormalisedText, Vault, Verdict, most_severe, prefilter_group,
                                     normalise, redact)
 from .guard_pii import PII_ENTITIES, PiiGuard
 from .guard_security import InjectionGuard, SecretsGuard
@@ -358,7 +358,7 @@ class _Step:
     def __init__(self, guard: Guard, threshold: float, action: str, actions: dict[str, str]):
         self.guard, self.threshold, self.action, self.actions, self.name = guard, threshold, action, actions, guard.name
 
-# %% ../nbs/03e_guardrails.ipynb #f1caed78
+# %% ../nbs/03e_guardrails.ipynb #13e88500
 class GuardChain:
     """Guards run in policy order per stage, with early exit on block, merged findings and one verdict."""
     def __init__(self,
@@ -386,7 +386,7 @@ class GuardChain:
         for stage in STAGES:
             for spec in policy.specs(stage):
                 if spec.stage not in (None, "both", stage): continue
-                guard = _build_guard(spec, stage, memo, embedding_guards)
+                with prefilter_group(stage): guard = _build_guard(spec, stage, memo, embedding_guards) # one prefilter per stage
                 if guard is None: continue
                 steps.setdefault(stage, []).append(_Step(guard, spec.threshold, spec.action, dict(spec.actions)))
         return cls(steps, policy, memo)
