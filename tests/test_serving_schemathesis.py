@@ -39,6 +39,8 @@ def schemathesis_run(server, *args: str, timeout: float = 240) -> subprocess.Com
 
 
 def test_no_server_errors(server):
+    # the fixture's own readiness polls (503 while the guards warm up) are not fuzzing
+    before = len(server.records())
     proc = schemathesis_run(
         server,
         "--max-examples",
@@ -50,9 +52,12 @@ def test_no_server_errors(server):
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     print(proc.stdout[-3000:])
-    records = server.records()
+    records = server.records()[before:]
     assert len(records) > 100, "every fuzzed request left an audit record"
-    assert not [r for r in records if r["status"] >= 500 and r["status"] != 504]
+    errors = [r for r in records if r["status"] >= 500 and r["status"] != 504]
+    assert not errors, [
+        {k: r.get(k) for k in ("route", "method", "status", "outcome", "error")} for r in errors[:5]
+    ]
 
 
 def test_embeddings_no_server_errors(server):
