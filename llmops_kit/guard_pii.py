@@ -239,17 +239,20 @@ def _census_first_names() -> frozenset[str]:
         with open(folder / fname, encoding="utf-8") as fh: out.update(line.split(" ", 1)[0].lower() for line in fh if line.strip())
     return frozenset(out - _NOT_NAMES)
 
-# %% ../nbs/03b_guardrails_pii.ipynb #7204954c
+# %% ../nbs/03b_guardrails_pii.ipynb #50fe3345
 _CAP = r"[A-ZÀ-ÖØ-ÞĀ-ſ][A-Za-zÀ-ÖØ-öø-ɏ'’\-]+"
 _WORD = r"[A-Za-zÀ-ÖØ-öø-ɏ][A-Za-zÀ-ÖØ-öø-ɏ'’\-]+"
 _PARTICLES = r"(?:(?:van|von|de|der|den|da|di|du|del|della|dos|das|le|la|ten|ter|bin|ibn|al)[ \t]+){1,2}"
 _TITLE_RE = re.compile(r"(?<![\w])(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Mlle|Herr|Frau|Sr|Sra|Srta)\.?\s+(?P<v>" + _CAP + r"(?:\s+(?:[A-Z]\.\s+)?" + _CAP + r"){0,2})")
 _INTRO_RE = re.compile(r"(?i:\b(?:my name is|my name's|name is|call me|i am called|name:|dear|regards,|sincerely,|signed,?|thanks,|cheers,|directed by:?|written by:?|contact person:?|attn:?|customer:))[ \t]+(?P<v>" + _WORD + r"(?:[ \t]+(?:[A-Z]\.?[ \t]+)?(?:" + _PARTICLES + r")?" + _CAP + r"){0,2})")
-_CAPSEQ_RE = re.compile(r"(?<![\w@.'’\-])(?P<v>" + _CAP + r"(?:[ \t]+(?:[A-Z]\.?[ \t]+)?(?:" + _PARTICLES + r")?" + _CAP + r"){0,2})(?![\w@'’\-])")
+# the first capital comes first and the "no word character before it" check right after it (a look-behind over both):
+# a pattern that starts with a character set lets the regex engine skip to the capitals instead of testing every position
+_CAPSEQ_RE = re.compile(r"(?P<v>[A-ZÀ-ÖØ-ÞĀ-ſ](?<![\w@.'’\-][A-ZÀ-ÖØ-ÞĀ-ſ])" + _CAP[len("[A-ZÀ-ÖØ-ÞĀ-ſ]"):] +
+                        r"(?:[ \t]+(?:[A-Z]\.?[ \t]+)?(?:" + _PARTICLES + r")?" + _CAP + r"){0,2})(?![\w@'’\-])")
 _SUFFIXES = frozenset("md phd jr sr ii iii iv dds esq".split())
 _TITLE_INTRO_GATE = RuleGate([_TITLE_RE, _INTRO_RE])
 
-# %% ../nbs/03b_guardrails_pii.ipynb #970d8134
+# %% ../nbs/03b_guardrails_pii.ipynb #b8d02cff
 def find_persons(
     text: str, # the text to search
     possible: Sequence[bool] | None = None, # whether the title and the introduction patterns can match (a gate's answer)
@@ -270,6 +273,7 @@ def find_persons(
         out.append((m.start("v"), end, 0.8, "name after an introduction"))
     for m in _CAPSEQ_RE.finditer(text):
         v = m.group("v")
+        if " " not in v and "\t" not in v and v.lower().strip("'’") not in first: continue # a lone word that is no first name
         spans = [m.span("v")] if " " not in v and "\t" not in v else [(m.start("v") + w.start(), m.start("v") + w.end()) for w in re.finditer(r"\S+", v)]
         words = [text[a:b] for a, b in spans]
         lw = [w.lower().strip("'’") for w in words]
