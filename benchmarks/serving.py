@@ -276,7 +276,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of both servers")
     parser.add_argument("--concurrency", default="1,16,64", help="comma-separated wrk connection counts")
     parser.add_argument(
-        "--rounds", type=int, default=2, help="alternating rounds per point; medians are reported"
+        "--rounds", type=int, default=3, help="alternating rounds per point; medians are reported"
     )
     args = parser.parse_args()
     load_at_start = os.getloadavg()
