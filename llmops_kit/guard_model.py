@@ -10,7 +10,7 @@ __all__ = ['ACTIONS', 'SEVERITY', 'STAGES', 'Action', 'Stage', 'most_severe', 'F
            'required_literals', 'required_literal_sets', 'hyperscan_expression', 'PrefilterSegment', 'prefilter_group',
            'Prefilter', 'RuleGate', 'Vault', 'redact', 'Verdict']
 
-# %% ../nbs/03a_guardrails_model.ipynb #45531757
+# %% ../nbs/03a_guardrails_model.ipynb #8dd4508d
 import contextvars
 import hashlib
 import os
@@ -19,7 +19,6 @@ import threading
 import unicodedata
 from dataclasses import dataclass, field
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 from re import _constants as _sre, _parser as _sre_parse # the regex syntax tree, for rule gates
 from typing import Any, Literal, Sequence
@@ -129,17 +128,14 @@ class Guard:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, stage={self.stage!r})"
 
-# %% ../nbs/03a_guardrails_model.ipynb #6c40b451
+# %% ../nbs/03a_guardrails_model.ipynb #7f815677
 _NEVER: frozenset[str] = frozenset() # the pattern cannot match ASCII text at all
 
-@lru_cache(maxsize=None)
-def _matches_ascii(ch: str) -> bool:
-    """Whether the non-ASCII `ch` matches some ASCII character when case is ignored (the Kelvin sign matches k)."""
-    return any(re.fullmatch(re.escape(ch), chr(a), re.I) for a in range(128))
+_ASCII_LOOKALIKES = frozenset("İıſ\u212a") # non-ASCII letters Python's case-insensitive matching equates with ASCII ones
 
 def _literal_set(run: str) -> frozenset[str] | None:
     if run.isascii(): return frozenset([run.lower()]) if run else None
-    if any(not c.isascii() and not _matches_ascii(c) for c in run): return _NEVER # gates only judge ASCII text
+    if any(not c.isascii() and c not in _ASCII_LOOKALIKES for c in run): return _NEVER # gates only judge ASCII text
     ascii_part = max(re.split(r"[^\x00-\x7f]+", run), key=len)
     return frozenset([ascii_part.lower()]) if ascii_part else None
 
@@ -194,10 +190,8 @@ def required_literal_sets(
     chosen = ranked[:1] + [s for s in ranked[1:] if min(map(len, s)) >= 3] # weak extras cost more than they skip
     return tuple(chosen[:most])
 
-# %% ../nbs/03a_guardrails_model.ipynb #c197e1a6
+# %% ../nbs/03a_guardrails_model.ipynb #208097c7
 _PY_ONLY_SYNTAX = re.compile(r"\{,|\\[uUN]") # `{,n}` and `\u`, `\U`, `\N{}` escapes: PCRE reads them differently
-_ASCII_LOOKALIKES = frozenset("İıſ\u212a") # non-ASCII letters Python's case-insensitive matching equates with ASCII ones
-
 def _folds_into_ascii(items, caseless: bool) -> bool:
     """Whether a parsed pattern has, where case is ignored, a character Python would match to an ASCII letter."""
     for op, av in items:
@@ -357,7 +351,7 @@ class Prefilter:
 
     def __reduce__(self): return (Prefilter, (self.expressions, self.group)) # the databases and scratch spaces are rebuilt
 
-# %% ../nbs/03a_guardrails_model.ipynb #f56b343e
+# %% ../nbs/03a_guardrails_model.ipynb #b1dbc8af
 _PCRE_DIFFERS = re.compile(r"[\x1c-\x1f]")
 
 class RuleGate:
@@ -370,16 +364,6 @@ class RuleGate:
         expressions = [hyperscan_expression(p) for p in patterns] if prefilter else []
         self._prefilter = Prefilter(expressions) if any(e is not None for e in expressions) else None
         self._build()
-
-    @classmethod
-    def from_needs(cls,
-                   needs: Sequence[tuple[frozenset[str], ...]], # per rule, the literal sets it needs all of (() = always run)
-                  ) -> RuleGate:
-        """A gate from literal sets worked out elsewhere (say, the rot13 forms of another gate's literals)."""
-        gate = cls.__new__(cls)
-        gate.needs, gate._prefilter = [tuple(n) for n in needs], None
-        gate._build()
-        return gate
 
     def _build(self) -> None:
         owners: dict[str, list[tuple[int, int]]] = {} # literal -> (rule, bit of the set it is in)

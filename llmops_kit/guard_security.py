@@ -20,8 +20,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-# %% ../nbs/03c_guardrails_security.ipynb #b467a27f
-from .guard_model import Finding, Guard, RuleGate, Stage, required_literal_sets
+# %% ../nbs/03c_guardrails_security.ipynb #fbee35b1
+from .guard_model import Finding, Guard, RuleGate, Stage
 
 # %% ../nbs/03c_guardrails_security.ipynb #967b6fe2
 def shannon_entropy(s: str) -> float:
