@@ -34,10 +34,10 @@ STAGES: tuple[str, ...] = ("input", "output")
 Action = Literal["allow", "flag", "redact", "block"]
 Stage = Literal["input", "output", "both"]
 
-# %% ../nbs/03a_guardrails_model.ipynb #7d6c8971
+# %% ../nbs/03a_guardrails_model.ipynb #220992d9
 def most_severe(actions: Sequence[str]) -> str:
     """The most severe of `actions` (`allow` when there are none)."""
-    return max(actions, key=SEVERITY.__getitem__, default="allow")
+    return max(actions, key=SEVERITY.__getitem__) if actions else "allow"
 
 # %% ../nbs/03a_guardrails_model.ipynb #afea9cfa
 @dataclass

@@ -252,7 +252,7 @@ _CAPSEQ_RE = re.compile(r"(?P<v>[A-ZÀ-ÖØ-ÞĀ-ſ](?<![\w@.'’\-][A-ZÀ-ÖØ-
 _SUFFIXES = frozenset("md phd jr sr ii iii iv dds esq".split())
 _TITLE_INTRO_GATE = RuleGate([_TITLE_RE, _INTRO_RE])
 
-# %% ../nbs/03b_guardrails_pii.ipynb #b8d02cff
+# %% ../nbs/03b_guardrails_pii.ipynb #51dff8c3
 def find_persons(
     text: str, # the text to search
     possible: Sequence[bool] | None = None, # whether the title and the introduction patterns can match (a gate's answer)
@@ -273,8 +273,10 @@ def find_persons(
         out.append((m.start("v"), end, 0.8, "name after an introduction"))
     for m in _CAPSEQ_RE.finditer(text):
         v = m.group("v")
-        if " " not in v and "\t" not in v and v.lower().strip("'’") not in first: continue # a lone word that is no first name
-        spans = [m.span("v")] if " " not in v and "\t" not in v else [(m.start("v") + w.start(), m.start("v") + w.end()) for w in re.finditer(r"\S+", v)]
+        if " " not in v and "\t" not in v: # one word
+            if v.lower().strip("'’") not in first: continue # that is no first name
+            spans = [m.span("v")]
+        else: spans = [(m.start("v") + w.start(), m.start("v") + w.end()) for w in re.finditer(r"\S+", v)]
         words = [text[a:b] for a, b in spans]
         lw = [w.lower().strip("'’") for w in words]
         skip = 0

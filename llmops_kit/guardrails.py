@@ -436,7 +436,7 @@ def _run_steps(chain: GuardChain, n: NormalisedText, stage: str, raw_guards: boo
         if blocked: return findings, latency, True
     return findings, latency, False
 
-# %% ../nbs/03e_guardrails.ipynb #4202c0f8
+# %% ../nbs/03e_guardrails.ipynb #a880d1bb
 def check(self: GuardChain,
           text: str, # the prompt or the model's reply
           stage: str = "input", # `input` or `output`
@@ -450,7 +450,7 @@ def check(self: GuardChain,
     latency = {"normalise": (time.perf_counter() - t0) * 1000}
     findings, guard_ms, _ = _run_steps(self, n, stage)
     latency.update(guard_ms)
-    action = most_severe([f.action for f in findings]) if findings else "allow"
+    action = most_severe([f.action for f in findings])
     out = redact(text, self.masked(findings), vault) if action in ("redact", "block") else text
     verdict = Verdict(action, out, findings, latency, stage)
     if logger.isEnabledFor(logging.DEBUG):

@@ -217,12 +217,11 @@ def _flush_metrics(self: Server) -> None:
 
 Server._text_record, Server.finish, Server.after, Server.flush_metrics = _text_record, _finish, _after, _flush_metrics
 
-# %% ../../nbs/14_serving_app.ipynb #a364aa93
+# %% ../../nbs/14_serving_app.ipynb #5df08983
 def _verdict_dict(verdict) -> dict[str, Any]:
     """A verdict as the audit record keeps it: action, stage, findings with reasons, total time; no text, no time per guard."""
-    findings = verdict.findings
-    return {"action": verdict.action, "stage": verdict.stage, "findings": [f.to_dict() for f in findings] if findings else [],
-            "reasons": verdict.reasons if findings else [], "total_ms": round(sum(verdict.latency_ms.values()), 4)}
+    return {"action": verdict.action, "stage": verdict.stage, "findings": [f.to_dict() for f in verdict.findings],
+            "reasons": verdict.reasons, "total_ms": round(verdict.total_ms, 4)}
 
 _OUTPUT_CACHE_SIZE = 4096
 
