@@ -7,11 +7,13 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['TestResult', 'median_sq_distance', 'assignment_matrix', 'mmd_permutation_stats', 'rff_permutation_stats', 'mmd_test',
-           'knn_neighbours', 'knn_scan_stats', 'knn_test', 'combine_min_p', 'classifier_test', 'ks_test',
-           'wasserstein_test', 'chi2_test', 'psi_test', 'js_test', 'share_test', 'adjust_p_values', 'correct']
+           'knn_neighbours', 'knn_scan_stats', 'knn_test', 'combine_min_p', 'model_view', 'model_knn_test',
+           'classifier_test', 'ks_test', 'wasserstein_test', 'chi2_test', 'psi_test', 'js_test', 'share_test',
+           'adjust_p_values', 'correct']
 
 # %% ../nbs/02b_drift_tests.ipynb #a36dc7cb
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -269,6 +271,45 @@ def combine_min_p(
         r.details.update(p_single=r.p_value, family=family, family_weight=float(wi))
         r.p_value = float(np.mean(smallest <= p_own[0] / wi + 1e-12))
     return results
+
+# %% ../nbs/02b_drift_tests.ipynb #43100e47
+def model_view(
+    model, # a classifier with `proba(embeddings) -> (rows, classes)`, such as the router's `LinearHead`
+    embeddings: np.ndarray, # (n, d) embeddings the model scores
+    floor: float = 1e-3, # probabilities are clipped here before the log: unlikely classes do not count
+) -> np.ndarray:
+    """The model's view of each row: log-probabilities over its classes, clipped at `floor` and centred per row."""
+    embeddings = np.asarray(embeddings, np.float32)
+    p = np.asarray(model.proba(embeddings), np.float64)
+    if p.ndim != 2 or p.shape[0] != len(embeddings):
+        raise ValueError(f"model.proba returned shape {p.shape}; expected ({len(embeddings)}, classes)")
+    lp = np.log(np.maximum(p, floor))
+    return (lp - lp.mean(1, keepdims=True)).astype(np.float32)
+
+# %% ../nbs/02b_drift_tests.ipynb #b4f3dcfc
+def model_knn_test(
+    x: np.ndarray, # reference embeddings (n, d)
+    y: np.ndarray, # current embeddings (m, d)
+    model, # a classifier with `proba(embeddings)`: the model that serves this traffic
+    permutations: int = 200, # permutations of the null distribution
+    k: int | None = None, # neighbours per row; default max(10, sqrt(N)) for N pooled rows
+    q: int | None = None, # neighbourhoods summed; default max(5, N/20)
+    floor: float = 1e-3, # probability floor of `model_view`
+    top_k: int = 10, # current rows returned as examples
+    seed: int = 0, # seeds the permutations: the same seed as the other embedding tests gives the same relabellings
+    name: str = "knn:model",
+) -> TestResult:
+    """The kNN imbalance scan in the model's view of the traffic: does current traffic have more of some kind of request?"""
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+    q = q or max(5, round((len(x) + len(y)) / 20))
+    r = knn_test(model_view(model, x, floor), model_view(model, y, floor), permutations=permutations, k=k, q=q,
+                 pca=None, top_k=top_k, seed=seed, name=name)
+    labels = getattr(model, "labels", None)
+    if labels is not None and r.details["top_current"]:
+        best = np.asarray(model.proba(y[r.details["top_current"]])).argmax(1)
+        r.details["top_classes"] = [[str(labels[c]), n] for c, n in Counter(best.tolist()).most_common(3)]
+    r.details["floor"] = floor
+    return r
 
 # %% ../nbs/02b_drift_tests.ipynb #00cf2025
 def classifier_test(
