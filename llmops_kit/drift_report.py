@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['MIN_ROWS', 'DriftReport', 'check_drift', 'plot_tests', 'plot_projection']
+__all__ = ['MIN_ROWS', 'EMBEDDING_TESTS', 'DriftReport', 'check_drift', 'plot_tests', 'plot_projection']
 
 # %% ../nbs/02c_drift_report.ipynb #5dbaf2be
 import base64
@@ -27,7 +27,7 @@ import pandas as pd
 from .core import InputError, Settings, get_settings
 from .drift_profile import ReferenceProfile
 from .drift_tests import (TestResult, chi2_test, classifier_test, combine_min_p, correct, js_test, knn_test, ks_test, mmd_test,
-                                    psi_test, share_test, wasserstein_test)
+                                    model_knn_test, model_view, psi_test, share_test, wasserstein_test)
 
 # %% ../nbs/02c_drift_report.ipynb #358f8d51
 @dataclass
@@ -85,6 +85,36 @@ def _current_embeddings(current: pd.DataFrame, profile: ReferenceProfile, embedd
         embedder = default_embedder()
     return ok, embedder.encode(current[column].iloc[ok].astype(str).tolist())
 
+# %% ../nbs/02c_drift_report.ipynb #c493daeb
+EMBEDDING_TESTS = ("mmd", "knn", "model", "classifier")
+
+def _embedding_family(
+    reference: np.ndarray, # reference embeddings
+    current: np.ndarray, # current embeddings
+    tests: Sequence[str], # names from `EMBEDDING_TESTS`; `model` runs only when `model` is given
+    model, # a classifier with `proba(embeddings)`, an object with such a `.head` (a `SupportRouter`), or None
+    permutations: int,
+    seed: int,
+) -> list[TestResult]:
+    """The embedding tests of one run; the permutation tests among them calibrated as one family."""
+    unknown = set(tests) - set(EMBEDDING_TESTS)
+    if unknown: raise InputError(f"unknown embedding test(s) {sorted(unknown)}; use {', '.join(EMBEDDING_TESTS)}")
+    scorer = model if model is None or hasattr(model, "proba") else getattr(model, "head", None)
+    if model is not None:
+        if not hasattr(scorer, "proba"): raise InputError(f"the drift model {type(model).__name__} has no proba() (nor a head with one)")
+        try: model_view(scorer, reference[:2])
+        except Exception as e: raise InputError(f"the drift model cannot score these {reference.shape[1]}-d embeddings: {e}") from None
+    family = [] # permutation tests on the same relabellings: one hypothesis after `combine_min_p`
+    if "mmd" in tests: family.append(mmd_test(reference, current, permutations=permutations, seed=seed))
+    if "knn" in tests: family.append(knn_test(reference, current, permutations=permutations, seed=seed))
+    if "model" in tests and scorer is not None:
+        family.append(model_knn_test(reference, current, scorer, permutations=permutations, seed=seed))
+    # where the level goes (see `combine_min_p`): the scans get most of it, the model's view most of all when it is there
+    shares = {"mmd": 1.0, "knn": 1.0, "knn:model": 3.0} if scorer is not None and "model" in tests else {"mmd": 1.0, "knn": 2.0}
+    results = combine_min_p(family, [shares[r.name] for r in family]) if len(family) > 1 else family
+    if "classifier" in tests: results.append(classifier_test(reference, current, seed=seed))
+    return results
+
 # %% ../nbs/02c_drift_report.ipynb #acc4a4fe
 def check_drift(
     reference: ReferenceProfile | pd.DataFrame, # a profile, or reference traffic to profile now
@@ -98,7 +128,8 @@ def check_drift(
     correction: str | None = None, # overrides `[drift] correction`
     permutations: int | None = None, # overrides `[drift] permutations`
     effect_size_floor: float | None = None, # overrides `[drift] effect_size_floor`
-    embedding_tests: Sequence[str] = ("mmd", "knn"), # which embedding tests run: `mmd`, `knn`, `classifier`
+    embedding_tests: Sequence[str] = ("mmd", "knn", "model"), # which embedding tests run: `mmd`, `knn`, `model`, `classifier`
+    model=None, # the classifier serving the traffic (`proba(embeddings)`, e.g. the router's head): adds the scan in its view
     categorical_tests: Sequence[str] = ("chi2", "psi", "js", "share"), # which categorical tests run
     min_rows: int = MIN_ROWS, # rows needed on each side
     seed: int = 0,
@@ -118,14 +149,7 @@ def check_drift(
     examples: list[dict[str, Any]] = []
     rows, emb = _current_embeddings(current, reference, embedder, current_embeddings)
     if emb is not None and len(emb) >= 2:
-        unknown = set(embedding_tests) - {"mmd", "knn", "classifier"}
-        if unknown: raise InputError(f"unknown embedding test(s) {sorted(unknown)}; use mmd, knn or classifier")
-        family = [] # permutation tests on the same relabellings: one hypothesis after `combine_min_p`
-        if "mmd" in embedding_tests: family.append(mmd_test(reference.embeddings, emb, permutations=permutations, seed=seed))
-        if "knn" in embedding_tests: family.append(knn_test(reference.embeddings, emb, permutations=permutations, seed=seed))
-        weights = [2.0 if r.name == "knn" else 1.0 for r in family] # the scan gets twice the level: see `combine_min_p`
-        results.extend(combine_min_p(family, weights) if len(family) > 1 else family)
-        if "classifier" in embedding_tests: results.append(classifier_test(reference.embeddings, emb, seed=seed))
+        results.extend(_embedding_family(reference.embeddings, emb, embedding_tests, model, permutations, seed))
         explainer = next((r for r in results if r.name in ("knn", "classifier")), None)
         if explainer is not None:
             texts = current[reference.text_column].iloc[rows[explainer.details["top_current"]]].astype(str).tolist()
