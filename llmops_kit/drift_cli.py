@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['load_reference', 'load_current', 'configure_cli']
+__all__ = ['MODEL_HELP', 'load_reference', 'load_current', 'load_drift_model', 'configure_cli']
 
 # %% ../nbs/02e_drift_cli.ipynb #44793768
 import argparse
@@ -44,21 +44,48 @@ def load_current(path: str, text_column: str | None, min_rows: int):
     if len(frame) < min_rows: raise InputError(f"{path}: current has {len(frame)} rows; at least {min_rows} are needed")
     return frame
 
+# %% ../nbs/02e_drift_cli.ipynb #de2bc302
+def load_drift_model(
+    spec: str, # a saved router folder, or an app: `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/...` or an MLflow model folder
+    settings, # runtime settings (they name the MLflow tracking store)
+):
+    """The classifier head of the router serving the traffic: what `check_drift(model=...)` scans in."""
+    from llmops_kit.router import SupportRouter
+    p = Path(spec)
+    if (p / "router.json").is_file(): return SupportRouter.load(p).head
+    if spec.startswith(("models:/", "runs:/")) or (p / "MLmodel").is_file():
+        from llmops_kit.registry import load_app
+        predictor = load_app(spec, settings).predictor
+        head = getattr(predictor, "head", None)
+        if not hasattr(head, "proba"): raise InputError(f"--model {spec}: its predictor ({type(predictor).__name__}) has no classifier head")
+        return head
+    raise InputError(f"--model {spec}: neither a saved router folder (with router.json) nor a models:/, runs:/ or MLflow model folder")
+
+# %% ../nbs/02e_drift_cli.ipynb #7c7b175b
+def _embedding_tests(args: argparse.Namespace) -> tuple[str, ...]:
+    """The `--embedding-tests` names, checked (`model` only with `--model`)."""
+    if args.embedding_tests is None: return ("mmd", "knn", "model")
+    tests = tuple(n.strip() for n in args.embedding_tests.split(",") if n.strip())
+    unknown = sorted(set(tests) - {"mmd", "knn", "model", "classifier"})
+    if unknown: raise InputError(f"--embedding-tests: unknown test(s) {', '.join(unknown)}; use a comma-separated subset of mmd,knn,model,classifier")
+    if "model" in tests and not args.model: raise InputError("--embedding-tests model needs --model (the router serving the traffic)")
+    return tests
+
 # %% ../nbs/02e_drift_cli.ipynb #86714207
 def _check(args: argparse.Namespace) -> int:
     from llmops_kit.drift_report import MIN_ROWS, check_drift
     from llmops_kit.embeddings import Embedder
-    embedding_tests = tuple(n.strip() for n in args.embedding_tests.split(",") if n.strip())
-    unknown = sorted(set(embedding_tests) - {"mmd", "knn", "classifier"})
-    if unknown: raise InputError(f"--embedding-tests: unknown test(s) {', '.join(unknown)}; use a comma-separated subset of mmd,knn,classifier")
+    embedding_tests = _embedding_tests(args)
     settings = load_settings(args.config)
+    model = load_drift_model(args.model, settings) if args.model else None
     embedder = Embedder.from_settings(settings)
     current = load_current(args.current, None, MIN_ROWS)
     profile = load_reference(args.reference, args.text_column, embedder, MIN_ROWS)
     if profile.text_column and profile.embeddings is not None and profile.text_column not in current.columns:
         raise InputError(f"{args.current}: missing column {profile.text_column!r}; found {', '.join(map(repr, current.columns))}")
     report = check_drift(profile, current, embedder=embedder, settings=settings, alpha=args.alpha,
-                         correction=args.correction, permutations=args.permutations, embedding_tests=embedding_tests)
+                         correction=args.correction, permutations=args.permutations, embedding_tests=embedding_tests,
+                         model=model)
     if args.html: report.to_html(args.html)
     if args.json: print(report.to_json())
     else:
@@ -94,15 +121,20 @@ def _monitor(args: argparse.Namespace) -> int:
     split_windows(frame.head(0), args.window or settings.drift.window) # a bad window fails before any embedding
     embedder = Embedder.from_settings(settings)
     profile = load_reference(args.reference, args.text_column, embedder, MIN_ROWS)
+    model = load_drift_model(args.model, settings) if args.model else None
     history, events = run_monitor(profile, frame, settings, model_name=args.model_name, model_version=args.model_version,
                                   fire=not args.dry_run, window=args.window, reference_mode=args.reference_mode,
-                                  embedder=embedder, alpha=args.alpha, correction=args.correction, permutations=args.permutations)
+                                  embedder=embedder, alpha=args.alpha, correction=args.correction, permutations=args.permutations,
+                                  model=model)
     if args.json:
         print(json.dumps({"windows": json.loads(history.to_json(orient="records", date_format="iso")), "events": events}, default=str))
     else:
         print(history.to_string(index=False) if len(history) else "no complete window yet")
         for e in events: print(f"retrain event {e['event']['event_id']}: {e['event']['reason']}")
     return 1 if args.fail_on_drift and events else 0
+
+# %% ../nbs/02e_drift_cli.ipynb #3835c400
+MODEL_HELP = "the router serving the traffic (a saved router folder or models:/NAME@ALIAS): also scan in its view"
 
 # %% ../nbs/02e_drift_cli.ipynb #d46d2849
 def configure_cli(parser: argparse.ArgumentParser) -> None:
@@ -115,8 +147,9 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument("--html", default=None, metavar="PATH", help="also write a self-contained HTML report")
     check.add_argument("--fail-on-drift", action="store_true", help="exit 1 when drift is found")
-    check.add_argument("--embedding-tests", default="mmd,knn", metavar="LIST",
-                       help="comma-separated embedding tests: mmd, knn, classifier (default: mmd,knn)")
+    check.add_argument("--embedding-tests", default=None, metavar="LIST",
+                       help="comma-separated embedding tests: mmd, knn, model, classifier (default: mmd,knn and model with --model)")
+    check.add_argument("--model", default=None, metavar="SPEC", help=MODEL_HELP)
     _add_common(check)
     check.set_defaults(handler=_check)
     prof = sub.add_parser("profile", help="save a reference profile folder", description="Fit and save a reference profile.")
@@ -133,6 +166,7 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     mon.add_argument("--window", default=None, help="override [drift] window: a record count or a pandas period (1D, 6h)")
     mon.add_argument("--reference-mode", choices=["profile", "previous"], default="profile",
                      help="compare each window with the reference (default) or with all earlier windows")
+    mon.add_argument("--model", default=None, metavar="SPEC", help=MODEL_HELP)
     mon.add_argument("--model-name", default=None, help="registered model to tag when the trigger fires")
     mon.add_argument("--model-version", default=None, help="its version")
     mon.add_argument("--dry-run", action="store_true", help="report what would fire without emitting events")

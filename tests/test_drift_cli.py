@@ -204,3 +204,41 @@ def test_embedding_tests_option_runs_the_classifier(banking):
     assert proc.returncode == 0, proc.stderr
     names = {t["name"] for t in json.loads(proc.stdout)["tests"]}
     assert {"mmd", "classifier"} <= names and "knn" not in names
+
+
+@pytest.fixture(scope="module")
+def router_dir(banking) -> Path:
+    """A support router trained on other BANKING77 rows than the samples, saved as `llmops` would."""
+    from conftest import shared_data_dir
+    from llmops_kit.router import SupportRouter
+
+    bank = pd.read_csv(shared_data_dir() / "banking77" / "train.csv").sample(frac=1, random_state=7)
+    train = bank.iloc[3000:5000]
+    router = SupportRouter.fit(train["text"].tolist(), train["category"].tolist(), C=1.0)
+    return router.save(banking["root"] / "router")
+
+
+def test_model_option_scans_in_the_router_view(banking, router_dir):
+    args = ("--model", "router", "--json")
+    null = check(banking, "--reference", "ref.csv", "--current", "null.jsonl", *args, "--fail-on-drift")
+    assert null.returncode == 0, null.stderr
+    tests = {t["name"]: t for t in json.loads(null.stdout)["tests"]}
+    assert {"mmd", "knn", "knn:model"} <= set(tests) and not any(t["drift"] for t in tests.values())
+    drifted = check(banking, "--reference", "ref.csv", "--current", "drifted.parquet", *args)
+    assert drifted.returncode == 0, drifted.stderr
+    tests = {t["name"]: t for t in json.loads(drifted.stdout)["tests"]}
+    assert tests["knn:model"]["drift"] and tests["knn:model"]["kind"] == "embedding"
+    assert set(tests["knn:model"]) == TEST_KEYS
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (("--model", "nowhere"), ("--model nowhere", "neither a saved router folder")),
+        (("--embedding-tests", "mmd,model"), ("--embedding-tests model needs --model",)),
+        (("--model", "models:/support-router@nobody"), ("not found",)),
+    ],
+)
+def test_bad_model_exits_2_with_one_line(banking, extra, fragments):
+    proc = check(banking, "--reference", "ref.csv", "--current", "null.jsonl", *extra)
+    assert_one_line_error(proc, *fragments)

@@ -125,3 +125,27 @@ def test_load_app_unknown_uri_is_an_input_error(champion):
     for uri in ("models:/no-such-model@champion", "models:/support-router/42", "not-a-uri"):
         with pytest.raises(InputError):
             load_app(uri, settings)
+
+
+def test_drift_check_scans_in_the_champion_view(champion):
+    from llmops_kit.registry import load_app
+    from llmops_kit.sample_tickets import sample_frame
+
+    root, _ = champion
+    app = load_app("models:/support-router@champion", load_settings(root / "settings.ini", environ={}))
+    sample_frame(seed=3).to_csv(root / "traffic.csv", index=False)
+    proc = run_llmops(
+        "drift",
+        "check",
+        "--reference",
+        str(app.reference_profile_dir),
+        "--current",
+        "traffic.csv",
+        "--model",
+        "models:/support-router@champion",
+        "--json",
+        cwd=root,
+    )
+    assert proc.returncode == 0, proc.stderr
+    names = [t["name"] for t in json.loads(proc.stdout)["tests"] if t["kind"] == "embedding"]
+    assert names == ["mmd", "knn", "knn:model"]
