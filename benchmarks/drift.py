@@ -1,6 +1,11 @@
 """Drift benchmark: false alarms, detection, time and memory of llmops-kit's default drift check against
 alibi-detect's MMDDrift (PyTorch) and Evidently's default embedding drift, on the same BANKING77 embeddings.
 
+The kit runs twice on every pair: on the embeddings alone, and given the support router that serves the traffic
+(trained on BANKING77 `test.csv`, so it never saw a benchmark row), which adds the kNN scan in the router's view. The
+peers get the same inputs: the embeddings, the router's probabilities (alibi-detect's documented way of watching a
+model's outputs) and the kit's view of them (centred log-probabilities).
+
 Run: `nice -n 10 .venv/bin/python benchmarks/drift.py` (add `--quick` for a smoke run). Writes
 `benchmarks/results/drift.json` and `benchmarks/results/drift.png`. Peers run in their own venvs, created here
 under `benchmarks/.venv-alibi` and `benchmarks/.venv-evidently` (alibi-detect is BSL-licensed: benchmark only).
@@ -58,8 +63,19 @@ def embed_all(data: Path) -> dict:
         d["user_input"] for d in json.loads((data / "prompt_injection" / "prompt_injection.json").read_text())
     ]
     ood = [t for t in pii + injection if isinstance(t, str) and t.strip()]
-    out = {"train_category": train["category"].to_numpy(), "template_rows": template_rows}
-    for name, texts in [("train", train["text"].tolist()), ("template", templated), ("ood", ood)]:
+    test = pd.read_csv(data / "banking77" / "test.csv")
+    out = {
+        "train_category": train["category"].to_numpy(),
+        "template_rows": template_rows,
+        "test_category": test["category"].to_numpy(),
+    }
+    sets = [
+        ("train", train["text"].tolist()),
+        ("template", templated),
+        ("ood", ood),
+        ("test", test["text"].tolist()),
+    ]
+    for name, texts in sets:
         file = CACHE / f"{name}.npy"
         if not file.is_file():
             from llmops_kit.embeddings import Embedder
@@ -122,8 +138,26 @@ def draw(emb: dict, scenario: str, n: int, rng: np.random.Generator) -> tuple[np
 # ---------------------------------------------------------------- this module
 
 
-def kit_check(x: np.ndarray, y: np.ndarray, permutations: int = 200) -> tuple[bool, float]:
-    """The kit's default check on embeddings only: `check_drift` with the default settings."""
+def router_head(emb: dict):
+    """The kit's support router trained on BANKING77 test.csv (C tuned as `llmops quickstart` does): its classifier head."""
+    from llmops_kit.router import SupportRouter
+
+    file = CACHE / "router_head.npz"
+    if file.is_file():
+        from llmops_kit.router import LinearHead
+
+        with np.load(file) as a:
+            return LinearHead([str(v) for v in a["labels"]], a["coef"], a["intercept"], float(a["C"]))
+    t0 = time.perf_counter()
+    texts = ["q"] * len(emb["test"])  # the vectors are given: the texts are not embedded again
+    head = SupportRouter.fit(texts, emb["test_category"], vectors=emb["test"]).head
+    print(f"router trained on test.csv in {time.perf_counter() - t0:.0f} s (C = {head.C})", flush=True)
+    np.savez(file, labels=np.array(head.labels), coef=head.coef, intercept=head.intercept, C=head.C)
+    return head
+
+
+def kit_check(x: np.ndarray, y: np.ndarray, permutations: int = 200, model=None) -> tuple[bool, float]:
+    """The kit's default check: `check_drift` with the default settings, on embeddings (and the router, if given)."""
     from llmops_kit.core import load_settings
     from llmops_kit.drift_profile import ReferenceProfile
     from llmops_kit.drift_report import check_drift
@@ -131,7 +165,12 @@ def kit_check(x: np.ndarray, y: np.ndarray, permutations: int = 200) -> tuple[bo
     profile = ReferenceProfile(n_rows=len(x), text_column="text", embeddings=x)
     current = pd.DataFrame({"text": ["q"] * len(y)})
     report = check_drift(
-        profile, current, current_embeddings=y, settings=load_settings(environ={}), permutations=permutations
+        profile,
+        current,
+        current_embeddings=y,
+        settings=load_settings(environ={}),
+        permutations=permutations,
+        model=model,
     )
     return report.drift, min(r.p_value for r in report.results)
 
@@ -185,7 +224,7 @@ def speed_worker(kind: str, n: int, permutations: int) -> dict:
     if kind == "rff":
         r = mmd_test(x, y, permutations=permutations, method="rff")
     else:
-        drift, p = kit_check(x, y, permutations)
+        drift, p = kit_check(x, y, permutations, model=router_head(emb) if kind == "check_model" else None)
         return {
             "seconds": time.perf_counter() - t0,
             "drift": drift,
@@ -294,6 +333,13 @@ def main() -> None:
         return
     started = time.time()
     emb = embed_all(shared_data())
+    head = router_head(emb)
+    from llmops_kit.drift_tests import model_view
+
+    views = {  # what the peers see, besides the embeddings
+        "proba": lambda a: head.proba(a).astype(np.float32),
+        "view": lambda a: model_view(head, a),
+    }
     q = args.quick
     # trials per (n, scenario) for the kit and for the peers; null trials separately
     plan = {
@@ -318,7 +364,7 @@ def main() -> None:
             peer_trials = (
                 p["peer_null"] if scenario == "no_shift" else p.get(f"peer_{scenario}", p["peer_shift"])
             )
-            kit_flags, kit_secs = [], []
+            kit_flags, kit_secs, model_flags, model_secs = [], [], [], []
             for t in range(trials):
                 rng = np.random.default_rng(zlib.crc32(f"{n}/{scenario}/{t}".encode()))
                 x, y = draw(emb, scenario, n, rng)
@@ -326,37 +372,53 @@ def main() -> None:
                 drift, _ = kit_check(x, y)
                 kit_secs.append(time.perf_counter() - t0)
                 kit_flags.append(drift)
+                t0 = time.perf_counter()
+                drift, _ = kit_check(x, y, model=head)
+                model_secs.append(time.perf_counter() - t0)
+                model_flags.append(drift)
                 if t < peer_trials:
                     pairs.append((f"{scenario}_{t:04d}", x, y))
             row = {"n": n, "scenario": scenario, "kit_trials": trials, "kit_rate": rate(kit_flags)}
+            row["kit_model_rate"] = rate(model_flags)
             row["kit_seconds_median"] = round(float(np.median(kit_secs)), 4)
-            row["_kit_flags"] = kit_flags
+            row["kit_model_seconds_median"] = round(float(np.median(model_secs)), 4)
+            row["_kit_flags"], row["_model_flags"] = kit_flags, model_flags
             n_rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}), flush=True)
-        for peer in ("alibi", "evidently"):
+        for peer, view in [(p, v) for p in ("alibi", "evidently") for v in ("embeddings", *views)]:
             if n == 10000 and peer == "alibi":
                 continue  # timed once below: 10,000 per side costs minutes per alibi call
+            col = peer if view == "embeddings" else f"{peer}_{view}"
+            seen = (
+                pairs if view == "embeddings" else [(i, views[view](x), views[view](y)) for i, x, y in pairs]
+            )
             t0 = time.perf_counter()
-            res = run_peer(peer, pairs)  # one process per peer and n: all scenarios' pairs
-            print(f"{peer} n={n}: {len(pairs)} pairs in {time.perf_counter() - t0:.0f} s", flush=True)
+            res = run_peer(peer, seen)  # one process per peer, view and n: all scenarios' pairs
+            print(f"{col} n={n}: {len(pairs)} pairs in {time.perf_counter() - t0:.0f} s", flush=True)
             for row in n_rows:
                 ids = [pid for pid, _, _ in pairs if pid.rsplit("_", 1)[0] == row["scenario"]]
                 flags = [res["by_id"][pid]["drift"] for pid in ids]
-                row[f"{peer}_trials"] = len(flags)
-                row[f"{peer}_rate"] = rate(flags)
-                row[f"{peer}_seconds_median"] = round(
+                row[f"{col}_trials"] = len(flags)
+                row[f"{col}_rate"] = rate(flags)
+                row[f"{col}_seconds_median"] = round(
                     float(np.median([res["by_id"][i]["seconds"] for i in ids])), 4
                 )
-                row[f"{peer}_peak_rss_mb"] = round(res["peak_rss_mb"])
+                row[f"{col}_peak_rss_mb"] = round(res["peak_rss_mb"])
                 # the kit on exactly the pairs the peer saw, for a paired comparison
                 row[f"kit_rate_on_{peer}_pairs"] = rate(row["_kit_flags"][: len(flags)])
+                row[f"kit_model_rate_on_{peer}_pairs"] = rate(row["_model_flags"][: len(flags)])
         for row in n_rows:
-            row.pop("_kit_flags")
+            row.pop("_kit_flags"), row.pop("_model_flags")
             rows.append(row)
             print(json.dumps(row), flush=True)
     # speed and memory: each in a fresh process, once the machine is quiet-ish (other people share it)
     speed = {"load_avg_waited_for": wait_for_quiet(60 if q else 600)}
-    for kind, n, perms in [("exact", 10000, 200), ("rff", 100000, 200), ("check", 10000, 200)]:
+    for kind, n, perms in [
+        ("exact", 10000, 200),
+        ("rff", 100000, 200),
+        ("check", 10000, 200),
+        ("check_model", 10000, 200),
+    ]:
         if q and n > 10000:
             n = 20000
         proc = subprocess.run(
@@ -387,10 +449,19 @@ def main() -> None:
             f"alibi ran {alibi_perms} permutations, the kit 200: the ratio understates the kit's advantage "
             f"(alibi's cost grows with permutations, about {alibi_perms}x re-indexing of the kernel matrix)"
         )
-    write(rows, speed, plan, started, q)
+    router = {
+        "trained_on": "BANKING77 test.csv (3,080 queries, 40 per intent)",
+        "C": head.C,
+        "labels": len(head.labels),
+    }
+    router["accuracy_on_train_csv"] = round(
+        float(np.mean(np.asarray(head.labels)[head.proba(emb["train"]).argmax(1)] == emb["train_category"])),
+        4,
+    )
+    write(rows, speed, plan, started, q, router)
 
 
-def write(rows: list[dict], speed: dict, plan: dict, started: float, quick: bool) -> None:
+def write(rows: list[dict], speed: dict, plan: dict, started: float, quick: bool, router: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(rows)
     index = frame.set_index(["n", "scenario"])
@@ -398,21 +469,27 @@ def write(rows: list[dict], speed: dict, plan: dict, started: float, quick: bool
     def at(n: int, scenario: str, col: str):
         return index.loc[(n, scenario), col] if (n, scenario) in index.index and col in index else None
 
-    surge5 = {c: at(1000, "surge_5", c) for c in ("kit_rate", "alibi_rate", "evidently_rate")}
-    best_peer = max((v for k, v in surge5.items() if k != "kit_rate" and v is not None), default=None)
+    peer_cols = [f"{p}{v}_rate" for p in ("alibi", "evidently") for v in ("", "_proba", "_view")]
+    surge5 = {c: at(1000, "surge_5", c) for c in ["kit_rate", "kit_model_rate", *peer_cols]}
+    peers5 = {c: v for c, v in surge5.items() if not c.startswith("kit") and v is not None}
+    best_col = max(peers5, key=peers5.get, default=None)
     targets = {
         "false_alarm_n1000": {
-            "value": at(1000, "no_shift", "kit_rate"),
+            "value": at(1000, "no_shift", "kit_model_rate"),
             "target": [0.02, 0.08],
             "trials": at(1000, "no_shift", "kit_trials"),
+            "embeddings_only": at(1000, "no_shift", "kit_rate"),
         },
         "detection_surge5_n1000": {
-            "value": surge5["kit_rate"],
+            "value": surge5["kit_model_rate"],
             "target": ">= 0.8 and >= best peer + 0.1",
             "trials": at(1000, "surge_5", "kit_trials"),
-            "best_peer": best_peer,
+            "best_peer": peers5.get(best_col),
+            "best_peer_is": best_col,
+            "peers": peers5,
             "peer_trials": at(1000, "surge_5", "alibi_trials"),
-            "kit_on_peer_pairs": at(1000, "surge_5", "kit_rate_on_alibi_pairs"),
+            "kit_on_peer_pairs": at(1000, "surge_5", "kit_model_rate_on_alibi_pairs"),
+            "embeddings_only": surge5["kit_rate"],
         },
         "exact_mmd_10k_200perm_seconds": {
             "value": speed.get("exact_10000", {}).get("seconds"),
@@ -437,10 +514,16 @@ def write(rows: list[dict], speed: dict, plan: dict, started: float, quick: bool
         "data": "BANKING77 train.csv (all pairs from one file), MiniLM-L6 embeddings computed once; "
         "template and out-of-domain texts embedded once",
         "scenarios": SCENARIOS,
+        "router": router,
         "methods": {
             "kit": "llmops_kit.drift_report.check_drift defaults on embeddings: MMD (median-heuristic RBF) and the "
             "kNN imbalance scan (32 PCA components, k = sqrt(N), top N/40 neighbourhoods) on the same 200 "
             "permutations, one hypothesis by a weighted min-p (scan 2 : MMD 1), Holm over the run at alpha 0.05",
+            "kit_model": "the same check given the support router (model=router head): the family adds the kNN "
+            "scan in the router's view (centred log-probabilities clipped at 1e-3, k = sqrt(N), top N/20 "
+            "neighbourhoods), weights MMD 1 : scan 1 : model scan 3",
+            "peer views": "<peer>_rate: on the embeddings; <peer>_proba_rate: on the router's class probabilities; "
+            "<peer>_view_rate: on the kit's view (centred log-probabilities); same pairs",
             "alibi": "alibi_detect.cd.MMDDrift(backend='pytorch', p_val=0.05, n_permutations=100)",
             "evidently": "Evidently 0.7.23 EmbeddingsDrift default method: model(bootstrap=n_ref < 1000), i.e. a "
             "domain classifier, drift if ROC AUC > 0.55 (n >= 1000) or above the 95th percentile of a "
@@ -473,16 +556,21 @@ def plot(frame: pd.DataFrame, speed: dict) -> None:
     for ax, n in zip(axes, (100, 1000), strict=True):
         f = frame[frame.n == n].set_index("scenario")
         pos = np.arange(len(f))
-        for i, (col, label) in enumerate(
-            [("kit_rate", "llmops-kit"), ("alibi_rate", "alibi MMDDrift"), ("evidently_rate", "Evidently")]
-        ):
+        bars = [
+            ("kit_model_rate", "llmops-kit, with the router"),
+            ("kit_rate", "llmops-kit, embeddings only"),
+            ("alibi_rate", "alibi MMDDrift"),
+            ("alibi_proba_rate", "alibi MMDDrift, router probabilities"),
+            ("evidently_rate", "Evidently"),
+        ]
+        for i, (col, label) in enumerate(bars):
             if col in f:
-                ax.bar(pos + (i - 1) * 0.27, f[col].astype(float), width=0.27, label=label)
+                ax.bar(pos + (i - 2) * 0.17, f[col].astype(float), width=0.17, label=label)
         ax.axhline(0.05, color="k", ls="--", lw=0.8)
         ax.set_xticks(pos, f.index, rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 1.02)
         ax.set_title(f"alarm rate, n = {n:,} per side (no_shift: false alarms)", fontsize=9)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     plt.tight_layout()
     fig.savefig(RESULTS / "drift.png", dpi=90)
 

@@ -272,18 +272,36 @@ def combine_min_p(
         r.p_value = float(np.mean(smallest <= p_own[0] / wi + 1e-12))
     return results
 
+# %% ../nbs/02b_drift_tests.ipynb #23d4dd5c
+def _temperature(
+    lp: np.ndarray, # (rows, classes) log-probabilities
+    target: float, # wanted median of the rows' top-class probability
+) -> float:
+    """The factor t for which softmax(t * lp) gives the median row a top-class probability of `target` (bisection)."""
+    lo, hi = math.log(1e-3), math.log(1e4)
+    for _ in range(40):
+        t = math.exp((lo + hi) / 2)
+        a = t * lp; a -= a.max(1, keepdims=True)
+        top = np.median(1 / np.exp(a).sum(1)) # the top class has a = 0
+        lo, hi = (math.log(t), hi) if top < target else (lo, math.log(t))
+    return math.exp((lo + hi) / 2)
+
 # %% ../nbs/02b_drift_tests.ipynb #43100e47
 def model_view(
     model, # a classifier with `proba(embeddings) -> (rows, classes)`, such as the router's `LinearHead`
-    embeddings: np.ndarray, # (n, d) embeddings the model scores
+    embeddings: np.ndarray, # (n, d) embeddings the model scores: both samples together, so both get one temperature
     floor: float = 1e-3, # probabilities are clipped here before the log: unlikely classes do not count
+    sharpness: float | None = 0.95, # temperature-scale until the median row's top class has this probability (None: as is)
 ) -> np.ndarray:
-    """The model's view of each row: log-probabilities over its classes, clipped at `floor` and centred per row."""
+    """The model's view of each row: log-probabilities over its classes, at a common temperature, clipped and centred."""
     embeddings = np.asarray(embeddings, np.float32)
     p = np.asarray(model.proba(embeddings), np.float64)
     if p.ndim != 2 or p.shape[0] != len(embeddings):
         raise ValueError(f"model.proba returned shape {p.shape}; expected ({len(embeddings)}, classes)")
-    lp = np.log(np.maximum(p, floor))
+    lp = np.log(np.maximum(p, 1e-300))
+    if sharpness is not None: lp = lp * _temperature(lp, sharpness)
+    lp = lp - lp.max(1, keepdims=True)
+    lp = np.log(np.maximum(np.exp(lp) / np.exp(lp).sum(1, keepdims=True), floor))
     return (lp - lp.mean(1, keepdims=True)).astype(np.float32)
 
 # %% ../nbs/02b_drift_tests.ipynb #b4f3dcfc
@@ -295,6 +313,7 @@ def model_knn_test(
     k: int | None = None, # neighbours per row; default max(10, sqrt(N)) for N pooled rows
     q: int | None = None, # neighbourhoods summed; default max(5, N/20)
     floor: float = 1e-3, # probability floor of `model_view`
+    sharpness: float | None = 0.95, # common temperature of `model_view`
     top_k: int = 10, # current rows returned as examples
     seed: int = 0, # seeds the permutations: the same seed as the other embedding tests gives the same relabellings
     name: str = "knn:model",
@@ -302,13 +321,13 @@ def model_knn_test(
     """The kNN imbalance scan in the model's view of the traffic: does current traffic have more of some kind of request?"""
     x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
     q = q or max(5, round((len(x) + len(y)) / 20))
-    r = knn_test(model_view(model, x, floor), model_view(model, y, floor), permutations=permutations, k=k, q=q,
-                 pca=None, top_k=top_k, seed=seed, name=name)
+    view = model_view(model, np.concatenate([x, y]), floor, sharpness) # pooled: the temperature ignores which side a row is on
+    r = knn_test(view[:len(x)], view[len(x):], permutations=permutations, k=k, q=q, pca=None, top_k=top_k, seed=seed, name=name)
     labels = getattr(model, "labels", None)
     if labels is not None and r.details["top_current"]:
         best = np.asarray(model.proba(y[r.details["top_current"]])).argmax(1)
         r.details["top_classes"] = [[str(labels[c]), n] for c, n in Counter(best.tolist()).most_common(3)]
-    r.details["floor"] = floor
+    r.details.update(floor=floor, sharpness=sharpness)
     return r
 
 # %% ../nbs/02b_drift_tests.ipynb #00cf2025
