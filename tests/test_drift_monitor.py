@@ -177,3 +177,28 @@ def test_monitor_bad_window_is_one_line_error(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_monitor_scans_windows_in_the_router_view(tmp_path, shared_data):
+    """--model adds the router's view to every window's check; a model that is no router is a one-line error."""
+    from llmops_kit.router import SupportRouter
+
+    bank = pd.read_csv(shared_data / "banking77" / "train.csv").sample(frac=1, random_state=13)
+    topup = bank["category"].str.startswith("top_up")
+    train = bank.iloc[4000:5500]
+    SupportRouter.fit(train["text"].tolist(), train["category"].tolist(), C=1.0).save(tmp_path / "router")
+    bank[~topup].iloc[:200].to_csv(tmp_path / "reference.csv", index=False)
+    traffic = pd.concat([bank[~topup].iloc[200:260], bank[topup].iloc[:120]]).sample(frac=1, random_state=0)
+    write_audit_log(tmp_path / "audit", traffic)
+    (tmp_path / "settings.ini").write_text(
+        "[project]\nstate_dir = state\n[drift]\nwindow = 60\npermutations = 100\n"
+    )
+    args = ["drift", "monitor", "--reference", "reference.csv", "--audit-log", "audit", "--json", "--dry-run"]
+    proc = run_llmops(*args, "--model", "router", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    windows = json.loads(proc.stdout)["windows"]
+    assert len(windows) == 3 and all(w["drift"] for w in windows)
+    assert any("knn:model" in w["drifted_tests"].split(",") for w in windows), windows
+    proc = run_llmops(*args, "--model", "reference.csv", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "neither a saved router folder" in proc.stderr
