@@ -482,9 +482,11 @@ def main() -> None:
             f"alibi ran {alibi_perms} permutations, the kit 200: the ratio understates the kit's advantage "
             f"(alibi's cost grows with permutations, about {alibi_perms}x re-indexing of the kernel matrix)"
         )
-    accuracy = lambda h: round(  # noqa: E731
-        float(np.mean(np.asarray(h.labels)[h.proba(emb["train"]).argmax(1)] == emb["train_category"])), 4
-    )
+
+    def accuracy(h) -> float:
+        predicted = np.asarray(h.labels)[h.proba(emb["train"]).argmax(1)]
+        return round(float(np.mean(predicted == emb["train_category"])), 4)
+
     router = {
         "router": {
             "trained_on": f"BANKING77 test.csv + {len(router_rows)} rows of train.csv ({3080 + len(router_rows)} queries)",

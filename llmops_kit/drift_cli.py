@@ -64,10 +64,11 @@ def load_drift_model(
 # %% ../nbs/02e_drift_cli.ipynb #7c7b175b
 def _embedding_tests(args: argparse.Namespace) -> tuple[str, ...]:
     """The `--embedding-tests` names, checked (`model` only with `--model`)."""
-    if args.embedding_tests is None: return ("mmd", "knn", "model")
+    from llmops_kit.drift_report import DEFAULT_EMBEDDING_TESTS, EMBEDDING_TESTS
+    if args.embedding_tests is None: return DEFAULT_EMBEDDING_TESTS
     tests = tuple(n.strip() for n in args.embedding_tests.split(",") if n.strip())
-    unknown = sorted(set(tests) - {"mmd", "knn", "model", "classifier"})
-    if unknown: raise InputError(f"--embedding-tests: unknown test(s) {', '.join(unknown)}; use a comma-separated subset of mmd,knn,model,classifier")
+    unknown = sorted(set(tests) - set(EMBEDDING_TESTS))
+    if unknown: raise InputError(f"--embedding-tests: unknown test(s) {', '.join(unknown)}; use a comma-separated subset of {','.join(EMBEDDING_TESTS)}")
     if "model" in tests and not args.model: raise InputError("--embedding-tests model needs --model (the router serving the traffic)")
     return tests
 

@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['MIN_ROWS', 'EMBEDDING_TESTS', 'DriftReport', 'check_drift', 'plot_tests', 'plot_projection']
+__all__ = ['MIN_ROWS', 'EMBEDDING_TESTS', 'DEFAULT_EMBEDDING_TESTS', 'DriftReport', 'check_drift', 'plot_tests',
+           'plot_projection']
 
 # %% ../nbs/02c_drift_report.ipynb #5dbaf2be
 import base64
@@ -87,30 +88,31 @@ def _current_embeddings(current: pd.DataFrame, profile: ReferenceProfile, embedd
 
 # %% ../nbs/02c_drift_report.ipynb #c493daeb
 EMBEDDING_TESTS = ("mmd", "knn", "model", "classifier")
+DEFAULT_EMBEDDING_TESTS = ("mmd", "knn", "model") # `model` runs only when a model is given
 
 def _embedding_family(
     reference: np.ndarray, # reference embeddings
     current: np.ndarray, # current embeddings
     tests: Sequence[str], # names from `EMBEDDING_TESTS`; `model` runs only when `model` is given
-    model, # a classifier with `proba(embeddings)`, an object with such a `.head` (a `SupportRouter`), or None
+    model, # a classifier with `proba(embeddings)` (such as a `SupportRouter`'s `head`), or None
     permutations: int,
     seed: int,
 ) -> list[TestResult]:
     """The embedding tests of one run; the permutation tests among them calibrated as one family."""
     unknown = set(tests) - set(EMBEDDING_TESTS)
     if unknown: raise InputError(f"unknown embedding test(s) {sorted(unknown)}; use {', '.join(EMBEDDING_TESTS)}")
-    scorer = model if model is None or hasattr(model, "proba") else getattr(model, "head", None)
     if model is not None:
-        if not hasattr(scorer, "proba"): raise InputError(f"the drift model {type(model).__name__} has no proba() (nor a head with one)")
-        try: model_view(scorer, reference[:2])
+        if not hasattr(model, "proba"): raise InputError(f"the drift model {type(model).__name__} has no proba(); pass a classifier head")
+        try: model_view(model, reference[:2])
         except Exception as e: raise InputError(f"the drift model cannot score these {reference.shape[1]}-d embeddings: {e}") from None
     family = [] # permutation tests on the same relabellings: one hypothesis after `combine_min_p`
     if "mmd" in tests: family.append(mmd_test(reference, current, permutations=permutations, seed=seed))
     if "knn" in tests: family.append(knn_test(reference, current, permutations=permutations, seed=seed))
-    if "model" in tests and scorer is not None:
-        family.append(model_knn_test(reference, current, scorer, permutations=permutations, seed=seed))
+    if "model" in tests and model is not None:
+        family.append(model_knn_test(reference, current, model, permutations=permutations, seed=seed))
     # where the level goes (see `combine_min_p`): the scans get most of it, the model's view most of all when it is there
-    shares = {"mmd": 1.0, "knn": 1.0, "knn:model": 3.0} if scorer is not None and "model" in tests else {"mmd": 1.0, "knn": 2.0}
+    with_model = any(r.name == "knn:model" for r in family)
+    shares = {"mmd": 1.0, "knn": 1.0, "knn:model": 3.0} if with_model else {"mmd": 1.0, "knn": 2.0}
     results = combine_min_p(family, [shares[r.name] for r in family]) if len(family) > 1 else family
     if "classifier" in tests: results.append(classifier_test(reference, current, seed=seed))
     return results
@@ -128,7 +130,7 @@ def check_drift(
     correction: str | None = None, # overrides `[drift] correction`
     permutations: int | None = None, # overrides `[drift] permutations`
     effect_size_floor: float | None = None, # overrides `[drift] effect_size_floor`
-    embedding_tests: Sequence[str] = ("mmd", "knn", "model"), # which embedding tests run: `mmd`, `knn`, `model`, `classifier`
+    embedding_tests: Sequence[str] = DEFAULT_EMBEDDING_TESTS, # which of `EMBEDDING_TESTS` run
     model=None, # the classifier serving the traffic (`proba(embeddings)`, e.g. the router's head): adds the scan in its view
     categorical_tests: Sequence[str] = ("chi2", "psi", "js", "share"), # which categorical tests run
     min_rows: int = MIN_ROWS, # rows needed on each side

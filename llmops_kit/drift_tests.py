@@ -300,8 +300,8 @@ def model_view(
         raise ValueError(f"model.proba returned shape {p.shape}; expected ({len(embeddings)}, classes)")
     lp = np.log(np.maximum(p, 1e-300))
     if sharpness is not None: lp = lp * _temperature(lp, sharpness)
-    lp = lp - lp.max(1, keepdims=True)
-    lp = np.log(np.maximum(np.exp(lp) / np.exp(lp).sum(1, keepdims=True), floor))
+    e = np.exp(lp - lp.max(1, keepdims=True))
+    lp = np.log(np.maximum(e / e.sum(1, keepdims=True), floor))
     return (lp - lp.mean(1, keepdims=True)).astype(np.float32)
 
 # %% ../nbs/02b_drift_tests.ipynb #b4f3dcfc
@@ -324,8 +324,8 @@ def model_knn_test(
     view = model_view(model, np.concatenate([x, y]), floor, sharpness) # pooled: the temperature ignores which side a row is on
     r = knn_test(view[:len(x)], view[len(x):], permutations=permutations, k=k, q=q, pca=None, top_k=top_k, seed=seed, name=name)
     labels = getattr(model, "labels", None)
-    if labels is not None and r.details["top_current"]:
-        best = np.asarray(model.proba(y[r.details["top_current"]])).argmax(1)
+    if labels is not None and r.details["top_current"]: # the view keeps the model's ranking: its argmax is the predicted class
+        best = view[len(x):][r.details["top_current"]].argmax(1)
         r.details["top_classes"] = [[str(labels[c]), n] for c, n in Counter(best.tolist()).most_common(3)]
     r.details.update(floor=floor, sharpness=sharpness)
     return r

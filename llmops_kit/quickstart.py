@@ -396,7 +396,7 @@ def _stage_audit(ctx: QuickstartContext) -> str:
         ctx.produced["audit"] = note + f"; {len(current)} texts logged, too few for a drift check (needs {MIN_ROWS})"
         return ctx.produced["audit"]
     report = check_drift(ReferenceProfile.load(ctx.profile_dir), current, embedder=Embedder.from_settings(ctx.settings),
-                         settings=ctx.settings, model=ctx.router) # also scanned in the router's view
+                         settings=ctx.settings, model=getattr(ctx.router, "head", None)) # also scanned in the router's view
     paths.reports.mkdir(parents=True, exist_ok=True)
     html = paths.reports / f"quickstart-drift-{time.strftime('%Y%m%dT%H%M%S')}.html"
     report.to_html(html)
