@@ -101,8 +101,11 @@ SCENARIOS = {
 }
 
 
-def draw(emb: dict, scenario: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One (reference, current) pair of embedding samples for `scenario`."""
+def draw(
+    emb: dict, scenario: str, n: int, rng: np.random.Generator, intents: list | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One (reference, current) pair of embedding samples for `scenario`; appends both sides' true intents to `intents`
+    for the scenarios made of BANKING77 queries only (no shift and the surges)."""
     X, cat = emb["train"], emb["train_category"]
     N = len(X)
     replace = 2 * n > N
@@ -123,11 +126,18 @@ def draw(emb: dict, scenario: str, n: int, rng: np.random.Generator) -> tuple[np
     share = {"surge_2": 0.02, "surge_5": 0.05, "surge_20": 0.2, "template_20": 0.2, "out_of_domain_5": 0.05}
     k = int(round(share.get(scenario, 0.0) * n))
     if k == 0:
+        if intents is not None:
+            intents.append((cat[ref], cat[cur]))
         return X[ref], y
     slots = rng.choice(n, k, replace=False)
     if scenario.startswith("surge"):
         pool = np.setdiff1d(np.flatnonzero(np.isin(cat, SURGE_INTENTS)), ref)
-        y[slots] = X[rng.choice(pool, k, replace=len(pool) < k)]
+        rows = rng.choice(pool, k, replace=len(pool) < k)
+        y[slots] = X[rows]
+        if intents is not None:
+            cur = cur.copy()
+            cur[slots] = rows
+            intents.append((cat[ref], cat[cur]))
     elif scenario.startswith("template"):
         rows = emb["template_rows"]
         ok = np.flatnonzero(~np.isin(rows, ref))  # templated versions of queries not in the reference
@@ -270,6 +280,35 @@ def speed_worker(kind: str, n: int, permutations: int) -> dict:
     }
 
 
+# ---------------------------------------------------------------- the ceiling: tests told every row's true intent
+
+
+def intent_oracle(reference: np.ndarray, current: np.ndarray, permutations: int = 200, seed: int = 0) -> dict:
+    """Permutation p-values of scans that know every row's true intent: the largest excess of current rows
+    (z = (current - reference) / sqrt(both)) over single intents, intents and pairs, and intents, pairs and triples.
+    No kit test can know the intents; these say how visible a surge is at all."""
+    from itertools import combinations
+
+    codes = {c: i for i, c in enumerate(sorted(set(reference) | set(current)))}
+    pooled = np.array([codes[c] for c in [*reference, *current]])
+    K, N = len(codes), len(pooled)
+    rng = np.random.default_rng(seed)
+    onehot = np.eye(K)[pooled]
+    is_ref = np.zeros((permutations + 1, N))
+    is_ref[0, : len(reference)] = 1
+    for b in range(1, permutations + 1):
+        is_ref[b, rng.permutation(N)[: len(reference)]] = 1
+    both = onehot.sum(0)
+    excess = both - 2 * (is_ref @ onehot)  # current minus reference, per intent, per relabelling
+    out, best = {}, np.full(permutations + 1, -np.inf)
+    for size, name in [(1, "intents"), (2, "intent_pairs"), (3, "intent_triples")]:
+        sets = np.array(list(combinations(range(K), size)))
+        for chunk in np.array_split(sets, max(1, len(sets) // 8000)):
+            best = np.maximum(best, (excess[:, chunk].sum(2) / np.sqrt(both[chunk].sum(1))).max(1))
+        out[name] = float((1 + np.sum(best[1:] >= best[0])) / (permutations + 1))
+    return out
+
+
 # ---------------------------------------------------------------- peers
 
 ALIBI_SCRIPT = """
@@ -351,6 +390,11 @@ def rate(flags: list[bool]) -> float | None:
     return round(float(np.mean(flags)), 4) if flags else None
 
 
+def se(p: float | None, trials: int | None) -> float | None:
+    """One binomial standard error of a rate measured over `trials` runs."""
+    return round(float(np.sqrt(p * (1 - p) / trials)), 4) if p is not None and trials else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few trials, for a smoke run")
@@ -376,12 +420,12 @@ def main() -> None:
     plan = {
         100: {"null": 200, "shift": 50, "peer_null": 40, "peer_shift": 20},
         1000: {
-            "null": 200,
+            "null": 500,
             "shift": 50,
-            "peer_null": 20,
+            "peer_null": 40,
             "peer_shift": 8,
-            "surge_5": 120,
-            "peer_surge_5": 24,
+            "surge_5": 500,
+            "peer_surge_5": 100,
         },
         10000: {"null": 2, "shift": 1, "peer_null": 2, "peer_shift": 1},
     }
@@ -396,9 +440,12 @@ def main() -> None:
                 p["peer_null"] if scenario == "no_shift" else p.get(f"peer_{scenario}", p["peer_shift"])
             )
             kit_flags, kit_secs, model_flags, model_secs, small_flags = [], [], [], [], []
+            intents, oracle = [], []
             for t in range(trials):
                 rng = np.random.default_rng(zlib.crc32(f"{n}/{scenario}/{t}".encode()))
-                x, y = draw(emb, scenario, n, rng)
+                x, y = draw(emb, scenario, n, rng, intents)
+                if intents:
+                    oracle.append(intent_oracle(*intents.pop()))
                 t0 = time.perf_counter()
                 drift, _ = kit_check(x, y)
                 kit_secs.append(time.perf_counter() - t0)
@@ -413,6 +460,8 @@ def main() -> None:
             row = {"n": n, "scenario": scenario, "kit_trials": trials, "kit_rate": rate(kit_flags)}
             row["kit_model_rate"] = rate(model_flags)
             row["kit_small_router_rate"] = rate(small_flags)
+            for level in oracle[0] if oracle else []:
+                row[f"oracle_{level}_rate"] = rate([o[level] <= 0.05 for o in oracle])
             row["kit_seconds_median"] = round(float(np.median(kit_secs)), 4)
             row["kit_model_seconds_median"] = round(float(np.median(model_secs)), 4)
             row["_kit_flags"], row["_model_flags"] = kit_flags, model_flags
@@ -520,6 +569,7 @@ def write(rows: list[dict], speed: dict, plan: dict, started: float, quick: bool
             "value": at(1000, "no_shift", "kit_model_rate"),
             "target": [0.02, 0.08],
             "trials": at(1000, "no_shift", "kit_trials"),
+            "standard_error": se(at(1000, "no_shift", "kit_model_rate"), at(1000, "no_shift", "kit_trials")),
             "embeddings_only": at(1000, "no_shift", "kit_rate"),
         },
         "detection_surge5_n1000": {
@@ -529,9 +579,14 @@ def write(rows: list[dict], speed: dict, plan: dict, started: float, quick: bool
             "best_peer": peers5.get(best_col),
             "best_peer_is": best_col,
             "peers": peers5,
+            "standard_error": se(surge5["kit_model_rate"], at(1000, "surge_5", "kit_trials")),
             "peer_trials": at(1000, "surge_5", "alibi_trials"),
             "kit_on_peer_pairs": at(1000, "surge_5", "kit_model_rate_on_alibi_pairs"),
             "embeddings_only": surge5["kit_rate"],
+            "ceiling_told_true_intents": {
+                lvl: at(1000, "surge_5", f"oracle_{lvl}_rate")
+                for lvl in ("intents", "intent_pairs", "intent_triples")
+            },
         },
         "exact_mmd_10k_200perm_seconds": {
             "value": speed.get("exact_10000", {}).get("seconds"),
@@ -565,6 +620,9 @@ def write(rows: list[dict], speed: dict, plan: dict, started: float, quick: bool
             "scan in the router's view (log-probabilities at a common temperature, clipped at 1e-3 and centred; "
             "k = sqrt(N), top N/20 neighbourhoods), weights MMD 1 : scan 1 : model scan 3",
             "kit_small_router": "the same, given the router trained on test.csv only",
+            "oracle": "not a method anyone can run: scans told every row's true intent (largest excess of current "
+            "rows over single intents / intents and pairs / intents, pairs and triples, 200 permutations), on the "
+            "kit's pairs of the no-shift and surge scenarios; how visible a surge is at all",
             "peer views": "<peer>_rate: on the embeddings; <peer>_proba_rate: on the router's class probabilities; "
             "<peer>_view_rate: on the kit's view (centred log-probabilities); same pairs",
             "alibi": "alibi_detect.cd.MMDDrift(backend='pytorch', p_val=0.05, n_permutations=100)",
