@@ -102,10 +102,10 @@ SCENARIOS = {
 
 
 def draw(
-    emb: dict, scenario: str, n: int, rng: np.random.Generator, intents: list | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """One (reference, current) pair of embedding samples for `scenario`; appends both sides' true intents to `intents`
-    for the scenarios made of BANKING77 queries only (no shift and the surges)."""
+    emb: dict, scenario: str, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+    """One (reference, current) pair of embedding samples for `scenario`, and both sides' true intents where every row
+    is a BANKING77 query with its label (no shift and the surges; None otherwise)."""
     X, cat = emb["train"], emb["train_category"]
     N = len(X)
     replace = 2 * n > N
@@ -113,10 +113,10 @@ def draw(
     if scenario == "unseen_intents":
         base = np.flatnonzero(~topup)
         if replace:
-            return X[rng.choice(base, n)], X[rng.choice(N, n)]
+            return X[rng.choice(base, n)], X[rng.choice(N, n)], None
         ref = rng.choice(base, n, replace=False)
         rest = np.setdiff1d(np.arange(N), ref)
-        return X[ref], X[rng.choice(rest, n, replace=False)]
+        return X[ref], X[rng.choice(rest, n, replace=False)], None
     if replace:
         ref, cur = rng.choice(N, n), rng.choice(N, n)
     else:
@@ -126,25 +126,22 @@ def draw(
     share = {"surge_2": 0.02, "surge_5": 0.05, "surge_20": 0.2, "template_20": 0.2, "out_of_domain_5": 0.05}
     k = int(round(share.get(scenario, 0.0) * n))
     if k == 0:
-        if intents is not None:
-            intents.append((cat[ref], cat[cur]))
-        return X[ref], y
+        return X[ref], y, (cat[ref], cat[cur])
     slots = rng.choice(n, k, replace=False)
     if scenario.startswith("surge"):
         pool = np.setdiff1d(np.flatnonzero(np.isin(cat, SURGE_INTENTS)), ref)
         rows = rng.choice(pool, k, replace=len(pool) < k)
         y[slots] = X[rows]
-        if intents is not None:
-            cur = cur.copy()
-            cur[slots] = rows
-            intents.append((cat[ref], cat[cur]))
+        cur = cur.copy()
+        cur[slots] = rows
+        return X[ref], y, (cat[ref], cat[cur])
     elif scenario.startswith("template"):
         rows = emb["template_rows"]
         ok = np.flatnonzero(~np.isin(rows, ref))  # templated versions of queries not in the reference
         y[slots] = emb["template"][rng.choice(ok, k, replace=len(ok) < k)]
     else:
         y[slots] = emb["ood"][rng.choice(len(emb["ood"]), k, replace=len(emb["ood"]) < k)]
-    return X[ref], y
+    return X[ref], y, None
 
 
 # ---------------------------------------------------------------- this module
@@ -289,15 +286,12 @@ def intent_oracle(reference: np.ndarray, current: np.ndarray, permutations: int 
     No kit test can know the intents; these say how visible a surge is at all."""
     from itertools import combinations
 
-    codes = {c: i for i, c in enumerate(sorted(set(reference) | set(current)))}
-    pooled = np.array([codes[c] for c in [*reference, *current]])
-    K, N = len(codes), len(pooled)
-    rng = np.random.default_rng(seed)
+    from llmops_kit.drift_tests import _permutation_p, assignment_matrix
+
+    classes, pooled = np.unique(np.concatenate([reference, current]), return_inverse=True)
+    K = len(classes)
     onehot = np.eye(K)[pooled]
-    is_ref = np.zeros((permutations + 1, N))
-    is_ref[0, : len(reference)] = 1
-    for b in range(1, permutations + 1):
-        is_ref[b, rng.permutation(N)[: len(reference)]] = 1
+    is_ref = assignment_matrix(len(reference), len(current), permutations, seed)  # the kit's relabellings
     both = onehot.sum(0)
     excess = both - 2 * (is_ref @ onehot)  # current minus reference, per intent, per relabelling
     out, best = {}, np.full(permutations + 1, -np.inf)
@@ -305,7 +299,7 @@ def intent_oracle(reference: np.ndarray, current: np.ndarray, permutations: int 
         sets = np.array(list(combinations(range(K), size)))
         for chunk in np.array_split(sets, max(1, len(sets) // 8000)):
             best = np.maximum(best, (excess[:, chunk].sum(2) / np.sqrt(both[chunk].sum(1))).max(1))
-        out[name] = float((1 + np.sum(best[1:] >= best[0])) / (permutations + 1))
+        out[name] = _permutation_p(best)
     return out
 
 
@@ -440,12 +434,12 @@ def main() -> None:
                 p["peer_null"] if scenario == "no_shift" else p.get(f"peer_{scenario}", p["peer_shift"])
             )
             kit_flags, kit_secs, model_flags, model_secs, small_flags = [], [], [], [], []
-            intents, oracle = [], []
+            oracle = []
             for t in range(trials):
                 rng = np.random.default_rng(zlib.crc32(f"{n}/{scenario}/{t}".encode()))
-                x, y = draw(emb, scenario, n, rng, intents)
-                if intents:
-                    oracle.append(intent_oracle(*intents.pop()))
+                x, y, intents = draw(emb, scenario, n, rng)
+                if intents is not None:
+                    oracle.append(intent_oracle(*intents))
                 t0 = time.perf_counter()
                 drift, _ = kit_check(x, y)
                 kit_secs.append(time.perf_counter() - t0)
@@ -538,12 +532,13 @@ def main() -> None:
 
     router = {
         "router": {
-            "trained_on": f"BANKING77 test.csv + {len(router_rows)} rows of train.csv ({3080 + len(router_rows)} queries)",
+            "trained_on": f"BANKING77 test.csv + {len(router_rows)} rows of train.csv "
+            f"({len(everything['test']) + len(router_rows)} queries)",
             "C": head.C,
             "accuracy_on_traffic": accuracy(head),
         },
         "small_router": {
-            "trained_on": "BANKING77 test.csv (3,080 queries, 40 per intent)",
+            "trained_on": f"BANKING77 test.csv ({len(everything['test'])} queries, 40 per intent)",
             "C": small_head.C,
             "accuracy_on_traffic": accuracy(small_head),
         },
