@@ -167,7 +167,7 @@ def split_for_router(emb: dict) -> tuple[dict, np.ndarray]:
 
 def router_head(emb: dict, rows: np.ndarray | None):
     """The kit's support router (C tuned as `llmops quickstart` does) on test.csv plus train.csv `rows`: its head."""
-    from llmops_kit.router import LinearHead, SupportRouter
+    from llmops_kit.router.model import LinearHead, SupportRouter
 
     name = "test" if rows is None else f"test_train{len(rows)}"
     file = CACHE / f"router_head_{name}.npz"
@@ -195,8 +195,8 @@ def router_head(emb: dict, rows: np.ndarray | None):
 def kit_check(x: np.ndarray, y: np.ndarray, permutations: int = 200, model=None) -> tuple[bool, float]:
     """The kit's default check: `check_drift` with the default settings, on embeddings (and the router, if given)."""
     from llmops_kit.core import load_settings
-    from llmops_kit.drift_profile import ReferenceProfile
-    from llmops_kit.drift_report import check_drift
+    from llmops_kit.drift.profile import ReferenceProfile
+    from llmops_kit.drift.report import check_drift
 
     profile = ReferenceProfile(n_rows=len(x), text_column="text", embeddings=x)
     current = pd.DataFrame({"text": ["q"] * len(y)})
@@ -229,7 +229,7 @@ def wait_for_quiet(max_seconds: int, threshold: float = 1.5) -> list[float]:
 
 def speed_worker(kind: str, n: int, permutations: int) -> dict:
     """Time one test in this (fresh) process and report its peak RSS."""
-    from llmops_kit.drift_tests import mmd_test
+    from llmops_kit.drift.stats import mmd_test
 
     emb = embed_all(shared_data())
     rng = np.random.default_rng(0)
@@ -286,7 +286,7 @@ def intent_oracle(reference: np.ndarray, current: np.ndarray, permutations: int 
     No kit test can know the intents; these say how visible a surge is at all."""
     from itertools import combinations
 
-    from llmops_kit.drift_tests import _permutation_p, assignment_matrix
+    from llmops_kit.drift.stats import _permutation_p, assignment_matrix
 
     classes, pooled = np.unique(np.concatenate([reference, current]), return_inverse=True)
     K = len(classes)
@@ -403,7 +403,7 @@ def main() -> None:
     everything = embed_all(shared_data())
     emb, router_rows = split_for_router(everything)
     head, small_head = router_head(everything, router_rows), router_head(everything, None)
-    from llmops_kit.drift_tests import model_view
+    from llmops_kit.drift.stats import model_view
 
     views = {  # what the peers see, besides the embeddings
         "proba": lambda a: head.proba(a).astype(np.float32),
@@ -608,7 +608,7 @@ def write(rows: list[dict], speed: dict, plan: dict, started: float, quick: bool
         "scenarios": SCENARIOS,
         "router": router,
         "methods": {
-            "kit": "llmops_kit.drift_report.check_drift defaults on embeddings: MMD (median-heuristic RBF) and the "
+            "kit": "llmops_kit.drift.report.check_drift defaults on embeddings: MMD (median-heuristic RBF) and the "
             "kNN imbalance scan (32 PCA components, k = sqrt(N), top N/40 neighbourhoods) on the same 200 "
             "permutations, one hypothesis by a weighted min-p (scan 2 : MMD 1), Holm over the run at alpha 0.05",
             "kit_model": "the same check given the support router (model=router head): the family adds the kNN "

@@ -106,7 +106,7 @@ def other_heads(Xtr, ytr, Xte, yte) -> dict:
 
 def default_thread_latency(router, texts) -> dict:
     """Single-query latency without the one-thread path, for comparison."""
-    from llmops_kit.router import shared_embedder
+    from llmops_kit.router.model import shared_embedder
 
     embedder = shared_embedder()
     for t in texts[:5]:
@@ -131,7 +131,7 @@ def lower_priority(target: int) -> int:
 
 def latency_rerun(train, Xtr, test, n: int) -> int:
     """Re-measure single-query latency with the last run's C; append it to the results file."""
-    from llmops_kit.router import SupportRouter, single_query_latency
+    from llmops_kit.router.model import SupportRouter, single_query_latency
 
     result = json.loads(RESULTS.read_text())
     router = SupportRouter.fit(train.text, train.category, C=result["model"]["C"], vectors=Xtr)
@@ -172,7 +172,7 @@ def main() -> int:
 
     from llmops_kit.core import load_settings, shared_data_dir
     from llmops_kit.embeddings import Embedder
-    from llmops_kit.router import SupportRouter, evaluate_router, plot_confusion
+    from llmops_kit.router.model import SupportRouter, evaluate_router, plot_confusion
 
     folder = Path(args.data) if args.data else (shared_data_dir(REPO) or Path("/nonexistent")) / "banking77"
     if not (folder / "train.csv").is_file() or not (folder / "test.csv").is_file():
@@ -194,7 +194,7 @@ def main() -> int:
     if args.latency_only:
         return latency_rerun(train, Xtr, test, args.latency_queries)
 
-    from llmops_kit.router import tune_c
+    from llmops_kit.router.model import tune_c
 
     t0 = time.perf_counter()
     best_c, c_scores = tune_c(Xtr, train.category.tolist())
@@ -216,7 +216,7 @@ def main() -> int:
     # niced process timing single queries would measure the scheduler, not the router.
     latency_nice = lower_priority(0)
     load_latency = os.getloadavg()
-    from llmops_kit.router import single_query_latency
+    from llmops_kit.router.model import single_query_latency
 
     report.latency_ms = single_query_latency(router, test.text.tolist()[: args.latency_queries])
     log(f"single-query latency at nice {latency_nice}: {report.latency_ms}")
@@ -225,7 +225,7 @@ def main() -> int:
 
     mlflow_run = None
     if not args.no_mlflow:
-        from llmops_kit.registry import DataFile, log_app, quiet_mlflow
+        from llmops_kit.registry.bundle import DataFile, log_app, quiet_mlflow
 
         with tempfile.TemporaryDirectory() as work, quiet_mlflow():
             fig = plot_confusion(report)

@@ -130,7 +130,7 @@ def cpu_breakdown(n: int = 2000, rounds: int = 3) -> dict:
     import serving_bare
 
     from llmops_kit.core import load_settings
-    from llmops_kit.guard_model import Verdict
+    from llmops_kit.guardrails.base import Verdict
     from llmops_kit.serving.app import create_app
     from llmops_kit.serving.auth import mint_token
 

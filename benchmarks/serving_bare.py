@@ -12,7 +12,7 @@ import time
 from fastapi import FastAPI
 from fastapi.responses import Response
 
-from llmops_kit.serving.backends import BenchmarkBackend, count_tokens
+from llmops_kit.models.backends import BenchmarkBackend, count_tokens
 from llmops_kit.serving.schemas import (
     AssistantMessage,
     ChatChoice,

@@ -210,7 +210,7 @@ def test_embedding_tests_option_runs_the_classifier(banking):
 def router_dir(banking) -> Path:
     """A support router trained on other BANKING77 rows than the samples, saved as `llmops` would."""
     from conftest import shared_data_dir
-    from llmops_kit.router import SupportRouter
+    from llmops_kit.router.model import SupportRouter
 
     bank = pd.read_csv(shared_data_dir() / "banking77" / "train.csv").sample(frac=1, random_state=7)
     train = bank.iloc[3000:5000]

@@ -181,7 +181,7 @@ def test_monitor_bad_window_is_one_line_error(tmp_path):
 
 def test_monitor_scans_windows_in_the_router_view(tmp_path, shared_data):
     """--model adds the router's view to every window's check; a model that is no router is a one-line error."""
-    from llmops_kit.router import SupportRouter
+    from llmops_kit.router.model import SupportRouter
 
     bank = pd.read_csv(shared_data / "banking77" / "train.csv").sample(frac=1, random_state=13)
     topup = bank["category"].str.startswith("top_up")

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from llmops_kit.core import load_settings
-from llmops_kit.drift_profile import ReferenceProfile
-from llmops_kit.drift_report import check_drift
+from llmops_kit.drift.profile import ReferenceProfile
+from llmops_kit.drift.report import check_drift
 
 
 def test_html_report_for_10k_plus_10k_rows_is_under_2_mb(tmp_path):

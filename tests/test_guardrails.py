@@ -12,7 +12,7 @@ import pytest
 
 from conftest import run_llmops
 from llmops_kit.core import configure_logging
-from llmops_kit.guardrails import GuardChain, StreamGuard, Vault, load_policy
+from llmops_kit.guardrails.chain import GuardChain, StreamGuard, Vault, load_policy
 
 CONTRACT_KEYS = ["action", "findings", "latency_ms", "text"]
 FINDING_KEYS = ["action", "end", "guard", "score", "start", "type"]
@@ -121,7 +121,7 @@ def test_no_raw_redacted_value_in_logs_or_verdicts(chain):
         vault = Vault()
         v_in = chain.check(SENSITIVE, stage="input", vault=vault)
         v_out = chain.check(SENSITIVE, stage="output", vault=vault)
-        logging.getLogger("llmops_kit.guardrails").info("verdict", extra={"fields": v_in.to_dict()})
+        logging.getLogger("llmops_kit.guardrails.chain").info("verdict", extra={"fields": v_in.to_dict()})
     finally:
         configure_logging("INFO", "json")
     logged = stream.getvalue()
@@ -245,8 +245,8 @@ def test_rule_gates_never_hide_a_match(shared_data):
     """Every rule pattern that matches a real text is let through by its gate (literal and Hyperscan prefilter)."""
     import codecs
 
-    from llmops_kit import guard_content, guard_pii, guard_security
-    from llmops_kit.guard_model import RuleGate
+    from llmops_kit.guardrails import content as guard_content, pii as guard_pii, security as guard_security
+    from llmops_kit.guardrails.base import RuleGate
 
     rule_sets = {
         "pii": [r.pattern for r in guard_pii.RECOGNIZERS]
@@ -271,7 +271,7 @@ def test_rule_gates_never_hide_a_match(shared_data):
 
 def test_rule_gates_never_change_a_verdict(shared_data, chain, monkeypatch):
     """The gates only skip regexes that cannot match: with every gate open, all verdicts are the same."""
-    from llmops_kit.guard_model import RuleGate
+    from llmops_kit.guardrails.base import RuleGate
 
     texts = gate_corpus(shared_data)
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_llmops
-from llmops_kit.sample_tickets import SAMPLE_TRAFFIC, sample_frame, split_frame
+from llmops_kit.router.tickets import SAMPLE_TRAFFIC, sample_frame, split_frame
 
 
 def test_fresh_project_end_to_end(project):

@@ -39,7 +39,7 @@ def test_new_process_loads_the_same_model_with_policy_and_profile(champion):
     code = (
         "import json, sys\n"
         "from llmops_kit.core import load_settings\n"
-        "from llmops_kit.registry import load_app\n"
+        "from llmops_kit.registry.bundle import load_app\n"
         "app = load_app('models:/support-router@champion', load_settings('settings.ini', environ={}))\n"
         "print(json.dumps({'name': app.name, 'version': app.version, 'predictions': app.predict(json.loads(sys.argv[1])),\n"
         "  'policy': app.policy_yaml, 'profile': sorted(p.name for p in app.reference_profile_dir.iterdir())\n"
@@ -118,7 +118,7 @@ def test_cli_bad_references_are_one_line_errors(champion, args, message):
 
 def test_load_app_unknown_uri_is_an_input_error(champion):
     from llmops_kit.core import InputError
-    from llmops_kit.registry import load_app
+    from llmops_kit.registry.bundle import load_app
 
     root, _ = champion
     settings = load_settings(root / "settings.ini", environ={})
@@ -128,8 +128,8 @@ def test_load_app_unknown_uri_is_an_input_error(champion):
 
 
 def test_drift_check_scans_in_the_champion_view(champion):
-    from llmops_kit.registry import load_app
-    from llmops_kit.sample_tickets import sample_frame
+    from llmops_kit.registry.bundle import load_app
+    from llmops_kit.router.tickets import sample_frame
 
     root, _ = champion
     app = load_app("models:/support-router@champion", load_settings(root / "settings.ini", environ={}))

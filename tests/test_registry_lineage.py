@@ -7,8 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from llmops_kit.core import load_settings
-from llmops_kit.lineage import LineageRun, events_file, model_dataset
-from llmops_kit.registry import DataFile
+from llmops_kit.registry.lineage import LineageRun, events_file, model_dataset
+from llmops_kit.registry.bundle import DataFile
 
 
 @pytest.fixture

@@ -80,7 +80,7 @@ def project(tmp_path_factory, mlflow_server):
 
 def test_build_register_promote_and_load_through_the_server(mlflow_server, project):
     from llmops_kit.quickstart import build_champion
-    from llmops_kit.registry import load_app, promote
+    from llmops_kit.registry.bundle import load_app, promote
 
     url, server_root = mlflow_server
     settings = load_settings(project / "settings.ini", environ={})

@@ -367,7 +367,7 @@ def test_add_key_cli_prints_the_key_once_and_stores_only_its_hash(tmp_path):
 @pytest.fixture(scope="module")
 def http_server(tmp_path_factory, rsa_setup):
     pytest.importorskip(
-        "llmops_kit.guardrails", reason="the server needs llmops_kit.guardrails, not built yet"
+        "llmops_kit.guardrails.chain", reason="the server needs llmops_kit.guardrails.chain, not built yet"
     )
     from test_serving_app_support import SECRET as SERVER_SECRET
     from test_serving_app_support import start_server
