@@ -6,9 +6,9 @@
 __all__ = ['SupportRouter', 'RouterReport', 'check_training_data', 'tune_c', 'evaluate_router', 'plot_confusion', 'ROUTES',
            'KB_REPLIES', 'SAMPLE_TICKETS', 'SAMPLE_TRAFFIC', 'sample_frame', 'split_frame']
 
-# %% ../../nbs/router/00_router.ipynb #3c45c9ef
+# %% ../../nbs/router/00_router.ipynb #c8fffd8e
 from .model import SupportRouter, RouterReport, check_training_data, tune_c, evaluate_router, plot_confusion
 from .tickets import ROUTES, KB_REPLIES, SAMPLE_TICKETS, SAMPLE_TRAFFIC, sample_frame, split_frame
 
-# %% ../../nbs/router/00_router.ipynb #051a7090
+# %% ../../nbs/router/00_router.ipynb #84328914
 _all_ = ['SupportRouter', 'RouterReport', 'check_training_data', 'tune_c', 'evaluate_router', 'plot_confusion', 'ROUTES', 'KB_REPLIES', 'SAMPLE_TICKETS', 'SAMPLE_TRAFFIC', 'sample_frame', 'split_frame']
