@@ -12,7 +12,7 @@ __all__ = ['MIN_ROWS', 'EMBEDDING_TESTS', 'DEFAULT_EMBEDDING_TESTS', 'DriftRepor
 # %% ../../nbs/drift/03_report.ipynb #5dbaf2be
 import base64
 import datetime as dt
-import html
+from functools import cache
 import io
 import json
 import os
@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 # %% ../../nbs/drift/03_report.ipynb #b5985ac6
+import jinja2
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 
 # %% ../../nbs/drift/03_report.ipynb #84db2a71
 from ..core import InputError, Settings, get_settings
@@ -212,25 +214,30 @@ def plot_projection(report: DriftReport):
     return fig
 
 # %% ../../nbs/drift/03_report.ipynb #a761a14b
-def _to_html(self: DriftReport, path: str | os.PathLike | None = None) -> str:
+@cache
+def _templates() -> jinja2.Environment:
+    """The kit's page templates (`llmops_kit/data/templates`), autoescaped; one environment per process."""
+    return jinja2.Environment(loader=jinja2.PackageLoader("llmops_kit", "data/templates"),
+                              autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2")),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+# %% ../../nbs/drift/03_report.ipynb #c37e92ed
+def _cell(value: Any) -> str:
+    """One table cell as text: floats to four significant digits, NaN as `NaN`, anything else as `str`."""
+    if isinstance(value, (float, np.floating)): return "NaN" if np.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+# %% ../../nbs/drift/03_report.ipynb #21ce4f2e
+@patch
+def to_html(self: DriftReport,
+            path: str | os.PathLike | None = None, # also write the page to this file
+           ) -> str:
     """A self-contained HTML page (plots inline as PNG); written to `path` when given."""
-    verdict = "DRIFT" if self.drift else "no drift"
-    table = self.frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", classes="tests", border=0)
-    rows = "".join(f"<tr><td>{e['score']:.3f}</td><td>{html.escape(e['text'])}</td></tr>" for e in self.examples)
-    examples = (f"<h2>Most current-like examples</h2><p>Current rows at the centre of the most current-heavy neighbourhoods "
-                f"(kNN scan; score: current share of the neighbourhood), or those the classifier test separates best."
-                f"</p><table class='tests'><tr><th>score</th><th>text</th></tr>{rows}</table>") if rows else ""
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Drift report</title><style>
-body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}}
-table.tests{{border-collapse:collapse;font-size:.9rem}} table.tests td,table.tests th{{padding:.2rem .6rem;border-bottom:1px solid #ddd}}
-.verdict{{font-size:1.4rem;font-weight:bold;color:{'#c0392b' if self.drift else '#27ae60'}}}</style></head><body>
-<h1>Drift report</h1><p class="verdict">{verdict}</p>
-<p>{self.n_reference} reference rows, {self.n_current} current rows; alpha {self.alpha} ({self.correction} correction),
-effect-size floor {self.effect_size_floor}; {self.created_at}.</p>
-<h2>Tests</h2>{table}<p><img alt="tests" src="{_png(plot_tests(self))}"></p>
-<h2>Embeddings</h2><p>Reference and current samples on the reference's first two principal components.</p>
-<p><img alt="projection" src="{_png(plot_projection(self))}"></p>{examples}</body></html>"""
+    f = self.frame
+    page = _templates().get_template("drift_report.html.j2").render(
+        drift=self.drift, n_reference=self.n_reference, n_current=self.n_current, alpha=self.alpha,
+        correction=self.correction, effect_size_floor=self.effect_size_floor, created_at=self.created_at,
+        columns=list(f.columns), rows=[[_cell(v) for v in row] for row in f.itertuples(index=False)],
+        tests_png=_png(plot_tests(self)), projection_png=_png(plot_projection(self)), examples=self.examples)
     if path is not None: Path(path).write_text(page, encoding="utf-8")
     return page
-
-DriftReport.to_html = _to_html
