@@ -20,8 +20,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-# %% ../../nbs/router/01_model.ipynb #4cf3984b
+# %% ../../nbs/router/01_model.ipynb #2e098845
 import numpy as np
+from fastcore.basics import patch
 
 # %% ../../nbs/router/01_model.ipynb #1ca87e59
 from ..core import InputError
@@ -151,8 +152,9 @@ class SupportRouter:
         if len(texts) > SMALL_BATCH: return embedder.encode(texts)
         with few_threads(): return embedder.encode(texts)
 
-# %% ../../nbs/router/01_model.ipynb #66f90197
+# %% ../../nbs/router/01_model.ipynb #58ca5eac
 def _prediction(router: SupportRouter, p: np.ndarray) -> dict[str, Any]:
+    """One prediction dict from the class probabilities `p` of one row."""
     order = np.argsort(-p)[: router.top_k]
     intent, confidence = router.labels[order[0]], float(p[order[0]])
     abstained = confidence < router.threshold
@@ -161,27 +163,32 @@ def _prediction(router: SupportRouter, p: np.ndarray) -> dict[str, Any]:
             "route": router.default_route if abstained else router.routes.get(intent, router.default_route),
             "reply": None if abstained else router.replies.get(intent), "abstained": bool(abstained)}
 
-def _predict_vectors(self: SupportRouter, X: np.ndarray) -> list[dict[str, Any]]:
+# %% ../../nbs/router/01_model.ipynb #2b099041
+@patch
+def predict_vectors(self: SupportRouter, X: np.ndarray, # (n, dim) embeddings
+                   ) -> list[dict[str, Any]]:
     """Predictions (intent, confidence, top_k, route, reply, abstained) for rows of embeddings."""
     return [_prediction(self, p) for p in self.head.proba(X)] if len(X) else []
 
-def _predict(self: SupportRouter, texts: Sequence[str]) -> list[dict[str, Any]]:
+# %% ../../nbs/router/01_model.ipynb #14b1303f
+@patch
+def predict(self: SupportRouter, texts: Sequence[str], # the messages to route
+           ) -> list[dict[str, Any]]:
     """Predictions for `texts`, one dict per text."""
     if isinstance(texts, str): raise InputError("SupportRouter.predict takes a list of texts, not one string")
     return self.predict_vectors(self.encode(texts)) if len(texts) else []
 
-SupportRouter.predict_vectors, SupportRouter.predict = _predict_vectors, _predict
-
 # %% ../../nbs/router/01_model.ipynb #92ad7446
-def _fit(cls, texts: Sequence[str], # training messages
-         labels: Sequence[str], # one intent per message
-         routes: dict[str, str] | None = None, # intent -> team queue
-         replies: dict[str, str] | None = None, # intent -> knowledge-base reply
-         C: float | None = None, # inverse regularisation; None tunes it
-         threshold: float = 0.5, # abstention threshold on the top probability
-         top_k: int = 3, # alternatives per prediction
-         embedder: Embedder | None = None, # encoder for training (e.g. a cached one); None: `shared_embedder()`
-         vectors: np.ndarray | None = None, # precomputed embeddings of `texts`
+@patch(cls_method=True)
+def fit(cls: SupportRouter, texts: Sequence[str], # training messages
+        labels: Sequence[str], # one intent per message
+        routes: dict[str, str] | None = None, # intent -> team queue
+        replies: dict[str, str] | None = None, # intent -> knowledge-base reply
+        C: float | None = None, # inverse regularisation; None tunes it
+        threshold: float = 0.5, # abstention threshold on the top probability
+        top_k: int = 3, # alternatives per prediction
+        embedder: Embedder | None = None, # encoder for training (e.g. a cached one); None: `shared_embedder()`
+        vectors: np.ndarray | None = None, # precomputed embeddings of `texts`
         ) -> SupportRouter:
     """Train a router on labelled messages."""
     texts, labels = list(texts), [str(x) for x in labels]
@@ -191,12 +198,12 @@ def _fit(cls, texts: Sequence[str], # training messages
     C_used = tune_c(X, labels)[0] if C is None else float(C)
     head = fit_head(X, labels, C_used)
     return cls(head=head, routes=dict(routes or {}), replies=dict(replies or {}), threshold=threshold,
-               top_k=min(top_k, len(head.labels)))
-
-SupportRouter.fit = classmethod(_fit)
+              top_k=min(top_k, len(head.labels)))
 
 # %% ../../nbs/router/01_model.ipynb #8dbb4f3c
-def _save(self: SupportRouter, path: str | Path) -> Path:
+@patch
+def save(self: SupportRouter, path: str | Path, # the folder to write (created if missing)
+        ) -> Path:
     """Write the router to folder `path`; return it."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -207,7 +214,11 @@ def _save(self: SupportRouter, path: str | Path) -> Path:
     np.savez(path / "head.npz", coef=self.head.coef, intercept=self.head.intercept)
     return path
 
-def _load(cls, path: str | Path, embedder: Embedder | None = None) -> SupportRouter:
+# %% ../../nbs/router/01_model.ipynb #0eba9655
+@patch(cls_method=True)
+def load(cls: SupportRouter, path: str | Path, # a folder written by `save`
+         embedder: Embedder | None = None, # the encoder to predict with; None: `shared_embedder()`
+        ) -> SupportRouter:
     """Read a router written by `save`."""
     path = Path(path)
     if not (path / "router.json").is_file(): raise InputError(f"{path}: not a saved router (no router.json)")
@@ -217,8 +228,6 @@ def _load(cls, path: str | Path, embedder: Embedder | None = None) -> SupportRou
     return cls(head=head, routes=meta["routes"], replies=meta["replies"], threshold=meta["threshold"],
                top_k=meta["top_k"], default_route=meta["default_route"], embedder_id=meta["embedder_id"],
                metrics=meta.get("metrics", {}), embedder=embedder)
-
-SupportRouter.save, SupportRouter.load = _save, classmethod(_load)
 
 # %% ../../nbs/router/01_model.ipynb #4f2097be
 @dataclass
