@@ -156,7 +156,7 @@ def test_monitor_dry_run_and_unreachable_webhook(tmp_path, shared_data):
     proc = run_llmops(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     outcome = json.loads(proc.stdout)["events"][0]
-    assert outcome["webhook"].startswith("error: URLError")
+    assert outcome["webhook"].startswith("error: ConnectError")
     assert (tmp_path / "state" / "drift" / "events.jsonl").is_file()
 
 

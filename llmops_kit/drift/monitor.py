@@ -6,26 +6,27 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['split_windows', 'monitor', 'TriggerEvent', 'TriggerPolicy', 'emit_event', 'run_monitor']
+__all__ = ['logger', 'split_windows', 'monitor', 'TriggerEvent', 'TriggerPolicy', 'emit_event', 'run_monitor']
 
 # %% ../../nbs/drift/04_monitor.ipynb #bba89f11
 import datetime as dt
 import json
+import logging
 import os
 import shlex
 import subprocess
-import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 # %% ../../nbs/drift/04_monitor.ipynb #5f9e08dd
+import httpx
 import numpy as np
 import pandas as pd
 
 # %% ../../nbs/drift/04_monitor.ipynb #a5cbaf49
-from ..core import InputError, ProjectPaths, Settings, get_settings
+from ..core import InputError, ProjectPaths, Settings, get_settings, log_event
 from .profile import ReferenceProfile
 from .report import MIN_ROWS, check_drift
 
@@ -127,10 +128,13 @@ class TriggerPolicy:
                             max_effect=float(hits["max_effect"].max()), model_name=model_name, model_version=model_version)
 
 # %% ../../nbs/drift/04_monitor.ipynb #651e7a7c
+logger = logging.getLogger(__name__)
+
 def _post_json(url: str, doc: dict[str, Any], timeout: float) -> int:
-    """POST `doc` as JSON; return the HTTP status."""
-    req = urllib.request.Request(url, data=json.dumps(doc).encode(), headers={"content-type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=timeout) as resp: return resp.status
+    """POST `doc` as JSON; return the HTTP status (`httpx.HTTPError` on no answer or a status that is not 2xx)."""
+    response = httpx.post(url, json=doc, timeout=timeout)
+    response.raise_for_status()
+    return response.status_code
 
 # %% ../../nbs/drift/04_monitor.ipynb #64296c6c
 def emit_event(
@@ -156,16 +160,22 @@ def emit_event(
             client.set_model_version_tag(event.model_name, event.model_version, "llmops.drift.retrain_requested", event.ts)
             client.set_model_version_tag(event.model_name, event.model_version, "llmops.drift.last_event", json.dumps(doc))
             outcome["mlflow"] = "tagged"
-        except Exception as e: outcome["mlflow"] = f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        except Exception as e:
+            outcome["mlflow"] = f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            log_event(logger, "drift.channel_failed", logging.WARNING, channel="mlflow", event_id=event.event_id, error=outcome["mlflow"])
     if retrain_command:
         try:
             proc = subprocess.run(retrain_command, shell=True, env={**os.environ, "LLMOPS_DRIFT_EVENT": json.dumps(doc)},
                                   capture_output=True, text=True, timeout=timeout)
             outcome["command"] = {"returncode": proc.returncode, "stderr": proc.stderr[-500:]}
         except subprocess.TimeoutExpired: outcome["command"] = {"returncode": None, "stderr": f"timed out after {timeout} s"}
+        if outcome["command"]["returncode"] != 0:
+            log_event(logger, "drift.channel_failed", logging.WARNING, channel="command", event_id=event.event_id, **outcome["command"])
     if webhook_url:
         try: outcome["webhook"] = _post_json(webhook_url, doc, timeout)
-        except Exception as e: outcome["webhook"] = f"error: {type(e).__name__}: {e}"
+        except httpx.HTTPError as e:
+            outcome["webhook"] = f"error: {type(e).__name__}: {e}"
+            log_event(logger, "drift.channel_failed", logging.WARNING, channel="webhook", event_id=event.event_id, error=outcome["webhook"])
     return outcome
 
 # %% ../../nbs/drift/04_monitor.ipynb #c91aad31
