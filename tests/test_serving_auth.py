@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from conftest import run_llmops
-from llmops_kit.core import AuthSettings, Settings, SettingsError
+from llmops_kit.core import AuthSettings, Settings
+from llmops_kit.errors import AuthenticationError, ConfigurationError, PermissionDeniedError
 from llmops_kit.serving.auth import (
     Authenticator,
-    AuthError,
     Principal,
     add_api_key,
     load_api_keys,
@@ -69,17 +69,17 @@ def rsa_setup(tmp_path_factory):
     return key, folder / "jwks.json", pem, jwk
 
 
-def rejected(auth: Authenticator, token: str | None, api_key: str | None = None) -> AuthError:
+def rejected(auth: Authenticator, token: str | None, api_key: str | None = None) -> AuthenticationError:
     header = None if token is None else f"Bearer {token}"
-    with pytest.raises(AuthError) as info:
+    with pytest.raises(AuthenticationError) as info:
         auth.authenticate(header, api_key)
     return info.value
 
 
-def assert_invalid_token(err: AuthError, message_part: str):
+def assert_invalid_token(err: AuthenticationError, message_part: str):
     assert err.status == 401 and err.code == "invalid_token", (err.status, err.code, err.message)
     assert message_part in err.message
-    assert err.www_authenticate.startswith(
+    assert err.headers["www-authenticate"].startswith(
         'Bearer realm="llmops", error="invalid_token", error_description="'
     )
 
@@ -140,21 +140,31 @@ def test_expired_token_is_not_served_from_the_cache(hs_auth):
 
 def test_missing_credentials_get_a_bare_challenge(hs_auth):
     for header in (None, "", "Basic YWxpY2U6cHc=", "Bearer", "Bearer   "):
-        with pytest.raises(AuthError) as info:
+        with pytest.raises(AuthenticationError) as info:
             hs_auth.authenticate(header)
-        assert (info.value.status, info.value.www_authenticate) == (401, 'Bearer realm="llmops"')
+        err = info.value
+        assert (err.status, err.code, err.headers) == (
+            401,
+            "missing_credentials",
+            {"www-authenticate": 'Bearer realm="llmops"'},
+        )
+        assert err.to_dict()["error"]["type"] == "authentication_error"
 
 
 def test_missing_scope_is_403_insufficient_scope(hs_auth):
     principal = hs_auth.authenticate(
         "Bearer " + jwt.encode(claims(scope="embeddings"), SECRET, algorithm="HS256")
     )
-    with pytest.raises(AuthError) as info:
+    with pytest.raises(PermissionDeniedError) as info:
         require_scope(principal, "chat")
     err = info.value
-    assert (err.status, err.code) == (403, "insufficient_scope")
-    assert err.www_authenticate.startswith('Bearer realm="llmops", error="insufficient_scope"')
-    assert err.www_authenticate.endswith('scope="chat"')
+    assert (err.status, err.code, err.to_dict()["error"]["type"]) == (
+        403,
+        "insufficient_scope",
+        "permission_error",
+    )
+    assert err.headers["www-authenticate"].startswith('Bearer realm="llmops", error="insufficient_scope"')
+    assert err.headers["www-authenticate"].endswith('scope="chat"')
     require_scope(
         hs_auth.authenticate("Bearer " + jwt.encode(claims(scope="admin"), SECRET, algorithm="HS256")), "chat"
     )
@@ -263,11 +273,11 @@ def test_jwks_url_is_fetched_once_and_refreshed_for_a_new_kid(tmp_path):
 
 
 def test_settings_that_could_never_authenticate_refuse_to_start(tmp_path):
-    with pytest.raises(SettingsError, match="nothing can verify a credential"):
+    with pytest.raises(ConfigurationError, match="nothing can verify a credential"):
         Authenticator.from_settings(Settings(root=tmp_path), environ={})
-    with pytest.raises(SettingsError, match="must not include 'none'"):
+    with pytest.raises(ConfigurationError, match="must not include 'none'"):
         Authenticator.from_settings(Settings(auth=AuthSettings(jwt_algorithms="none")), environ={})
-    with pytest.raises(SettingsError, match="cannot read a JWKS"):
+    with pytest.raises(ConfigurationError, match="cannot read a JWKS"):
         Authenticator.from_settings(
             Settings(root=tmp_path, auth=AuthSettings(jwt_algorithms="RS256", jwks="missing.json")),
             environ={},
@@ -290,7 +300,7 @@ def test_api_keys_unknown_wrong_and_revoked(tmp_path, hs_auth):
     ):
         err = rejected(hs_auth, None, api_key=bad)
         assert (err.status, err.message) == (401, "the API key is not valid")
-        assert 'error="invalid_token"' in err.www_authenticate
+        assert 'error="invalid_token"' in err.headers["www-authenticate"]
     assert key not in keys.read_text() and hashlib.sha256(key.encode()).hexdigest() in keys.read_text()
     proc = run_llmops("token", "revoke-key", "--file", str(keys), key.split("_")[1])
     assert proc.returncode == 0, proc.stderr
@@ -513,5 +523,5 @@ def test_mangled_tokens_only_ever_raise_auth_errors(hs_auth, rsa_setup):
             mangled = "".join(chars)
             try:
                 auth.authenticate(f"Bearer {mangled}")
-            except AuthError as e:
+            except AuthenticationError as e:
                 assert e.status == 401

@@ -6,35 +6,33 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['SCOPES', 'API_KEY_PREFIX', 'SUPPORTED_ALGORITHMS', 'ANONYMOUS', 'Principal', 'AuthError', 'require_scope',
-           'parse_scopes', 'check_scopes', 'ApiKeyEntry', 'hash_api_key', 'load_api_keys', 'add_api_key',
-           'revoke_api_key', 'PublicKey', 'load_jwks', 'Authenticator', 'mint_token', 'configure_cli']
+__all__ = ['SCOPES', 'API_KEY_PREFIX', 'SUPPORTED_ALGORITHMS', 'ANONYMOUS', 'Principal', 'www_authenticate', 'unauthenticated',
+           'require_scope', 'parse_scopes', 'check_scopes', 'ApiKeyEntry', 'hash_api_key', 'load_api_keys',
+           'add_api_key', 'revoke_api_key', 'PublicKey', 'load_jwks', 'Authenticator', 'mint_token', 'configure_cli']
 
 # %% ../../nbs/serving/01_auth.ipynb #31c74bb3
 import argparse
-import base64
 import datetime as dt
 import hashlib
 import hmac
 import json
 import logging
-import math
 import os
 import re
 import secrets
 import sys
 import threading
 import time
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
 # %% ../../nbs/serving/01_auth.ipynb #75fdfc68
 import jwt
-from jwt import PyJWKSet
+from fastcore.basics import patch
 
-from ..core import InputError, LlmopsError, Settings, SettingsError, load_settings
+from ..core import Settings, load_settings
+from ..errors import AuthenticationError, ConfigurationError, InputError, PermissionDeniedError
 
 # %% ../../nbs/serving/01_auth.ipynb #ddf0ba71
 SCOPES: tuple[str, ...] = ("chat", "embeddings", "metrics", "admin")
@@ -53,35 +51,37 @@ class Principal:
         """True if `scope` (or `admin`) was granted."""
         return scope in self.scopes or "admin" in self.scopes
 
-# %% ../../nbs/serving/01_auth.ipynb #d251c29a
-class AuthError(LlmopsError):
-    """A request's credentials are missing (401), invalid (401) or lack a scope (403)."""
-    def __init__(self, status: int, code: str, message: str, scope: str | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.scope = status, code, message, scope
+# %% ../../nbs/serving/01_auth.ipynb #783bc72a
+def www_authenticate(
+    code: str, # `missing_credentials`, `invalid_token` or `insufficient_scope`
+    message: str, # the error's message, sent as `error_description`
+    scope: str | None = None, # the scope a 403 lacks
+) -> str:
+    """The `WWW-Authenticate` header value of an auth failure (RFC 6750), plain ASCII."""
+    if code == "missing_credentials": return 'Bearer realm="llmops"'
+    desc = "".join(c if " " <= c <= "~" else "?" for c in message).replace("\\", "/").replace('"', "'")
+    extra = f', scope="{scope}"' if scope else ""
+    return f'Bearer realm="llmops", error="{code}", error_description="{desc}"{extra}'
 
-    @property
-    def www_authenticate(self) -> str:
-        """The `WWW-Authenticate` header value (RFC 6750)."""
-        if self.code == "missing_credentials": return 'Bearer realm="llmops"'
-        desc = "".join(c if " " <= c <= "~" else "?" for c in self.message).replace("\\", "/").replace('"', "'")
-        extra = f', scope="{self.scope}"' if self.scope else ""
-        return f'Bearer realm="llmops", error="{self.code}", error_description="{desc}"{extra}'
+# %% ../../nbs/serving/01_auth.ipynb #8ba9c4e6
+def unauthenticated(
+    message: str, # what is wrong with the credentials, and what to do
+    code: str = "invalid_token", # `invalid_token`, or `missing_credentials` when none were sent
+) -> AuthenticationError:
+    """A 401 `AuthenticationError` carrying its RFC 6750 challenge."""
+    return AuthenticationError(message, code=code, headers={"www-authenticate": www_authenticate(code, message)})
 
-    def to_dict(self) -> dict[str, Any]:
-        """An OpenAI-style error body."""
-        kind = "permission_error" if self.status == 403 else "authentication_error"
-        return {"error": {"message": self.message, "type": kind, "code": self.code, "param": None}}
-
-# %% ../../nbs/serving/01_auth.ipynb #6bccf2b0
+# %% ../../nbs/serving/01_auth.ipynb #e12b2938
 def require_scope(
     principal: Principal, # who the request runs as
     scope: str, # the scope the route needs
 ) -> None:
-    """Raise a 403 `insufficient_scope` AuthError unless `principal` holds `scope` (or `admin`)."""
+    """Raise a 403 `PermissionDeniedError` (`insufficient_scope`) unless `principal` holds `scope` (or `admin`)."""
     if not principal.allows(scope):
         have = ", ".join(sorted(principal.scopes)) or "none"
-        raise AuthError(403, "insufficient_scope", f"this route needs the '{scope}' scope; the credential has: {have}", scope=scope)
+        message = f"this route needs the '{scope}' scope; the credential has: {have}"
+        raise PermissionDeniedError(message, code="insufficient_scope",
+                                    headers={"www-authenticate": www_authenticate("insufficient_scope", message, scope)})
 
 # %% ../../nbs/serving/01_auth.ipynb #16f97d8d
 def parse_scopes(claims: Mapping[str, Any]) -> frozenset[str]:
@@ -130,7 +130,7 @@ def load_api_keys(path: str | os.PathLike) -> dict[str, ApiKeyEntry]:
             d = json.loads(line)
             keys[d["id"]] = ApiKeyEntry(d["id"], d["sha256"], d["tenant"], tuple(d["scopes"]), d.get("created", ""))
         except (ValueError, KeyError, TypeError) as e:
-            raise SettingsError(f"{p}:{n}: not an API key entry ({e}); each line must be a JSON object with "
+            raise ConfigurationError(f"{p}:{n}: not an API key entry ({e}); each line must be a JSON object with "
                                 "id, sha256, tenant and scopes (create keys with `llmops token add-key`)") from None
     return keys
 
@@ -183,25 +183,27 @@ class PublicKey:
     alg: str | None # the JWK's own `alg`, if it pins one
     key: Any # a `cryptography` public key
 
-# %% ../../nbs/serving/01_auth.ipynb #7a8168cd
+# %% ../../nbs/serving/01_auth.ipynb #07be5a15
+def _jwks_client(url: str, timeout: float) -> jwt.PyJWKClient:
+    """A PyJWKClient for a JWKS URL: `timeout` seconds per fetch, no redirects (PyJWT's default)."""
+    return jwt.PyJWKClient(url, cache_jwk_set=True, lifespan=300, timeout=timeout, headers={"user-agent": "llmops-kit"})
+
 def load_jwks(
-    source: str, # a JWKS file path or an http(s) URL
+    source: str | jwt.PyJWKClient, # a JWKS file path, an http(s) URL, or a PyJWKClient
     timeout: float = 5.0, # seconds to wait for a URL
 ) -> list[PublicKey]:
     """Read a JWKS document into public keys (symmetric keys are skipped)."""
+    name = source.uri if isinstance(source, jwt.PyJWKClient) else source
     try:
-        if source.startswith(("http://", "https://")):
-            with urllib.request.urlopen(source, timeout=timeout) as resp: data = json.loads(resp.read())
+        if isinstance(source, str) and source.startswith(("http://", "https://")): source = _jwks_client(source, timeout)
+        if isinstance(source, jwt.PyJWKClient): data = source.fetch_data()
         else: data = json.loads(Path(source).expanduser().read_text(encoding="utf-8"))
-        keys = [k for k in data.get("keys", []) if k.get("kty") != "oct"]
-        jwks = PyJWKSet.from_dict({"keys": keys}) if keys else None
+        jwks = [d for d in data.get("keys", []) if d.get("kty") != "oct"]
+        keys = [(d.get("alg"), jwt.PyJWK.from_dict(d)) for d in jwks] # one at a time: the JWK's own `alg`, if pinned, stays known
     except Exception as e:
-        raise SettingsError(f"[auth] jwks = {source!r}: cannot read a JWKS from it ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                            "give a JSON file or URL of the form {\"keys\": [...]}") from None
-    out = []
-    for jwk_obj in (jwks.keys if jwks else []):
-        out.append(PublicKey(jwk_obj.key_id, jwk_obj.key_type, jwk_obj._jwk_data.get("alg"), jwk_obj.key))
-    return out
+        raise ConfigurationError(f"[auth] jwks = {name!r}: cannot read a JWKS from it ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                                 "give a JSON file or URL of the form {\"keys\": [...]}") from None
+    return [PublicKey(k.key_id, k.key_type, alg, k.key) for alg, k in keys]
 
 # %% ../../nbs/serving/01_auth.ipynb #83f8ff24
 class Authenticator:
@@ -212,7 +214,7 @@ class Authenticator:
                  jwks_source: str = "", cache_size: int = 10_000):
         self.algorithms = tuple(algorithms)
         bad = [a for a in self.algorithms if a not in _FAMILY]
-        if bad: raise SettingsError(f"[auth] jwt_algorithms: {', '.join(bad)} not allowed; choose among {', '.join(SUPPORTED_ALGORITHMS)} ('none' is never accepted)")
+        if bad: raise ConfigurationError(f"[auth] jwt_algorithms: {', '.join(bad)} not allowed; choose among {', '.join(SUPPORTED_ALGORITHMS)} ('none' is never accepted)")
         self.secret = secret.encode("utf-8") if isinstance(secret, str) else secret
         self.public_keys = list(public_keys)
         self.issuer, self.audience, self.tenant_claim, self.leeway_s = issuer, audience, tenant_claim, float(leeway_s)
@@ -221,7 +223,9 @@ class Authenticator:
         self.api_keys: dict[str, ApiKeyEntry] = load_api_keys(self.api_keys_file) if self.api_keys_file else {}
         self._keys_checked, self._keys_mtime = time.monotonic(), self._mtime()
         self._jwks_fetched, self._lock = time.monotonic(), threading.Lock()
+        self._jwks_client = _jwks_client(jwks_source, 3.0) if jwks_source.startswith(("http://", "https://")) else None
         self._cache: dict[str, tuple[Principal, float]] = {}
+        self._headers: dict[str, dict[str, Any]] = {} # parsed JWT headers by their text: an issuer sends the same few
         require = ["exp"] + (["iss"] if issuer else []) + (["aud"] if audience else [])
         self._options = {"require": require, "verify_aud": bool(audience), "verify_iss": bool(issuer)}
 
@@ -236,145 +240,90 @@ class Authenticator:
 # %% ../../nbs/serving/01_auth.ipynb #415d0df0
 _MIN_SECRET_BYTES = 32
 
-@staticmethod
-def _from_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> Authenticator:
+@patch(cls_method=True)
+def from_settings(cls: Authenticator,
+                  settings: Settings, # `[auth]` and the folder its paths are relative to
+                  environ: Mapping[str, str] | None = None, # where to read the HS secret; default `os.environ`
+                 ) -> Authenticator:
     """Build the authenticator of `[auth]`, reading the HS secret from the environment."""
     a, environ = settings.auth, os.environ if environ is None else environ
     algs = [x.strip() for x in a.jwt_algorithms.split(",") if x.strip()]
     if any(x.lower() == "none" for x in algs):
-        raise SettingsError("[auth] jwt_algorithms must not include 'none': unsigned tokens are never accepted")
+        raise ConfigurationError("[auth] jwt_algorithms must not include 'none': unsigned tokens are never accepted")
     secret = environ.get(a.jwt_secret_env) or None
     wants_hs = any(_FAMILY.get(x) == "oct" for x in algs)
     if secret and wants_hs and len(secret.encode("utf-8")) < _MIN_SECRET_BYTES:
-        raise SettingsError(f"{a.jwt_secret_env} is {len(secret.encode())} bytes; an HS256 secret needs at least {_MIN_SECRET_BYTES} "
+        raise ConfigurationError(f"{a.jwt_secret_env} is {len(secret.encode())} bytes; an HS256 secret needs at least {_MIN_SECRET_BYTES} "
                             "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
     keys = load_jwks(a.jwks if a.jwks.startswith(("http://", "https://")) else str(settings.path(a.jwks))) if a.jwks else []
     keys_file = settings.path(a.api_keys_file) if a.api_keys_file else None
     usable = (wants_hs and secret) or (keys and any(_FAMILY.get(x) not in (None, "oct") for x in algs)) or keys_file
     if a.required and not usable:
-        raise SettingsError(f"[auth] required = true but nothing can verify a credential: set {a.jwt_secret_env} "
+        raise ConfigurationError(f"[auth] required = true but nothing can verify a credential: set {a.jwt_secret_env} "
                             "(a random string of 32+ characters) for HS256 tokens, or [auth] jwks for RS256/ES256, "
                             "or [auth] api_keys_file; or set [auth] required = false for local experiments only")
-    return Authenticator(algorithms=algs, secret=secret if wants_hs else None, public_keys=keys, issuer=a.issuer,
-                         audience=a.audience, tenant_claim=a.tenant_claim, leeway_s=a.leeway_s, api_keys_file=keys_file,
-                         required=a.required, jwks_source=a.jwks)
+    return cls(algorithms=algs, secret=secret if wants_hs else None, public_keys=keys, issuer=a.issuer,
+               audience=a.audience, tenant_claim=a.tenant_claim, leeway_s=a.leeway_s, api_keys_file=keys_file,
+               required=a.required, jwks_source=a.jwks)
 
-Authenticator.from_settings = _from_settings
+# %% ../../nbs/serving/01_auth.ipynb #dea160ee
+@patch
+def _refresh_jwks(self: Authenticator, min_interval_s: float = 60.0) -> bool:
+    """Fetch the JWKS URL again (at most once per `min_interval_s`) when a token names an unknown key; True if fetched."""
+    if self._jwks_client is None: return False
+    with self._lock:
+        if time.monotonic() - self._jwks_fetched < min_interval_s: return False
+        self._jwks_fetched = time.monotonic()
+        try: self.public_keys = load_jwks(self._jwks_client)
+        except ConfigurationError as e:
+            _log.warning("jwks refresh failed: %s", e)
+            return False
+    return True
 
-# %% ../../nbs/serving/01_auth.ipynb #01d0f80c
-def _invalid(message: str) -> AuthError: return AuthError(401, "invalid_token", message)
+# %% ../../nbs/serving/01_auth.ipynb #50b8f3c4
+_MALFORMED = "the bearer token is not a well-formed JWT"
 
 def _shown(value: Any, limit: int = 40) -> str:
     """A header value chosen by the client, made safe to quote in a message: ASCII-escaped and cut short."""
     text = ascii(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
+@patch
 def _key_for(self: Authenticator, alg: str, kid: str | None) -> Any:
-    """The one key allowed to verify a token with `alg` and `kid`, or an AuthError."""
+    """The one key allowed to verify a token with `alg` and `kid`, or a 401."""
     family = _FAMILY[alg]
     if family == "oct":
-        if not self.secret: raise _invalid(f"{alg} tokens are not accepted by this server")
+        if not self.secret: raise unauthenticated(f"{alg} tokens are not accepted by this server")
         return self.secret
     for refresh in (False, True):
         if refresh and not self._refresh_jwks(): break
         matches = [k for k in self.public_keys if k.family == family and (k.alg in (None, alg))]
         if kid is not None: matches = [k for k in matches if k.kid == kid]
         if len(matches) == 1: return matches[0].key
-        if len(matches) > 1: raise _invalid("the token has no 'kid' header and several keys could verify it")
-    raise _invalid(f"no {alg} key" + (f" with kid {_shown(kid)}" if kid else "") + " is known to this server")
+        if len(matches) > 1: raise unauthenticated("the token has no 'kid' header and several keys could verify it")
+    raise unauthenticated(f"no {alg} key" + (f" with kid {_shown(kid)}" if kid else "") + " is known to this server")
 
-def _refresh_jwks(self: Authenticator, min_interval_s: float = 60.0) -> bool:
-    """Re-read a JWKS URL (at most once a minute) when a token names an unknown key."""
-    if not self.jwks_source.startswith(("http://", "https://")): return False
-    with self._lock:
-        if time.monotonic() - self._jwks_fetched < min_interval_s: return False
-        self._jwks_fetched = time.monotonic()
-        try: self.public_keys = load_jwks(self.jwks_source, timeout=3.0)
-        except SettingsError as e:
-            _log.warning("jwks refresh failed: %s", e)
-            return False
-    return True
-
-Authenticator._key_for, Authenticator._refresh_jwks = _key_for, _refresh_jwks
-
-# %% ../../nbs/serving/01_auth.ipynb #60ecbf52
-_JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-_HS_DIGEST = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
-
-def _b64(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-def _check_claims(self: Authenticator, claims: dict[str, Any]) -> None:
-    """Check `exp` (required), `nbf`, `iat`, `iss` and `aud` with leeway, as PyJWT would."""
-    now, leeway = time.time(), self.leeway_s
-    for name in self._options["require"]:
-        if name not in claims: raise _invalid(f"the token lacks the required '{name}' claim")
-    for name in ("exp", "nbf", "iat"):
-        if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], (int, float))
-                               or not math.isfinite(claims[name])):
-            raise _invalid(f"the token's '{name}' claim is not a number")
-    if claims["exp"] <= now - leeway: raise _invalid("the token has expired (exp); get a new one")
-    if claims.get("nbf", 0) > now + leeway or claims.get("iat", 0) > now + leeway:
-        raise _invalid("the token is not valid yet (nbf/iat in the future)")
-    if self.issuer and claims["iss"] != self.issuer: raise _invalid("the token's issuer (iss) is not trusted by this server")
-    if self.audience:
-        aud = claims["aud"]
-        if not (aud == self.audience or (isinstance(aud, list) and self.audience in aud)):
-            raise _invalid("the token's audience (aud) is not this server's")
-
-def _decode_hs(self: Authenticator, token: str, header: dict[str, Any], alg: str) -> dict[str, Any]:
-    """Verify an HS* token's signature and claims without PyJWT; return its claims."""
-    signing_input, _, signature = token.rpartition(".")
-    key = self._key_for(alg, header.get("kid"))
-    expected = hmac.new(key, signing_input.encode("ascii"), _HS_DIGEST[alg]).digest()
-    try: given = _b64(signature)
-    except ValueError: raise _invalid("the bearer token is not a well-formed JWT") from None
-    if not hmac.compare_digest(expected, given): raise _invalid("the token's signature does not verify")
-    try: claims = json.loads(_b64(signing_input.partition(".")[2]))
-    except ValueError: raise _invalid("the bearer token is not a well-formed JWT") from None
-    if not isinstance(claims, dict): raise _invalid("the bearer token is not a well-formed JWT")
-    self._check_claims(claims)
-    return claims
-
-Authenticator._check_claims, Authenticator._decode_hs = _check_claims, _decode_hs
-
-# %% ../../nbs/serving/01_auth.ipynb #7a24dc2e
+# %% ../../nbs/serving/01_auth.ipynb #06507179
 _JWT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
     (jwt.ExpiredSignatureError, "the token has expired (exp); get a new one"),
     (jwt.ImmatureSignatureError, "the token is not valid yet (nbf/iat in the future)"),
     (jwt.InvalidAudienceError, "the token's audience (aud) is not this server's"),
     (jwt.InvalidIssuerError, "the token's issuer (iss) is not trusted by this server"),
     (jwt.InvalidSignatureError, "the token's signature does not verify"),
+    (jwt.InvalidIssuedAtError, "the token's 'iat' claim is not a number"),
 )
+_NOT_A_NUMBER = re.compile(r"\((exp|nbf)\) must be an integer")
 
-def _decode_pyjwt(self: Authenticator, token: str, header: dict[str, Any], alg: str) -> dict[str, Any]:
-    """Verify an RS*/ES*/EdDSA token with PyJWT, pinned to `alg` and its family's key."""
-    key = self._key_for(alg, header.get("kid"))
-    try:
-        return jwt.decode(token, key, algorithms=[alg], audience=self.audience or None, issuer=self.issuer or None,
-                          leeway=self.leeway_s, options=self._options)
-    except jwt.MissingRequiredClaimError as e: raise _invalid(f"the token lacks the required '{e.claim}' claim") from None
-    except jwt.PyJWTError as e:
-        raise _invalid(next((m for cls, m in _JWT_ERRORS if isinstance(e, cls)), "the token is invalid")) from None
+def _jwt_message(error: jwt.PyJWTError) -> str:
+    """The message of a 401 for a token PyJWT refused."""
+    if isinstance(error, jwt.MissingRequiredClaimError): return f"the token lacks the required '{error.claim}' claim"
+    message = next((m for cls, m in _JWT_ERRORS if isinstance(error, cls)), None)
+    if message: return message
+    if m := _NOT_A_NUMBER.search(str(error)): return f"the token's '{m[1]}' claim is not a number"
+    return _MALFORMED if isinstance(error, jwt.DecodeError) else "the token is invalid"
 
-def _verify_jwt(self: Authenticator, token: str) -> Principal:
-    """Verify a JWT (shape, pinned algorithm, family key, signature, claims) into a Principal."""
-    if not _JWT_SHAPE.fullmatch(token): raise _invalid("the bearer token is not a well-formed JWT")
-    try: header = json.loads(_b64(token.partition(".")[0]))
-    except ValueError: raise _invalid("the bearer token is not a well-formed JWT") from None
-    if not isinstance(header, dict): raise _invalid("the bearer token is not a well-formed JWT")
-    alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in self.algorithms:
-        raise _invalid(f"the token's algorithm {_shown(alg)} is not accepted; this server accepts {', '.join(self.algorithms)}")
-    if "crit" in header: raise _invalid("the token has critical header extensions this server does not support")
-    claims = (self._decode_hs if alg in _HS_DIGEST else self._decode_pyjwt)(token, header, alg)
-    tenant = claims.get(self.tenant_claim)
-    if not isinstance(tenant, str) or not tenant:
-        raise _invalid(f"the token has no '{self.tenant_claim}' claim naming its tenant")
-    principal = Principal(tenant, str(claims.get("sub", "")), parse_scopes(claims), "jwt")
-    self._remember(token, principal, float(claims["exp"]), claims)
-    return principal
-
+# %% ../../nbs/serving/01_auth.ipynb #39986bbd
+@patch
 def _remember(self: Authenticator, token: str, principal: Principal, exp: float, claims: Mapping[str, Any]) -> None:
     """Cache a verified token until `exp` (+ leeway) if it is already valid (nbf passed)."""
     nbf = claims.get("nbf")
@@ -382,20 +331,40 @@ def _remember(self: Authenticator, token: str, principal: Principal, exp: float,
     if len(self._cache) >= self.cache_size: self._cache.clear()
     self._cache[token] = (principal, exp + self.leeway_s)
 
-Authenticator._decode_pyjwt, Authenticator._verify_jwt, Authenticator._remember = _decode_pyjwt, _verify_jwt, _remember
+# %% ../../nbs/serving/01_auth.ipynb #807bb1ee
+_JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_CRITICAL = "the token has critical header extensions this server does not support"
 
-# %% ../../nbs/serving/01_auth.ipynb #10e85911
-_DUMMY_HASH = hashlib.sha256(b"llmops-dummy").hexdigest()
+@patch
+def _verify_jwt(self: Authenticator, token: str) -> Principal:
+    """Verify a JWT with PyJWT (shape, pinned algorithm, family key, signature, claims) into a Principal."""
+    if not _JWT_SHAPE.fullmatch(token): raise unauthenticated(_MALFORMED) # base64url only: `b64decode` would skip stray characters
+    segment = token[:token.index(".")]
+    header = self._headers.get(segment)
+    if header is None:
+        try: header = jwt.get_unverified_header(token)
+        except jwt.DecodeError: raise unauthenticated(_MALFORMED) from None
+        except jwt.PyJWTError as e: # PyJWT refuses the header itself: a `crit` it does not know, a `kid` that is not text
+            raise unauthenticated(_CRITICAL if "crit" in str(e) else f"the token's header is invalid: {_shown(str(e))}") from None
+        if len(self._headers) >= 256: self._headers.clear()
+        self._headers[segment] = header
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in self.algorithms:
+        raise unauthenticated(f"the token's algorithm {_shown(alg)} is not accepted; this server accepts {', '.join(self.algorithms)}")
+    if "crit" in header: raise unauthenticated(_CRITICAL) # even those PyJWT supports (`b64`)
+    key = self._key_for(alg, header.get("kid"))
+    try: claims = jwt.decode(token, key, algorithms=[alg], audience=self.audience or None, issuer=self.issuer or None,
+                             leeway=self.leeway_s, options=self._options)
+    except jwt.PyJWTError as e: raise unauthenticated(_jwt_message(e)) from None
+    tenant = claims.get(self.tenant_claim)
+    if not isinstance(tenant, str) or not tenant:
+        raise unauthenticated(f"the token has no '{self.tenant_claim}' claim naming its tenant")
+    principal = Principal(tenant, str(claims.get("sub", "")), parse_scopes(claims), "jwt")
+    self._remember(token, principal, float(claims["exp"]), claims)
+    return principal
 
-def _verify_api_key(self: Authenticator, key: str) -> Principal:
-    """Check an API key against the stored hashes in constant time."""
-    self._maybe_reload_keys()
-    parts = key.split("_", 2)
-    entry = self.api_keys.get(parts[1]) if len(parts) == 3 and key.startswith(API_KEY_PREFIX) else None
-    ok = hmac.compare_digest(hash_api_key(key), entry.sha256 if entry else _DUMMY_HASH)
-    if not (ok and entry): raise _invalid("the API key is not valid")
-    return Principal(entry.tenant, f"apikey:{entry.id}", frozenset(entry.scopes), "api_key")
-
+# %% ../../nbs/serving/01_auth.ipynb #50aa6761
+@patch
 def _maybe_reload_keys(self: Authenticator, every_s: float = 2.0) -> None:
     """Re-read the API key file if it changed (looked at no more than every `every_s` seconds)."""
     now = time.monotonic()
@@ -404,39 +373,49 @@ def _maybe_reload_keys(self: Authenticator, every_s: float = 2.0) -> None:
     mtime = self._mtime()
     if mtime != self._keys_mtime:
         try: self.api_keys, self._keys_mtime = load_api_keys(self.api_keys_file), mtime
-        except SettingsError as e: _log.error("API key file not reloaded: %s", e)
+        except ConfigurationError as e: _log.error("API key file not reloaded: %s", e)
 
-Authenticator._verify_api_key, Authenticator._maybe_reload_keys = _verify_api_key, _maybe_reload_keys
+# %% ../../nbs/serving/01_auth.ipynb #74d5f952
+_DUMMY_HASH = hashlib.sha256(b"llmops-dummy").hexdigest()
 
-# %% ../../nbs/serving/01_auth.ipynb #216173b1
+@patch
+def _verify_api_key(self: Authenticator, key: str) -> Principal:
+    """Check an API key against the stored hashes in constant time."""
+    self._maybe_reload_keys()
+    parts = key.split("_", 2)
+    entry = self.api_keys.get(parts[1]) if len(parts) == 3 and key.startswith(API_KEY_PREFIX) else None
+    ok = hmac.compare_digest(hash_api_key(key), entry.sha256 if entry else _DUMMY_HASH)
+    if not (ok and entry): raise unauthenticated("the API key is not valid")
+    return Principal(entry.tenant, f"apikey:{entry.id}", frozenset(entry.scopes), "api_key")
+
+# %% ../../nbs/serving/01_auth.ipynb #b76c301a
 ANONYMOUS = Principal("anonymous", "anonymous", frozenset(SCOPES), "anonymous")
 
-def _authenticate(
+@patch
+def authenticate(
     self: Authenticator,
     authorization: str | None, # the `Authorization` header, e.g. `Bearer eyJ...`
     api_key_header: str | None = None, # the `x-api-key` header
 ) -> Principal:
-    """The Principal of a request's credentials, or an AuthError (401) saying what is wrong."""
+    """The Principal of a request's credentials, or an `AuthenticationError` (401) saying what is wrong."""
     if api_key_header:
-        if not self.api_keys_file: raise _invalid("API keys are not enabled on this server")
+        if not self.api_keys_file: raise unauthenticated("API keys are not enabled on this server")
         return self._verify_api_key(api_key_header.strip())
     if not authorization:
         if not self.required: return ANONYMOUS
-        raise AuthError(401, "missing_credentials", "send 'Authorization: Bearer <token>' or an 'x-api-key' header")
+        raise unauthenticated("send 'Authorization: Bearer <token>' or an 'x-api-key' header", "missing_credentials")
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise AuthError(401, "missing_credentials", "the Authorization header must be 'Bearer <token>'")
+        raise unauthenticated("the Authorization header must be 'Bearer <token>'", "missing_credentials")
     if token.startswith(API_KEY_PREFIX):
-        if not self.api_keys_file: raise _invalid("API keys are not enabled on this server")
+        if not self.api_keys_file: raise unauthenticated("API keys are not enabled on this server")
         return self._verify_api_key(token)
     hit = self._cache.get(token)
     if hit is not None:
         if time.time() < hit[1]: return hit[0]
         self._cache.pop(token, None)
     return self._verify_jwt(token)
-
-Authenticator.authenticate = _authenticate
 
 # %% ../../nbs/serving/01_auth.ipynb #8de77d64
 def mint_token(
