@@ -15,7 +15,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from conftest import run_llmops
-from llmops_kit.core import AuditSettings, InferenceRecord, LlmopsError, Settings, SettingsError
+from llmops_kit.core import AuditSettings, ConfigurationError, InferenceRecord, LlmopsError, Settings
 from llmops_kit.serving.auditlog import AuditWriter, audit_files, make_text_record, record_hash, verify_log
 
 
@@ -254,7 +254,7 @@ def test_raw_mode_round_trip_through_show_decrypt(tmp_path):
     key = Fernet.generate_key().decode()
     (tmp_path / "settings.ini").write_text("[audit]\nstore_prompts = raw\ndir = audit\n")
     settings = Settings(root=tmp_path, audit=AuditSettings(store_prompts="raw", dir="audit"))
-    with pytest.raises(SettingsError, match="needs a Fernet key in LLMOPS_AUDIT_KEY"):
+    with pytest.raises(ConfigurationError, match="needs a Fernet key in LLMOPS_AUDIT_KEY"):
         AuditWriter.from_settings(settings, environ={})
     original = "My card 4111 1111 1111 1111 was charged twice, mail me at ana@example.com"
     redacted = "My card <CREDIT_CARD> was charged twice, mail me at <EMAIL_ADDRESS>"
@@ -323,3 +323,43 @@ def test_an_empty_newest_file_from_a_crash_is_harmless(tmp_path):
     write(tmp_path, 2, start=2)
     assert (verify_log(tmp_path).ok, verify_log(tmp_path).count) == (True, 4)
     assert [json.loads(line)["request_id"] for line in lines_of(tmp_path)] == [f"req-{i}" for i in range(4)]
+
+
+def test_canonical_json_keeps_the_bytes_and_hashes_of_existing_logs():
+    """The hashes below were computed by the earlier encoder (json.encoder.c_make_encoder, built by hand)."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from serving_blocks import record
+
+    from llmops_kit.core import TextRecord
+    from llmops_kit.serving.auditlog import _as_dict, canonical_json
+
+    mixed = {
+        "request_id": "req-1",
+        "ts": "2026-11-25T09:30:00+00:00",
+        "tenant": "acmé ☕",
+        "latency_ms": 1.5,
+        "n": 3,
+        "ok": True,
+        "none": None,
+        "nested": {"b": [1, 2.25, "x\u2028y"], "a": {"z": 1, "y": "\U0001f600"}},
+        "scopes": frozenset({"chat", "admin"}),
+        "tup": (1, 2),
+        "nan": float("inf"),
+        "prev_hash": None,
+        "hash": "ignored",
+        "big": 10**20,
+        "neg0": -0.0,
+        "ctl": "\x00\t\n",
+    }
+    assert record_hash(mixed) == "3b614523c8df036dbe650aa5d4512665b60a97de916c20baab982b36f24c9bad"
+    served = {**_as_dict(record(0)), "prev_hash": "0" * 64}
+    assert record_hash(served) == "c80991df821e9d4b977e1e13ae68319b8aa1e5c0e3567fc04515d3e29dfc35d0"
+    assert record_hash({"t": TextRecord("a" * 64, 3, "abc"), "s": {"x", "y"}}) == (
+        "bbd241789767fd7021b0e316e612cddb1713f06a2d93b62c0fc0375b6ba5010a"
+    )
+    body = {k: v for k, v in mixed.items() if k != "hash"}
+    assert canonical_json(body) == (
+        '{"big":100000000000000000000,"ctl":"\\u0000\\t\\n","latency_ms":1.5,"n":3,"nan":Infinity,"neg0":-0.0,'
+        '"nested":{"a":{"y":"\\ud83d\\ude00","z":1},"b":[1,2.25,"x\\u2028y"]},"none":null,"ok":true,"prev_hash":null,'
+        '"request_id":"req-1","scopes":["admin","chat"],"tenant":"acm\\u00e9 \\u2615","ts":"2026-11-25T09:30:00+00:00","tup":[1,2]}'
+    )

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 # %% ../../nbs/serving/02_auditlog.ipynb #b77e76c8
-from ..core import (InferenceRecord, InputError, LlmopsError, Settings, SettingsError, TextRecord,
+from ..core import (InferenceRecord, InputError, LlmopsError, Settings, ConfigurationError, TextRecord,
                              load_settings, sha256_hex)
 
 # %% ../../nbs/serving/02_auditlog.ipynb #fb5f3b16
@@ -44,15 +44,14 @@ def _json_default(value: Any) -> Any:
     if callable(getattr(value, "tolist", None)): return value.tolist() # numpy scalars and arrays keep their type
     return str(value)
 
-# the standard library's C encoder with the canonical options, made once: `json.dumps` with these options builds a
-# new encoder per call, which costs a third of the call on a record's size (None where json has no C speedups)
-_C_ENCODER = (json.encoder.c_make_encoder(None, _json_default, json.encoder.encode_basestring_ascii, None, ":", ",",
-                                          True, False, True) if json.encoder.c_make_encoder else None)
+# one encoder with the canonical options, made once (`json.dumps` with options builds a new one per call); the
+# text must never change, or the hashes of logs already written would no longer verify
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, check_circular=False,
+                              default=_json_default)
 
 def canonical_json(data: Mapping[str, Any]) -> str:
     """The canonical JSON text of a record: sorted keys, no spaces, plain ASCII (other characters escaped)."""
-    if _C_ENCODER is not None and type(data) is dict: return "".join(_C_ENCODER(data, 0))
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_json_default)
+    return _CANONICAL.encode(data)
 
 # %% ../../nbs/serving/02_auditlog.ipynb #d654a3de
 def record_hash(data: Mapping[str, Any]) -> str:
@@ -76,9 +75,9 @@ def make_text_record(
     if mode == "hash": return TextRecord(digest, len(original), None)
     if mode == "redacted": return TextRecord(digest, len(original), stored)
     if mode == "raw":
-        if fernet is None: raise SettingsError("store_prompts = raw needs an encryption key; see audit_fernet")
+        if fernet is None: raise ConfigurationError("store_prompts = raw needs an encryption key; see audit_fernet")
         return TextRecord(digest, len(original), stored, fernet.encrypt(data).decode("ascii"))
-    raise SettingsError(f"[audit] store_prompts = {mode!r}; use redacted, hash or raw")
+    raise ConfigurationError(f"[audit] store_prompts = {mode!r}; use redacted, hash or raw")
 
 # %% ../../nbs/serving/02_auditlog.ipynb #5e2544b4
 _KEY_HINT = "generate one: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
@@ -96,10 +95,10 @@ def audit_fernet(
     if not value:
         if not required: return None
         why = "[audit] store_prompts = raw" if a.store_prompts == "raw" else "decrypting"
-        raise SettingsError(f"{why} needs a Fernet key in {a.encryption_key_env}, which is not set; {_KEY_HINT}")
+        raise ConfigurationError(f"{why} needs a Fernet key in {a.encryption_key_env}, which is not set; {_KEY_HINT}")
     try: keys = [Fernet(k.strip()) for k in value.split(",") if k.strip()]
     except (ValueError, TypeError):
-        raise SettingsError(f"{a.encryption_key_env} is not a Fernet key (32 url-safe base64-encoded bytes); {_KEY_HINT}") from None
+        raise ConfigurationError(f"{a.encryption_key_env} is not a Fernet key (32 url-safe base64-encoded bytes); {_KEY_HINT}") from None
     return keys[0] if len(keys) == 1 else MultiFernet(keys)
 
 # %% ../../nbs/serving/02_auditlog.ipynb #a64f1fb8
@@ -142,8 +141,8 @@ class AuditWriter:
                  fsync_interval_s: float = 1.0, rotate_bytes: int = 64 * 1024 * 1024, queue_size: int = 10_000,
                  store_prompts: StoreMode = "redacted", fernet: Any = None, max_batch: int = 512,
                  inline: bool | None = None):
-        if fsync not in ("always", "interval", "never"): raise SettingsError(f"[audit] fsync = {fsync!r}; use always, interval or never")
-        if store_prompts == "raw" and fernet is None: raise SettingsError(f"[audit] store_prompts = raw needs a Fernet key; {_KEY_HINT}")
+        if fsync not in ("always", "interval", "never"): raise ConfigurationError(f"[audit] fsync = {fsync!r}; use always, interval or never")
+        if store_prompts == "raw" and fernet is None: raise ConfigurationError(f"[audit] store_prompts = raw needs a Fernet key; {_KEY_HINT}")
         self.dir, self.fsync, self.fsync_interval_s = Path(dir), fsync, float(fsync_interval_s)
         self.rotate_bytes, self.store_prompts, self.fernet, self.max_batch = int(rotate_bytes), store_prompts, fernet, max_batch
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -404,7 +403,9 @@ def _close(self: AuditWriter, timeout: float = 30.0) -> None:
     if self._closed: return
     self._closed = True
     turn = self._turn
-    if turn is not None and asyncio._get_running_loop() is turn[0]: self._write_turn(turn) # this loop's last turn
+    try: running = asyncio.get_running_loop()
+    except RuntimeError: running = None
+    if turn is not None and running is turn[0]: self._write_turn(turn) # this loop's last turn
     self._queue.put((_STOP, None))
     self._thread.join(timeout)
     with self._io: # never under a write in flight on another thread
