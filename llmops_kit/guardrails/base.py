@@ -7,8 +7,8 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['ACTIONS', 'SEVERITY', 'STAGES', 'Action', 'Stage', 'most_severe', 'Finding', 'NormalisedText', 'normalise', 'Guard',
-           'required_literals', 'required_literal_sets', 'hyperscan_expression', 'PrefilterSegment', 'prefilter_group',
-           'Prefilter', 'RuleGate', 'Vault', 'redact', 'Verdict']
+           'hyperscan_expression', 'PrefilterSegment', 'prefilter_group', 'Prefilter', 'RuleGate', 'Vault', 'redact',
+           'Verdict']
 
 # %% ../../nbs/guardrails/01_base.ipynb #8dd4508d
 import contextvars
@@ -20,11 +20,9 @@ import unicodedata
 from dataclasses import dataclass, field
 from contextlib import contextmanager
 from pathlib import Path
-from re import _constants as _sre, _parser as _sre_parse # the regex syntax tree, for rule gates
 from typing import Any, Literal, Sequence
 
-import ahocorasick # the rule gates' one-pass literal search
-try: import hyperscan # optional: prefilters every rule of a gate in one pass of a compiled automaton
+try: import hyperscan # the rule gates: every rule of a gate prefiltered in one pass of a compiled automaton
 except ImportError: hyperscan = None
 
 # %% ../../nbs/guardrails/01_base.ipynb #35d9eb5b
@@ -128,91 +126,33 @@ class Guard:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, stage={self.stage!r})"
 
-# %% ../../nbs/guardrails/01_base.ipynb #7f815677
-_NEVER: frozenset[str] = frozenset() # the pattern cannot match ASCII text at all
-
-_ASCII_LOOKALIKES = frozenset("İıſ\u212a") # non-ASCII letters Python's case-insensitive matching equates with ASCII ones
-
-def _literal_set(run: str) -> frozenset[str] | None:
-    if run.isascii(): return frozenset([run.lower()]) if run else None
-    if any(not c.isascii() and c not in _ASCII_LOOKALIKES for c in run): return _NEVER # gates only judge ASCII text
-    ascii_part = max(re.split(r"[^\x00-\x7f]+", run), key=len)
-    return frozenset([ascii_part.lower()]) if ascii_part else None
-
-def _strongest(sets: list) -> frozenset[str] | None:
-    """The most selective set: long shortest literal (up to 4 characters), few literals (each costs a little to look for)."""
-    if any(s is _NEVER for s in sets): return _NEVER
-    sets = [s for s in sets if s]
-    return max(sets, key=lambda s: (_strength(s), -len(s)), default=None)
-
-def _required_sets(items) -> list:
-    """Every literal set a match of the sequence `items` needs (all of them: groups and repeats add their own)."""
-    sets, run = [], ""
-    for op, av in items:
-        if op is _sre.LITERAL: run += chr(av); continue
-        if op is _sre.AT: continue # zero-width (\b, ^, $): the literal run goes on
-        sets.append(_literal_set(run)); run = ""
-        if op is _sre.SUBPATTERN: sets += _required_sets(av[-1])
-        elif op is _sre.ATOMIC_GROUP: sets += _required_sets(av)
-        elif op is _sre.BRANCH: # one of the alternatives: the union of what each needs most
-            branches = [b for b in (_required(b) for b in av[1]) if b is not _NEVER]
-            sets.append(_NEVER if not branches else None if any(b is None for b in branches) else frozenset().union(*branches))
-        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT) and av[0] >= 1: sets += _required_sets(av[2])
-    sets.append(_literal_set(run))
-    return sets
-
-def _required(items) -> frozenset[str] | None:
-    return _strongest(_required_sets(items))
-
-def _strength(s: frozenset[str]) -> float:
-    return min(4, min(map(len, s))) - 0.02 * len(s)
-
-def required_literals(
-    pattern: re.Pattern | str, # a compiled pattern (its flags are used) or a pattern string
-) -> frozenset[str] | None:
-    """Lower-case strings one of which every match of `pattern` contains; None when there is no such set."""
-    source, flags = (pattern.pattern, pattern.flags) if isinstance(pattern, re.Pattern) else (pattern, 0)
-    if not isinstance(source, str): return None
-    try: return _required(list(_sre_parse.parse(source, flags)))
-    except Exception: return None # a construct the parser of this Python version reads differently: no gate
-
-def required_literal_sets(
-    pattern: re.Pattern | str, # a compiled pattern (its flags are used) or a pattern string
-    most: int = 3, # at most this many sets, the most selective first
-) -> tuple[frozenset[str], ...]:
-    """Literal sets that every match of `pattern` needs all of (one literal from each); () when none is known."""
-    source, flags = (pattern.pattern, pattern.flags) if isinstance(pattern, re.Pattern) else (pattern, 0)
-    if not isinstance(source, str): return ()
-    try: sets = _required_sets(list(_sre_parse.parse(source, flags)))
-    except Exception: return ()
-    if any(s is _NEVER for s in sets): return (_NEVER,)
-    ranked = sorted(set(s for s in sets if s), key=lambda s: (-_strength(s), len(s), sorted(s)))
-    chosen = ranked[:1] + [s for s in ranked[1:] if min(map(len, s)) >= 3] # weak extras cost more than they skip
-    return tuple(chosen[:most])
-
 # %% ../../nbs/guardrails/01_base.ipynb #208097c7
 _PY_ONLY_SYNTAX = re.compile(r"\{,|\\[uUN]") # `{,n}` and `\u`, `\U`, `\N{}` escapes: PCRE reads them differently
-def _folds_into_ascii(items, caseless: bool) -> bool:
-    """Whether a parsed pattern has, where case is ignored, a character Python would match to an ASCII letter."""
-    for op, av in items:
-        if op is _sre.LITERAL:
-            if caseless and chr(av) in _ASCII_LOOKALIKES: return True
-        elif op is _sre.IN:
-            if caseless and any((o is _sre.LITERAL and chr(a) in _ASCII_LOOKALIKES) or
-                                (o is _sre.RANGE and any(a[0] <= ord(c) <= a[1] for c in _ASCII_LOOKALIKES)) for o, a in av): return True
-        elif op is _sre.SUBPATTERN:
-            if _folds_into_ascii(av[3], (caseless or bool(av[1] & re.I)) and not av[2] & re.I): return True
-        elif op is _sre.BRANCH:
-            if any(_folds_into_ascii(b, caseless) for b in av[1]): return True
-        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
-            if _folds_into_ascii(av[2], caseless): return True
-        elif op is _sre.ATOMIC_GROUP:
-            if _folds_into_ascii(av, caseless): return True
-        elif op in (_sre.ASSERT, _sre.ASSERT_NOT):
-            if _folds_into_ascii(av[1], caseless): return True
-        elif op is _sre.GROUPREF_EXISTS:
-            if any(b is not None and _folds_into_ascii(b, caseless) for b in av[1:]): return True
-    return False
+_ASCII_FOLDS = {"İ": "iI", "ı": "iI", "ſ": "sS", "\u212a": "kK"} # non-ASCII letters Python's case-insensitive matching equates with ASCII ones
+_ASCII_LOOKALIKES = frozenset(_ASCII_FOLDS)
+_INLINE_CASELESS = re.compile(r"\(\?[a-zA-Z-]*i[a-zA-Z-]*[:)]") # (?i), (?i:...), (?xi); (?-i:...) too, to err on the wide side
+_RANGE = re.compile(r"(?s)(?=(.)-(.))") # every character-hyphen-character triple of a class body
+
+def _folds(chars: str) -> str:
+    """The ASCII letters the look-alikes in `chars` (a class body: its letters and ranges) fold into."""
+    ranges = _RANGE.findall(chars)
+    return "".join(dict.fromkeys("".join(fold for look, fold in _ASCII_FOLDS.items()
+                                         if look in chars or any(ord(a) <= ord(look) <= ord(b) for a, b in ranges))))
+
+def _widened(source: str) -> str:
+    """`source` where each letter or (non-negated) class that holds a look-alike may also be the ASCII letters it folds into."""
+    out, i, n = [], 0, len(source)
+    while i < n:
+        c = source[i]
+        if c == "\\": out.append(source[i:i + 2]); i += 2; continue
+        if c == "[":
+            j = i + 1 + (source[i + 1:i + 2] == "^")
+            j += source[j:j + 1] == "]" # a `]` first in a class is a member
+            while source[j] != "]": j += 2 if source[j] == "\\" else 1
+            cls, folds = source[i:j + 1], "" if source[i + 1] == "^" else _folds(source[i + 1:j])
+            out.append(f"(?:{cls}|[{folds}])" if folds else cls); i = j + 1; continue
+        out.append(f"(?:{c}|[{_ASCII_FOLDS[c]}])" if c in _ASCII_FOLDS else c); i += 1
+    return "".join(out)
 
 def hyperscan_expression(
     pattern: re.Pattern | str, # a compiled pattern (its flags are used) or a pattern string
@@ -221,16 +161,15 @@ def hyperscan_expression(
     if hyperscan is None: return None
     source, flags = (pattern.pattern, pattern.flags) if isinstance(pattern, re.Pattern) else (pattern, 0)
     if not isinstance(source, str) or flags & re.LOCALE or _PY_ONLY_SYNTAX.search(source): return None
-    if not source.isascii():
-        try: parsed = _sre_parse.parse(source, flags)
-        except Exception: return None
-        if _folds_into_ascii(list(parsed), bool(parsed.state.flags & re.I)): return None
     hs = hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_ALLOWEMPTY
     if flags & re.I: hs |= hyperscan.HS_FLAG_CASELESS
     if flags & re.S: hs |= hyperscan.HS_FLAG_DOTALL
     if flags & re.M: hs |= hyperscan.HS_FLAG_MULTILINE
-    if not source.isascii(): hs |= hyperscan.HS_FLAG_UTF8 # non-ASCII letters never match ASCII text, but must parse
+    if not source.isascii():
+        hs |= hyperscan.HS_FLAG_UTF8 # non-ASCII letters never match ASCII text, but must parse
+        if flags & re.I or _INLINE_CASELESS.search(source): source = _widened(source)
     return (("(?x)" if flags & re.X else "") + source).encode(), hs
+
 
 # %% ../../nbs/guardrails/01_base.ipynb #d4295718
 def _hyperscan_cache_dir() -> Path:
@@ -349,58 +288,38 @@ class Prefilter:
         except Exception: return [True] * len(found) # the library failed on this text: every rule runs
         return found
 
+    @property
+    def covered(self) -> int:
+        """How many of the expressions the scan judges (the others are always possible)."""
+        if self._plan is None: self._resolve()
+        return self._start.count(False)
+
     def __reduce__(self): return (Prefilter, (self.expressions, self.group)) # the databases and scratch spaces are rebuilt
 
 # %% ../../nbs/guardrails/01_base.ipynb #b1dbc8af
 _PCRE_DIFFERS = re.compile(r"[\x1c-\x1f]")
 
 class RuleGate:
-    """Which of many patterns can match a text at all, from the literals each one requires (and a Hyperscan prefilter)."""
+    """Which of many patterns can match a text at all, from one Hyperscan prefilter scan (every pattern runs without Hyperscan)."""
     def __init__(self,
                  patterns: Sequence[re.Pattern | str], # the rules, in order
-                 prefilter: bool = True, # also use Hyperscan when installed
+                 prefilter: bool = True, # use Hyperscan when installed; False: every rule always runs
                 ):
-        self.needs = [required_literal_sets(p) for p in patterns]
+        self.size = len(patterns)
         expressions = [hyperscan_expression(p) for p in patterns] if prefilter else []
         self._prefilter = Prefilter(expressions) if any(e is not None for e in expressions) else None
-        self._build()
-
-    def _build(self) -> None:
-        owners: dict[str, list[tuple[int, int]]] = {} # literal -> (rule, bit of the set it is in)
-        for i, need in enumerate(self.needs):
-            for j, words in enumerate(need):
-                for word in words: owners.setdefault(word, []).append((i, 1 << j))
-        self._automaton = None
-        if owners:
-            self._automaton = ahocorasick.Automaton()
-            for word, rules in owners.items(): self._automaton.add_word(word, tuple(rules))
-            self._automaton.make_automaton()
-        self._always = [not n for n in self.needs]
-        self._full = [(1 << len(n)) - 1 for n in self.needs]
-        self._all = [True] * len(self.needs)
-
-    def _literals(self, text: str) -> list[bool]:
-        if self._automaton is None: return self._all
-        got: dict[int, int] = {}
-        for _, rules in self._automaton.iter(text.lower()):
-            for i, bit in rules: got[i] = got.get(i, 0) | bit
-        flags, full = self._always.copy(), self._full
-        for i, bits in got.items():
-            if bits == full[i]: flags[i] = True
-        return flags
+        self._all = [True] * self.size
 
     def possible(self, text: str) -> list[bool]:
         """One flag per pattern: False when the pattern cannot match `text`."""
-        if not text.isascii(): return self._all
-        if self._prefilter is None or _PCRE_DIFFERS.search(text): return self._literals(text)
-        flags = self._prefilter.matches(text)
-        if self._prefilter.complete: return flags
-        return [f and lit for f, lit in zip(flags, self._literals(text))] # both are supersets: so is their meet
+        if self._prefilter is None or not text.isascii() or _PCRE_DIFFERS.search(text): return self._all
+        return self._prefilter.matches(text)
 
     @property
     def gated(self) -> int:
-        """How many patterns have a literal set (the others always run unless the prefilter covers them)."""
-        return sum(bool(n) for n in self.needs)
+        """How many patterns the prefilter covers (the others always run)."""
+        return 0 if self._prefilter is None else self._prefilter.covered
+
 
 # %% ../../nbs/guardrails/01_base.ipynb #5a1cfba1
 _PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*?)_(\d+)>")
