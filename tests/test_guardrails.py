@@ -103,6 +103,63 @@ def test_bad_policy_is_a_one_line_error_with_the_line(project):
     assert proc.returncode == 2 and "bad.yaml:6" in proc.stderr
 
 
+def test_packaged_policy_file_is_the_default_policy(project):
+    """llmops_kit/data/policy.yaml is package data, is what DEFAULT_POLICY_YAML holds and parses into the bank-support policy."""
+    from importlib import resources
+
+    from llmops_kit.guardrails.chain import DEFAULT_POLICY_YAML, parse_policy
+
+    packaged = resources.files("llmops_kit").joinpath("data", "policy.yaml")
+    text = packaged.read_text(encoding="utf-8")
+    assert text == DEFAULT_POLICY_YAML
+    policy = parse_policy(text, "policy.yaml")
+    assert policy.model_dump(exclude={"source"}) == load_policy(None).model_dump(exclude={"source"})
+    flag = "flag"
+    assert (policy.name, policy.version) == ("bank-support-default", 1)
+    assert {
+        stage: [(s.label, s.action, s.threshold, dict(s.actions)) for s in policy.specs(stage)]
+        for stage in ("input", "output")
+    } == {
+        "input": [
+            ("secrets", "block", 0.5, {}),
+            (
+                "injection",
+                "block",
+                0.6,
+                dict.fromkeys(
+                    [
+                        "ROLE_PLAY",
+                        "PERSUASION",
+                        "QUESTION_FLOOD",
+                        "TOPIC_PIVOT",
+                        "UNEXPECTED_LANGUAGE",
+                        "TOKEN_FLOOD",
+                    ],
+                    flag,
+                ),
+            ),
+            (
+                "content",
+                "block",
+                0.5,
+                dict.fromkeys(["PROFANITY", "INSULT", "SELF_HARM", "BIAS_GENERALISATION", "SEXUAL"], flag),
+            ),
+            ("pii", "redact", 0.5, {"DATE_TIME": "allow", "URL": "allow", "LOCATION": "allow"}),
+            ("topics", "block", 0.55, {"OFF_TOPIC": flag}),
+        ],
+        "output": [
+            ("secrets", "block", 0.5, {}),
+            ("content", "block", 0.5, {"PROFANITY": flag, "SELF_HARM": flag}),
+            ("pii", "redact", 0.5, {"PERSON": flag}),
+            ("topics", "block", 0.6, {}),
+            ("format", "block", 0.5, {}),
+        ],
+    }  # the policy the former string literal held
+    proc = run_llmops("guard", "policy", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == DEFAULT_POLICY_YAML  # the CLI prints the packaged file
+
+
 def test_policy_from_settings(project):
     (project / "policy.yaml").write_text(
         "name: only-secrets\ninput:\n  - guard: secrets\n    action: block\n"

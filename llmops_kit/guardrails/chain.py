@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -220,123 +221,8 @@ def parse_policy(
     return policy
 
 # %% ../../nbs/guardrails/05_chain.ipynb #1e2c031f
-DEFAULT_POLICY_YAML = """\
-# llmops-kit default guardrail policy: a retail bank's customer-support assistant.
-version: 1
-name: bank-support-default
-description: >-
-  Block credentials, prompt attacks, threats and requests for personalised investment, tax or legal advice;
-  redact personal data before it reaches the model; flag abuse, bias, other languages and off-domain questions.
+DEFAULT_POLICY_YAML: str = resources.files("llmops_kit").joinpath("data", "policy.yaml").read_text(encoding="utf-8") # the packaged default policy
 
-input:
-  - guard: secrets
-    action: block
-  - guard: injection
-    threshold: 0.6
-    action: block
-    actions: {ROLE_PLAY: flag, PERSUASION: flag, QUESTION_FLOOD: flag, TOPIC_PIVOT: flag, UNEXPECTED_LANGUAGE: flag, TOKEN_FLOOD: flag}
-    embedding: true
-    similarity_threshold: 0.72
-  - guard: content
-    action: block
-    actions: {PROFANITY: flag, INSULT: flag, SELF_HARM: flag, BIAS_GENERALISATION: flag, SEXUAL: flag}
-  - guard: pii
-    threshold: 0.5
-    action: redact
-    actions: {DATE_TIME: allow, URL: allow, LOCATION: allow}
-  - guard: topics
-    threshold: 0.55
-    action: block
-    actions: {OFF_TOPIC: flag}
-    embedding: true
-    topics:
-      investment_advice:
-        - Which stocks should I buy right now?
-        - Should I invest my savings in cryptocurrency?
-        - Is it a good time to buy gold?
-        - What shares would you recommend for my pension?
-        - Should I put my money in an index fund or in bonds?
-        - Which cryptocurrency is going to go up next?
-        - How should I invest twenty thousand pounds?
-        - Tell me which funds will give me the best return.
-        - Should I sell my Apple shares now?
-        - Is bitcoin a good investment for my retirement?
-        - Which mutual fund would you recommend for my children's savings?
-        - Should I move my ISA into a stock market tracker fund?
-        - Is property a better investment than shares for me?
-        - What portfolio allocation should I have at my age?
-        - Is it a good idea to buy Nvidia stock at this price?
-      tax_and_legal_advice:
-        - How can I avoid paying tax on my savings interest?
-        - What should I declare on my tax return this year?
-        - Can you give me legal advice about my divorce settlement?
-        - Can I sue my employer for unfair dismissal?
-    keywords:
-      investment_advice:
-        - "\\\\b(?:which|what) (?:stocks?|shares|funds?|etfs?|crypto(?:currenc(?:y|ies))?|coins?|bonds?) (?:should|would|do you recommend|to buy)\\\\b"
-        - "\\\\bshould i (?:buy|sell|invest in|put my (?:money|savings) (?:in|into)) (?:stocks?|shares|bitcoin|crypto\\\\w*|gold|bonds?|funds?|etfs?|the stock market)\\\\b"
-    domain:
-      - How do I activate my new card?
-      - My card has not arrived yet.
-      - Why was I charged a fee on my account?
-      - I want to dispute a transaction I don't recognise.
-      - How do I top up my account?
-      - My bank transfer has not arrived.
-      - What exchange rate do you use for foreign payments?
-      - I forgot my PIN, what should I do?
-      - How do I change my passcode in the app?
-      - Can I get a refund for this purchase?
-      - My card payment was declined.
-      - I lost my card, please block it.
-      - Someone used my card without my permission.
-      - How do I verify my identity?
-      - Can I open an account for my child?
-      - What are the ATM withdrawal limits?
-      - How do I close my account?
-      - Why is my payment still pending?
-      - I need to change my address.
-      - Is there a fee for international transfers?
-      - Can I use Apple Pay or Google Pay with my card?
-      - How do I get a virtual card?
-      - My direct debit failed.
-      - Which currencies can I hold in my account?
-      - I was charged twice for the same purchase.
-      - How do I increase my spending limit?
-      - My account has been blocked.
-      - How do I download a statement?
-      - Can I cancel a transfer I just made?
-      - The cash machine did not give me my money.
-      - How do I receive my salary into this account?
-      - My refund is not showing in my balance.
-    domain_threshold: 0.22
-
-output:
-  - guard: secrets
-    action: block
-  - guard: content
-    action: block
-    actions: {PROFANITY: flag, SELF_HARM: flag}
-  - guard: pii
-    action: redact
-    entities: [EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD, IBAN_CODE, US_SSN, IP_ADDRESS, PERSON]
-    actions: {PERSON: flag}
-  - guard: topics
-    threshold: 0.6
-    action: block
-    embedding: true
-    topics:
-      investment_advice:
-        - You should buy these stocks now.
-        - I recommend putting your savings into bitcoin.
-        - Invest in an index fund for the best returns.
-        - Sell your shares before the price drops.
-    keywords:
-      investment_advice:
-        - "\\\\b(?:i|we) (?:recommend|suggest|advise) (?:buying|selling|investing in) (?:stocks?|shares|bitcoin|crypto\\\\w*|gold|bonds?|funds?)\\\\b"
-  - guard: format
-    action: block
-    max_length: 4000
-"""
 
 # %% ../../nbs/guardrails/05_chain.ipynb #18c74843
 def load_policy(
