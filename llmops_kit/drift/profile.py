@@ -7,7 +7,7 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['AUDIT_NUMERIC', 'AUDIT_CATEGORICAL', 'FORMAT_VERSION', 'PROFILE_TAG', 'audit_row', 'audit_files', 'audit_frame',
-           'load_traffic', 'NumericSummary', 'ReferenceProfile', 'synthetic_queries', 'log_profile_to_mlflow',
+           'load_traffic', 'synthetic_queries', 'NumericSummary', 'ReferenceProfile', 'log_profile_to_mlflow',
            'load_profile_from_mlflow']
 
 # %% ../../nbs/drift/01_profile.ipynb #10714271
@@ -22,6 +22,7 @@ from typing import Any, Sequence
 # %% ../../nbs/drift/01_profile.ipynb #6d174b8f
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 
 # %% ../../nbs/drift/01_profile.ipynb #e9581fc5
 from ..core import InferenceRecord, InputError, shared_data_dir
@@ -91,6 +92,58 @@ def load_traffic(
     if not p.exists(): raise InputError(f"{p}: no such file or folder")
     return read_table(p)
 
+# %% ../../nbs/drift/01_profile.ipynb #191b6b87
+_TEMPLATES: dict[str, list[str]] = {
+    "card_arrival": ["when will my new card arrive", "my {card} still has not arrived", "how long does it take for the {card} to be delivered",
+                     "i ordered a card {when} and it is not here yet", "can you track the delivery of my {card}", "where is my {card}"],
+    "exchange_rate": ["what exchange rate do you use for {cur}", "how much will i get if i change {amt} into {cur}",
+                      "is the {cur} rate today a good one", "why was the exchange rate on my {cur} payment so bad",
+                      "do you add a fee on top of the {cur} exchange rate", "where can i see the current rate for {cur}"],
+    "compromised_card": ["i think someone has used my {card} without me", "there are payments i did not make on my {card}",
+                         "my card details were stolen {when}", "someone else knows my {card} number", "how do i report fraud on my card",
+                         "i gave my card details to a fake website"],
+    "lost_or_stolen_card": ["i lost my {card}", "my {card} was stolen {when}", "i cannot find my card anywhere",
+                            "how do i block a card that was stolen", "my wallet with my {card} is gone", "i left my card in a shop {when}"],
+    "pin_blocked": ["my pin is blocked", "i typed the wrong pin too many times", "how can i unblock my {card} pin",
+                    "the atm says my pin is locked", "i forgot my pin and now the card is blocked", "can you reset my blocked pin"],
+    "top_up_failed": ["my top up did not work", "why did my top up of {amt} fail", "the top up was declined {when}",
+                      "i tried to top up with my {card} but it failed", "top up keeps failing", "my account was not topped up"],
+    "top_up_by_card_charge": ["why was i charged for topping up with my {card}", "is there a fee to top up by card",
+                              "i paid extra when i topped up {amt}", "how much does a card top up cost"],
+    "top_up_reverted": ["my top up was reversed", "the {amt} i topped up disappeared", "why did my top up get cancelled {when}",
+                        "the money from my top up went back to my {card}"],
+    "balance_not_updated": ["my balance has not updated after the transfer", "i sent {amt} {when} but my balance is the same",
+                            "why does my balance not show the payment", "the deposit is not in my balance yet"],
+    "declined_transfer": ["my transfer of {amt} was declined", "why was my transfer rejected {when}", "i cannot send money to my friend",
+                          "the bank transfer keeps failing"],
+}
+_SLOTS = {"card": ["card", "debit card", "visa card", "mastercard", "new card", "virtual card"],
+          "when": ["yesterday", "last week", "this morning", "two days ago", "a week ago", "on monday"],
+          "cur": ["euros", "dollars", "pounds", "yen", "swiss francs", "dollars for my trip"],
+          "amt": ["50 euros", "100 pounds", "20 dollars", "200 euros", "£30", "$75"]}
+_PREFIXES = ["", "", "", "hi, ", "hello, ", "please help, ", "quick question: "]
+_SUFFIXES = ["", "", "", "?", " please", ", what should i do?", ". thanks"]
+
+# %% ../../nbs/drift/01_profile.ipynb #3ec14ecf
+def synthetic_queries(
+    n: int, # number of queries to draw
+    seed: int = 0, # seed of the random draw
+    intents: Sequence[str] | None = None, # intents to draw from; default: all templated intents
+    weights: Sequence[float] | None = None, # relative frequency of each of `intents`; default: uniform
+) -> pd.DataFrame:
+    """Draw `n` independent banking queries from per-intent templates, as a `text`, `category` frame like BANKING77's."""
+    intents = list(intents) if intents is not None else list(_TEMPLATES)
+    unknown = [c for c in intents if c not in _TEMPLATES]
+    if unknown: raise InputError(f"synthetic_queries: no templates for intents {unknown}; known: {sorted(_TEMPLATES)}")
+    if weights is not None and (len(weights) != len(intents) or min(weights) < 0 or sum(weights) <= 0):
+        raise InputError(f"synthetic_queries: weights must be {len(intents)} non-negative numbers, not all zero; got {list(weights)}")
+    rng = np.random.default_rng(seed)
+    p = None if weights is None else np.asarray(weights, float) / sum(weights)
+    cats = rng.choice(intents, n, p=p)
+    pick = lambda xs: xs[rng.integers(len(xs))]
+    texts = [pick(_PREFIXES) + pick(_TEMPLATES[c]).format(**{k: pick(v) for k, v in _SLOTS.items()}) + pick(_SUFFIXES) for c in cats]
+    return pd.DataFrame({"text": texts, "category": cats})
+
 # %% ../../nbs/drift/01_profile.ipynb #0e2e6312
 FORMAT_VERSION = 1
 
@@ -155,19 +208,19 @@ def _text_sample(df: pd.DataFrame, text_column: str, max_rows: int, rng: np.rand
     return ok if len(ok) <= max_rows else np.sort(rng.choice(ok, max_rows, replace=False))
 
 # %% ../../nbs/drift/01_profile.ipynb #4e35c784
-@classmethod
-def _from_frame(cls: type[ReferenceProfile],
-                df: pd.DataFrame, # reference traffic, one row per request
-                text_column: str | None = "text", # column of prompt texts; None skips embeddings
-                embedder=None, # an `Embedder`; default: the cached `default_embedder()`
-                numeric_columns: Sequence[str] | None = None, # default: the audit log's numeric columns present
-                categorical_columns: Sequence[str] | None = None, # default: the audit log's categorical columns present
-                max_embeddings: int = 5000, # embeddings kept in the profile
-                max_values: int = 10000, # values kept per numeric column
-                seed: int = 0, # seed of the random samples
-                embeddings: np.ndarray | None = None, # precomputed embeddings of all rows of `df` (skips the embedder)
-                meta: dict[str, Any] | None = None, # free-form metadata saved with the profile
-               ) -> ReferenceProfile:
+@patch(cls_method=True)
+def from_frame(cls: ReferenceProfile,
+               df: pd.DataFrame, # reference traffic, one row per request
+               text_column: str | None = "text", # column of prompt texts; None skips embeddings
+               embedder=None, # an `Embedder`; default: the cached `default_embedder()`
+               numeric_columns: Sequence[str] | None = None, # default: the audit log's numeric columns present
+               categorical_columns: Sequence[str] | None = None, # default: the audit log's categorical columns present
+               max_embeddings: int = 5000, # embeddings kept in the profile
+               max_values: int = 10000, # values kept per numeric column
+               seed: int = 0, # seed of the random samples
+               embeddings: np.ndarray | None = None, # precomputed embeddings of all rows of `df` (skips the embedder)
+               meta: dict[str, Any] | None = None, # free-form metadata saved with the profile
+              ) -> ReferenceProfile:
     """Fit a reference profile on a DataFrame of traffic."""
     rng = np.random.default_rng(seed)
     emb, texts, model_id = None, [], None
@@ -189,62 +242,11 @@ def _from_frame(cls: type[ReferenceProfile],
     return cls(n_rows=len(df), text_column=text_column, embeddings=emb, texts=texts if emb is not None else [],
                numeric=numeric, categorical=categorical, model_id=model_id, meta=dict(meta or {}))
 
-ReferenceProfile.from_frame = _from_frame
-
-# %% ../../nbs/drift/01_profile.ipynb #191b6b87
-_TEMPLATES: dict[str, list[str]] = {
-    "card_arrival": ["when will my new card arrive", "my {card} still has not arrived", "how long does it take for the {card} to be delivered",
-                     "i ordered a card {when} and it is not here yet", "can you track the delivery of my {card}", "where is my {card}"],
-    "exchange_rate": ["what exchange rate do you use for {cur}", "how much will i get if i change {amt} into {cur}",
-                      "is the {cur} rate today a good one", "why was the exchange rate on my {cur} payment so bad",
-                      "do you add a fee on top of the {cur} exchange rate", "where can i see the current rate for {cur}"],
-    "compromised_card": ["i think someone has used my {card} without me", "there are payments i did not make on my {card}",
-                         "my card details were stolen {when}", "someone else knows my {card} number", "how do i report fraud on my card",
-                         "i gave my card details to a fake website"],
-    "lost_or_stolen_card": ["i lost my {card}", "my {card} was stolen {when}", "i cannot find my card anywhere",
-                            "how do i block a card that was stolen", "my wallet with my {card} is gone", "i left my card in a shop {when}"],
-    "pin_blocked": ["my pin is blocked", "i typed the wrong pin too many times", "how can i unblock my {card} pin",
-                    "the atm says my pin is locked", "i forgot my pin and now the card is blocked", "can you reset my blocked pin"],
-    "top_up_failed": ["my top up did not work", "why did my top up of {amt} fail", "the top up was declined {when}",
-                      "i tried to top up with my {card} but it failed", "top up keeps failing", "my account was not topped up"],
-    "top_up_by_card_charge": ["why was i charged for topping up with my {card}", "is there a fee to top up by card",
-                              "i paid extra when i topped up {amt}", "how much does a card top up cost"],
-    "top_up_reverted": ["my top up was reversed", "the {amt} i topped up disappeared", "why did my top up get cancelled {when}",
-                        "the money from my top up went back to my {card}"],
-    "balance_not_updated": ["my balance has not updated after the transfer", "i sent {amt} {when} but my balance is the same",
-                            "why does my balance not show the payment", "the deposit is not in my balance yet"],
-    "declined_transfer": ["my transfer of {amt} was declined", "why was my transfer rejected {when}", "i cannot send money to my friend",
-                          "the bank transfer keeps failing"],
-}
-_SLOTS = {"card": ["card", "debit card", "visa card", "mastercard", "new card", "virtual card"],
-          "when": ["yesterday", "last week", "this morning", "two days ago", "a week ago", "on monday"],
-          "cur": ["euros", "dollars", "pounds", "yen", "swiss francs", "dollars for my trip"],
-          "amt": ["50 euros", "100 pounds", "20 dollars", "200 euros", "£30", "$75"]}
-_PREFIXES = ["", "", "", "hi, ", "hello, ", "please help, ", "quick question: "]
-_SUFFIXES = ["", "", "", "?", " please", ", what should i do?", ". thanks"]
-
-# %% ../../nbs/drift/01_profile.ipynb #3ec14ecf
-def synthetic_queries(
-    n: int, # number of queries to draw
-    seed: int = 0, # seed of the random draw
-    intents: Sequence[str] | None = None, # intents to draw from; default: all templated intents
-    weights: Sequence[float] | None = None, # relative frequency of each of `intents`; default: uniform
-) -> pd.DataFrame:
-    """Draw `n` independent banking queries from per-intent templates, as a `text`, `category` frame like BANKING77's."""
-    intents = list(intents) if intents is not None else list(_TEMPLATES)
-    unknown = [c for c in intents if c not in _TEMPLATES]
-    if unknown: raise InputError(f"synthetic_queries: no templates for intents {unknown}; known: {sorted(_TEMPLATES)}")
-    if weights is not None and (len(weights) != len(intents) or min(weights) < 0 or sum(weights) <= 0):
-        raise InputError(f"synthetic_queries: weights must be {len(intents)} non-negative numbers, not all zero; got {list(weights)}")
-    rng = np.random.default_rng(seed)
-    p = None if weights is None else np.asarray(weights, float) / sum(weights)
-    cats = rng.choice(intents, n, p=p)
-    pick = lambda xs: xs[rng.integers(len(xs))]
-    texts = [pick(_PREFIXES) + pick(_TEMPLATES[c]).format(**{k: pick(v) for k, v in _SLOTS.items()}) + pick(_SUFFIXES) for c in cats]
-    return pd.DataFrame({"text": texts, "category": cats})
-
 # %% ../../nbs/drift/01_profile.ipynb #142a5a37
-def _save(self: ReferenceProfile, path: str | os.PathLike) -> Path:
+@patch
+def save(self: ReferenceProfile,
+         path: str | os.PathLike, # the folder to write (created when missing)
+        ) -> Path:
     """Write the profile to folder `path` (`profile.json` plus `.npy` arrays); returns the folder."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
@@ -261,11 +263,11 @@ def _save(self: ReferenceProfile, path: str | os.PathLike) -> Path:
     (out / "profile.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False, default=float), encoding="utf-8")
     return out
 
-ReferenceProfile.save = _save
-
 # %% ../../nbs/drift/01_profile.ipynb #7fc987f7
-@classmethod
-def _load(cls: type[ReferenceProfile], path: str | os.PathLike) -> ReferenceProfile:
+@patch(cls_method=True)
+def load(cls: ReferenceProfile,
+         path: str | os.PathLike, # a folder written by `save`
+        ) -> ReferenceProfile:
     """Read a profile folder written by `save`."""
     folder = Path(path)
     meta_file = folder / "profile.json"
@@ -283,18 +285,14 @@ def _load(cls: type[ReferenceProfile], path: str | os.PathLike) -> ReferenceProf
                numeric=numeric, categorical=doc["categorical"], model_id=doc.get("model_id"),
                created_at=doc["created_at"], meta=doc.get("meta", {}), format_version=version)
 
-ReferenceProfile.load = _load
-
 # %% ../../nbs/drift/01_profile.ipynb #0b995472
-@classmethod
-def _from_audit_log(cls: type[ReferenceProfile],
-                    path: str | os.PathLike, # an audit log folder
-                    **kwargs, # passed to `from_frame`
-                   ) -> ReferenceProfile:
+@patch(cls_method=True)
+def from_audit_log(cls: ReferenceProfile,
+                   path: str | os.PathLike, # an audit log folder
+                   **kwargs, # passed to `from_frame`
+                  ) -> ReferenceProfile:
     """Fit a reference profile on an audit log folder."""
     return cls.from_frame(audit_frame(path), **{"meta": {"source": str(path)}, **kwargs})
-
-ReferenceProfile.from_audit_log = _from_audit_log
 
 # %% ../../nbs/drift/01_profile.ipynb #455ef407
 PROFILE_TAG = "llmops.drift_profile"
