@@ -1,4 +1,4 @@
-"""OpenLineage events over HTTP to a real server on 127.0.0.1, and the file transport's events from a training run."""
+"""OpenLineage events over HTTP to a real server on 127.0.0.1, and through the file transport: START, then COMPLETE, FAIL or ABORT."""
 
 import json
 import threading
@@ -7,8 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from llmops_kit.core import load_settings
-from llmops_kit.registry.lineage import LineageRun, events_file, model_dataset
 from llmops_kit.registry.bundle import DataFile
+from llmops_kit.registry.lineage import LineageRun, events_file, model_dataset
 
 
 @pytest.fixture
@@ -75,3 +75,70 @@ def test_transport_none_emits_nothing(project):
     with LineageRun(settings, "support-router.train") as run:
         run.complete()
     assert run.events == [] and not events_file(settings).exists()
+
+
+def file_events(settings) -> list[dict]:
+    return [json.loads(line) for line in events_file(settings).read_text().splitlines()]
+
+
+def train_inputs(tmp_path) -> list[DataFile]:
+    data_file = tmp_path / "train.csv"
+    data_file.write_text("text,category\nlost my card,lost_card\n")
+    return [DataFile.from_path("train", data_file, 1)]
+
+
+def test_an_exception_fails_the_run_with_its_message(project, tmp_path):
+    settings = load_settings(project / "settings.ini", environ={})
+    with pytest.raises(ValueError, match="no rows"):
+        with LineageRun(settings, "support-router.train", train_inputs(tmp_path)) as run:
+            raise ValueError("no rows for intent 'lost_card'")
+    events = file_events(settings)
+    assert [e["eventType"] for e in events] == ["START", "FAIL"]
+    assert {e["run"]["runId"] for e in events} == {run.run_id}
+    error = events[1]["run"]["facets"]["errorMessage"]
+    assert error["message"] == "ValueError: no rows for intent 'lost_card'"
+    assert error["programmingLanguage"] == "python"
+    assert 'raise ValueError("no rows' in error["stackTrace"]
+    assert error["_schemaURL"].endswith("ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet")
+    assert (
+        events[1]["inputs"][0]["facets"]["version"]["datasetVersion"]
+        == run.inputs[0].facets["version"].datasetVersion
+    )
+    assert run.ended == "FAIL" and run.errors == []
+
+
+def test_an_interruption_aborts_the_run(project, tmp_path):
+    settings = load_settings(project / "settings.ini", environ={})
+    with pytest.raises(KeyboardInterrupt):
+        with LineageRun(settings, "support-router.train", train_inputs(tmp_path)):
+            raise KeyboardInterrupt
+    events = file_events(settings)
+    assert [e["eventType"] for e in events] == ["START", "ABORT"]
+    assert events[1]["run"]["facets"]["errorMessage"]["message"] == "interrupted (KeyboardInterrupt)"
+
+
+def test_a_run_spanning_steps_ends_once(project, tmp_path):
+    """The quickstart's pattern: start in one stage, end in another or on the error that stopped the stages."""
+    settings = load_settings(project / "settings.ini", environ={})
+    train = LineageRun(settings, "support-router.train", train_inputs(tmp_path)).start()
+    evaluate = LineageRun(settings, "support-router.evaluate").start()
+    train.complete([model_dataset("support-router", "1", "sqlite:///x.db")], {"accuracy": 0.9})
+    error = RuntimeError("the registry is locked")
+    for run in (train, evaluate):
+        run.end_with(error)  # the completed run is left as it is
+    evaluate.complete()  # too late: it has failed
+    events = [(e["job"]["name"], e["eventType"]) for e in file_events(settings)]
+    assert events == [
+        ("support-router.train", "START"),
+        ("support-router.evaluate", "START"),
+        ("support-router.train", "COMPLETE"),
+        ("support-router.evaluate", "FAIL"),
+    ]
+    assert (train.ended, evaluate.ended) == ("COMPLETE", "FAIL")
+
+
+def test_a_block_that_does_not_end_the_run_completes_it(project):
+    settings = load_settings(project / "settings.ini", environ={})
+    with LineageRun(settings, "support-router.evaluate") as run:
+        pass
+    assert [e["eventType"] for e in file_events(settings)] == ["START", "COMPLETE"] == run.events

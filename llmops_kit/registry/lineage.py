@@ -11,6 +11,7 @@ __all__ = ['PRODUCER', 'events_file', 'make_client', 'input_dataset', 'model_dat
 # %% ../../nbs/registry/02_lineage.ipynb #5696d52e
 import datetime as dt
 import json
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 # %% ../../nbs/registry/02_lineage.ipynb #88ed24e4
 from .. import __version__
 from ..core import InputError, ProjectPaths, Settings, get_settings
+from fastcore.basics import patch
 
 # %% ../../nbs/registry/02_lineage.ipynb #d5510168
 PRODUCER = f"https://github.com/llmops-kit/llmops-kit/tree/v{__version__}"
@@ -97,9 +99,9 @@ def _run_facets(metrics: dict[str, float] | None, mlflow_run_id: str | None) -> 
     if mlflow_run_id: facets["llmops_mlflow"] = MlflowRunFacet(run_id=mlflow_run_id)
     return facets
 
-# %% ../../nbs/registry/02_lineage.ipynb #bd3aa5e8
+# %% ../../nbs/registry/02_lineage.ipynb #7c574909
 class LineageRun:
-    """One OpenLineage run of a job: START, then COMPLETE or FAIL, with input and output datasets."""
+    """One OpenLineage run of a job: START, then one of COMPLETE, FAIL or ABORT, with input and output datasets."""
     def __init__(self,
                  settings: Settings | None, # `[lineage]` settings; default `get_settings()`
                  job: str, # job name, e.g. `support-router.train`
@@ -111,6 +113,7 @@ class LineageRun:
         self.client = make_client(self.settings)
         self.events: list[str] = [] # event types sent
         self.errors: list[str] = [] # send errors, kept rather than raised
+        self.ended: str | None = None # COMPLETE, FAIL or ABORT once the run has ended
 
     def _emit(self, state: str, outputs: Sequence[Any] = (), facets: dict[str, Any] | None = None) -> None:
         from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
@@ -123,21 +126,65 @@ class LineageRun:
             self.events.append(state)
         except Exception as e: self.errors.append(f"{state}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
-    def start(self) -> LineageRun:
-        """Emit START."""
-        self._emit("START")
-        return self
+    def _end(self, state: str) -> bool:
+        """Mark the run ended with `state`; False if it had already ended (nothing is to be sent)."""
+        if self.ended is not None: return False
+        self.ended = state
+        return True
 
-    def complete(self, outputs: Sequence[Any] = (), metrics: dict[str, float] | None = None, mlflow_run_id: str | None = None) -> None:
-        """Emit COMPLETE with the output datasets and the run's metrics."""
-        self._emit("COMPLETE", outputs, _run_facets(metrics, mlflow_run_id))
+# %% ../../nbs/registry/02_lineage.ipynb #97455709
+@patch
+def start(self: LineageRun) -> LineageRun:
+    """Emit START."""
+    self._emit("START")
+    return self
 
-    def fail(self, error: str) -> None:
-        """Emit FAIL with the error message."""
-        from openlineage.client.facet_v2 import error_message_run
-        self._emit("FAIL", facets={"errorMessage": error_message_run.ErrorMessageRunFacet(message=error, programmingLanguage="python")})
+# %% ../../nbs/registry/02_lineage.ipynb #38d28d90
+@patch
+def complete(self: LineageRun, outputs: Sequence[Any] = (), # output datasets, e.g. the registered model version
+             metrics: dict[str, float] | None = None, # the run's metrics (`llmops_metrics` facet)
+             mlflow_run_id: str | None = None, # the MLflow run (`llmops_mlflow` facet)
+            ) -> None:
+    """Emit COMPLETE with the output datasets and the run's metrics (nothing if the run has ended)."""
+    if self._end("COMPLETE"): self._emit("COMPLETE", outputs, _run_facets(metrics, mlflow_run_id))
 
-    def __enter__(self) -> LineageRun: return self.start()
+# %% ../../nbs/registry/02_lineage.ipynb #db6d8d8a
+def _error_facet(error: BaseException | str) -> dict[str, Any]:
+    """The `errorMessage` run facet of `error`: its type and message, and its stack trace if it was raised."""
+    from openlineage.client.facet_v2 import error_message_run
+    if isinstance(error, str): message, trace = error, None
+    else:
+        message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        trace = "".join(traceback.format_exception(type(error), error, error.__traceback__)) if error.__traceback__ else None
+    return {"errorMessage": error_message_run.ErrorMessageRunFacet(message=message, programmingLanguage="python", stackTrace=trace)}
 
-    def __exit__(self, kind, value, tb) -> None:
-        if value is not None: self.fail(f"{kind.__name__}: {value}")
+# %% ../../nbs/registry/02_lineage.ipynb #423fef31
+@patch
+def fail(self: LineageRun, error: BaseException | str, # the exception (its stack trace is sent too) or a message
+        ) -> None:
+    """Emit FAIL with `error` in the `errorMessage` run facet (nothing if the run has ended)."""
+    if self._end("FAIL"): self._emit("FAIL", facets=_error_facet(error))
+
+# %% ../../nbs/registry/02_lineage.ipynb #4ae9c64c
+@patch
+def abort(self: LineageRun, reason: str = "interrupted", # why the run was stopped
+         ) -> None:
+    """Emit ABORT: the run was stopped before it could end (nothing if it has ended)."""
+    if self._end("ABORT"): self._emit("ABORT", facets=_error_facet(reason))
+
+# %% ../../nbs/registry/02_lineage.ipynb #d56f39e4
+@patch
+def end_with(self: LineageRun, error: BaseException, # what stopped the run
+            ) -> None:
+    """End the run because of `error`: ABORT for `KeyboardInterrupt`, FAIL (with the error) for anything else."""
+    if isinstance(error, KeyboardInterrupt): self.abort(f"interrupted ({type(error).__name__})")
+    else: self.fail(error)
+
+# %% ../../nbs/registry/02_lineage.ipynb #88e8b246
+@patch
+def __enter__(self: LineageRun) -> LineageRun: return self.start()
+
+@patch
+def __exit__(self: LineageRun, kind, value, tb) -> None:
+    if value is not None: self.end_with(value) # the exception still propagates
+    else: self.complete() # a no-op if the block completed the run itself
