@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['Finding', 'Verdict', 'Guard', 'Vault', 'normalise', 'redact', 'PiiGuard', 'PII_ENTITIES', 'SecretsGuard',
            'InjectionGuard', 'ContentGuard', 'TopicGuard', 'FormatGuard', 'Policy', 'DEFAULT_POLICY_YAML',
-           'parse_policy', 'load_policy', 'GuardChain', 'check', 'StreamGuard', 'stream']
+           'parse_policy', 'load_policy', 'GuardChain', 'StreamGuard']
 
 # %% ../../nbs/guardrails/00_guardrails.ipynb #88e0289a
 from .base import Finding, Verdict, Guard, Vault, normalise, redact
 from .pii import PiiGuard, PII_ENTITIES
 from .security import SecretsGuard, InjectionGuard
 from .content import ContentGuard, TopicGuard, FormatGuard
-from .chain import Policy, DEFAULT_POLICY_YAML, parse_policy, load_policy, GuardChain, check, StreamGuard, stream
+from .chain import Policy, DEFAULT_POLICY_YAML, parse_policy, load_policy, GuardChain, StreamGuard
 
 # %% ../../nbs/guardrails/00_guardrails.ipynb #6d0d2cc1
-_all_ = ['Finding', 'Verdict', 'Guard', 'Vault', 'normalise', 'redact', 'PiiGuard', 'PII_ENTITIES', 'SecretsGuard', 'InjectionGuard', 'ContentGuard', 'TopicGuard', 'FormatGuard', 'Policy', 'DEFAULT_POLICY_YAML', 'parse_policy', 'load_policy', 'GuardChain', 'check', 'StreamGuard', 'stream']
+_all_ = ['Finding', 'Verdict', 'Guard', 'Vault', 'normalise', 'redact', 'PiiGuard', 'PII_ENTITIES', 'SecretsGuard', 'InjectionGuard', 'ContentGuard', 'TopicGuard', 'FormatGuard', 'Policy', 'DEFAULT_POLICY_YAML', 'parse_policy', 'load_policy', 'GuardChain', 'StreamGuard']

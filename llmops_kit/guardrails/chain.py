@@ -7,8 +7,7 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['ActionName', 'GuardSpec', 'DEFAULT_POLICY_YAML', 'logger', 'PiiSpec', 'SecretsSpec', 'InjectionSpec', 'ContentSpec',
-           'TopicsSpec', 'FormatSpec', 'Policy', 'parse_policy', 'load_policy', 'GuardChain', 'check', 'StreamGuard',
-           'stream']
+           'TopicsSpec', 'FormatSpec', 'Policy', 'parse_policy', 'load_policy', 'GuardChain', 'StreamGuard']
 
 # %% ../../nbs/guardrails/05_chain.ipynb #73feb43b
 import logging
@@ -22,6 +21,7 @@ from typing import Annotated, Any, Literal, Union
 
 # %% ../../nbs/guardrails/05_chain.ipynb #7b5531ae
 import yaml
+from fastcore.basics import patch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # %% ../../nbs/guardrails/05_chain.ipynb #54b77a96
@@ -323,6 +323,7 @@ def _run_steps(chain: GuardChain, n: NormalisedText, stage: str, raw_guards: boo
     return findings, latency, False
 
 # %% ../../nbs/guardrails/05_chain.ipynb #a880d1bb
+@patch
 def check(self: GuardChain,
           text: str, # the prompt or the model's reply
           stage: str = "input", # `input` or `output`
@@ -344,7 +345,6 @@ def check(self: GuardChain,
                   findings=[{"guard": f.guard, "type": f.type, "action": f.action} for f in findings], total_ms=round(verdict.total_ms, 3))
     return verdict
 
-GuardChain.check = check
 
 # %% ../../nbs/guardrails/05_chain.ipynb #86c43304
 class StreamGuard:
@@ -425,6 +425,7 @@ class StreamGuard:
         return Verdict(action, redact(self.text, self.chain.masked(self.findings), self.vault), list(self.findings), dict(self.latency), self.stage)
 
 # %% ../../nbs/guardrails/05_chain.ipynb #b4ea4549
+@patch
 def stream(self: GuardChain,
            stage: str = "output", # the stage whose steps check the stream
            vault: Vault | None = None, # the request's vault
@@ -434,4 +435,3 @@ def stream(self: GuardChain,
     """A `StreamGuard` that checks a streamed reply with this chain."""
     return StreamGuard(self, stage, vault, window, holdback)
 
-GuardChain.stream = stream
