@@ -6,11 +6,11 @@
 __all__ = ['DataFile', 'AppBundle', 'LoggedApp', 'ModelVersionInfo', 'LoadedApp', 'tracking_uri', 'configure_mlflow', 'log_app',
            'register', 'promote', 'resolve_version', 'load_app', 'list_models', 'show_model', 'LineageRun']
 
-# %% ../../nbs/registry/00_registry.ipynb #f7a0f9a1
+# %% ../../nbs/registry/00_registry.ipynb #eff5eb83
 from .bundle import DataFile, AppBundle, LoggedApp, ModelVersionInfo, LoadedApp, tracking_uri, configure_mlflow, log_app, register, promote, resolve_version, load_app, list_models, show_model
 from .lineage import LineageRun
 
-# %% ../../nbs/registry/00_registry.ipynb #57746147
+# %% ../../nbs/registry/00_registry.ipynb #31e59e1a
 _all_ = ['DataFile', 'AppBundle', 'LoggedApp', 'ModelVersionInfo', 'LoadedApp', 'tracking_uri', 'configure_mlflow', 'log_app', 'register', 'promote', 'resolve_version', 'load_app', 'list_models', 'show_model', 'LineageRun']
 
 # MLflow calls `llmops_kit.registry._load_pyfunc` for every bundle ever logged (`loader_module="llmops_kit.registry"`)
