@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 
 # %% ../nbs/91_cli.ipynb #69cdb11a
 from . import __version__
-from .core import LlmopsError, load_settings
+from .core import load_settings
+from .errors import LlmopsError
 
 # %% ../nbs/91_cli.ipynb #368717ee
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -90,9 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_parser().print_help()
             return 0 if not argv else 2
         return int(handler(args) or 0)
-    except LlmopsError as e:
+    except LlmopsError as e: # the error says its own exit code (2: bad input or settings)
         print(f"llmops: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("llmops: interrupted", file=sys.stderr)
         return 130

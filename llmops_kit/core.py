@@ -6,11 +6,10 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['SECTIONS', 'SCHEMA_VERSION', 'OUTCOMES', 'LlmopsError', 'SettingsError', 'InputError', 'ProjectSettings',
-           'EmbeddingSettings', 'MlflowSettings', 'LineageSettings', 'DriftSettings', 'GuardrailSettings',
-           'ServingSettings', 'AuthSettings', 'AuditSettings', 'ExportSettings', 'Settings', 'load_settings',
-           'get_settings', 'shared_data_dir', 'read_table', 'ProjectPaths', 'JsonFormatter', 'configure_logging',
-           'log_event', 'sha256_hex', 'TextRecord', 'InferenceRecord']
+__all__ = ['SECTIONS', 'SCHEMA_VERSION', 'OUTCOMES', 'ProjectSettings', 'EmbeddingSettings', 'MlflowSettings', 'LineageSettings',
+           'DriftSettings', 'GuardrailSettings', 'ServingSettings', 'AuthSettings', 'AuditSettings', 'ExportSettings',
+           'Settings', 'load_settings', 'get_settings', 'shared_data_dir', 'read_table', 'ProjectPaths',
+           'JsonFormatter', 'configure_logging', 'log_event', 'sha256_hex', 'TextRecord', 'InferenceRecord']
 
 # %% ../nbs/00_core.ipynb #dfa3815a
 import configparser
@@ -29,17 +28,8 @@ from typing import Any, Literal, Sequence
 # %% ../nbs/00_core.ipynb #1edda32a
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-# %% ../nbs/00_core.ipynb #c624b981
-class LlmopsError(Exception):
-    """Base class of the errors llmops-kit raises on purpose; the message says what to do."""
-
-# %% ../nbs/00_core.ipynb #967ce952
-class SettingsError(LlmopsError):
-    """A settings file or `LLMOPS_*` override is invalid."""
-
-# %% ../nbs/00_core.ipynb #8a8c1d01
-class InputError(LlmopsError):
-    """User input (a file, a column, a value) cannot be used."""
+# %% ../nbs/00_core.ipynb #8dd78340
+from .errors import ConfigurationError, InputError, LlmopsError
 
 # %% ../nbs/00_core.ipynb #340b49c6
 class _Section(BaseModel):
@@ -109,6 +99,7 @@ class ServingSettings(_Section):
     tls_key: str = ""
     cors_origins: str = ""
     max_in_flight: int = Field(0, ge=0)
+    opentelemetry: bool = False # FastAPI's own OpenTelemetry instrumentation (off: it looks up providers per request)
 
 # %% ../nbs/00_core.ipynb #299473ad
 class AuthSettings(_Section):
@@ -175,17 +166,17 @@ def _raw_sections(path: Path | None, environ: dict[str, str]) -> dict[str, dict[
         parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None)
         try: parser.read_string(path.read_text(encoding="utf-8"), source=str(path))
         except (configparser.Error, UnicodeDecodeError) as e:
-            raise SettingsError(f"{path}: cannot parse: {e}".replace("\n", " ")) from None
+            raise ConfigurationError(f"{path}: cannot parse: {e}".replace("\n", " ")) from None
         for section in parser.sections():
             if section not in SECTIONS:
-                raise SettingsError(f"{path}: unknown section [{section}]; known sections: {', '.join(SECTIONS)}")
+                raise ConfigurationError(f"{path}: unknown section [{section}]; known sections: {', '.join(SECTIONS)}")
             raw[section] = {k: (v.strip(), path.name) for k, v in parser.items(section)}
     for name, value in environ.items():
         if not name.startswith("LLMOPS_") or "__" not in name: continue
         section, _, key = name[len("LLMOPS_"):].partition("__")
         section, key = section.lower(), key.lower()
         if section not in SECTIONS:
-            raise SettingsError(f"{name}: unknown section [{section}]; known sections: {', '.join(SECTIONS)}")
+            raise ConfigurationError(f"{name}: unknown section [{section}]; known sections: {', '.join(SECTIONS)}")
         raw.setdefault(section, {})[key] = (value.strip(), name)
     return raw
 
@@ -195,7 +186,7 @@ def _validate_section(section: str, values: dict[str, tuple[str, str]]) -> _Sect
     model = SECTIONS[section]
     for key, (value, origin) in values.items():
         if key not in model.model_fields:
-            raise SettingsError(f"{origin}: unknown key '{key}' in section [{section}]; "
+            raise ConfigurationError(f"{origin}: unknown key '{key}' in section [{section}]; "
                                 f"known keys: {', '.join(model.model_fields)}")
     data = {k: v for k, (v, _) in values.items() if v != ""}
     try: return model(**data)
@@ -203,7 +194,7 @@ def _validate_section(section: str, values: dict[str, tuple[str, str]]) -> _Sect
         err = e.errors()[0]
         key = str(err["loc"][0]) if err["loc"] else "?"
         value, origin = values.get(key, ("", "?"))
-        raise SettingsError(f"{origin}: [{section}] {key} = {value!r} is invalid: {err['msg']}") from None
+        raise ConfigurationError(f"{origin}: [{section}] {key} = {value!r} is invalid: {err['msg']}") from None
 
 # %% ../nbs/00_core.ipynb #ca3cb661
 def load_settings(
@@ -216,7 +207,7 @@ def load_settings(
     if path is None and Path("settings.ini").is_file(): path = "settings.ini"
     file = Path(path).expanduser().resolve() if path is not None else None
     if file is not None and not file.is_file():
-        raise SettingsError(f"settings file {file} does not exist; pass an existing file or unset LLMOPS_SETTINGS")
+        raise ConfigurationError(f"settings file {file} does not exist; pass an existing file or unset LLMOPS_SETTINGS")
     raw = _raw_sections(file, environ)
     sections = {name: _validate_section(name, raw.get(name, {})) for name in SECTIONS}
     return Settings(root=file.parent if file else Path.cwd().resolve(),
@@ -344,7 +335,7 @@ class TextRecord:
 
 # %% ../nbs/00_core.ipynb #0293be88
 OUTCOMES = ("ok", "guardrail_block", "auth_error", "forbidden", "client_error", "rate_limited",
-            "too_large", "timeout", "server_error", "disconnect")
+            "too_large", "timeout", "unavailable", "upstream_error", "server_error", "disconnect")
 
 # %% ../nbs/00_core.ipynb #851f5a7c
 @dataclass

@@ -198,6 +198,18 @@ def test_metrics_port_cors_and_workers(tmp_path):
             assert pre.headers["access-control-allow-origin"] == "https://app.example"
             other = c.get("/healthz", headers={"Origin": "https://evil.example"})
             assert "access-control-allow-origin" not in other.headers
+            origin = {"Origin": "https://app.example"}  # the fast route's answer and an error carry CORS too
+            chat = c.post("/v1/chat/completions", headers={**srv.headers(), **origin}, json=chat_body())
+            assert chat.status_code == 200
+            assert chat.headers["access-control-allow-origin"] == "https://app.example"
+            assert "x-request-id" in chat.headers["access-control-expose-headers"]
+            denied = c.post("/v1/chat/completions", headers=origin, json=chat_body())
+            assert denied.status_code == 401
+            assert denied.headers["access-control-allow-origin"] == "https://app.example"
+            routed = c.post(
+                "/v1/route", headers={**srv.headers(), **origin}, json={"input": "Where is my card?"}
+            )
+            assert routed.headers["access-control-allow-origin"] == "https://app.example"
         assert len(srv.records()) >= 13
     finally:
         srv.stop()
@@ -221,7 +233,7 @@ def test_model_not_ready_is_503_with_a_record(tmp_path):
         assert r.status_code == 503 and r.json()["error"]["code"] == "model_not_ready"
         rid = r.headers["x-request-id"]
         rec = srv.wait_records([rid])[rid]
-        assert len(rec) == 1 and rec[0]["outcome"] == "server_error"
+        assert len(rec) == 1 and rec[0]["outcome"] == "unavailable"  # not ready is no server error
     finally:
         srv.stop()
 
@@ -241,3 +253,31 @@ def test_bad_configuration_fails_in_one_line(tmp_path):
         "serve", "--certfile", "x.pem", cwd=tmp_path, env={"LLMOPS_JWT_SECRET": "s" * 40}, timeout=60
     )
     assert proc.returncode == 2 and "both a certificate and a key" in proc.stderr
+
+
+def test_probes_leave_no_audit_record_and_not_ready_is_no_server_error(tmp_path):
+    srv = start_server(
+        tmp_path, backend="mlflow", serving={"model_uri": "models:/no-such-model@champion"}, ready="/healthz"
+    )
+    try:
+        with srv.client() as c:
+            for _ in range(5):
+                assert c.get("/healthz").status_code == 200
+                assert c.get("/readyz").status_code == 503
+            r = c.post("/v1/chat/completions", headers=srv.headers(), json=chat_body(model="no-such-model"))
+            assert r.status_code == 503
+            rid = r.headers["x-request-id"]
+            records = srv.wait_records([rid])
+            metrics = c.get("/metrics", headers=srv.headers(scopes=("metrics",))).text
+        routes = [rec["route"] for recs in records.values() for rec in recs]
+        assert "/readyz" not in routes and "/healthz" not in routes
+        assert all(rec["route"] not in ("/readyz", "/healthz") for rec in srv.records())
+        assert [rec["outcome"] for rec in records[rid]] == ["unavailable"]
+        not_ready = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("llmops_requests_total{") and 'status="503"' in line
+        ]
+        assert not_ready and all('outcome="unavailable"' in line for line in not_ready)
+    finally:
+        srv.stop()

@@ -180,7 +180,7 @@ def test_tls(tmp_path):
 @pytest.mark.skipif(
     importlib.util.find_spec("llmops_kit.quickstart") is None, reason="llmops_kit.quickstart not built yet"
 )
-def test_mlflow_support_router(tmp_path: Path):
+def test_mlflow_support_router(tmp_path: Path, record_property):
     from test_serving_app_support import server_env, write_settings
 
     from llmops_kit.core import load_settings
@@ -198,9 +198,26 @@ def test_mlflow_support_router(tmp_path: Path):
     finally:
         os.environ.clear()
         os.environ.update(old)
-    srv = start_server(root, backend="mlflow", serving={"model_uri": info.uri})
+    # a short request timeout: a first request that still loaded the model after /readyz would be a 504
+    srv = start_server(root, backend="mlflow", serving={"model_uri": info.uri, "request_timeout_s": 5})
     try:
         client = client_for(srv)
+        started = time.perf_counter()
+        first = client.chat.completions.create(
+            model=info.name, messages=[{"role": "user", "content": "My new card has not arrived"}]
+        )
+        first_s = time.perf_counter() - started
+        record_property("first_request_after_ready_s", round(first_s, 3))
+        print(f"first chat request after /readyz: {first_s:.3f} s")
+        assert first.choices[0].message.content
+        hello = client.chat.completions.create(
+            model=info.name, messages=[{"role": "user", "content": "hello"}]
+        )
+        content, routing = hello.choices[0].message.content, hello.model_extra["llmops"]
+        assert routing["abstained"] is True and content != "None"
+        assert f"passed it to the {routing['route']} queue" in content
+        rec = srv.wait_records([routing["request_id"]])[routing["request_id"]][0]
+        assert rec["output"]["length"] == len(content) and rec["output"]["text"] == content
         assert [m.id for m in client.models.list()][0] == info.name
         with srv.client() as http:  # the guardrail policy versioned with the model is the one in force
             assert "bundled with" in http.get("/readyz").json()["checks"]["guardrails"]["detail"]

@@ -7,11 +7,11 @@ __all__ = ['ReferenceProfile', 'load_traffic', 'audit_frame', 'TestResult', 'mmd
            'classifier_test', 'ks_test', 'wasserstein_test', 'chi2_test', 'psi_test', 'js_test', 'correct',
            'DriftReport', 'check_drift', 'run_monitor', 'split_windows', 'TriggerPolicy', 'TriggerEvent']
 
-# %% ../../nbs/drift/00_drift.ipynb #c3be51ac
+# %% ../../nbs/drift/00_drift.ipynb #28688b5a
 from .profile import ReferenceProfile, load_traffic, audit_frame
 from .stats import TestResult, mmd_test, knn_test, model_knn_test, classifier_test, ks_test, wasserstein_test, chi2_test, psi_test, js_test, correct
 from .report import DriftReport, check_drift
 from .monitor import run_monitor, split_windows, TriggerPolicy, TriggerEvent
 
-# %% ../../nbs/drift/00_drift.ipynb #8c24b0c3
+# %% ../../nbs/drift/00_drift.ipynb #5e7c4c2d
 _all_ = ['ReferenceProfile', 'load_traffic', 'audit_frame', 'TestResult', 'mmd_test', 'knn_test', 'model_knn_test', 'classifier_test', 'ks_test', 'wasserstein_test', 'chi2_test', 'psi_test', 'js_test', 'correct', 'DriftReport', 'check_drift', 'run_monitor', 'split_windows', 'TriggerPolicy', 'TriggerEvent']

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['ModelInfo', 'Backend', 'MlflowBackend', 'BenchmarkBackend', 'make_backend', 'count_tokens', 'cost_usd']
 
-# %% ../../nbs/models/00_models.ipynb #f20d2a20
+# %% ../../nbs/models/00_models.ipynb #3e3ceab0
 from .backends import ModelInfo, Backend, MlflowBackend, BenchmarkBackend, make_backend, count_tokens, cost_usd
 
-# %% ../../nbs/models/00_models.ipynb #472ab459
+# %% ../../nbs/models/00_models.ipynb #a228b3c3
 _all_ = ['ModelInfo', 'Backend', 'MlflowBackend', 'BenchmarkBackend', 'make_backend', 'count_tokens', 'cost_usd']

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['logger', 'ROUTE_SCOPES', 'EMBEDDING_MODEL', 'EMBEDDING_MODELS', 'EMBEDDING_DIM', 'route_label', 'Server',
-           'completion_json', 'chat_completions', 'route', 'encode_vector', 'embeddings', 'list_models', 'healthz',
-           'readyz', 'metrics', 'fast_route', 'ServingApp', 'create_app', 'app_factory', 'serve_environment',
+           'completion_json', 'reply_text', 'chat_completions', 'route', 'encode_vector', 'embeddings', 'list_models',
+           'healthz', 'readyz', 'metrics', 'fast_route', 'create_app', 'app_factory', 'serve_environment',
            'check_serving', 'start_metrics_port', 'serve', 'configure_cli']
 
 # %% ../../nbs/serving/06_app.ipynb #01f89359
@@ -36,10 +36,12 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..core import SCHEMA_VERSION, InputError, ProjectPaths, Settings, configure_logging, load_settings, log_event
-from .auth import AuthError, Authenticator, require_scope
+from ..core import SCHEMA_VERSION, ProjectPaths, Settings, configure_logging, load_settings, log_event
+from ..errors import (InputError, LlmopsError, NotFoundError, RateLimitError, ServiceUnavailableError,
+                               for_status)
+from .auth import Authenticator, require_scope
 from ..models.backends import Backend, count_tokens, cost_usd, make_backend, stream_pieces
-from .gateway import ApiError, GatewayMiddleware, RequestContext, call_model, error_body, outcome_for
+from .gateway import GatewayMiddleware, RequestContext, call_model, outcome_for
 from .metrics import FLUSH_INTERVAL_S
 from .schemas import (AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk,
     ChatCompletionRequest, ChunkChoice, ChunkDelta, EmbeddingItem, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage,
@@ -109,12 +111,17 @@ def _start(self: Server) -> None:
             self.load_error = str(e)
             log_event(logger, "model_load_failed", logging.ERROR, error=str(e))
         try: # the embedding guards load MiniLM on first use: pay it here, not on the first request
-            for stage in ("input", "output"): self.chain.check("Hello, where is my new card?", stage=stage)
+            self.warm_up_predict()
+            for stage in ("input", "output"): self.chain.check(_WARM_UP_TEXT, stage=stage)
             self.guards_warm = True
         except Exception as e:
             self.guards_error = f"guardrail warm-up failed: {type(e).__name__}: {e}"
             log_event(logger, "guardrail_warmup_failed", logging.ERROR, error=str(e))
     threading.Thread(target=load, name="llmops-model-load", daemon=True).start()
+
+def _warm_up_predict(self: Server) -> None:
+    """One prediction through the loaded backend, so its first request pays no lazy loading."""
+    if self.load_error is None: asyncio.run(self.backend.predict([_WARM_UP_TEXT]))
 
 def _stop(self: Server) -> None:
     """Drain and close the audit writer; flush the metrics; drop this worker's live gauges."""
@@ -123,7 +130,8 @@ def _stop(self: Server) -> None:
     from llmops_kit.serving.metrics import mark_process_dead
     mark_process_dead()
 
-Server.start, Server.stop = _start, _stop
+_WARM_UP_TEXT = "Hello, where is my new card?"
+Server.start, Server.stop, Server.warm_up_predict = _start, _stop, _warm_up_predict
 
 # %% ../../nbs/serving/06_app.ipynb #ab214ac0
 def _use_bundled_policy(self: Server) -> None:
@@ -144,8 +152,8 @@ def _header(scope: dict, name: bytes) -> str | None:
         if k == name: return v.decode("latin-1")
     return None
 
-async def _authorize(self: Server, ctx: RequestContext, scope: dict) -> None:
-    """Authenticate the request and check its route's scope (401/403 as `ApiError`)."""
+async def _authenticate(self: Server, ctx: RequestContext, scope: dict) -> None:
+    """Authenticate the request and check its route's scope (`AuthenticationError`, `PermissionDeniedError`)."""
     path = scope["path"]
     if path not in ROUTE_SCOPES or scope["method"] == "OPTIONS": return
     t = time.perf_counter()
@@ -153,19 +161,19 @@ async def _authorize(self: Server, ctx: RequestContext, scope: dict) -> None:
         principal = self.auth.authenticate(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
         ctx.principal, ctx.tenant = principal, principal.tenant
         if ROUTE_SCOPES[path]: require_scope(principal, ROUTE_SCOPES[path])
-        if self.max_in_flight and path in _MODEL_ROUTES and self.in_flight > self.max_in_flight:
-            raise ApiError(429, "too_many_requests", f"more than {self.max_in_flight} requests in flight "
-                           "([serving] max_in_flight); retry after a second", headers={"Retry-After": "1"})
-    except AuthError as e:
-        raise ApiError(e.status, e.code, e.message,
-                       headers={"WWW-Authenticate": e.www_authenticate} if e.status == 401 else None) from None
     finally: ctx.stage("auth", t)
+
+async def _check_limits(self: Server, ctx: RequestContext, scope: dict) -> None:
+    """Refuse a model request over `[serving] max_in_flight` (`RateLimitError`, 429)."""
+    if self.max_in_flight and scope["path"] in _MODEL_ROUTES and self.in_flight > self.max_in_flight:
+        raise RateLimitError(f"more than {self.max_in_flight} requests in flight ([serving] max_in_flight); "
+                             "retry after a second", code="too_many_requests", headers={"Retry-After": "1"})
 
 def _begin(self: Server, ctx: RequestContext) -> None:
     """Count the request in flight (the gauge is set from this count when the metrics are flushed)."""
     self.in_flight += 1
 
-Server.authorize, Server.begin = _authorize, _begin
+Server.begin, Server.authenticate, Server.check_limits = _begin, _authenticate, _check_limits
 
 # %% ../../nbs/serving/06_app.ipynb #e0accbc9
 def _text_record(self: Server, pair) -> dict | None:
@@ -173,8 +181,11 @@ def _text_record(self: Server, pair) -> dict | None:
     original, passed_on = pair
     return vars(self.audit.text(original, None if passed_on == original else (passed_on or "")))
 
-async def _finish(self: Server, ctx: RequestContext) -> None:
-    """Write the request's audit record (before the client has the whole answer)."""
+_PROBES = frozenset(["/healthz", "/readyz"])
+
+async def _record(self: Server, ctx: RequestContext) -> None:
+    """Write the request's audit record (before the client has the whole answer); probes leave none."""
+    if ctx.path in _PROBES: return
     t = time.perf_counter()
     record = {"request_id": ctx.request_id, "ts": ctx.ts, "route": ctx.path[:256], "status": ctx.status,
               "outcome": outcome_for(ctx), "tenant": ctx.tenant, "method": ctx.method, "model": ctx.model,
@@ -215,7 +226,7 @@ def _flush_metrics(self: Server) -> None:
     self._flush_scheduled = False
     self.metrics.flush(self.in_flight)
 
-Server._text_record, Server.finish, Server.after, Server.flush_metrics = _text_record, _finish, _after, _flush_metrics
+Server._text_record, Server.record, Server.after, Server.flush_metrics = _text_record, _record, _after, _flush_metrics
 
 # %% ../../nbs/serving/06_app.ipynb #5df08983
 def _verdict_dict(verdict) -> dict[str, Any]:
@@ -244,8 +255,8 @@ async def _guard_input(self: Server, ctx: RequestContext, text: str) -> str:
     ctx.guardrails.append(_verdict_dict(verdict))
     if verdict.action == "block":
         ctx.outcome = "guardrail_block"
-        raise ApiError(400, "guardrail_blocked", "the request was blocked by the input guardrails: " +
-                       "; ".join(verdict.reasons), extra={"reasons": verdict.reasons})
+        raise InputError("the request was blocked by the input guardrails: " + "; ".join(verdict.reasons),
+                         code="guardrail_blocked", extra={"reasons": verdict.reasons})
     return verdict.text if verdict.action == "redact" else text
 
 async def _guard_output(self: Server, ctx: RequestContext, text: str) -> tuple[str | None, str]:
@@ -266,12 +277,12 @@ def _check_model(self: Server, ctx: RequestContext, model: str | None) -> None:
     info = self.backend.info
     ctx.model, ctx.model_version = info.id, info.version
     if model is not None and model != info.id:
-        raise ApiError(404, "model_not_found", f"the model {model[:100]!r} is not served here; use {info.id!r} "
-                       "(see GET /v1/models)", param="model")
+        raise NotFoundError(f"the model {model[:100]!r} is not served here; use {info.id!r} (see GET /v1/models)",
+                            code="model_not_found", param="model")
     ready, why = self.backend.readiness()
     if not ready:
-        raise ApiError(503, "model_not_ready", f"the model is not ready: {why}; retry when GET /readyz says ready",
-                       headers={"Retry-After": "2"})
+        raise ServiceUnavailableError(f"the model is not ready: {why}; retry when GET /readyz says ready",
+                                      code="model_not_ready", headers={"Retry-After": "2"})
 
 async def _predict(self: Server, ctx: RequestContext, receive, texts: Sequence[str]) -> list[dict]:
     """The backend's predictions for `texts`, with timeout and disconnect handling (`receive`: the request's ASGI receive)."""
@@ -330,6 +341,17 @@ def completion_json(
                   "total_tokens": prompt_tokens + completion_tokens},
         "system_fingerprint": None, "llmops": info})
 
+# %% ../../nbs/serving/06_app.ipynb #6639fdd3
+def reply_text(
+    prediction: dict[str, Any], # one router prediction (`intent`, `route`, `reply`, `abstained`, ...)
+) -> str:
+    """The answer for `prediction`: its knowledge-base reply, or the hand-off to its queue in words."""
+    reply = prediction.get("reply")
+    if not prediction.get("abstained") and isinstance(reply, str) and reply.strip(): return reply
+    queue = str(prediction.get("route") or "human-review")
+    return (f"Thank you for your message. I cannot answer it with confidence, so I have passed it to the {queue} "
+            "queue; a member of the team will reply to you here shortly.")
+
 # %% ../../nbs/serving/06_app.ipynb #b03a9c1a
 async def _chat(server: Server, ctx: RequestContext, body: ChatCompletionRequest, receive) -> bytes | Response:
     """The chat completion for `body`: JSON bytes, or a streaming response with `stream: true`."""
@@ -344,7 +366,7 @@ async def _chat(server: Server, ctx: RequestContext, body: ChatCompletionRequest
             "route": str(prediction["route"]), "abstained": bool(prediction["abstained"]),
             "model_version": None if ctx.model_version is None else str(ctx.model_version), "request_id": ctx.request_id}
     completion_id, created = f"chatcmpl-{ctx.request_id}", int(time.time())
-    reply = str(prediction["reply"])
+    reply = reply_text(prediction)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_stream_chat(server, ctx, completion_id, created, reply, RoutingInfo(**info), include_usage),
@@ -410,7 +432,7 @@ async def _route(server: Server, ctx: RequestContext, body: RouteRequest, receiv
     predictions = await server.predict(ctx, receive, texts)
     data, replies = [], []
     for i, p in enumerate(predictions):
-        reply, _ = await server.guard_output(ctx, str(p["reply"]))
+        reply, _ = await server.guard_output(ctx, reply_text(p))
         replies.append(reply or "")
         data.append(RoutePrediction(**{**p, "index": i, "reply": reply or ""}))
     ctx.output = ("\n".join(str(p["reply"]) for p in predictions), "\n".join(replies))
@@ -445,8 +467,8 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     server, ctx = _server(request), _ctx(request)
     ctx.model, ctx.model_version = EMBEDDING_MODEL, "1"
     if body.model not in EMBEDDING_MODELS:
-        raise ApiError(404, "model_not_found", f"the embedding model {body.model[:100]!r} is not served here; use "
-                       f"{EMBEDDING_MODEL!r}", param="model")
+        raise NotFoundError(f"the embedding model {body.model[:100]!r} is not served here; use {EMBEDDING_MODEL!r}",
+                            code="model_not_found", param="model")
     originals = body.texts() # 1 to 2048, checked by the schema
     texts = [await server.guard_input(ctx, t) for t in originals]
     ctx.input = ("\n".join(originals), "\n".join(texts))
@@ -504,24 +526,21 @@ def _validation_message(exc: RequestValidationError) -> str:
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
     return "invalid request: " + "; ".join(parts)
 
-def _error_response(request: Request, error: ApiError) -> Response:
+def _error_response(request: Request, error: LlmopsError) -> Response:
     ctx = request.scope.get("state", {}).get("llmops")
     if ctx is not None: ctx.error = ctx.error or error.code
-    return Response(error_body(error, ctx.request_id if ctx else None), status_code=error.status,
+    return Response(error.to_json(ctx.request_id if ctx else None), status_code=error.status,
                     media_type="application/json", headers=error.headers)
 
-async def _on_api_error(request: Request, exc: ApiError) -> Response:
-    return _error_response(request, exc)
-
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
-    return _error_response(request, ApiError(422, "invalid_request", _validation_message(exc)))
+    return _error_response(request, InputError(_validation_message(exc), status=422))
 
 async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
     codes = {404: "not_found", 405: "method_not_allowed"}
     message = {404: f"no route {request.url.path[:100]!r}; see /docs for the API",
                405: f"{request.method} is not allowed on {request.url.path[:100]}"}.get(exc.status_code, str(exc.detail))
-    return _error_response(request, ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), message,
-                                             headers=dict(exc.headers or {})))
+    return _error_response(request, for_status(exc.status_code, message, code=codes.get(exc.status_code, "http_error"),
+                                               headers=dict(exc.headers or {})))
 
 # %% ../../nbs/serving/06_app.ipynb #535c73d7
 def _openapi(app: FastAPI) -> dict:
@@ -570,28 +589,6 @@ def fast_route(
         return await work(server, ctx, parsed, receive)
     return handle
 
-# %% ../../nbs/serving/06_app.ipynb #d2616e3b
-class ServingApp(FastAPI):
-    """FastAPI whose fast routes enter the gateway middleware directly (see `fast_route`)."""
-    _gateway: GatewayMiddleware | None = None
-    _otel_on, _otel_checked = False, 0.0
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "POST":
-            gateway = self._gateway
-            if gateway is None and self.middleware_stack is not None: # built by the first request or the lifespan
-                gateway = self.middleware_stack
-                while gateway is not None and not isinstance(gateway, GatewayMiddleware): gateway = getattr(gateway, "app", None)
-                self._gateway = gateway
-            if gateway is not None and scope["path"] in gateway.fast_routes:
-                now = time.monotonic()
-                if now >= self._otel_checked: self._otel_on, self._otel_checked = self._native_telemetry.enabled(), now + 1.0
-                if not self._otel_on:
-                    scope["app"] = self
-                    if self.root_path: scope["root_path"] = self.root_path
-                    return await gateway(scope, receive, send)
-        await super().__call__(scope, receive, send)
-
 # %% ../../nbs/serving/06_app.ipynb #22e1fdcc
 def create_app(
     settings: Settings | None = None, # default: `load_settings()`
@@ -605,7 +602,8 @@ def create_app(
         server.start()
         try: yield
         finally: server.stop()
-    app = ServingApp(title="llmops-kit", version=__version__, lifespan=lifespan,
+    telemetry = None if settings.serving.opentelemetry else {"tracing": False, "metrics": False}
+    app = FastAPI(title="llmops-kit", version=__version__, lifespan=lifespan, telemetry=telemetry,
                   description="OpenAI-compatible inference server with JWT auth, guardrails, an audit log and metrics.")
     app.state.server = server
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"], response_model=ChatCompletion,
@@ -627,18 +625,17 @@ def create_app(
                       responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                                        "description": "Prometheus text exposition format"},
                                  401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}})
-    app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_middleware(GatewayMiddleware, hooks=server, max_body_bytes=settings.serving.max_body_bytes,
+                       fast_routes={"/v1/chat/completions": fast_route(server, ChatCompletionRequest, _chat),
+                                    "/v1/route": fast_route(server, RouteRequest, _route)})
     origins = [o.strip() for o in settings.serving.cors_origins.split(",") if o.strip()]
-    if origins:
+    if origins: # outside the gateway, so every answer carries the CORS headers: fast routes and errors too
         from starlette.middleware.cors import CORSMiddleware
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
                            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
                            expose_headers=["x-request-id", "x-llmops-overhead-ms"], max_age=600)
-    app.add_middleware(GatewayMiddleware, hooks=server, max_body_bytes=settings.serving.max_body_bytes,
-                       fast_routes={"/v1/chat/completions": fast_route(server, ChatCompletionRequest, _chat),
-                                    "/v1/route": fast_route(server, RouteRequest, _route)})
     app.openapi = lambda: _openapi(app)
     return app
 
@@ -671,7 +668,7 @@ def check_serving(
     settings: Settings, # the settings to serve with
     environ: dict[str, str] | None = None, # where secrets are read; default `os.environ`
 ) -> None:
-    """Fail with a clear `InputError`/`SettingsError` if the server could not start."""
+    """Fail with a clear `InputError`/`ConfigurationError` if the server could not start."""
     s = settings.serving
     if bool(s.tls_cert) != bool(s.tls_key):
         raise InputError("TLS needs both a certificate and a key: give --certfile and --keyfile "
