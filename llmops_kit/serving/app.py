@@ -32,6 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response, StreamingResponse
 import pydantic_core
+from fastcore.basics import patch
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -99,7 +100,8 @@ class Server:
         return self.backend.info.id
 
 # %% ../../nbs/serving/06_app.ipynb #30fd1b2b
-def _start(self: Server) -> None:
+@patch
+def start(self: Server) -> None:
     """Start the audit writer and load the model in the background."""
     from llmops_kit.serving.auditlog import AuditWriter
     self.audit = AuditWriter.from_settings(self.settings)
@@ -119,11 +121,13 @@ def _start(self: Server) -> None:
             log_event(logger, "guardrail_warmup_failed", logging.ERROR, error=str(e))
     threading.Thread(target=load, name="llmops-model-load", daemon=True).start()
 
-def _warm_up_predict(self: Server) -> None:
+@patch
+def warm_up_predict(self: Server) -> None:
     """One prediction through the loaded backend, so its first request pays no lazy loading."""
     if self.load_error is None: asyncio.run(self.backend.predict([_WARM_UP_TEXT]))
 
-def _stop(self: Server) -> None:
+@patch
+def stop(self: Server) -> None:
     """Drain and close the audit writer; flush the metrics; drop this worker's live gauges."""
     if self.audit is not None: self.audit.close()
     if self.metrics.pending: self.metrics.flush(self.in_flight)
@@ -131,10 +135,10 @@ def _stop(self: Server) -> None:
     mark_process_dead()
 
 _WARM_UP_TEXT = "Hello, where is my new card?"
-Server.start, Server.stop, Server.warm_up_predict = _start, _stop, _warm_up_predict
 
 # %% ../../nbs/serving/06_app.ipynb #ab214ac0
-def _use_bundled_policy(self: Server) -> None:
+@patch
+def use_bundled_policy(self: Server) -> None:
     """Switch to the guardrail policy bundled with the loaded model, unless `[guardrails] policy` names one."""
     text = getattr(getattr(self.backend, "app", None), "policy_yaml", None)
     if not text or self.settings.guardrails.policy: return
@@ -144,15 +148,14 @@ def _use_bundled_policy(self: Server) -> None:
                                         embedder=self.embedder, embedding_guards=self.offload_guards)
     self.policy_source = f"bundled with {self.backend.info.id} version {self.backend.info.version}"
 
-Server.use_bundled_policy = _use_bundled_policy
-
 # %% ../../nbs/serving/06_app.ipynb #75f68db5
 def _header(scope: dict, name: bytes) -> str | None:
     for k, v in scope["headers"]:
         if k == name: return v.decode("latin-1")
     return None
 
-async def _authenticate(self: Server, ctx: RequestContext, scope: dict) -> None:
+@patch
+async def authenticate(self: Server, ctx: RequestContext, scope: dict) -> None:
     """Authenticate the request and check its route's scope (`AuthenticationError`, `PermissionDeniedError`)."""
     path = scope["path"]
     if path not in ROUTE_SCOPES or scope["method"] == "OPTIONS": return
@@ -163,19 +166,20 @@ async def _authenticate(self: Server, ctx: RequestContext, scope: dict) -> None:
         if ROUTE_SCOPES[path]: require_scope(principal, ROUTE_SCOPES[path])
     finally: ctx.stage("auth", t)
 
-async def _check_limits(self: Server, ctx: RequestContext, scope: dict) -> None:
+@patch
+async def check_limits(self: Server, ctx: RequestContext, scope: dict) -> None:
     """Refuse a model request over `[serving] max_in_flight` (`RateLimitError`, 429)."""
     if self.max_in_flight and scope["path"] in _MODEL_ROUTES and self.in_flight > self.max_in_flight:
         raise RateLimitError(f"more than {self.max_in_flight} requests in flight ([serving] max_in_flight); "
                              "retry after a second", code="too_many_requests", headers={"Retry-After": "1"})
 
-def _begin(self: Server, ctx: RequestContext) -> None:
+@patch
+def begin(self: Server, ctx: RequestContext) -> None:
     """Count the request in flight (the gauge is set from this count when the metrics are flushed)."""
     self.in_flight += 1
 
-Server.begin, Server.authenticate, Server.check_limits = _begin, _authenticate, _check_limits
-
 # %% ../../nbs/serving/06_app.ipynb #e0accbc9
+@patch
 def _text_record(self: Server, pair) -> dict | None:
     if pair is None or self.audit is None: return None
     original, passed_on = pair
@@ -183,7 +187,8 @@ def _text_record(self: Server, pair) -> dict | None:
 
 _PROBES = frozenset(["/healthz", "/readyz"])
 
-async def _record(self: Server, ctx: RequestContext) -> None:
+@patch
+async def record(self: Server, ctx: RequestContext) -> None:
     """Write the request's audit record (before the client has the whole answer); probes leave none."""
     if ctx.path in _PROBES: return
     t = time.perf_counter()
@@ -209,7 +214,8 @@ def _decisions(guardrails: list[dict]) -> list[tuple[str, str, str]]:
         else: out.extend((f.get("guard", "chain"), stage, f.get("action", action)) for f in findings)
     return out
 
-def _after(self: Server, ctx: RequestContext) -> None:
+@patch
+def after(self: Server, ctx: RequestContext) -> None:
     """Update the metrics once the answer is sent."""
     self.in_flight -= 1
     m = self.metrics
@@ -221,12 +227,11 @@ def _after(self: Server, ctx: RequestContext) -> None:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_later(FLUSH_INTERVAL_S, self.flush_metrics)
 
-def _flush_metrics(self: Server) -> None:
+@patch
+def flush_metrics(self: Server) -> None:
     """Apply the recorded requests and the in-flight count to the Prometheus series."""
     self._flush_scheduled = False
     self.metrics.flush(self.in_flight)
-
-Server._text_record, Server.record, Server.after, Server.flush_metrics = _text_record, _record, _after, _flush_metrics
 
 # %% ../../nbs/serving/06_app.ipynb #5df08983
 def _verdict_dict(verdict) -> dict[str, Any]:
@@ -236,7 +241,8 @@ def _verdict_dict(verdict) -> dict[str, Any]:
 
 _OUTPUT_CACHE_SIZE = 4096
 
-async def _check(self: Server, text: str, stage: str):
+@patch
+async def check(self: Server, text: str, stage: str):
     """The chain's verdict on `text`, in a worker thread when embedding guards run (they take milliseconds)."""
     cache = self._output_verdicts if stage == "output" else None
     if cache is not None and (hit := cache.get((id(self.chain), text))) is not None: return hit
@@ -247,7 +253,8 @@ async def _check(self: Server, text: str, stage: str):
         cache[(id(self.chain), text)] = verdict
     return verdict
 
-async def _guard_input(self: Server, ctx: RequestContext, text: str) -> str:
+@patch
+async def guard_input(self: Server, ctx: RequestContext, text: str) -> str:
     """Run the input chain on `text`: the text to pass on, or a 400 `guardrail_blocked`."""
     t = time.perf_counter()
     try: verdict = await self.check(text, "input")
@@ -259,7 +266,8 @@ async def _guard_input(self: Server, ctx: RequestContext, text: str) -> str:
                          code="guardrail_blocked", extra={"reasons": verdict.reasons})
     return verdict.text if verdict.action == "redact" else text
 
-async def _guard_output(self: Server, ctx: RequestContext, text: str) -> tuple[str | None, str]:
+@patch
+async def guard_output(self: Server, ctx: RequestContext, text: str) -> tuple[str | None, str]:
     """Run the output chain on `text`: (text to send or None if withheld, finish_reason)."""
     t = time.perf_counter()
     try: verdict = await self.check(text, "output")
@@ -270,10 +278,9 @@ async def _guard_output(self: Server, ctx: RequestContext, text: str) -> tuple[s
         return None, "content_filter"
     return (verdict.text if verdict.action == "redact" else text), "stop"
 
-Server.check, Server.guard_input, Server.guard_output = _check, _guard_input, _guard_output
-
 # %% ../../nbs/serving/06_app.ipynb #ac6a0d0f
-def _check_model(self: Server, ctx: RequestContext, model: str | None) -> None:
+@patch
+def check_model(self: Server, ctx: RequestContext, model: str | None) -> None:
     info = self.backend.info
     ctx.model, ctx.model_version = info.id, info.version
     if model is not None and model != info.id:
@@ -284,7 +291,8 @@ def _check_model(self: Server, ctx: RequestContext, model: str | None) -> None:
         raise ServiceUnavailableError(f"the model is not ready: {why}; retry when GET /readyz says ready",
                                       code="model_not_ready", headers={"Retry-After": "2"})
 
-async def _predict(self: Server, ctx: RequestContext, receive, texts: Sequence[str]) -> list[dict]:
+@patch
+async def predict(self: Server, ctx: RequestContext, receive, texts: Sequence[str]) -> list[dict]:
     """The backend's predictions for `texts`, with timeout and disconnect handling (`receive`: the request's ASGI receive)."""
     t = time.perf_counter()
     try:
@@ -295,8 +303,6 @@ async def _predict(self: Server, ctx: RequestContext, receive, texts: Sequence[s
         ctx.model_ms += (time.perf_counter() - t) * 1000
         ctx.stage("model", t)
         ctx.model_version = self.backend.info.version
-
-Server.check_model, Server.predict = _check_model, _predict
 
 # %% ../../nbs/serving/06_app.ipynb #af2d694d
 def _ctx(request: Request) -> RequestContext:
@@ -446,10 +452,9 @@ async def route(body: RouteRequest, request: Request) -> Response:
     return _answer(await _route(_server(request), _ctx(request), body, request.receive))
 
 # %% ../../nbs/serving/06_app.ipynb #533bb111
-def _embed(self: Server, texts: list[str]):
+@patch
+def embed(self: Server, texts: list[str]):
     return self.embedder.encode(texts)
-
-Server.embed = _embed
 
 # %% ../../nbs/serving/06_app.ipynb #4ea763b1
 def encode_vector(
