@@ -5,7 +5,10 @@ Each figure is measured beside a peer in the same run:
   the same checks (HS256 and RS256);
 - audit: `AuditWriter` (hash chain, per fsync policy) vs the standard `logging` module writing the same JSON lines
   to a file (no chain, no durability wait): records per second from 4 threads, and the latency of awaiting one write;
-- metrics: `Metrics.request` + `Metrics.stage` vs the same updates through plain `prometheus_client` `.labels()`.
+- metrics: `Metrics.request` + `Metrics.stage` vs the same updates through plain `prometheus_client` `.labels()`;
+  per observation, the kit's totals read by its custom collector (`HistogramTotals.observe`) vs
+  `Histogram.observe` on a cached label child, in memory and file-backed (multiprocess mode, where the kit
+  calls it at flush time); and `observe_request` (a request with five stages) plus its share of `flush`.
 
 Usage: .venv/bin/python benchmarks/serving_blocks.py [--n 20000]
 Writes benchmarks/results/serving_blocks.json.
@@ -177,16 +180,25 @@ def bench_audit(n: int) -> dict:
     return out
 
 
+STAGES = {"auth": 0.02, "limits": 0.001, "input_guard": 0.3, "model": 0.5, "output_guard": 0.2}
+
+
 def bench_metrics(n: int) -> dict:
     from prometheus_client import CollectorRegistry, Counter, Histogram
 
-    from llmops_kit.serving.metrics import OVERHEAD_BUCKETS, REQUEST_BUCKETS, Metrics
+    from llmops_kit.serving.metrics import OVERHEAD_BUCKETS, REQUEST_BUCKETS, HistogramTotals, Metrics
 
     m = Metrics()
     ours = per_call_us(
         lambda i: (
             m.request("/v1/chat/completions", "support-router", 200, "ok", 0.004),
             m.stage("auth", 0.00002),
+        ),
+        range(n),
+    )
+    bulk = per_call_us(
+        lambda i: m.observe_request(
+            "/v1/chat/completions", "support-router", 200, "ok", 0.004, STAGES, 12, 30
         ),
         range(n),
     )
@@ -202,6 +214,10 @@ def bench_metrics(n: int) -> dict:
         ),
         range(n),
     )
+    values = [(i % 1000) / 1e4 for i in range(n)]  # 0 to 0.1 s: spread over the buckets
+    child = h.labels("/v1/chat/completions", "support-router")
+    histogram_observe = per_call_us(child.observe, values)
+    totals_observe = per_call_us(HistogramTotals(REQUEST_BUCKETS).observe, values)
     t0 = time.perf_counter()
     for _ in range(20):
         m.render()
@@ -209,6 +225,11 @@ def bench_metrics(n: int) -> dict:
     return {
         "ours_request_plus_stage_us": round(ours, 2),
         "peer_prometheus_labels_us": round(peer, 2),
+        "ours_observe_request_5_stages_us": round(bulk, 2),
+        "per_observation": {
+            "histogram_observe_us": round(histogram_observe, 3),
+            "kit_totals_for_collector_us": round(totals_observe, 3),
+        },
         "render_ms": round(render_ms, 2),
     }
 
@@ -217,18 +238,38 @@ def bench_metrics_multiprocess(n: int) -> dict:
     """In a child process: the same calls with file-backed (multiprocess) values."""
     import subprocess
 
+    code = """
+import json, sys, time
+from llmops_kit.serving.metrics import REQUEST_BUCKETS, Metrics
+from prometheus_client import CollectorRegistry, Histogram
+stages = json.loads(sys.argv[2])
+m = Metrics(); n = int(sys.argv[1]); t0 = time.perf_counter()
+for i in range(n): m.request('/v1/chat/completions', 'support-router', 200, 'ok', 0.004); m.stage('auth', 2e-05)
+each = (time.perf_counter() - t0) / n * 1e6
+t0 = time.perf_counter()
+for i in range(n): m.observe_request('/v1/chat/completions', 'support-router', 200, 'ok', 0.004, stages, 12, 30)
+recorded = time.perf_counter() - t0
+t0 = time.perf_counter(); m.flush(0); flushed = time.perf_counter() - t0
+h = Histogram('peer_duration_seconds', 'x', ['route'], buckets=REQUEST_BUCKETS, registry=CollectorRegistry()).labels('r')
+values = [(i % 1000) / 1e4 for i in range(n)]
+t0 = time.perf_counter()
+for v in values: h.observe(v)
+observe = (time.perf_counter() - t0) / n * 1e6
+t0 = time.perf_counter(); m.render(); render = time.perf_counter() - t0
+print(json.dumps({'ours_request_plus_stage_us': round(each, 2),
+                  'ours_observe_request_5_stages_us': round(recorded / n * 1e6, 2),
+                  'flush_per_request_us': round(flushed / n * 1e6, 2),
+                  'histogram_observe_file_backed_us': round(observe, 3),
+                  'render_ms': round(render * 1e3, 2)}))
+"""
     with tempfile.TemporaryDirectory() as tmp:
-        code = (
-            "import json, sys, time\n"
-            "from llmops_kit.serving.metrics import Metrics\n"
-            "m = Metrics(); n = int(sys.argv[1]); t0 = time.perf_counter()\n"
-            "for i in range(n): m.request('/v1/chat/completions', 'support-router', 200, 'ok', 0.004); m.stage('auth', 2e-05)\n"
-            "us = (time.perf_counter() - t0) / n * 1e6; t0 = time.perf_counter(); m.render()\n"
-            "print(json.dumps({'ours_request_plus_stage_us': round(us, 2), 'render_ms': round((time.perf_counter() - t0) * 1e3, 2)}))\n"
-        )
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": tmp}
         proc = subprocess.run(
-            [sys.executable, "-c", code, str(n)], env=env, capture_output=True, text=True, check=True
+            [sys.executable, "-c", code, str(n), json.dumps(STAGES)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return json.loads(proc.stdout)
 

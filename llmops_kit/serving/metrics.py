@@ -6,18 +6,24 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['KNOWN_ROUTES', 'TTFT_BUCKETS', 'REQUEST_BUCKETS', 'OVERHEAD_BUCKETS', 'FLUSH_INTERVAL_S', 'CONTENT_TYPE',
-           'BoundedLabel', 'setup_multiprocess', 'mark_process_dead', 'Metrics']
+__all__ = ['KNOWN_ROUTES', 'TTFT_BUCKETS', 'REQUEST_BUCKETS', 'OVERHEAD_BUCKETS', 'FAMILIES', 'FLUSH_INTERVAL_S', 'CONTENT_TYPE',
+           'BoundedLabel', 'setup_multiprocess', 'mark_process_dead', 'HistogramTotals', 'TotalsCollector', 'Metrics']
 
 # %% ../../nbs/serving/03_metrics.ipynb #4c3f8e8a
 import bisect
 import os
-import shutil
+import sys
+from itertools import accumulate
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+from fastcore.basics import patch
+
+if TYPE_CHECKING: from prometheus_client.metrics_core import Metric
 
 # %% ../../nbs/serving/03_metrics.ipynb #aab921e4
 from ..core import OUTCOMES
+from ..errors import ConfigurationError
 
 # %% ../../nbs/serving/03_metrics.ipynb #8a23f1a3
 KNOWN_ROUTES: tuple[str, ...] = ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/route", "/v1/predict",
@@ -41,25 +47,32 @@ class BoundedLabel:
         self.seen.add(v)
         return v
 
+# %% ../../nbs/serving/03_metrics.ipynb #fc639163
+FAMILIES: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...]]] = { # name: (type, help, labels, buckets)
+    "llmops_requests_total": ("counter", "Requests finished", ("route", "model", "status", "outcome"), ()),
+    "llmops_request_duration_seconds": ("histogram", "Time in the server per request", ("route", "model"), REQUEST_BUCKETS),
+    "llmops_overhead_seconds": ("histogram", "Time per stage of the request path", ("stage",), OVERHEAD_BUCKETS),
+    "llmops_tokens_total": ("counter", "Tokens in and out", ("type", "model"), ()),
+    "llmops_guardrail_decisions_total": ("counter", "Guardrail verdicts", ("guard", "stage", "action"), ()),
+    "llmops_time_to_first_token_seconds": ("histogram", "Time to the first streamed token", ("model",), TTFT_BUCKETS),
+}
+
 # %% ../../nbs/serving/03_metrics.ipynb #6c130df6
 def setup_multiprocess(
     dir: str | os.PathLike, # folder for the workers' metric files
     clean: bool = True, # delete the files of a previous run
 ) -> Path:
     """Make this process and its children record metrics in `dir` (multiprocess mode)."""
+    if "prometheus_client" in sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        raise ConfigurationError("prometheus_client was imported before setup_multiprocess, so this process keeps its "
+                                 "metrics in memory; call setup_multiprocess first (or set PROMETHEUS_MULTIPROC_DIR "
+                                 "before the process starts)")
     path = Path(dir)
     path.mkdir(parents=True, exist_ok=True)
     if clean:
         for f in path.glob("*.db"): f.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
-    _refresh_value_class()
     return path
-
-def _refresh_value_class() -> None:
-    """Re-pick prometheus_client's value class after PROMETHEUS_MULTIPROC_DIR changed."""
-    from prometheus_client import values
-    want_mp = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-    if want_mp != (values.ValueClass is not values.MutexValue): values.ValueClass = values.get_value_class()
 
 # %% ../../nbs/serving/03_metrics.ipynb #cdffd84e
 def mark_process_dead(
@@ -72,160 +85,238 @@ def mark_process_dead(
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(os.getpid() if pid is None else pid, str(path))
 
+# %% ../../nbs/serving/03_metrics.ipynb #edae42d5
+class HistogramTotals:
+    """Bucket counts and sum of one histogram series, kept by the kit."""
+    __slots__ = ("bounds", "counts", "sum")
+    def __init__(self, buckets: Iterable[float]): # upper bounds, without +Inf
+        self.bounds = [*buckets, float("inf")]
+        self.counts, self.sum = [0] * len(self.bounds), 0.0
+
+    def observe(self, value: float) -> None:
+        """Add one observation."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+# %% ../../nbs/serving/03_metrics.ipynb #78ec5183
+class TotalsCollector:
+    """A `prometheus_client` collector that yields the kit's counter and histogram totals."""
+    def __init__(self,
+                 counts: dict[tuple, float], # (family, *label values): total
+                 hists: dict[tuple, HistogramTotals], # (family, *label values): bucket counts and sum
+                ):
+        from prometheus_client.utils import floatToGoString
+        self.counts, self.hists = counts, hists
+        self.le = {n: [floatToGoString(b) for b in (*f[3], float("inf"))] for n, f in FAMILIES.items() if f[0] == "histogram"}
+
+    def collect(self) -> Iterator[Metric]:
+        """One metric family per entry of `FAMILIES`, with a sample per series recorded so far."""
+        from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily
+        families = {n: (CounterMetricFamily if kind == "counter" else HistogramMetricFamily)(n, doc, labels=labels)
+                    for n, (kind, doc, labels, _) in FAMILIES.items()}
+        for (name, *labels), n in list(self.counts.items()): families[name].add_metric(labels, n)
+        for (name, *labels), h in list(self.hists.items()):
+            families[name].add_metric(labels, list(zip(self.le[name], accumulate(h.counts))), h.sum)
+        yield from families.values()
+
 # %% ../../nbs/serving/03_metrics.ipynb #b2cf3f60
 class Metrics:
-    """The server's Prometheus metrics, with bounded labels and cached children."""
-    def __init__(self, *, routes: Iterable[str] = (), max_values: int = 64):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-        _refresh_value_class()
+    """The server's Prometheus metrics, with bounded labels."""
+    def __init__(self, *,
+                 routes: Iterable[str] = (), # routes to label by name besides `KNOWN_ROUTES`
+                 max_values: int = 64, # distinct values per open label (model, stage, guard, action)
+                ):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         self.registry = r = CollectorRegistry(auto_describe=True)
         self._route = BoundedLabel((*KNOWN_ROUTES, *routes), closed=True)
         self._outcome = BoundedLabel(OUTCOMES, closed=True)
         self._model, self._stage, self._guard, self._action, self._gstage = (BoundedLabel(max_values=max_values) for _ in range(5))
-        self.requests_total = Counter("llmops_requests_total", "Requests finished", ["route", "model", "status", "outcome"], registry=r)
-        self.request_duration = Histogram("llmops_request_duration_seconds", "Time in the server per request",
-                                          ["route", "model"], buckets=REQUEST_BUCKETS, registry=r)
-        self.overhead = Histogram("llmops_overhead_seconds", "Time per stage of the request path", ["stage"],
-                                  buckets=OVERHEAD_BUCKETS, registry=r)
-        self.tokens_total = Counter("llmops_tokens_total", "Tokens in and out", ["type", "model"], registry=r)
-        self.guardrail_decisions = Counter("llmops_guardrail_decisions_total", "Guardrail verdicts",
-                                           ["guard", "stage", "action"], registry=r)
         self.in_flight = Gauge("llmops_in_flight_requests", "Requests being handled now", registry=r, multiprocess_mode="livesum")
-        self.time_to_first_token = Histogram("llmops_time_to_first_token_seconds", "Time to the first streamed token",
-                                             ["model"], buckets=TTFT_BUCKETS, registry=r)
-        if self.multiprocess_dir is None:
-            from prometheus_client import ProcessCollector
-            ProcessCollector(registry=r)
-        self._children: dict[tuple, object] = {}
-        # what `observe_request` adds up until `flush`, and its caches of resolved label keys
+        # single process: the totals; multiprocess: the counts and observations `observe_request` recorded until `flush`
         self._counts: dict[tuple, float] = {}
-        self._hists: dict[tuple, list] = {}
-        self._keys: dict[tuple, tuple] = {}
-        self._stage_keys: dict[str, tuple] = {}
-        self._guard_keys: dict[tuple, tuple] = {}
-        self._request_bounds, self._overhead_bounds = [*REQUEST_BUCKETS, float("inf")], [*OVERHEAD_BUCKETS, float("inf")]
+        self._hists: dict[tuple, HistogramTotals | list[float]] = {}
+        self._series, self._children = {}, {}
+        if self.multiprocess_dir is None:
+            r.register(TotalsCollector(self._counts, self._hists))
+            ProcessCollector(registry=r)
+        else:
+            for name, (kind, doc, labels, buckets) in FAMILIES.items():
+                self._series[name] = (Counter(name, doc, labels, registry=r) if kind == "counter"
+                                      else Histogram(name, doc, labels, buckets=buckets, registry=r))
+        self._keys, self._sinks, self._stage_sinks, self._guard_keys = {}, {}, {}, {} # caches of resolved labels
         self.pending = False
 
     def __repr__(self) -> str:
-        return f"Metrics(multiprocess_dir={self.multiprocess_dir!r}, series={len(self._children)})"
+        series = len(self._children) if self.multiprocess_dir else len(self._counts) + len(self._hists)
+        return f"Metrics(multiprocess_dir={self.multiprocess_dir!r}, series={series})"
 
-# %% ../../nbs/serving/03_metrics.ipynb #bdebf794
-def _child(self: Metrics, metric, *labels: str):
-    """The cached child of `metric` for `labels`."""
-    key = (id(metric), *labels)
+# %% ../../nbs/serving/03_metrics.ipynb #ed258f3f
+@patch
+def _child(self: Metrics, key: tuple):
+    """The cached label child of a multiprocess series `(family, *label values)`."""
     child = self._children.get(key)
-    if child is None: child = self._children[key] = metric.labels(*labels)
+    if child is None: child = self._children[key] = self._series[key[0]].labels(*key[1:])
     return child
 
+# %% ../../nbs/serving/03_metrics.ipynb #0f63f9b2
+@patch
+def _count(self: Metrics, key: tuple, n: float = 1) -> None:
+    """Add `n` to the counter series `key`."""
+    if self.multiprocess_dir is None: self._counts[key] = self._counts.get(key, 0) + n
+    else: self._child(key).inc(n)
+
+# %% ../../nbs/serving/03_metrics.ipynb #b7060309
+@patch
+def _observe(self: Metrics, key: tuple, value: float) -> None:
+    """Add one observation to the histogram series `key`."""
+    if self.multiprocess_dir is not None: self._child(key).observe(value); return
+    h = self._hists.get(key)
+    if h is None: h = self._hists[key] = HistogramTotals(FAMILIES[key[0]][3])
+    h.observe(value)
+
+# %% ../../nbs/serving/03_metrics.ipynb #9abe92d6
 def _status(status: int | str) -> str:
     try: code = int(status)
     except (TypeError, ValueError): return "other"
     return str(code) if 100 <= code <= 599 else "other"
 
-Metrics._child = _child
-
-# %% ../../nbs/serving/03_metrics.ipynb #2124e024
-def _request(self: Metrics, route: str, model: str | None, status: int, outcome: str, duration_s: float) -> None:
+# %% ../../nbs/serving/03_metrics.ipynb #6064d415
+@patch
+def request(self: Metrics,
+            route: str, # the request path; unknown paths count as `other`
+            model: str | None, # the served model
+            status: int | str, # HTTP status sent
+            outcome: str, # one of `core.OUTCOMES`
+            duration_s: float, # time in the server
+           ) -> None:
     """Count a finished request and observe its duration."""
     r, m = self._route(route), self._model(model)
-    self._child(self.requests_total, r, m, _status(status), self._outcome(outcome)).inc()
-    self._child(self.request_duration, r, m).observe(duration_s)
+    self._count(("llmops_requests_total", r, m, _status(status), self._outcome(outcome)))
+    self._observe(("llmops_request_duration_seconds", r, m), duration_s)
 
-def _stage(self: Metrics, stage: str, seconds: float) -> None:
+# %% ../../nbs/serving/03_metrics.ipynb #0447bf49
+@patch
+def stage(self: Metrics,
+          stage: str, # `auth`, `limits`, `input_guard`, `model`, ...
+          seconds: float, # time spent in it
+         ) -> None:
     """Observe the time of one stage of the request path."""
-    self._child(self.overhead, self._stage(stage)).observe(seconds)
+    self._observe(("llmops_overhead_seconds", self._stage(stage)), seconds)
 
+# %% ../../nbs/serving/03_metrics.ipynb #15bc89d6
 _TOKEN_TYPES = {"input": "input", "prompt": "input", "output": "output", "completion": "output"}
 
-def _tokens(self: Metrics, kind: str, model: str | None, n: int) -> None:
-    """Count `n` tokens of `kind` (`input`/`prompt` or `output`/`completion`)."""
-    if n > 0: self._child(self.tokens_total, _TOKEN_TYPES.get(kind, "other"), self._model(model)).inc(n)
+@patch
+def tokens(self: Metrics,
+           kind: str, # `input`/`prompt` or `output`/`completion`
+           model: str | None, # the served model
+           n: int, # how many
+          ) -> None:
+    """Count `n` tokens of `kind`."""
+    if n > 0: self._count(("llmops_tokens_total", _TOKEN_TYPES.get(kind, "other"), self._model(model)), n)
 
-def _guardrail(self: Metrics, guard: str, stage: str, action: str) -> None:
+# %% ../../nbs/serving/03_metrics.ipynb #8ba7d9bb
+@patch
+def guardrail(self: Metrics,
+              guard: str, # the guard that decided (`pii`, `injection`, ...)
+              stage: str, # `input` or `output`
+              action: str, # `allow`, `redact`, `block`, ...
+             ) -> None:
     """Count one guardrail verdict."""
-    self._child(self.guardrail_decisions, self._guard(guard), self._gstage(stage), self._action(action)).inc()
+    self._count(("llmops_guardrail_decisions_total", self._guard(guard), self._gstage(stage), self._action(action)))
 
-def _ttft(self: Metrics, model: str | None, seconds: float) -> None:
+# %% ../../nbs/serving/03_metrics.ipynb #cd0b075d
+@patch
+def ttft(self: Metrics,
+         model: str | None, # the served model
+         seconds: float, # time to the first streamed token
+        ) -> None:
     """Observe the time to the first streamed token."""
-    self._child(self.time_to_first_token, self._model(model)).observe(seconds)
+    self._observe(("llmops_time_to_first_token_seconds", self._model(model)), seconds)
 
-Metrics.request, Metrics.stage, Metrics.tokens, Metrics.guardrail, Metrics.ttft = _request, _stage, _tokens, _guardrail, _ttft
-
-# %% ../../nbs/serving/03_metrics.ipynb #7fc930f0
+# %% ../../nbs/serving/03_metrics.ipynb #f3cb880e
 FLUSH_INTERVAL_S = 0.5
 
-def _observe_request(self: Metrics,
-                     route: str, # the request path's bounded label (`route_label`)
-                     model: str | None, # the served model
-                     status: int, # HTTP status sent
-                     outcome: str, # one of `core.OUTCOMES`
-                     duration_s: float, # time in the server
-                     stages_ms: dict[str, float] | None = None, # time per stage, in milliseconds
-                     prompt_tokens: int = 0,
-                     completion_tokens: int = 0,
-                     guardrails: Iterable[tuple[str, str, str]] = (), # (guard, stage, action) per decision
-                    ) -> None:
-    """Record everything about one finished request; `flush` applies it to the Prometheus series."""
+@patch
+def _sink(self: Metrics, key: tuple):
+    """Where `observe_request` puts an observation of the histogram series `key`."""
+    sink = self._sinks.get(key)
+    if sink is None:
+        if self.multiprocess_dir is None:
+            h = self._hists.get(key)
+            if h is None: h = self._hists[key] = HistogramTotals(FAMILIES[key[0]][3])
+            sink = h.observe
+        else: sink = self._hists.setdefault(key, []).append
+        self._sinks[key] = sink
+    return sink
+
+# %% ../../nbs/serving/03_metrics.ipynb #d2b85e53
+@patch
+def observe_request(self: Metrics,
+                    route: str, # the request path's bounded label (`route_label`)
+                    model: str | None, # the served model
+                    status: int, # HTTP status sent
+                    outcome: str, # one of `core.OUTCOMES`
+                    duration_s: float, # time in the server
+                    stages_ms: dict[str, float] | None = None, # time per stage, in milliseconds
+                    prompt_tokens: int = 0, # tokens in
+                    completion_tokens: int = 0, # tokens out
+                    guardrails: Iterable[tuple[str, str, str]] = (), # (guard, stage, action) per decision
+                   ) -> None:
+    """Record everything about one finished request."""
     keys = self._keys.get((route, model, status, outcome))
     if keys is None:
         r, m = self._route(route), self._model(model)
-        keys = (("c", self.requests_total, r, m, _status(status), self._outcome(outcome)),
-                ("h", self.request_duration, r, m), ("c", self.tokens_total, "input", m),
-                ("c", self.tokens_total, "output", m))
+        keys = (("llmops_requests_total", r, m, _status(status), self._outcome(outcome)),
+                self._sink(("llmops_request_duration_seconds", r, m)),
+                ("llmops_tokens_total", "input", m), ("llmops_tokens_total", "output", m))
         if len(self._keys) < 4096: self._keys[(route, model, status, outcome)] = keys
-    counts, hists = self._counts, self._hists
+    counts = self._counts
     counts[keys[0]] = counts.get(keys[0], 0) + 1
-    _add(hists, keys[1], self._request_bounds, duration_s)
+    keys[1](duration_s)
     if prompt_tokens > 0: counts[keys[2]] = counts.get(keys[2], 0) + prompt_tokens
     if completion_tokens > 0: counts[keys[3]] = counts.get(keys[3], 0) + completion_tokens
     if stages_ms:
-        stage_keys, bounds = self._stage_keys, self._overhead_bounds
-        for stage, ms in stages_ms.items(): # `_add`, inlined: five stages per request
-            key = stage_keys.get(stage)
-            if key is None: key = stage_keys[stage] = ("h", self.overhead, self._stage(stage))
-            h = hists.get(key)
-            if h is None: h = hists[key] = [0] * (len(bounds) + 1)
-            h[bisect.bisect_left(bounds, ms / 1000)] += 1
-            h[-1] += ms / 1000
+        sinks = self._stage_sinks
+        for stage, ms in stages_ms.items():
+            sink = sinks.get(stage)
+            if sink is None:
+                sink = self._sink(("llmops_overhead_seconds", self._stage(stage)))
+                if len(sinks) < 4096: sinks[stage] = sink
+            sink(ms / 1000)
     for decision in guardrails:
         key = self._guard_keys.get(decision)
         if key is None:
             guard, stage, action = decision
-            key = ("c", self.guardrail_decisions, self._guard(guard), self._gstage(stage), self._action(action))
+            key = ("llmops_guardrail_decisions_total", self._guard(guard), self._gstage(stage), self._action(action))
             if len(self._guard_keys) < 4096: self._guard_keys[decision] = key
         counts[key] = counts.get(key, 0) + 1
-    self.pending = True
+    if self.multiprocess_dir is not None: self.pending = True
 
-def _add(hists: dict, key: tuple, bounds: list[float], value: float) -> None:
-    """Add `value` to the pending bucket counts of `key` (the last slot holds the sum)."""
-    h = hists.get(key)
-    if h is None: h = hists[key] = [0] * (len(bounds) + 1)
-    h[bisect.bisect_left(bounds, value)] += 1 # the first bucket whose bound is >= value, as prometheus_client
-    h[-1] += value
-
-def _flush(self: Metrics,
-           in_flight: int | None = None, # set the in-flight gauge to this, if given
-          ) -> None:
-    """Apply the requests recorded by `observe_request` to the Prometheus series."""
-    counts, hists = self._counts, self._hists
-    self._counts, self._hists, self.pending = {}, {}, False
-    for (_, metric, *labels), n in counts.items(): self._child(metric, *labels).inc(n)
-    for (_, metric, *labels), h in hists.items():
-        child = self._child(metric, *labels)
-        for i, n in enumerate(h[:-1]):
-            if n: child._buckets[i].inc(n)
-        child._sum.inc(h[-1])
+# %% ../../nbs/serving/03_metrics.ipynb #73a9ddac
+@patch
+def flush(self: Metrics,
+          in_flight: int | None = None, # set the in-flight gauge to this, if given
+         ) -> None:
+    """Apply what `observe_request` recorded to the worker's metric files (multiprocess mode); set the in-flight gauge."""
+    if self.pending:
+        counts, self._counts, self.pending = self._counts, {}, False
+        for key, n in counts.items(): self._child(key).inc(n)
+        for key, values in self._hists.items():
+            if values:
+                observe = self._child(key).observe
+                for v in values: observe(v)
+                values.clear()
     if in_flight is not None: self.in_flight.set(in_flight)
-
-Metrics.observe_request, Metrics.flush = _observe_request, _flush
 
 # %% ../../nbs/serving/03_metrics.ipynb #55405fe9
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-def _render(self: Metrics,
-            in_flight: int | None = None, # this process's requests in flight, to set the gauge
-           ) -> tuple[bytes, str]:
+@patch
+def render(self: Metrics,
+           in_flight: int | None = None, # this process's requests in flight, to set the gauge
+          ) -> tuple[bytes, str]:
     """The exposition text and its content type; in multiprocess mode, summed over all workers."""
     from prometheus_client import CollectorRegistry, generate_latest
     if self.pending or in_flight is not None: self.flush(in_flight)
@@ -234,5 +325,3 @@ def _render(self: Metrics,
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=self.multiprocess_dir)
     return generate_latest(registry), CONTENT_TYPE
-
-Metrics.render = _render
