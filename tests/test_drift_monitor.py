@@ -38,12 +38,9 @@ def webhook():
     server.server_close()
 
 
-def write_audit_log(folder: Path, frame: pd.DataFrame) -> None:
-    """The audit log as the server writes it: rotated files, the older one gzipped."""
-    import gzip
-
-    folder.mkdir()
-    lines = [
+def audit_lines(frame: pd.DataFrame, start: int = 0) -> list[str]:
+    """One inference record a minute from 2026-03-02 09:00 UTC, the first one `start` minutes in."""
+    return [
         InferenceRecord(
             request_id=f"r{i}",
             ts=(pd.Timestamp("2026-03-02T09:00:00Z") + pd.Timedelta(minutes=i)).isoformat(),
@@ -56,8 +53,16 @@ def write_audit_log(folder: Path, frame: pd.DataFrame) -> None:
             input=TextRecord.of(text, text),
             prediction={"intent": intent, "confidence": 0.9},
         ).to_json()
-        for i, (text, intent) in enumerate(zip(frame["text"], frame["category"], strict=True))
+        for i, (text, intent) in enumerate(zip(frame["text"], frame["category"], strict=True), start)
     ]
+
+
+def write_audit_log(folder: Path, frame: pd.DataFrame) -> None:
+    """The audit log as the server writes it: rotated files, the older one gzipped."""
+    import gzip
+
+    folder.mkdir()
+    lines = audit_lines(frame)
     half = len(lines) // 2
     with gzip.open(folder / "audit-0001.jsonl.gz", "wt") as f:
         f.write("\n".join(lines[:half]) + "\n")
@@ -202,3 +207,74 @@ def test_monitor_scans_windows_in_the_router_view(tmp_path, shared_data):
     proc = run_llmops(*args, "--model", "reference.csv", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "neither a saved router folder" in proc.stderr
+
+
+def test_monitor_remembers_windows_and_events(tmp_path, shared_data):
+    """A second run tests nothing again and fires nothing again; --rescan tests again; a grown log tests only what is new."""
+    bank = pd.read_csv(shared_data / "banking77" / "train.csv").sample(frac=1, random_state=14)
+    topup = bank["category"].str.startswith("top_up")
+    normal, surge = bank[~topup], bank[topup]
+    normal.iloc[:200].to_csv(tmp_path / "reference.csv", index=False)
+    drifted = pd.concat([normal.iloc[200:350], surge.iloc[:150]]).sample(frac=1, random_state=0)
+    write_audit_log(tmp_path / "audit", drifted.iloc[:180])  # 3 windows of 60, each half top-up
+    (tmp_path / "settings.ini").write_text(
+        "[project]\nstate_dir = state\n[drift]\nwindow = 60\npermutations = 100\n"
+        "trigger_windows = 2\ntrigger_min_drifted = 2\n"
+    )
+    args = ["drift", "monitor", "--reference", "reference.csv", "--audit-log", "audit"]
+    args += ["--model-name", "support-router", "--model-version", "3", "--json", "--fail-on-drift"]
+    events_file = tmp_path / "state" / "drift" / "events.jsonl"
+
+    def monitor(*extra: str) -> tuple[int, list[str], list[dict]]:
+        proc = run_llmops(*args, *extra, cwd=tmp_path)
+        assert proc.returncode in (0, 1), proc.stderr
+        doc = json.loads(proc.stdout)
+        return proc.returncode, [w["window"] for w in doc["windows"]], doc["events"]
+
+    code, windows, events = monitor()
+    assert (code, windows) == (1, ["rows 0-59", "rows 60-119", "rows 120-179"])
+    assert [e["event"]["windows"] for e in events] == [["rows 0-59", "rows 60-119"]]
+    first_id = events[0]["event"]["event_id"]
+    assert [json.loads(line)["event_id"] for line in events_file.read_text().splitlines()] == [first_id]
+
+    assert monitor() == (0, [], [])  # the same log: no window tested, no trigger
+    assert len(events_file.read_text().splitlines()) == 1
+
+    code, windows, events = monitor("--rescan")  # every window again; the same event, not emitted twice
+    assert (code, len(windows)) == (0, 3)
+    assert [(e["event"]["event_id"], e["already_emitted"]) for e in events] == [(first_id, True)]
+    assert "webhook" not in events[0] and len(events_file.read_text().splitlines()) == 1
+
+    (tmp_path / "audit" / "audit-0003.jsonl").write_text(
+        "\n".join(audit_lines(drifted.iloc[180:300], 180)) + "\n"
+    )
+    code, windows, events = monitor()  # two new windows: only they are tested
+    assert (code, windows) == (1, ["rows 180-239", "rows 240-299"])
+    # the policy goes on from the remembered windows: the first new one pairs with the last old one
+    assert [e["event"]["windows"] for e in events] == [["rows 120-179", "rows 180-239"]]
+    assert len(events_file.read_text().splitlines()) == 2
+
+    code, windows, events = monitor("--rescan", "--since", "2026-03-02T11:30:00Z", "--dry-run")
+    assert windows == ["rows 120-179", "rows 180-239", "rows 240-299"]  # the windows ending after 11:30
+    assert all(e["already_emitted"] for e in events) and code == 0
+
+
+@pytest.mark.parametrize("value", ["last tuesday", "24x", ""])
+def test_monitor_bad_since_is_one_line_error(tmp_path, value):
+    (tmp_path / "reference.csv").write_text("text\n" + "\n".join(f"q{i}" for i in range(40)) + "\n")
+    (tmp_path / "audit").mkdir()
+    (tmp_path / "audit" / "a.jsonl").write_text("")
+    proc = run_llmops(
+        "drift",
+        "monitor",
+        "--reference",
+        "reference.csv",
+        "--audit-log",
+        "audit",
+        "--since",
+        value,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert f"--since {value!r} is neither a timestamp" in proc.stderr

@@ -113,10 +113,11 @@ def _profile(args: argparse.Namespace) -> int:
 
 # %% ../../nbs/drift/05_cli.ipynb #52bfc617
 def _monitor(args: argparse.Namespace) -> int:
-    from llmops_kit.drift.monitor import run_monitor, split_windows
+    from llmops_kit.drift.monitor import parse_since, run_monitor, split_windows
     from llmops_kit.drift.profile import audit_frame
     from llmops_kit.drift.report import MIN_ROWS
     from llmops_kit.embeddings import Embedder
+    since = parse_since(args.since, name="--since") if args.since is not None else None # bad input fails before any work
     settings = load_settings(args.config)
     frame = audit_frame(args.audit_log)
     split_windows(frame.head(0), args.window or settings.drift.window) # a bad window fails before any embedding
@@ -124,15 +125,18 @@ def _monitor(args: argparse.Namespace) -> int:
     profile = load_reference(args.reference, args.text_column, embedder, MIN_ROWS)
     model = load_drift_model(args.model, settings) if args.model else None
     history, events = run_monitor(profile, frame, settings, model_name=args.model_name, model_version=args.model_version,
-                                  fire=not args.dry_run, window=args.window, reference_mode=args.reference_mode,
+                                  fire=not args.dry_run, since=since, rescan=args.rescan, window=args.window,
+                                  reference_mode=args.reference_mode,
                                   embedder=embedder, alpha=args.alpha, correction=args.correction, permutations=args.permutations,
                                   model=model)
     if args.json:
         print(json.dumps({"windows": json.loads(history.to_json(orient="records", date_format="iso")), "events": events}, default=str))
     else:
-        print(history.to_string(index=False) if len(history) else "no complete window yet")
-        for e in events: print(f"retrain event {e['event']['event_id']}: {e['event']['reason']}")
-    return 1 if args.fail_on_drift and events else 0
+        print(history.to_string(index=False) if len(history) else
+              "no window to test: none is complete yet, or an earlier run tested them all (--rescan tests them again)")
+        for e in events:
+            print(f"retrain event {e['event']['event_id']}: {e['event']['reason']}" + (" (already emitted)" if e["already_emitted"] else ""))
+    return 1 if args.fail_on_drift and any(not e["already_emitted"] for e in events) else 0
 
 # %% ../../nbs/drift/05_cli.ipynb #3835c400
 MODEL_HELP = "the router serving the traffic (a saved router folder or models:/NAME@ALIAS): also scan in its view"
@@ -170,8 +174,11 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     mon.add_argument("--model", default=None, metavar="SPEC", help=MODEL_HELP)
     mon.add_argument("--model-name", default=None, help="registered model to tag when the trigger fires")
     mon.add_argument("--model-version", default=None, help="its version")
-    mon.add_argument("--dry-run", action="store_true", help="report what would fire without emitting events")
+    mon.add_argument("--since", default=None, metavar="WHEN",
+                     help="test only windows ending after WHEN: a timestamp (2026-03-02T09:00Z) or a duration back from now (90m, 24h, 7d)")
+    mon.add_argument("--rescan", action="store_true", help="ignore the watermark: test every window again (emitted events stay emitted once)")
+    mon.add_argument("--dry-run", action="store_true", help="report what would fire without emitting events or moving the watermark")
     mon.add_argument("--json", action="store_true", help="print one JSON object")
-    mon.add_argument("--fail-on-drift", action="store_true", help="exit 1 when a retrain event fired")
+    mon.add_argument("--fail-on-drift", action="store_true", help="exit 1 when a new retrain event fired")
     _add_common(mon)
     mon.set_defaults(handler=_monitor)
