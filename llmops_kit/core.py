@@ -49,6 +49,8 @@ class EmbeddingSettings(_Section):
     batch_size: int = Field(64, ge=1, le=4096)
     cache: bool = True
     threads: int = Field(0, ge=0, le=256)
+    cache_max_entries: int = Field(100_000, ge=1)
+    cache_max_age_days: float = Field(30.0, gt=0)
 
 # %% ../nbs/00_core.ipynb #40498e57
 class MlflowSettings(_Section):
@@ -99,6 +101,7 @@ class ServingSettings(_Section):
     tls_key: str = ""
     cors_origins: str = ""
     max_in_flight: int = Field(0, ge=0)
+    cache_prompt_embeddings: bool = True # keep served prompts' embeddings in the bounded, keyed cache (never with `[audit] store_prompts = raw`)
     opentelemetry: bool = False # FastAPI's own OpenTelemetry instrumentation (off: it looks up providers per request)
 
 # %% ../nbs/00_core.ipynb #299473ad
@@ -347,6 +350,7 @@ class InferenceRecord:
     status: int # HTTP status sent
     outcome: str # one of OUTCOMES
     tenant: str | None = None # tenant claim of the token or API key, never the credential
+    subject: str | None = None # who called: the token's `sub`, or `apikey:<id>` (never the credential)
     method: str = "POST"
     model: str | None = None # model name served
     model_version: str | None = None # registry version (or backend version)

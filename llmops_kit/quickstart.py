@@ -442,7 +442,15 @@ def run_stages(
     """Run the stages in order, printing one progress line per stage."""
     stages = list(STAGES if stages is None else stages)
     progress = progress if progress is not None else sys.stderr
-    results, stop = [], False
+    results: list[StageResult] = []
+    try: _run_each(ctx, stages, skip, progress, results)
+    except BaseException as e: # a required stage failed or the user pressed Ctrl-C: open lineage runs end FAIL / ABORT
+        for run in ctx.lineage.values(): run.end_with(e)
+        raise
+    return results
+
+def _run_each(ctx: QuickstartContext, stages: list[Stage], skip: Sequence[str], progress, results: list[StageResult]) -> None:
+    stop = False
     for i, stage in enumerate(stages, 1):
         head = f"[{i}/{len(stages)}] {stage.name:<9}"
         missing = [m for m in stage.requires if not _installed(m)]
@@ -456,13 +464,14 @@ def run_stages(
             except StageSkipped as e: result = StageResult(stage.name, "skipped", str(e))
             except Exception as e:
                 if stage.required and isinstance(e, LlmopsError): raise
+                if stage.required:
+                    for run in ctx.lineage.values(): run.end_with(e) # FAIL, with the error's message
                 result = StageResult(stage.name, "failed", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                                      time.perf_counter() - t0)
                 stop = stage.required
         print(f"{head} {result.status}" + (f" in {result.seconds:.1f}s" if result.seconds else "") + f": {result.note}",
               file=progress, flush=True)
         results.append(result)
-    return results
 
 # %% ../nbs/90_quickstart.ipynb #3b5a6cc3
 def quickstart(

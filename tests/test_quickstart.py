@@ -154,3 +154,34 @@ def test_a_failing_later_stage_is_reported_and_sets_the_exit_code(project):
     assert re.search(r"^    register +done", proc.stdout, flags=re.M)
     assert re.search(r"^    serve +failed: .*server exited", proc.stdout, flags=re.M), proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_a_failed_required_stage_ends_its_lineage_runs_with_fail(project):
+    """Training ran (its OpenLineage run started); registering failed: the run ends FAIL with the error's message."""
+    from llmops_kit.core import load_settings
+    from llmops_kit.quickstart import STAGES, QuickstartContext, Stage, run_stages
+
+    def broken_registry(ctx):
+        raise RuntimeError("the model registry is unreachable")
+
+    settings = load_settings(project / "settings.ini", environ={})
+    (project / "work").mkdir()
+    ctx = QuickstartContext(settings, work=project / "work")
+    stages = [s for s in STAGES if s.name in ("data", "train", "evaluate")]
+    results = run_stages(
+        ctx, [*stages, Stage("register", broken_registry, required=True)], progress=io.StringIO()
+    )
+    assert [r.status for r in results] == ["done", "done", "done", "failed"], results
+    events = [
+        json.loads(line)
+        for line in (project / ".llmops" / "lineage" / "events.jsonl").read_text().splitlines()
+    ]
+    ends = {e["job"]["name"]: e for e in events if e["eventType"] in ("COMPLETE", "FAIL", "ABORT")}
+    train = ends["support-router.train"]
+    assert train["eventType"] == "FAIL"
+    assert train["run"]["facets"]["errorMessage"][
+        "message"
+    ] == "RuntimeError: the model registry is unreachable" or (
+        "the model registry is unreachable" in train["run"]["facets"]["errorMessage"]["message"]
+    )
+    assert ends["support-router.evaluate"]["eventType"] in ("COMPLETE", "FAIL")

@@ -133,6 +133,8 @@ def test_one_audit_record_per_request_for_every_outcome(server):
     assert found["req-ok-0001"][0]["tenant"] == "acme"
     assert found["req-block-001"][0]["guardrails"][0]["action"] == "block"
     assert found["req-noauth-01"][0]["tenant"] is None
+    assert found["req-ok-0001"][0]["subject"]  # who called, beside the tenant (the token's sub)
+    assert found["req-noauth-01"][0]["subject"] is None
 
 
 def test_security_headers_and_no_cors_by_default(server):

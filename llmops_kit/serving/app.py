@@ -70,6 +70,13 @@ def route_label(
     """A bounded metrics label for `path`."""
     return path if path in _KNOWN_ROUTES else "other"
 
+# %% ../../nbs/serving/06_app.ipynb #7087a38c
+def _prompt_cache_settings(settings: Settings) -> Settings:
+    """`settings` with the embedding cache off unless `[serving] cache_prompt_embeddings` allows it and prompts are not encrypted."""
+    keep = settings.serving.cache_prompt_embeddings and settings.audit.store_prompts != "raw"
+    if keep or not settings.embeddings.cache: return settings
+    return settings.model_copy(update={"embeddings": settings.embeddings.model_copy(update={"cache": False})})
+
 # %% ../../nbs/serving/06_app.ipynb #7c7e486f
 class Server:
     """The shared state of the serving app, and the middleware's hooks."""
@@ -83,7 +90,7 @@ class Server:
         self.backend = backend or make_backend(settings)
         self.auth = Authenticator.from_settings(settings)
         from llmops_kit.embeddings import Embedder
-        self.embedder = Embedder.from_settings(settings) # loads MiniLM only when first used
+        self.embedder = Embedder.from_settings(_prompt_cache_settings(settings)) # loads MiniLM only when first used
         self.chain = GuardChain.from_settings(settings, embedder=self.embedder)
         self.offload_guards = settings.guardrails.embedding_guards
         self.policy_source = settings.guardrails.policy or "packaged default"
@@ -193,7 +200,8 @@ async def record(self: Server, ctx: RequestContext) -> None:
     if ctx.path in _PROBES: return
     t = time.perf_counter()
     record = {"request_id": ctx.request_id, "ts": ctx.ts, "route": ctx.path[:256], "status": ctx.status,
-              "outcome": outcome_for(ctx), "tenant": ctx.tenant, "method": ctx.method, "model": ctx.model,
+              "outcome": outcome_for(ctx), "tenant": ctx.tenant,
+              "subject": None if ctx.principal is None else ctx.principal.subject, "method": ctx.method, "model": ctx.model,
               "model_version": ctx.model_version, "latency_ms": round((t - ctx.started) * 1000, 3), "stages_ms": None,
               "prompt_tokens": ctx.prompt_tokens, "completion_tokens": ctx.completion_tokens, "cost_usd": ctx.cost_usd,
               "input": self._text_record(ctx.input), "output": self._text_record(ctx.output),
