@@ -8,8 +8,9 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['SECTIONS', 'SCHEMA_VERSION', 'OUTCOMES', 'ProjectSettings', 'EmbeddingSettings', 'MlflowSettings', 'LineageSettings',
            'DriftSettings', 'GuardrailSettings', 'ServingSettings', 'AuthSettings', 'AuditSettings', 'ExportSettings',
-           'Settings', 'load_settings', 'get_settings', 'shared_data_dir', 'read_table', 'ProjectPaths',
-           'JsonFormatter', 'configure_logging', 'log_event', 'sha256_hex', 'TextRecord', 'InferenceRecord']
+           'ModelSettings', 'Settings', 'load_settings', 'get_settings', 'shared_data_dir', 'read_table',
+           'ProjectPaths', 'JsonFormatter', 'configure_logging', 'log_event', 'sha256_hex', 'TextRecord',
+           'InferenceRecord']
 
 # %% ../nbs/00_core.ipynb #dfa3815a
 import configparser
@@ -19,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -133,6 +135,26 @@ class ExportSettings(_Section):
     """`[export]`: where container build contexts are written."""
     output_dir: str = ".llmops/export"
 
+# %% ../nbs/00_core.ipynb #413c5f06
+class ModelSettings(_Section):
+    """`[model.NAME]`: one served model: its kind, where it lives, limits and prices."""
+    kind: Literal["pyfunc", "openai", "llamacpp", "benchmark"]
+    uri: str = ""
+    base_url: str = ""
+    upstream_model: str = ""
+    api_key_env: str = ""
+    gguf: str = ""
+    n_ctx: int = Field(2048, ge=128, le=131072)
+    threads: int = Field(0, ge=0, le=256)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+    max_concurrency: int = Field(4, ge=1, le=1024)
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.7, ge=0, le=2)
+    prompt_usd_per_mtok: float = Field(0.0, ge=0)
+    completion_usd_per_mtok: float = Field(0.0, ge=0)
+
 # %% ../nbs/00_core.ipynb #905497c1
 SECTIONS: dict[str, type[_Section]] = {
     "project": ProjectSettings, "embeddings": EmbeddingSettings, "mlflow": MlflowSettings,
@@ -155,6 +177,7 @@ class Settings(_Section):
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
     export: ExportSettings = ExportSettings()
+    models: dict[str, ModelSettings] = Field(default_factory=dict) # `[model.NAME]` sections, by name
 
     def path(self, value: str | os.PathLike) -> Path:
         """Resolve `value` against the settings root unless it is absolute."""
@@ -162,6 +185,9 @@ class Settings(_Section):
         return p if p.is_absolute() else self.root / p
 
 # %% ../nbs/00_core.ipynb #c5cc2af7
+_MODEL_PREFIX = "model."
+_MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
 def _raw_sections(path: Path | None, environ: dict[str, str]) -> dict[str, dict[str, tuple[str, str]]]:
     """Collect `{section: {key: (value, origin)}}` from the INI file and `LLMOPS_*__*` variables."""
     raw: dict[str, dict[str, tuple[str, str]]] = {}
@@ -171,6 +197,9 @@ def _raw_sections(path: Path | None, environ: dict[str, str]) -> dict[str, dict[
         except (configparser.Error, UnicodeDecodeError) as e:
             raise ConfigurationError(f"{path}: cannot parse: {e}".replace("\n", " ")) from None
         for section in parser.sections():
+            if section.startswith(_MODEL_PREFIX) and _MODEL_NAME.match(section[len(_MODEL_PREFIX):]):
+                raw[section] = {k: (v.strip(), path.name) for k, v in parser.items(section)}
+                continue
             if section not in SECTIONS:
                 raise ConfigurationError(f"{path}: unknown section [{section}]; known sections: {', '.join(SECTIONS)}")
             raw[section] = {k: (v.strip(), path.name) for k, v in parser.items(section)}
@@ -178,7 +207,13 @@ def _raw_sections(path: Path | None, environ: dict[str, str]) -> dict[str, dict[
         if not name.startswith("LLMOPS_") or "__" not in name: continue
         section, _, key = name[len("LLMOPS_"):].partition("__")
         section, key = section.lower(), key.lower()
-        if section not in SECTIONS:
+        if section == "model": # LLMOPS_MODEL__<NAME>__<KEY>, `-` written `_`
+            model, _, key = key.rpartition("__")
+            section = next((s for s in raw if s.startswith(_MODEL_PREFIX) and s[len(_MODEL_PREFIX):].replace("-", "_") == model),
+                           _MODEL_PREFIX + model.replace("_", "-"))
+            if not model or not _MODEL_NAME.match(section[len(_MODEL_PREFIX):]):
+                raise ConfigurationError(f"{name}: write model overrides as LLMOPS_MODEL__<NAME>__<KEY>")
+        elif section not in SECTIONS:
             raise ConfigurationError(f"{name}: unknown section [{section}]; known sections: {', '.join(SECTIONS)}")
         raw.setdefault(section, {})[key] = (value.strip(), name)
     return raw
@@ -186,7 +221,7 @@ def _raw_sections(path: Path | None, environ: dict[str, str]) -> dict[str, dict[
 # %% ../nbs/00_core.ipynb #1e250945
 def _validate_section(section: str, values: dict[str, tuple[str, str]]) -> _Section:
     """Validate one section's raw strings, naming section, key, value and origin on failure."""
-    model = SECTIONS[section]
+    model = ModelSettings if section.startswith(_MODEL_PREFIX) else SECTIONS[section]
     for key, (value, origin) in values.items():
         if key not in model.model_fields:
             raise ConfigurationError(f"{origin}: unknown key '{key}' in section [{section}]; "
@@ -196,7 +231,7 @@ def _validate_section(section: str, values: dict[str, tuple[str, str]]) -> _Sect
     except ValidationError as e:
         err = e.errors()[0]
         key = str(err["loc"][0]) if err["loc"] else "?"
-        value, origin = values.get(key, ("", "?"))
+        value, origin = values.get(key, ("", next(iter(values.values()), ("", "?"))[1]))
         raise ConfigurationError(f"{origin}: [{section}] {key} = {value!r} is invalid: {err['msg']}") from None
 
 # %% ../nbs/00_core.ipynb #ca3cb661
@@ -213,8 +248,9 @@ def load_settings(
         raise ConfigurationError(f"settings file {file} does not exist; pass an existing file or unset LLMOPS_SETTINGS")
     raw = _raw_sections(file, environ)
     sections = {name: _validate_section(name, raw.get(name, {})) for name in SECTIONS}
+    models = {s[len(_MODEL_PREFIX):]: _validate_section(s, v) for s, v in raw.items() if s.startswith(_MODEL_PREFIX)}
     return Settings(root=file.parent if file else Path.cwd().resolve(),
-                    source=str(file) if file else "defaults", **sections)
+                    source=str(file) if file else "defaults", models=models, **sections)
 
 # %% ../nbs/00_core.ipynb #ac061f5c
 @lru_cache(maxsize=1)
