@@ -15,6 +15,7 @@ import asyncio
 import atexit
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
@@ -31,6 +32,8 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
+
+from fastcore.basics import patch
 
 # %% ../../nbs/serving/02_auditlog.ipynb #b77e76c8
 from ..core import (InferenceRecord, InputError, LlmopsError, Settings, ConfigurationError, TextRecord,
@@ -168,25 +171,52 @@ _live_writers: weakref.WeakSet = weakref.WeakSet()
 atexit.register(lambda: [w.close() for w in list(_live_writers)])
 
 # %% ../../nbs/serving/02_auditlog.ipynb #26209266
-@staticmethod
-def _writer_from_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> AuditWriter:
-    """The writer of `[audit]`: folder, fsync policy, rotation, queue and text mode (raw needs its key)."""
+@patch(cls_method=True)
+def from_settings(cls: AuditWriter,
+                  settings: Settings, # `[audit]`: folder, fsync policy, rotation, queue and text mode
+                  environ: Mapping[str, str] | None = None, # where to find the key (default `os.environ`)
+                 ) -> AuditWriter:
+    """The writer of `[audit]` (raw mode needs its key)."""
     a = settings.audit
-    return AuditWriter(settings.path(a.dir), fsync=a.fsync, fsync_interval_s=a.fsync_interval_s, rotate_bytes=a.rotate_bytes,
-                       queue_size=a.queue_size, store_prompts=a.store_prompts, fernet=audit_fernet(settings, environ))
-
-AuditWriter.from_settings = _writer_from_settings
+    return cls(settings.path(a.dir), fsync=a.fsync, fsync_interval_s=a.fsync_interval_s, rotate_bytes=a.rotate_bytes,
+               queue_size=a.queue_size, store_prompts=a.store_prompts, fernet=audit_fernet(settings, environ))
 
 # %% ../../nbs/serving/02_auditlog.ipynb #98a5832a
-import contextlib
-
+@patch
 @contextlib.contextmanager
 def _locked(self: AuditWriter):
+    """Hold the folder's exclusive `flock` (on `DIR/.audit.lock`)."""
     fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
     try: yield
     finally: fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
-def _open(self: AuditWriter, name: str, create: bool = False) -> None:
+# %% ../../nbs/serving/02_auditlog.ipynb #c09dba38
+@patch
+def _head(self: AuditWriter) -> str | None:
+    """The newest file's name as recorded in the lock file (None if unknown)."""
+    name = os.pread(self._lock_fd, 256, 0).strip().decode("ascii", "replace")
+    return name if _FILE_RE.fullmatch(name) else None
+
+# %% ../../nbs/serving/02_auditlog.ipynb #eda65ec0
+@patch
+def _set_head(self: AuditWriter, name: str) -> None:
+    """Record `name` as the newest file in the lock file."""
+    os.ftruncate(self._lock_fd, 0)
+    os.pwrite(self._lock_fd, name.encode("ascii") + b"\n", 0)
+
+# %% ../../nbs/serving/02_auditlog.ipynb #60862980
+def _fsync_dir(path: Path) -> None:
+    """fsync a folder (its list of names)."""
+    fd = os.open(path, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
+# %% ../../nbs/serving/02_auditlog.ipynb #a48f764b
+@patch
+def _open(self: AuditWriter,
+          name: str, # an audit file name in the folder
+          create: bool = False, # start a new file (it must not exist)
+         ) -> None:
     """Make `name` the current file (append mode)."""
     if self._fd is not None: os.close(self._fd)
     flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
@@ -195,20 +225,8 @@ def _open(self: AuditWriter, name: str, create: bool = False) -> None:
     if create: self._set_head(name) # before any record goes in, so other processes follow
     if create and self.fsync == "always": _fsync_dir(self.dir)
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try: os.fsync(fd)
-    finally: os.close(fd)
-
-def _head(self: AuditWriter) -> str | None:
-    """The newest file's name as recorded in the lock file (None if unknown)."""
-    name = os.pread(self._lock_fd, 256, 0).strip().decode("ascii", "replace")
-    return name if _FILE_RE.fullmatch(name) else None
-
-def _set_head(self: AuditWriter, name: str) -> None:
-    os.ftruncate(self._lock_fd, 0)
-    os.pwrite(self._lock_fd, name.encode("ascii") + b"\n", 0)
-
+# %% ../../nbs/serving/02_auditlog.ipynb #3553a022
+@patch
 def _sync_tail(self: AuditWriter) -> None:
     """Under the lock: point at the newest file and learn the last hash, unless nothing changed since our write."""
     if (self._tail_known and self._fd is not None and os.pread(self._lock_fd, 256, 0) == (self._name + "\n").encode()
@@ -239,10 +257,7 @@ def _sync_tail(self: AuditWriter) -> None:
         if self._head() != newest: self._set_head(newest)
     self._tail_known = True
 
-AuditWriter._locked, AuditWriter._open, AuditWriter._sync_tail = _locked, _open, _sync_tail
-AuditWriter._head, AuditWriter._set_head = _head, _set_head
-
-# %% ../../nbs/serving/02_auditlog.ipynb #70605b18
+# %% ../../nbs/serving/02_auditlog.ipynb #5f8b0535
 def _as_dict(record: InferenceRecord | Mapping[str, Any]) -> dict[str, Any]:
     """A shallow dict of a record (nested text records become dicts); JSON walks the rest."""
     if not isinstance(record, InferenceRecord): return dict(record)
@@ -252,9 +267,12 @@ def _as_dict(record: InferenceRecord | Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 def _write_all(fd: int, data: bytes) -> None:
+    """`os.write` until all of `data` is written."""
     view = memoryview(data)
     while view: view = view[os.write(fd, view):]
 
+# %% ../../nbs/serving/02_auditlog.ipynb #e32de9a3
+@patch
 def _append(self: AuditWriter, records: list) -> list[str]:
     """Chain, serialise and append `records` under the lock; their hashes, or `LlmopsError` if the write failed."""
     done: list[str] = []
@@ -291,6 +309,8 @@ def _append(self: AuditWriter, records: list) -> list[str]:
     self.written += sum(r is not _FLUSH for r in records)
     return done
 
+# %% ../../nbs/serving/02_auditlog.ipynb #3ab7afc6
+@patch
 def _write_batch(self: AuditWriter, batch: list) -> None:
     """Append a batch of (record, future) pairs; resolve the futures with the hashes (or the error)."""
     try: hashes = self._append([r for r, _ in batch])
@@ -300,6 +320,8 @@ def _write_batch(self: AuditWriter, batch: list) -> None:
         return
     for (_, fut), digest in zip(batch, hashes): fut.set_result(digest)
 
+# %% ../../nbs/serving/02_auditlog.ipynb #4fce0318
+@patch
 def _maybe_fsync(self: AuditWriter, force: bool = False) -> None:
     """In `interval` mode, fsync written data once `fsync_interval_s` has passed (or now if `force`).
 
@@ -315,6 +337,8 @@ def _maybe_fsync(self: AuditWriter, force: bool = False) -> None:
         self._dirty = True
     finally: os.close(fd)
 
+# %% ../../nbs/serving/02_auditlog.ipynb #ecae8ef0
+@patch
 def _run(self: AuditWriter) -> None:
     """The writer thread: drain the queue in batches until stopped."""
     q, stop = self._queue, False
@@ -338,10 +362,11 @@ def _run(self: AuditWriter) -> None:
         self._maybe_fsync()
     self._maybe_fsync(force=True)
 
-AuditWriter._append, AuditWriter._write_batch, AuditWriter._maybe_fsync, AuditWriter._run = _append, _write_batch, _maybe_fsync, _run
-
-# %% ../../nbs/serving/02_auditlog.ipynb #651ca7b3
-def _submit(self: AuditWriter, record: InferenceRecord | Mapping[str, Any]) -> concurrent.futures.Future:
+# %% ../../nbs/serving/02_auditlog.ipynb #3a35cf5f
+@patch
+def submit(self: AuditWriter,
+           record: InferenceRecord | Mapping[str, Any], # one request's record; the writer owns it from now on
+          ) -> concurrent.futures.Future:
     """Queue one record (waiting if the queue is full); the future resolves to its hash once written."""
     if self._closed: raise LlmopsError("the audit writer is closed; records can no longer be written")
     if not self._thread.is_alive(): raise LlmopsError("the audit writer thread has stopped; restart the server")
@@ -349,7 +374,11 @@ def _submit(self: AuditWriter, record: InferenceRecord | Mapping[str, Any]) -> c
     self._queue.put((record, fut))
     return fut
 
-async def _write(self: AuditWriter, record: InferenceRecord | Mapping[str, Any]) -> str:
+# %% ../../nbs/serving/02_auditlog.ipynb #2fd0e197
+@patch
+async def write(self: AuditWriter,
+                record: InferenceRecord | Mapping[str, Any], # one request's record; the writer owns it from now on
+               ) -> str:
     """Write one record and return its hash once written, without blocking the event loop for long."""
     if self._closed: raise LlmopsError("the audit writer is closed; records can no longer be written")
     loop = asyncio.get_running_loop()
@@ -366,6 +395,8 @@ async def _write(self: AuditWriter, record: InferenceRecord | Mapping[str, Any])
     except queue.Full: await loop.run_in_executor(None, self._queue.put, (record, cfut))
     return await asyncio.wrap_future(cfut)
 
+# %% ../../nbs/serving/02_auditlog.ipynb #b3ea05ab
+@patch
 def _write_turn(self: AuditWriter, turn: tuple) -> None:
     """Append the records of one loop turn together, or hand them to the writer thread if it is busy."""
     if self._turn is turn: self._turn = None
@@ -384,13 +415,19 @@ def _write_turn(self: AuditWriter, turn: tuple) -> None:
         try: self._queue.put_nowait((record, cfut))
         except queue.Full: threading.Thread(target=self._queue.put, args=((record, cfut),), daemon=True).start()
 
+# %% ../../nbs/serving/02_auditlog.ipynb #00ef2d2b
 def _settle(fut: asyncio.Future, done: concurrent.futures.Future) -> None:
     """Copy a finished thread-side future into an asyncio future (unless that was cancelled)."""
     if fut.done(): return
     if done.exception() is not None: fut.set_exception(done.exception())
     else: fut.set_result(done.result())
 
-def _flush(self: AuditWriter, timeout: float | None = None, fsync: bool = False) -> str:
+# %% ../../nbs/serving/02_auditlog.ipynb #7a920afc
+@patch
+def flush(self: AuditWriter,
+          timeout: float | None = None, # seconds to wait at most (None: as long as it takes)
+          fsync: bool = False, # also fsync what was written
+         ) -> str:
     """Wait until every record submitted so far is written (and fsynced if asked); return the last hash."""
     fut: concurrent.futures.Future = concurrent.futures.Future()
     self._queue.put((_FLUSH, fut))
@@ -398,7 +435,11 @@ def _flush(self: AuditWriter, timeout: float | None = None, fsync: bool = False)
     if fsync: self._maybe_fsync(force=True)
     return digest
 
-def _close(self: AuditWriter, timeout: float = 30.0) -> None:
+# %% ../../nbs/serving/02_auditlog.ipynb #626c39d6
+@patch
+def close(self: AuditWriter,
+          timeout: float = 30.0, # seconds to wait for the writer thread
+         ) -> None:
     """Write what is queued, fsync (unless `never`), stop the thread and close the files."""
     if self._closed: return
     self._closed = True
@@ -413,14 +454,29 @@ def _close(self: AuditWriter, timeout: float = 30.0) -> None:
         os.close(self._lock_fd)
     _live_writers.discard(self)
 
-def _text(self: AuditWriter, original: str, redacted: str | None = None) -> TextRecord:
+# %% ../../nbs/serving/02_auditlog.ipynb #7784816e
+@patch
+def __enter__(self: AuditWriter) -> AuditWriter: return self
+
+@patch
+def __exit__(self: AuditWriter, *exc) -> None: self.close()
+
+# %% ../../nbs/serving/02_auditlog.ipynb #a5be166d
+@patch
+def healthy(self: AuditWriter) -> tuple[bool, str]:
+    """Whether the writer can take records, and why not."""
+    if self._closed: return False, "the audit writer is closed"
+    if not self._thread.is_alive(): return False, "the audit writer thread has stopped"
+    return True, "ok"
+
+# %% ../../nbs/serving/02_auditlog.ipynb #41fe0af8
+@patch
+def text(self: AuditWriter,
+         original: str, # the text as sent (or produced)
+         redacted: str | None = None, # after guardrail redaction; None if nothing was redacted
+        ) -> TextRecord:
     """`make_text_record` with this writer's mode and key."""
     return make_text_record(original, redacted, self.store_prompts, self.fernet)
-
-AuditWriter.submit, AuditWriter.write, AuditWriter.flush, AuditWriter.close, AuditWriter.text = _submit, _write, _flush, _close, _text
-AuditWriter._write_turn = _write_turn
-AuditWriter.__enter__ = lambda self: self
-AuditWriter.__exit__ = lambda self, *exc: self.close()
 
 # %% ../../nbs/serving/02_auditlog.ipynb #5e1ea63e
 @dataclass
