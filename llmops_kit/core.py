@@ -129,13 +129,16 @@ class AuditSettings(_Section):
     fsync: Literal["always", "interval", "never"] = "interval"
     fsync_interval_s: float = Field(1.0, gt=0)
     rotate_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    chain_keys: str = ".llmops/keys/audit-chain.jsonl"
+    checkpoint_dir: str = ".llmops/audit-checkpoints"
+    checkpoint_every: int = Field(1000, ge=1)
 
 # %% ../nbs/00_core.ipynb #cab9f4f8
 class ExportSettings(_Section):
     """`[export]`: where container build contexts are written."""
     output_dir: str = ".llmops/export"
 
-# %% ../nbs/00_core.ipynb #413c5f06
+# %% ../nbs/00_core.ipynb #5afc946f
 class ModelSettings(_Section):
     """`[model.NAME]`: one served model: its kind, where it lives, limits and prices."""
     kind: Literal["pyfunc", "openai", "llamacpp", "benchmark"]
