@@ -70,7 +70,7 @@ def route_label(
     """A bounded metrics label for `path`."""
     return path if path in _KNOWN_ROUTES else "other"
 
-# %% ../../nbs/serving/06_app.ipynb #7087a38c
+# %% ../../nbs/serving/06_app.ipynb #e89b8796
 def _prompt_cache_settings(settings: Settings) -> Settings:
     """`settings` with the embedding cache off unless `[serving] cache_prompt_embeddings` allows it and prompts are not encrypted."""
     keep = settings.serving.cache_prompt_embeddings and settings.audit.store_prompts != "raw"
@@ -508,9 +508,7 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 def _audit_ok(server: Server) -> tuple[bool, str]:
-    if server.audit is None: return False, "audit writer not started"
-    if server.audit._closed or not server.audit._thread.is_alive(): return False, "audit writer stopped"
-    return True, f"writing to {server.audit.dir}"
+    return (False, "audit writer not started") if server.audit is None else server.audit.healthy()
 
 async def readyz(request: Request) -> Response:
     """Ready to serve: model loaded, audit writer running, guardrails built; never calls the model."""
