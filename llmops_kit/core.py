@@ -138,7 +138,7 @@ class ExportSettings(_Section):
     """`[export]`: where container build contexts are written."""
     output_dir: str = ".llmops/export"
 
-# %% ../nbs/00_core.ipynb #5afc946f
+# %% ../nbs/00_core.ipynb #e23e8f4f
 class ModelSettings(_Section):
     """`[model.NAME]`: one served model: its kind, where it lives, limits and prices."""
     kind: Literal["pyfunc", "openai", "llamacpp", "benchmark"]

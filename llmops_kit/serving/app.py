@@ -70,7 +70,7 @@ def route_label(
     """A bounded metrics label for `path`."""
     return path if path in _KNOWN_ROUTES else "other"
 
-# %% ../../nbs/serving/06_app.ipynb #e89b8796
+# %% ../../nbs/serving/06_app.ipynb #6017d9c3
 def _prompt_cache_settings(settings: Settings) -> Settings:
     """`settings` with the embedding cache off unless `[serving] cache_prompt_embeddings` allows it and prompts are not encrypted."""
     keep = settings.serving.cache_prompt_embeddings and settings.audit.store_prompts != "raw"
