@@ -104,6 +104,9 @@ class ServingSettings(_Section):
     cors_origins: str = ""
     max_in_flight: int = Field(0, ge=0)
     cache_prompt_embeddings: bool = True # keep served prompts' embeddings in the bounded, keyed cache (never with `[audit] store_prompts = raw`)
+    chat_model: str = "" # the `[model.NAME]` chat model that answers when the router cannot; empty: a hand-off in words
+    system_prompt: str = ("You are the support assistant of a bank. Answer the customer's last message briefly and politely. "
+                          "Use only the context given; if it does not answer the question, say that the named team will follow up.")
     opentelemetry: bool = False # FastAPI's own OpenTelemetry instrumentation (off: it looks up providers per request)
 
 # %% ../nbs/00_core.ipynb #299473ad

@@ -283,3 +283,60 @@ def test_probes_leave_no_audit_record_and_not_ready_is_no_server_error(tmp_path)
         assert not_ready and all('outcome="unavailable"' in line for line in not_ready)
     finally:
         srv.stop()
+
+
+def test_chat_models_from_settings_answer_directly_and_stream(tmp_path):
+    """A `[model.NAME]` chat model (the deterministic echo) is listed, answers, streams, and is priced and audited."""
+    extra = "[model.echo-chat]\nkind = benchmark\nprompt_usd_per_mtok = 1000000\ncompletion_usd_per_mtok = 2000000\n"
+    srv = start_server(tmp_path, extra_ini=extra)
+    try:
+        with srv.client() as c:
+            models = [m["id"] for m in c.get("/v1/models", headers=srv.headers()).json()["data"]]
+            assert models[:2] == ["llmops-benchmark-echo", "echo-chat"]
+            body = {"model": "echo-chat", "messages": [{"role": "user", "content": "where is my card"}]}
+            r = c.post("/v1/chat/completions", headers=srv.headers(), json=body)
+            assert r.status_code == 200, r.text
+            out = r.json()
+            assert out["choices"][0]["message"]["content"] == "echo: where is my card"
+            assert out["llmops"]["answered_by"] == "echo-chat" and out["llmops"]["intent"] is None
+            usage = out["usage"]
+            rid = r.headers["x-request-id"]
+            rec = srv.wait_records([rid])[rid][0]
+            assert rec["model"] == "echo-chat" and rec["prediction"]["answered_by"] == "echo-chat"
+            expected = usage["prompt_tokens"] * 1.0 + usage["completion_tokens"] * 2.0
+            assert abs(rec["cost_usd"] - expected) < 1e-6
+            streamed = c.post(
+                "/v1/chat/completions",
+                headers=srv.headers(),
+                json={**body, "stream": True, "stream_options": {"include_usage": True}},
+            )
+            lines = [line[6:] for line in streamed.text.splitlines() if line.startswith("data: ")]
+            assert lines[-1] == "[DONE]"
+            import json
+
+            chunks = [json.loads(line) for line in lines[:-1]]
+            text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks if ch["choices"])
+            assert text == "echo: where is my card"
+            assert chunks[-1]["usage"]["completion_tokens"] == usage["completion_tokens"]
+            unknown = c.post("/v1/chat/completions", headers=srv.headers(), json={**body, "model": "gpt-9"})
+            assert unknown.status_code == 404 and "'echo-chat'" in unknown.json()["error"]["message"]
+            ready = c.get("/readyz").json()["checks"]
+            assert ready["model:echo-chat"]["ok"] is True
+    finally:
+        srv.stop()
+
+
+def test_unknown_chat_model_in_settings_is_a_one_line_error(tmp_path):
+    from conftest import run_llmops
+
+    (tmp_path / "settings.ini").write_text("[serving]\nbackend = benchmark\nchat_model = nowhere\n")
+    proc = run_llmops(
+        "serve",
+        "--config",
+        str(tmp_path / "settings.ini"),
+        cwd=tmp_path,
+        env={"LLMOPS_JWT_SECRET": "s" * 40},
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "[serving] chat_model = 'nowhere'" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -243,3 +243,29 @@ def test_mlflow_support_router(tmp_path: Path, record_property):
         assert rec["model"] == info.name and rec["model_version"] == str(info.version)
     finally:
         srv.stop()
+    # with a chat model on the chat path, what the router cannot answer is answered by that model
+    srv = start_server(
+        root,
+        backend="mlflow",
+        serving={"model_uri": info.uri, "chat_model": "echo-chat"},
+        extra_ini="[model.echo-chat]\nkind = benchmark\n",
+    )
+    try:
+        client = client_for(srv)
+        hello = client.chat.completions.create(
+            model=info.name, messages=[{"role": "user", "content": "hello"}]
+        )
+        routing = hello.model_extra["llmops"]
+        assert routing["abstained"] is True and routing["answered_by"] == "echo-chat"
+        assert hello.choices[0].message.content == "echo: hello"
+        rec = srv.wait_records([routing["request_id"]])[routing["request_id"]][0]
+        assert (
+            rec["prediction"]["answered_by"] == "echo-chat" and rec["prediction"]["fallback"] == "chat_model"
+        )
+        assert rec["prediction"]["intent"] and rec["model"] == "echo-chat"
+        confident = client.chat.completions.create(
+            model=info.name, messages=[{"role": "user", "content": "I still have not received my new card"}]
+        )
+        assert confident.model_extra["llmops"]["answered_by"] == "router"
+    finally:
+        srv.stop()

@@ -7,10 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
 
-from .backends import ModelInfo
+from ..core import ModelSettings, Settings
+from ..errors import ConfigurationError
+from .backends import ModelInfo, count_tokens
 
 # %% auto #0
-__all__ = ['ChatRequest', 'ChatResult', 'ChatChunk', 'ChatModel']
+__all__ = ['CHAT_KINDS', 'ChatRequest', 'ChatResult', 'ChatChunk', 'ChatModel', 'EchoChatModel', 'make_chat_model', 'chat_models']
 
 # %% ../../nbs/models/02_chat.ipynb #aad3ef5d
 @dataclass
@@ -54,3 +56,62 @@ class ChatModel(Protocol):
     async def complete(self, request: ChatRequest) -> ChatResult: ...
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]: ...
     async def aclose(self) -> None: ...
+
+# %% ../../nbs/models/02_chat.ipynb #01ba8fc8
+class EchoChatModel:
+    """A deterministic echo chat model for tests and load tests; never a real answer."""
+    def __init__(self, name: str, spec: ModelSettings | None = None, settings: Settings | None = None):
+        self.info = ModelInfo(id=name, version="1", kind="benchmark", owned_by="llmops-kit-benchmark")
+
+    def load(self) -> None:
+        """Nothing to load."""
+
+    def readiness(self) -> tuple[bool, str]:
+        """Always ready."""
+        return True, "echo chat model (deterministic, not a language model)"
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        """Echo the last user message, cut at `max_tokens` words."""
+        words = _last_user(request).split()
+        cut = words[: request.max_tokens] if request.max_tokens else words
+        return ChatResult("echo: " + " ".join(cut), "length" if len(cut) < len(words) else "stop",
+                          sum(count_tokens(str(m.get("content") or "")) for m in request.messages), len(cut) + 2)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """The same answer, one word per chunk."""
+        result = await self.complete(request)
+        for i, word in enumerate(result.content.split(" ")): yield ChatChunk(word if i == 0 else " " + word)
+        yield ChatChunk(finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
+                        completion_tokens=result.completion_tokens)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+def _last_user(request: ChatRequest) -> str:
+    return next((str(m.get("content") or "") for m in reversed(request.messages) if m.get("role") == "user"), "")
+
+# %% ../../nbs/models/02_chat.ipynb #ac5c6b43
+CHAT_KINDS = ("openai", "llamacpp", "benchmark")
+
+def make_chat_model(
+    name: str, # the model id clients send, the `[model.NAME]` section's name
+    spec: ModelSettings, # the section
+    settings: Settings, # all settings (paths resolve against their root)
+) -> ChatModel:
+    """The chat model `spec` describes (not loaded yet)."""
+    if spec.kind == "benchmark": return EchoChatModel(name, spec, settings)
+    if spec.kind == "openai":
+        from llmops_kit.models.upstream import OpenAICompatibleModel
+        return OpenAICompatibleModel(name, spec, settings)
+    if spec.kind == "llamacpp":
+        try: from llmops_kit.models.llamacpp import LlamaCppChatModel
+        except ImportError as e:
+            raise ConfigurationError(f"[model.{name}] kind = llamacpp needs llama-cpp-python: pip install 'llmops-kit[local]' ({e})") from None
+        return LlamaCppChatModel(name, spec, settings)
+    raise ConfigurationError(f"[model.{name}] kind = {spec.kind!r} is not a chat model; chat models are {', '.join(CHAT_KINDS)}")
+
+def chat_models(
+    settings: Settings, # the settings whose `[model.NAME]` sections to build
+) -> dict[str, ChatModel]:
+    """Every chat model the settings declare, by name."""
+    return {name: make_chat_model(name, spec, settings) for name, spec in settings.models.items() if spec.kind in CHAT_KINDS}

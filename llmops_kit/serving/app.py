@@ -38,10 +38,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..core import SCHEMA_VERSION, ProjectPaths, Settings, configure_logging, load_settings, log_event
-from ..errors import (InputError, LlmopsError, NotFoundError, RateLimitError, ServiceUnavailableError,
-                               for_status)
+from ..errors import (ConfigurationError, InputError, LlmopsError, NotFoundError, RateLimitError,
+                               ServiceUnavailableError, for_status)
 from .auth import Authenticator, require_scope
 from ..models.backends import Backend, count_tokens, cost_usd, make_backend, stream_pieces
+from ..models.chat import ChatModel, ChatRequest, chat_models
 from .gateway import GatewayMiddleware, RequestContext, call_model, outcome_for
 from .metrics import FLUSH_INTERVAL_S
 from .schemas import (AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk,
@@ -100,6 +101,11 @@ class Server:
         self.audit, self.load_error = None, None
         self.timeout_s, self.max_in_flight = settings.serving.request_timeout_s, settings.serving.max_in_flight
         self.in_flight = 0
+        self.chat_models: dict[str, ChatModel] = chat_models(settings) # the `[model.NAME]` chat models, by name
+        self.chat_model, self.chat_errors = settings.serving.chat_model, {}
+        if self.chat_model and self.chat_model not in self.chat_models:
+            raise ConfigurationError(f"[serving] chat_model = {self.chat_model!r} names no chat model; declare a "
+                                     f"[model.{self.chat_model}] section of kind openai, llamacpp or benchmark")
 
     @property
     def model_id(self) -> str:
@@ -119,6 +125,7 @@ def start(self: Server) -> None:
         except Exception as e:
             self.load_error = str(e)
             log_event(logger, "model_load_failed", logging.ERROR, error=str(e))
+        self.load_chat_models()
         try: # the embedding guards load MiniLM on first use: pay it here, not on the first request
             self.warm_up_predict()
             for stage in ("input", "output"): self.chain.check(_WARM_UP_TEXT, stage=stage)
@@ -129,6 +136,17 @@ def start(self: Server) -> None:
     threading.Thread(target=load, name="llmops-model-load", daemon=True).start()
 
 @patch
+def load_chat_models(self: Server) -> None:
+    """Load each chat model and have it write one token, so its first request pays no loading; keep errors per model."""
+    for name, model in self.chat_models.items():
+        try:
+            model.load()
+            asyncio.run(model.complete(ChatRequest([{"role": "user", "content": _WARM_UP_TEXT}], max_tokens=1)))
+        except Exception as e:
+            self.chat_errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            log_event(logger, "chat_model_load_failed", logging.ERROR, model=name, error=self.chat_errors[name])
+
+@patch
 def warm_up_predict(self: Server) -> None:
     """One prediction through the loaded backend, so its first request pays no lazy loading."""
     if self.load_error is None: asyncio.run(self.backend.predict([_WARM_UP_TEXT]))
@@ -136,6 +154,9 @@ def warm_up_predict(self: Server) -> None:
 @patch
 def stop(self: Server) -> None:
     """Drain and close the audit writer; flush the metrics; drop this worker's live gauges."""
+    for model in self.chat_models.values():
+        try: asyncio.run(model.aclose())
+        except Exception as e: log_event(logger, "chat_model_close_failed", logging.WARNING, model=model.info.id, error=repr(e))
     if self.audit is not None: self.audit.close()
     if self.metrics.pending: self.metrics.flush(self.in_flight)
     from llmops_kit.serving.metrics import mark_process_dead
@@ -289,15 +310,67 @@ async def guard_output(self: Server, ctx: RequestContext, text: str) -> tuple[st
 # %% ../../nbs/serving/06_app.ipynb #ac6a0d0f
 @patch
 def check_model(self: Server, ctx: RequestContext, model: str | None) -> None:
+    """Check that `model` is the support router and that it is ready (404 for another id, 503 while it loads)."""
     info = self.backend.info
     ctx.model, ctx.model_version = info.id, info.version
     if model is not None and model != info.id:
-        raise NotFoundError(f"the model {model[:100]!r} is not served here; use {info.id!r} (see GET /v1/models)",
+        served = ", ".join(repr(m) for m in [info.id, *self.chat_models])
+        raise NotFoundError(f"the model {model[:100]!r} is not served here; use one of {served} (see GET /v1/models)",
                             code="model_not_found", param="model")
     ready, why = self.backend.readiness()
     if not ready:
         raise ServiceUnavailableError(f"the model is not ready: {why}; retry when GET /readyz says ready",
                                       code="model_not_ready", headers={"Retry-After": "2"})
+
+@patch
+def resolve_model(self: Server, ctx: RequestContext, model: str | None) -> ChatModel | None:
+    """The chat model `model` names, checked ready; None when it names the support router (checked by `check_model`)."""
+    chat = self.chat_models.get(model) if model is not None else None
+    if chat is None:
+        self.check_model(ctx, model)
+        return None
+    self.use_chat_model(ctx, chat)
+    return chat
+
+@patch
+def use_chat_model(self: Server, ctx: RequestContext, chat: ChatModel) -> None:
+    """Record that `chat` answers this request; 503 if it is not ready."""
+    ctx.model, ctx.model_version = chat.info.id, chat.info.version
+    error = self.chat_errors.get(chat.info.id)
+    ready, why = (False, error) if error else chat.readiness()
+    if not ready:
+        raise ServiceUnavailableError(f"the model {chat.info.id!r} is not ready: {why}; retry when GET /readyz says ready",
+                                      code="model_not_ready", headers={"Retry-After": "2"})
+
+@patch
+async def generate(self: Server, ctx: RequestContext, chat: ChatModel, request: ChatRequest, receive) -> str:
+    """The chat model's answer to `request`, bounded by the request timeout; usage and cost go into the context."""
+    t = time.perf_counter()
+    try: result = await call_model(chat.complete(request), self.timeout_s, receive)
+    finally:
+        ctx.model_ms += (time.perf_counter() - t) * 1000
+        ctx.stage("model", t)
+    ctx.prompt_tokens, ctx.completion_tokens = result.prompt_tokens, result.completion_tokens
+    ctx.prediction = {**(ctx.prediction or {}), "finish_reason": result.finish_reason, "upstream_status": result.upstream_status}
+    return result.content
+
+@patch
+def fallback_model(self: Server, ctx: RequestContext) -> ChatModel | None:
+    """The chat path's model (`[serving] chat_model`) if it is ready, else None: the answer stays the hand-off."""
+    chat = self.chat_models.get(self.chat_model) if self.chat_model else None
+    if chat is None: return None
+    ready = self.chat_model not in self.chat_errors and chat.readiness()[0]
+    ctx.prediction_set("fallback", "chat_model" if ready else "handoff")
+    if not ready: return None
+    ctx.model, ctx.model_version = chat.info.id, chat.info.version
+    return chat
+
+@patch
+def chat_cost(self: Server, ctx: RequestContext) -> float:
+    """The request's cost in USD: a chat model's prices from its `[model.NAME]` section, else the price table."""
+    spec = self.settings.models.get(ctx.model or "")
+    if spec is None: return cost_usd(ctx.model, ctx.prompt_tokens, ctx.completion_tokens)
+    return (ctx.prompt_tokens * spec.prompt_usd_per_mtok + ctx.completion_tokens * spec.completion_usd_per_mtok) / 1e6
 
 @patch
 async def predict(self: Server, ctx: RequestContext, receive, texts: Sequence[str]) -> list[dict]:
@@ -366,29 +439,61 @@ def reply_text(
     return (f"Thank you for your message. I cannot answer it with confidence, so I have passed it to the {queue} "
             "queue; a member of the team will reply to you here shortly.")
 
+# %% ../../nbs/serving/06_app.ipynb #c29b532f
+def _router_context(server: Server, prediction: dict[str, Any]) -> str:
+    """The chat path's system message: the configured prompt, the router's best guesses with their replies, the queue."""
+    app = getattr(server.backend, "app", None)
+    replies = getattr(getattr(app, "predictor", None), "replies", None) or {}
+    lines = [server.settings.serving.system_prompt, "",
+             f"The message goes to the {prediction.get('route') or 'human-review'} queue. The router's best guesses:"]
+    for alt in prediction.get("top_k") or []:
+        reply = replies.get(alt.get("intent"))
+        lines.append(f"- {alt.get('intent')} ({float(alt.get('score', 0)):.2f})" + (f": {reply}" if reply else ""))
+    return "\n".join(lines)
+
+def _chat_request(body: ChatCompletionRequest, text: str, system: str | None = None) -> ChatRequest:
+    """The chat model's request: the conversation with the last user message as the input guard passed it on."""
+    messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    messages[users[-1] if users else -1]["content"] = text
+    if system is not None: messages = [{"role": "system", "content": system}, *(m for m in messages if m["role"] not in ("system", "developer"))]
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    return ChatRequest(messages, max_tokens=body.max_completion_tokens or body.max_tokens, temperature=body.temperature,
+                       seed=body.seed, stop=stop, user=body.user)
+
 # %% ../../nbs/serving/06_app.ipynb #b03a9c1a
 async def _chat(server: Server, ctx: RequestContext, body: ChatCompletionRequest, receive) -> bytes | Response:
     """The chat completion for `body`: JSON bytes, or a streaming response with `stream: true`."""
-    server.check_model(ctx, body.model)
+    chat = server.resolve_model(ctx, body.model) # a chat model named by the client, or None: the support router
     original = _last_user_text(body)
-    text = await server.guard_input(ctx, original)
+    text = await server.guard_input(ctx, original) # 1. guard the input
     ctx.input = (original, text)
-    prediction = (await server.predict(ctx, receive, [text]))[0]
-    ctx.prediction = {k: prediction.get(k) for k in ("intent", "confidence", "route", "abstained")}
     ctx.prompt_tokens = sum(count_tokens(m.text()) for m in body.messages)
-    info = {"intent": str(prediction["intent"]), "confidence": float(prediction["confidence"]),
-            "route": str(prediction["route"]), "abstained": bool(prediction["abstained"]),
-            "model_version": None if ctx.model_version is None else str(ctx.model_version), "request_id": ctx.request_id}
+    info: dict[str, Any] = {"intent": None, "confidence": None, "route": None, "abstained": None, "answered_by": "router",
+                            "model_version": None, "request_id": ctx.request_id} # the `RoutingInfo` fields, in order
+    request = _chat_request(body, text) if chat is not None else None
+    if chat is None: # 2. the router decides; when it cannot answer, the chat path's model may
+        prediction = (await server.predict(ctx, receive, [text]))[0]
+        ctx.prediction = {k: prediction.get(k) for k in ("intent", "confidence", "route", "abstained")}
+        info.update(intent=str(prediction["intent"]), confidence=float(prediction["confidence"]),
+                    route=str(prediction["route"]), abstained=bool(prediction["abstained"]))
+        reply = reply_text(prediction)
+        if reply != prediction.get("reply"):
+            chat = server.fallback_model(ctx)
+            if chat is not None: request = _chat_request(body, text, _router_context(server, prediction))
+    if chat is not None: info["answered_by"] = ctx.prediction_set("answered_by", chat.info.id)
+    info["model_version"] = None if ctx.model_version is None else str(ctx.model_version)
     completion_id, created = f"chatcmpl-{ctx.request_id}", int(time.time())
-    reply = reply_text(prediction)
-    if body.stream:
+    if body.stream: # 3-4. the answer streams through the output guard
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream_chat(server, ctx, completion_id, created, reply, RoutingInfo(**info), include_usage),
+        pieces = _model_pieces(server, ctx, chat, request) if request is not None else _text_pieces(reply)
+        return StreamingResponse(_stream_chat(server, ctx, completion_id, created, pieces, RoutingInfo(**info), include_usage),
                                  media_type="text/event-stream", headers={"x-accel-buffering": "no"})
-    content, finish_reason = await server.guard_output(ctx, reply)
+    if request is not None: reply = await server.generate(ctx, chat, request, receive) # 3. the chat model writes
+    content, finish_reason = await server.guard_output(ctx, reply) # 4. guard the output
     ctx.output = (reply, content)
-    ctx.completion_tokens = count_tokens(content or "")
-    ctx.cost_usd = cost_usd(ctx.model, ctx.prompt_tokens, ctx.completion_tokens)
+    if request is None: ctx.completion_tokens = count_tokens(content or "")
+    ctx.cost_usd = server.chat_cost(ctx)
     refusal = None if content is not None else "the answer was withheld by the output guardrails"
     return completion_json(completion_id, created, ctx.model, content, refusal, finish_reason, ctx.prompt_tokens,
                            ctx.completion_tokens, info)
@@ -401,40 +506,67 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
 def _sse(chunk: ChatCompletionChunk) -> bytes:
     return b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
 
-async def _stream_chat(server: Server, ctx: RequestContext, completion_id: str, created: int, reply: str,
+async def _text_pieces(text: str) -> AsyncIterator[str]:
+    """A ready answer (the router's) in word-sized pieces."""
+    for piece in stream_pieces(text): yield piece
+
+async def _model_pieces(server: Server, ctx: RequestContext, chat: ChatModel, request: ChatRequest) -> AsyncIterator[str]:
+    """A chat model's streamed answer as text pieces; its usage goes into the context at the end."""
+    t = time.perf_counter()
+    try:
+        async for chunk in chat.stream(request):
+            if chunk.content: yield chunk.content
+            if chunk.finish_reason is not None:
+                ctx.prediction_set("finish_reason", chunk.finish_reason)
+                if chunk.prompt_tokens is not None: ctx.prompt_tokens = chunk.prompt_tokens
+                if chunk.completion_tokens is not None: ctx.completion_tokens = chunk.completion_tokens
+    finally:
+        ctx.model_ms += (time.perf_counter() - t) * 1000
+        ctx.stage("model", t)
+
+async def _stream_chat(server: Server, ctx: RequestContext, completion_id: str, created: int, pieces: AsyncIterator[str],
                        info: RoutingInfo, include_usage: bool) -> AsyncIterator[bytes]:
-    """The server-sent events of a streamed chat answer."""
+    """The server-sent events of a streamed chat answer: each piece passes the output guard's hold-back window."""
     def chunk(delta: ChunkDelta, finish_reason=None, **kw) -> bytes:
         return _sse(ChatCompletionChunk(id=completion_id, created=created, model=ctx.model,
                                         choices=[ChunkChoice(delta=delta, finish_reason=finish_reason)], **kw))
-    guard, sent, finish_reason, first = server.chain.stream(stage="output"), [], "stop", True
+    guard, received, sent, finish_reason, first = server.chain.stream(stage="output"), [], [], "stop", True
     yield chunk(ChunkDelta(role="assistant", content=""), llmops=info)
-    pieces = stream_pieces(reply)
-    for i, piece in enumerate([*pieces, None]):
-        t = time.perf_counter()
-        step = guard.feed if piece is not None else (lambda _: guard.finish())
-        safe = await asyncio.to_thread(step, piece) if server.offload_guards else step(piece)
-        ctx.stage("output_guard", t)
-        if guard.blocked:
-            finish_reason, ctx.outcome = "content_filter", "guardrail_block"
-            break
-        if safe:
-            if first:
-                server.metrics.ttft(ctx.model, ctx.elapsed_ms() / 1000)
-                first = False
-            sent.append(safe)
-            yield chunk(ChunkDelta(content=safe))
+    try:
+        async for piece in _then_none(pieces):
+            if piece is not None: received.append(piece)
+            t = time.perf_counter()
+            step = guard.feed if piece is not None else (lambda _: guard.finish())
+            safe = await asyncio.to_thread(step, piece) if server.offload_guards else step(piece)
+            ctx.stage("output_guard", t)
+            if guard.blocked:
+                finish_reason, ctx.outcome = "content_filter", "guardrail_block"
+                break
+            if safe:
+                if first:
+                    server.metrics.ttft(ctx.model, ctx.elapsed_ms() / 1000)
+                    first = False
+                sent.append(safe)
+                yield chunk(ChunkDelta(content=safe))
+    except LlmopsError as e: # the model failed mid-answer: say so in the stream (the status is already sent)
+        ctx.error, ctx.outcome, finish_reason = e.code, "upstream_error", "error"
+        yield b"data: " + e.to_json(ctx.request_id) + b"\n\n"
     ctx.guardrails.append(_verdict_dict(guard.verdict))
     content = "".join(sent)
-    ctx.output = (reply, content)
-    ctx.completion_tokens = count_tokens(content)
-    ctx.cost_usd = cost_usd(ctx.model, ctx.prompt_tokens, ctx.completion_tokens)
-    yield chunk(ChunkDelta(), finish_reason=finish_reason)
+    ctx.output = ("".join(received), content)
+    if not ctx.completion_tokens: ctx.completion_tokens = count_tokens(content)
+    ctx.cost_usd = server.chat_cost(ctx)
+    if finish_reason != "error": yield chunk(ChunkDelta(), finish_reason=finish_reason)
     if include_usage:
         usage = Usage(prompt_tokens=ctx.prompt_tokens, completion_tokens=ctx.completion_tokens,
                       total_tokens=ctx.prompt_tokens + ctx.completion_tokens)
         yield _sse(ChatCompletionChunk(id=completion_id, created=created, model=ctx.model, choices=[], usage=usage))
     yield b"data: [DONE]\n\n"
+
+async def _then_none(pieces: AsyncIterator[str]) -> AsyncIterator[str | None]:
+    """The pieces, then None (the guard's cue to release what it held back)."""
+    async for piece in pieces: yield piece
+    yield None
 
 # %% ../../nbs/serving/06_app.ipynb #e83530f4
 async def _route(server: Server, ctx: RequestContext, body: RouteRequest, receive) -> bytes:
@@ -499,8 +631,8 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     """The served models (chat/route model and embedding model)."""
     server, ctx = _server(request), _ctx(request)
-    info = server.backend.info
-    return _json(ModelList(data=[ModelCard(id=info.id, created=info.created, owned_by=info.owned_by),
+    infos = [server.backend.info, *(m.info for m in server.chat_models.values())]
+    return _json(ModelList(data=[*(ModelCard(id=i.id, created=i.created, owned_by=i.owned_by) for i in infos),
                                  ModelCard(id=EMBEDDING_MODEL, created=0, owned_by="sentence-transformers")]))
 
 async def healthz() -> dict:
@@ -519,6 +651,9 @@ async def readyz(request: Request) -> Response:
               "guardrails": {"ok": server.guards_warm, "detail": server.guards_error or
                              f"policy {getattr(server.chain.policy, 'name', '?')!r} ({server.policy_source})"
                              + ("" if server.guards_warm else ", warming up")}}
+    for name, chat in server.chat_models.items():
+        ok, detail = (False, server.chat_errors[name]) if name in server.chat_errors else chat.readiness()
+        checks[f"model:{name}"] = {"ok": ok and server.guards_warm, "detail": detail if server.guards_warm or not ok else "loading"}
     ready = all(c["ok"] for c in checks.values())
     return Response(json.dumps({"status": "ready" if ready else "not_ready", "checks": checks}),
                     status_code=200 if ready else 503, media_type="application/json")

@@ -67,6 +67,12 @@ class RequestContext:
     disconnected: bool = False
     finished: bool = False
 
+    def prediction_set(self, key: str, value: Any) -> Any:
+        """Set `key` in the record's `prediction` (made on first use); return `value`."""
+        if self.prediction is None: self.prediction = {}
+        self.prediction[key] = value
+        return value
+
     def stage(self, name: str, since: float) -> float:
         """Record the time from `since` (perf_counter) to now as stage `name` (added up); return now."""
         now = time.perf_counter()
