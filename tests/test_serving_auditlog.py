@@ -15,8 +15,23 @@ import pytest
 from cryptography.fernet import Fernet
 
 from conftest import run_llmops
-from llmops_kit.core import AuditSettings, ConfigurationError, InferenceRecord, LlmopsError, Settings
-from llmops_kit.serving.auditlog import AuditWriter, audit_files, make_text_record, record_hash, verify_log
+from llmops_kit.core import (
+    AuditSettings,
+    ConfigurationError,
+    InferenceRecord,
+    LlmopsError,
+    Settings,
+    load_settings,
+)
+from llmops_kit.serving.auditlog import (
+    AuditWriter,
+    ChainKeys,
+    audit_files,
+    canonical_json,
+    make_text_record,
+    record_hash,
+    verify_log,
+)
 
 
 def rec(i, **kw) -> InferenceRecord:
@@ -180,7 +195,7 @@ def test_verify_cli_reports_an_intact_log(log_dir):
     last = json.loads(lines_of(log_dir)[-1])["hash"]
     assert (
         proc.stdout.strip()
-        == f"ok: 12 records in {len(audit_files(log_dir))} files, chain intact; last hash {last}"
+        == f"ok: 12 records in {len(audit_files(log_dir))} files, chain intact (0 keyed, 12 unkeyed); last hash {last}"
     )
 
 
@@ -279,7 +294,9 @@ def test_raw_mode_round_trip_through_show_decrypt(tmp_path):
     assert wrong.returncode == 2 and "cannot decrypt a ciphertext: wrong key" in wrong.stderr
     missing = run_llmops("audit", "show", "--decrypt", cwd=tmp_path)
     assert missing.returncode == 2 and "LLMOPS_AUDIT_KEY, which is not set" in missing.stderr
-    assert verify_cli(tmp_path / "audit").returncode == 0
+    assert run_llmops("audit", "verify", cwd=tmp_path).returncode == 0, (
+        "verified with the project's chain key"
+    )
 
 
 def test_hash_mode_keeps_no_text():
@@ -364,3 +381,132 @@ def test_canonical_json_keeps_the_bytes_and_hashes_of_existing_logs():
         '"nested":{"a":{"y":"\\ud83d\\ude00","z":1},"b":[1,2.25,"x\\u2028y"]},"none":null,"ok":true,"prev_hash":null,'
         '"request_id":"req-1","scopes":["admin","chat"],"tenant":"acm\\u00e9 \\u2615","ts":"2026-11-25T09:30:00+00:00","tup":[1,2]}'
     )
+
+
+# --- the keyed chain: a project whose settings name the key file (the writer makes it on first use)
+
+
+@pytest.fixture
+def keyed(tmp_path) -> Path:
+    """A project with 12 records written by the server's writer (`AuditWriter.from_settings`)."""
+    (tmp_path / "settings.ini").write_text(
+        "[project]\nstate_dir = .llmops\n[audit]\ndir = audit\nrotate_bytes = 2000\n"
+    )
+    write_keyed(tmp_path, 12)
+    return tmp_path
+
+
+def write_keyed(project: Path, n: int, start: int = 0) -> list[str]:
+    settings = load_settings(project / "settings.ini")
+    with AuditWriter.from_settings(settings) as writer:
+        return [writer.submit(rec(i)).result(30) for i in range(start, start + n)]
+
+
+def key_file(project: Path) -> Path:
+    return project / ".llmops" / "keys" / "audit-chain.jsonl"
+
+
+def records_of(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in lines_of(folder)]
+
+
+def put_records(folder: Path, records: list[dict]) -> None:
+    """Write `records` back into the files they came from, in order (the same number per file)."""
+    it = iter(records)
+    for path in audit_files(folder):
+        count = len(path.read_text().splitlines())
+        rewrite(path, [canonical_json(next(it)) for _ in range(count)])
+
+
+def test_keyed_log_written_by_the_server_writer_verifies(keyed):
+    keys = key_file(keyed)
+    assert keys.stat().st_mode & 0o777 == 0o600 and keys.parent.stat().st_mode & 0o777 == 0o700
+    (entry,) = [json.loads(line) for line in keys.read_text().splitlines()]
+    records = records_of(keyed / "audit")
+    assert {r["key_id"] for r in records} == {entry["id"]}
+    assert record_hash(records[0]) != records[0]["hash"], "not a plain sha256"
+    proc = run_llmops("audit", "verify", cwd=keyed)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(
+        f"ok: 12 records in {len(audit_files(keyed / 'audit'))} files, chain intact (12 keyed, 0 unkeyed)"
+    )
+
+
+@pytest.mark.parametrize("drop_key_id", [False, True])
+def test_rechaining_the_tail_without_the_key_is_detected(keyed, drop_key_id):
+    """What someone who can write the files but not read the key can do: edit, then re-make every hash after."""
+    records = records_of(keyed / "audit")
+    records[8]["tenant"] = "someone-else"
+    for i in range(8, 12):
+        if drop_key_id:
+            del records[i]["key_id"]
+        records[i]["prev_hash"] = records[i - 1]["hash"]
+        records[i]["hash"] = record_hash(records[i])
+    put_records(keyed / "audit", records)
+    path = [p for p in audit_files(keyed / "audit") if "someone-else" in p.read_text()][0]
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "someone-else" in text)
+    proc = run_llmops("audit", "verify", cwd=keyed)
+    assert proc.returncode == 1, proc.stdout
+    why = (
+        "a record without key_id after keyed ones"
+        if drop_key_id
+        else "the record's hash does not match its content"
+    )
+    assert proc.stdout.startswith(f"TAMPERED: {path.name} line {line}: {why}"), proc.stdout
+    assert "8 records verified before it" in proc.stdout
+
+
+def test_verify_without_the_signing_key_fails_and_names_it(keyed):
+    kid = records_of(keyed / "audit")[0]["key_id"]
+    key_file(keyed).unlink()
+    proc = run_llmops("audit", "verify", cwd=keyed)
+    assert proc.returncode == 1
+    assert (
+        f"line 1: the record names chain key {kid!r}, which is not in the key file (none was found)"
+        in proc.stdout
+    )
+
+
+def test_rotate_key_records_before_and_after_verify(keyed):
+    first = json.loads(key_file(keyed).read_text())["id"]
+    proc = run_llmops("audit", "rotate-key", cwd=keyed)
+    assert proc.returncode == 0, proc.stderr
+    ids = [json.loads(line)["id"] for line in key_file(keyed).read_text().splitlines()]
+    assert len(ids) == 2 and ids[0] == first and f"new audit chain key {ids[1]}" in proc.stdout
+    write_keyed(keyed, 5, start=12)
+    assert [r["key_id"] for r in records_of(keyed / "audit")] == [first] * 12 + [ids[1]] * 5
+    proc = run_llmops("audit", "verify", cwd=keyed)
+    assert proc.returncode == 0 and "17 records" in proc.stdout and "(17 keyed, 0 unkeyed)" in proc.stdout, (
+        proc.stdout + proc.stderr
+    )
+
+
+def test_an_old_unkeyed_log_still_verifies_and_a_keyed_writer_continues_it(tmp_path):
+    (tmp_path / "settings.ini").write_text("[audit]\ndir = audit\nrotate_bytes = 100000\n")
+    old = write(tmp_path / "audit", 7)  # as written before keyed chains: plain sha256, no key_id
+    assert all("key_id" not in r for r in records_of(tmp_path / "audit"))
+    proc = run_llmops("audit", "verify", cwd=tmp_path)
+    assert proc.returncode == 0 and "7 records in 1 files, chain intact (0 keyed, 7 unkeyed)" in proc.stdout
+    assert proc.stdout.strip().endswith(old[-1])
+    write_keyed(tmp_path, 3, start=7)
+    proc = run_llmops("audit", "verify", cwd=tmp_path)
+    assert proc.returncode == 0 and "(3 keyed, 7 unkeyed)" in proc.stdout, proc.stdout + proc.stderr
+    with pytest.raises(ConfigurationError, match="this audit chain is keyed"):
+        AuditWriter(tmp_path / "audit")
+
+
+def test_a_key_file_open_to_others_or_malformed_is_refused_naming_file_and_line(keyed):
+    keys = key_file(keyed)
+    os.chmod(keys, 0o644)
+    proc = run_llmops("audit", "verify", cwd=keyed)
+    assert proc.returncode == 2
+    assert f"{keys}: the audit chain key file is open to group or others (mode 0644)" in proc.stderr
+    assert run_llmops("audit", "rotate-key", cwd=keyed).returncode == 2, "no key is added to an exposed file"
+    os.chmod(keys, 0o600)
+    with open(keys, "a") as f:
+        f.write('{"id": "k2", "key": "dG9vIHNob3J0"}\n')
+    proc = run_llmops("audit", "verify", cwd=keyed)
+    assert proc.returncode == 2 and f"{keys} line 2: not a key" in proc.stderr, proc.stderr
+    with pytest.raises(ConfigurationError, match="line 2: not a key"):
+        AuditWriter.from_settings(load_settings(keyed / "settings.ini"))
+    assert ChainKeys.load(keys.with_name("other.jsonl"), create=True).current[0]

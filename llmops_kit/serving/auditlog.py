@@ -7,12 +7,13 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['StoreMode', 'canonical_json', 'record_hash', 'make_text_record', 'audit_fernet', 'audit_files', 'next_file_name',
-           'AuditWriter', 'VerifyResult', 'verify_log', 'configure_cli']
+           'ChainKeys', 'add_chain_key', 'AuditWriter', 'VerifyResult', 'verify_log', 'configure_cli']
 
 # %% ../../nbs/serving/02_auditlog.ipynb #bcc53ee1
 import argparse
 import asyncio
 import atexit
+import base64
 import collections
 import concurrent.futures
 import contextlib
@@ -20,16 +21,18 @@ import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
+import hmac
 import json
 import logging
 import os
 import queue
 import re
+import secrets
 import sys
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -57,10 +60,12 @@ def canonical_json(data: Mapping[str, Any]) -> str:
     return _CANONICAL.encode(data)
 
 # %% ../../nbs/serving/02_auditlog.ipynb #d654a3de
-def record_hash(data: Mapping[str, Any]) -> str:
-    """The sha256 (hex) of a record's canonical JSON, leaving out its `hash` field."""
-    body = {k: v for k, v in data.items() if k != "hash"}
-    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+def record_hash(data: Mapping[str, Any], # a record; its `hash` field is left out
+                key: bytes | None = None, # the chain key its `key_id` names; None for a record without `key_id`
+               ) -> str:
+    """The hash (hex) of a record's canonical JSON without `hash`: HMAC-SHA256 under `key`, else plain sha256."""
+    body = canonical_json({k: v for k, v in data.items() if k != "hash"}).encode("utf-8")
+    return hmac.new(key, body, hashlib.sha256).hexdigest() if key is not None else hashlib.sha256(body).hexdigest()
 
 # %% ../../nbs/serving/02_auditlog.ipynb #ef7a4a65
 StoreMode = Literal["redacted", "hash", "raw"]
@@ -135,15 +140,91 @@ def _last_line(fd: int, size: int, chunk: int = 65536) -> tuple[bytes, int]:
             if b"\n" in body or pos == 0: return body[body.rfind(b"\n") + 1:], end
     return b"", 0
 
+# %% ../../nbs/serving/02_auditlog.ipynb #8c00fb33
+@dataclass(frozen=True)
+class ChainKeys:
+    """The HMAC keys of the audit chain by id, as read from the key file; the last one signs new records."""
+    path: Path # the key file
+    keys: dict[str, bytes] = field(repr=False) # key id -> 32-byte key, in file order (never shown)
+
+# %% ../../nbs/serving/02_auditlog.ipynb #1dbc393c
+@patch(as_prop=True)
+def current(self: ChainKeys) -> tuple[str, bytes]:
+    """The id and key that sign new records: the last line of the file."""
+    kid = next(reversed(self.keys))
+    return kid, self.keys[kid]
+
+# %% ../../nbs/serving/02_auditlog.ipynb #532ff5f8
+_KEY_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+def _new_chain_key() -> tuple[str, bytes]:
+    """A fresh key: its id and its line for the key file."""
+    now = dt.datetime.now(dt.timezone.utc)
+    kid = f"k{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    entry = {"id": kid, "key": base64.b64encode(secrets.token_bytes(32)).decode("ascii"), "created": now.isoformat(timespec="seconds")}
+    return kid, (json.dumps(entry) + "\n").encode("ascii")
+
+# %% ../../nbs/serving/02_auditlog.ipynb #23a5c0e7
+def _create_key_file(path: Path, line: bytes) -> bool:
+    """Create the key file holding `line` (mode 0600, its folder 0700) unless it exists; whether this call made it."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+        fh.write(line); fh.flush(); os.fsync(fh.fileno())
+    try: os.link(tmp, path); return True # all at once, and only if no other process made it first
+    except FileExistsError: return False
+    finally: tmp.unlink()
+
+# %% ../../nbs/serving/02_auditlog.ipynb #2521ac18
+def add_chain_key(path: str | os.PathLike, # the key file (`[audit] chain_keys`)
+                 ) -> str:
+    """Append a fresh key to the key file (created if absent); its id, which signs the records written from now on."""
+    p = Path(path)
+    kid, line = _new_chain_key()
+    if not p.exists() and _create_key_file(p, line): return kid
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    try: os.write(fd, line); os.fsync(fd) # one short line: one write
+    finally: os.close(fd)
+    return kid
+
+# %% ../../nbs/serving/02_auditlog.ipynb #0febeb30
+@patch(cls_method=True)
+def load(cls: ChainKeys,
+         path: str | os.PathLike, # the key file (`[audit] chain_keys`)
+         create: bool = False, # make it with one fresh key if absent (the writer does; verification does not)
+        ) -> ChainKeys:
+    """Read and check the key file: private to its owner, one well-formed key per line."""
+    p = Path(path)
+    if create and not p.exists(): _create_key_file(p, _new_chain_key()[1])
+    try: mode, text = p.stat().st_mode & 0o777, p.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise ConfigurationError(f"{p}: no audit chain key file (the audit writer makes it on first use; or run `llmops audit rotate-key`)") from None
+    if mode & 0o077: raise ConfigurationError(f"{p}: the audit chain key file is open to group or others (mode {mode:04o}); run chmod 600 {p}")
+    keys: dict[str, bytes] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip(): continue
+        try: entry = json.loads(line)
+        except ValueError: entry = None
+        kid = entry.get("id") if isinstance(entry, dict) else None
+        try: key = base64.b64decode(entry["key"], validate=True) if isinstance(kid, str) else b""
+        except (KeyError, TypeError, ValueError): key = b""
+        if not isinstance(kid, str) or not _KEY_ID_RE.fullmatch(kid) or len(key) != 32 or kid in keys:
+            why = "a key id that appears twice" if kid in keys else "not a key"
+            raise ConfigurationError(f'{p} line {n}: {why}; each line must be {{"id": "<letters, digits, . _ ->", '
+                                     f'"key": "<32 bytes in base64>", "created": "..."}}')
+        keys[kid] = key
+    if not keys: raise ConfigurationError(f"{p}: holds no key; run `llmops audit rotate-key` to add one")
+    return cls(p, keys)
+
 # %% ../../nbs/serving/02_auditlog.ipynb #73164b7a
 _STOP, _FLUSH = object(), object()
 
 class AuditWriter:
-    """Append hash-chained records to rotated JSONL files from a background thread."""
+    """Append records to rotated JSONL files in one keyed hash chain, from a background thread."""
     def __init__(self, dir: str | os.PathLike, *, fsync: Literal["always", "interval", "never"] = "interval",
                  fsync_interval_s: float = 1.0, rotate_bytes: int = 64 * 1024 * 1024, queue_size: int = 10_000,
                  store_prompts: StoreMode = "redacted", fernet: Any = None, max_batch: int = 512,
-                 inline: bool | None = None):
+                 inline: bool | None = None, chain_keys: ChainKeys | None = None):
         if fsync not in ("always", "interval", "never"): raise ConfigurationError(f"[audit] fsync = {fsync!r}; use always, interval or never")
         if store_prompts == "raw" and fernet is None: raise ConfigurationError(f"[audit] store_prompts = raw needs a Fernet key; {_KEY_HINT}")
         self.dir, self.fsync, self.fsync_interval_s = Path(dir), fsync, float(fsync_interval_s)
@@ -152,7 +233,8 @@ class AuditWriter:
         self._lock_fd = os.open(self.dir / ".audit.lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._fd: int | None = None
         self._name: str | None = None
-        self._size, self._prev, self._tail_known = 0, None, False
+        self.keys = chain_keys # None: the plain sha256 chain of older logs (tests; the server always has keys)
+        self._size, self._prev, self._prev_keyed, self._tail_known = 0, None, False, False
         self._dirty, self._last_fsync = False, time.monotonic()
         self.written, self.errors = 0, 0
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -173,13 +255,15 @@ atexit.register(lambda: [w.close() for w in list(_live_writers)])
 # %% ../../nbs/serving/02_auditlog.ipynb #26209266
 @patch(cls_method=True)
 def from_settings(cls: AuditWriter,
-                  settings: Settings, # `[audit]`: folder, fsync policy, rotation, queue and text mode
-                  environ: Mapping[str, str] | None = None, # where to find the key (default `os.environ`)
+                  settings: Settings, # `[audit]`: folder, fsync policy, rotation, queue, text mode and chain keys
+                  environ: Mapping[str, str] | None = None, # where to find the raw-mode key (default `os.environ`)
                  ) -> AuditWriter:
-    """The writer of `[audit]` (raw mode needs its key)."""
+    """The writer of `[audit]` (raw mode needs its key; the chain key file is made on first use)."""
     a = settings.audit
+    fernet = audit_fernet(settings, environ)
     return cls(settings.path(a.dir), fsync=a.fsync, fsync_interval_s=a.fsync_interval_s, rotate_bytes=a.rotate_bytes,
-               queue_size=a.queue_size, store_prompts=a.store_prompts, fernet=audit_fernet(settings, environ))
+               queue_size=a.queue_size, store_prompts=a.store_prompts, fernet=fernet,
+               chain_keys=ChainKeys.load(settings.path(a.chain_keys), create=True))
 
 # %% ../../nbs/serving/02_auditlog.ipynb #98a5832a
 @patch
@@ -248,10 +332,13 @@ def _sync_tail(self: AuditWriter) -> None:
                     os.ftruncate(fd, end)
             finally: os.close(fd)
             if line:
-                try: self._prev = json.loads(line)["hash"]
+                try: last = json.loads(line); self._prev, self._prev_keyed = last["hash"], "key_id" in last
                 except (ValueError, KeyError, TypeError):
                     raise LlmopsError(f"{path}: the last record is damaged, so the chain cannot be continued; run "
                                       f"`llmops audit verify {self.dir}` and move the damaged file aside") from None
+                if self._prev_keyed and self.keys is None:
+                    raise ConfigurationError(f"{path}: this audit chain is keyed (its last record names key {last['key_id']!r}); "
+                                             "write it with AuditWriter.from_settings, or pass chain_keys=ChainKeys.load(...)")
                 break
         self._size = os.fstat(self._fd).st_size
         if self._head() != newest: self._set_head(newest)
@@ -274,7 +361,7 @@ def _write_all(fd: int, data: bytes) -> None:
 # %% ../../nbs/serving/02_auditlog.ipynb #e32de9a3
 @patch
 def _append(self: AuditWriter, records: list) -> list[str]:
-    """Chain, serialise and append `records` under the lock; their hashes, or `LlmopsError` if the write failed."""
+    """Chain (keyed if the writer has keys), serialise and append `records` under the lock; their hashes, or `LlmopsError` if the write failed."""
     done: list[str] = []
     lock = self._lock_fd
     try:
@@ -288,8 +375,10 @@ def _append(self: AuditWriter, records: list) -> list[str]:
                 data = _as_dict(record)
                 data.pop("hash", None)
                 data["prev_hash"] = self._prev
+                if self.keys is None: data.pop("key_id", None); digest_of = hashlib.sha256
+                else: data["key_id"], key = self.keys.current; digest_of = lambda b, key=key: hmac.new(key, b, hashlib.sha256)
                 body = canonical_json(data).encode("utf-8")
-                digest = hashlib.sha256(body).hexdigest()
+                digest = digest_of(body).hexdigest()
                 line = body[:-1] + b',"hash":"' + digest.encode("ascii") + b'"}\n' # the hash is appended last
                 if self._size + pending > 0 and self._size + pending + len(line) > self.rotate_bytes:
                     if buf: _write_all(self._fd, b"".join(buf)); self._size += pending
@@ -489,15 +578,18 @@ class VerifyResult:
     line: int | None = None # its 1-based line number
     files: int = 0 # audit files seen
     last_hash: str | None = None # hash of the last verified record: keep it to detect truncation later
+    unkeyed: int = 0 # verified records without `key_id` (plain sha256, written before keyed chains)
 
 # %% ../../nbs/serving/02_auditlog.ipynb #7665df6a
-def verify_log(dir: str | os.PathLike) -> VerifyResult:
-    """Check the hash chain of every record in the audit files of `dir`."""
+def verify_log(dir: str | os.PathLike, # the audit folder
+               keys: ChainKeys | None = None, # the chain keys; needed for records that name one
+              ) -> VerifyResult:
+    """Check the keyed hash chain of every record in the audit files of `dir`."""
     d = Path(dir)
     if not d.is_dir(): raise InputError(f"{d}: no such audit folder")
-    files, prev, count = audit_files(d), None, 0
+    files, prev, count, unkeyed, keyed = audit_files(d), None, 0, 0, False
     def fail(path: Path, n: int, msg: str) -> VerifyResult:
-        return VerifyResult(count, False, msg, path.name, n, len(files), prev)
+        return VerifyResult(count, False, msg, path.name, n, len(files), prev, unkeyed)
     for path in files:
         with open(path, "rb") as fh:
             for n, raw in enumerate(fh, 1):
@@ -506,13 +598,20 @@ def verify_log(dir: str | os.PathLike) -> VerifyResult:
                 except ValueError: return fail(path, n, "the line is not valid JSON (edited or damaged)")
                 if not isinstance(data, dict) or not isinstance(data.get("hash"), str):
                     return fail(path, n, "the line is not an audit record with a hash")
-                if record_hash(data) != data["hash"]:
+                kid, key = data.get("key_id"), None
+                if kid is None and keyed:
+                    return fail(path, n, "a record without key_id after keyed ones: the chain was re-made from here without the key")
+                if kid is not None:
+                    key = keys.keys.get(kid) if keys is not None and isinstance(kid, str) else None
+                    if key is None: return fail(path, n, f"the record names chain key {kid!r}, which is not in "
+                                                         f"{keys.path if keys is not None else 'the key file (none was found)'}")
+                if record_hash(data, key) != data["hash"]:
                     return fail(path, n, "the record's hash does not match its content: it was changed after it was written")
                 if data.get("prev_hash") != prev:
                     if count == 0: return fail(path, n, f"the first record links to {str(data.get('prev_hash'))[:16]}..., which is not in this folder (earlier records missing)")
                     return fail(path, n, "broken link: prev_hash is not the previous record's hash (a record was removed, inserted or reordered before this one)")
-                prev, count = data["hash"], count + 1
-    return VerifyResult(count, True, None, None, None, len(files), prev)
+                prev, count, keyed, unkeyed = data["hash"], count + 1, key is not None, unkeyed + (key is None)
+    return VerifyResult(count, True, None, None, None, len(files), prev, unkeyed)
 
 # %% ../../nbs/serving/02_auditlog.ipynb #5005cb7c
 def _audit_dir(args: argparse.Namespace) -> tuple[Path, Settings]:
@@ -522,13 +621,23 @@ def _audit_dir(args: argparse.Namespace) -> tuple[Path, Settings]:
     return d, settings
 
 def _verify_cmd(args: argparse.Namespace) -> int:
-    d, _ = _audit_dir(args)
-    r = verify_log(d)
+    d, settings = _audit_dir(args)
+    key_file = settings.path(settings.audit.chain_keys)
+    r = verify_log(d, ChainKeys.load(key_file) if key_file.exists() else None)
     if r.ok:
-        print(f"ok: {r.count} records in {r.files} files, chain intact" + (f"; last hash {r.last_hash}" if r.last_hash else ""))
+        print(f"ok: {r.count} records in {r.files} files, chain intact ({r.count - r.unkeyed} keyed, {r.unkeyed} unkeyed)"
+              + (f"; last hash {r.last_hash}" if r.last_hash else ""))
         return 0
     print(f"TAMPERED: {r.file} line {r.line}: {r.first_error}; {r.count} records verified before it")
     return 1
+
+def _rotate_key_cmd(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    path = settings.path(settings.audit.chain_keys)
+    if path.exists(): ChainKeys.load(path) # never append to a file that is open to others or damaged
+    kid = add_chain_key(path)
+    print(f"new audit chain key {kid} in {path}: it signs the records written from now on (restart running servers to use it)")
+    return 0
 
 def _decrypt(fernet: Any, text: dict | None) -> None:
     from cryptography.fernet import InvalidToken
@@ -554,11 +663,13 @@ def _show_cmd(args: argparse.Namespace) -> int:
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops audit`."""
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    v = sub.add_parser("verify", help="check the hash chain; exit 1 if the log was tampered with")
+    v = sub.add_parser("verify", help="check the keyed hash chain; exit 1 if the log was tampered with")
     s = sub.add_parser("show", help="print records as JSON lines")
+    k = sub.add_parser("rotate-key", help="append a fresh chain key to [audit] chain_keys; it signs new records")
+    k.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
     s.add_argument("--last", type=int, default=0, help="only the last N records")
     s.add_argument("--decrypt", action="store_true", help="decrypt raw texts with the key from the environment")
     for p in (v, s):
         p.add_argument("dir", nargs="?", default=None, help="audit folder (default: [audit] dir)")
         p.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
-    v.set_defaults(handler=_verify_cmd); s.set_defaults(handler=_show_cmd)
+    v.set_defaults(handler=_verify_cmd); s.set_defaults(handler=_show_cmd); k.set_defaults(handler=_rotate_key_cmd)
