@@ -26,10 +26,10 @@ try: import hyperscan # the rule gates: every rule of a gate prefiltered in one 
 except ImportError: hyperscan = None
 
 # %% ../../nbs/guardrails/01_base.ipynb #35d9eb5b
-ACTIONS: tuple[str, ...] = ("allow", "flag", "redact", "block")
+ACTIONS: tuple[str, ...] = ("allow", "flag", "redact", "rewrite", "block")
 SEVERITY: dict[str, int] = {a: i for i, a in enumerate(ACTIONS)}
 STAGES: tuple[str, ...] = ("input", "output")
-Action = Literal["allow", "flag", "redact", "block"]
+Action = Literal["allow", "flag", "redact", "rewrite", "block"]
 Stage = Literal["input", "output", "both"]
 
 # %% ../../nbs/guardrails/01_base.ipynb #220992d9
@@ -46,7 +46,7 @@ class Finding:
     start: int | None # first character (in the original text), None for whole-text findings
     end: int | None # one past the last character, None for whole-text findings
     score: float # confidence in [0, 1]
-    action: str = "flag" # what the policy decided: allow, flag, redact or block
+    action: str = "flag" # what the policy decided: allow, flag, redact, rewrite or block
     reason: str = "" # why, in words; never the matched value
 
     def to_dict(self) -> dict[str, Any]:
@@ -385,7 +385,7 @@ def redact(
 @dataclass
 class Verdict:
     """What a guardrail chain decided about one text."""
-    action: str # allow, flag, redact or block
+    action: str # allow, flag, redact, rewrite or block
     text: str # the text to pass on: redacted and blocked spans replaced by placeholders
     findings: list[Finding] = field(default_factory=list) # everything the guards found, with reasons
     latency_ms: dict[str, float] = field(default_factory=dict) # time per guard (and `normalise`)

@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['ActionName', 'GuardSpec', 'DEFAULT_POLICY_YAML', 'logger', 'PiiSpec', 'SecretsSpec', 'InjectionSpec', 'ContentSpec',
-           'TopicsSpec', 'FormatSpec', 'Policy', 'parse_policy', 'load_policy', 'GuardChain', 'StreamGuard']
+__all__ = ['ActionName', 'GuardSpec', 'DEFAULT_REWRITE_PROMPT', 'DEFAULT_POLICY_YAML', 'logger', 'PiiSpec', 'SecretsSpec',
+           'InjectionSpec', 'ContentSpec', 'TopicsSpec', 'FormatSpec', 'RewriteSpec', 'Policy', 'parse_policy',
+           'load_policy', 'GuardChain', 'StreamGuard']
 
 # %% ../../nbs/guardrails/05_chain.ipynb #73feb43b
 import logging
@@ -33,7 +34,7 @@ from .pii import PII_ENTITIES, PiiGuard
 from .security import InjectionGuard, SecretsGuard
 
 # %% ../../nbs/guardrails/05_chain.ipynb #7b64cf9f
-ActionName = Literal["allow", "flag", "redact", "block"]
+ActionName = Literal["allow", "flag", "redact", "rewrite", "block"]
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -95,6 +96,16 @@ class FormatSpec(_Spec):
 
 GuardSpec = Annotated[Union[PiiSpec, SecretsSpec, InjectionSpec, ContentSpec, TopicsSpec, FormatSpec], Field(discriminator="guard")]
 
+# %% ../../nbs/guardrails/05_chain.ipynb #a5e03a0e
+DEFAULT_REWRITE_PROMPT: str = resources.files("llmops_kit").joinpath("data", "rewrite_prompt.txt").read_text(encoding="utf-8").strip() # the packaged sanitising prompt
+
+class RewriteSpec(BaseModel):
+    """The policy's `rewrite` block: which model paraphrases `rewrite` verdicts, and how."""
+    model_config = ConfigDict(extra="forbid")
+    model: str = "" # a `[model.NAME]` chat model; empty: `[serving] chat_model`
+    prompt: str = Field(DEFAULT_REWRITE_PROMPT, min_length=1) # the system message of the rewrite request
+    max_tokens: int = Field(512, ge=1, le=32768) # the longest rewrite; one cut short is blocked
+
 # %% ../../nbs/guardrails/05_chain.ipynb #5d047614
 class Policy(BaseModel):
     """A guardrail policy: the guards of each stage, in order, with thresholds and actions."""
@@ -104,6 +115,7 @@ class Policy(BaseModel):
     description: str = ""
     input: list[GuardSpec] = Field(default_factory=list)
     output: list[GuardSpec] = Field(default_factory=list)
+    rewrite: RewriteSpec = Field(default_factory=RewriteSpec)
     source: str = Field("", exclude=True)
 
     @model_validator(mode="after")
@@ -329,7 +341,7 @@ def check(self: GuardChain,
           stage: str = "input", # `input` or `output`
           vault: Vault | None = None, # keeps redacted values so `vault.restore` can put them back
          ) -> Verdict:
-    """Run the stage's guards on `text` and decide: allow, flag, redact or block."""
+    """Run the stage's guards on `text` and decide: allow, flag, redact, rewrite or block."""
     if not isinstance(text, str): raise InputError(f"guardrails check a string, not {type(text).__name__}")
     if stage not in STAGES: raise InputError(f"unknown stage {stage!r}; use 'input' or 'output'")
     t0 = time.perf_counter()
@@ -338,7 +350,7 @@ def check(self: GuardChain,
     findings, guard_ms, _ = _run_steps(self, n, stage)
     latency.update(guard_ms)
     action = most_severe([f.action for f in findings])
-    out = redact(text, self.masked(findings), vault) if action in ("redact", "block") else text
+    out = redact(text, self.masked(findings), vault) if action in ("redact", "rewrite", "block") else text
     verdict = Verdict(action, out, findings, latency, stage)
     if logger.isEnabledFor(logging.DEBUG):
         log_event(logger, "guardrail verdict", logging.DEBUG, stage=stage, action=action, reasons=verdict.reasons,
@@ -374,6 +386,8 @@ class StreamGuard:
         for k, v in latency.items(): self.latency[k] = self.latency.get(k, 0.0) + v
         for f in findings:
             if f.start is not None: f.start, f.end = f.start + start, f.end + start
+            if f.action == "rewrite": # part of the reply may be out already: a paraphrase cannot replace it
+                f.action, f.reason, blocked = "block", f"{f.reason} (rewrite is not possible in a stream: blocked)", True
             key = (f.guard, f.type, f.start, f.end)
             if key not in self._seen: self._seen.add(key); self.findings.append(f)
         if blocked:
