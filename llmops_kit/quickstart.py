@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['STAGES', 'QuickstartData', 'load_data', 'train_and_evaluate', 'policy_text', 'fit_reference_profile', 'ChampionInfo',
-           'publish', 'build_champion', 'QuickstartContext', 'Stage', 'StageSkipped', 'StageResult', 'events_file_of',
-           'replay_traffic', 'module_stage', 'run_stages', 'quickstart', 'summary', 'configure_cli']
+__all__ = ['CHAT_QUESTION', 'STAGES', 'QuickstartData', 'load_data', 'train_and_evaluate', 'policy_text', 'fit_reference_profile',
+           'ChampionInfo', 'publish', 'build_champion', 'QuickstartContext', 'Stage', 'StageSkipped', 'StageResult',
+           'events_file_of', 'replay_traffic', 'ask_chat', 'module_stage', 'run_stages', 'quickstart', 'summary',
+           'configure_cli']
 
 # %% ../nbs/90_quickstart.ipynb #f845506f
 import argparse
@@ -325,6 +326,23 @@ def replay_traffic(
                         "guardrails": actions, "route": data.get("route"), "abstained": data.get("abstained")})
     return out
 
+# %% ../nbs/90_quickstart.ipynb #1a04fc62
+CHAT_QUESTION = "Hello! Can you tell me what you can help me with?"
+
+def ask_chat(
+    url: str, # the server's base URL
+    token: str, # a bearer token with the `chat` scope
+    model: str, # the model to ask (the support router: its chat path answers what it cannot)
+    text: str, # the question
+) -> dict[str, Any]:
+    """Ask one question on `/v1/chat/completions`; return status, error code, who answered and the answer."""
+    import httpx
+    with httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=120) as client:
+        r = client.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": text}]})
+    body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+    if r.status_code != 200: return {"status": r.status_code, "error": (body.get("error") or {}).get("code")}
+    return {"status": 200, "answered_by": body["llmops"]["answered_by"], "content": body["choices"][0]["message"]["content"] or ""}
+
 # %% ../nbs/90_quickstart.ipynb #a117f1b6
 def _stage_serve(ctx: QuickstartContext) -> str:
     import os as _os
@@ -352,6 +370,7 @@ def _stage_serve(ctx: QuickstartContext) -> str:
         token = mint_token(s, tenant="quickstart", scopes=["chat"], ttl_s=600, environ=env)
         held_out = [{"kind": "held-out ticket", "text": t} for t in list(ctx.data.eval.text)[:60]] if ctx.data is not None else []
         results = replay_traffic(url, token, [*SAMPLE_TRAFFIC, *held_out])
+        chat = ask_chat(url, token, ctx.champion.name if ctx.champion else s.mlflow.model_name, CHAT_QUESTION)
     finally:
         try: _os.killpg(proc.pid, signal.SIGTERM)
         except ProcessLookupError: pass
@@ -373,6 +392,8 @@ def _stage_serve(ctx: QuickstartContext) -> str:
     note = "; ".join(f"{kind}: " + ", ".join(f"{n} {label}" for label, n in counts.items()) for kind, counts in by_kind.items())
     paths = ProjectPaths.from_settings(s)
     ctx.produced["serving"] = f"replayed {len(results)} requests through {url}/v1/route ({note})"
+    ctx.produced["chat"] = (f"{CHAT_QUESTION!r} answered by {chat['answered_by']}: {chat['content'][:160]!r}"
+                            if chat.get("status") == 200 else f"HTTP {chat.get('status')} {chat.get('error')}")
     ctx.produced["audit log"] = str(paths.audit)
     return f"{len(results)} requests replayed"
 

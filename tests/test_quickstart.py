@@ -39,6 +39,9 @@ def test_fresh_project_end_to_end(project):
     assert complete and complete[0]["outputs"][0]["name"] == "models/support-router/1"
     assert len(complete[0]["inputs"][0]["facets"]["version"]["datasetVersion"]) == 64
     # the replay went through the real server
+    # a question the router cannot answer gets a real answer (the hand-off in words without a chat model)
+    chat = re.search(r"^  chat +'.*' answered by (\S+): '(.+)'$", out, flags=re.M)
+    assert chat and chat.group(1) == "router" and "queue" in chat.group(2), out
     replay = re.search(r"serving +replayed (\d+) requests .*\((.*)\)$", out, flags=re.M)
     assert replay and int(replay.group(1)) >= len(SAMPLE_TRAFFIC), out
     assert "pii:" in replay.group(2) and "injection:" in replay.group(2)
