@@ -347,6 +347,9 @@ async def generate(self: Server, ctx: RequestContext, chat: ChatModel, request: 
     """The chat model's answer to `request`, bounded by the request timeout; usage and cost go into the context."""
     t = time.perf_counter()
     try: result = await call_model(chat.complete(request), self.timeout_s, receive)
+    except LlmopsError as e: # the upstream's own status goes into the audit record with the error
+        if "upstream_status" in e.extra: ctx.prediction_set("upstream_status", e.extra["upstream_status"])
+        raise
     finally:
         ctx.model_ms += (time.perf_counter() - t) * 1000
         ctx.stage("model", t)
@@ -520,6 +523,9 @@ async def _model_pieces(server: Server, ctx: RequestContext, chat: ChatModel, re
                 ctx.prediction_set("finish_reason", chunk.finish_reason)
                 if chunk.prompt_tokens is not None: ctx.prompt_tokens = chunk.prompt_tokens
                 if chunk.completion_tokens is not None: ctx.completion_tokens = chunk.completion_tokens
+    except LlmopsError as e:
+        if "upstream_status" in e.extra: ctx.prediction_set("upstream_status", e.extra["upstream_status"])
+        raise
     finally:
         ctx.model_ms += (time.perf_counter() - t) * 1000
         ctx.stage("model", t)
