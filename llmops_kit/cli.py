@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("llmops_kit.serving.app", "configure_cli", "Run the OpenAI-compatible inference server"),
     "token": ("llmops_kit.serving.auth", "configure_cli", "Mint local development tokens"),
     "audit": ("llmops_kit.serving.auditlog", "configure_cli", "Verify and read the audit log"),
+    "export": ("llmops_kit.export.cli", "configure_cli", "Export a registered model as a container build context and deployment assets"),
 }
 
 # %% ../nbs/91_cli.ipynb #c205a8da
