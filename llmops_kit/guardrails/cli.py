@@ -6,13 +6,15 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['result_object', 'read_texts', 'scan', 'configure_cli']
+__all__ = ['result_object', 'rewrite_object', 'read_texts', 'scan', 'configure_cli']
 
 # %% ../../nbs/guardrails/06_cli.ipynb #80f69815
 import argparse
+import asyncio
+import contextlib
 import json
 import sys
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 # %% ../../nbs/guardrails/06_cli.ipynb #af1fae10
 from ..core import InputError, load_settings
@@ -24,6 +26,12 @@ def result_object(verdict) -> dict[str, Any]:
             "findings": [{"guard": f.guard, "type": f.type, "start": f.start, "end": f.end, "score": round(float(f.score), 4),
                           "action": f.action} for f in verdict.findings],
             "latency_ms": round(verdict.total_ms, 4)}
+
+# %% ../../nbs/guardrails/06_cli.ipynb #dc81da7e
+def rewrite_object(verdict, result) -> dict[str, Any]:
+    """The `--json` output for a rewritten verdict: the final action and text, the first verdict's findings, and the `rewrite` result."""
+    return {**result_object(verdict), "action": result.action, "text": result.text if result.text is not None else verdict.text,
+            "rewrite": result.to_dict()}
 
 # %% ../../nbs/guardrails/06_cli.ipynb #46766f35
 def read_texts(
@@ -61,6 +69,7 @@ def scan(
     stage: str = "input", # `input` or `output`
     jsonl: bool = False, # input is JSONL with a `text` field
     as_json: bool = False, # write the JSON contract instead of readable lines
+    rewriter: Callable | None = None, # `(text, verdict) -> RewriteResult` for `rewrite` verdicts; None shows them as they are
 ) -> int:
     """Scan every input line and write one result per line; return the number of unreadable lines."""
     errors = 0
@@ -70,10 +79,16 @@ def scan(
             out.write(json.dumps({"line": number, "error": error}) + "\n" if as_json else f"{number}\terror\t{error}\n")
             continue
         v = chain.check(text, stage=stage)
-        if as_json: out.write(json.dumps(result_object(v), ensure_ascii=False) + "\n")
-        else:
+        r = rewriter(text, v) if rewriter is not None and v.action == "rewrite" else None
+        if as_json: out.write(json.dumps(result_object(v) if r is None else rewrite_object(v, r), ensure_ascii=False) + "\n")
+        elif r is None:
             shown = v.text.replace("\t", " ")
             out.write(f"{number}\t{v.action}\t{shown}" + (f"\t{'; '.join(v.reasons)}" if v.reasons else "") + "\n")
+        else:
+            shown = (r.text if r.text is not None else v.text).replace("\t", " ")
+            said = lambda d: "none" if d is None else d["action"] + (f" ({'; '.join(d['reasons'])})" if d["reasons"] else "")
+            why = f"before: {said(r.before)}; after: {said(r.after)}" + (f"; blocked: {r.reason}" if r.blocked else "")
+            out.write(f"{number}\t{r.action}\t{shown}\t{why.replace(chr(9), ' ')}\n")
         out.flush()
     return errors
 
@@ -89,6 +104,8 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--file", default=None, help="read a JSONL file whose objects have a `text` field instead of stdin")
     p.add_argument("--no-embeddings", action="store_true", help="skip the embedding-based guards (keyword fallbacks stay)")
     p.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
+    p.add_argument("--rewrite", action="store_true", help="paraphrase texts the policy marks `rewrite` with a chat model and check them again")
+    p.add_argument("--model", default=None, metavar="NAME", help="the [model.NAME] that rewrites (default: the policy's rewrite: model, else [serving] chat_model)")
     p.set_defaults(handler=_scan_handler)
     q = sub.add_parser("policy", help="print the packaged default policy, or check a policy file",
                        description="Print the packaged default policy, or check a policy file.")
@@ -99,15 +116,26 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
 # %% ../../nbs/guardrails/06_cli.ipynb #c6bf05ab
 def _scan_handler(args: argparse.Namespace) -> int:
     from llmops_kit.guardrails.chain import GuardChain, load_policy
+    from llmops_kit.guardrails.rewrite import rewrite, rewrite_model
     settings = load_settings(args.config)
     policy_path = args.policy if args.policy is not None else (str(settings.path(settings.guardrails.policy)) if settings.guardrails.policy else None)
     policy = load_policy(policy_path)
+    if args.model is not None and not args.rewrite: raise InputError("--model names the rewrite model; use it with --rewrite")
+    model = rewrite_model(settings, policy, args.model) if args.rewrite else None # an unknown name fails before any input is read
     chain = GuardChain.from_policy(policy, embedding_guards=settings.guardrails.embedding_guards and not args.no_embeddings)
-    if args.file is not None:
-        try: fh = open(args.file, "rb")
-        except OSError as e: raise InputError(f"{args.file}: cannot open: {e.strerror}") from None
-        with fh: errors = scan(chain, fh, sys.stdout, args.stage, jsonl=True, as_json=args.json)
-    else: errors = scan(chain, sys.stdin.buffer, sys.stdout, args.stage, jsonl=False, as_json=args.json)
+    with asyncio.Runner() if args.rewrite else contextlib.nullcontext() as runner:
+        rewriter = None
+        if runner is not None:
+            if model is not None: model.load()
+            rewriter = lambda text, verdict: runner.run(rewrite(text, verdict, chain, model, stage=args.stage))
+        try:
+            if args.file is not None:
+                try: fh = open(args.file, "rb")
+                except OSError as e: raise InputError(f"{args.file}: cannot open: {e.strerror}") from None
+                with fh: errors = scan(chain, fh, sys.stdout, args.stage, jsonl=True, as_json=args.json, rewriter=rewriter)
+            else: errors = scan(chain, sys.stdin.buffer, sys.stdout, args.stage, jsonl=False, as_json=args.json, rewriter=rewriter)
+        finally:
+            if runner is not None and model is not None: runner.run(model.aclose())
     return 1 if errors else 0
 
 def _policy_handler(args: argparse.Namespace) -> int:
