@@ -4,10 +4,13 @@
 
 # %% auto #0
 __all__ = ['simulate_portfolio', 'SimulationResult', 'rerun', 'RerunReport', 'normalise_allocation', 'Market', 'load_market',
-           'MAX_HORIZON_YEARS', 'PATHS_RANGE']
+           'MAX_HORIZON_YEARS', 'PATHS_RANGE', 'FinancialAssistant', 'AdvisorAnswer', 'SIMULATE_TOOL', 'run_tool_call',
+           'derive_seed', 'parse_portfolio_request', 'format_figures', 'DISCLAIMER', 'ADVISOR_POLICY_YAML',
+           'load_advisor_policy']
 
 # %% ../../nbs/advisor/00_advisor.ipynb #754f8b4d
 from .simulation import simulate_portfolio, SimulationResult, rerun, RerunReport, normalise_allocation, Market, load_market, MAX_HORIZON_YEARS, PATHS_RANGE
+from .assistant import FinancialAssistant, AdvisorAnswer, SIMULATE_TOOL, run_tool_call, derive_seed, parse_portfolio_request, format_figures, DISCLAIMER, ADVISOR_POLICY_YAML, load_advisor_policy
 
 # %% ../../nbs/advisor/00_advisor.ipynb #0c950c59
-_all_ = ['simulate_portfolio', 'SimulationResult', 'rerun', 'RerunReport', 'normalise_allocation', 'Market', 'load_market', 'MAX_HORIZON_YEARS', 'PATHS_RANGE']
+_all_ = ['simulate_portfolio', 'SimulationResult', 'rerun', 'RerunReport', 'normalise_allocation', 'Market', 'load_market', 'MAX_HORIZON_YEARS', 'PATHS_RANGE', 'FinancialAssistant', 'AdvisorAnswer', 'SIMULATE_TOOL', 'run_tool_call', 'derive_seed', 'parse_portfolio_request', 'format_figures', 'DISCLAIMER', 'ADVISOR_POLICY_YAML', 'load_advisor_policy']
