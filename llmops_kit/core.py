@@ -144,7 +144,7 @@ class ExportSettings(_Section):
 # %% ../nbs/00_core.ipynb #e23e8f4f
 class ModelSettings(_Section):
     """`[model.NAME]`: one served model: its kind, where it lives, limits and prices."""
-    kind: Literal["pyfunc", "openai", "llamacpp", "benchmark"]
+    kind: Literal["pyfunc", "openai", "llamacpp", "benchmark", "advisor"]
     uri: str = ""
     base_url: str = ""
     upstream_model: str = ""
@@ -160,6 +160,7 @@ class ModelSettings(_Section):
     temperature: float = Field(0.7, ge=0, le=2)
     prompt_usd_per_mtok: float = Field(0.0, ge=0)
     completion_usd_per_mtok: float = Field(0.0, ge=0)
+    explain_with: str = ""
 
 # %% ../nbs/00_core.ipynb #905497c1
 SECTIONS: dict[str, type[_Section]] = {

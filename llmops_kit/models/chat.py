@@ -37,6 +37,7 @@ class ChatResult:
     tool_calls: list[dict[str, Any]] | None = None # OpenAI-shaped tool calls
     upstream_status: int | None = None # the upstream's HTTP status, kept for the audit record
     attempts: int = 1 # tries it took (retries after connection errors, 429s and 5xx before the first byte)
+    audit: dict[str, Any] | None = None # what an application model wants kept in the audit record (e.g. a simulation)
 
 # %% ../../nbs/models/02_chat.ipynb #af60b030
 @dataclass
@@ -91,7 +92,7 @@ def _last_user(request: ChatRequest) -> str:
     return next((str(m.get("content") or "") for m in reversed(request.messages) if m.get("role") == "user"), "")
 
 # %% ../../nbs/models/02_chat.ipynb #ac5c6b43
-CHAT_KINDS = ("openai", "llamacpp", "benchmark")
+CHAT_KINDS = ("openai", "llamacpp", "benchmark", "advisor")
 
 def make_chat_model(
     name: str, # the model id clients send, the `[model.NAME]` section's name
@@ -108,10 +109,20 @@ def make_chat_model(
         except ImportError as e:
             raise ConfigurationError(f"[model.{name}] kind = llamacpp needs llama-cpp-python: pip install 'llmops-kit[local]' ({e})") from None
         return LlamaCppChatModel(name, spec, settings)
+    if spec.kind == "advisor":
+        from llmops_kit.advisor.model import AdvisorChatModel
+        return AdvisorChatModel(name, spec, settings)
     raise ConfigurationError(f"[model.{name}] kind = {spec.kind!r} is not a chat model; chat models are {', '.join(CHAT_KINDS)}")
 
 def chat_models(
     settings: Settings, # the settings whose `[model.NAME]` sections to build
 ) -> dict[str, ChatModel]:
-    """Every chat model the settings declare, by name."""
-    return {name: make_chat_model(name, spec, settings) for name, spec in settings.models.items() if spec.kind in CHAT_KINDS}
+    """Every chat model the settings declare, by name (an `advisor` is given the model it `explain_with`s)."""
+    models = {name: make_chat_model(name, spec, settings) for name, spec in settings.models.items() if spec.kind in CHAT_KINDS}
+    for name, model in models.items():
+        helper = settings.models[name].explain_with
+        if settings.models[name].kind != "advisor" or not helper: continue
+        if helper not in models or settings.models[helper].kind == "advisor":
+            raise ConfigurationError(f"[model.{name}] explain_with = {helper!r} names no chat model")
+        model.use_explainer(models[helper])
+    return models

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['logger', 'ROUTE_SCOPES', 'EMBEDDING_MODEL', 'EMBEDDING_MODELS', 'EMBEDDING_DIM', 'route_label', 'Server',
-           'completion_json', 'reply_text', 'chat_completions', 'route', 'encode_vector', 'embeddings', 'list_models',
-           'healthz', 'readyz', 'metrics', 'fast_route', 'create_app', 'app_factory', 'serve_environment',
-           'check_serving', 'start_metrics_port', 'serve', 'configure_cli']
+           'completion_json', 'reply_text', 'chat_completions', 'route', 'encode_vector', 'embeddings',
+           'advisor_simulate', 'list_models', 'healthz', 'readyz', 'metrics', 'fast_route', 'create_app', 'app_factory',
+           'serve_environment', 'check_serving', 'start_metrics_port', 'serve', 'configure_cli']
 
 # %% ../../nbs/serving/06_app.ipynb #01f89359
 import argparse
@@ -55,7 +55,7 @@ logger = logging.getLogger("llmops_kit.serving")
 # %% ../../nbs/serving/06_app.ipynb #2835bb84
 ROUTE_SCOPES: dict[str, str | None] = {
     "/v1/chat/completions": "chat", "/v1/route": "chat", "/v1/embeddings": "embeddings",
-    "/v1/models": None, "/metrics": "metrics",
+    "/v1/models": None, "/metrics": "metrics", "/v1/advisor/simulate": "chat",
 }
 _MODEL_ROUTES = frozenset(["/v1/chat/completions", "/v1/route", "/v1/embeddings"])
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -355,6 +355,8 @@ async def generate(self: Server, ctx: RequestContext, chat: ChatModel, request: 
         ctx.stage("model", t)
     ctx.prompt_tokens, ctx.completion_tokens = result.prompt_tokens, result.completion_tokens
     ctx.prediction = {**(ctx.prediction or {}), "finish_reason": result.finish_reason, "upstream_status": result.upstream_status}
+    if result.tool_calls: ctx.prediction_set("tool_calls", result.tool_calls)
+    if result.audit: ctx.prediction_set(chat.info.kind, result.audit) # an application's record, e.g. the advisor's simulation
     return result.content
 
 @patch
@@ -473,7 +475,7 @@ async def _chat(server: Server, ctx: RequestContext, body: ChatCompletionRequest
     ctx.input = (original, text)
     ctx.prompt_tokens = sum(count_tokens(m.text()) for m in body.messages)
     info: dict[str, Any] = {"intent": None, "confidence": None, "route": None, "abstained": None, "answered_by": "router",
-                            "model_version": None, "request_id": ctx.request_id} # the `RoutingInfo` fields, in order
+                            "model_version": None, "request_id": ctx.request_id, "tool_calls": None} # `RoutingInfo`, in order
     request = _chat_request(body, text) if chat is not None else None
     if chat is None: # 2. the router decides; when it cannot answer, the chat path's model may
         prediction = (await server.predict(ctx, receive, [text]))[0]
@@ -492,7 +494,9 @@ async def _chat(server: Server, ctx: RequestContext, body: ChatCompletionRequest
         pieces = _model_pieces(server, ctx, chat, request) if request is not None else _text_pieces(reply)
         return StreamingResponse(_stream_chat(server, ctx, completion_id, created, pieces, RoutingInfo(**info), include_usage),
                                  media_type="text/event-stream", headers={"x-accel-buffering": "no"})
-    if request is not None: reply = await server.generate(ctx, chat, request, receive) # 3. the chat model writes
+    if request is not None: # 3. the chat model writes
+        reply = await server.generate(ctx, chat, request, receive)
+        info["tool_calls"] = ctx.prediction.get("tool_calls")
     content, finish_reason = await server.guard_output(ctx, reply) # 4. guard the output
     ctx.output = (reply, content)
     if request is None: ctx.completion_tokens = count_tokens(content or "")
@@ -633,6 +637,21 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     return _json(EmbeddingResponse(data=data, model=EMBEDDING_MODEL,
                                    usage=EmbeddingUsage(prompt_tokens=ctx.prompt_tokens, total_tokens=ctx.prompt_tokens)))
 
+# %% ../../nbs/serving/06_app.ipynb #7b2bb8d9
+async def advisor_simulate(request: Request) -> Response:
+    """Run the financial advisor's portfolio simulation (the `simulate_portfolio` tool's arguments as the body)."""
+    from llmops_kit.advisor import run_tool_call
+    ctx = _ctx(request)
+    ctx.model, ctx.model_version = "simulate_portfolio", "1"
+    try: args = json.loads(await request.body() or b"{}")
+    except ValueError as e: raise InputError(f"the body is not JSON: {e}") from None
+    call = {"type": "function", "function": {"name": "simulate_portfolio", "arguments": json.dumps(args)}}
+    t = time.perf_counter()
+    try: record = await asyncio.to_thread(run_tool_call, call)
+    finally: ctx.stage("model", t)
+    ctx.prediction = {"advisor": {"tool_call": call, "simulation": record}}
+    return Response(json.dumps(record), media_type="application/json")
+
 # %% ../../nbs/serving/06_app.ipynb #6577e6b9
 async def list_models(request: Request) -> Response:
     """The served models (chat/route model and embedding model)."""
@@ -770,6 +789,8 @@ def create_app(
                       tags=["openai"], summary="Served models")
     app.add_api_route("/v1/route", route, methods=["POST"], response_model=RouteResponse, responses=_ERRORS,
                       tags=["router"], summary="Support router prediction")
+    app.add_api_route("/v1/advisor/simulate", advisor_simulate, methods=["POST"], responses=_ERRORS, tags=["advisor"],
+                      summary="Portfolio simulation (the financial advisor's tool)")
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"], summary="Liveness")
     app.add_api_route("/readyz", readyz, methods=["GET"], tags=["operations"], summary="Readiness",
                       responses={503: {"description": "not ready"}})
