@@ -1,6 +1,8 @@
 """Guardrails end to end: the `llmops guard scan` contract, per-line errors, no raw redacted value in logs,
 obfuscations, streaming without leaks, policy errors with line numbers, and a chain shared across threads."""
 
+import asyncio
+import hashlib
 import io
 import json
 import logging
@@ -352,3 +354,160 @@ def test_rule_gates_never_change_a_verdict(shared_data, chain, monkeypatch):
     monkeypatch.setattr(RuleGate, "possible", lambda self, text: [True] * self.size)
     assert verdicts() == gated
     assert sum(v[0] != "allow" for v in gated) > 500  # the corpora do exercise the guards
+
+
+MODERATING = """input:
+  - guard: content
+    action: block
+    actions: {INSULT: rewrite, PROFANITY: rewrite}
+  - guard: pii
+    action: redact
+"""
+RUDE = "You useless bot, where is my card? Mail ann.lee@example.com"
+
+
+class CleanParaphrase:
+    """A chat model whose answer is a clean paraphrase; it keeps the requests it was sent."""
+
+    def __init__(self, answer: str):
+        from llmops_kit.models.backends import ModelInfo
+
+        self.info, self.answer, self.requests = ModelInfo("clean", "1", "benchmark"), answer, []
+
+    def load(self) -> None:
+        pass
+
+    def readiness(self) -> tuple[bool, str]:
+        return True, "ready"
+
+    async def complete(self, request):
+        from llmops_kit.models.chat import ChatResult
+
+        self.requests.append(request)
+        return ChatResult(self.answer)
+
+    async def stream(self, request):
+        from llmops_kit.models.chat import ChatChunk
+
+        yield ChatChunk(self.answer, "stop")
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def moderating() -> GuardChain:
+    from llmops_kit.guardrails.chain import parse_policy
+
+    return GuardChain.from_policy(parse_policy(MODERATING, "moderating.yaml"), embedding_guards=False)
+
+
+def moderate(chain, text, model):
+    from llmops_kit.guardrails.rewrite import rewrite
+
+    verdict = chain.check(text)
+    assert verdict.action == "rewrite", verdict.to_dict()
+    return asyncio.run(rewrite(text, verdict, chain, model))
+
+
+def test_toxic_text_is_rewritten_and_passes(moderating):
+    model = CleanParaphrase("Where is my card?")
+    result = moderate(moderating, RUDE, model)
+    assert (result.action, result.text, result.model) == ("rewrite", "Where is my card?", "clean")
+    assert (result.before["action"], result.after["action"]) == ("rewrite", "allow")
+    sent = model.requests[0]
+    assert sent.temperature == 0
+    assert sent.messages[1]["content"] == "You useless bot, where is my card? Mail <EMAIL_ADDRESS_1>"
+    assert "ann.lee" not in json.dumps(sent.messages)  # the model sees the placeholder, never the address
+    assert "rewritten text only" in sent.messages[0]["content"]
+
+
+def test_rewrite_that_still_fails_is_blocked(moderating):
+    result = moderate(moderating, RUDE, CleanParaphrase("Where is my card, useless bot?"))
+    assert (result.action, result.text, result.after["action"]) == ("block", None, "rewrite")
+    assert result.reason.startswith("the rewritten text still fails the input guardrails")
+    threat = moderate(moderating, RUDE, CleanParaphrase("I will find you"))
+    assert (threat.action, threat.after["action"]) == ("block", "block")
+
+
+def test_audit_dict_holds_both_hashes_and_verdicts_never_a_text(moderating):
+    result = moderate(moderating, RUDE, CleanParaphrase("Where is my card?"))
+    audit = result.to_audit()
+    assert audit["original_sha256"] == hashlib.sha256(RUDE.encode()).hexdigest()
+    assert audit["rewritten_sha256"] == hashlib.sha256(b"Where is my card?").hexdigest()
+    assert (audit["before"]["action"], audit["after"]["action"]) == ("rewrite", "allow")
+    assert [f["type"] for f in audit["before"]["findings"]] == ["INSULT", "EMAIL_ADDRESS"]
+    dumped = json.dumps(audit)
+    for piece in (RUDE, "useless", "ann.lee", "Where is my card"):
+        assert piece not in dumped
+
+
+def rewrite_project(project, settings: str = "", policy_model: str = ""):
+    (project / "moderating.yaml").write_text(
+        MODERATING + (f"rewrite:\n  model: {policy_model}\n" if policy_model else "")
+    )
+    with (project / "settings.ini").open("a") as fh:
+        fh.write(settings)
+    return project
+
+
+def test_cli_rewrite_that_still_fails_is_blocked(project):
+    rewrite_project(project, "[model.echo]\nkind = benchmark\n", policy_model="echo")
+    proc = scan(
+        project, "--policy", "moderating.yaml", "--rewrite", "--json", stdin=RUDE + "\nWhere is my card?\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    rude, plain = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert (rude["action"], rude["rewrite"]["model"]) == ("block", "echo")  # the echo repeats the insult
+    assert (rude["rewrite"]["before"]["action"], rude["rewrite"]["after"]["action"]) == ("rewrite", "rewrite")
+    assert "still fails the input guardrails" in rude["rewrite"]["reason"]
+    assert plain["action"] == "allow" and "rewrite" not in plain
+    proc = scan(project, "--policy", "moderating.yaml", "--rewrite", stdin=RUDE + "\n")
+    number, action, text, why = proc.stdout.rstrip("\n").split("\t")
+    assert (number, action, text) == (
+        "1",
+        "block",
+        "You useless bot, where is my card? Mail <EMAIL_ADDRESS_1>",
+    )
+    assert (
+        why.startswith("before: rewrite (content/INSULT: insult; pii/EMAIL_ADDRESS: ")
+        and "after: rewrite (" in why
+    )
+
+
+def test_cli_serving_chat_model_rewrites_when_the_policy_names_none(project):
+    rewrite_project(project, "[serving]\nchat_model = echo\n[model.echo]\nkind = benchmark\n")
+    proc = scan(project, "--policy", "moderating.yaml", "--rewrite", "--json", stdin=RUDE + "\n")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["rewrite"]["model"] == "echo"
+
+
+def test_cli_no_rewrite_model_blocks_with_the_reason(project):
+    rewrite_project(project)
+    proc = scan(project, "--policy", "moderating.yaml", "--rewrite", "--json", stdin=RUDE + "\n")
+    assert proc.returncode == 0, proc.stderr
+    line = json.loads(proc.stdout)
+    assert (line["action"], line["rewrite"]["after"], line["rewrite"]["model"]) == ("block", None, None)
+    assert line["rewrite"]["reason"].startswith("no rewrite model is configured")
+    proc = scan(
+        project, "--policy", "moderating.yaml", "--json", stdin=RUDE + "\n"
+    )  # without --rewrite: the verdict as is
+    assert json.loads(proc.stdout)["action"] == "rewrite"
+
+
+def test_cli_unknown_rewrite_model_is_a_one_line_error(project):
+    rewrite_project(project, "[model.echo]\nkind = benchmark\n")
+    for args in (["--rewrite", "--model", "gpt-9"], ["--model", "echo"]):
+        proc = scan(project, "--policy", "moderating.yaml", *args, stdin=RUDE + "\n")
+        assert proc.returncode == 2, proc.stdout
+        assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert (
+        "unknown rewrite model 'gpt-9' (from --model)"
+        in scan(project, "--policy", "moderating.yaml", "--rewrite", "--model", "gpt-9", stdin=b"").stderr
+    )
+    rewrite_project(project, policy_model="gone")
+    proc = scan(project, "--policy", "moderating.yaml", "--rewrite", stdin=RUDE + "\n")
+    assert (
+        proc.returncode == 2
+        and "unknown rewrite model 'gone' (from the policy's rewrite: model)" in proc.stderr
+    )
