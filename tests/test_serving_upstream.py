@@ -93,3 +93,41 @@ def test_dropped_stream_ends_cleanly(gateway):
     assert events[-1] == "[DONE]"
     errors = [json.loads(e)["error"] for e in events[:-1] if "error" in json.loads(e)]
     assert errors and errors[0]["code"] == "upstream_stream_dropped"
+
+
+def test_moderation_by_rewriting_through_the_gateway(tmp_path):
+    """An insult is paraphrased by the rewrite model (a real upstream), checked again, and only then routed."""
+    upstream = Upstream().start()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\nname: rewrite-insults\ninput:\n  - guard: content\n    action: block\n"
+        "    actions: {INSULT: rewrite, PROFANITY: rewrite}\noutput: []\nrewrite:\n  model: up\n"
+    )
+    extra = (
+        f"[model.up]\nkind = openai\nbase_url = {upstream.base_url}\nmax_retries = 0\nread_timeout_s = 5\n"
+    )
+    srv = start_server(
+        tmp_path / "srv", extra_ini=extra + f"[guardrails]\npolicy = {policy}\nembedding_guards = false\n"
+    )
+    try:
+        with srv.client() as c:
+            body = {
+                "model": "llmops-benchmark-echo",
+                "messages": [{"role": "user", "content": "You stupid idiot, where is my card?"}],
+            }
+            r = c.post("/v1/chat/completions", headers=srv.headers(), json=body)
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["message"]["content"] == "echo: Your card ships tomorrow."
+            rid = r.headers["x-request-id"]
+            upstream.script = [
+                "hang"
+            ]  # the rewrite model fails: the request is blocked, never passed on as it was
+            blocked = c.post("/v1/chat/completions", headers=srv.headers(), json=body, timeout=30)
+            assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "guardrail_blocked"
+        verdict = srv.wait_records([rid])[rid][0]["guardrails"][0]
+        assert verdict["action"] == "rewrite" and verdict["rewrite"]["after"]["action"] == "allow"
+        assert verdict["rewrite"]["original_sha256"] != verdict["rewrite"]["rewritten_sha256"]
+        assert "idiot" not in json.dumps(verdict)
+    finally:
+        srv.stop()
+        upstream.stop()

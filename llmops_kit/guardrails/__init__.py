@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['Finding', 'Verdict', 'Guard', 'Vault', 'normalise', 'redact', 'PiiGuard', 'PII_ENTITIES', 'SecretsGuard',
            'InjectionGuard', 'ContentGuard', 'TopicGuard', 'FormatGuard', 'Policy', 'DEFAULT_POLICY_YAML',
-           'parse_policy', 'load_policy', 'GuardChain', 'StreamGuard']
+           'parse_policy', 'load_policy', 'GuardChain', 'StreamGuard', 'RewriteResult', 'rewrite',
+           'DEFAULT_REWRITE_PROMPT']
 
 # %% ../../nbs/guardrails/00_guardrails.ipynb #88e0289a
 from .base import Finding, Verdict, Guard, Vault, normalise, redact
@@ -13,6 +14,7 @@ from .pii import PiiGuard, PII_ENTITIES
 from .security import SecretsGuard, InjectionGuard
 from .content import ContentGuard, TopicGuard, FormatGuard
 from .chain import Policy, DEFAULT_POLICY_YAML, parse_policy, load_policy, GuardChain, StreamGuard
+from .rewrite import RewriteResult, rewrite, DEFAULT_REWRITE_PROMPT
 
 # %% ../../nbs/guardrails/00_guardrails.ipynb #6d0d2cc1
-_all_ = ['Finding', 'Verdict', 'Guard', 'Vault', 'normalise', 'redact', 'PiiGuard', 'PII_ENTITIES', 'SecretsGuard', 'InjectionGuard', 'ContentGuard', 'TopicGuard', 'FormatGuard', 'Policy', 'DEFAULT_POLICY_YAML', 'parse_policy', 'load_policy', 'GuardChain', 'StreamGuard']
+_all_ = ['Finding', 'Verdict', 'Guard', 'Vault', 'normalise', 'redact', 'PiiGuard', 'PII_ENTITIES', 'SecretsGuard', 'InjectionGuard', 'ContentGuard', 'TopicGuard', 'FormatGuard', 'Policy', 'DEFAULT_POLICY_YAML', 'parse_policy', 'load_policy', 'GuardChain', 'StreamGuard', 'RewriteResult', 'rewrite', 'DEFAULT_REWRITE_PROMPT']

@@ -289,10 +289,15 @@ async def guard_input(self: Server, ctx: RequestContext, text: str) -> str:
     try: verdict = await self.check(text, "input")
     finally: ctx.stage("input_guard", t)
     ctx.guardrails.append(_verdict_dict(verdict))
-    if verdict.action == "block":
+    if verdict.action == "rewrite": # moderation by rewriting: a sanitised paraphrase, checked again, or a block
+        result = await self.rewrite(ctx, text, verdict, "input")
+        if result.text is not None: return result.text
+        reasons = [result.reason]
+    else: reasons = verdict.reasons
+    if verdict.action in ("block", "rewrite"):
         ctx.outcome = "guardrail_block"
-        raise InputError("the request was blocked by the input guardrails: " + "; ".join(verdict.reasons),
-                         code="guardrail_blocked", extra={"reasons": verdict.reasons})
+        raise InputError("the request was blocked by the input guardrails: " + "; ".join(reasons),
+                         code="guardrail_blocked", extra={"reasons": reasons})
     return verdict.text if verdict.action == "redact" else text
 
 @patch
@@ -302,10 +307,25 @@ async def guard_output(self: Server, ctx: RequestContext, text: str) -> tuple[st
     try: verdict = await self.check(text, "output")
     finally: ctx.stage("output_guard", t)
     ctx.guardrails.append(_verdict_dict(verdict))
-    if verdict.action == "block":
+    if verdict.action == "rewrite":
+        result = await self.rewrite(ctx, text, verdict, "output")
+        if result.text is not None: return result.text, "stop"
+    if verdict.action in ("block", "rewrite"):
         ctx.outcome = "guardrail_block"
         return None, "content_filter"
     return (verdict.text if verdict.action == "redact" else text), "stop"
+
+@patch
+async def rewrite(self: Server, ctx: RequestContext, text: str, verdict, stage: str):
+    """The policy's rewrite model paraphrases `text` and the chain checks it again; both verdicts go into the record."""
+    from llmops_kit.guardrails.rewrite import rewrite
+    spec = getattr(self.chain.policy, "rewrite", None)
+    model = self.chat_models.get(getattr(spec, "model", "") or self.chat_model or "")
+    t = time.perf_counter()
+    try: result = await rewrite(text, verdict, self.chain, model, stage=stage, timeout_s=self.timeout_s, offload=self.offload_guards)
+    finally: ctx.stage(f"{stage}_rewrite", t)
+    ctx.guardrails[-1]["rewrite"] = result.to_audit()
+    return result
 
 # %% ../../nbs/serving/06_app.ipynb #ac6a0d0f
 @patch
