@@ -266,7 +266,7 @@ def knative_service(
                                   "spec": spec},
                      "traffic": traffic}}
 
-# %% ../../nbs/export/03_k8s.ipynb #702a9dbc
+# %% ../../nbs/export/03_k8s.ipynb #b020c4b7
 def alert_rules(
     name: str, # the app's name, in the alerts' labels
 ) -> dict[str, Any]:
@@ -278,7 +278,7 @@ def alert_rules(
         "alert": a, "expr": expr, "for": for_, "labels": {"severity": severity, "app": name},
         "annotations": {"summary": summary}}
     return {"groups": [
-        {"name": "llmops.recording", "interval": "30s", "rules": [
+        {"name": "llmops.recording", "rules": [ # evaluated every global evaluation_interval
             {"record": "llmops:requests:rate5m", "expr": "sum by (route, outcome) (rate(llmops_requests_total[5m]))"},
             {"record": "llmops:request_duration_seconds:p99_5m",
              "expr": f"histogram_quantile(0.99, sum by (le) (rate(llmops_request_duration_seconds_bucket{{{api}}}[5m])))"},
