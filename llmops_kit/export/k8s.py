@@ -8,10 +8,10 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['CONFIG_DIR', 'STATE_DIR', 'HTTP_PORT', 'METRICS_PORT', 'RUN_AS_USER', 'VECTOR_IMAGE', 'LATENCY_SLO_S', 'ERROR_RATIO',
            'RPS_PER_POD', 'ECS_FIELDS', 'ECS_CONSTANTS', 'check_inputs', 'container_settings', 'settings_ini',
-           'secret_env', 'labels', 'pod_spec', 'deployment', 'config_map', 'service', 'autoscaler', 'disruption_budget',
+           'secret_env', 'labels', 'pod_spec', 'deployment', 'service', 'autoscaler', 'disruption_budget',
            'canary_replicas', 'canary', 'knative_service', 'alert_rules', 'metric_names', 'prometheus_rule',
            'service_monitor', 'adapter_rules', 'dashboard', 'to_ecs', 'vector_remap', 'vector_config', 'dump_yaml',
-           'asset_documents', 'write_deployment_assets']
+           'config_map', 'asset_documents', 'write_deployment_assets']
 
 # %% ../../nbs/export/03_k8s.ipynb #fbb2f4d4
 import dataclasses
@@ -176,15 +176,6 @@ def deployment(
                      "selector": {"matchLabels": labels(name, track)},
                      "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
                      "template": {"metadata": {"labels": labels(name, track)}, "spec": pod_spec(name, image, settings)}}}
-
-# %% ../../nbs/export/03_k8s.ipynb #a66a70c9
-def config_map(
-    name: str, # the app's name
-    settings: Settings, # the user's settings
-) -> dict[str, Any]:
-    """The ConfigMap `<name>-config`: the container's `settings.ini` and the audit shipper's `vector.yaml`."""
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{name}-config", "labels": labels(name)},
-            "data": {"settings.ini": settings_ini(container_settings(settings)), "vector.yaml": dump_yaml(vector_config())}}
 
 # %% ../../nbs/export/03_k8s.ipynb #258219bc
 def service(
@@ -397,7 +388,7 @@ def to_ecs(
     _put(doc, "event.duration", round(float(record.get("latency_ms") or 0) * 1_000_000))
     return _compact(doc)
 
-# %% ../../nbs/export/03_k8s.ipynb #8ad7f9de
+# %% ../../nbs/export/03_k8s.ipynb #18c35496
 def _vrl_path(dotted: str) -> str:
     return '."@timestamp"' if dotted == "@timestamp" else "." + ".".join(dotted.split("."))
 
@@ -413,7 +404,7 @@ def vector_remap(
     lines += [f"{_vrl_path(fields.get(n, 'llmops.' + n))} = r.{n}" for n in names]
     lines += ['.event.outcome = if r.outcome == "ok" { "success" } else if r.outcome == null || r.outcome == "disconnect" '
               '{ "unknown" } else { "failure" }',
-              ".event.duration = to_int(round((float(r.latency_ms) ?? 0.0) * 1000000.0))",
+              ".event.duration = to_int(round((to_float(r.latency_ms) ?? 0.0) * 1000000.0))",
               ". = compact(.)"]
     return "\n".join(lines) + "\n"
 
@@ -441,6 +432,15 @@ def dump_yaml(
     """YAML text of `docs` (separated by `---`), multi-line strings as literal blocks."""
     text = "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120) for d in docs)
     return "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines()) + text
+
+# %% ../../nbs/export/03_k8s.ipynb #a66a70c9
+def config_map(
+    name: str, # the app's name
+    settings: Settings, # the user's settings
+) -> dict[str, Any]:
+    """The ConfigMap `<name>-config`: the container's `settings.ini` and the audit shipper's `vector.yaml`."""
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{name}-config", "labels": labels(name)},
+            "data": {"settings.ini": settings_ini(container_settings(settings)), "vector.yaml": dump_yaml(vector_config())}}
 
 # %% ../../nbs/export/03_k8s.ipynb #5c68d8e9
 _HEADERS = {
