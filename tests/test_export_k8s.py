@@ -120,6 +120,10 @@ def test_knative_pod_template_validates_as_a_pod(assets):
     assert [t["percent"] for t in ksvc["spec"]["traffic"]] == [90, 10]
     assert ksvc["spec"]["traffic"][0]["revisionName"] == ksvc["spec"]["template"]["metadata"]["name"]
     assert [len(c.get("ports", [])) for c in spec["containers"]] == [1, 0]  # Knative serves one port
+    assert (
+        "securityContext" not in spec and "startupProbe" not in spec["containers"][0]
+    )  # outside Knative's subset
+    assert all(c["securityContext"]["runAsNonRoot"] for c in spec["containers"])
 
 
 def test_manifests_agree_with_each_other(assets):

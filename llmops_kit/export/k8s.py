@@ -117,7 +117,7 @@ def labels(name: str, track: str | None = None) -> dict[str, str]:
     out = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "llmops-kit"}
     return {**out, "track": track} if track else out
 
-# %% ../../nbs/export/03_k8s.ipynb #3faf4b88
+# %% ../../nbs/export/03_k8s.ipynb #64eb4fad
 _SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
              "capabilities": {"drop": ["ALL"]}}
 
@@ -154,10 +154,13 @@ def pod_spec(
                "volumeMounts": [{"name": "state", "mountPath": STATE_DIR, "readOnly": True},
                                 {"name": "config", "mountPath": "/etc/vector", "readOnly": True},
                                 {"name": "vector-data", "mountPath": "/var/lib/vector"}]}
-    spec = {"securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
-                                "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}},
-            "automountServiceAccountToken": False, "containers": [app, shipper], "volumes": volumes}
-    if not knative: spec["terminationGracePeriodSeconds"] = int(settings.serving.request_timeout_s) + 10
+    user = {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}}
+    spec = {"automountServiceAccountToken": False, "containers": [app, shipper], "volumes": volumes}
+    if knative: # a pod-level securityContext needs a Knative feature flag; the containers' own is allowed
+        for c in spec["containers"]: c["securityContext"] = {**_SECURITY, **user}
+    else:
+        spec["securityContext"] = {**user, "fsGroup": RUN_AS_USER}
+        spec["terminationGracePeriodSeconds"] = int(settings.serving.request_timeout_s) + 10
     return spec
 
 # %% ../../nbs/export/03_k8s.ipynb #c5581e40
