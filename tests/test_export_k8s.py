@@ -24,6 +24,8 @@ from test_serving_app_support import chat_body, free_port, start_server
 from llmops_kit.core import load_settings
 from llmops_kit.errors import InputError
 from llmops_kit.export.k8s import (
+    RUN_AS_USER,
+    STATE_DIR,
     container_settings,
     metric_names,
     to_ecs,
@@ -175,6 +177,12 @@ def test_manifests_agree_with_each_other(assets):
     assert not [
         e for e in server["env"] if e["name"] in secrets and "value" in e
     ]  # references only, never values
+
+
+def test_pods_run_as_the_images_user():
+    dockerfile = resources.files("llmops_kit").joinpath("data/docker/Dockerfile.j2").read_text()
+    assert f"--uid {RUN_AS_USER} " in dockerfile and f"--home-dir {STATE_DIR} " in dockerfile
+    assert f"USER {RUN_AS_USER}:{RUN_AS_USER}" in dockerfile
 
 
 def test_configmap_settings_read_back(assets, tmp_path):
