@@ -186,7 +186,9 @@ def log_dir(tmp_path) -> Path:
 
 
 def verify_cli(folder: Path) -> subprocess.CompletedProcess:
-    return run_llmops("audit", "verify", str(folder))
+    """`llmops audit verify FOLDER`, whatever checkpoints the current folder's settings may name."""
+    no_checkpoints = {"LLMOPS_AUDIT__CHECKPOINT_DIR": str(folder.parent / "no-checkpoints")}
+    return run_llmops("audit", "verify", str(folder), env=no_checkpoints)
 
 
 def test_verify_cli_reports_an_intact_log(log_dir):
@@ -195,7 +197,7 @@ def test_verify_cli_reports_an_intact_log(log_dir):
     last = json.loads(lines_of(log_dir)[-1])["hash"]
     assert (
         proc.stdout.strip()
-        == f"ok: 12 records in {len(audit_files(log_dir))} files, chain intact (0 keyed, 12 unkeyed); last hash {last}"
+        == f"ok: 12 records in {len(audit_files(log_dir))} files, chain intact (0 keyed, 12 unkeyed); no checkpoints (records removed from the end would go unnoticed); last hash {last}"
     )
 
 
@@ -390,7 +392,7 @@ def test_canonical_json_keeps_the_bytes_and_hashes_of_existing_logs():
 def keyed(tmp_path) -> Path:
     """A project with 12 records written by the server's writer (`AuditWriter.from_settings`)."""
     (tmp_path / "settings.ini").write_text(
-        "[project]\nstate_dir = .llmops\n[audit]\ndir = audit\nrotate_bytes = 2000\n"
+        "[project]\nstate_dir = .llmops\n[audit]\ndir = audit\nrotate_bytes = 2000\ncheckpoint_every = 5\n"
     )
     write_keyed(tmp_path, 12)
     return tmp_path
@@ -510,3 +512,95 @@ def test_a_key_file_open_to_others_or_malformed_is_refused_naming_file_and_line(
     with pytest.raises(ConfigurationError, match="line 2: not a key"):
         AuditWriter.from_settings(load_settings(keyed / "settings.ini"))
     assert ChainKeys.load(keys.with_name("other.jsonl"), create=True).current[0]
+
+
+# --- signed checkpoints, kept apart from the log
+
+
+def checkpoints_of(project: Path) -> list[Path]:
+    return sorted((project / ".llmops" / "audit-checkpoints").glob("*.json"))
+
+
+def test_the_writer_checkpoints_every_n_records_and_at_close(keyed):
+    files = audit_files(keyed / "audit")
+    where = [(p.name, n) for p in files for n, _ in enumerate(p.read_text().splitlines(), 1)]
+    marks = [json.loads(p.read_text()) for p in checkpoints_of(keyed)]
+    assert [(m["file"], m["records"]) for m in marks] == [
+        where[4],
+        where[9],
+        where[11],
+    ]  # 5, 10, and the close
+    assert [m["last_request_id"] for m in marks] == ["req-4", "req-9", "req-11"]
+    assert not any((keyed / "audit").glob("*.json")), "checkpoints are not kept in the audit folder"
+    proc = run_llmops("audit", "verify", cwd=keyed)
+    assert proc.returncode == 0 and "; 3 checkpoints hold;" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_truncating_the_newest_records_is_detected_with_checkpoints(keyed):
+    last = audit_files(keyed / "audit")[-1]
+    lines = last.read_text().splitlines()
+    rewrite(last, lines[:-2])  # the two newest records removed: what is left is a valid chain
+    alone = run_llmops("audit", "verify", cwd=keyed, env={"LLMOPS_AUDIT__CHECKPOINT_DIR": "nowhere"})
+    assert alone.returncode == 0 and "10 records" in alone.stdout and "no checkpoints" in alone.stdout, (
+        alone.stdout
+    )
+    folder = keyed / ".llmops" / "audit-checkpoints"
+    for where in (["--checkpoint", str(folder)], ["--checkpoint", str(checkpoints_of(keyed)[-1])], []):
+        proc = run_llmops("audit", "verify", *where, cwd=keyed)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert proc.stdout.startswith(
+            f"TRUNCATED: {last.name} line {len(lines)}: the file ends at line {len(lines) - 2}, before the record "
+        ), proc.stdout
+        assert "req-11" in proc.stdout and len(proc.stdout.strip().splitlines()) == 1
+    last.unlink()  # a whole file removed
+    proc = run_llmops("audit", "verify", cwd=keyed)
+    assert proc.returncode == 1, proc.stdout  # the first checkpoint into the removed file is reported
+    assert proc.stdout.startswith(
+        f"TRUNCATED: {last.name} line 1: the file is gone, with the record checkpoint "
+    )
+
+
+def test_a_tail_rewritten_after_truncation_is_detected(keyed):
+    last = audit_files(keyed / "audit")[-1]
+    lines = last.read_text().splitlines()
+    rewrite(last, lines[:-2])
+    write_keyed(keyed, 2, start=50)  # other records (signed with the key, even) where the removed ones were
+    marks = {json.loads(p.read_text())["last_request_id"]: p for p in checkpoints_of(keyed)}
+    assert set(marks) == {"req-4", "req-9", "req-11", "req-51"}, (
+        "the new checkpoint did not replace the old one"
+    )
+    for where in (["--checkpoint", str(marks["req-11"])], []):
+        proc = run_llmops("audit", "verify", *where, cwd=keyed)
+        assert proc.returncode == 1, proc.stdout
+        assert proc.stdout.startswith(
+            f"REWRITTEN: {last.name} line {len(lines)}: another record is here than the one checkpoint "
+            f"{marks['req-11'].name} vouches for req-11"
+        ), proc.stdout
+
+
+def test_a_forged_checkpoint_is_reported(keyed):
+    mark = checkpoints_of(keyed)[0]
+    body = json.loads(mark.read_text())
+    mark.write_text(json.dumps({**body, "records": body["records"] - 1}))  # edited, MAC kept
+    proc = run_llmops("audit", "verify", cwd=keyed)
+    assert proc.returncode == 1
+    assert (
+        proc.stdout.strip()
+        == f"BAD CHECKPOINT: {mark.name}: its MAC does not match its content: it was forged or edited"
+    )
+    mark.write_text(json.dumps(body))
+    assert run_llmops("audit", "verify", cwd=keyed).returncode == 0
+    made_up = mark.with_name("audit-29991231T000000Z-000001-000000001.json")
+    made_up.write_text(
+        json.dumps({**body, "key_id": "k-forger", "file": "audit-29991231T000000Z-000001.jsonl"})
+    )
+    proc = run_llmops("audit", "verify", cwd=keyed)
+    assert proc.returncode == 1
+    assert proc.stdout.startswith(
+        f"BAD CHECKPOINT: {made_up.name}: it names chain key 'k-forger', which is not in"
+    )
+
+
+def test_verify_with_a_missing_checkpoint_path_is_a_usage_error(keyed):
+    proc = run_llmops("audit", "verify", "--checkpoint", str(keyed / "nope"), cwd=keyed)
+    assert proc.returncode == 2 and "nope: no such checkpoint file or folder" in proc.stderr

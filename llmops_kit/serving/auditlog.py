@@ -7,7 +7,8 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['StoreMode', 'canonical_json', 'record_hash', 'make_text_record', 'audit_fernet', 'audit_files', 'next_file_name',
-           'ChainKeys', 'add_chain_key', 'AuditWriter', 'VerifyResult', 'verify_log', 'configure_cli']
+           'ChainKeys', 'add_chain_key', 'checkpoint_mac', 'AuditWriter', 'VerifyResult', 'checkpoint_files',
+           'verify_log', 'configure_cli']
 
 # %% ../../nbs/serving/02_auditlog.ipynb #bcc53ee1
 import argparse
@@ -216,6 +217,13 @@ def load(cls: ChainKeys,
     if not keys: raise ConfigurationError(f"{p}: holds no key; run `llmops audit rotate-key` to add one")
     return cls(p, keys)
 
+# %% ../../nbs/serving/02_auditlog.ipynb #bfc3774a
+def checkpoint_mac(body: Mapping[str, Any], # a checkpoint; its `mac` field is left out
+                   key: bytes, # the chain key its `key_id` names
+                  ) -> str:
+    """The HMAC-SHA256 (hex) of a checkpoint's canonical JSON without `mac`."""
+    return hmac.new(key, canonical_json({k: v for k, v in body.items() if k != "mac"}).encode("utf-8"), hashlib.sha256).hexdigest()
+
 # %% ../../nbs/serving/02_auditlog.ipynb #73164b7a
 _STOP, _FLUSH = object(), object()
 
@@ -224,8 +232,10 @@ class AuditWriter:
     def __init__(self, dir: str | os.PathLike, *, fsync: Literal["always", "interval", "never"] = "interval",
                  fsync_interval_s: float = 1.0, rotate_bytes: int = 64 * 1024 * 1024, queue_size: int = 10_000,
                  store_prompts: StoreMode = "redacted", fernet: Any = None, max_batch: int = 512,
-                 inline: bool | None = None, chain_keys: ChainKeys | None = None):
+                 inline: bool | None = None, chain_keys: ChainKeys | None = None,
+                 checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 1000):
         if fsync not in ("always", "interval", "never"): raise ConfigurationError(f"[audit] fsync = {fsync!r}; use always, interval or never")
+        if checkpoint_dir is not None and chain_keys is None: raise ConfigurationError("audit checkpoints are signed: give the writer chain_keys too")
         if store_prompts == "raw" and fernet is None: raise ConfigurationError(f"[audit] store_prompts = raw needs a Fernet key; {_KEY_HINT}")
         self.dir, self.fsync, self.fsync_interval_s = Path(dir), fsync, float(fsync_interval_s)
         self.rotate_bytes, self.store_prompts, self.fernet, self.max_batch = int(rotate_bytes), store_prompts, fernet, max_batch
@@ -235,6 +245,10 @@ class AuditWriter:
         self._name: str | None = None
         self.keys = chain_keys # None: the plain sha256 chain of older logs (tests; the server always has keys)
         self._size, self._prev, self._prev_keyed, self._tail_known = 0, None, False, False
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.checkpoint_every, self.checkpoints = int(checkpoint_every), 0
+        self._lines, self._counted = 0, 0 # records in the current file, counted up to byte `_counted`
+        self._since_checkpoint, self._mark = 0, None # this writer's records since its last checkpoint; its last record
         self._dirty, self._last_fsync = False, time.monotonic()
         self.written, self.errors = 0, 0
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -258,12 +272,13 @@ def from_settings(cls: AuditWriter,
                   settings: Settings, # `[audit]`: folder, fsync policy, rotation, queue, text mode and chain keys
                   environ: Mapping[str, str] | None = None, # where to find the raw-mode key (default `os.environ`)
                  ) -> AuditWriter:
-    """The writer of `[audit]` (raw mode needs its key; the chain key file is made on first use)."""
+    """The writer of `[audit]`, signing with the chain keys (made on first use) and checkpointing into `checkpoint_dir`."""
     a = settings.audit
     fernet = audit_fernet(settings, environ)
     return cls(settings.path(a.dir), fsync=a.fsync, fsync_interval_s=a.fsync_interval_s, rotate_bytes=a.rotate_bytes,
                queue_size=a.queue_size, store_prompts=a.store_prompts, fernet=fernet,
-               chain_keys=ChainKeys.load(settings.path(a.chain_keys), create=True))
+               chain_keys=ChainKeys.load(settings.path(a.chain_keys), create=True),
+               checkpoint_dir=settings.path(a.checkpoint_dir), checkpoint_every=a.checkpoint_every)
 
 # %% ../../nbs/serving/02_auditlog.ipynb #98a5832a
 @patch
@@ -305,7 +320,7 @@ def _open(self: AuditWriter,
     if self._fd is not None: os.close(self._fd)
     flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
     self._fd, self._name = os.open(self.dir / name, flags, 0o600), name
-    self._size = os.fstat(self._fd).st_size
+    self._size, self._lines, self._counted = os.fstat(self._fd).st_size, 0, 0 # lines are counted when needed
     if create: self._set_head(name) # before any record goes in, so other processes follow
     if create and self.fsync == "always": _fsync_dir(self.dir)
 
@@ -342,7 +357,22 @@ def _sync_tail(self: AuditWriter) -> None:
                 break
         self._size = os.fstat(self._fd).st_size
         if self._head() != newest: self._set_head(newest)
+        if self.checkpoint_dir is not None: self._count_lines()
     self._tail_known = True
+
+# %% ../../nbs/serving/02_auditlog.ipynb #c680534e
+@patch
+def _count_lines(self: AuditWriter) -> None:
+    """Bring `_lines` (the records in the current file) up to its size, reading only what was added since the last count."""
+    if self._size < self._counted: self._lines, self._counted = 0, 0
+    if self._size == self._counted: return
+    fd = os.open(self.dir / self._name, os.O_RDONLY)
+    try:
+        while self._counted < self._size:
+            chunk = os.pread(fd, min(1 << 20, self._size - self._counted), self._counted)
+            if not chunk: break
+            self._lines, self._counted = self._lines + chunk.count(b"\n"), self._counted + len(chunk)
+    finally: os.close(fd)
 
 # %% ../../nbs/serving/02_auditlog.ipynb #5f8b0535
 def _as_dict(record: InferenceRecord | Mapping[str, Any]) -> dict[str, Any]:
@@ -358,11 +388,44 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view: view = view[os.write(fd, view):]
 
+# %% ../../nbs/serving/02_auditlog.ipynb #f244465f
+@patch
+def _checkpoint(self: AuditWriter,
+                mark: tuple[str, int, str | None, str], # (file, line, request id, hash) of a record this writer wrote
+               ) -> Path:
+    """fsync the log (unless `never`), then write a signed checkpoint of `mark` into `checkpoint_dir`."""
+    file, n, request_id, digest = mark
+    if self.fsync != "never" and self._fd is not None: os.fsync(self._fd)
+    kid, key = self.keys.current
+    body = {"file": file, "records": n, "last_request_id": request_id, "last_hash": digest,
+            "ts": dt.datetime.now(dt.timezone.utc).isoformat(), "key_id": kid}
+    body["mac"] = checkpoint_mac(body, key)
+    self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    path = self.checkpoint_dir / f"{file.removesuffix('.jsonl')}-{n:09d}-{digest[:16]}.json" # never replaces another's
+    tmp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with open(tmp_path, "w", encoding="ascii") as fh:
+        fh.write(canonical_json(body) + "\n")
+        if self.fsync != "never": fh.flush(); os.fsync(fh.fileno())
+    os.replace(tmp_path, path)
+    if self.fsync == "always": _fsync_dir(self.checkpoint_dir)
+    self.checkpoints += 1
+    return path
+
+# %% ../../nbs/serving/02_auditlog.ipynb #ac74e8dc
+@patch
+def _write_checkpoint(self: AuditWriter, mark: tuple) -> None:
+    """`_checkpoint`, logging (not raising) a failure: the records it vouches for are written already."""
+    try: self._checkpoint(mark)
+    except OSError as e:
+        self.errors += 1
+        _log.error("audit checkpoint not written into %s: %s", self.checkpoint_dir, e)
+
 # %% ../../nbs/serving/02_auditlog.ipynb #e32de9a3
 @patch
 def _append(self: AuditWriter, records: list) -> list[str]:
-    """Chain (keyed if the writer has keys), serialise and append `records` under the lock; their hashes, or `LlmopsError` if the write failed."""
+    """Chain (keyed if the writer has keys), serialise and append `records` under the lock, checkpointing when due; their hashes, or `LlmopsError` if the write failed."""
     done: list[str] = []
+    marks: list[tuple] = [] # records due a checkpoint
     lock = self._lock_fd
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -386,16 +449,21 @@ def _append(self: AuditWriter, records: list) -> list[str]:
                     buf, pending = [], 0
                     self._open(next_file_name(self._name), create=True)
                 buf.append(line); pending += len(line)
-                self._prev = digest
+                self._prev, self._lines = digest, self._lines + 1
+                if self.checkpoint_dir is not None:
+                    self._mark, self._since_checkpoint = (self._name, self._lines, data.get("request_id"), digest), self._since_checkpoint + 1
+                    if self._since_checkpoint >= self.checkpoint_every: marks.append(self._mark); self._since_checkpoint = 0
                 done.append(digest)
             if buf: _write_all(self._fd, b"".join(buf)); self._size += pending; self._dirty = self.fsync != "never"
+            self._counted = self._size
             if self.fsync == "always" and self._dirty: os.fsync(self._fd); self._dirty = False; self._last_fsync = time.monotonic()
         finally: fcntl.flock(lock, fcntl.LOCK_UN)
     except BaseException as e:
-        self._tail_known, self.errors = False, self.errors + 1
+        self._tail_known, self.errors, self._lines, self._counted = False, self.errors + 1, 0, 0 # re-read it all
         _log.error("audit write failed: %s", e)
         raise LlmopsError(f"audit record not written: {e}") from None
     self.written += sum(r is not _FLUSH for r in records)
+    for mark in marks: self._write_checkpoint(mark)
     return done
 
 # %% ../../nbs/serving/02_auditlog.ipynb #3ab7afc6
@@ -529,7 +597,7 @@ def flush(self: AuditWriter,
 def close(self: AuditWriter,
           timeout: float = 30.0, # seconds to wait for the writer thread
          ) -> None:
-    """Write what is queued, fsync (unless `never`), stop the thread and close the files."""
+    """Write what is queued, fsync (unless `never`), checkpoint the last record, stop the thread and close the files."""
     if self._closed: return
     self._closed = True
     turn = self._turn
@@ -539,6 +607,7 @@ def close(self: AuditWriter,
     self._queue.put((_STOP, None))
     self._thread.join(timeout)
     with self._io: # never under a write in flight on another thread
+        if self._since_checkpoint and self._mark is not None: self._write_checkpoint(self._mark)
         if self._fd is not None: os.close(self._fd); self._fd = None
         os.close(self._lock_fd)
     _live_writers.discard(self)
@@ -579,17 +648,72 @@ class VerifyResult:
     files: int = 0 # audit files seen
     last_hash: str | None = None # hash of the last verified record: keep it to detect truncation later
     unkeyed: int = 0 # verified records without `key_id` (plain sha256, written before keyed chains)
+    checkpoints: int | None = None # checkpoints that matched the log (None: none were given)
+    problem: str | None = None # "tampered", "truncated", "rewritten" or "bad checkpoint"
+
+# %% ../../nbs/serving/02_auditlog.ipynb #28b45664
+def checkpoint_files(path: str | os.PathLike, # a checkpoint file, or a folder of them
+                    ) -> list[Path]:
+    """The checkpoint files `path` names, in name (log) order."""
+    p = Path(path)
+    if p.is_file(): return [p]
+    if p.is_dir(): return sorted(q for q in p.iterdir() if q.suffix == ".json" and not q.name.startswith("."))
+    raise InputError(f"{p}: no such checkpoint file or folder")
+
+# %% ../../nbs/serving/02_auditlog.ipynb #fcecd1bd
+_CHECKPOINT_FIELDS = {"file": str, "records": int, "last_request_id": (str, type(None)), "last_hash": str, "ts": str, "key_id": str, "mac": str}
+
+def _read_checkpoint(path: Path, keys: ChainKeys | None) -> tuple[dict | None, str | None]:
+    """A checkpoint and None, or None and what is wrong with it."""
+    try: body = json.loads(path.read_bytes())
+    except ValueError: return None, "not valid JSON"
+    if (not isinstance(body, dict) or set(body) != set(_CHECKPOINT_FIELDS) or isinstance(body["records"], bool)
+            or not all(isinstance(body[k], t) for k, t in _CHECKPOINT_FIELDS.items())
+            or not _FILE_RE.fullmatch(body["file"]) or body["records"] < 1):
+        return None, f"not a checkpoint (it needs exactly the fields {', '.join(_CHECKPOINT_FIELDS)})"
+    key = None if keys is None else keys.keys.get(body["key_id"])
+    if key is None:
+        return None, f"it names chain key {body['key_id']!r}, which is not in {keys.path if keys is not None else 'the key file (none was found)'}"
+    if not hmac.compare_digest(checkpoint_mac(body, key), body["mac"]):
+        return None, "its MAC does not match its content: it was forged or edited"
+    return body, None
+
+# %% ../../nbs/serving/02_auditlog.ipynb #30d8ccc7
+def _check_marks(result: VerifyResult, # the chain's result
+                 marks: list[tuple[str, dict | None, str | None]], # (checkpoint name, checkpoint, problem) in log order
+                 seen: dict[tuple[str, int], str], # hash of the record at each (file, line) a checkpoint names
+                 lines: dict[str, int], # lines of each audit file
+                ) -> VerifyResult:
+    """`result`, failed at the first checkpoint that is bad or that the log does not hold, else counting them."""
+    if not result.ok: return result
+    def fail(problem: str, msg: str, file: str, line: int | None) -> VerifyResult:
+        return dataclasses.replace(result, ok=False, first_error=msg, file=file, line=line, problem=problem)
+    for name, ck, why in marks:
+        if ck is None: return fail("bad checkpoint", why, name, None)
+        file, n, vouched = ck["file"], ck["records"], f"checkpoint {name} vouches for {ck['last_request_id']}"
+        if (file, n) in seen:
+            if seen[file, n] != ck["last_hash"]:
+                return fail("rewritten", f"another record is here than the one {vouched} (hash {ck['last_hash'][:16]}...): the log was re-made", file, n)
+        elif file in lines:
+            return fail("truncated", f"the file ends at line {lines[file]}, before the record {vouched}: the newest records were removed", file, n)
+        else:
+            return fail("truncated", f"the file is gone, with the record {vouched}: records were removed", file, n)
+        result.checkpoints += 1
+    return result
 
 # %% ../../nbs/serving/02_auditlog.ipynb #7665df6a
 def verify_log(dir: str | os.PathLike, # the audit folder
                keys: ChainKeys | None = None, # the chain keys; needed for records that name one
+               checkpoints: str | os.PathLike | None = None, # a checkpoint file, or a folder of them
               ) -> VerifyResult:
-    """Check the keyed hash chain of every record in the audit files of `dir`."""
+    """Check the keyed hash chain of every record in the audit files of `dir`, and that it holds every checkpoint's record."""
     d = Path(dir)
     if not d.is_dir(): raise InputError(f"{d}: no such audit folder")
-    files, prev, count, unkeyed, keyed = audit_files(d), None, 0, 0, False
+    marks = None if checkpoints is None else [(p.name, *_read_checkpoint(p, keys)) for p in checkpoint_files(checkpoints)]
+    wanted = {(c["file"], c["records"]) for _, c, _ in marks or [] if c is not None}
+    files, prev, count, unkeyed, keyed, seen, lines = audit_files(d), None, 0, 0, False, {}, {}
     def fail(path: Path, n: int, msg: str) -> VerifyResult:
-        return VerifyResult(count, False, msg, path.name, n, len(files), prev, unkeyed)
+        return VerifyResult(count, False, msg, path.name, n, len(files), prev, unkeyed, None, "tampered")
     for path in files:
         with open(path, "rb") as fh:
             for n, raw in enumerate(fh, 1):
@@ -611,7 +735,10 @@ def verify_log(dir: str | os.PathLike, # the audit folder
                     if count == 0: return fail(path, n, f"the first record links to {str(data.get('prev_hash'))[:16]}..., which is not in this folder (earlier records missing)")
                     return fail(path, n, "broken link: prev_hash is not the previous record's hash (a record was removed, inserted or reordered before this one)")
                 prev, count, keyed, unkeyed = data["hash"], count + 1, key is not None, unkeyed + (key is None)
-    return VerifyResult(count, True, None, None, None, len(files), prev, unkeyed)
+                if (path.name, n) in wanted: seen[path.name, n] = prev
+            lines[path.name] = n if raw else 0
+    result = VerifyResult(count, True, None, None, None, len(files), prev, unkeyed, None if marks is None else 0)
+    return _check_marks(result, marks or [], seen, lines)
 
 # %% ../../nbs/serving/02_auditlog.ipynb #5005cb7c
 def _audit_dir(args: argparse.Namespace) -> tuple[Path, Settings]:
@@ -622,13 +749,18 @@ def _audit_dir(args: argparse.Namespace) -> tuple[Path, Settings]:
 
 def _verify_cmd(args: argparse.Namespace) -> int:
     d, settings = _audit_dir(args)
-    key_file = settings.path(settings.audit.chain_keys)
-    r = verify_log(d, ChainKeys.load(key_file) if key_file.exists() else None)
+    key_file, default_checkpoints = settings.path(settings.audit.chain_keys), settings.path(settings.audit.checkpoint_dir)
+    checkpoints = args.checkpoint if args.checkpoint else (default_checkpoints if default_checkpoints.is_dir() else None)
+    r = verify_log(d, ChainKeys.load(key_file) if key_file.exists() else None, checkpoints)
     if r.ok:
+        marks = ("; no checkpoints (records removed from the end would go unnoticed)" if r.checkpoints is None
+                 else f"; {r.checkpoints} checkpoints hold")
         print(f"ok: {r.count} records in {r.files} files, chain intact ({r.count - r.unkeyed} keyed, {r.unkeyed} unkeyed)"
-              + (f"; last hash {r.last_hash}" if r.last_hash else ""))
+              + marks + (f"; last hash {r.last_hash}" if r.last_hash else ""))
         return 0
-    print(f"TAMPERED: {r.file} line {r.line}: {r.first_error}; {r.count} records verified before it")
+    if r.problem == "tampered": print(f"TAMPERED: {r.file} line {r.line}: {r.first_error}; {r.count} records verified before it")
+    elif r.problem == "bad checkpoint": print(f"BAD CHECKPOINT: {r.file}: {r.first_error}")
+    else: print(f"{r.problem.upper()}: {r.file} line {r.line}: {r.first_error}; the chain itself verified ({r.count} records)")
     return 1
 
 def _rotate_key_cmd(args: argparse.Namespace) -> int:
@@ -672,4 +804,6 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     for p in (v, s):
         p.add_argument("dir", nargs="?", default=None, help="audit folder (default: [audit] dir)")
         p.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
+    v.add_argument("--checkpoint", default=None, metavar="PATH_OR_DIR",
+                   help="checkpoint file or folder to check the log against (default: [audit] checkpoint_dir if it exists)")
     v.set_defaults(handler=_verify_cmd); s.set_defaults(handler=_show_cmd); k.set_defaults(handler=_rotate_key_cmd)
