@@ -399,12 +399,13 @@ def _stage_serve(ctx: QuickstartContext) -> str:
 
 # %% ../nbs/90_quickstart.ipynb #69f61abf
 def _stage_audit(ctx: QuickstartContext) -> str:
-    from llmops_kit.serving.auditlog import verify_log
-    paths = ProjectPaths.from_settings(ctx.settings)
+    from llmops_kit.serving.auditlog import ChainKeys, verify_log
+    s, paths = ctx.settings, ProjectPaths.from_settings(ctx.settings)
     if "serving" not in ctx.produced or not paths.audit.is_dir(): raise StageSkipped("no traffic was served in this run")
-    chain = verify_log(paths.audit)
+    checkpoints = s.path(s.audit.checkpoint_dir)
+    chain = verify_log(paths.audit, ChainKeys.load(s.path(s.audit.chain_keys)), checkpoints if checkpoints.is_dir() else None)
     if not chain.ok: raise LlmopsError(f"the audit log at {paths.audit} does not verify: {chain.first_error} ({chain.file}:{chain.line})")
-    note = f"audit log verified: {chain.count} records in {chain.files} file(s)"
+    note = f"audit log verified: {chain.count} records in {chain.files} file(s), keyed chain and signed checkpoints"
     if ctx.profile_dir is None:
         ctx.produced["audit"] = note + "; no drift reference profile to compare with"
         return ctx.produced["audit"]
