@@ -355,3 +355,5 @@ def test_estimates_costs_and_config(tmp_path):
     assert isinstance(open_store(QuotaConfig.from_mapping({"store": "redis"})), RedisQuotaStore)
     with pytest.raises(ConfigurationError, match="reservation_ttl_s=0.0 must be between"):
         QuotaConfig.from_mapping({"reservation_ttl_s": 0})
+    with pytest.raises(ConfigurationError, match="is not a Redis URL"):
+        open_store(QuotaConfig.from_mapping({"store": "redis", "redis_url": "localhost:6379"}))
