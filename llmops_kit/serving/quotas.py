@@ -380,14 +380,15 @@ _METRIC_COLS = ("requests", "tokens", "micro_usd")
 def _sq_add(db: sqlite3.Connection, keys: Sequence[str], day: int, minute: int, a: Amounts, column_prefix: str, sign: int = 1,
             create: bool = True) -> None:
     """Add `a` (times `sign`) to the settled (`""`) or held (`"h_"`) columns of the keys' day and minute rows."""
-    vals = [sign * a.requests, sign * a.tokens, sign * a.micro_usd]
+    cols = [f"{column_prefix}{c}" for c in _METRIC_COLS]
+    upsert = (f"INSERT INTO quota_counters (key, win, drop_at, {', '.join(cols)}) VALUES (?, ?, ?, ?, ?, ?) "
+              f"ON CONFLICT (key, win) DO UPDATE SET {', '.join(f'{c} = {c} + excluded.{c}' for c in cols)}")
+    update = f"UPDATE quota_counters SET {', '.join(f'{c} = {c} + ?' for c in cols)} WHERE key = ? AND win = ?"
     for key in keys:
         for win, drop_at in _windows_of(day, minute):
-            if win.startswith("m:"): vals_w = vals[:2] + [0]
-            else: vals_w = vals
-            sets = ", ".join(f"{column_prefix}{c} = {column_prefix}{c} + ?" for c in _METRIC_COLS)
-            if create: db.execute(f"INSERT INTO quota_counters (key, win, drop_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (key, win, drop_at))
-            db.execute(f"UPDATE quota_counters SET {sets} WHERE key = ? AND win = ?", (*vals_w, key, win))
+            vals = (sign * a.requests, sign * a.tokens, sign * a.micro_usd if win.startswith("d:") else 0) # money counts per day
+            if create: db.execute(upsert, (key, win, drop_at, *vals))
+            else: db.execute(update, (*vals, key, win))
 
 # %% ../../nbs/serving/07_quotas.ipynb #4f059d33
 def _sq_counts(db: sqlite3.Connection, key: str, now_ms: int) -> tuple[dict[str, int], dict[str, int]]:
