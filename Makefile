@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.llmops-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# llama-cpp-python builds from source: a portable build (AVX2, no -march=native), since some VMs report AMX that
+# the hypervisor does not enable and a native build then dies on its first token.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export VENV
 
 .PHONY: setup quickstart test sync bench clean

