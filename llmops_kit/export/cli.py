@@ -18,7 +18,7 @@ from pathlib import Path
 
 # %% ../../nbs/export/04_cli.ipynb #931f1b2f
 from ..core import InputError, Settings, load_settings
-from .context import (LOCAL_BASE_IMAGE, RUNTIMES, DockerContext, build_image, find_engine, write_context)
+from .context import (LOCAL_BASE_IMAGE, RUNTIMES, DockerContext, build_image, find_engine, require_engine, write_context)
 
 # %% ../../nbs/export/04_cli.ipynb #a0751426
 def describe_context(
@@ -48,11 +48,11 @@ def export_docker(
 ) -> int:
     """Write the build context; build it with `--build`."""
     settings = load_settings(args.config)
+    engine = require_engine() if args.build else None # what is missing is said before the slow part
     ctx = write_context(args.model, args.out or settings.path(settings.export.output_dir), settings, tag=args.tag, runtime=args.runtime)
     print(describe_context(ctx), flush=True)
     if args.build:
-        engine = find_engine()
-        tag = build_image(ctx, build_args=build_args_for(engine, args.base_image) if engine else None, engine=engine)
+        tag = build_image(ctx, build_args=build_args_for(engine, args.base_image), engine=engine)
         print(f"built {tag} with {engine}")
     return 0
 

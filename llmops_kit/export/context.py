@@ -8,8 +8,9 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['KIT', 'SERVING_EXTRAS', 'SERVING_ALSO', 'DEFAULT_BASE_IMAGE', 'CONTAINER_PORT', 'RUNTIMES', 'LOCAL_BASE_IMAGE',
            'serving_requirements', 'template_text', 'render_template', 'writable_folder', 'download_model',
-           'build_wheels', 'kit_wheel', 'wheel_requires', 'container_settings', 'DockerContext', 'default_tag',
-           'write_context', 'podman_flags', 'find_engine', 'build_image', 'local_base_image']
+           'build_wheels', 'pin_to_wheels', 'kit_wheel', 'wheel_requires', 'container_settings', 'DockerContext',
+           'default_tag', 'write_context', 'podman_flags', 'find_engine', 'require_engine', 'build_image',
+           'local_base_image']
 
 # %% ../../nbs/export/01_context.ipynb #8504be87
 import json
@@ -51,6 +52,8 @@ def serving_requirements(
     pins: dict[str, str] = {}
     todo: list[tuple[str, frozenset[str]]] = [(KIT, frozenset(extras)), *((a, frozenset()) for a in also)]
     seen: set[tuple[str, frozenset[str]]] = set()
+    older: dict[str, str] = {} # needed only on an older patch release of this Python (the base image's may be older)
+    oldest = f"{sys.version_info.major}.{sys.version_info.minor}.0"
     while todo:
         name, wanted = todo.pop()
         if (_canonical(name), wanted) in seen: continue
@@ -62,10 +65,14 @@ def serving_requirements(
         if _canonical(name) != KIT: pins[_canonical(name)] = f"{_canonical(name)}=={dist.version}"
         for line in (kit_requires if _canonical(name) == KIT and kit_requires is not None else dist.requires) or []:
             req = Requirement(line)
-            if req.marker and not any(req.marker.evaluate({"extra": e}) for e in (wanted or {""})): continue
+            here = not req.marker or any(req.marker.evaluate({"extra": e}) for e in (wanted or {""}))
+            if not here and req.marker and any(req.marker.evaluate({"extra": e, "python_full_version": oldest})
+                                               for e in (wanted or {""})):
+                older.setdefault(_canonical(req.name), f"{_canonical(req.name)}{req.specifier}; {req.marker}")
+            if not here: continue
             if _canonical(req.name) == KIT: todo.append((KIT, frozenset(req.extras) | wanted)); continue
             todo.append((req.name, frozenset(req.extras)))
-    return sorted(pins.values())
+    return sorted(pins.values()) + sorted(v for k, v in older.items() if k not in pins)
 
 # %% ../../nbs/export/01_context.ipynb #9481ce35
 def template_text(
@@ -135,13 +142,27 @@ def build_wheels(
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
-        f.write("\n".join(requirements) + "\n")
+        f.write("\n".join(r.split(";")[0].strip() for r in requirements) + "\n") # every wheel, whatever the markers say here
         f.flush()
         done = _pip("wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest), "--requirement", f.name)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise LlmopsError(f"pip could not fetch the serving wheels into {dest}: {last}")
     return sorted(dest.glob("*.whl"))
+
+# %% ../../nbs/export/01_context.ipynb #a83fef40
+def pin_to_wheels(
+    requirements: Sequence[str], # requirement lines, some not pinned yet
+    wheels: Sequence[str | os.PathLike], # the wheels fetched for them
+) -> list[str]:
+    """`requirements` with each unpinned line pinned to the version of its wheel (markers kept)."""
+    version = {_canonical(Path(w).name.split("-")[0]): Path(w).name.split("-")[1] for w in wheels}
+    out = []
+    for line in requirements:
+        spec, _, marker = line.partition(";")
+        name = _canonical(re.split(r"[<>=!~ \[]", spec, maxsplit=1)[0])
+        out.append(line if "==" in spec or name not in version else f"{name}=={version[name]}" + (f";{marker}" if marker else ""))
+    return out
 
 # %% ../../nbs/export/01_context.ipynb #58d03c19
 def kit_wheel(
@@ -239,9 +260,9 @@ def write_context(
     mv = download_model(model_uri, out / "model", settings)
     wheel = kit_wheel(out / "kit")
     requirements = serving_requirements(kit_requires=wheel_requires(wheel))
+    requirements = pin_to_wheels(requirements, build_wheels(requirements, out / "wheels"))
     (out / "requirements.txt").write_text(f"# serving dependencies of llmops-kit {__version__}, pinned to the exporting environment\n"
                                           + "\n".join(requirements) + "\n", encoding="utf-8")
-    build_wheels(requirements, out / "wheels")
     policy_files = sorted((out / "model").rglob("policy.yaml"))
     if policy_files: shutil.copyfile(policy_files[0], out / "policy.yaml")
     tag = tag or default_tag(mv.name, str(mv.version))
@@ -277,45 +298,21 @@ def find_engine() -> str | None:
     except Exception: pass # no SDK, no socket, no daemon: try podman
     return "podman" if shutil.which("podman") else None
 
+# %% ../../nbs/export/01_context.ipynb #b964a34e
+def require_engine() -> str:
+    """`find_engine()`, or a `ConfigurationError` saying that no engine is there."""
+    engine = find_engine()
+    if engine is None:
+        raise ConfigurationError("no container engine to build with: no Docker engine answers (docker.from_env().ping()) "
+                                 "and podman is not installed; start Docker or install podman, or build the context yourself")
+    return engine
+
 # %% ../../nbs/export/01_context.ipynb #435f547a
 def _tail(text: str, n: int = 3) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return " | ".join(lines[-n:]) or "(no output)"
 
-def build_image(
-    context: DockerContext | str | os.PathLike, # a written context (or its folder)
-    tag: str | None = None, # the image tag; default the context's
-    build_args: dict[str, str] | None = None, # e.g. `{"BASE_IMAGE": ...}`
-    engine: str | None = None, # `docker` or `podman`; default `find_engine()`
-) -> str:
-    """Build the context's image with a Docker engine or podman; return the tag."""
-    folder = Path(context.folder if isinstance(context, DockerContext) else context)
-    tag = tag or (context.tag if isinstance(context, DockerContext) else None)
-    if not tag: raise InputError("an image tag is needed to build: give --tag")
-    if not (folder / "Dockerfile").is_file(): raise InputError(f"{folder} holds no Dockerfile; run `llmops export docker` first")
-    engine = engine or find_engine()
-    if engine is None:
-        raise ConfigurationError("no container engine to build with: no Docker engine answers (docker.from_env().ping()) "
-                                 "and podman is not installed; start Docker or install podman, or build the context yourself")
-    if engine == "docker":
-        import docker
-        client = docker.from_env()
-        try: client.images.build(path=str(folder), tag=tag, buildargs=build_args or {}, rm=True)
-        except docker.errors.BuildError as e:
-            raise LlmopsError(f"docker build of {folder} failed: {e.msg}") from None
-        finally: client.close()
-        return tag
-    args = [f"--build-arg={k}={v}" for k, v in (build_args or {}).items()]
-    done = subprocess.run(["podman", "build", "--format", "docker", *podman_flags(), *args, "-t", tag, str(folder)],
-                          capture_output=True, text=True)
-    if done.returncode != 0: raise LlmopsError(f"podman build of {folder} failed: {_tail(done.stderr + done.stdout)}")
-    return tag
-
 # %% ../../nbs/export/01_context.ipynb #753bab07
-def _tail(text: str, n: int = 3) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return " | ".join(lines[-n:]) or "(no output)"
-
 def build_image(
     context: DockerContext | str | os.PathLike, # a written context (or its folder)
     tag: str | None = None, # the image tag; default the context's
@@ -327,10 +324,7 @@ def build_image(
     tag = tag or (context.tag if isinstance(context, DockerContext) else None)
     if not tag: raise InputError("an image tag is needed to build: give --tag")
     if not (folder / "Dockerfile").is_file(): raise InputError(f"{folder} holds no Dockerfile; run `llmops export docker` first")
-    engine = engine or find_engine()
-    if engine is None:
-        raise ConfigurationError("no container engine to build with: no Docker engine answers (docker.from_env().ping()) "
-                                 "and podman is not installed; start Docker or install podman, or build the context yourself")
+    engine = engine or require_engine()
     if engine == "docker":
         import docker
         client = docker.from_env()
