@@ -27,17 +27,19 @@ setup: $(STAMP)
 quickstart: setup
 	$(BIN)/llmops quickstart
 
-# The test command: sync check, notebook tests, pytest, lint.
+# The test command: sync check, notebook tests, pytest, lint (the package included).
 test: setup
 	bash .ci/check_sync.sh
 	$(BIN)/nbdev-test --flags slow
 	$(BIN)/pytest tests
-	$(BIN)/ruff check tests benchmarks
-	$(BIN)/ruff format --check tests benchmarks
+	$(BIN)/ruff check llmops_kit tests benchmarks
+	$(BIN)/ruff format --check llmops_kit tests benchmarks
 
-# After editing notebooks: export, clean, rebuild the README.
+# After editing notebooks: format them, export and format the modules, clean, rebuild the README.
 sync: setup
+	$(BIN)/ruff format -q nbs
 	$(BIN)/nbdev-export
+	$(BIN)/ruff format -q llmops_kit
 	$(BIN)/nbdev-clean
 	$(BIN)/jupyter nbconvert --log-level=ERROR --to markdown --output-dir . --output README nbs/index.ipynb
 

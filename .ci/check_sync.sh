@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fail when nbdev-clean, nbdev-export or the README build change a file: notebooks and library out of sync.
+# Fail when nbdev-clean, nbdev-export (then ruff format) or the README build change a file: notebooks and library out of sync.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${VENV:-.venv}/bin
@@ -7,6 +7,7 @@ snapshot() { git ls-files -co --exclude-standard -- nbs llmops_kit README.md | s
 before=$(snapshot)
 "$bin/nbdev-clean"
 "$bin/nbdev-export"
+"$bin/ruff" format -q llmops_kit # the modules are nbdev's export, formatted
 "$bin/jupyter" nbconvert --log-level=ERROR --to markdown --output-dir . --output README nbs/index.ipynb
 after=$(snapshot)
 if [ "$before" != "$after" ]; then

@@ -29,9 +29,9 @@ import numpy as np  # noqa: E402
 
 from llmops_kit.core import read_table, shared_data_dir  # noqa: E402
 from llmops_kit.guardrails.base import normalise  # noqa: E402
+from llmops_kit.guardrails.chain import GuardChain, load_policy  # noqa: E402
 from llmops_kit.guardrails.pii import PiiGuard  # noqa: E402
 from llmops_kit.guardrails.security import ATTACK_EXEMPLARS, InjectionGuard  # noqa: E402
-from llmops_kit.guardrails.chain import GuardChain, load_policy  # noqa: E402
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results" / "guardrails.json"

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['COMMANDS', 'available_commands', 'configure_settings', 'configure_embed', 'build_parser', 'main']
+__all__ = ["COMMANDS", "available_commands", "configure_settings", "configure_embed", "build_parser", "main"]
 
 # %% ../nbs/91_cli.ipynb #03e1f9c9
 import argparse
@@ -14,7 +14,7 @@ import importlib
 import importlib.util
 import json
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 # %% ../nbs/91_cli.ipynb #69cdb11a
 from . import __version__
@@ -23,63 +23,101 @@ from .errors import LlmopsError
 
 # %% ../nbs/91_cli.ipynb #368717ee
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "quickstart": ("llmops_kit.quickstart", "configure_cli", "Train, register and exercise the demo support router end to end"),
+    "quickstart": (
+        "llmops_kit.quickstart",
+        "configure_cli",
+        "Train, register and exercise the demo support router end to end",
+    ),
     "settings": ("llmops_kit.cli", "configure_settings", "Show or check the runtime settings"),
-    "embed": ("llmops_kit.cli", "configure_embed", "Embed texts (one per line on stdin) with the offline MiniLM model"),
+    "embed": (
+        "llmops_kit.cli",
+        "configure_embed",
+        "Embed texts (one per line on stdin) with the offline MiniLM model",
+    ),
     "drift": ("llmops_kit.drift.cli", "configure_cli", "Detect drift between reference and current traffic"),
     "guard": ("llmops_kit.guardrails.cli", "configure_cli", "Scan texts with the guardrail chain"),
     "registry": ("llmops_kit.registry.bundle", "configure_cli", "List, show and promote registered models"),
     "serve": ("llmops_kit.serving.app", "configure_cli", "Run the OpenAI-compatible inference server"),
     "token": ("llmops_kit.serving.auth", "configure_cli", "Mint local development tokens"),
     "audit": ("llmops_kit.serving.auditlog", "configure_cli", "Verify and read the audit log"),
-    "export": ("llmops_kit.export.cli", "configure_cli", "Export a registered model as a container build context and deployment assets"),
+    "export": (
+        "llmops_kit.export.cli",
+        "configure_cli",
+        "Export a registered model as a container build context and deployment assets",
+    ),
 }
+
 
 # %% ../nbs/91_cli.ipynb #c205a8da
 def available_commands() -> dict[str, tuple[str, str, str]]:
     """The entries of `COMMANDS` whose module is installed."""
+
     def installed(module: str) -> bool:
-        try: return importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError: return False # its parent package is not there either
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            return False  # its parent package is not there either
+
     return {name: entry for name, entry in COMMANDS.items() if installed(entry[0])}
+
 
 # %% ../nbs/91_cli.ipynb #58126cc0
 def configure_settings(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops settings`."""
-    parser.add_argument("action", choices=["show", "check"], help="show the resolved settings, or only check them")
-    parser.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
+    parser.add_argument(
+        "action", choices=["show", "check"], help="show the resolved settings, or only check them"
+    )
+    parser.add_argument(
+        "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
+    )
+
     def handler(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)
-        if args.action == "show": print(settings.model_dump_json(indent=2))
-        else: print(f"ok: {settings.source}")
+        if args.action == "show":
+            print(settings.model_dump_json(indent=2))
+        else:
+            print(f"ok: {settings.source}")
         return 0
+
     parser.set_defaults(handler=handler)
+
 
 # %% ../nbs/91_cli.ipynb #c509c613
 def configure_embed(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops embed`."""
-    parser.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
+    parser.add_argument(
+        "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
+    )
     parser.add_argument("--decimals", type=int, default=6, help="round the vector components")
+
     def handler(args: argparse.Namespace) -> int:
         from llmops_kit.embeddings import Embedder
+
         lines = [line.rstrip("\n") for line in sys.stdin]
         vectors = Embedder.from_settings(load_settings(args.config)).encode(lines)
-        for v in vectors: print(json.dumps([round(float(x), args.decimals) for x in v]))
+        for v in vectors:
+            print(json.dumps([round(float(x), args.decimals) for x in v]))
         return 0
+
     parser.set_defaults(handler=handler)
+
 
 # %% ../nbs/91_cli.ipynb #c698d23b
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The `llmops` parser; only the command named in `argv` is fully configured."""
-    parser = argparse.ArgumentParser(prog="llmops", description="llmops-kit: run LLM applications responsibly.")
+    parser = argparse.ArgumentParser(
+        prog="llmops", description="llmops-kit: run LLM applications responsibly."
+    )
     parser.add_argument("--version", action="version", version=f"llmops-kit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands = available_commands()
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, function, help_text) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if name == chosen: getattr(importlib.import_module(module), function)(p)
+        if name == chosen:
+            getattr(importlib.import_module(module), function)(p)
     return parser
+
 
 # %% ../nbs/91_cli.ipynb #15ee2858
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_parser().print_help()
             return 0 if not argv else 2
         return int(handler(args) or 0)
-    except LlmopsError as e: # the error says its own exit code (2: bad input or settings)
+    except LlmopsError as e:  # the error says its own exit code (2: bad input or settings)
         print(f"llmops: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

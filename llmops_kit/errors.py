@@ -4,44 +4,71 @@
 
 # %% ../nbs/01_errors.ipynb #c62537de
 from __future__ import annotations
+
 import json
 from typing import Any
+
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['LlmopsError', 'ConfigurationError', 'InputError', 'NotFoundError', 'AuthenticationError', 'PermissionDeniedError',
-           'RateLimitError', 'UpstreamError', 'UpstreamTimeoutError', 'ServiceUnavailableError', 'for_status']
+__all__ = [
+    "LlmopsError",
+    "ConfigurationError",
+    "InputError",
+    "NotFoundError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "UpstreamError",
+    "UpstreamTimeoutError",
+    "ServiceUnavailableError",
+    "for_status",
+]
+
 
 # %% ../nbs/01_errors.ipynb #ff37d976
 class LlmopsError(Exception):
     """Base of every error llmops-kit raises on purpose; the message says what was wrong and what to do."""
-    status: int = 500 # HTTP status when the error reaches a client
-    type: str = "server_error" # OpenAI error `type`
-    code: str = "internal_error" # machine-readable code (OpenAI error `code`)
-    exit_code: int = 2 # exit code of the `llmops` command
 
-    def __init__(self,
-                 message: str, # what was wrong and what to do
-                 *,
-                 code: str | None = None, # overrides the class's code
-                 status: int | None = None, # overrides the class's HTTP status
-                 param: str | None = None, # the request field at fault
-                 headers: dict[str, str] | None = None, # extra response headers
-                 extra: dict[str, Any] | None = None, # extra fields inside the error body
-                ):
+    status: int = 500  # HTTP status when the error reaches a client
+    type: str = "server_error"  # OpenAI error `type`
+    code: str = "internal_error"  # machine-readable code (OpenAI error `code`)
+    exit_code: int = 2  # exit code of the `llmops` command
+
+    def __init__(
+        self,
+        message: str,  # what was wrong and what to do
+        *,
+        code: str | None = None,  # overrides the class's code
+        status: int | None = None,  # overrides the class's HTTP status
+        param: str | None = None,  # the request field at fault
+        headers: dict[str, str] | None = None,  # extra response headers
+        extra: dict[str, Any] | None = None,  # extra fields inside the error body
+    ):
         super().__init__(message)
         self.message, self.param = message, param
-        if code is not None: self.code = code
-        if status is not None: self.status = status
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
         self.headers, self.extra = dict(headers or {}), dict(extra or {})
+
 
 # %% ../nbs/01_errors.ipynb #f8bada4f
 @patch
 def to_dict(self: LlmopsError, request_id: str | None = None) -> dict[str, Any]:
     """The OpenAI-shaped error body: `{"error": {"message", "type", "code", "param", ...}}`."""
-    detail = {"message": self.message, "type": self.type, "code": self.code, "param": self.param, **self.extra}
-    if request_id: detail["request_id"] = request_id
+    detail = {
+        "message": self.message,
+        "type": self.type,
+        "code": self.code,
+        "param": self.param,
+        **self.extra,
+    }
+    if request_id:
+        detail["request_id"] = request_id
     return {"error": detail}
+
 
 # %% ../nbs/01_errors.ipynb #60af9367
 @patch
@@ -49,54 +76,84 @@ def to_json(self: LlmopsError, request_id: str | None = None) -> bytes:
     """`to_dict` as UTF-8 JSON bytes, for the pure ASGI paths."""
     return json.dumps(self.to_dict(request_id), ensure_ascii=False, default=str).encode()
 
+
 # %% ../nbs/01_errors.ipynb #18b713a0
 class ConfigurationError(LlmopsError):
     """The settings (a file, an `LLMOPS_*` override, a key file) are invalid: fix them and start again."""
+
     code = "configuration_error"
+
 
 class InputError(LlmopsError):
     """User input (a request body, a file, a column, a value) cannot be used."""
+
     status, type, code = 400, "invalid_request_error", "invalid_request"
+
 
 class NotFoundError(InputError):
     """What the input names (a model, a file, a registry alias, a job) does not exist."""
+
     status, type, code = 404, "not_found_error", "not_found"
+
 
 # %% ../nbs/01_errors.ipynb #c49130f0
 class AuthenticationError(LlmopsError):
     """Credentials are missing or invalid (401)."""
+
     status, type, code = 401, "authentication_error", "invalid_token"
+
 
 class PermissionDeniedError(LlmopsError):
     """Valid credentials lack what the call needs (403): a scope, a tenant's resource."""
+
     status, type, code = 403, "permission_error", "insufficient_scope"
+
 
 class RateLimitError(LlmopsError):
     """A limit is reached (429): in-flight requests, a rate, a quota or a budget; `Retry-After` says when to retry."""
+
     status, type, code, exit_code = 429, "rate_limit_error", "rate_limited", 1
+
 
 # %% ../nbs/01_errors.ipynb #a47146ee
 class UpstreamError(LlmopsError):
     """The model behind the gateway failed (502); the upstream's own status, if any, is kept in `extra`."""
+
     status, type, code, exit_code = 502, "api_error", "upstream_error", 1
+
 
 class UpstreamTimeoutError(UpstreamError):
     """The model did not answer in time (504)."""
+
     status, type, code = 504, "timeout_error", "model_timeout"
+
 
 class ServiceUnavailableError(LlmopsError):
     """The server cannot answer yet (503): the model or the guards are still warming up."""
+
     status, type, code, exit_code = 503, "server_error", "not_ready", 1
 
+
 # %% ../nbs/01_errors.ipynb #228f1ec3
-_BY_STATUS: dict[int, type[LlmopsError]] = {cls.status: cls for cls in (
-    InputError, NotFoundError, AuthenticationError, PermissionDeniedError, RateLimitError, UpstreamError,
-    UpstreamTimeoutError, ServiceUnavailableError)}
+_BY_STATUS: dict[int, type[LlmopsError]] = {
+    cls.status: cls
+    for cls in (
+        InputError,
+        NotFoundError,
+        AuthenticationError,
+        PermissionDeniedError,
+        RateLimitError,
+        UpstreamError,
+        UpstreamTimeoutError,
+        ServiceUnavailableError,
+    )
+}
+
 
 def for_status(
-    status: int, # the HTTP status
-    message: str, # what was wrong and what to do
-    **kwargs: Any, # `code`, `param`, `headers`, `extra`
+    status: int,  # the HTTP status
+    message: str,  # what was wrong and what to do
+    **kwargs: Any,  # `code`, `param`, `headers`, `extra`
 ) -> LlmopsError:
     """An error of the kind that `status` means (a 4xx without a class of its own is bad input)."""
     cls = _BY_STATUS.get(status) or (InputError if 400 <= status < 500 else LlmopsError)

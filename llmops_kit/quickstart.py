@@ -6,10 +6,30 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['CHAT_QUESTION', 'STAGES', 'QuickstartData', 'load_data', 'train_and_evaluate', 'policy_text', 'fit_reference_profile',
-           'ChampionInfo', 'publish', 'build_champion', 'QuickstartContext', 'Stage', 'StageSkipped', 'StageResult',
-           'events_file_of', 'replay_traffic', 'ask_chat', 'module_stage', 'run_stages', 'quickstart', 'summary',
-           'configure_cli']
+__all__ = [
+    "CHAT_QUESTION",
+    "STAGES",
+    "QuickstartData",
+    "load_data",
+    "train_and_evaluate",
+    "policy_text",
+    "fit_reference_profile",
+    "ChampionInfo",
+    "publish",
+    "build_champion",
+    "QuickstartContext",
+    "Stage",
+    "StageSkipped",
+    "StageResult",
+    "events_file_of",
+    "replay_traffic",
+    "ask_chat",
+    "module_stage",
+    "run_stages",
+    "quickstart",
+    "summary",
+    "configure_cli",
+]
 
 # %% ../nbs/90_quickstart.ipynb #f845506f
 import argparse
@@ -20,207 +40,303 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 # %% ../nbs/90_quickstart.ipynb #f09793d0
-from .core import InputError, LlmopsError, ProjectPaths, Settings, get_settings, load_settings, read_table
+from .core import ProjectPaths, Settings, get_settings, load_settings, read_table
+from .errors import InputError, LlmopsError
+
 
 # %% ../nbs/90_quickstart.ipynb #939dc784
 @dataclass
 class QuickstartData:
     """Training and evaluation data for the quickstart, with their lineage records."""
-    train: Any # DataFrame with columns text, category
-    eval: Any # DataFrame with columns text, category
-    files: list = field(default_factory=list) # `registry.DataFile` records
-    source: str = "embedded sample" # what the data is, for the summary
-    eval_source: str = "hold-out" # where the evaluation rows came from
+
+    train: Any  # DataFrame with columns text, category
+    eval: Any  # DataFrame with columns text, category
+    files: list = field(default_factory=list)  # `registry.DataFile` records
+    source: str = "embedded sample"  # what the data is, for the summary
+    eval_source: str = "hold-out"  # where the evaluation rows came from
+
 
 # %% ../nbs/90_quickstart.ipynb #d5c0dbe9
 def _labelled(df, path, text_column: str, label_column: str):
     """Keep the text and label columns as `text`, `category`, dropping rows without a label."""
-    if len(df) == 0: raise InputError(f"{path}: the file has no rows")
+    if len(df) == 0:
+        raise InputError(f"{path}: the file has no rows")
     out = df[[text_column, label_column]].rename(columns={text_column: "text", label_column: "category"})
     out = out.dropna(subset=["category"])
     if out["text"].isna().any() or not all(isinstance(t, str) and t.strip() for t in out["text"]):
-        bad = int(out["text"].isna().sum() + sum(1 for t in out["text"] if isinstance(t, str) and not t.strip()))
+        bad = int(
+            out["text"].isna().sum() + sum(1 for t in out["text"] if isinstance(t, str) and not t.strip())
+        )
         raise InputError(f"{path}: {bad} row(s) have an empty {text_column!r}; fill or drop them")
     out["category"] = out["category"].astype(str)
     return out.reset_index(drop=True)
 
+
 def load_data(
-    data: str | os.PathLike | None = None, # a labelled file; None uses the embedded sample tickets
-    text_column: str = "text", # column holding the message
-    label_column: str = "category", # column holding the intent
-    eval_path: str | os.PathLike | None = None, # a labelled evaluation file; default `test.*` beside `data`
+    data: str | os.PathLike | None = None,  # a labelled file; None uses the embedded sample tickets
+    text_column: str = "text",  # column holding the message
+    label_column: str = "category",  # column holding the intent
+    eval_path: str | os.PathLike | None = None,  # a labelled evaluation file; default `test.*` beside `data`
 ) -> QuickstartData:
     """Read (or take the embedded) training data and find the evaluation data."""
     from llmops_kit.registry.bundle import DataFile
     from llmops_kit.router.model import check_training_data
     from llmops_kit.router.tickets import SAMPLE_TICKETS, sample_frame, split_frame
+
     if data is None:
-        if eval_path is not None: raise InputError("--eval needs --data: the embedded sample brings its own hold-out")
+        if eval_path is not None:
+            raise InputError("--eval needs --data: the embedded sample brings its own hold-out")
         train, test = split_frame(sample_frame()[["text", "category"]], seed=0)
-        files = [DataFile.from_records("train", "package:llmops_kit.router.tickets.SAMPLE_TICKETS", SAMPLE_TICKETS)]
-        return QuickstartData(train.reset_index(drop=True), test.reset_index(drop=True), files,
-                              f"embedded sample ({len(SAMPLE_TICKETS)} tickets)", "20% hold-out of the sample")
+        files = [
+            DataFile.from_records("train", "package:llmops_kit.router.tickets.SAMPLE_TICKETS", SAMPLE_TICKETS)
+        ]
+        return QuickstartData(
+            train.reset_index(drop=True),
+            test.reset_index(drop=True),
+            files,
+            f"embedded sample ({len(SAMPLE_TICKETS)} tickets)",
+            "20% hold-out of the sample",
+        )
     path = Path(data)
     df = _labelled(read_table(path, [text_column, label_column]), path, text_column, label_column)
     check_training_data(list(df.text), list(df.category))
     files = [DataFile.from_path("train", path, len(df))]
     if eval_path is None:
-        beside = [p for p in path.parent.glob("test.*") if p != path and p.suffix.lower() in (".csv", ".jsonl", ".parquet")]
+        beside = [
+            p
+            for p in path.parent.glob("test.*")
+            if p != path and p.suffix.lower() in (".csv", ".jsonl", ".parquet")
+        ]
         eval_path = beside[0] if beside else None
     if eval_path is not None:
-        ev = _labelled(read_table(eval_path, [text_column, label_column]), Path(eval_path), text_column, label_column)
+        ev = _labelled(
+            read_table(eval_path, [text_column, label_column]), Path(eval_path), text_column, label_column
+        )
         files.append(DataFile.from_path("eval", eval_path, len(ev)))
         return QuickstartData(df, ev, files, f"{path} ({len(df)} rows)", str(eval_path))
     train, test = split_frame(df, seed=0)
-    return QuickstartData(train.reset_index(drop=True), test.reset_index(drop=True), files, f"{path} ({len(df)} rows)",
-                          f"20% hold-out of {path.name}")
+    return QuickstartData(
+        train.reset_index(drop=True),
+        test.reset_index(drop=True),
+        files,
+        f"{path} ({len(df)} rows)",
+        f"20% hold-out of {path.name}",
+    )
+
 
 # %% ../nbs/90_quickstart.ipynb #144bd2fb
 def train_and_evaluate(
-    data: QuickstartData, # training and evaluation frames
-    settings: Settings, # runtime settings (embedding cache)
-    latency_queries: int = 50, # single queries to time
-    C: float | None = None, # inverse regularisation; None tunes it
+    data: QuickstartData,  # training and evaluation frames
+    settings: Settings,  # runtime settings (embedding cache)
+    latency_queries: int = 50,  # single queries to time
+    C: float | None = None,  # inverse regularisation; None tunes it
 ):
     """Fit the support router on `data.train`; return it with its `RouterReport` on `data.eval`."""
     from llmops_kit.embeddings import Embedder
     from llmops_kit.router.model import SupportRouter, evaluate_router
     from llmops_kit.router.tickets import KB_REPLIES, ROUTES
+
     embedder = Embedder.from_settings(settings)
     known = set(data.train.category)
-    routes = {k: v for k, v in ROUTES.items() if k in known} or {label: f"queue-{label}" for label in sorted(known)}
+    routes = {k: v for k, v in ROUTES.items() if k in known} or {
+        label: f"queue-{label}" for label in sorted(known)
+    }
     replies = {k: v for k, v in KB_REPLIES.items() if k in known}
-    router = SupportRouter.fit(list(data.train.text), list(data.train.category), routes=routes, replies=replies,
-                               C=C, embedder=embedder)
-    report = evaluate_router(router, list(data.eval.text), list(data.eval.category),
-                             vectors=embedder.encode(list(data.eval.text)), latency_queries=latency_queries)
+    router = SupportRouter.fit(
+        list(data.train.text),
+        list(data.train.category),
+        routes=routes,
+        replies=replies,
+        C=C,
+        embedder=embedder,
+    )
+    report = evaluate_router(
+        router,
+        list(data.eval.text),
+        list(data.eval.category),
+        vectors=embedder.encode(list(data.eval.text)),
+        latency_queries=latency_queries,
+    )
     router.metrics = report.metrics()
     return router, report
+
 
 # %% ../nbs/90_quickstart.ipynb #0b8b9e6e
 def _optional(*modules: str):
     """The first of `modules` that imports, or None."""
     for m in modules:
         try:
-            if importlib.util.find_spec(m) is not None: return importlib.import_module(m)
-        except ImportError: continue
+            if importlib.util.find_spec(m) is not None:
+                return importlib.import_module(m)
+        except ImportError:
+            continue
     return None
+
 
 def policy_text(settings: Settings) -> str | None:
     """The guardrail policy YAML to bundle: `[guardrails] policy` (validated), else the packaged default, else None."""
     guardrails = _optional("llmops_kit.guardrails.chain")
     if settings.guardrails.policy:
         p = settings.path(settings.guardrails.policy)
-        if not p.is_file(): raise InputError(f"[guardrails] policy = {settings.guardrails.policy!r}: no such file {p}")
-        if guardrails is not None: guardrails.load_policy(p) # a policy the server would reject fails here, not at serving time
+        if not p.is_file():
+            raise InputError(f"[guardrails] policy = {settings.guardrails.policy!r}: no such file {p}")
+        if guardrails is not None:
+            guardrails.load_policy(p)  # a policy the server would reject fails here, not at serving time
         return p.read_text(encoding="utf-8")
     return getattr(guardrails, "DEFAULT_POLICY_YAML", None) if guardrails is not None else None
 
+
 # %% ../nbs/90_quickstart.ipynb #3f4184f1
 def fit_reference_profile(
-    train, # training frame with a `text` column
-    folder: str | os.PathLike, # where to save the profile
-    settings: Settings, # runtime settings (embedding cache)
+    train,  # training frame with a `text` column
+    folder: str | os.PathLike,  # where to save the profile
+    settings: Settings,  # runtime settings (embedding cache)
 ) -> Path | None:
     """Fit and save the drift reference profile on the training texts; None if the drift module is absent."""
     drift = _optional("llmops_kit.drift.profile", "llmops_kit.drift")
-    if drift is None or not hasattr(drift, "ReferenceProfile"): return None
+    if drift is None or not hasattr(drift, "ReferenceProfile"):
+        return None
     from llmops_kit.embeddings import Embedder
-    profile = drift.ReferenceProfile.from_frame(train, text_column="text", embedder=Embedder.from_settings(settings))
+
+    profile = drift.ReferenceProfile.from_frame(
+        train, text_column="text", embedder=Embedder.from_settings(settings)
+    )
     profile.save(Path(folder))
     return Path(folder)
+
 
 # %% ../nbs/90_quickstart.ipynb #22501d72
 @dataclass
 class ChampionInfo:
     """The registered champion: how to load it and where it came from."""
-    name: str # registered model name
-    version: str # the new version
-    uri: str # `models:/NAME@champion`
-    run_id: str # the MLflow run that logged it
-    metrics: dict[str, float] = field(default_factory=dict) # evaluation metrics
-    policy: bool = False # a guardrail policy is bundled
-    reference_profile: bool = False # a drift reference profile is bundled
+
+    name: str  # registered model name
+    version: str  # the new version
+    uri: str  # `models:/NAME@champion`
+    run_id: str  # the MLflow run that logged it
+    metrics: dict[str, float] = field(default_factory=dict)  # evaluation metrics
+    policy: bool = False  # a guardrail policy is bundled
+    reference_profile: bool = False  # a drift reference profile is bundled
+
 
 # %% ../nbs/90_quickstart.ipynb #ea444b9a
 def publish(
-    router, # the trained `SupportRouter`
-    data: QuickstartData, # the data it learnt from (for lineage)
-    settings: Settings, # runtime settings
-    metrics: dict[str, float] | None = None, # evaluation metrics
-    reference_profile_dir: str | os.PathLike | None = None, # a saved drift reference profile
-    alias: str = "champion", # alias to point at the new version
-    notebook: str | None = None, # producing notebook; default the running command
-    artifacts: Sequence[str | os.PathLike] = (), # evaluation plots and reports to log with the run
-    extra_tags: dict[str, str] | None = None, # more run and version tags
+    router,  # the trained `SupportRouter`
+    data: QuickstartData,  # the data it learnt from (for lineage)
+    settings: Settings,  # runtime settings
+    metrics: dict[str, float] | None = None,  # evaluation metrics
+    reference_profile_dir: str | os.PathLike | None = None,  # a saved drift reference profile
+    alias: str = "champion",  # alias to point at the new version
+    notebook: str | None = None,  # producing notebook; default the running command
+    artifacts: Sequence[str | os.PathLike] = (),  # evaluation plots and reports to log with the run
+    extra_tags: dict[str, str] | None = None,  # more run and version tags
 ) -> ChampionInfo:
     """Log the router as an app bundle, register it and point `alias` at the new version."""
     from llmops_kit.registry.bundle import log_app, promote, register
+
     policy = policy_text(settings)
-    params = {"C": router.head.C, "threshold": router.threshold, "top_k": router.top_k, "embedder": router.embedder_id,
-              "n_train": len(data.train), "n_eval": len(data.eval), "labels": len(router.labels), "data": data.source}
-    logged = log_app(router, settings, policy_yaml=policy, reference_profile_dir=reference_profile_dir, data=data.files,
-                     metrics=metrics, params=params, notebook=notebook, run_name="support-router", artifacts=artifacts,
-                     extra_tags=extra_tags)
+    params = {
+        "C": router.head.C,
+        "threshold": router.threshold,
+        "top_k": router.top_k,
+        "embedder": router.embedder_id,
+        "n_train": len(data.train),
+        "n_eval": len(data.eval),
+        "labels": len(router.labels),
+        "data": data.source,
+    }
+    logged = log_app(
+        router,
+        settings,
+        policy_yaml=policy,
+        reference_profile_dir=reference_profile_dir,
+        data=data.files,
+        metrics=metrics,
+        params=params,
+        notebook=notebook,
+        run_name="support-router",
+        artifacts=artifacts,
+        extra_tags=extra_tags,
+    )
     version = register(logged, settings.mlflow.model_name, settings)
     promote(version.name, version.version, alias, settings)
-    return ChampionInfo(version.name, version.version, f"models:/{version.name}@{alias}", logged.run_id,
-                        dict(metrics or {}), policy is not None, reference_profile_dir is not None)
+    return ChampionInfo(
+        version.name,
+        version.version,
+        f"models:/{version.name}@{alias}",
+        logged.run_id,
+        dict(metrics or {}),
+        policy is not None,
+        reference_profile_dir is not None,
+    )
+
 
 # %% ../nbs/90_quickstart.ipynb #d6b459af
 def build_champion(
-    settings: Settings | None = None, # runtime settings (tracking store, state folder); default `get_settings()`
-    profile: bool = True, # fit and bundle the drift reference profile when the drift module is installed
+    settings: Settings
+    | None = None,  # runtime settings (tracking store, state folder); default `get_settings()`
+    profile: bool = True,  # fit and bundle the drift reference profile when the drift module is installed
 ) -> ChampionInfo:
     """Train the router on the embedded sample, evaluate, log, register and set `champion`: in one call."""
     settings = settings or get_settings()
     data = load_data()
     router, report = train_and_evaluate(data, settings, latency_queries=0)
     with tempfile.TemporaryDirectory() as work:
-        profile_dir = fit_reference_profile(data.train, Path(work) / "reference_profile", settings) if profile else None
+        profile_dir = (
+            fit_reference_profile(data.train, Path(work) / "reference_profile", settings) if profile else None
+        )
         return publish(router, data, settings, report.metrics(), profile_dir)
+
 
 # %% ../nbs/90_quickstart.ipynb #cb2ed9ac
 @dataclass
 class QuickstartContext:
     """What the stages share: the inputs, the settings, and what earlier stages produced."""
-    settings: Settings # runtime settings
-    data_path: str | None = None # `--data`
-    text_column: str = "text" # `--text-column`
-    label_column: str = "category" # `--label-column`
-    eval_path: str | None = None # `--eval`
-    work: Path | None = None # a temporary folder for intermediate files
+
+    settings: Settings  # runtime settings
+    data_path: str | None = None  # `--data`
+    text_column: str = "text"  # `--text-column`
+    label_column: str = "category"  # `--label-column`
+    eval_path: str | None = None  # `--eval`
+    work: Path | None = None  # a temporary folder for intermediate files
     data: QuickstartData | None = None
     router: Any = None
     report: Any = None
     profile_dir: Path | None = None
     champion: ChampionInfo | None = None
-    lineage: dict[str, Any] = field(default_factory=dict) # LineageRun per job
-    produced: dict[str, str] = field(default_factory=dict) # label -> what/where, for the summary
+    lineage: dict[str, Any] = field(default_factory=dict)  # LineageRun per job
+    produced: dict[str, str] = field(default_factory=dict)  # label -> what/where, for the summary
+
 
 @dataclass
 class Stage:
     """One step of the quickstart."""
-    name: str # short name shown in the progress lines
-    run: Callable[[QuickstartContext], str] # does the work; returns a one-line note
-    requires: tuple[str, ...] = () # modules that must be installed, else the stage is skipped
-    required: bool = False # a failure stops the job
+
+    name: str  # short name shown in the progress lines
+    run: Callable[[QuickstartContext], str]  # does the work; returns a one-line note
+    requires: tuple[str, ...] = ()  # modules that must be installed, else the stage is skipped
+    required: bool = False  # a failure stops the job
+
 
 class StageSkipped(Exception):
     """Raised by a stage that finds nothing to do; its message is the note."""
 
+
 @dataclass
 class StageResult:
     """How a stage went."""
+
     name: str
-    status: str # done, skipped or failed
+    status: str  # done, skipped or failed
     note: str
     seconds: float = 0.0
+
 
 # %% ../nbs/90_quickstart.ipynb #b9c261da
 def _stage_data(ctx: QuickstartContext) -> str:
@@ -228,42 +344,66 @@ def _stage_data(ctx: QuickstartContext) -> str:
     ctx.produced["data"] = f"{ctx.data.source}; evaluation: {ctx.data.eval_source}"
     return f"{len(ctx.data.train)} training rows, {len(ctx.data.eval)} evaluation rows, {ctx.data.train.category.nunique()} intents"
 
+
 def _stage_train(ctx: QuickstartContext) -> str:
     from llmops_kit.registry.lineage import LineageRun
-    ctx.lineage["train"] = LineageRun(ctx.settings, f"{ctx.settings.mlflow.model_name}.train",
-                                      [f for f in ctx.data.files if f.role == "train"]).start()
+
+    ctx.lineage["train"] = LineageRun(
+        ctx.settings,
+        f"{ctx.settings.mlflow.model_name}.train",
+        [f for f in ctx.data.files if f.role == "train"],
+    ).start()
     ctx.router, ctx.report = train_and_evaluate(ctx.data, ctx.settings, latency_queries=0)
     return f"C={ctx.router.head.C:g}, {len(ctx.router.labels)} intents, threshold {ctx.router.threshold}"
 
+
 def _stage_evaluate(ctx: QuickstartContext) -> str:
     from llmops_kit.registry.lineage import LineageRun
-    from llmops_kit.router.model import evaluate_router, plot_confusion, single_query_latency
-    ctx.lineage["evaluate"] = LineageRun(ctx.settings, f"{ctx.settings.mlflow.model_name}.evaluate",
-                                         [f for f in ctx.data.files if f.role == "eval"]).start()
+    from llmops_kit.router.model import plot_confusion, single_query_latency
+
+    ctx.lineage["evaluate"] = LineageRun(
+        ctx.settings,
+        f"{ctx.settings.mlflow.model_name}.evaluate",
+        [f for f in ctx.data.files if f.role == "eval"],
+    ).start()
     ctx.report.latency_ms = single_query_latency(ctx.router, list(ctx.data.eval.text[:100]))
     ctx.router.metrics = ctx.report.metrics()
-    if importlib.util.find_spec("matplotlib") is not None: # the plot is optional: matplotlib is in the notebook extra
+    if (
+        importlib.util.find_spec("matplotlib") is not None
+    ):  # the plot is optional: matplotlib is in the notebook extra
         import matplotlib.pyplot as plt
+
         fig = plot_confusion(ctx.report)
         fig.savefig(ctx.work / "confusion.png", dpi=90)
         plt.close(fig)
     (ctx.work / "evaluation.json").write_text(json.dumps(asdict(ctx.report), indent=1))
     r = ctx.report
-    ctx.produced["evaluation"] = (f"accuracy {r.accuracy:.3f}, macro-F1 {r.macro_f1:.3f} on {r.n} rows; abstained {r.abstain_rate:.1%}; "
-                                  f"single-query latency p50 {r.latency_ms['p50']:.1f} ms, p99 {r.latency_ms['p99']:.1f} ms")
+    ctx.produced["evaluation"] = (
+        f"accuracy {r.accuracy:.3f}, macro-F1 {r.macro_f1:.3f} on {r.n} rows; abstained {r.abstain_rate:.1%}; "
+        f"single-query latency p50 {r.latency_ms['p50']:.1f} ms, p99 {r.latency_ms['p99']:.1f} ms"
+    )
     return ctx.produced["evaluation"]
+
 
 def _stage_profile(ctx: QuickstartContext) -> str:
     ctx.profile_dir = fit_reference_profile(ctx.data.train, ctx.work / "reference_profile", ctx.settings)
     return f"{len(ctx.data.train)} training texts profiled"
 
+
 def _stage_register(ctx: QuickstartContext) -> str:
-    from llmops_kit.registry.lineage import model_dataset
     from llmops_kit.registry.bundle import tracking_uri
+    from llmops_kit.registry.lineage import model_dataset
+
     extra = {f"llmops.lineage.{job}_run_id": run.run_id for job, run in ctx.lineage.items()}
-    ctx.champion = publish(ctx.router, ctx.data, ctx.settings, ctx.report.metrics(), ctx.profile_dir,
-                           artifacts=[p for p in (ctx.work / "confusion.png", ctx.work / "evaluation.json") if p.exists()],
-                           extra_tags=extra)
+    ctx.champion = publish(
+        ctx.router,
+        ctx.data,
+        ctx.settings,
+        ctx.report.metrics(),
+        ctx.profile_dir,
+        artifacts=[p for p in (ctx.work / "confusion.png", ctx.work / "evaluation.json") if p.exists()],
+        extra_tags=extra,
+    )
     c, uri = ctx.champion, tracking_uri(ctx.settings)
     ctx.lineage["train"].complete([model_dataset(c.name, c.version, uri)], c.metrics, c.run_id)
     ev = ctx.lineage.get("evaluate")
@@ -272,76 +412,123 @@ def _stage_register(ctx: QuickstartContext) -> str:
         ev.complete(metrics=c.metrics, mlflow_run_id=c.run_id)
     paths = ProjectPaths.from_settings(ctx.settings)
     ctx.produced["model"] = f"{c.uri} -> version {c.version} (run {c.run_id})"
-    ctx.produced["bundle"] = ("router" + (", guardrail policy" if c.policy else "") + (", drift reference profile" if c.reference_profile else "")
-                              + ", settings snapshot")
-    ctx.produced["tracking"] = f"{uri}" + (f" (artifacts under {paths.artifacts})" if not ctx.settings.mlflow.tracking_uri else "")
+    ctx.produced["bundle"] = (
+        "router"
+        + (", guardrail policy" if c.policy else "")
+        + (", drift reference profile" if c.reference_profile else "")
+        + ", settings snapshot"
+    )
+    ctx.produced["tracking"] = f"{uri}" + (
+        f" (artifacts under {paths.artifacts})" if not ctx.settings.mlflow.tracking_uri else ""
+    )
     errors = [e for run in ctx.lineage.values() for e in run.errors]
     lin = ctx.settings.lineage
-    where = {"file": str(events_file_of(ctx.settings)), "http": lin.endpoint, "none": "off ([lineage] transport = none)"}[lin.transport]
+    where = {
+        "file": str(events_file_of(ctx.settings)),
+        "http": lin.endpoint,
+        "none": "off ([lineage] transport = none)",
+    }[lin.transport]
     ctx.produced["lineage"] = where + (f"; send errors: {errors[0]}" if errors else "")
     return f"version {c.version} is {c.uri}"
+
 
 def events_file_of(settings: Settings) -> Path:
     """The file the OpenLineage file transport writes."""
     from llmops_kit.registry.lineage import events_file
+
     return events_file(settings)
+
 
 # %% ../nbs/90_quickstart.ipynb #42687e9d
 def _free_port() -> int:
     import socket
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
+
 def _llmops_command() -> list[str]:
     exe = Path(sys.executable).parent / "llmops"
-    return [str(exe)] if exe.is_file() else [sys.executable, "-c", "import sys; from llmops_kit.cli import main; sys.exit(main())"]
+    return (
+        [str(exe)]
+        if exe.is_file()
+        else [sys.executable, "-c", "import sys; from llmops_kit.cli import main; sys.exit(main())"]
+    )
+
 
 def _wait_ready(url: str, proc, timeout_s: float = 180.0) -> None:
     import httpx
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None: raise LlmopsError(f"the server exited with code {proc.returncode} before it was ready")
+        if proc.poll() is not None:
+            raise LlmopsError(f"the server exited with code {proc.returncode} before it was ready")
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200: return
-        except httpx.HTTPError: pass
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
         time.sleep(0.5)
     raise LlmopsError(f"the server at {url} was not ready after {timeout_s:.0f}s")
 
+
 def replay_traffic(
-    url: str, # the server's base URL
-    token: str, # a bearer token with the `chat` scope
-    traffic: Sequence[dict[str, str]], # requests: `{"kind": ..., "text": ...}`
+    url: str,  # the server's base URL
+    token: str,  # a bearer token with the `chat` scope
+    traffic: Sequence[dict[str, str]],  # requests: `{"kind": ..., "text": ...}`
 ) -> list[dict[str, Any]]:
     """Send each text to `/v1/route`; return kind, status, error code, guardrail actions and the routed queue."""
     import httpx
+
     out = []
     with httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=60) as client:
         for item in traffic:
             r = client.post("/v1/route", json={"input": item["text"]})
             body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
             data = (body.get("data") or [{}])[0]
-            actions = [v.get("action") for v in body.get("guardrails", []) if v.get("action") not in (None, "allow")]
-            out.append({"kind": item["kind"], "status": r.status_code, "error": (body.get("error") or {}).get("code"),
-                        "guardrails": actions, "route": data.get("route"), "abstained": data.get("abstained")})
+            actions = [
+                v.get("action") for v in body.get("guardrails", []) if v.get("action") not in (None, "allow")
+            ]
+            out.append(
+                {
+                    "kind": item["kind"],
+                    "status": r.status_code,
+                    "error": (body.get("error") or {}).get("code"),
+                    "guardrails": actions,
+                    "route": data.get("route"),
+                    "abstained": data.get("abstained"),
+                }
+            )
     return out
+
 
 # %% ../nbs/90_quickstart.ipynb #1a04fc62
 CHAT_QUESTION = "Hello! Can you tell me what you can help me with?"
 
+
 def ask_chat(
-    url: str, # the server's base URL
-    token: str, # a bearer token with the `chat` scope
-    model: str, # the model to ask (the support router: its chat path answers what it cannot)
-    text: str, # the question
+    url: str,  # the server's base URL
+    token: str,  # a bearer token with the `chat` scope
+    model: str,  # the model to ask (the support router: its chat path answers what it cannot)
+    text: str,  # the question
 ) -> dict[str, Any]:
     """Ask one question on `/v1/chat/completions`; return status, error code, who answered and the answer."""
     import httpx
+
     with httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=120) as client:
-        r = client.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": text}]})
+        r = client.post(
+            "/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": text}]}
+        )
     body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
-    if r.status_code != 200: return {"status": r.status_code, "error": (body.get("error") or {}).get("code")}
-    return {"status": 200, "answered_by": body["llmops"]["answered_by"], "content": body["choices"][0]["message"]["content"] or ""}
+    if r.status_code != 200:
+        return {"status": r.status_code, "error": (body.get("error") or {}).get("code")}
+    return {
+        "status": 200,
+        "answered_by": body["llmops"]["answered_by"],
+        "content": body["choices"][0]["message"]["content"] or "",
+    }
+
 
 # %% ../nbs/90_quickstart.ipynb #a117f1b6
 def _stage_serve(ctx: QuickstartContext) -> str:
@@ -349,62 +536,102 @@ def _stage_serve(ctx: QuickstartContext) -> str:
     import secrets
     import signal
     import subprocess
+
     from llmops_kit.router.tickets import SAMPLE_TRAFFIC
     from llmops_kit.serving.auth import mint_token
+
     s = ctx.settings
     env = dict(_os.environ)
     secret_var = s.auth.jwt_secret_env
     env.setdefault(secret_var, secrets.token_urlsafe(32))
     env["LLMOPS_SERVING__MODEL_URI"] = ctx.champion.uri if ctx.champion else s.serving.model_uri
-    if s.source != "defaults": env["LLMOPS_SETTINGS"] = s.source
+    if s.source != "defaults":
+        env["LLMOPS_SETTINGS"] = s.source
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = (ctx.work / "serve.log").open("wb")
-    proc = subprocess.Popen([*_llmops_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            cwd=s.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [*_llmops_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=s.root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        try: _wait_ready(url, proc)
+        try:
+            _wait_ready(url, proc)
         except LlmopsError as e:
             tail = (ctx.work / "serve.log").read_text(errors="replace").strip().splitlines()[-1:] or [""]
             raise LlmopsError(f"{e}: {tail[0][:300]}") from None
         token = mint_token(s, tenant="quickstart", scopes=["chat"], ttl_s=600, environ=env)
-        held_out = [{"kind": "held-out ticket", "text": t} for t in list(ctx.data.eval.text)[:60]] if ctx.data is not None else []
+        held_out = (
+            [{"kind": "held-out ticket", "text": t} for t in list(ctx.data.eval.text)[:60]]
+            if ctx.data is not None
+            else []
+        )
         results = replay_traffic(url, token, [*SAMPLE_TRAFFIC, *held_out])
         chat = ask_chat(url, token, ctx.champion.name if ctx.champion else s.mlflow.model_name, CHAT_QUESTION)
     finally:
-        try: _os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError: pass
-        try: proc.wait(timeout=30)
+        try:
+            _os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             _os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
     if not any(r["status"] == 200 for r in results):
         first = results[0] if results else {}
-        raise LlmopsError(f"none of the {len(results)} replayed requests succeeded (first: HTTP {first.get('status')} "
-                          f"{first.get('error')}); see `llmops serve` and the [auth] settings")
+        raise LlmopsError(
+            f"none of the {len(results)} replayed requests succeeded (first: HTTP {first.get('status')} "
+            f"{first.get('error')}); see `llmops serve` and the [auth] settings"
+        )
     by_kind: dict[str, dict[str, int]] = {}
     for r in results:
-        label = (r["error"] or f"http {r['status']}") if r["status"] != 200 else ("redacted" if "redact" in r["guardrails"]
-                 else ("flagged" if r["guardrails"] else ("human review" if r["abstained"] else "routed")))
+        label = (
+            (r["error"] or f"http {r['status']}")
+            if r["status"] != 200
+            else (
+                "redacted"
+                if "redact" in r["guardrails"]
+                else ("flagged" if r["guardrails"] else ("human review" if r["abstained"] else "routed"))
+            )
+        )
         by_kind.setdefault(r["kind"], {}).setdefault(label, 0)
         by_kind[r["kind"]][label] += 1
-    note = "; ".join(f"{kind}: " + ", ".join(f"{n} {label}" for label, n in counts.items()) for kind, counts in by_kind.items())
+    note = "; ".join(
+        f"{kind}: " + ", ".join(f"{n} {label}" for label, n in counts.items())
+        for kind, counts in by_kind.items()
+    )
     paths = ProjectPaths.from_settings(s)
     ctx.produced["serving"] = f"replayed {len(results)} requests through {url}/v1/route ({note})"
-    ctx.produced["chat"] = (f"{CHAT_QUESTION!r} answered by {chat['answered_by']}: {chat['content'][:160]!r}"
-                            if chat.get("status") == 200 else f"HTTP {chat.get('status')} {chat.get('error')}")
+    ctx.produced["chat"] = (
+        f"{CHAT_QUESTION!r} answered by {chat['answered_by']}: {chat['content'][:160]!r}"
+        if chat.get("status") == 200
+        else f"HTTP {chat.get('status')} {chat.get('error')}"
+    )
     ctx.produced["audit log"] = str(paths.audit)
     return f"{len(results)} requests replayed"
+
 
 # %% ../nbs/90_quickstart.ipynb #69f61abf
 def _stage_audit(ctx: QuickstartContext) -> str:
     from llmops_kit.serving.auditlog import ChainKeys, verify_log
+
     s, paths = ctx.settings, ProjectPaths.from_settings(ctx.settings)
-    if "serving" not in ctx.produced or not paths.audit.is_dir(): raise StageSkipped("no traffic was served in this run")
+    if "serving" not in ctx.produced or not paths.audit.is_dir():
+        raise StageSkipped("no traffic was served in this run")
     checkpoints = s.path(s.audit.checkpoint_dir)
-    chain = verify_log(paths.audit, ChainKeys.load(s.path(s.audit.chain_keys)), checkpoints if checkpoints.is_dir() else None)
-    if not chain.ok: raise LlmopsError(f"the audit log at {paths.audit} does not verify: {chain.first_error} ({chain.file}:{chain.line})")
+    chain = verify_log(
+        paths.audit, ChainKeys.load(s.path(s.audit.chain_keys)), checkpoints if checkpoints.is_dir() else None
+    )
+    if not chain.ok:
+        raise LlmopsError(
+            f"the audit log at {paths.audit} does not verify: {chain.first_error} ({chain.file}:{chain.line})"
+        )
     note = f"audit log verified: {chain.count} records in {chain.files} file(s), keyed chain and signed checkpoints"
     if ctx.profile_dir is None:
         ctx.produced["audit"] = note + "; no drift reference profile to compare with"
@@ -412,31 +639,47 @@ def _stage_audit(ctx: QuickstartContext) -> str:
     from llmops_kit.drift.profile import ReferenceProfile, audit_frame
     from llmops_kit.drift.report import MIN_ROWS, check_drift
     from llmops_kit.embeddings import Embedder
+
     current = audit_frame(paths.audit)
     current = current[current["text"].map(lambda t: isinstance(t, str) and t.strip() != "")]
     if len(current) < MIN_ROWS:
-        ctx.produced["audit"] = note + f"; {len(current)} texts logged, too few for a drift check (needs {MIN_ROWS})"
+        ctx.produced["audit"] = (
+            note + f"; {len(current)} texts logged, too few for a drift check (needs {MIN_ROWS})"
+        )
         return ctx.produced["audit"]
-    report = check_drift(ReferenceProfile.load(ctx.profile_dir), current, embedder=Embedder.from_settings(ctx.settings),
-                         settings=ctx.settings, model=getattr(ctx.router, "head", None)) # also scanned in the router's view
+    report = check_drift(
+        ReferenceProfile.load(ctx.profile_dir),
+        current,
+        embedder=Embedder.from_settings(ctx.settings),
+        settings=ctx.settings,
+        model=getattr(ctx.router, "head", None),
+    )  # also scanned in the router's view
     paths.reports.mkdir(parents=True, exist_ok=True)
     html = paths.reports / f"quickstart-drift-{time.strftime('%Y%m%dT%H%M%S')}.html"
     report.to_html(html)
     flagged = [r.name for r in report.results if r.drift]
-    ctx.produced["audit"] = (note + f"; drift against the reference profile: {'YES (' + ', '.join(flagged) + ')' if flagged else 'none'}"
-                             f" on {report.n_current} requests; report {html}")
+    ctx.produced["audit"] = (
+        note
+        + f"; drift against the reference profile: {'YES (' + ', '.join(flagged) + ')' if flagged else 'none'}"
+        f" on {report.n_current} requests; report {html}"
+    )
     return f"{chain.count} records verified; drift {'found' if flagged else 'not found'}"
+
 
 # %% ../nbs/90_quickstart.ipynb #c0236dba
 def module_stage(module: str) -> Callable[[QuickstartContext], str]:
     """A stage that calls `quickstart_stage(settings, champion)` of `module`."""
+
     def run(ctx: QuickstartContext) -> str:
         fn = getattr(importlib.import_module(module), "quickstart_stage", None)
-        if fn is None: raise StageSkipped(f"{module} has no quickstart_stage(settings, champion) yet")
+        if fn is None:
+            raise StageSkipped(f"{module} has no quickstart_stage(settings, champion) yet")
         note = str(fn(ctx.settings, ctx.champion))
         ctx.produced[module.rsplit(".", 1)[-1]] = note
         return note
+
     return run
+
 
 # %% ../nbs/90_quickstart.ipynb #be94baa7
 STAGES: list[Stage] = [
@@ -450,102 +693,172 @@ STAGES: list[Stage] = [
     Stage("export", module_stage("llmops_kit.export"), requires=("llmops_kit.export",)),
 ]
 
+
 # %% ../nbs/90_quickstart.ipynb #33ab00a6
 def _installed(module: str) -> bool:
-    try: return importlib.util.find_spec(module) is not None
-    except ImportError: return False
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
 
 def run_stages(
-    ctx: QuickstartContext, # inputs and shared state
-    stages: Sequence[Stage] | None = None, # default `STAGES`
-    skip: Sequence[str] = (), # stage names not to run
-    progress=None, # a text stream for progress lines; default stderr
+    ctx: QuickstartContext,  # inputs and shared state
+    stages: Sequence[Stage] | None = None,  # default `STAGES`
+    skip: Sequence[str] = (),  # stage names not to run
+    progress=None,  # a text stream for progress lines; default stderr
 ) -> list[StageResult]:
     """Run the stages in order, printing one progress line per stage."""
     stages = list(STAGES if stages is None else stages)
     progress = progress if progress is not None else sys.stderr
     results: list[StageResult] = []
-    try: _run_each(ctx, stages, skip, progress, results)
-    except BaseException as e: # a required stage failed or the user pressed Ctrl-C: open lineage runs end FAIL / ABORT
-        for run in ctx.lineage.values(): run.end_with(e)
+    try:
+        _run_each(ctx, stages, skip, progress, results)
+    except (
+        BaseException
+    ) as e:  # a required stage failed or the user pressed Ctrl-C: open lineage runs end FAIL / ABORT
+        for run in ctx.lineage.values():
+            run.end_with(e)
         raise
     return results
 
-def _run_each(ctx: QuickstartContext, stages: list[Stage], skip: Sequence[str], progress, results: list[StageResult]) -> None:
+
+def _run_each(
+    ctx: QuickstartContext, stages: list[Stage], skip: Sequence[str], progress, results: list[StageResult]
+) -> None:
     stop = False
     for i, stage in enumerate(stages, 1):
         head = f"[{i}/{len(stages)}] {stage.name:<9}"
         missing = [m for m in stage.requires if not _installed(m)]
-        if stop: result = StageResult(stage.name, "skipped", "an earlier required stage failed")
-        elif stage.name in skip: result = StageResult(stage.name, "skipped", "skipped on request (--skip)")
-        elif missing: result = StageResult(stage.name, "skipped", f"{missing[0]} is not installed")
+        if stop:
+            result = StageResult(stage.name, "skipped", "an earlier required stage failed")
+        elif stage.name in skip:
+            result = StageResult(stage.name, "skipped", "skipped on request (--skip)")
+        elif missing:
+            result = StageResult(stage.name, "skipped", f"{missing[0]} is not installed")
         else:
             print(f"{head} ...", file=progress, flush=True)
             t0 = time.perf_counter()
-            try: result = StageResult(stage.name, "done", stage.run(ctx), time.perf_counter() - t0)
-            except StageSkipped as e: result = StageResult(stage.name, "skipped", str(e))
+            try:
+                result = StageResult(stage.name, "done", stage.run(ctx), time.perf_counter() - t0)
+            except StageSkipped as e:
+                result = StageResult(stage.name, "skipped", str(e))
             except Exception as e:
-                if stage.required and isinstance(e, LlmopsError): raise
+                if stage.required and isinstance(e, LlmopsError):
+                    raise
                 if stage.required:
-                    for run in ctx.lineage.values(): run.end_with(e) # FAIL, with the error's message
-                result = StageResult(stage.name, "failed", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                                     time.perf_counter() - t0)
+                    for run in ctx.lineage.values():
+                        run.end_with(e)  # FAIL, with the error's message
+                result = StageResult(
+                    stage.name,
+                    "failed",
+                    f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                    time.perf_counter() - t0,
+                )
                 stop = stage.required
-        print(f"{head} {result.status}" + (f" in {result.seconds:.1f}s" if result.seconds else "") + f": {result.note}",
-              file=progress, flush=True)
+        print(
+            f"{head} {result.status}"
+            + (f" in {result.seconds:.1f}s" if result.seconds else "")
+            + f": {result.note}",
+            file=progress,
+            flush=True,
+        )
         results.append(result)
+
 
 # %% ../nbs/90_quickstart.ipynb #3b5a6cc3
 def quickstart(
-    settings: Settings | None = None, # runtime settings; default `get_settings()`
-    data: str | os.PathLike | None = None, # a labelled file; None: the embedded sample
-    text_column: str = "text", # column holding the message
-    label_column: str = "category", # column holding the intent
-    eval_path: str | os.PathLike | None = None, # a labelled evaluation file
-    skip: Sequence[str] = (), # stage names not to run
-    progress=None, # stream for progress lines; default stderr
+    settings: Settings | None = None,  # runtime settings; default `get_settings()`
+    data: str | os.PathLike | None = None,  # a labelled file; None: the embedded sample
+    text_column: str = "text",  # column holding the message
+    label_column: str = "category",  # column holding the intent
+    eval_path: str | os.PathLike | None = None,  # a labelled evaluation file
+    skip: Sequence[str] = (),  # stage names not to run
+    progress=None,  # stream for progress lines; default stderr
 ) -> tuple[QuickstartContext, list[StageResult]]:
     """Run the main job end to end; return the shared context and each stage's result."""
     settings = settings or get_settings()
     unknown = sorted(set(skip) - {s.name for s in STAGES})
-    if unknown: raise InputError(f"unknown stage {unknown[0]!r} in --skip; stages: {', '.join(s.name for s in STAGES)}")
-    if eval_path is not None and data is None: raise InputError("--eval needs --data: the embedded sample brings its own hold-out")
+    if unknown:
+        raise InputError(
+            f"unknown stage {unknown[0]!r} in --skip; stages: {', '.join(s.name for s in STAGES)}"
+        )
+    if eval_path is not None and data is None:
+        raise InputError("--eval needs --data: the embedded sample brings its own hold-out")
     for flag, path in (("--data", data), ("--eval", eval_path)):
-        if path is not None and not Path(path).is_file(): raise InputError(f"{flag} {path}: no such file")
+        if path is not None and not Path(path).is_file():
+            raise InputError(f"{flag} {path}: no such file")
     ProjectPaths.from_settings(settings).ensure()
     with tempfile.TemporaryDirectory(prefix="llmops-quickstart-") as work:
-        ctx = QuickstartContext(settings, str(data) if data is not None else None, text_column, label_column,
-                                str(eval_path) if eval_path is not None else None, Path(work))
+        ctx = QuickstartContext(
+            settings,
+            str(data) if data is not None else None,
+            text_column,
+            label_column,
+            str(eval_path) if eval_path is not None else None,
+            Path(work),
+        )
         return ctx, run_stages(ctx, skip=skip, progress=progress)
+
 
 # %% ../nbs/90_quickstart.ipynb #74f90c84
 def summary(ctx: QuickstartContext, results: Sequence[StageResult], seconds: float | None = None) -> str:
     """The closing report: what was produced and where, and what was skipped or failed."""
     failed = [r for r in results if r.status == "failed"]
-    head = "llmops quickstart: " + ("done" if not failed else f"{len(failed)} stage(s) failed") + (f" in {seconds:.1f}s" if seconds else "")
+    head = (
+        "llmops quickstart: "
+        + ("done" if not failed else f"{len(failed)} stage(s) failed")
+        + (f" in {seconds:.1f}s" if seconds else "")
+    )
     lines = [head, ""] + [f"  {k:<11} {v}" for k, v in ctx.produced.items()]
     lines += ["", "  stages:"] + [f"    {r.name:<9} {r.status}: {r.note}" for r in results]
     if ctx.champion:
-        lines += ["", f"  next: llmops registry show {ctx.champion.name}@champion",
-                  f"        llmops serve   (serves {ctx.champion.uri})"]
+        lines += [
+            "",
+            f"  next: llmops registry show {ctx.champion.name}@champion",
+            f"        llmops serve   (serves {ctx.champion.uri})",
+        ]
     return "\n".join(lines)
+
 
 # %% ../nbs/90_quickstart.ipynb #300c223d
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops quickstart`."""
-    parser.add_argument("--data", default=None, help="labelled training data (.csv, .jsonl, .parquet); default: the embedded sample tickets")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="labelled training data (.csv, .jsonl, .parquet); default: the embedded sample tickets",
+    )
     parser.add_argument("--text-column", default="text", help="column holding the message (default: text)")
-    parser.add_argument("--label-column", default="category", help="column holding the intent (default: category)")
-    parser.add_argument("--eval", default=None, help="labelled evaluation data; default: test.* beside --data, else a 20%% hold-out")
-    parser.add_argument("--skip", action="append", default=[], metavar="STAGE",
-                        help=f"a stage not to run (repeatable): {', '.join(s.name for s in STAGES if not s.required)}")
-    parser.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
+    parser.add_argument(
+        "--label-column", default="category", help="column holding the intent (default: category)"
+    )
+    parser.add_argument(
+        "--eval",
+        default=None,
+        help="labelled evaluation data; default: test.* beside --data, else a 20%% hold-out",
+    )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help=f"a stage not to run (repeatable): {', '.join(s.name for s in STAGES if not s.required)}",
+    )
+    parser.add_argument(
+        "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
+    )
+
     def handler(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)
         from llmops_kit.registry.bundle import quiet_mlflow
+
         t0 = time.perf_counter()
         with quiet_mlflow():
-            ctx, results = quickstart(settings, args.data, args.text_column, args.label_column, args.eval, args.skip)
+            ctx, results = quickstart(
+                settings, args.data, args.text_column, args.label_column, args.eval, args.skip
+            )
         print(summary(ctx, results, time.perf_counter() - t0))
         return 1 if any(r.status == "failed" for r in results) else 0
+
     parser.set_defaults(handler=handler)

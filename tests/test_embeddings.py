@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmops_kit.core import InputError, load_settings
+from llmops_kit.core import load_settings
 from llmops_kit.embeddings import MODEL_ID as MODEL
 from llmops_kit.embeddings import Embedder, EmbeddingCache
+from llmops_kit.errors import InputError
 
 SCRIPT = """
 import json, sys

@@ -117,7 +117,7 @@ def test_cli_bad_references_are_one_line_errors(champion, args, message):
 
 
 def test_load_app_unknown_uri_is_an_input_error(champion):
-    from llmops_kit.core import InputError
+    from llmops_kit.errors import InputError
     from llmops_kit.registry.bundle import load_app
 
     root, _ = champion

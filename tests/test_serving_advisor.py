@@ -7,7 +7,7 @@ import openai
 import pytest
 from test_serving_app_support import start_server
 
-from llmops_kit.advisor import DISCLAIMER, format_figures, rerun
+from llmops_kit.advisor import format_figures, rerun
 
 
 @pytest.fixture(scope="module")

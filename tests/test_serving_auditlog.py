@@ -15,14 +15,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from conftest import run_llmops
-from llmops_kit.core import (
-    AuditSettings,
-    ConfigurationError,
-    InferenceRecord,
-    LlmopsError,
-    Settings,
-    load_settings,
-)
+from llmops_kit.core import AuditSettings, InferenceRecord, Settings, load_settings
+from llmops_kit.errors import ConfigurationError, LlmopsError
 from llmops_kit.serving.auditlog import (
     AuditWriter,
     ChainKeys,

@@ -6,9 +6,21 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['DISCLAIMER', 'ADVISOR_POLICY_YAML', 'SIMULATE_TOOL', 'CAPABILITIES', 'SYSTEM_PROMPT', 'EXPLAIN_PROMPT',
-           'load_advisor_policy', 'derive_seed', 'run_tool_call', 'parse_portfolio_request', 'format_figures',
-           'AdvisorAnswer', 'FinancialAssistant']
+__all__ = [
+    "DISCLAIMER",
+    "ADVISOR_POLICY_YAML",
+    "SIMULATE_TOOL",
+    "CAPABILITIES",
+    "SYSTEM_PROMPT",
+    "EXPLAIN_PROMPT",
+    "load_advisor_policy",
+    "derive_seed",
+    "run_tool_call",
+    "parse_portfolio_request",
+    "format_figures",
+    "AdvisorAnswer",
+    "FinancialAssistant",
+]
 
 # %% ../../nbs/advisor/02_assistant.ipynb #8cf37974
 import hashlib
@@ -24,57 +36,101 @@ from fastcore.basics import patch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 # %% ../../nbs/advisor/02_assistant.ipynb #5286cbf2
+from .simulation import MAX_HORIZON_YEARS, PATHS_RANGE, load_market, simulate_portfolio
 from ..errors import InputError, LlmopsError
 from ..guardrails.chain import GuardChain, Policy, Vault, load_policy, parse_policy
 from ..models.chat import ChatModel, ChatRequest
-from .simulation import MAX_HORIZON_YEARS, PATHS_RANGE, load_market, simulate_portfolio
+
 
 # %% ../../nbs/advisor/02_assistant.ipynb #b6ecd80a
 def _data_text(name: str) -> str:
     resource = files("llmops_kit").joinpath("data", "advisor", name)
-    if not resource.is_file(): raise InputError(f"llmops_kit/data/advisor/{name} is missing; reinstall llmops-kit")
+    if not resource.is_file():
+        raise InputError(f"llmops_kit/data/advisor/{name} is missing; reinstall llmops-kit")
     return resource.read_text(encoding="utf-8")
 
-DISCLAIMER: str = _data_text("disclaimer.txt").strip() # the text every answer ends with
-ADVISOR_POLICY_YAML: str = _data_text("policy.yaml") # the packaged financial-advice guardrail policy
+
+DISCLAIMER: str = _data_text("disclaimer.txt").strip()  # the text every answer ends with
+ADVISOR_POLICY_YAML: str = _data_text("policy.yaml")  # the packaged financial-advice guardrail policy
+
 
 # %% ../../nbs/advisor/02_assistant.ipynb #6aff6bc8
 def load_advisor_policy() -> Policy:
     """The packaged financial-advice guardrail policy, `llmops_kit/data/advisor/policy.yaml`."""
     return parse_policy(ADVISOR_POLICY_YAML, "llmops_kit/data/advisor/policy.yaml")
 
+
 # %% ../../nbs/advisor/02_assistant.ipynb #353fba25
 def _simulate_tool() -> dict[str, Any]:
     market = load_market()
     names = ", ".join(f"{a} ({market.labels[a]})" for a in market.assets)
-    return {"type": "function", "function": {
-        "name": "simulate_portfolio",
-        "description": ("Monte Carlo simulation of an annually rebalanced portfolio over illustrative long-run market assumptions: "
-                        "expected annual return, volatility, Sharpe ratio, median and 5th/95th percentile final value, "
-                        "95% value at risk and expected shortfall. Deterministic for a given seed."),
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "allocation": {"type": "object", "description": f"asset class -> weight, as fractions summing to 1 or percentages summing to 100; asset classes: {names}",
-                               "propertyNames": {"enum": list(market.assets)}, "additionalProperties": {"type": "number", "minimum": 0}, "minProperties": 1},
-                "horizon_years": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_HORIZON_YEARS, "description": "years invested"},
-                "initial_amount": {"type": "number", "minimum": 0, "description": "amount invested at the start"},
-                "annual_contribution": {"type": "number", "minimum": 0, "default": 0, "description": "amount added at the end of each year"},
-                "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1, "description": "random seed; omitted: derived from the other arguments"},
-                "n_paths": {"type": "integer", "minimum": PATHS_RANGE[0], "maximum": PATHS_RANGE[1], "default": 10_000, "description": "simulated paths"},
+    return {
+        "type": "function",
+        "function": {
+            "name": "simulate_portfolio",
+            "description": (
+                "Monte Carlo simulation of an annually rebalanced portfolio over illustrative long-run market assumptions: "
+                "expected annual return, volatility, Sharpe ratio, median and 5th/95th percentile final value, "
+                "95% value at risk and expected shortfall. Deterministic for a given seed."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "allocation": {
+                        "type": "object",
+                        "description": f"asset class -> weight, as fractions summing to 1 or percentages summing to 100; asset classes: {names}",
+                        "propertyNames": {"enum": list(market.assets)},
+                        "additionalProperties": {"type": "number", "minimum": 0},
+                        "minProperties": 1,
+                    },
+                    "horizon_years": {
+                        "type": "number",
+                        "exclusiveMinimum": 0,
+                        "maximum": MAX_HORIZON_YEARS,
+                        "description": "years invested",
+                    },
+                    "initial_amount": {
+                        "type": "number",
+                        "minimum": 0,
+                        "description": "amount invested at the start",
+                    },
+                    "annual_contribution": {
+                        "type": "number",
+                        "minimum": 0,
+                        "default": 0,
+                        "description": "amount added at the end of each year",
+                    },
+                    "seed": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "maximum": 2**63 - 1,
+                        "description": "random seed; omitted: derived from the other arguments",
+                    },
+                    "n_paths": {
+                        "type": "integer",
+                        "minimum": PATHS_RANGE[0],
+                        "maximum": PATHS_RANGE[1],
+                        "default": 10_000,
+                        "description": "simulated paths",
+                    },
+                },
+                "required": ["allocation", "horizon_years", "initial_amount"],
+                "additionalProperties": False,
             },
-            "required": ["allocation", "horizon_years", "initial_amount"],
-            "additionalProperties": False,
-        }}}
+        },
+    }
 
-SIMULATE_TOOL: dict[str, Any] = _simulate_tool() # the OpenAI tool definition of `simulate_portfolio`
+
+SIMULATE_TOOL: dict[str, Any] = _simulate_tool()  # the OpenAI tool definition of `simulate_portfolio`
+
 
 # %% ../../nbs/advisor/02_assistant.ipynb #59035568
 def derive_seed(
-    text: str, # the text the seed is derived from (a request, canonical JSON arguments)
+    text: str,  # the text the seed is derived from (a request, canonical JSON arguments)
 ) -> int:
     """A seed from 0 to 2**63 - 1 derived deterministically from `text` (SHA-256)."""
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") >> 1
+
 
 # %% ../../nbs/advisor/02_assistant.ipynb #823e623a
 class _SimulateArguments(BaseModel):
@@ -86,190 +142,317 @@ class _SimulateArguments(BaseModel):
     seed: int | None = None
     n_paths: int = 10_000
 
+
 def run_tool_call(
-    tool_call: dict[str, Any], # an OpenAI-shaped tool call of `simulate_portfolio`
+    tool_call: dict[str, Any],  # an OpenAI-shaped tool call of `simulate_portfolio`
 ) -> dict[str, Any]:
     """Parse and validate a `simulate_portfolio` tool call, run it, and return the simulation's JSON-ready record."""
     fn = tool_call.get("function") if isinstance(tool_call, dict) else None
-    if not isinstance(fn, dict): raise InputError("tool_call.function is missing; expected {'type': 'function', 'function': {'name', 'arguments'}}", param="tool_call.function")
+    if not isinstance(fn, dict):
+        raise InputError(
+            "tool_call.function is missing; expected {'type': 'function', 'function': {'name', 'arguments'}}",
+            param="tool_call.function",
+        )
     if fn.get("name") != "simulate_portfolio":
-        raise InputError(f"tool_call.function.name: {fn.get('name')!r} is not a tool of this assistant; use 'simulate_portfolio'", param="function.name")
+        raise InputError(
+            f"tool_call.function.name: {fn.get('name')!r} is not a tool of this assistant; use 'simulate_portfolio'",
+            param="function.name",
+        )
     args = fn.get("arguments", {})
     if isinstance(args, str):
-        try: args = json.loads(args or "{}")
-        except ValueError as e: raise InputError(f"tool_call.function.arguments: not JSON ({e})", param="function.arguments") from None
-    if not isinstance(args, dict): raise InputError("tool_call.function.arguments: must be a JSON object", param="function.arguments")
-    try: parsed = _SimulateArguments.model_validate(args)
+        try:
+            args = json.loads(args or "{}")
+        except ValueError as e:
+            raise InputError(
+                f"tool_call.function.arguments: not JSON ({e})", param="function.arguments"
+            ) from None
+    if not isinstance(args, dict):
+        raise InputError("tool_call.function.arguments: must be a JSON object", param="function.arguments")
+    try:
+        parsed = _SimulateArguments.model_validate(args)
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(x) for x in err["loc"])
         raise InputError(f"{where}: {err['msg']} (got {err.get('input')!r})", param=where) from None
     seed = parsed.seed if parsed.seed is not None else derive_seed(json.dumps(args, sort_keys=True))
-    return simulate_portfolio(parsed.allocation, parsed.horizon_years, parsed.initial_amount, seed, parsed.n_paths, parsed.annual_contribution).to_dict()
+    return simulate_portfolio(
+        parsed.allocation,
+        parsed.horizon_years,
+        parsed.initial_amount,
+        seed,
+        parsed.n_paths,
+        parsed.annual_contribution,
+    ).to_dict()
+
 
 # %% ../../nbs/advisor/02_assistant.ipynb #847687f6
 def _alias_pattern() -> str:
     names = sorted(load_market().aliases, key=len, reverse=True)
     return "|".join(r"[\s_-]+".join(re.escape(w) for w in re.split(r"[\s_-]+", n)) for n in names)
 
+
 _NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
 _ASSET = rf"(?:{_alias_pattern()})"
 _PCT = r"\s*(?:%|percent\b|per cent\b|pct\b)"
-_FORWARD = re.compile(rf"(?<![\d.])({_NUM}){_PCT}\s*(?:(?:of (?:it|that|this|the money|my money|the portfolio|my portfolio)\s+)?(?:in|into|on|to|of)\s+)?(?:the\s+)?({_ASSET})\b", re.I)
+_FORWARD = re.compile(
+    rf"(?<![\d.])({_NUM}){_PCT}\s*(?:(?:of (?:it|that|this|the money|my money|the portfolio|my portfolio)\s+)?(?:in|into|on|to|of)\s+)?(?:the\s+)?({_ASSET})\b",
+    re.I,
+)
 _BACKWARD = re.compile(rf"\b({_ASSET})\s*(?::|=|at)?\s*({_NUM}){_PCT}", re.I)
-_RATIO = re.compile(rf"\b(\d+(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?){{1,5}})\s+(?:(?:split\s+)?(?:in|into|between|of)\s+)?((?:{_ASSET})(?:\s*(?:/|,|and|&)\s*(?:{_ASSET})){{1,5}})\b", re.I)
-_REST = re.compile(rf"\b(?:the\s+)?(?:rest|remainder|remaining|balance)(?:\s+\w+)?\s+(?:in|into|on)\s+(?:the\s+)?({_ASSET})\b", re.I)
-_HORIZON = re.compile(r"(?<![\d,.$£€])(\d+(?:\.\d+)?)\s*-?\s*(years?|yrs?|months?)\b|\b(a|one|two|three) decades?\b", re.I)
+_RATIO = re.compile(
+    rf"\b(\d+(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?){{1,5}})\s+(?:(?:split\s+)?(?:in|into|between|of)\s+)?((?:{_ASSET})(?:\s*(?:/|,|and|&)\s*(?:{_ASSET})){{1,5}})\b",
+    re.I,
+)
+_REST = re.compile(
+    rf"\b(?:the\s+)?(?:rest|remainder|remaining|balance)(?:\s+\w+)?\s+(?:in|into|on)\s+(?:the\s+)?({_ASSET})\b",
+    re.I,
+)
+_HORIZON = re.compile(
+    r"(?<![\d,.$£€])(\d+(?:\.\d+)?)\s*-?\s*(years?|yrs?|months?)\b|\b(a|one|two|three) decades?\b", re.I
+)
 _MULT = {"k": 1e3, "thousand": 1e3, "m": 1e6, "mn": 1e6, "million": 1e6, "bn": 1e9, "billion": 1e9}
-_CUR = {"$": "$", "usd": "$", "dollar": "$", "dollars": "$", "£": "£", "gbp": "£", "pound": "£", "pounds": "£", "€": "€", "eur": "€", "euro": "€", "euros": "€"}
+_CUR = {
+    "$": "$",
+    "usd": "$",
+    "dollar": "$",
+    "dollars": "$",
+    "£": "£",
+    "gbp": "£",
+    "pound": "£",
+    "pounds": "£",
+    "€": "€",
+    "eur": "€",
+    "euro": "€",
+    "euros": "€",
+}
 _AMOUNT = re.compile(
     rf"(?:([$£€]|\b(?:usd|gbp|eur)\b)\s*({_NUM})\s*(k|thousand|mn|m|million|bn|billion)?\b"
     rf"|\b({_NUM})\s*(k|thousand|mn|m|million|bn|billion)?\s*(dollars?|usd|pounds?|gbp|euros?|eur)\b"
     rf"|\binvest(?:ing|ed)?\s+({_NUM})\s*(k|thousand|million)?\b(?!\s*(?:%|percent|years?)))"
-    r"(\s*(?:a|per|each|every)\s+(?:year|yr|annum|month)\b|\s*(?:/\s*(?:year|yr|month|mo)\b|annually|yearly|monthly))?", re.I)
+    r"(\s*(?:a|per|each|every)\s+(?:year|yr|annum|month)\b|\s*(?:/\s*(?:year|yr|month|mo)\b|annually|yearly|monthly))?",
+    re.I,
+)
+
 
 # %% ../../nbs/advisor/02_assistant.ipynb #efe974b8
 def _asset(name: str) -> str:
     key = " ".join(re.split(r"[\s_-]+", name.lower()))
     return next(a for k, a in load_market().aliases.items() if " ".join(re.split(r"[\s_-]+", k)) == key)
 
+
 def _number_of(text: str) -> float:
     return float(text.replace(",", ""))
+
 
 def _allocation_of(text: str) -> dict[str, float]:
     """Asset class -> percent, from the phrasings `parse_portfolio_request` documents."""
     out: dict[str, float] = {}
-    def add(name: str, pct: float): out[_asset(name)] = out.get(_asset(name), 0.0) + pct
+
+    def add(name: str, pct: float):
+        out[_asset(name)] = out.get(_asset(name), 0.0) + pct
+
     for m in _RATIO.finditer(text):
         pcts = [float(x) for x in re.split(r"\s*/\s*", m.group(1))]
         names = re.findall(_ASSET, m.group(2), flags=re.I)
         if len(pcts) == len(names):
-            for n, p in zip(names, pcts): add(n, p)
+            for n, p in zip(names, pcts):
+                add(n, p)
     if not out:
-        for m in _FORWARD.finditer(text): add(m.group(2), _number_of(m.group(1)))
+        for m in _FORWARD.finditer(text):
+            add(m.group(2), _number_of(m.group(1)))
     if not out:
-        for m in _BACKWARD.finditer(text): add(m.group(1), _number_of(m.group(2)))
+        for m in _BACKWARD.finditer(text):
+            add(m.group(1), _number_of(m.group(2)))
     rest = _REST.search(text)
-    if out and rest and sum(out.values()) < 100: add(rest.group(1), 100 - sum(out.values()))
+    if out and rest and sum(out.values()) < 100:
+        add(rest.group(1), 100 - sum(out.values()))
     return out
+
 
 # %% ../../nbs/advisor/02_assistant.ipynb #1de080bf
 def _horizon_of(text: str) -> float | None:
     m = _HORIZON.search(text)
-    if m is None: return None
-    if m.group(3): return 10.0 * {"a": 1, "one": 1, "two": 2, "three": 3}[m.group(3).lower()]
+    if m is None:
+        return None
+    if m.group(3):
+        return 10.0 * {"a": 1, "one": 1, "two": 2, "three": 3}[m.group(3).lower()]
     n = float(m.group(1))
     return n / 12 if m.group(2).lower().startswith("month") else n
+
 
 def _amounts_of(text: str) -> tuple[float | None, float, str]:
     """(initial amount, annual contribution, currency symbol) from the amounts in `text`."""
     initial, contribution, currency = None, 0.0, "$"
     for m in _AMOUNT.finditer(text):
-        cur, num, mult = ((m.group(1), m.group(2), m.group(3)) if m.group(2) else
-                          (m.group(6), m.group(4), m.group(5)) if m.group(4) else (None, m.group(7), m.group(8)))
+        cur, num, mult = (
+            (m.group(1), m.group(2), m.group(3))
+            if m.group(2)
+            else (m.group(6), m.group(4), m.group(5))
+            if m.group(4)
+            else (None, m.group(7), m.group(8))
+        )
         value = _number_of(num) * _MULT.get((mult or "").lower(), 1)
-        if cur: currency = _CUR[cur.lower()]
+        if cur:
+            currency = _CUR[cur.lower()]
         period = (m.group(9) or "").lower()
-        if "month" in period or period.strip().startswith("/m"): contribution += 12 * value
-        elif period: contribution += value
-        elif initial is None: initial = value
+        if "month" in period or period.strip().startswith("/m"):
+            contribution += 12 * value
+        elif period:
+            contribution += value
+        elif initial is None:
+            initial = value
     return initial, contribution, currency
+
 
 # %% ../../nbs/advisor/02_assistant.ipynb #bde53a16
 def parse_portfolio_request(
-    text: str, # the user's message
+    text: str,  # the user's message
 ) -> dict[str, Any] | None:
     """The allocation, horizon and amounts of a plain-language portfolio question; None when it names no allocation."""
-    if not isinstance(text, str): raise InputError(f"text: expected a string, not {type(text).__name__}", param="text")
+    if not isinstance(text, str):
+        raise InputError(f"text: expected a string, not {type(text).__name__}", param="text")
     allocation = _allocation_of(text)
-    if not allocation: return None
+    if not allocation:
+        return None
     horizon = _horizon_of(text)
     initial, contribution, currency = _amounts_of(text)
-    if initial is None and contribution > 0: initial = 0.0
+    if initial is None and contribution > 0:
+        initial = 0.0
     missing = [k for k, v in (("horizon_years", horizon), ("initial_amount", initial)) if v is None]
-    return {"allocation": allocation, "horizon_years": horizon, "initial_amount": initial,
-            "annual_contribution": contribution, "currency": currency, "missing": missing}
+    return {
+        "allocation": allocation,
+        "horizon_years": horizon,
+        "initial_amount": initial,
+        "annual_contribution": contribution,
+        "currency": currency,
+        "missing": missing,
+    }
+
 
 # %% ../../nbs/advisor/02_assistant.ipynb #629c6748
 def _money(currency: str, x: float) -> str:
     return f"{'-' if x < 0 else ''}{currency}{abs(x):,.0f}"
 
+
 def _years(h: float) -> str:
     return f"{h:g} year" + ("" if h == 1 else "s")
 
+
 def format_figures(
-    record: dict[str, Any], # a simulation record (`SimulationResult.to_dict()`)
-    currency: str = "$", # the currency symbol amounts are written with
+    record: dict[str, Any],  # a simulation record (`SimulationResult.to_dict()`)
+    currency: str = "$",  # the currency symbol amounts are written with
 ) -> str:
     """The figures of a simulation in a fixed, plain-language template."""
     i, f, market = record["inputs"], record["figures"], load_market()
     mix = [f"{round(w * 100, 1):g}% {market.labels.get(a, a)}" for a, w in f["weights"].items()]
     mix_text = mix[0] if len(mix) == 1 else ", ".join(mix[:-1]) + " and " + mix[-1]
-    adding = f", adding {_money(currency, i['annual_contribution'])} a year" if i["annual_contribution"] else ""
+    adding = (
+        f", adding {_money(currency, i['annual_contribution'])} a year" if i["annual_contribution"] else ""
+    )
     sharpe = "n/a" if f["sharpe_ratio"] is None else f"{f['sharpe_ratio']:.2f}"
-    var = (f"a loss of {_money(currency, f['var_95'])} ({f['var_95_fraction']:.1%} of the amount paid in)" if f["var_95"] > 0 else
-           f"no loss (in 95% of paths the final value is at least {_money(currency, f['p5_final'])}, above the amount paid in)")
-    es = (f"an average loss of {_money(currency, f['es_95'])} ({f['es_95_fraction']:.1%})" if f["es_95"] > 0 else
-          f"no loss on average (they end {_money(currency, -f['es_95'])} above the amount paid in)")
-    return "\n".join([
-        f"Simulation of {mix_text} over {_years(i['horizon_years'])}, starting with {_money(currency, i['initial_amount'])}{adding} "
-        f"({i['n_paths']:,} simulated paths, rebalanced every year):",
-        f"- Average annual return {f['expected_return']:.1%}, volatility {f['volatility']:.1%}, Sharpe ratio {sharpe} (risk-free rate {f['risk_free_rate']:.1%}).",
-        f"- Final value: median {_money(currency, f['median_final'])}; 5th percentile {_money(currency, f['p5_final'])}; "
-        f"95th percentile {_money(currency, f['p95_final'])}; amount paid in {_money(currency, f['invested'])}.",
-        f"- 95% value at risk: {var}.",
-        f"- In the worst 5% of paths: {es}.",
-        f"- Chance of ending below the amount paid in: {f['probability_of_loss']:.0%}."])
+    var = (
+        f"a loss of {_money(currency, f['var_95'])} ({f['var_95_fraction']:.1%} of the amount paid in)"
+        if f["var_95"] > 0
+        else f"no loss (in 95% of paths the final value is at least {_money(currency, f['p5_final'])}, above the amount paid in)"
+    )
+    es = (
+        f"an average loss of {_money(currency, f['es_95'])} ({f['es_95_fraction']:.1%})"
+        if f["es_95"] > 0
+        else f"no loss on average (they end {_money(currency, -f['es_95'])} above the amount paid in)"
+    )
+    return "\n".join(
+        [
+            f"Simulation of {mix_text} over {_years(i['horizon_years'])}, starting with {_money(currency, i['initial_amount'])}{adding} "
+            f"({i['n_paths']:,} simulated paths, rebalanced every year):",
+            f"- Average annual return {f['expected_return']:.1%}, volatility {f['volatility']:.1%}, Sharpe ratio {sharpe} (risk-free rate {f['risk_free_rate']:.1%}).",
+            f"- Final value: median {_money(currency, f['median_final'])}; 5th percentile {_money(currency, f['p5_final'])}; "
+            f"95th percentile {_money(currency, f['p95_final'])}; amount paid in {_money(currency, f['invested'])}.",
+            f"- 95% value at risk: {var}.",
+            f"- In the worst 5% of paths: {es}.",
+            f"- Chance of ending below the amount paid in: {f['probability_of_loss']:.0%}.",
+        ]
+    )
+
 
 # %% ../../nbs/advisor/02_assistant.ipynb #19186a5c
 @dataclass
 class AdvisorAnswer:
     """What the assistant answered, with everything the audit record needs."""
-    content: str # the reply, ending with the disclaimer
-    tool_call: dict[str, Any] | None = None # the OpenAI-shaped `simulate_portfolio` call the assistant made, if any
-    simulation: dict[str, Any] | None = None # the simulation's record (`SimulationResult.to_dict()`), if it ran
-    seed: int | None = None # the seed used (from the request, or derived from its text)
-    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict) # check -> guardrail verdict (`input`, `explanation`, `output`, ...)
-    route: str = "" # `simulation`, `needs_details`, `invalid_portfolio`, `chat`, `capabilities` or `blocked`
+
+    content: str  # the reply, ending with the disclaimer
+    tool_call: dict[str, Any] | None = (
+        None  # the OpenAI-shaped `simulate_portfolio` call the assistant made, if any
+    )
+    simulation: dict[str, Any] | None = (
+        None  # the simulation's record (`SimulationResult.to_dict()`), if it ran
+    )
+    seed: int | None = None  # the seed used (from the request, or derived from its text)
+    verdicts: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # check -> guardrail verdict (`input`, `explanation`, `output`, ...)
+    route: str = ""  # `simulation`, `needs_details`, `invalid_portfolio`, `chat`, `capabilities` or `blocked`
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, for the audit record."""
-        return {"content": self.content, "tool_call": self.tool_call, "simulation": self.simulation, "seed": self.seed,
-                "verdicts": self.verdicts, "route": self.route}
+        return {
+            "content": self.content,
+            "tool_call": self.tool_call,
+            "simulation": self.simulation,
+            "seed": self.seed,
+            "verdicts": self.verdicts,
+            "route": self.route,
+        }
+
 
 # %% ../../nbs/advisor/02_assistant.ipynb #d3224de8
-CAPABILITIES: str = ("I can simulate how a mix of asset classes might behave over time. Tell me the allocation, how long you would stay "
-                     "invested and the amount, for example: \"60% stocks and 40% bonds for 10 years, $20,000\" (you can add a yearly "
-                     "contribution, such as \"plus $5,000 a year\"). The asset classes are US stocks, international stocks, bonds, cash, "
-                     "real estate and gold. I report the average return, the volatility, the Sharpe ratio, the range of final values, "
-                     "the 95% value at risk and the expected shortfall.") # the reply to other questions when there is no chat model
-SYSTEM_PROMPT: str = ("You are a careful assistant for personal-finance questions. Explain concepts in plain words and briefly. "
-                      "Never promise, predict or guarantee returns, never tell someone what to buy or sell, and say when a question "
-                      "needs a licensed financial adviser. You can run portfolio simulations when the user gives an allocation, "
-                      "a horizon and an amount, for example: 60% stocks and 40% bonds for 10 years, $20,000.") # for other questions
-EXPLAIN_PROMPT: str = ("In one short sentence of at most 30 words, say in plain words what these simulation figures mean, especially "
-                       "the gap between the bad and the good outcomes. Do not repeat the numbers, recommend anything, or promise returns.") # for the explanatory sentence
-_MISSING = {"horizon_years": "how long you would stay invested (for example, for 10 years)",
-            "initial_amount": "how much you would start with (for example, $20,000)"}
+CAPABILITIES: str = (
+    "I can simulate how a mix of asset classes might behave over time. Tell me the allocation, how long you would stay "
+    'invested and the amount, for example: "60% stocks and 40% bonds for 10 years, $20,000" (you can add a yearly '
+    'contribution, such as "plus $5,000 a year"). The asset classes are US stocks, international stocks, bonds, cash, '
+    "real estate and gold. I report the average return, the volatility, the Sharpe ratio, the range of final values, "
+    "the 95% value at risk and the expected shortfall."
+)  # the reply to other questions when there is no chat model
+SYSTEM_PROMPT: str = (
+    "You are a careful assistant for personal-finance questions. Explain concepts in plain words and briefly. "
+    "Never promise, predict or guarantee returns, never tell someone what to buy or sell, and say when a question "
+    "needs a licensed financial adviser. You can run portfolio simulations when the user gives an allocation, "
+    "a horizon and an amount, for example: 60% stocks and 40% bonds for 10 years, $20,000."
+)  # for other questions
+EXPLAIN_PROMPT: str = (
+    "In one short sentence of at most 30 words, say in plain words what these simulation figures mean, especially "
+    "the gap between the bad and the good outcomes. Do not repeat the numbers, recommend anything, or promise returns."
+)  # for the explanatory sentence
+_MISSING = {
+    "horizon_years": "how long you would stay invested (for example, for 10 years)",
+    "initial_amount": "how much you would start with (for example, $20,000)",
+}
+
 
 # %% ../../nbs/advisor/02_assistant.ipynb #1d07b484
 class FinancialAssistant:
     """Answers portfolio questions with a reproducible simulation, other questions with a chat model, all under a policy."""
-    def __init__(self,
-                 chat_model: ChatModel | None = None, # writes the explanatory sentence and answers other questions; None = fixed replies
-                 policy: Policy | GuardChain | str | os.PathLike | None = None, # None = the packaged advisor policy
-                 n_paths: int = 10_000, # paths per simulation
-                ):
+
+    def __init__(
+        self,
+        chat_model: ChatModel
+        | None = None,  # writes the explanatory sentence and answers other questions; None = fixed replies
+        policy: Policy | GuardChain | str | os.PathLike | None = None,  # None = the packaged advisor policy
+        n_paths: int = 10_000,  # paths per simulation
+    ):
         self.chat_model, self.n_paths = chat_model, n_paths
-        if isinstance(policy, GuardChain): self.chain = policy
+        if isinstance(policy, GuardChain):
+            self.chain = policy
         else:
-            if policy is None: policy = load_advisor_policy()
-            elif not isinstance(policy, Policy): policy = load_policy(policy)
+            if policy is None:
+                policy = load_advisor_policy()
+            elif not isinstance(policy, Policy):
+                policy = load_policy(policy)
             self.chain = GuardChain.from_policy(policy)
 
     def __repr__(self) -> str:
         model = getattr(getattr(self.chat_model, "info", None), "id", None)
         return f"FinancialAssistant(chat_model={model!r}, chain={self.chain!r})"
+
 
 # %% ../../nbs/advisor/02_assistant.ipynb #fd77c1f0
 @patch
@@ -279,18 +462,27 @@ def _finish(self: FinancialAssistant, body: str, vault: Vault, verdicts: dict) -
     v = self.chain.check(content, "output", vault)
     verdicts["output"] = v.to_dict()
     if v.blocked:
-        return (f"I can't give that answer: it did not pass this assistant's policy ({', '.join(sorted({f.type for f in v.findings if f.action == 'block'}))}). "
-                f"{CAPABILITIES}\n\n{DISCLAIMER}")
+        return (
+            f"I can't give that answer: it did not pass this assistant's policy ({', '.join(sorted({f.type for f in v.findings if f.action == 'block'}))}). "
+            f"{CAPABILITIES}\n\n{DISCLAIMER}"
+        )
     return v.text
+
 
 # %% ../../nbs/advisor/02_assistant.ipynb #6bb5a50e
 @patch
 async def _explain(self: FinancialAssistant, figures: str, seed: int, vault: Vault, verdicts: dict) -> str:
     """One explanatory sentence from the chat model, or "" when there is none or it does not pass the policy."""
-    if self.chat_model is None: return ""
-    request = ChatRequest([{"role": "system", "content": EXPLAIN_PROMPT}, {"role": "user", "content": figures}],
-                          max_tokens=60, temperature=0.0, seed=seed)
-    try: result = await self.chat_model.complete(request)
+    if self.chat_model is None:
+        return ""
+    request = ChatRequest(
+        [{"role": "system", "content": EXPLAIN_PROMPT}, {"role": "user", "content": figures}],
+        max_tokens=60,
+        temperature=0.0,
+        seed=seed,
+    )
+    try:
+        result = await self.chat_model.complete(request)
     except LlmopsError as e:
         verdicts["explanation"] = {"action": "error", "reasons": [f"chat model: {e.message}"]}
         return ""
@@ -303,49 +495,92 @@ async def _explain(self: FinancialAssistant, figures: str, seed: int, vault: Vau
     verdicts["explanation"] = v.to_dict()
     return sentence if v.action == "allow" else ""
 
+
 # %% ../../nbs/advisor/02_assistant.ipynb #41e7b876
 @patch
-async def _portfolio(self: FinancialAssistant, request: dict, seed: int, vault: Vault, verdicts: dict) -> AdvisorAnswer:
+async def _portfolio(
+    self: FinancialAssistant, request: dict, seed: int, vault: Vault, verdicts: dict
+) -> AdvisorAnswer:
     """Make the `simulate_portfolio` tool call, run it, and write the figures (and maybe one sentence)."""
     if request["missing"]:
         need = " and ".join(_MISSING[k] for k in request["missing"])
-        return AdvisorAnswer(self._finish(f"To simulate that portfolio I also need {need}.", vault, verdicts), None, None, seed, verdicts, "needs_details")
-    args = {"allocation": request["allocation"], "horizon_years": request["horizon_years"], "initial_amount": request["initial_amount"],
-            "annual_contribution": request["annual_contribution"], "seed": seed, "n_paths": self.n_paths}
+        return AdvisorAnswer(
+            self._finish(f"To simulate that portfolio I also need {need}.", vault, verdicts),
+            None,
+            None,
+            seed,
+            verdicts,
+            "needs_details",
+        )
+    args = {
+        "allocation": request["allocation"],
+        "horizon_years": request["horizon_years"],
+        "initial_amount": request["initial_amount"],
+        "annual_contribution": request["annual_contribution"],
+        "seed": seed,
+        "n_paths": self.n_paths,
+    }
     arguments = json.dumps(args, sort_keys=True)
-    tool_call = {"id": "call_" + hashlib.sha256(arguments.encode()).hexdigest()[:24], "type": "function",
-                 "function": {"name": "simulate_portfolio", "arguments": arguments}}
-    try: record = run_tool_call(tool_call)
+    tool_call = {
+        "id": "call_" + hashlib.sha256(arguments.encode()).hexdigest()[:24],
+        "type": "function",
+        "function": {"name": "simulate_portfolio", "arguments": arguments},
+    }
+    try:
+        record = run_tool_call(tool_call)
     except InputError as e:
-        return AdvisorAnswer(self._finish(f"I could not run that simulation: {e.message}.", vault, verdicts), tool_call, None, seed, verdicts, "invalid_portfolio")
+        return AdvisorAnswer(
+            self._finish(f"I could not run that simulation: {e.message}.", vault, verdicts),
+            tool_call,
+            None,
+            seed,
+            verdicts,
+            "invalid_portfolio",
+        )
     figures = format_figures(record, request["currency"])
     sentence = await self._explain(figures, seed, vault, verdicts)
     body = figures + (f"\n\n{sentence}" if sentence else "")
     return AdvisorAnswer(self._finish(body, vault, verdicts), tool_call, record, seed, verdicts, "simulation")
 
+
 # %% ../../nbs/advisor/02_assistant.ipynb #1089ba1a
 @patch
-async def _chat(self: FinancialAssistant, messages: list[dict], seed: int, vault: Vault, verdicts: dict) -> AdvisorAnswer:
+async def _chat(
+    self: FinancialAssistant, messages: list[dict], seed: int, vault: Vault, verdicts: dict
+) -> AdvisorAnswer:
     """Another question: the chat model answers under the policy, or the fixed reply says what the assistant can do."""
-    if self.chat_model is None: return AdvisorAnswer(self._finish(CAPABILITIES, vault, verdicts), None, None, seed, verdicts, "capabilities")
-    result = await self.chat_model.complete(ChatRequest([{"role": "system", "content": SYSTEM_PROMPT}] + messages, max_tokens=300, seed=seed))
+    if self.chat_model is None:
+        return AdvisorAnswer(
+            self._finish(CAPABILITIES, vault, verdicts), None, None, seed, verdicts, "capabilities"
+        )
+    result = await self.chat_model.complete(
+        ChatRequest([{"role": "system", "content": SYSTEM_PROMPT}] + messages, max_tokens=300, seed=seed)
+    )
     return AdvisorAnswer(self._finish(result.content, vault, verdicts), None, None, seed, verdicts, "chat")
+
 
 # %% ../../nbs/advisor/02_assistant.ipynb #1cf86060
 @patch
-async def answer(self: FinancialAssistant,
-                 messages: list[dict[str, Any]], # OpenAI-style messages; the last user message is the question
-                 seed: int | None = None, # the request's seed; None = derived from the last user message's text
-                ) -> AdvisorAnswer:
+async def answer(
+    self: FinancialAssistant,
+    messages: list[dict[str, Any]],  # OpenAI-style messages; the last user message is the question
+    seed: int | None = None,  # the request's seed; None = derived from the last user message's text
+) -> AdvisorAnswer:
     """Answer the conversation's last user message, with the tool call, simulation, seed and verdicts for the audit record."""
-    if not isinstance(messages, list) or not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages):
-        raise InputError("messages: expected a list of {'role', 'content'} objects with string content", param="messages")
-    if not any(m.get("role") == "user" for m in messages): raise InputError("messages: there is no user message to answer", param="messages")
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages
+    ):
+        raise InputError(
+            "messages: expected a list of {'role', 'content'} objects with string content", param="messages"
+        )
+    if not any(m.get("role") == "user" for m in messages):
+        raise InputError("messages: there is no user message to answer", param="messages")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
         raise InputError(f"seed: {seed!r} is not an integer from 0 to 2**63 - 1", param="seed")
     vault, verdicts, checked = Vault(), {}, []
-    for i, m in enumerate(messages):
-        if m.get("role") not in ("user", "assistant"): continue
+    for m in messages:
+        if m.get("role") not in ("user", "assistant"):
+            continue
         if m["role"] == "user":
             v = self.chain.check(m["content"], "input", vault)
             verdicts["input"] = v.to_dict()
@@ -357,5 +592,6 @@ async def answer(self: FinancialAssistant,
     question = next(m["content"] for m in reversed(checked) if m["role"] == "user")
     seed = derive_seed(question) if seed is None else seed
     request = parse_portfolio_request(question)
-    if request is not None: return await self._portfolio(request, seed, vault, verdicts)
+    if request is not None:
+        return await self._portfolio(request, seed, vault, verdicts)
     return await self._chat(checked, seed, vault, verdicts)

@@ -4,7 +4,8 @@
 
 # %% ../../nbs/advisor/03_model.ipynb #762aba42
 from __future__ import annotations
-from typing import Any, AsyncIterator
+
+from collections.abc import AsyncIterator
 
 from .assistant import FinancialAssistant
 from ..core import ModelSettings, Settings
@@ -12,11 +13,13 @@ from ..models.backends import ModelInfo, count_tokens
 from ..models.chat import ChatChunk, ChatModel, ChatRequest, ChatResult
 
 # %% auto #0
-__all__ = ['AdvisorChatModel']
+__all__ = ["AdvisorChatModel"]
+
 
 # %% ../../nbs/advisor/03_model.ipynb #94b74a5c
 class AdvisorChatModel:
     """The financial-advice assistant as a `ChatModel`: the answer, plus its tool call and simulation for the audit."""
+
     def __init__(self, name: str, spec: ModelSettings | None = None, settings: Settings | None = None):
         self.info = ModelInfo(id=name, version="1", kind="advisor")
         self.assistant = FinancialAssistant(None)
@@ -30,20 +33,33 @@ class AdvisorChatModel:
 
     def readiness(self) -> tuple[bool, str]:
         """Ready: the simulation needs only numpy and the packaged market file."""
-        return True, "financial-advice assistant" + (f" explained by {self.assistant.chat_model.info.id}" if self.assistant.chat_model else "")
+        return True, "financial-advice assistant" + (
+            f" explained by {self.assistant.chat_model.info.id}" if self.assistant.chat_model else ""
+        )
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         """The assistant's answer; its record (tool call, simulation, seed, verdicts) travels as `audit`."""
-        answer = await self.assistant.answer([m for m in request.messages if isinstance(m.get("content"), str)], seed=request.seed)
-        return ChatResult(answer.content, "stop", sum(count_tokens(m.get("content") or "") for m in request.messages),
-                          count_tokens(answer.content), tool_calls=[answer.tool_call] if answer.tool_call else None,
-                          audit=answer.to_dict())
+        answer = await self.assistant.answer(
+            [m for m in request.messages if isinstance(m.get("content"), str)], seed=request.seed
+        )
+        return ChatResult(
+            answer.content,
+            "stop",
+            sum(count_tokens(m.get("content") or "") for m in request.messages),
+            count_tokens(answer.content),
+            tool_calls=[answer.tool_call] if answer.tool_call else None,
+            audit=answer.to_dict(),
+        )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         """The whole answer as one chunk (the figures come from one simulation)."""
         result = await self.complete(request)
         yield ChatChunk(result.content)
-        yield ChatChunk(finish_reason="stop", prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
+        yield ChatChunk(
+            finish_reason="stop",
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+        )
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -6,18 +6,28 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['MAX_HORIZON_YEARS', 'PATHS_RANGE', 'Market', 'load_market', 'normalise_allocation', 'SimulationResult',
-           'simulate_portfolio', 'RerunReport', 'rerun']
+__all__ = [
+    "MAX_HORIZON_YEARS",
+    "PATHS_RANGE",
+    "Market",
+    "load_market",
+    "normalise_allocation",
+    "SimulationResult",
+    "simulate_portfolio",
+    "RerunReport",
+    "rerun",
+]
 
 # %% ../../nbs/advisor/01_simulation.ipynb #a763a6a0
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from importlib.resources import files
 from numbers import Integral, Real
-from typing import Any, Mapping
+from typing import Any
 
 # %% ../../nbs/advisor/01_simulation.ipynb #e5885365
 import numpy as np
@@ -26,61 +36,90 @@ from fastcore.basics import patch
 # %% ../../nbs/advisor/01_simulation.ipynb #c0e09eea
 from ..errors import InputError
 
+
 # %% ../../nbs/advisor/01_simulation.ipynb #8cc5c644
 @dataclass(eq=False, frozen=True)
 class Market:
     """Capital-market assumptions: expected annual return and volatility per asset class, their correlation, the risk-free rate."""
-    name: str # a short name recorded with each simulation
-    source: str # where the figures come from
-    currency: str # the currency the returns are measured in
-    risk_free_rate: float # annual, for the Sharpe ratio
-    assets: tuple[str, ...] # asset classes, in the order of the arrays
-    labels: dict[str, str] # asset class -> plain-language name
-    expected_return: np.ndarray # expected annual simple return per asset class
-    volatility: np.ndarray # standard deviation of the annual simple return per asset class
-    correlation: np.ndarray # correlation matrix of annual returns
-    aliases: dict[str, str] # plain-language name -> asset class
-    sha256: str # fingerprint of the assumptions file
+
+    name: str  # a short name recorded with each simulation
+    source: str  # where the figures come from
+    currency: str  # the currency the returns are measured in
+    risk_free_rate: float  # annual, for the Sharpe ratio
+    assets: tuple[str, ...]  # asset classes, in the order of the arrays
+    labels: dict[str, str]  # asset class -> plain-language name
+    expected_return: np.ndarray  # expected annual simple return per asset class
+    volatility: np.ndarray  # standard deviation of the annual simple return per asset class
+    correlation: np.ndarray  # correlation matrix of annual returns
+    aliases: dict[str, str]  # plain-language name -> asset class
+    sha256: str  # fingerprint of the assumptions file
+
 
 # %% ../../nbs/advisor/01_simulation.ipynb #bcbd8d3f
 def _market_error(where: str, what: str) -> InputError:
     return InputError(f"{where}: {what}; fix the market assumptions file", param="market")
 
+
 @patch(cls_method=True)
-def from_text(cls: Market,
-              text: str, # the JSON text of a market assumptions file
-              where: str = "<market>", # file name used in error messages
-             ) -> Market:
+def from_text(
+    cls: Market,
+    text: str,  # the JSON text of a market assumptions file
+    where: str = "<market>",  # file name used in error messages
+) -> Market:
     """Parse and validate market assumptions (JSON), naming the field at fault."""
-    try: doc = json.loads(text)
-    except ValueError as e: raise _market_error(where, f"not JSON ({e})") from None
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise _market_error(where, f"not JSON ({e})") from None
     for key in ("name", "source", "currency", "risk_free_rate", "assets", "correlation"):
-        if key not in doc: raise _market_error(where, f"`{key}` is missing")
+        if key not in doc:
+            raise _market_error(where, f"`{key}` is missing")
     assets = tuple(doc["assets"])
     try:
         er = np.array([float(doc["assets"][a]["expected_return"]) for a in assets])
         vol = np.array([float(doc["assets"][a]["volatility"]) for a in assets])
         corr = np.array(doc["correlation"], dtype=float)
-    except (KeyError, TypeError, ValueError) as e: raise _market_error(where, f"assets need numeric `expected_return` and `volatility` ({e})") from None
-    if not (np.all(er > -1) and np.all(vol >= 0)): raise _market_error(where, "expected returns must exceed -100% and volatilities be >= 0")
-    if corr.shape != (len(assets), len(assets)): raise _market_error(where, f"`correlation` is {corr.shape}, not {len(assets)}x{len(assets)}")
-    if not (np.allclose(corr, corr.T) and np.allclose(np.diag(corr), 1)): raise _market_error(where, "`correlation` must be symmetric with ones on the diagonal")
-    if np.linalg.eigvalsh(corr).min() <= 0: raise _market_error(where, "`correlation` is not positive definite")
+    except (KeyError, TypeError, ValueError) as e:
+        raise _market_error(where, f"assets need numeric `expected_return` and `volatility` ({e})") from None
+    if not (np.all(er > -1) and np.all(vol >= 0)):
+        raise _market_error(where, "expected returns must exceed -100% and volatilities be >= 0")
+    if corr.shape != (len(assets), len(assets)):
+        raise _market_error(where, f"`correlation` is {corr.shape}, not {len(assets)}x{len(assets)}")
+    if not (np.allclose(corr, corr.T) and np.allclose(np.diag(corr), 1)):
+        raise _market_error(where, "`correlation` must be symmetric with ones on the diagonal")
+    if np.linalg.eigvalsh(corr).min() <= 0:
+        raise _market_error(where, "`correlation` is not positive definite")
     aliases = {a: a for a in assets} | {k.lower(): v for k, v in doc.get("aliases", {}).items()}
     unknown = sorted(k for k, v in aliases.items() if v not in assets)
-    if unknown: raise _market_error(where, f"aliases {unknown} point to unknown asset classes")
-    for arr in (er, vol, corr): arr.flags.writeable = False
+    if unknown:
+        raise _market_error(where, f"aliases {unknown} point to unknown asset classes")
+    for arr in (er, vol, corr):
+        arr.flags.writeable = False
     labels = {a: doc["assets"][a].get("label", a) for a in assets}
-    return cls(doc["name"], doc["source"], doc["currency"], float(doc["risk_free_rate"]), assets, labels, er, vol, corr, aliases,
-               hashlib.sha256(text.encode()).hexdigest())
+    return cls(
+        doc["name"],
+        doc["source"],
+        doc["currency"],
+        float(doc["risk_free_rate"]),
+        assets,
+        labels,
+        er,
+        vol,
+        corr,
+        aliases,
+        hashlib.sha256(text.encode()).hexdigest(),
+    )
+
 
 # %% ../../nbs/advisor/01_simulation.ipynb #0f1bfea0
 @lru_cache(maxsize=1)
 def load_market() -> Market:
     """The packaged market assumptions, `llmops_kit/data/advisor/market.json` (read once)."""
     resource = files("llmops_kit").joinpath("data", "advisor", "market.json")
-    if not resource.is_file(): raise InputError("llmops_kit/data/advisor/market.json is missing; reinstall llmops-kit")
+    if not resource.is_file():
+        raise InputError("llmops_kit/data/advisor/market.json is missing; reinstall llmops-kit")
     return Market.from_text(resource.read_text(encoding="utf-8"), "llmops_kit/data/advisor/market.json")
+
 
 # %% ../../nbs/advisor/01_simulation.ipynb #6d383528
 @patch
@@ -91,9 +130,11 @@ def log_parameters(self: Market) -> tuple[np.ndarray, np.ndarray]:
     s = np.sqrt(s2)
     return np.log(gross) - s2 / 2, self.correlation * np.outer(s, s)
 
+
 # %% ../../nbs/advisor/01_simulation.ipynb #46fcd9a1
 def _key(name: str) -> str:
     return " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
+
 
 def _number(field: str, value: Any) -> float:
     """`value` as a finite float, or an `InputError` naming `field`."""
@@ -101,93 +142,140 @@ def _number(field: str, value: Any) -> float:
         raise InputError(f"{field}: {value!r} is not a finite number", param=field)
     return float(value)
 
+
 # %% ../../nbs/advisor/01_simulation.ipynb #bde48007
 def normalise_allocation(
-    allocation: Mapping[str, float], # asset class or alias -> weight (fractions summing to 1 or percentages summing to 100)
-    market: Market | None = None, # the assumptions that name the asset classes; None = the packaged ones
+    allocation: Mapping[
+        str, float
+    ],  # asset class or alias -> weight (fractions summing to 1 or percentages summing to 100)
+    market: Market | None = None,  # the assumptions that name the asset classes; None = the packaged ones
 ) -> dict[str, float]:
     """Weights by asset class, in the market's order, summing to 1; `InputError` naming the field when they cannot be used."""
     market = market or load_market()
     if not isinstance(allocation, Mapping) or not allocation:
-        raise InputError(f"allocation: {allocation!r} is not a non-empty mapping of asset class to weight", param="allocation")
+        raise InputError(
+            f"allocation: {allocation!r} is not a non-empty mapping of asset class to weight",
+            param="allocation",
+        )
     keys = {_key(k): v for k, v in market.aliases.items()}
     weights = dict.fromkeys(market.assets, 0.0)
     for name, value in allocation.items():
         asset = keys.get(_key(name))
         if asset is None:
-            raise InputError(f"allocation: unknown asset class {name!r}; use one of {', '.join(market.assets)} "
-                             f"(or a plain name such as stocks, bonds, cash, property, gold)", param="allocation")
+            raise InputError(
+                f"allocation: unknown asset class {name!r}; use one of {', '.join(market.assets)} "
+                f"(or a plain name such as stocks, bonds, cash, property, gold)",
+                param="allocation",
+            )
         w = _number(f"allocation[{name!r}]", value)
-        if w < 0: raise InputError(f"allocation[{name!r}]: weight {value!r} is negative; short positions are not simulated", param="allocation")
+        if w < 0:
+            raise InputError(
+                f"allocation[{name!r}]: weight {value!r} is negative; short positions are not simulated",
+                param="allocation",
+            )
         weights[asset] += w
     total = math.fsum(weights.values())
-    if abs(total - 100) <= 1e-4: weights = {a: w / 100 for a, w in weights.items()}
+    if abs(total - 100) <= 1e-4:
+        weights = {a: w / 100 for a, w in weights.items()}
     elif abs(total - 1) > 1e-6:
-        raise InputError(f"allocation: weights sum to {total:g}; they must sum to 1 (fractions) or 100 (percentages)", param="allocation")
+        raise InputError(
+            f"allocation: weights sum to {total:g}; they must sum to 1 (fractions) or 100 (percentages)",
+            param="allocation",
+        )
     total = math.fsum(weights.values())
     return {a: w / total for a, w in weights.items() if w > 0}
+
 
 # %% ../../nbs/advisor/01_simulation.ipynb #c79ad203
 @dataclass
 class SimulationResult:
     """A portfolio simulation: its inputs as given, the seed, the market fingerprint and the figures."""
-    allocation: dict[str, float] # the allocation as given
-    horizon_years: float # years invested
-    initial_amount: float # invested at the start
-    annual_contribution: float # added at the end of each year
-    seed: int # the seed of `numpy.random.default_rng`
-    n_paths: int # simulated paths
-    weights: dict[str, float] # normalised weights by asset class
-    market: str # name of the market assumptions
-    market_sha256: str # SHA-256 of the market assumptions file
-    risk_free_rate: float # annual rate the Sharpe ratio is measured against
-    invested: float # initial amount plus all contributions
-    expected_return: float # mean annual portfolio return
-    volatility: float # standard deviation of annual portfolio returns
-    sharpe_ratio: float | None # (expected_return - risk_free_rate) / volatility; None without volatility
-    median_final: float # median final value
-    p5_final: float # 5th percentile of the final value
-    p95_final: float # 95th percentile of the final value
-    var_95: float # invested - 5th percentile final value
-    var_95_fraction: float # var_95 / invested
-    es_95: float # invested - mean final value of the worst 5% of paths
-    es_95_fraction: float # es_95 / invested
-    probability_of_loss: float # share of paths ending below invested
+
+    allocation: dict[str, float]  # the allocation as given
+    horizon_years: float  # years invested
+    initial_amount: float  # invested at the start
+    annual_contribution: float  # added at the end of each year
+    seed: int  # the seed of `numpy.random.default_rng`
+    n_paths: int  # simulated paths
+    weights: dict[str, float]  # normalised weights by asset class
+    market: str  # name of the market assumptions
+    market_sha256: str  # SHA-256 of the market assumptions file
+    risk_free_rate: float  # annual rate the Sharpe ratio is measured against
+    invested: float  # initial amount plus all contributions
+    expected_return: float  # mean annual portfolio return
+    volatility: float  # standard deviation of annual portfolio returns
+    sharpe_ratio: float | None  # (expected_return - risk_free_rate) / volatility; None without volatility
+    median_final: float  # median final value
+    p5_final: float  # 5th percentile of the final value
+    p95_final: float  # 95th percentile of the final value
+    var_95: float  # invested - 5th percentile final value
+    var_95_fraction: float  # var_95 / invested
+    es_95: float  # invested - mean final value of the worst 5% of paths
+    es_95_fraction: float  # es_95 / invested
+    probability_of_loss: float  # share of paths ending below invested
+
 
 # %% ../../nbs/advisor/01_simulation.ipynb #ccc946d9
-MAX_HORIZON_YEARS: float = 60.0 # the longest horizon simulated
-PATHS_RANGE: tuple[int, int] = (100, 100_000) # fewest and most paths
+MAX_HORIZON_YEARS: float = 60.0  # the longest horizon simulated
+PATHS_RANGE: tuple[int, int] = (100, 100_000)  # fewest and most paths
 
-def _check_inputs(horizon_years, initial_amount, annual_contribution, seed, n_paths) -> tuple[float, float, float, int, int]:
+
+def _check_inputs(
+    horizon_years, initial_amount, annual_contribution, seed, n_paths
+) -> tuple[float, float, float, int, int]:
     horizon = _number("horizon_years", horizon_years)
     if not 0 < horizon <= MAX_HORIZON_YEARS:
-        raise InputError(f"horizon_years: {horizon_years!r} is out of range; use more than 0 and at most {MAX_HORIZON_YEARS:g} years", param="horizon_years")
-    initial, contribution = _number("initial_amount", initial_amount), _number("annual_contribution", annual_contribution)
-    if initial < 0: raise InputError(f"initial_amount: {initial_amount!r} is negative; use an amount >= 0", param="initial_amount")
-    if contribution < 0: raise InputError(f"annual_contribution: {annual_contribution!r} is negative; use an amount >= 0", param="annual_contribution")
-    if initial == 0 and contribution == 0: raise InputError("initial_amount: 0 and no annual_contribution; there is nothing to simulate", param="initial_amount")
+        raise InputError(
+            f"horizon_years: {horizon_years!r} is out of range; use more than 0 and at most {MAX_HORIZON_YEARS:g} years",
+            param="horizon_years",
+        )
+    initial, contribution = (
+        _number("initial_amount", initial_amount),
+        _number("annual_contribution", annual_contribution),
+    )
+    if initial < 0:
+        raise InputError(
+            f"initial_amount: {initial_amount!r} is negative; use an amount >= 0", param="initial_amount"
+        )
+    if contribution < 0:
+        raise InputError(
+            f"annual_contribution: {annual_contribution!r} is negative; use an amount >= 0",
+            param="annual_contribution",
+        )
+    if initial == 0 and contribution == 0:
+        raise InputError(
+            "initial_amount: 0 and no annual_contribution; there is nothing to simulate",
+            param="initial_amount",
+        )
     if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2**63:
         raise InputError(f"seed: {seed!r} is not an integer from 0 to 2**63 - 1", param="seed")
     lo, hi = PATHS_RANGE
     if isinstance(n_paths, bool) or not isinstance(n_paths, Integral) or not lo <= n_paths <= hi:
-        raise InputError(f"n_paths: {n_paths!r} is out of range; use an integer from {lo:,} to {hi:,}", param="n_paths")
+        raise InputError(
+            f"n_paths: {n_paths!r} is out of range; use an integer from {lo:,} to {hi:,}", param="n_paths"
+        )
     return horizon, initial, contribution, int(seed), int(n_paths)
+
 
 # %% ../../nbs/advisor/01_simulation.ipynb #6f73d975
 def simulate_portfolio(
-    allocation: dict[str, float], # asset class (or plain name) -> weight; fractions summing to 1 or percentages summing to 100
-    horizon_years: float, # years invested, more than 0 and at most 60
-    initial_amount: float, # invested at the start, >= 0
-    seed: int, # seed of `numpy.random.default_rng`; the same inputs and seed give the same figures
-    n_paths: int = 10_000, # simulated paths, 100 to 100,000
-    annual_contribution: float = 0.0, # added at the end of each year (pro rata in a final part year), >= 0
+    allocation: dict[
+        str, float
+    ],  # asset class (or plain name) -> weight; fractions summing to 1 or percentages summing to 100
+    horizon_years: float,  # years invested, more than 0 and at most 60
+    initial_amount: float,  # invested at the start, >= 0
+    seed: int,  # seed of `numpy.random.default_rng`; the same inputs and seed give the same figures
+    n_paths: int = 10_000,  # simulated paths, 100 to 100,000
+    annual_contribution: float = 0.0,  # added at the end of each year (pro rata in a final part year), >= 0
     *,
-    market: Market | None = None, # capital-market assumptions; None = the packaged ones
+    market: Market | None = None,  # capital-market assumptions; None = the packaged ones
 ) -> SimulationResult:
     """Monte Carlo of an annually rebalanced allocation: return, volatility, Sharpe ratio, VaR and expected shortfall of the final value."""
     market = market or load_market()
     weights = normalise_allocation(allocation, market)
-    horizon, initial, contribution, seed, n_paths = _check_inputs(horizon_years, initial_amount, annual_contribution, seed, n_paths)
+    horizon, initial, contribution, seed, n_paths = _check_inputs(
+        horizon_years, initial_amount, annual_contribution, seed, n_paths
+    )
     full = math.floor(horizon + 1e-9)
     steps = [1.0] * full + ([horizon - full] if horizon - full > 1e-9 else [])
     w = np.array([weights.get(a, 0.0) for a in market.assets])
@@ -197,7 +285,9 @@ def simulate_portfolio(
     value = np.full(n_paths, initial)
     return_sum, variance_sum = 0.0, 0.0
     for dt in steps:
-        log_returns = mean * dt + (rng.standard_normal((n_paths, len(market.assets))) @ chol_t) * math.sqrt(dt)
+        log_returns = mean * dt + (rng.standard_normal((n_paths, len(market.assets))) @ chol_t) * math.sqrt(
+            dt
+        )
         growth = np.exp(log_returns) @ w
         value = value * growth + contribution * dt
         return_sum += float(growth.mean()) - 1
@@ -207,59 +297,111 @@ def simulate_portfolio(
     p5, median, p95 = (float(x) for x in np.percentile(value, [5, 50, 95]))
     es = invested - float(value[value <= p5].mean())
     return SimulationResult(
-        {str(k): float(v) for k, v in allocation.items()}, horizon, initial, contribution, seed, n_paths, weights,
-        market.name, market.sha256, market.risk_free_rate, invested, expected, volatility,
+        {str(k): float(v) for k, v in allocation.items()},
+        horizon,
+        initial,
+        contribution,
+        seed,
+        n_paths,
+        weights,
+        market.name,
+        market.sha256,
+        market.risk_free_rate,
+        invested,
+        expected,
+        volatility,
         (expected - market.risk_free_rate) / volatility if volatility > 1e-12 else None,
-        median, p5, p95, invested - p5, (invested - p5) / invested, es, es / invested, float((value < invested).mean()))
+        median,
+        p5,
+        p95,
+        invested - p5,
+        (invested - p5) / invested,
+        es,
+        es / invested,
+        float((value < invested).mean()),
+    )
+
 
 # %% ../../nbs/advisor/01_simulation.ipynb #1b293189
 _INPUTS = ("allocation", "horizon_years", "initial_amount", "annual_contribution", "seed", "n_paths")
+
 
 @patch
 def to_dict(self: SimulationResult) -> dict[str, Any]:
     """The JSON-ready audit record: inputs, market fingerprint, environment and figures."""
     d = {f.name: getattr(self, f.name) for f in fields(self)}
     inputs = {k: d.pop(k) for k in _INPUTS}
-    return {"kind": "portfolio_simulation", "version": 1, "inputs": inputs,
-            "market": {"name": d.pop("market"), "sha256": d.pop("market_sha256")},
-            "environment": {"numpy": np.__version__}, "figures": d}
+    return {
+        "kind": "portfolio_simulation",
+        "version": 1,
+        "inputs": inputs,
+        "market": {"name": d.pop("market"), "sha256": d.pop("market_sha256")},
+        "environment": {"numpy": np.__version__},
+        "figures": d,
+    }
+
 
 # %% ../../nbs/advisor/01_simulation.ipynb #288de0bf
 @patch(cls_method=True)
-def from_dict(cls: SimulationResult,
-              record: Mapping[str, Any], # a record made by `SimulationResult.to_dict`
-             ) -> SimulationResult:
+def from_dict(
+    cls: SimulationResult,
+    record: Mapping[str, Any],  # a record made by `SimulationResult.to_dict`
+) -> SimulationResult:
     """The result a `to_dict` record describes; `InputError` naming the missing field."""
     if not isinstance(record, Mapping) or record.get("kind") != "portfolio_simulation":
-        raise InputError("record: not a portfolio simulation record (`kind` must be 'portfolio_simulation')", param="record")
-    if record.get("version") != 1: raise InputError(f"record.version: {record.get('version')!r} is not supported; use 1", param="record")
+        raise InputError(
+            "record: not a portfolio simulation record (`kind` must be 'portfolio_simulation')",
+            param="record",
+        )
+    if record.get("version") != 1:
+        raise InputError(f"record.version: {record.get('version')!r} is not supported; use 1", param="record")
     flat = {}
-    for part, names in (("inputs", _INPUTS), ("figures", [f.name for f in fields(cls) if f.name not in _INPUTS + ("market", "market_sha256")])):
+    for part, names in (
+        ("inputs", _INPUTS),
+        ("figures", [f.name for f in fields(cls) if f.name not in _INPUTS + ("market", "market_sha256")]),
+    ):
         for name in names:
-            try: flat[name] = record[part][name]
-            except (KeyError, TypeError): raise InputError(f"record.{part}.{name} is missing", param=f"{part}.{name}") from None
-    try: flat["market"], flat["market_sha256"] = record["market"]["name"], record["market"]["sha256"]
-    except (KeyError, TypeError): raise InputError("record.market needs `name` and `sha256`", param="market") from None
+            try:
+                flat[name] = record[part][name]
+            except (KeyError, TypeError):
+                raise InputError(f"record.{part}.{name} is missing", param=f"{part}.{name}") from None
+    try:
+        flat["market"], flat["market_sha256"] = record["market"]["name"], record["market"]["sha256"]
+    except (KeyError, TypeError):
+        raise InputError("record.market needs `name` and `sha256`", param="market") from None
     return cls(**flat)
+
 
 # %% ../../nbs/advisor/01_simulation.ipynb #b11702bc
 @dataclass
 class RerunReport:
     """A recorded simulation recomputed: whether every field matches, and which do not."""
-    matches: bool # every field of the recomputed result equals the recorded one
-    differences: dict[str, tuple[Any, Any]] # field -> (recorded, recomputed)
-    recorded: SimulationResult # what the record says
-    recomputed: SimulationResult # what the simulation gives now
+
+    matches: bool  # every field of the recomputed result equals the recorded one
+    differences: dict[str, tuple[Any, Any]]  # field -> (recorded, recomputed)
+    recorded: SimulationResult  # what the record says
+    recomputed: SimulationResult  # what the simulation gives now
+
 
 # %% ../../nbs/advisor/01_simulation.ipynb #4cdd5cc0
 def rerun(
-    record: Mapping[str, Any], # a `SimulationResult.to_dict()` record (e.g. read back from the audit log)
-    market: Market | None = None, # the assumptions to rerun with; None = the packaged ones
+    record: Mapping[str, Any],  # a `SimulationResult.to_dict()` record (e.g. read back from the audit log)
+    market: Market | None = None,  # the assumptions to rerun with; None = the packaged ones
 ) -> RerunReport:
     """Recompute a recorded simulation from its inputs and seed, and compare every field."""
     recorded = SimulationResult.from_dict(record)
-    again = simulate_portfolio(recorded.allocation, recorded.horizon_years, recorded.initial_amount, recorded.seed,
-                               recorded.n_paths, recorded.annual_contribution, market=market)
-    diff = {f.name: (getattr(recorded, f.name), getattr(again, f.name)) for f in fields(SimulationResult)
-            if getattr(recorded, f.name) != getattr(again, f.name)}
+    again = simulate_portfolio(
+        recorded.allocation,
+        recorded.horizon_years,
+        recorded.initial_amount,
+        recorded.seed,
+        recorded.n_paths,
+        recorded.annual_contribution,
+        market=market,
+    )
+    diff = {
+        f.name: (getattr(recorded, f.name), getattr(again, f.name))
+        for f in fields(SimulationResult)
+        if getattr(recorded, f.name) != getattr(again, f.name)
+    }
     return RerunReport(not diff, diff, recorded, again)

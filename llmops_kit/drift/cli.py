@@ -6,76 +6,107 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['MODEL_HELP', 'load_reference', 'load_current', 'load_drift_model', 'configure_cli']
+__all__ = ["MODEL_HELP", "load_reference", "load_current", "load_drift_model", "configure_cli"]
 
 # %% ../../nbs/drift/05_cli.ipynb #44793768
 import argparse
 import json
-import sys
 from pathlib import Path
 
 # %% ../../nbs/drift/05_cli.ipynb #cee88e37
-from ..core import InputError, load_settings
+from ..core import load_settings
+from ..errors import InputError
+
 
 # %% ../../nbs/drift/05_cli.ipynb #4e38c020
 def load_reference(
-    path: str, # a profile folder, an audit log folder, or a .csv/.jsonl/.parquet file
-    text_column: str, # the text column of a table
-    embedder, # the `Embedder` to profile with
-    min_rows: int, # rows needed
+    path: str,  # a profile folder, an audit log folder, or a .csv/.jsonl/.parquet file
+    text_column: str,  # the text column of a table
+    embedder,  # the `Embedder` to profile with
+    min_rows: int,  # rows needed
 ):
     """A `ReferenceProfile` from a saved profile folder, or fitted on a table or audit log."""
     from llmops_kit.drift.profile import ReferenceProfile, load_traffic
+
     p = Path(path)
-    if (p / "profile.json").is_file(): return ReferenceProfile.load(p)
+    if (p / "profile.json").is_file():
+        return ReferenceProfile.load(p)
     frame = load_traffic(p)
-    if len(frame) < min_rows: raise InputError(f"{path}: reference has {len(frame)} rows; at least {min_rows} are needed")
+    if len(frame) < min_rows:
+        raise InputError(f"{path}: reference has {len(frame)} rows; at least {min_rows} are needed")
     if text_column not in frame.columns:
-        raise InputError(f"{path}: missing column {text_column!r}; found {', '.join(map(repr, frame.columns))}")
-    return ReferenceProfile.from_frame(frame, text_column=text_column, embedder=embedder, meta={"source": str(path)})
+        raise InputError(
+            f"{path}: missing column {text_column!r}; found {', '.join(map(repr, frame.columns))}"
+        )
+    return ReferenceProfile.from_frame(
+        frame, text_column=text_column, embedder=embedder, meta={"source": str(path)}
+    )
+
 
 # %% ../../nbs/drift/05_cli.ipynb #8bb1b1e7
 def load_current(path: str, text_column: str | None, min_rows: int):
     """Current traffic from a table or an audit log folder, checked for the text column and size."""
     from llmops_kit.drift.profile import load_traffic
+
     frame = load_traffic(path)
     if text_column is not None and text_column not in frame.columns:
-        raise InputError(f"{path}: missing column {text_column!r}; found {', '.join(map(repr, frame.columns))}")
-    if len(frame) < min_rows: raise InputError(f"{path}: current has {len(frame)} rows; at least {min_rows} are needed")
+        raise InputError(
+            f"{path}: missing column {text_column!r}; found {', '.join(map(repr, frame.columns))}"
+        )
+    if len(frame) < min_rows:
+        raise InputError(f"{path}: current has {len(frame)} rows; at least {min_rows} are needed")
     return frame
+
 
 # %% ../../nbs/drift/05_cli.ipynb #de2bc302
 def load_drift_model(
-    spec: str, # a saved router folder, or an app: `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/...` or an MLflow model folder
-    settings, # runtime settings (they name the MLflow tracking store)
+    spec: str,  # a saved router folder, or an app: `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/...` or an MLflow model folder
+    settings,  # runtime settings (they name the MLflow tracking store)
 ):
     """The classifier head of the router serving the traffic: what `check_drift(model=...)` scans in."""
     from llmops_kit.router.model import SupportRouter
+
     p = Path(spec)
-    if (p / "router.json").is_file(): return SupportRouter.load(p).head
+    if (p / "router.json").is_file():
+        return SupportRouter.load(p).head
     if spec.startswith(("models:/", "runs:/")) or (p / "MLmodel").is_file():
         from llmops_kit.registry.bundle import load_app
+
         predictor = load_app(spec, settings).predictor
         head = getattr(predictor, "head", None)
-        if not hasattr(head, "proba"): raise InputError(f"--model {spec}: its predictor ({type(predictor).__name__}) has no classifier head")
+        if not hasattr(head, "proba"):
+            raise InputError(
+                f"--model {spec}: its predictor ({type(predictor).__name__}) has no classifier head"
+            )
         return head
-    raise InputError(f"--model {spec}: neither a saved router folder (with router.json) nor a models:/, runs:/ or MLflow model folder")
+    raise InputError(
+        f"--model {spec}: neither a saved router folder (with router.json) nor a models:/, runs:/ or MLflow model folder"
+    )
+
 
 # %% ../../nbs/drift/05_cli.ipynb #7c7b175b
 def _embedding_tests(args: argparse.Namespace) -> tuple[str, ...]:
     """The `--embedding-tests` names, checked (`model` only with `--model`)."""
     from llmops_kit.drift.report import DEFAULT_EMBEDDING_TESTS, EMBEDDING_TESTS
-    if args.embedding_tests is None: return DEFAULT_EMBEDDING_TESTS
+
+    if args.embedding_tests is None:
+        return DEFAULT_EMBEDDING_TESTS
     tests = tuple(n.strip() for n in args.embedding_tests.split(",") if n.strip())
     unknown = sorted(set(tests) - set(EMBEDDING_TESTS))
-    if unknown: raise InputError(f"--embedding-tests: unknown test(s) {', '.join(unknown)}; use a comma-separated subset of {','.join(EMBEDDING_TESTS)}")
-    if "model" in tests and not args.model: raise InputError("--embedding-tests model needs --model (the router serving the traffic)")
+    if unknown:
+        raise InputError(
+            f"--embedding-tests: unknown test(s) {', '.join(unknown)}; use a comma-separated subset of {','.join(EMBEDDING_TESTS)}"
+        )
+    if "model" in tests and not args.model:
+        raise InputError("--embedding-tests model needs --model (the router serving the traffic)")
     return tests
+
 
 # %% ../../nbs/drift/05_cli.ipynb #86714207
 def _check(args: argparse.Namespace) -> int:
     from llmops_kit.drift.report import MIN_ROWS, check_drift
     from llmops_kit.embeddings import Embedder
+
     embedding_tests = _embedding_tests(args)
     settings = load_settings(args.config)
     model = load_drift_model(args.model, settings) if args.model else None
@@ -83,33 +114,55 @@ def _check(args: argparse.Namespace) -> int:
     current = load_current(args.current, None, MIN_ROWS)
     profile = load_reference(args.reference, args.text_column, embedder, MIN_ROWS)
     if profile.text_column and profile.embeddings is not None and profile.text_column not in current.columns:
-        raise InputError(f"{args.current}: missing column {profile.text_column!r}; found {', '.join(map(repr, current.columns))}")
-    report = check_drift(profile, current, embedder=embedder, settings=settings, alpha=args.alpha,
-                         correction=args.correction, permutations=args.permutations, embedding_tests=embedding_tests,
-                         model=model)
-    if args.html: report.to_html(args.html)
-    if args.json: print(report.to_json())
+        raise InputError(
+            f"{args.current}: missing column {profile.text_column!r}; found {', '.join(map(repr, current.columns))}"
+        )
+    report = check_drift(
+        profile,
+        current,
+        embedder=embedder,
+        settings=settings,
+        alpha=args.alpha,
+        correction=args.correction,
+        permutations=args.permutations,
+        embedding_tests=embedding_tests,
+        model=model,
+    )
+    if args.html:
+        report.to_html(args.html)
+    if args.json:
+        print(report.to_json())
     else:
-        print(f"drift: {'YES' if report.drift else 'no'} (alpha {report.alpha}, {report.correction} correction; "
-              f"{report.n_reference} reference rows, {report.n_current} current rows)")
+        print(
+            f"drift: {'YES' if report.drift else 'no'} (alpha {report.alpha}, {report.correction} correction; "
+            f"{report.n_reference} reference rows, {report.n_current} current rows)"
+        )
         print(report.frame.drop(columns=["p_raw"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 1 if args.fail_on_drift and report.drift else 0
 
+
 # %% ../../nbs/drift/05_cli.ipynb #23b41eeb
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
+    p.add_argument(
+        "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
+    )
     p.add_argument("--alpha", type=float, default=None, help="override [drift] alpha")
-    p.add_argument("--correction", choices=["holm", "bh", "none"], default=None, help="override [drift] correction")
+    p.add_argument(
+        "--correction", choices=["holm", "bh", "none"], default=None, help="override [drift] correction"
+    )
     p.add_argument("--permutations", type=int, default=None, help="override [drift] permutations")
+
 
 # %% ../../nbs/drift/05_cli.ipynb #1e857cc6
 def _profile(args: argparse.Namespace) -> int:
     from llmops_kit.drift.report import MIN_ROWS
     from llmops_kit.embeddings import Embedder
+
     embedder = Embedder.from_settings(load_settings(args.config))
     profile = load_reference(args.reference, args.text_column, embedder, MIN_ROWS)
     print(profile.save(args.out))
     return 0
+
 
 # %% ../../nbs/drift/05_cli.ipynb #52bfc617
 def _monitor(args: argparse.Namespace) -> int:
@@ -117,67 +170,148 @@ def _monitor(args: argparse.Namespace) -> int:
     from llmops_kit.drift.profile import audit_frame
     from llmops_kit.drift.report import MIN_ROWS
     from llmops_kit.embeddings import Embedder
-    since = parse_since(args.since, name="--since") if args.since is not None else None # bad input fails before any work
+
+    since = (
+        parse_since(args.since, name="--since") if args.since is not None else None
+    )  # bad input fails before any work
     settings = load_settings(args.config)
     frame = audit_frame(args.audit_log)
-    split_windows(frame.head(0), args.window or settings.drift.window) # a bad window fails before any embedding
+    split_windows(
+        frame.head(0), args.window or settings.drift.window
+    )  # a bad window fails before any embedding
     embedder = Embedder.from_settings(settings)
     profile = load_reference(args.reference, args.text_column, embedder, MIN_ROWS)
     model = load_drift_model(args.model, settings) if args.model else None
-    history, events = run_monitor(profile, frame, settings, model_name=args.model_name, model_version=args.model_version,
-                                  fire=not args.dry_run, since=since, rescan=args.rescan, window=args.window,
-                                  reference_mode=args.reference_mode,
-                                  embedder=embedder, alpha=args.alpha, correction=args.correction, permutations=args.permutations,
-                                  model=model)
+    history, events = run_monitor(
+        profile,
+        frame,
+        settings,
+        model_name=args.model_name,
+        model_version=args.model_version,
+        fire=not args.dry_run,
+        since=since,
+        rescan=args.rescan,
+        window=args.window,
+        reference_mode=args.reference_mode,
+        embedder=embedder,
+        alpha=args.alpha,
+        correction=args.correction,
+        permutations=args.permutations,
+        model=model,
+    )
     if args.json:
-        print(json.dumps({"windows": json.loads(history.to_json(orient="records", date_format="iso")), "events": events}, default=str))
+        print(
+            json.dumps(
+                {
+                    "windows": json.loads(history.to_json(orient="records", date_format="iso")),
+                    "events": events,
+                },
+                default=str,
+            )
+        )
     else:
-        print(history.to_string(index=False) if len(history) else
-              "no window to test: none is complete yet, or an earlier run tested them all (--rescan tests them again)")
+        print(
+            history.to_string(index=False)
+            if len(history)
+            else "no window to test: none is complete yet, or an earlier run tested them all (--rescan tests them again)"
+        )
         for e in events:
-            print(f"retrain event {e['event']['event_id']}: {e['event']['reason']}" + (" (already emitted)" if e["already_emitted"] else ""))
+            print(
+                f"retrain event {e['event']['event_id']}: {e['event']['reason']}"
+                + (" (already emitted)" if e["already_emitted"] else "")
+            )
     return 1 if args.fail_on_drift and any(not e["already_emitted"] for e in events) else 0
 
+
 # %% ../../nbs/drift/05_cli.ipynb #3835c400
-MODEL_HELP = "the router serving the traffic (a saved router folder or models:/NAME@ALIAS): also scan in its view"
+MODEL_HELP = (
+    "the router serving the traffic (a saved router folder or models:/NAME@ALIAS): also scan in its view"
+)
+
 
 # %% ../../nbs/drift/05_cli.ipynb #d46d2849
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops drift`."""
     sub = parser.add_subparsers(dest="drift_command", metavar="ACTION", required=True)
-    check = sub.add_parser("check", help="compare current traffic with a reference", description="Compare current traffic with a reference.")
-    check.add_argument("--reference", required=True, metavar="REF", help="profile folder, audit log folder, or .csv/.jsonl/.parquet")
-    check.add_argument("--current", required=True, metavar="CUR", help="audit log folder, or .csv/.jsonl/.parquet")
-    check.add_argument("--text-column", default="text", help="column holding the prompt texts (default: text)")
+    check = sub.add_parser(
+        "check",
+        help="compare current traffic with a reference",
+        description="Compare current traffic with a reference.",
+    )
+    check.add_argument(
+        "--reference",
+        required=True,
+        metavar="REF",
+        help="profile folder, audit log folder, or .csv/.jsonl/.parquet",
+    )
+    check.add_argument(
+        "--current", required=True, metavar="CUR", help="audit log folder, or .csv/.jsonl/.parquet"
+    )
+    check.add_argument(
+        "--text-column", default="text", help="column holding the prompt texts (default: text)"
+    )
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument("--html", default=None, metavar="PATH", help="also write a self-contained HTML report")
     check.add_argument("--fail-on-drift", action="store_true", help="exit 1 when drift is found")
-    check.add_argument("--embedding-tests", default=None, metavar="LIST",
-                       help="comma-separated embedding tests: mmd, knn, model, classifier (default: mmd,knn and model with --model)")
+    check.add_argument(
+        "--embedding-tests",
+        default=None,
+        metavar="LIST",
+        help="comma-separated embedding tests: mmd, knn, model, classifier (default: mmd,knn and model with --model)",
+    )
     check.add_argument("--model", default=None, metavar="SPEC", help=MODEL_HELP)
     _add_common(check)
     check.set_defaults(handler=_check)
-    prof = sub.add_parser("profile", help="save a reference profile folder", description="Fit and save a reference profile.")
-    prof.add_argument("--reference", required=True, metavar="REF", help="audit log folder, or .csv/.jsonl/.parquet")
+    prof = sub.add_parser(
+        "profile", help="save a reference profile folder", description="Fit and save a reference profile."
+    )
+    prof.add_argument(
+        "--reference", required=True, metavar="REF", help="audit log folder, or .csv/.jsonl/.parquet"
+    )
     prof.add_argument("--out", required=True, help="folder to write the profile to")
     prof.add_argument("--text-column", default="text", help="column holding the prompt texts (default: text)")
-    prof.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
+    prof.add_argument(
+        "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
+    )
     prof.set_defaults(handler=_profile)
-    mon = sub.add_parser("monitor", help="check an audit log window by window and fire the retrain trigger",
-                         description="Check an audit log window by window and fire the retrain trigger.")
-    mon.add_argument("--reference", required=True, metavar="REF", help="profile folder, audit log folder, or table file")
+    mon = sub.add_parser(
+        "monitor",
+        help="check an audit log window by window and fire the retrain trigger",
+        description="Check an audit log window by window and fire the retrain trigger.",
+    )
+    mon.add_argument(
+        "--reference", required=True, metavar="REF", help="profile folder, audit log folder, or table file"
+    )
     mon.add_argument("--audit-log", required=True, metavar="DIR", help="the audit log folder to monitor")
     mon.add_argument("--text-column", default="text", help="text column of a table reference (default: text)")
-    mon.add_argument("--window", default=None, help="override [drift] window: a record count or a pandas period (1D, 6h)")
-    mon.add_argument("--reference-mode", choices=["profile", "previous"], default="profile",
-                     help="compare each window with the reference (default) or with all earlier windows")
+    mon.add_argument(
+        "--window", default=None, help="override [drift] window: a record count or a pandas period (1D, 6h)"
+    )
+    mon.add_argument(
+        "--reference-mode",
+        choices=["profile", "previous"],
+        default="profile",
+        help="compare each window with the reference (default) or with all earlier windows",
+    )
     mon.add_argument("--model", default=None, metavar="SPEC", help=MODEL_HELP)
     mon.add_argument("--model-name", default=None, help="registered model to tag when the trigger fires")
     mon.add_argument("--model-version", default=None, help="its version")
-    mon.add_argument("--since", default=None, metavar="WHEN",
-                     help="test only windows ending after WHEN: a timestamp (2026-03-02T09:00Z) or a duration back from now (90m, 24h, 7d)")
-    mon.add_argument("--rescan", action="store_true", help="ignore the watermark: test every window again (emitted events stay emitted once)")
-    mon.add_argument("--dry-run", action="store_true", help="report what would fire without emitting events or moving the watermark")
+    mon.add_argument(
+        "--since",
+        default=None,
+        metavar="WHEN",
+        help="test only windows ending after WHEN: a timestamp (2026-03-02T09:00Z) or a duration back from now (90m, 24h, 7d)",
+    )
+    mon.add_argument(
+        "--rescan",
+        action="store_true",
+        help="ignore the watermark: test every window again (emitted events stay emitted once)",
+    )
+    mon.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="report what would fire without emitting events or moving the watermark",
+    )
     mon.add_argument("--json", action="store_true", help="print one JSON object")
     mon.add_argument("--fail-on-drift", action="store_true", help="exit 1 when a new retrain event fired")
     _add_common(mon)

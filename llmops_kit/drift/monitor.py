@@ -6,8 +6,19 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['logger', 'split_windows', 'monitor', 'TriggerEvent', 'TriggerPolicy', 'emitted_event_ids', 'emit_event',
-           'parse_since', 'read_watermark', 'write_watermark', 'run_monitor']
+__all__ = [
+    "logger",
+    "split_windows",
+    "monitor",
+    "TriggerEvent",
+    "TriggerPolicy",
+    "emitted_event_ids",
+    "emit_event",
+    "parse_since",
+    "read_watermark",
+    "write_watermark",
+    "run_monitor",
+]
 
 # %% ../../nbs/drift/04_monitor.ipynb #bba89f11
 import datetime as dt
@@ -15,10 +26,9 @@ import json
 import logging
 import os
 import re
-import shlex
 import subprocess
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,119 +38,176 @@ import numpy as np
 import pandas as pd
 
 # %% ../../nbs/drift/04_monitor.ipynb #a5cbaf49
-from ..core import InputError, ProjectPaths, Settings, get_settings, log_event
+from ..core import ProjectPaths, Settings, get_settings, log_event
 from .profile import ReferenceProfile
 from .report import MIN_ROWS, check_drift
+from ..errors import InputError
+
 
 # %% ../../nbs/drift/04_monitor.ipynb #1094c5d0
 def split_windows(
-    frame: pd.DataFrame, # traffic in time order (an `audit_frame`)
-    window: str, # a record count (`1000`) or a pandas frequency (`1D`, `6h`)
-    min_rows: int = MIN_ROWS, # windows with fewer rows are skipped
+    frame: pd.DataFrame,  # traffic in time order (an `audit_frame`)
+    window: str,  # a record count (`1000`) or a pandas frequency (`1D`, `6h`)
+    min_rows: int = MIN_ROWS,  # windows with fewer rows are skipped
 ) -> list[tuple[str, pd.DataFrame]]:
     """Cut `frame` into labelled windows by record count or by time period."""
     window = str(window).strip()
     if window.isdigit():
         size = int(window)
-        if size < min_rows: raise InputError(f"window of {size} records is too small; at least {min_rows} are needed")
-        chunks = [(f"rows {i}-{min(i + size, len(frame)) - 1}", frame.iloc[i:i + size]) for i in range(0, len(frame), size)]
+        if size < min_rows:
+            raise InputError(f"window of {size} records is too small; at least {min_rows} are needed")
+        chunks = [
+            (f"rows {i}-{min(i + size, len(frame)) - 1}", frame.iloc[i : i + size])
+            for i in range(0, len(frame), size)
+        ]
     else:
-        if "ts" not in frame.columns: raise InputError("time windows need a 'ts' column; use a record count window instead")
-        try: periods = pd.to_datetime(frame["ts"], utc=True).dt.floor(window)
-        except (ValueError, TypeError) as e: raise InputError(f"window {window!r} is neither a record count nor a pandas frequency: {e}") from None
+        if "ts" not in frame.columns:
+            raise InputError("time windows need a 'ts' column; use a record count window instead")
+        try:
+            periods = pd.to_datetime(frame["ts"], utc=True).dt.floor(window)
+        except (ValueError, TypeError) as e:
+            raise InputError(
+                f"window {window!r} is neither a record count nor a pandas frequency: {e}"
+            ) from None
         chunks = [(str(start), part) for start, part in frame.groupby(periods, sort=True)]
     return [(label, part) for label, part in chunks if len(part) >= min_rows]
 
+
 # %% ../../nbs/drift/04_monitor.ipynb #29fbcd85
 def monitor(
-    reference: ReferenceProfile, # the model version's reference profile
-    frame: pd.DataFrame, # traffic to monitor, in time order (an `audit_frame`)
-    window: str | None = None, # overrides `[drift] window`
-    reference_mode: str = "profile", # `profile` (fixed) or `previous` (all earlier windows, never the window itself)
-    settings: Settings | None = None, # `[drift]` defaults
-    embedder=None, # an `Embedder` for the window texts
-    embeddings: np.ndarray | None = None, # precomputed embeddings of all rows of `frame`
-    after: pd.Timestamp | None = None, # test only windows whose last row is later than this (a watermark)
-    **kwargs, # passed to `check_drift` (alpha, correction, permutations, ...)
+    reference: ReferenceProfile,  # the model version's reference profile
+    frame: pd.DataFrame,  # traffic to monitor, in time order (an `audit_frame`)
+    window: str | None = None,  # overrides `[drift] window`
+    reference_mode: str = "profile",  # `profile` (fixed) or `previous` (all earlier windows, never the window itself)
+    settings: Settings | None = None,  # `[drift]` defaults
+    embedder=None,  # an `Embedder` for the window texts
+    embeddings: np.ndarray | None = None,  # precomputed embeddings of all rows of `frame`
+    after: pd.Timestamp | None = None,  # test only windows whose last row is later than this (a watermark)
+    **kwargs,  # passed to `check_drift` (alpha, correction, permutations, ...)
 ) -> pd.DataFrame:
     """Run `check_drift` on every window of `frame`; one row per window."""
     settings = settings or get_settings()
     frame = frame.reset_index(drop=True)
     rows = []
-    for i, (label, part) in enumerate(split_windows(frame, window or settings.drift.window)):
+    for label, part in split_windows(frame, window or settings.drift.window):
         end = pd.to_datetime(part["ts"], utc=True, errors="coerce").max() if "ts" in part else pd.NaT
-        if after is not None and pd.notna(end) and end <= after: continue # tested by an earlier run
+        if after is not None and pd.notna(end) and end <= after:
+            continue  # tested by an earlier run
         emb = embeddings[part.index.to_numpy()] if embeddings is not None else None
         if reference_mode == "previous":
-            earlier = frame.iloc[:part.index[0]]
-            if len(earlier) < MIN_ROWS: continue # the first window is the reference of the next ones
-            ref = ReferenceProfile.from_frame(earlier, text_column=reference.text_column, embedder=embedder,
-                                              embeddings=embeddings[:part.index[0]] if embeddings is not None else None,
-                                              numeric_columns=list(reference.numeric), categorical_columns=list(reference.categorical))
-        elif reference_mode == "profile": ref = reference
-        else: raise InputError(f"unknown reference mode {reference_mode!r}; use profile or previous")
-        report = check_drift(ref, part, embedder=embedder, current_embeddings=emb, settings=settings, **kwargs)
+            earlier = frame.iloc[: part.index[0]]
+            if len(earlier) < MIN_ROWS:
+                continue  # the first window is the reference of the next ones
+            ref = ReferenceProfile.from_frame(
+                earlier,
+                text_column=reference.text_column,
+                embedder=embedder,
+                embeddings=embeddings[: part.index[0]] if embeddings is not None else None,
+                numeric_columns=list(reference.numeric),
+                categorical_columns=list(reference.categorical),
+            )
+        elif reference_mode == "profile":
+            ref = reference
+        else:
+            raise InputError(f"unknown reference mode {reference_mode!r}; use profile or previous")
+        report = check_drift(
+            ref, part, embedder=embedder, current_embeddings=emb, settings=settings, **kwargs
+        )
         f = report.frame
         drifted = f[f["drift"]]
-        rows.append({"window": label, "start": part["ts"].min() if "ts" in part else None,
-                     "end": part["ts"].max() if "ts" in part else None, "n": len(part), "drift": report.drift,
-                     "n_drifted": len(drifted), "min_p": float(f["p_value"].min()),
-                     "max_effect": float(drifted["effect_size"].abs().max()) if len(drifted) else 0.0,
-                     "drifted_tests": ",".join(drifted["name"])})
-    return pd.DataFrame(rows, columns=["window", "start", "end", "n", "drift", "n_drifted", "min_p", "max_effect", "drifted_tests"])
+        rows.append(
+            {
+                "window": label,
+                "start": part["ts"].min() if "ts" in part else None,
+                "end": part["ts"].max() if "ts" in part else None,
+                "n": len(part),
+                "drift": report.drift,
+                "n_drifted": len(drifted),
+                "min_p": float(f["p_value"].min()),
+                "max_effect": float(drifted["effect_size"].abs().max()) if len(drifted) else 0.0,
+                "drifted_tests": ",".join(drifted["name"]),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["window", "start", "end", "n", "drift", "n_drifted", "min_p", "max_effect", "drifted_tests"],
+    )
+
 
 # %% ../../nbs/drift/04_monitor.ipynb #2d23aa17
-_EVENT_NAMESPACE = uuid.UUID("8c0b7f0e-3d52-4c0a-9a8e-6f1d2b7c4e10") # fixed: ids must not change between kit versions
+_EVENT_NAMESPACE = uuid.UUID(
+    "8c0b7f0e-3d52-4c0a-9a8e-6f1d2b7c4e10"
+)  # fixed: ids must not change between kit versions
+
 
 def _event_id(model_name: str | None, model_version: str | None, windows: list[str]) -> str:
     """The id of the retrain event for `windows` of a model version: the same windows, the same id."""
     return uuid.uuid5(_EVENT_NAMESPACE, json.dumps([model_name, model_version, list(windows)])).hex
 
+
 # %% ../../nbs/drift/04_monitor.ipynb #37265a11
 @dataclass
 class TriggerEvent:
     """A structured request to retrain, emitted when drift persisted."""
+
     event_id: str
-    ts: str # when the trigger fired, UTC ISO 8601
-    reason: str # human-readable
-    windows: list[str] # the windows the policy looked at
-    drifted_windows: list[str] # those that drifted
-    max_effect: float # the largest effect size among them
+    ts: str  # when the trigger fired, UTC ISO 8601
+    reason: str  # human-readable
+    windows: list[str]  # the windows the policy looked at
+    drifted_windows: list[str]  # those that drifted
+    max_effect: float  # the largest effect size among them
     model_name: str | None = None
     model_version: str | None = None
     kind: str = "llmops.drift.retrain"
 
-    def to_dict(self) -> dict[str, Any]: return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 # %% ../../nbs/drift/04_monitor.ipynb #dafe8a9d
 @dataclass
 class TriggerPolicy:
     """Fire when at least `min_drifted` of the last `windows` windows drifted with an effect at or above the floor."""
-    windows: int = 3 # `[drift] trigger_windows`
-    min_drifted: int = 2 # `[drift] trigger_min_drifted`
-    effect_size_floor: float = 0.0 # `[drift] effect_size_floor`
+
+    windows: int = 3  # `[drift] trigger_windows`
+    min_drifted: int = 2  # `[drift] trigger_min_drifted`
+    effect_size_floor: float = 0.0  # `[drift] effect_size_floor`
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TriggerPolicy:
         """The policy of the `[drift]` section."""
         d = settings.drift
         if d.trigger_min_drifted > d.trigger_windows:
-            raise InputError(f"[drift] trigger_min_drifted = {d.trigger_min_drifted} exceeds trigger_windows = {d.trigger_windows}")
+            raise InputError(
+                f"[drift] trigger_min_drifted = {d.trigger_min_drifted} exceeds trigger_windows = {d.trigger_windows}"
+            )
         return cls(d.trigger_windows, d.trigger_min_drifted, d.effect_size_floor)
 
-    def evaluate(self, history: pd.DataFrame, model_name: str | None = None, model_version: str | None = None) -> TriggerEvent | None:
+    def evaluate(
+        self, history: pd.DataFrame, model_name: str | None = None, model_version: str | None = None
+    ) -> TriggerEvent | None:
         """A `TriggerEvent` when the last windows of `history` (from `monitor`) meet the policy, else None."""
         last = history.tail(self.windows)
-        if len(last) < self.windows: return None
+        if len(last) < self.windows:
+            return None
         hits = last[last["drift"] & (last["max_effect"] >= self.effect_size_floor)]
-        if len(hits) < self.min_drifted: return None
-        return TriggerEvent(event_id=_event_id(model_name, model_version, last["window"].tolist()), ts=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                            reason=f"{len(hits)} of the last {self.windows} windows drifted (policy: {self.min_drifted})",
-                            windows=last["window"].tolist(), drifted_windows=hits["window"].tolist(),
-                            max_effect=float(hits["max_effect"].max()), model_name=model_name, model_version=model_version)
+        if len(hits) < self.min_drifted:
+            return None
+        return TriggerEvent(
+            event_id=_event_id(model_name, model_version, last["window"].tolist()),
+            ts=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            reason=f"{len(hits)} of the last {self.windows} windows drifted (policy: {self.min_drifted})",
+            windows=last["window"].tolist(),
+            drifted_windows=hits["window"].tolist(),
+            max_effect=float(hits["max_effect"].max()),
+            model_name=model_name,
+            model_version=model_version,
+        )
+
 
 # %% ../../nbs/drift/04_monitor.ipynb #651e7a7c
 logger = logging.getLogger(__name__)
+
 
 def _post_json(url: str, doc: dict[str, Any], timeout: float) -> int:
     """POST `doc` as JSON; return the HTTP status (`httpx.HTTPError` on no answer or a status that is not 2xx)."""
@@ -148,127 +215,197 @@ def _post_json(url: str, doc: dict[str, Any], timeout: float) -> int:
     response.raise_for_status()
     return response.status_code
 
+
 # %% ../../nbs/drift/04_monitor.ipynb #05c77ad5
 def emitted_event_ids(
-    state_dir: str | os.PathLike, # the state folder
+    state_dir: str | os.PathLike,  # the state folder
 ) -> set[str]:
     """The ids of the events in `drift/events.jsonl` (empty when nothing was emitted yet)."""
     path = Path(state_dir) / "drift" / "events.jsonl"
-    if not path.is_file(): return set()
+    if not path.is_file():
+        return set()
     ids = set()
     for line in path.read_text(encoding="utf-8").splitlines():
-        try: ids.add(json.loads(line)["event_id"])
-        except (json.JSONDecodeError, KeyError, TypeError): continue # a torn last line from a crash is not an event
+        try:
+            ids.add(json.loads(line)["event_id"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a torn last line from a crash is not an event
     return ids
+
 
 # %% ../../nbs/drift/04_monitor.ipynb #64296c6c
 def emit_event(
-    event: TriggerEvent, # what fired
-    state_dir: str | os.PathLike, # the state folder; events go to `drift/events.jsonl` inside
-    tracking_uri: str | None = None, # MLflow store to tag the model version in (None: no tagging)
-    retrain_command: str = "", # shell command to run (empty: none)
-    webhook_url: str = "", # URL to POST the event to (empty: none)
-    timeout: float = 30.0, # seconds for the command and the webhook
+    event: TriggerEvent,  # what fired
+    state_dir: str | os.PathLike,  # the state folder; events go to `drift/events.jsonl` inside
+    tracking_uri: str | None = None,  # MLflow store to tag the model version in (None: no tagging)
+    retrain_command: str = "",  # shell command to run (empty: none)
+    webhook_url: str = "",  # URL to POST the event to (empty: none)
+    timeout: float = 30.0,  # seconds for the command and the webhook
 ) -> dict[str, Any]:
     """Write the event to JSONL, tag the MLflow model version, run the command, POST the webhook; once per event id."""
-    if event.event_id in emitted_event_ids(state_dir): return {"event_id": event.event_id, "already_emitted": True}
+    if event.event_id in emitted_event_ids(state_dir):
+        return {"event_id": event.event_id, "already_emitted": True}
     doc, outcome = event.to_dict(), {"event_id": event.event_id, "already_emitted": False}
     path = Path(state_dir) / "drift" / "events.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f: f.write(json.dumps(doc, sort_keys=True) + "\n")
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(doc, sort_keys=True) + "\n")
     outcome["jsonl"] = str(path)
     if event.model_name and event.model_version and not tracking_uri:
-        outcome["mlflow"] = "skipped: no tracking_uri given" # never fall back to mlflow's implicit ./mlflow.db
+        outcome["mlflow"] = (
+            "skipped: no tracking_uri given"  # never fall back to mlflow's implicit ./mlflow.db
+        )
     elif event.model_name and event.model_version:
         try:
             from mlflow.tracking import MlflowClient
+
             client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-            client.set_model_version_tag(event.model_name, event.model_version, "llmops.drift.retrain_requested", event.ts)
-            client.set_model_version_tag(event.model_name, event.model_version, "llmops.drift.last_event", json.dumps(doc))
+            client.set_model_version_tag(
+                event.model_name, event.model_version, "llmops.drift.retrain_requested", event.ts
+            )
+            client.set_model_version_tag(
+                event.model_name, event.model_version, "llmops.drift.last_event", json.dumps(doc)
+            )
             outcome["mlflow"] = "tagged"
         except Exception as e:
             outcome["mlflow"] = f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            log_event(logger, "drift.channel_failed", logging.WARNING, channel="mlflow", event_id=event.event_id, error=outcome["mlflow"])
+            log_event(
+                logger,
+                "drift.channel_failed",
+                logging.WARNING,
+                channel="mlflow",
+                event_id=event.event_id,
+                error=outcome["mlflow"],
+            )
     if retrain_command:
         try:
-            proc = subprocess.run(retrain_command, shell=True, env={**os.environ, "LLMOPS_DRIFT_EVENT": json.dumps(doc)},
-                                  capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(
+                retrain_command,
+                shell=True,
+                env={**os.environ, "LLMOPS_DRIFT_EVENT": json.dumps(doc)},
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
             outcome["command"] = {"returncode": proc.returncode, "stderr": proc.stderr[-500:]}
-        except subprocess.TimeoutExpired: outcome["command"] = {"returncode": None, "stderr": f"timed out after {timeout} s"}
+        except subprocess.TimeoutExpired:
+            outcome["command"] = {"returncode": None, "stderr": f"timed out after {timeout} s"}
         if outcome["command"]["returncode"] != 0:
-            log_event(logger, "drift.channel_failed", logging.WARNING, channel="command", event_id=event.event_id, **outcome["command"])
+            log_event(
+                logger,
+                "drift.channel_failed",
+                logging.WARNING,
+                channel="command",
+                event_id=event.event_id,
+                **outcome["command"],
+            )
     if webhook_url:
-        try: outcome["webhook"] = _post_json(webhook_url, doc, timeout)
+        try:
+            outcome["webhook"] = _post_json(webhook_url, doc, timeout)
         except httpx.HTTPError as e:
             outcome["webhook"] = f"error: {type(e).__name__}: {e}"
-            log_event(logger, "drift.channel_failed", logging.WARNING, channel="webhook", event_id=event.event_id, error=outcome["webhook"])
+            log_event(
+                logger,
+                "drift.channel_failed",
+                logging.WARNING,
+                channel="webhook",
+                event_id=event.event_id,
+                error=outcome["webhook"],
+            )
     return outcome
+
 
 # %% ../../nbs/drift/04_monitor.ipynb #26934324
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "s", "m": "min", "h": "h", "d": "D", "w": "W"}
 
+
 def parse_since(
-    value: str, # a timestamp (`2026-03-02T09:00Z`) or a duration (`90m`, `24h`, `7d`, `2w`)
-    now: pd.Timestamp | None = None, # what durations count back from; default: the current time
-    name: str = "since", # how the error names the value (the CLI passes `--since`)
+    value: str,  # a timestamp (`2026-03-02T09:00Z`) or a duration (`90m`, `24h`, `7d`, `2w`)
+    now: pd.Timestamp | None = None,  # what durations count back from; default: the current time
+    name: str = "since",  # how the error names the value (the CLI passes `--since`)
 ) -> pd.Timestamp:
     """The UTC time a `since` value means."""
     match = _DURATION.match(str(value))
-    if match: return (pd.Timestamp.now(tz="UTC") if now is None else now) - pd.to_timedelta(float(match[1]), unit=_UNITS[match[2]])
-    try: ts = pd.Timestamp(str(value))
-    except (ValueError, TypeError, OverflowError): ts = pd.NaT
-    if pd.isna(ts): raise InputError(f"{name} {value!r} is neither a timestamp (2026-03-02T09:00Z) nor a duration (90m, 24h, 7d, 2w)")
+    if match:
+        return (pd.Timestamp.now(tz="UTC") if now is None else now) - pd.to_timedelta(
+            float(match[1]), unit=_UNITS[match[2]]
+        )
+    try:
+        ts = pd.Timestamp(str(value))
+    except (ValueError, TypeError, OverflowError):
+        ts = pd.NaT
+    if pd.isna(ts):
+        raise InputError(
+            f"{name} {value!r} is neither a timestamp (2026-03-02T09:00Z) nor a duration (90m, 24h, 7d, 2w)"
+        )
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
+
 # %% ../../nbs/drift/04_monitor.ipynb #54052f80
-def _watermark_key(model_name: str | None, model_version: str | None) -> str: return f"{model_name or '-'}/{model_version or '-'}"
+def _watermark_key(model_name: str | None, model_version: str | None) -> str:
+    return f"{model_name or '-'}/{model_version or '-'}"
+
 
 def _watermarks(path: Path) -> dict[str, Any]:
     """Every model version's watermark in `path` ({} when there is none yet)."""
-    if not path.is_file(): return {}
-    try: return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e: raise InputError(f"{path}: not valid JSON ({e}); delete it, or run with --rescan") from None
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e}); delete it, or run with --rescan") from None
+
 
 def read_watermark(
-    state_dir: str | os.PathLike, # the state folder
-    model_name: str | None = None, # the monitored model
-    model_version: str | None = None, # its version
+    state_dir: str | os.PathLike,  # the state folder
+    model_name: str | None = None,  # the monitored model
+    model_version: str | None = None,  # its version
 ) -> dict[str, Any]:
     """What the last run remembered for this model version: `window`, `end`, `recent` ({} when nothing)."""
-    return _watermarks(Path(state_dir) / "drift" / "watermarks.json").get(_watermark_key(model_name, model_version), {})
+    return _watermarks(Path(state_dir) / "drift" / "watermarks.json").get(
+        _watermark_key(model_name, model_version), {}
+    )
+
 
 # %% ../../nbs/drift/04_monitor.ipynb #f0cf094a
 def write_watermark(
-    state_dir: str | os.PathLike, # the state folder
-    model_name: str | None, # the monitored model
-    model_version: str | None, # its version
-    mark: dict[str, Any], # what to remember (JSON-serialisable)
+    state_dir: str | os.PathLike,  # the state folder
+    model_name: str | None,  # the monitored model
+    model_version: str | None,  # its version
+    mark: dict[str, Any],  # what to remember (JSON-serialisable)
 ) -> Path:
     """Remember `mark` for this model version in `drift/watermarks.json`; returns the file."""
     path = Path(state_dir) / "drift" / "watermarks.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    try: marks = _watermarks(path)
-    except InputError: marks = {} # a damaged file is rebuilt (it only saves work; --rescan ignores it anyway)
+    try:
+        marks = _watermarks(path)
+    except InputError:
+        marks = {}  # a damaged file is rebuilt (it only saves work; --rescan ignores it anyway)
     marks[_watermark_key(model_name, model_version)] = mark
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(marks, indent=1, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
     return path
 
+
 # %% ../../nbs/drift/04_monitor.ipynb #c91aad31
-def _iso(ts) -> str | None: return None if ts is None or pd.isna(ts) else pd.Timestamp(ts).isoformat()
+def _iso(ts) -> str | None:
+    return None if ts is None or pd.isna(ts) else pd.Timestamp(ts).isoformat()
+
 
 def run_monitor(
-    reference: ReferenceProfile, # the model version's reference profile
-    frame: pd.DataFrame, # traffic in time order (an `audit_frame`)
-    settings: Settings | None = None, # `[drift]` and paths
-    model_name: str | None = None, # the registered model to tag
-    model_version: str | None = None, # its version
-    fire: bool = True, # emit events and move the watermark (False: only report what would fire)
-    since: pd.Timestamp | str | None = None, # test only windows ending after this time (a timestamp, or a duration such as `24h`)
-    rescan: bool = False, # ignore the watermark and test every window again (emitted events still are not emitted again)
-    **kwargs, # passed to `monitor`
+    reference: ReferenceProfile,  # the model version's reference profile
+    frame: pd.DataFrame,  # traffic in time order (an `audit_frame`)
+    settings: Settings | None = None,  # `[drift]` and paths
+    model_name: str | None = None,  # the registered model to tag
+    model_version: str | None = None,  # its version
+    fire: bool = True,  # emit events and move the watermark (False: only report what would fire)
+    since: pd.Timestamp
+    | str
+    | None = None,  # test only windows ending after this time (a timestamp, or a duration such as `24h`)
+    rescan: bool = False,  # ignore the watermark and test every window again (emitted events still are not emitted again)
+    **kwargs,  # passed to `monitor`
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Test the windows of `frame` that no earlier run tested and emit retrain events per the `[drift]` policy."""
     settings = settings or get_settings()
@@ -281,25 +418,49 @@ def run_monitor(
     new = history[["window", "start", "end", "drift", "max_effect"]].assign(fired=False)
     new["start"], new["end"] = new["start"].map(_iso), new["end"].map(_iso)
     earlier = pd.DataFrame(mark.get("recent", []), columns=new.columns)
-    earlier = earlier[~earlier["start"].isin(set(new["start"].dropna()))] # a grown window's new result replaces the old one
-    windows = pd.concat([earlier, new], ignore_index=True).astype({"drift": bool, "fired": bool, "max_effect": float})
+    earlier = earlier[
+        ~earlier["start"].isin(set(new["start"].dropna()))
+    ]  # a grown window's new result replaces the old one
+    windows = pd.concat([earlier, new], ignore_index=True).astype(
+        {"drift": bool, "fired": bool, "max_effect": float}
+    )
     fired = np.flatnonzero(windows["fired"].to_numpy())
-    last_fired, emitted, events = (int(fired[-1]) if len(fired) else -10**9), emitted_event_ids(paths.state), []
+    last_fired, emitted, events = (
+        (int(fired[-1]) if len(fired) else -(10**9)),
+        emitted_event_ids(paths.state),
+        [],
+    )
     for i in range(len(earlier), len(windows)):
-        if i - last_fired < policy.windows: continue
-        event = policy.evaluate(windows.iloc[:i + 1], model_name, model_version)
-        if event is None: continue
+        if i - last_fired < policy.windows:
+            continue
+        event = policy.evaluate(windows.iloc[: i + 1], model_name, model_version)
+        if event is None:
+            continue
         last_fired, windows.loc[i, "fired"] = i, True
         outcome = {"event": event.to_dict(), "already_emitted": event.event_id in emitted}
         if fire and not outcome["already_emitted"]:
             tracking = settings.mlflow.tracking_uri or f"sqlite:///{paths.mlflow_db}"
-            outcome.update(emit_event(event, paths.state, tracking_uri=tracking,
-                                      retrain_command=settings.drift.retrain_command, webhook_url=settings.drift.webhook_url))
+            outcome.update(
+                emit_event(
+                    event,
+                    paths.state,
+                    tracking_uri=tracking,
+                    retrain_command=settings.drift.retrain_command,
+                    webhook_url=settings.drift.webhook_url,
+                )
+            )
         events.append(outcome)
     if fire and len(history):
         ends = [e for e in new["end"] if e is not None]
-        write_watermark(paths.state, model_name, model_version,
-                        {"window": history["window"].iloc[-1], "end": max(ends, key=pd.Timestamp) if ends else None,
-                         "tested_at": _iso(pd.Timestamp.now(tz="UTC")),
-                         "recent": json.loads(windows.tail(policy.windows).to_json(orient="records"))})
+        write_watermark(
+            paths.state,
+            model_name,
+            model_version,
+            {
+                "window": history["window"].iloc[-1],
+                "end": max(ends, key=pd.Timestamp) if ends else None,
+                "tested_at": _iso(pd.Timestamp.now(tz="UTC")),
+                "recent": json.loads(windows.tail(policy.windows).to_json(orient="records")),
+            },
+        )
     return history, events

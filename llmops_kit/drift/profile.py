@@ -6,18 +6,31 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['AUDIT_NUMERIC', 'AUDIT_CATEGORICAL', 'FORMAT_VERSION', 'PROFILE_TAG', 'audit_row', 'audit_files', 'audit_frame',
-           'load_traffic', 'synthetic_queries', 'NumericSummary', 'ReferenceProfile', 'log_profile_to_mlflow',
-           'load_profile_from_mlflow']
+__all__ = [
+    "AUDIT_NUMERIC",
+    "AUDIT_CATEGORICAL",
+    "FORMAT_VERSION",
+    "PROFILE_TAG",
+    "audit_row",
+    "audit_files",
+    "audit_frame",
+    "load_traffic",
+    "synthetic_queries",
+    "NumericSummary",
+    "ReferenceProfile",
+    "log_profile_to_mlflow",
+    "load_profile_from_mlflow",
+]
 
 # %% ../../nbs/drift/01_profile.ipynb #10714271
 import datetime as dt
 import gzip
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 # %% ../../nbs/drift/01_profile.ipynb #6d174b8f
 import numpy as np
@@ -25,138 +38,240 @@ import pandas as pd
 from fastcore.basics import patch
 
 # %% ../../nbs/drift/01_profile.ipynb #e9581fc5
-from ..core import InferenceRecord, InputError, shared_data_dir
+from ..core import InferenceRecord
+from ..errors import InputError
 
 # %% ../../nbs/drift/01_profile.ipynb #0968dabe
-AUDIT_NUMERIC = ("prompt_length", "response_length", "prompt_tokens", "completion_tokens", "latency_ms", "cost_usd")
+AUDIT_NUMERIC = (
+    "prompt_length",
+    "response_length",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_ms",
+    "cost_usd",
+)
 AUDIT_CATEGORICAL = ("intent", "model_version", "guardrail_action", "outcome")
+
 
 # %% ../../nbs/drift/01_profile.ipynb #7468a350
 def _guardrail_action(verdicts: list[dict[str, Any]]) -> str:
     """The strongest action among guardrail verdicts: block > redact/flag > allow; `none` without verdicts."""
     actions = [str(v.get("action") or v.get("verdict") or "allow") for v in verdicts if isinstance(v, dict)]
-    if not actions: return "none"
+    if not actions:
+        return "none"
     for strongest in ("block", "redact", "flag", "warn"):
-        if strongest in actions: return strongest
+        if strongest in actions:
+            return strongest
     return actions[0]
+
 
 # %% ../../nbs/drift/01_profile.ipynb #8ebf075e
 def audit_row(record: InferenceRecord) -> dict[str, Any]:
     """One flat row of the fields drift monitoring uses."""
     pred = record.prediction or {}
-    return {"ts": record.ts, "request_id": record.request_id, "status": record.status, "outcome": record.outcome,
-            "model_version": record.model_version, "text": record.input.text if record.input else None,
-            "prompt_length": record.input.length if record.input else None,
-            "response_length": record.output.length if record.output else None,
-            "prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
-            "latency_ms": record.latency_ms, "cost_usd": record.cost_usd,
-            "intent": pred.get("intent"), "confidence": pred.get("confidence"),
-            "guardrail_action": _guardrail_action(record.guardrails)}
+    return {
+        "ts": record.ts,
+        "request_id": record.request_id,
+        "status": record.status,
+        "outcome": record.outcome,
+        "model_version": record.model_version,
+        "text": record.input.text if record.input else None,
+        "prompt_length": record.input.length if record.input else None,
+        "response_length": record.output.length if record.output else None,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "latency_ms": record.latency_ms,
+        "cost_usd": record.cost_usd,
+        "intent": pred.get("intent"),
+        "confidence": pred.get("confidence"),
+        "guardrail_action": _guardrail_action(record.guardrails),
+    }
+
 
 # %% ../../nbs/drift/01_profile.ipynb #61bd8c61
 def audit_files(path: str | os.PathLike) -> list[Path]:
     """The `*.jsonl` and `*.jsonl.gz` files of an audit log folder, in name order."""
     p = Path(path)
-    if not p.is_dir(): raise InputError(f"{p}: no such audit log folder")
-    return sorted([f for f in p.iterdir() if f.name.endswith((".jsonl", ".jsonl.gz")) and f.is_file()], key=lambda f: f.name)
+    if not p.is_dir():
+        raise InputError(f"{p}: no such audit log folder")
+    return sorted(
+        [f for f in p.iterdir() if f.name.endswith((".jsonl", ".jsonl.gz")) and f.is_file()],
+        key=lambda f: f.name,
+    )
+
 
 # %% ../../nbs/drift/01_profile.ipynb #57c10eb7
 def audit_frame(
-    path: str | os.PathLike, # an audit log folder of `*.jsonl` (or `.jsonl.gz`) files
+    path: str | os.PathLike,  # an audit log folder of `*.jsonl` (or `.jsonl.gz`) files
 ) -> pd.DataFrame:
     """Read an audit log folder into a DataFrame with one row per request, oldest file first."""
     files = audit_files(path)
-    if not files: raise InputError(f"{path}: no *.jsonl files in this audit log folder")
+    if not files:
+        raise InputError(f"{path}: no *.jsonl files in this audit log folder")
     rows = []
     for f in files:
         opener = gzip.open if f.name.endswith(".gz") else open
         with opener(f, "rt", encoding="utf-8") as fh:
             for i, line in enumerate(fh, 1):
-                if not line.strip(): continue
-                try: rows.append(audit_row(InferenceRecord.from_dict(json.loads(line))))
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(audit_row(InferenceRecord.from_dict(json.loads(line))))
                 except (json.JSONDecodeError, TypeError) as e:
                     raise InputError(f"{f}:{i}: not an inference record: {str(e).splitlines()[0]}") from None
-                except InputError as e: raise InputError(f"{f}:{i}: {e}") from None
+                except InputError as e:
+                    raise InputError(f"{f}:{i}: {e}") from None
     df = pd.DataFrame(rows, columns=list(audit_row(InferenceRecord("", "", "", 0, "ok"))))
     df["ts"] = pd.to_datetime(df["ts"], utc=True, errors="coerce", format="ISO8601")
     return df
 
+
 # %% ../../nbs/drift/01_profile.ipynb #5172cc3e
 def load_traffic(
-    path: str | os.PathLike, # a .csv, .jsonl or .parquet file, or an audit log folder
+    path: str | os.PathLike,  # a .csv, .jsonl or .parquet file, or an audit log folder
 ) -> pd.DataFrame:
     """Read reference or current traffic from a table file or an audit log folder."""
     from llmops_kit.core import read_table
+
     p = Path(path)
-    if p.is_dir(): return audit_frame(p)
-    if not p.exists(): raise InputError(f"{p}: no such file or folder")
+    if p.is_dir():
+        return audit_frame(p)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
     return read_table(p)
+
 
 # %% ../../nbs/drift/01_profile.ipynb #191b6b87
 _TEMPLATES: dict[str, list[str]] = {
-    "card_arrival": ["when will my new card arrive", "my {card} still has not arrived", "how long does it take for the {card} to be delivered",
-                     "i ordered a card {when} and it is not here yet", "can you track the delivery of my {card}", "where is my {card}"],
-    "exchange_rate": ["what exchange rate do you use for {cur}", "how much will i get if i change {amt} into {cur}",
-                      "is the {cur} rate today a good one", "why was the exchange rate on my {cur} payment so bad",
-                      "do you add a fee on top of the {cur} exchange rate", "where can i see the current rate for {cur}"],
-    "compromised_card": ["i think someone has used my {card} without me", "there are payments i did not make on my {card}",
-                         "my card details were stolen {when}", "someone else knows my {card} number", "how do i report fraud on my card",
-                         "i gave my card details to a fake website"],
-    "lost_or_stolen_card": ["i lost my {card}", "my {card} was stolen {when}", "i cannot find my card anywhere",
-                            "how do i block a card that was stolen", "my wallet with my {card} is gone", "i left my card in a shop {when}"],
-    "pin_blocked": ["my pin is blocked", "i typed the wrong pin too many times", "how can i unblock my {card} pin",
-                    "the atm says my pin is locked", "i forgot my pin and now the card is blocked", "can you reset my blocked pin"],
-    "top_up_failed": ["my top up did not work", "why did my top up of {amt} fail", "the top up was declined {when}",
-                      "i tried to top up with my {card} but it failed", "top up keeps failing", "my account was not topped up"],
-    "top_up_by_card_charge": ["why was i charged for topping up with my {card}", "is there a fee to top up by card",
-                              "i paid extra when i topped up {amt}", "how much does a card top up cost"],
-    "top_up_reverted": ["my top up was reversed", "the {amt} i topped up disappeared", "why did my top up get cancelled {when}",
-                        "the money from my top up went back to my {card}"],
-    "balance_not_updated": ["my balance has not updated after the transfer", "i sent {amt} {when} but my balance is the same",
-                            "why does my balance not show the payment", "the deposit is not in my balance yet"],
-    "declined_transfer": ["my transfer of {amt} was declined", "why was my transfer rejected {when}", "i cannot send money to my friend",
-                          "the bank transfer keeps failing"],
+    "card_arrival": [
+        "when will my new card arrive",
+        "my {card} still has not arrived",
+        "how long does it take for the {card} to be delivered",
+        "i ordered a card {when} and it is not here yet",
+        "can you track the delivery of my {card}",
+        "where is my {card}",
+    ],
+    "exchange_rate": [
+        "what exchange rate do you use for {cur}",
+        "how much will i get if i change {amt} into {cur}",
+        "is the {cur} rate today a good one",
+        "why was the exchange rate on my {cur} payment so bad",
+        "do you add a fee on top of the {cur} exchange rate",
+        "where can i see the current rate for {cur}",
+    ],
+    "compromised_card": [
+        "i think someone has used my {card} without me",
+        "there are payments i did not make on my {card}",
+        "my card details were stolen {when}",
+        "someone else knows my {card} number",
+        "how do i report fraud on my card",
+        "i gave my card details to a fake website",
+    ],
+    "lost_or_stolen_card": [
+        "i lost my {card}",
+        "my {card} was stolen {when}",
+        "i cannot find my card anywhere",
+        "how do i block a card that was stolen",
+        "my wallet with my {card} is gone",
+        "i left my card in a shop {when}",
+    ],
+    "pin_blocked": [
+        "my pin is blocked",
+        "i typed the wrong pin too many times",
+        "how can i unblock my {card} pin",
+        "the atm says my pin is locked",
+        "i forgot my pin and now the card is blocked",
+        "can you reset my blocked pin",
+    ],
+    "top_up_failed": [
+        "my top up did not work",
+        "why did my top up of {amt} fail",
+        "the top up was declined {when}",
+        "i tried to top up with my {card} but it failed",
+        "top up keeps failing",
+        "my account was not topped up",
+    ],
+    "top_up_by_card_charge": [
+        "why was i charged for topping up with my {card}",
+        "is there a fee to top up by card",
+        "i paid extra when i topped up {amt}",
+        "how much does a card top up cost",
+    ],
+    "top_up_reverted": [
+        "my top up was reversed",
+        "the {amt} i topped up disappeared",
+        "why did my top up get cancelled {when}",
+        "the money from my top up went back to my {card}",
+    ],
+    "balance_not_updated": [
+        "my balance has not updated after the transfer",
+        "i sent {amt} {when} but my balance is the same",
+        "why does my balance not show the payment",
+        "the deposit is not in my balance yet",
+    ],
+    "declined_transfer": [
+        "my transfer of {amt} was declined",
+        "why was my transfer rejected {when}",
+        "i cannot send money to my friend",
+        "the bank transfer keeps failing",
+    ],
 }
-_SLOTS = {"card": ["card", "debit card", "visa card", "mastercard", "new card", "virtual card"],
-          "when": ["yesterday", "last week", "this morning", "two days ago", "a week ago", "on monday"],
-          "cur": ["euros", "dollars", "pounds", "yen", "swiss francs", "dollars for my trip"],
-          "amt": ["50 euros", "100 pounds", "20 dollars", "200 euros", "£30", "$75"]}
+_SLOTS = {
+    "card": ["card", "debit card", "visa card", "mastercard", "new card", "virtual card"],
+    "when": ["yesterday", "last week", "this morning", "two days ago", "a week ago", "on monday"],
+    "cur": ["euros", "dollars", "pounds", "yen", "swiss francs", "dollars for my trip"],
+    "amt": ["50 euros", "100 pounds", "20 dollars", "200 euros", "£30", "$75"],
+}
 _PREFIXES = ["", "", "", "hi, ", "hello, ", "please help, ", "quick question: "]
 _SUFFIXES = ["", "", "", "?", " please", ", what should i do?", ". thanks"]
 
+
 # %% ../../nbs/drift/01_profile.ipynb #3ec14ecf
 def synthetic_queries(
-    n: int, # number of queries to draw
-    seed: int = 0, # seed of the random draw
-    intents: Sequence[str] | None = None, # intents to draw from; default: all templated intents
-    weights: Sequence[float] | None = None, # relative frequency of each of `intents`; default: uniform
+    n: int,  # number of queries to draw
+    seed: int = 0,  # seed of the random draw
+    intents: Sequence[str] | None = None,  # intents to draw from; default: all templated intents
+    weights: Sequence[float] | None = None,  # relative frequency of each of `intents`; default: uniform
 ) -> pd.DataFrame:
     """Draw `n` independent banking queries from per-intent templates, as a `text`, `category` frame like BANKING77's."""
     intents = list(intents) if intents is not None else list(_TEMPLATES)
     unknown = [c for c in intents if c not in _TEMPLATES]
-    if unknown: raise InputError(f"synthetic_queries: no templates for intents {unknown}; known: {sorted(_TEMPLATES)}")
+    if unknown:
+        raise InputError(
+            f"synthetic_queries: no templates for intents {unknown}; known: {sorted(_TEMPLATES)}"
+        )
     if weights is not None and (len(weights) != len(intents) or min(weights) < 0 or sum(weights) <= 0):
-        raise InputError(f"synthetic_queries: weights must be {len(intents)} non-negative numbers, not all zero; got {list(weights)}")
+        raise InputError(
+            f"synthetic_queries: weights must be {len(intents)} non-negative numbers, not all zero; got {list(weights)}"
+        )
     rng = np.random.default_rng(seed)
     p = None if weights is None else np.asarray(weights, float) / sum(weights)
     cats = rng.choice(intents, n, p=p)
     pick = lambda xs: xs[rng.integers(len(xs))]
-    texts = [pick(_PREFIXES) + pick(_TEMPLATES[c]).format(**{k: pick(v) for k, v in _SLOTS.items()}) + pick(_SUFFIXES) for c in cats]
+    texts = [
+        pick(_PREFIXES)
+        + pick(_TEMPLATES[c]).format(**{k: pick(v) for k, v in _SLOTS.items()})
+        + pick(_SUFFIXES)
+        for c in cats
+    ]
     return pd.DataFrame({"text": texts, "category": cats})
+
 
 # %% ../../nbs/drift/01_profile.ipynb #0e2e6312
 FORMAT_VERSION = 1
+
 
 # %% ../../nbs/drift/01_profile.ipynb #66611be6
 @dataclass
 class NumericSummary:
     """A numeric column of the reference: a value sample plus its moments and quantiles."""
-    values: np.ndarray # a random sample of the non-missing values
-    count: int # non-missing values in the full reference
-    missing: int # missing values in the full reference
+
+    values: np.ndarray  # a random sample of the non-missing values
+    count: int  # non-missing values in the full reference
+    missing: int  # missing values in the full reference
     mean: float
     std: float
-    quantiles: dict[str, float] = field(default_factory=dict) # p01, p05, p25, p50, p75, p95, p99
+    quantiles: dict[str, float] = field(default_factory=dict)  # p01, p05, p25, p50, p75, p95, p99
 
     @classmethod
     def of(cls, series: pd.Series, max_values: int, rng: np.random.Generator) -> NumericSummary:
@@ -164,63 +279,93 @@ class NumericSummary:
         v = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
         ok = v[np.isfinite(v)]
         sample = ok if len(ok) <= max_values else rng.choice(ok, max_values, replace=False)
-        qs = {f"p{int(q*100):02d}": float(np.quantile(ok, q)) for q in (.01, .05, .25, .5, .75, .95, .99)} if len(ok) else {}
-        return cls(values=sample, count=len(ok), missing=len(v) - len(ok), mean=float(ok.mean()) if len(ok) else float("nan"),
-                   std=float(ok.std()) if len(ok) else float("nan"), quantiles=qs)
+        qs = (
+            {
+                f"p{int(q * 100):02d}": float(np.quantile(ok, q))
+                for q in (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+            }
+            if len(ok)
+            else {}
+        )
+        return cls(
+            values=sample,
+            count=len(ok),
+            missing=len(v) - len(ok),
+            mean=float(ok.mean()) if len(ok) else float("nan"),
+            std=float(ok.std()) if len(ok) else float("nan"),
+            quantiles=qs,
+        )
+
 
 # %% ../../nbs/drift/01_profile.ipynb #18786286
-def _columns(df: pd.DataFrame, asked: Sequence[str] | None, defaults: Sequence[str], numeric: bool) -> list[str]:
+def _columns(
+    df: pd.DataFrame, asked: Sequence[str] | None, defaults: Sequence[str], numeric: bool
+) -> list[str]:
     """The columns to profile: those asked for (all must exist), else the defaults present in `df`."""
     if asked is not None:
         missing = [c for c in asked if c not in df.columns]
-        if missing: raise InputError(f"missing column(s) {', '.join(map(repr, missing))}; found {', '.join(map(repr, df.columns))}")
+        if missing:
+            raise InputError(
+                f"missing column(s) {', '.join(map(repr, missing))}; found {', '.join(map(repr, df.columns))}"
+            )
         return list(asked)
     present = [c for c in defaults if c in df.columns and df[c].notna().any()]
     return [c for c in present if pd.api.types.is_numeric_dtype(df[c])] if numeric else present
+
 
 # %% ../../nbs/drift/01_profile.ipynb #c14c6af5
 @dataclass
 class ReferenceProfile:
     """Reference traffic: an embedding sample, numeric summaries and categorical counts."""
-    n_rows: int # rows of the reference traffic
-    text_column: str | None # the column the embeddings were computed from
-    embeddings: np.ndarray | None # (k, dim) float32 sample of text embeddings, or None
-    texts: list[str] = field(default_factory=list) # the texts of the embedding sample
+
+    n_rows: int  # rows of the reference traffic
+    text_column: str | None  # the column the embeddings were computed from
+    embeddings: np.ndarray | None  # (k, dim) float32 sample of text embeddings, or None
+    texts: list[str] = field(default_factory=list)  # the texts of the embedding sample
     numeric: dict[str, NumericSummary] = field(default_factory=dict)
-    categorical: dict[str, dict[str, int]] = field(default_factory=dict) # column -> category -> count
-    model_id: str | None = None # the embedding model
-    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    meta: dict[str, Any] = field(default_factory=dict) # free-form: source, model version...
+    categorical: dict[str, dict[str, int]] = field(default_factory=dict)  # column -> category -> count
+    model_id: str | None = None  # the embedding model
+    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    meta: dict[str, Any] = field(default_factory=dict)  # free-form: source, model version...
     format_version: int = FORMAT_VERSION
 
     def __repr__(self) -> str:
         emb = "none" if self.embeddings is None else "x".join(map(str, self.embeddings.shape))
-        return (f"ReferenceProfile(n_rows={self.n_rows}, embeddings={emb}, numeric={list(self.numeric)}, "
-                f"categorical={list(self.categorical)})")
+        return (
+            f"ReferenceProfile(n_rows={self.n_rows}, embeddings={emb}, numeric={list(self.numeric)}, "
+            f"categorical={list(self.categorical)})"
+        )
+
 
 # %% ../../nbs/drift/01_profile.ipynb #e19b9d1b
 def _text_sample(df: pd.DataFrame, text_column: str, max_rows: int, rng: np.random.Generator) -> np.ndarray:
     """Row positions of a random sample of at most `max_rows` non-missing texts, in original order."""
     if text_column not in df.columns:
-        raise InputError(f"missing column {text_column!r}; found {', '.join(map(repr, df.columns))}; "
-                         f"pass the text column's name (--text-column)")
-    ok = np.flatnonzero(df[text_column].map(lambda t: isinstance(t, str) and t.strip() != "").to_numpy(dtype=bool))
+        raise InputError(
+            f"missing column {text_column!r}; found {', '.join(map(repr, df.columns))}; "
+            f"pass the text column's name (--text-column)"
+        )
+    ok = np.flatnonzero(
+        df[text_column].map(lambda t: isinstance(t, str) and t.strip() != "").to_numpy(dtype=bool)
+    )
     return ok if len(ok) <= max_rows else np.sort(rng.choice(ok, max_rows, replace=False))
+
 
 # %% ../../nbs/drift/01_profile.ipynb #4e35c784
 @patch(cls_method=True)
-def from_frame(cls: ReferenceProfile,
-               df: pd.DataFrame, # reference traffic, one row per request
-               text_column: str | None = "text", # column of prompt texts; None skips embeddings
-               embedder=None, # an `Embedder`; default: the cached `default_embedder()`
-               numeric_columns: Sequence[str] | None = None, # default: the audit log's numeric columns present
-               categorical_columns: Sequence[str] | None = None, # default: the audit log's categorical columns present
-               max_embeddings: int = 5000, # embeddings kept in the profile
-               max_values: int = 10000, # values kept per numeric column
-               seed: int = 0, # seed of the random samples
-               embeddings: np.ndarray | None = None, # precomputed embeddings of all rows of `df` (skips the embedder)
-               meta: dict[str, Any] | None = None, # free-form metadata saved with the profile
-              ) -> ReferenceProfile:
+def from_frame(
+    cls: ReferenceProfile,
+    df: pd.DataFrame,  # reference traffic, one row per request
+    text_column: str | None = "text",  # column of prompt texts; None skips embeddings
+    embedder=None,  # an `Embedder`; default: the cached `default_embedder()`
+    numeric_columns: Sequence[str] | None = None,  # default: the audit log's numeric columns present
+    categorical_columns: Sequence[str] | None = None,  # default: the audit log's categorical columns present
+    max_embeddings: int = 5000,  # embeddings kept in the profile
+    max_values: int = 10000,  # values kept per numeric column
+    seed: int = 0,  # seed of the random samples
+    embeddings: np.ndarray | None = None,  # precomputed embeddings of all rows of `df` (skips the embedder)
+    meta: dict[str, Any] | None = None,  # free-form metadata saved with the profile
+) -> ReferenceProfile:
     """Fit a reference profile on a DataFrame of traffic."""
     rng = np.random.default_rng(seed)
     emb, texts, model_id = None, [], None
@@ -228,110 +373,189 @@ def from_frame(cls: ReferenceProfile,
         rows = _text_sample(df, text_column, max_embeddings, rng)
         texts = df[text_column].iloc[rows].astype(str).tolist()
         if embeddings is not None:
-            if len(embeddings) != len(df): raise InputError(f"embeddings has {len(embeddings)} rows; the frame has {len(df)}")
+            if len(embeddings) != len(df):
+                raise InputError(f"embeddings has {len(embeddings)} rows; the frame has {len(df)}")
             emb = np.asarray(embeddings, dtype=np.float32)[rows]
         elif texts:
             if embedder is None:
                 from llmops_kit.embeddings import default_embedder
+
                 embedder = default_embedder()
             emb, model_id = embedder.encode(texts), getattr(embedder, "model_id", None)
-        if emb is not None and len(emb) == 0: emb = None
-    numeric = {c: NumericSummary.of(df[c], max_values, rng) for c in _columns(df, numeric_columns, AUDIT_NUMERIC, True)}
-    categorical = {c: {str(k): int(v) for k, v in df[c].fillna("<missing>").astype(str).value_counts().items()}
-                   for c in _columns(df, categorical_columns, AUDIT_CATEGORICAL, False)}
-    return cls(n_rows=len(df), text_column=text_column, embeddings=emb, texts=texts if emb is not None else [],
-               numeric=numeric, categorical=categorical, model_id=model_id, meta=dict(meta or {}))
+        if emb is not None and len(emb) == 0:
+            emb = None
+    numeric = {
+        c: NumericSummary.of(df[c], max_values, rng)
+        for c in _columns(df, numeric_columns, AUDIT_NUMERIC, True)
+    }
+    categorical = {
+        c: {str(k): int(v) for k, v in df[c].fillna("<missing>").astype(str).value_counts().items()}
+        for c in _columns(df, categorical_columns, AUDIT_CATEGORICAL, False)
+    }
+    return cls(
+        n_rows=len(df),
+        text_column=text_column,
+        embeddings=emb,
+        texts=texts if emb is not None else [],
+        numeric=numeric,
+        categorical=categorical,
+        model_id=model_id,
+        meta=dict(meta or {}),
+    )
+
 
 # %% ../../nbs/drift/01_profile.ipynb #142a5a37
 @patch
-def save(self: ReferenceProfile,
-         path: str | os.PathLike, # the folder to write (created when missing)
-        ) -> Path:
+def save(
+    self: ReferenceProfile,
+    path: str | os.PathLike,  # the folder to write (created when missing)
+) -> Path:
     """Write the profile to folder `path` (`profile.json` plus `.npy` arrays); returns the folder."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    if self.embeddings is not None: np.save(out / "embeddings.npy", self.embeddings.astype(np.float32))
+    if self.embeddings is not None:
+        np.save(out / "embeddings.npy", self.embeddings.astype(np.float32))
     numeric = {}
     for i, (name, s) in enumerate(self.numeric.items()):
         np.save(out / f"numeric_{i}.npy", s.values.astype(np.float64))
-        numeric[name] = {"file": f"numeric_{i}.npy", "count": s.count, "missing": s.missing, "mean": s.mean,
-                         "std": s.std, "quantiles": s.quantiles}
-    doc = {"format_version": self.format_version, "kind": "llmops-kit reference profile", "n_rows": self.n_rows,
-           "text_column": self.text_column, "model_id": self.model_id, "created_at": self.created_at, "meta": self.meta,
-           "embeddings": None if self.embeddings is None else {"file": "embeddings.npy", "shape": list(self.embeddings.shape)},
-           "texts": self.texts, "numeric": numeric, "categorical": self.categorical}
-    (out / "profile.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False, default=float), encoding="utf-8")
+        numeric[name] = {
+            "file": f"numeric_{i}.npy",
+            "count": s.count,
+            "missing": s.missing,
+            "mean": s.mean,
+            "std": s.std,
+            "quantiles": s.quantiles,
+        }
+    doc = {
+        "format_version": self.format_version,
+        "kind": "llmops-kit reference profile",
+        "n_rows": self.n_rows,
+        "text_column": self.text_column,
+        "model_id": self.model_id,
+        "created_at": self.created_at,
+        "meta": self.meta,
+        "embeddings": None
+        if self.embeddings is None
+        else {"file": "embeddings.npy", "shape": list(self.embeddings.shape)},
+        "texts": self.texts,
+        "numeric": numeric,
+        "categorical": self.categorical,
+    }
+    (out / "profile.json").write_text(
+        json.dumps(doc, indent=1, ensure_ascii=False, default=float), encoding="utf-8"
+    )
     return out
+
 
 # %% ../../nbs/drift/01_profile.ipynb #7fc987f7
 @patch(cls_method=True)
-def load(cls: ReferenceProfile,
-         path: str | os.PathLike, # a folder written by `save`
-        ) -> ReferenceProfile:
+def load(
+    cls: ReferenceProfile,
+    path: str | os.PathLike,  # a folder written by `save`
+) -> ReferenceProfile:
     """Read a profile folder written by `save`."""
     folder = Path(path)
     meta_file = folder / "profile.json"
-    if not meta_file.is_file(): raise InputError(f"{folder}: not a reference profile (no profile.json)")
-    try: doc = json.loads(meta_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e: raise InputError(f"{meta_file}: not valid JSON: {e}") from None
+    if not meta_file.is_file():
+        raise InputError(f"{folder}: not a reference profile (no profile.json)")
+    try:
+        doc = json.loads(meta_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{meta_file}: not valid JSON: {e}") from None
     version = doc.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise InputError(f"{meta_file}: profile format_version {version!r} is newer than this llmops-kit reads "
-                         f"({FORMAT_VERSION}); upgrade llmops-kit")
+        raise InputError(
+            f"{meta_file}: profile format_version {version!r} is newer than this llmops-kit reads "
+            f"({FORMAT_VERSION}); upgrade llmops-kit"
+        )
     emb = np.load(folder / doc["embeddings"]["file"]) if doc.get("embeddings") else None
-    numeric = {name: NumericSummary(values=np.load(folder / s["file"]), count=s["count"], missing=s["missing"],
-                                    mean=s["mean"], std=s["std"], quantiles=s["quantiles"]) for name, s in doc["numeric"].items()}
-    return cls(n_rows=doc["n_rows"], text_column=doc["text_column"], embeddings=emb, texts=doc.get("texts", []),
-               numeric=numeric, categorical=doc["categorical"], model_id=doc.get("model_id"),
-               created_at=doc["created_at"], meta=doc.get("meta", {}), format_version=version)
+    numeric = {
+        name: NumericSummary(
+            values=np.load(folder / s["file"]),
+            count=s["count"],
+            missing=s["missing"],
+            mean=s["mean"],
+            std=s["std"],
+            quantiles=s["quantiles"],
+        )
+        for name, s in doc["numeric"].items()
+    }
+    return cls(
+        n_rows=doc["n_rows"],
+        text_column=doc["text_column"],
+        embeddings=emb,
+        texts=doc.get("texts", []),
+        numeric=numeric,
+        categorical=doc["categorical"],
+        model_id=doc.get("model_id"),
+        created_at=doc["created_at"],
+        meta=doc.get("meta", {}),
+        format_version=version,
+    )
+
 
 # %% ../../nbs/drift/01_profile.ipynb #0b995472
 @patch(cls_method=True)
-def from_audit_log(cls: ReferenceProfile,
-                   path: str | os.PathLike, # an audit log folder
-                   **kwargs, # passed to `from_frame`
-                  ) -> ReferenceProfile:
+def from_audit_log(
+    cls: ReferenceProfile,
+    path: str | os.PathLike,  # an audit log folder
+    **kwargs,  # passed to `from_frame`
+) -> ReferenceProfile:
     """Fit a reference profile on an audit log folder."""
     return cls.from_frame(audit_frame(path), **{"meta": {"source": str(path)}, **kwargs})
+
 
 # %% ../../nbs/drift/01_profile.ipynb #455ef407
 PROFILE_TAG = "llmops.drift_profile"
 
+
 # %% ../../nbs/drift/01_profile.ipynb #ff8a101b
 def log_profile_to_mlflow(
-    profile: ReferenceProfile, # the profile to attach
-    run_id: str | None = None, # the run to log to; default: the model version's run
-    model_name: str | None = None, # a registered model name, to tag its version
-    version: str | int | None = None, # the registered model version to tag
-    artifact_path: str = "drift_profile", # folder of the artifacts inside the run
-    tracking_uri: str | None = None, # default: mlflow's current tracking URI
+    profile: ReferenceProfile,  # the profile to attach
+    run_id: str | None = None,  # the run to log to; default: the model version's run
+    model_name: str | None = None,  # a registered model name, to tag its version
+    version: str | int | None = None,  # the registered model version to tag
+    artifact_path: str = "drift_profile",  # folder of the artifacts inside the run
+    tracking_uri: str | None = None,  # default: mlflow's current tracking URI
 ) -> str:
     """Log `profile` as artifacts of an MLflow run and tag the model version; returns the artifact URI."""
     import tempfile as _tempfile
+
     from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     if model_name is not None and version is not None and run_id is None:
         run_id = client.get_model_version(model_name, str(version)).run_id
-    if run_id is None: raise InputError("log_profile_to_mlflow needs a run_id, or a model_name and version whose run holds it")
+    if run_id is None:
+        raise InputError(
+            "log_profile_to_mlflow needs a run_id, or a model_name and version whose run holds it"
+        )
     with _tempfile.TemporaryDirectory() as d:
         client.log_artifacts(run_id, str(profile.save(Path(d) / artifact_path)), artifact_path)
     uri = f"runs:/{run_id}/{artifact_path}"
-    if model_name is not None and version is not None: client.set_model_version_tag(model_name, str(version), PROFILE_TAG, uri)
+    if model_name is not None and version is not None:
+        client.set_model_version_tag(model_name, str(version), PROFILE_TAG, uri)
     return uri
+
 
 # %% ../../nbs/drift/01_profile.ipynb #7e2fcd1d
 def load_profile_from_mlflow(
-    uri: str, # `runs:/<run_id>/drift_profile`, or `models:/<name>/<version>` of a tagged version
-    tracking_uri: str | None = None, # default: mlflow's current tracking URI
+    uri: str,  # `runs:/<run_id>/drift_profile`, or `models:/<name>/<version>` of a tagged version
+    tracking_uri: str | None = None,  # default: mlflow's current tracking URI
 ) -> ReferenceProfile:
     """Download a profile logged by `log_profile_to_mlflow`."""
     import tempfile as _tempfile
+
     import mlflow
     from mlflow.tracking import MlflowClient
+
     if uri.startswith("models:/"):
-        name, _, version = uri[len("models:/"):].partition("/")
-        mv = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).get_model_version(name, version)
-        if PROFILE_TAG not in mv.tags: raise InputError(f"{uri} has no {PROFILE_TAG} tag; log a profile with log_profile_to_mlflow")
+        name, _, version = uri[len("models:/") :].partition("/")
+        mv = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).get_model_version(
+            name, version
+        )
+        if PROFILE_TAG not in mv.tags:
+            raise InputError(f"{uri} has no {PROFILE_TAG} tag; log a profile with log_profile_to_mlflow")
         uri = mv.tags[PROFILE_TAG]
     with _tempfile.TemporaryDirectory() as d:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=d, tracking_uri=tracking_uri)

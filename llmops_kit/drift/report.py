@@ -6,19 +6,27 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['MIN_ROWS', 'EMBEDDING_TESTS', 'DEFAULT_EMBEDDING_TESTS', 'DriftReport', 'check_drift', 'plot_tests',
-           'plot_projection']
+__all__ = [
+    "MIN_ROWS",
+    "EMBEDDING_TESTS",
+    "DEFAULT_EMBEDDING_TESTS",
+    "DriftReport",
+    "check_drift",
+    "plot_tests",
+    "plot_projection",
+]
 
 # %% ../../nbs/drift/03_report.ipynb #5dbaf2be
 import base64
 import datetime as dt
-from functools import cache
 import io
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 # %% ../../nbs/drift/03_report.ipynb #b5985ac6
 import jinja2
@@ -27,25 +35,42 @@ import pandas as pd
 from fastcore.basics import patch
 
 # %% ../../nbs/drift/03_report.ipynb #84db2a71
-from ..core import InputError, Settings, get_settings
+from ..core import Settings, get_settings
 from .profile import ReferenceProfile
-from .stats import (TestResult, chi2_test, classifier_test, combine_min_p, correct, js_test, knn_test, ks_test, mmd_test,
-                                    model_knn_test, model_view, psi_test, share_test, wasserstein_test)
+from llmops_kit.drift.stats import (
+    TestResult,
+    chi2_test,
+    classifier_test,
+    combine_min_p,
+    correct,
+    js_test,
+    knn_test,
+    ks_test,
+    mmd_test,
+    model_knn_test,
+    model_view,
+    psi_test,
+    share_test,
+    wasserstein_test,
+)
+from ..errors import InputError
+
 
 # %% ../../nbs/drift/03_report.ipynb #358f8d51
 @dataclass
 class DriftReport:
     """The corrected results of one drift run, with what its plots need."""
-    results: list[TestResult] # corrected results, one per test
-    alpha: float # level of the run
-    correction: str # `holm`, `bh` or `none`
-    n_reference: int # reference rows
-    n_current: int # current rows
+
+    results: list[TestResult]  # corrected results, one per test
+    alpha: float  # level of the run
+    correction: str  # `holm`, `bh` or `none`
+    n_reference: int  # reference rows
+    n_current: int  # current rows
     effect_size_floor: float = 0.0
-    examples: list[dict[str, Any]] = field(default_factory=list) # most current-like rows: text, score
-    reference_embeddings: np.ndarray | None = None # a sample, for the projection plot
-    current_embeddings: np.ndarray | None = None # a sample, for the projection plot
-    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    examples: list[dict[str, Any]] = field(default_factory=list)  # most current-like rows: text, score
+    reference_embeddings: np.ndarray | None = None  # a sample, for the projection plot
+    current_embeddings: np.ndarray | None = None  # a sample, for the projection plot
+    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
     @property
     def drift(self) -> bool:
@@ -56,86 +81,120 @@ class DriftReport:
     def frame(self) -> pd.DataFrame:
         """One row per test: the JSON contract's fields plus the raw p-value."""
         rows = [{**r.to_dict(), "p_raw": r.details.get("p_raw")} for r in self.results]
-        return pd.DataFrame(rows, columns=["name", "kind", "statistic", "p_value", "p_raw", "threshold", "effect_size", "drift"])
+        return pd.DataFrame(
+            rows,
+            columns=["name", "kind", "statistic", "p_value", "p_raw", "threshold", "effect_size", "drift"],
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON contract: drift, alpha, sample sizes and one entry per test."""
-        return {"drift": self.drift, "alpha": float(self.alpha), "n_reference": int(self.n_reference),
-                "n_current": int(self.n_current), "tests": [r.to_dict() for r in self.results]}
+        return {
+            "drift": self.drift,
+            "alpha": float(self.alpha),
+            "n_reference": int(self.n_reference),
+            "n_current": int(self.n_current),
+            "tests": [r.to_dict() for r in self.results],
+        }
 
     def to_json(self, **kwargs) -> str:
         """`to_dict` as one JSON object."""
         return json.dumps(self.to_dict(), **kwargs)
 
-    def _repr_html_(self) -> str: return self.frame.to_html(index=False)
+    def _repr_html_(self) -> str:
+        return self.frame.to_html(index=False)
+
 
 # %% ../../nbs/drift/03_report.ipynb #e4654bc2
 MIN_ROWS = 30
 
+
 # %% ../../nbs/drift/03_report.ipynb #af36bba4
-def _current_embeddings(current: pd.DataFrame, profile: ReferenceProfile, embedder, embeddings: np.ndarray | None):
+def _current_embeddings(
+    current: pd.DataFrame, profile: ReferenceProfile, embedder, embeddings: np.ndarray | None
+):
     """Embeddings of the current texts (row positions and vectors), or None when either side has no texts."""
     column = profile.text_column
-    if profile.embeddings is None or column is None: return None, None
+    if profile.embeddings is None or column is None:
+        return None, None
     if column not in current.columns:
-        raise InputError(f"current traffic has no column {column!r} (the reference's text column); "
-                         f"found {', '.join(map(repr, current.columns))}")
-    ok = np.flatnonzero(current[column].map(lambda t: isinstance(t, str) and t.strip() != "").to_numpy(dtype=bool))
-    if embeddings is not None: return ok, np.asarray(embeddings, np.float32)[ok]
-    if len(ok) == 0: return ok, None
+        raise InputError(
+            f"current traffic has no column {column!r} (the reference's text column); "
+            f"found {', '.join(map(repr, current.columns))}"
+        )
+    ok = np.flatnonzero(
+        current[column].map(lambda t: isinstance(t, str) and t.strip() != "").to_numpy(dtype=bool)
+    )
+    if embeddings is not None:
+        return ok, np.asarray(embeddings, np.float32)[ok]
+    if len(ok) == 0:
+        return ok, None
     if embedder is None:
         from llmops_kit.embeddings import default_embedder
+
         embedder = default_embedder()
     return ok, embedder.encode(current[column].iloc[ok].astype(str).tolist())
 
+
 # %% ../../nbs/drift/03_report.ipynb #c493daeb
 EMBEDDING_TESTS = ("mmd", "knn", "model", "classifier")
-DEFAULT_EMBEDDING_TESTS = ("mmd", "knn", "model") # `model` runs only when a model is given
+DEFAULT_EMBEDDING_TESTS = ("mmd", "knn", "model")  # `model` runs only when a model is given
+
 
 def _embedding_family(
-    reference: np.ndarray, # reference embeddings
-    current: np.ndarray, # current embeddings
-    tests: Sequence[str], # names from `EMBEDDING_TESTS`; `model` runs only when `model` is given
-    model, # a classifier with `proba(embeddings)` (such as a `SupportRouter`'s `head`), or None
+    reference: np.ndarray,  # reference embeddings
+    current: np.ndarray,  # current embeddings
+    tests: Sequence[str],  # names from `EMBEDDING_TESTS`; `model` runs only when `model` is given
+    model,  # a classifier with `proba(embeddings)` (such as a `SupportRouter`'s `head`), or None
     permutations: int,
     seed: int,
 ) -> list[TestResult]:
     """The embedding tests of one run; the permutation tests among them calibrated as one family."""
     unknown = set(tests) - set(EMBEDDING_TESTS)
-    if unknown: raise InputError(f"unknown embedding test(s) {sorted(unknown)}; use {', '.join(EMBEDDING_TESTS)}")
+    if unknown:
+        raise InputError(f"unknown embedding test(s) {sorted(unknown)}; use {', '.join(EMBEDDING_TESTS)}")
     if model is not None:
-        if not hasattr(model, "proba"): raise InputError(f"the drift model {type(model).__name__} has no proba(); pass a classifier head")
-        try: model_view(model, reference[:2])
-        except Exception as e: raise InputError(f"the drift model cannot score these {reference.shape[1]}-d embeddings: {e}") from None
-    family = [] # permutation tests on the same relabellings: one hypothesis after `combine_min_p`
-    if "mmd" in tests: family.append(mmd_test(reference, current, permutations=permutations, seed=seed))
-    if "knn" in tests: family.append(knn_test(reference, current, permutations=permutations, seed=seed))
+        if not hasattr(model, "proba"):
+            raise InputError(f"the drift model {type(model).__name__} has no proba(); pass a classifier head")
+        try:
+            model_view(model, reference[:2])
+        except Exception as e:
+            raise InputError(
+                f"the drift model cannot score these {reference.shape[1]}-d embeddings: {e}"
+            ) from None
+    family = []  # permutation tests on the same relabellings: one hypothesis after `combine_min_p`
+    if "mmd" in tests:
+        family.append(mmd_test(reference, current, permutations=permutations, seed=seed))
+    if "knn" in tests:
+        family.append(knn_test(reference, current, permutations=permutations, seed=seed))
     if "model" in tests and model is not None:
         family.append(model_knn_test(reference, current, model, permutations=permutations, seed=seed))
     # where the level goes (see `combine_min_p`): the scans get most of it, the model's view most of all when it is there
     with_model = any(r.name == "knn:model" for r in family)
     shares = {"mmd": 1.0, "knn": 1.0, "knn:model": 3.0} if with_model else {"mmd": 1.0, "knn": 2.0}
     results = combine_min_p(family, [shares[r.name] for r in family]) if len(family) > 1 else family
-    if "classifier" in tests: results.append(classifier_test(reference, current, seed=seed))
+    if "classifier" in tests:
+        results.append(classifier_test(reference, current, seed=seed))
     return results
+
 
 # %% ../../nbs/drift/03_report.ipynb #acc4a4fe
 def check_drift(
-    reference: ReferenceProfile | pd.DataFrame, # a profile, or reference traffic to profile now
-    current: pd.DataFrame, # current traffic
-    text_column: str = "text", # text column (used when `reference` is a DataFrame)
-    embedder=None, # an `Embedder`; default: the cached `default_embedder()`
-    current_embeddings: np.ndarray | None = None, # precomputed embeddings of all rows of `current`
-    reference_embeddings: np.ndarray | None = None, # precomputed embeddings of all rows of a reference DataFrame
-    settings: Settings | None = None, # `[drift]` defaults; default `get_settings()`
-    alpha: float | None = None, # overrides `[drift] alpha`
-    correction: str | None = None, # overrides `[drift] correction`
-    permutations: int | None = None, # overrides `[drift] permutations`
-    effect_size_floor: float | None = None, # overrides `[drift] effect_size_floor`
-    embedding_tests: Sequence[str] = DEFAULT_EMBEDDING_TESTS, # which of `EMBEDDING_TESTS` run
-    model=None, # the classifier serving the traffic (`proba(embeddings)`, e.g. the router's head): adds the scan in its view
-    categorical_tests: Sequence[str] = ("chi2", "psi", "js", "share"), # which categorical tests run
-    min_rows: int = MIN_ROWS, # rows needed on each side
+    reference: ReferenceProfile | pd.DataFrame,  # a profile, or reference traffic to profile now
+    current: pd.DataFrame,  # current traffic
+    text_column: str = "text",  # text column (used when `reference` is a DataFrame)
+    embedder=None,  # an `Embedder`; default: the cached `default_embedder()`
+    current_embeddings: np.ndarray | None = None,  # precomputed embeddings of all rows of `current`
+    reference_embeddings: np.ndarray
+    | None = None,  # precomputed embeddings of all rows of a reference DataFrame
+    settings: Settings | None = None,  # `[drift]` defaults; default `get_settings()`
+    alpha: float | None = None,  # overrides `[drift] alpha`
+    correction: str | None = None,  # overrides `[drift] correction`
+    permutations: int | None = None,  # overrides `[drift] permutations`
+    effect_size_floor: float | None = None,  # overrides `[drift] effect_size_floor`
+    embedding_tests: Sequence[str] = DEFAULT_EMBEDDING_TESTS,  # which of `EMBEDDING_TESTS` run
+    model=None,  # the classifier serving the traffic (`proba(embeddings)`, e.g. the router's head): adds the scan in its view
+    categorical_tests: Sequence[str] = ("chi2", "psi", "js", "share"),  # which categorical tests run
+    min_rows: int = MIN_ROWS,  # rows needed on each side
     seed: int = 0,
 ) -> DriftReport:
     """Run every applicable drift test of `reference` against `current` and correct them together."""
@@ -145,99 +204,168 @@ def check_drift(
     permutations = cfg.permutations if permutations is None else permutations
     floor = cfg.effect_size_floor if effect_size_floor is None else effect_size_floor
     if isinstance(reference, pd.DataFrame):
-        if len(reference) < min_rows: raise InputError(f"reference has {len(reference)} rows; at least {min_rows} are needed")
-        reference = ReferenceProfile.from_frame(reference, text_column=text_column, embedder=embedder, embeddings=reference_embeddings)
-    if reference.n_rows < min_rows: raise InputError(f"reference has {reference.n_rows} rows; at least {min_rows} are needed")
-    if len(current) < min_rows: raise InputError(f"current has {len(current)} rows; at least {min_rows} are needed")
+        if len(reference) < min_rows:
+            raise InputError(f"reference has {len(reference)} rows; at least {min_rows} are needed")
+        reference = ReferenceProfile.from_frame(
+            reference, text_column=text_column, embedder=embedder, embeddings=reference_embeddings
+        )
+    if reference.n_rows < min_rows:
+        raise InputError(f"reference has {reference.n_rows} rows; at least {min_rows} are needed")
+    if len(current) < min_rows:
+        raise InputError(f"current has {len(current)} rows; at least {min_rows} are needed")
     results: list[TestResult] = []
     examples: list[dict[str, Any]] = []
     rows, emb = _current_embeddings(current, reference, embedder, current_embeddings)
     if emb is not None and len(emb) >= 2:
-        results.extend(_embedding_family(reference.embeddings, emb, embedding_tests, model, permutations, seed))
+        results.extend(
+            _embedding_family(reference.embeddings, emb, embedding_tests, model, permutations, seed)
+        )
         explainer = next((r for r in results if r.name in ("knn", "classifier")), None)
         if explainer is not None:
-            texts = current[reference.text_column].iloc[rows[explainer.details["top_current"]]].astype(str).tolist()
-            examples = [{"text": t, "score": float(s)} for t, s in zip(texts, explainer.details["top_scores"])]
+            texts = (
+                current[reference.text_column]
+                .iloc[rows[explainer.details["top_current"]]]
+                .astype(str)
+                .tolist()
+            )
+            examples = [
+                {"text": t, "score": float(s)} for t, s in zip(texts, explainer.details["top_scores"])
+            ]
     for name, summary in reference.numeric.items():
-        if name not in current.columns: continue
+        if name not in current.columns:
+            continue
         values = pd.to_numeric(current[name], errors="coerce").to_numpy(dtype=float)
-        if np.isfinite(values).sum() < 2 or len(summary.values) < 2: continue
+        if np.isfinite(values).sum() < 2 or len(summary.values) < 2:
+            continue
         results.append(ks_test(summary.values, values, name=f"ks:{name}"))
-        results.append(wasserstein_test(summary.values, values, permutations=permutations, seed=seed, name=f"wasserstein:{name}"))
+        results.append(
+            wasserstein_test(
+                summary.values, values, permutations=permutations, seed=seed, name=f"wasserstein:{name}"
+            )
+        )
     tests = {"chi2": chi2_test, "psi": psi_test, "js": js_test, "share": share_test}
     for name, counts in reference.categorical.items():
-        if name not in current.columns: continue
-        cur_counts = {str(k): int(v) for k, v in current[name].fillna("<missing>").astype(str).value_counts().items()}
+        if name not in current.columns:
+            continue
+        cur_counts = {
+            str(k): int(v) for k, v in current[name].fillna("<missing>").astype(str).value_counts().items()
+        }
         results.extend(tests[t](counts, cur_counts, name=f"{t}:{name}") for t in categorical_tests)
-    if not results: raise InputError("no drift test applies: the reference and current traffic share no text, numeric or categorical column")
+    if not results:
+        raise InputError(
+            "no drift test applies: the reference and current traffic share no text, numeric or categorical column"
+        )
     rng = np.random.default_rng(seed)
     sample = lambda a: None if a is None else a[np.sort(rng.choice(len(a), min(len(a), 2000), replace=False))]
-    return DriftReport(results=correct(results, alpha, correction, floor), alpha=alpha, correction=correction,
-                       n_reference=reference.n_rows, n_current=len(current), effect_size_floor=floor, examples=examples,
-                       reference_embeddings=sample(reference.embeddings), current_embeddings=sample(emb))
+    return DriftReport(
+        results=correct(results, alpha, correction, floor),
+        alpha=alpha,
+        correction=correction,
+        n_reference=reference.n_rows,
+        n_current=len(current),
+        effect_size_floor=floor,
+        examples=examples,
+        reference_embeddings=sample(reference.embeddings),
+        current_embeddings=sample(emb),
+    )
+
 
 # %% ../../nbs/drift/03_report.ipynb #2771f8f6
 def _png(fig) -> str:
     """A matplotlib figure as a base64 PNG data URI (the figure is closed)."""
     import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
+
 # %% ../../nbs/drift/03_report.ipynb #dd751ae2
 def plot_tests(report: DriftReport):
     """Horizontal bars of -log10(corrected p) per test, with the alpha line; drifting tests in red."""
     import matplotlib.pyplot as plt
+
     f = report.frame
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(f) + 1))
     p = f["p_value"].fillna(1.0).clip(lower=1e-300)
     ax.barh(f["name"], -np.log10(p), color=["#c0392b" if d else "#7f8c8d" for d in f["drift"]])
     ax.axvline(-np.log10(report.alpha), color="k", ls="--", lw=1, label=f"alpha = {report.alpha}")
-    ax.invert_yaxis(); ax.set_xlabel(f"-log10 p ({report.correction}-corrected)"); ax.legend(fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"-log10 p ({report.correction}-corrected)")
+    ax.legend(fontsize=8)
     return fig
+
 
 # %% ../../nbs/drift/03_report.ipynb #cb3bdf5d
 def plot_projection(report: DriftReport):
     """Reference and current embeddings on the reference sample's first two principal components."""
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5, 4))
     ref, cur = report.reference_embeddings, report.current_embeddings
     if ref is None or cur is None:
-        ax.text(0.5, 0.5, "no embeddings", ha="center"); ax.axis("off"); return fig
+        ax.text(0.5, 0.5, "no embeddings", ha="center")
+        ax.axis("off")
+        return fig
     mean = ref.mean(0)
     _, _, vt = np.linalg.svd(ref - mean, full_matrices=False)
     for label, a, color in [("reference", ref, "#2980b9"), ("current", cur, "#e67e22")]:
         xy = (a - mean) @ vt[:2].T
         ax.scatter(xy[:, 0], xy[:, 1], s=4, alpha=0.4, color=color, label=label, rasterized=True)
-    ax.set_xlabel("PC 1"); ax.set_ylabel("PC 2"); ax.legend(fontsize=8, markerscale=3)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.legend(fontsize=8, markerscale=3)
     return fig
+
 
 # %% ../../nbs/drift/03_report.ipynb #a761a14b
 @cache
 def _templates() -> jinja2.Environment:
     """The kit's page templates (`llmops_kit/data/templates`), autoescaped; one environment per process."""
-    return jinja2.Environment(loader=jinja2.PackageLoader("llmops_kit", "data/templates"),
-                              autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2")),
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("llmops_kit", "data/templates"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2")),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
 
 # %% ../../nbs/drift/03_report.ipynb #c37e92ed
 def _cell(value: Any) -> str:
     """One table cell as text: floats to four significant digits, NaN as `NaN`, anything else as `str`."""
-    if isinstance(value, (float, np.floating)): return "NaN" if np.isnan(value) else f"{value:.4g}"
+    if isinstance(value, (float, np.floating)):
+        return "NaN" if np.isnan(value) else f"{value:.4g}"
     return str(value)
+
 
 # %% ../../nbs/drift/03_report.ipynb #21ce4f2e
 @patch
-def to_html(self: DriftReport,
-            path: str | os.PathLike | None = None, # also write the page to this file
-           ) -> str:
+def to_html(
+    self: DriftReport,
+    path: str | os.PathLike | None = None,  # also write the page to this file
+) -> str:
     """A self-contained HTML page (plots inline as PNG); written to `path` when given."""
     f = self.frame
-    page = _templates().get_template("drift_report.html.j2").render(
-        drift=self.drift, n_reference=self.n_reference, n_current=self.n_current, alpha=self.alpha,
-        correction=self.correction, effect_size_floor=self.effect_size_floor, created_at=self.created_at,
-        columns=list(f.columns), rows=[[_cell(v) for v in row] for row in f.itertuples(index=False)],
-        tests_png=_png(plot_tests(self)), projection_png=_png(plot_projection(self)), examples=self.examples)
-    if path is not None: Path(path).write_text(page, encoding="utf-8")
+    page = (
+        _templates()
+        .get_template("drift_report.html.j2")
+        .render(
+            drift=self.drift,
+            n_reference=self.n_reference,
+            n_current=self.n_current,
+            alpha=self.alpha,
+            correction=self.correction,
+            effect_size_floor=self.effect_size_floor,
+            created_at=self.created_at,
+            columns=list(f.columns),
+            rows=[[_cell(v) for v in row] for row in f.itertuples(index=False)],
+            tests_png=_png(plot_tests(self)),
+            projection_png=_png(plot_projection(self)),
+            examples=self.examples,
+        )
+    )
+    if path is not None:
+        Path(path).write_text(page, encoding="utf-8")
     return page

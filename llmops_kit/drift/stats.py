@@ -6,115 +6,161 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['TestResult', 'median_sq_distance', 'assignment_matrix', 'mmd_permutation_stats', 'rff_permutation_stats', 'mmd_test',
-           'knn_neighbours', 'knn_scan_stats', 'knn_test', 'combine_min_p', 'model_view', 'model_knn_test',
-           'classifier_test', 'ks_test', 'wasserstein_test', 'chi2_test', 'psi_test', 'js_test', 'share_test',
-           'adjust_p_values', 'correct']
+__all__ = [
+    "TestResult",
+    "median_sq_distance",
+    "assignment_matrix",
+    "mmd_permutation_stats",
+    "rff_permutation_stats",
+    "mmd_test",
+    "knn_neighbours",
+    "knn_scan_stats",
+    "knn_test",
+    "combine_min_p",
+    "model_view",
+    "model_knn_test",
+    "classifier_test",
+    "ks_test",
+    "wasserstein_test",
+    "chi2_test",
+    "psi_test",
+    "js_test",
+    "share_test",
+    "adjust_p_values",
+    "correct",
+]
 
 # %% ../../nbs/drift/02_stats.ipynb #a36dc7cb
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 # %% ../../nbs/drift/02_stats.ipynb #19d61660
 import numpy as np
+
 
 # %% ../../nbs/drift/02_stats.ipynb #878e4923
 @dataclass
 class TestResult:
     """The outcome of one drift test."""
-    __test__ = False # not a pytest test class
-    name: str # e.g. `mmd`, `ks:latency_ms`
-    kind: str # `embedding`, `numeric` or `categorical`
-    statistic: float # the test statistic
-    p_value: float | None # p-value (after correction, once `correct` ran), or None
-    threshold: float | None = None # a calibrated threshold on `statistic`, for tests without a p-value
-    effect_size: float | None = None # a sample-size-free size of the difference
-    drift: bool = False # set by `correct`
-    details: dict[str, Any] = field(default_factory=dict) # test-specific extras (not in the JSON contract)
+
+    __test__ = False  # not a pytest test class
+    name: str  # e.g. `mmd`, `ks:latency_ms`
+    kind: str  # `embedding`, `numeric` or `categorical`
+    statistic: float  # the test statistic
+    p_value: float | None  # p-value (after correction, once `correct` ran), or None
+    threshold: float | None = None  # a calibrated threshold on `statistic`, for tests without a p-value
+    effect_size: float | None = None  # a sample-size-free size of the difference
+    drift: bool = False  # set by `correct`
+    details: dict[str, Any] = field(default_factory=dict)  # test-specific extras (not in the JSON contract)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON contract's fields only, with plain floats."""
         f = lambda v: None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
-        return {"name": self.name, "kind": self.kind, "statistic": float(self.statistic), "p_value": f(self.p_value),
-                "threshold": f(self.threshold), "effect_size": f(self.effect_size), "drift": bool(self.drift)}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "statistic": float(self.statistic),
+            "p_value": f(self.p_value),
+            "threshold": f(self.threshold),
+            "effect_size": f(self.effect_size),
+            "drift": bool(self.drift),
+        }
+
 
 # %% ../../nbs/drift/02_stats.ipynb #315883da
 def median_sq_distance(
-    z: np.ndarray, # pooled sample, (N, d)
-    max_points: int = 1000, # subsample size for the median
+    z: np.ndarray,  # pooled sample, (N, d)
+    max_points: int = 1000,  # subsample size for the median
     seed: int = 0,
 ) -> float:
     """Median squared Euclidean distance between distinct rows of (a subsample of) `z`."""
     rng = np.random.default_rng(seed)
-    if len(z) > max_points: z = z[rng.choice(len(z), max_points, replace=False)]
+    if len(z) > max_points:
+        z = z[rng.choice(len(z), max_points, replace=False)]
     z = z.astype(np.float64)
     sq = (z * z).sum(1)
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0)
     return float(np.median(d2[np.triu_indices(len(z), 1)]))
 
+
 # %% ../../nbs/drift/02_stats.ipynb #56b679a5
 def assignment_matrix(
-    n: int, # reference rows
-    m: int, # current rows
-    permutations: int, # random relabellings
+    n: int,  # reference rows
+    m: int,  # current rows
+    permutations: int,  # random relabellings
     seed: int = 0,
 ) -> np.ndarray:
     """A (permutations+1, n+m) float32 0/1 matrix: row 0 marks the true reference rows, the others random relabellings."""
     rng = np.random.default_rng(seed)
     s = np.zeros((permutations + 1, n + m), dtype=np.float32)
     s[0, :n] = 1
-    for i in range(1, permutations + 1): s[i, rng.permutation(n + m)[:n]] = 1
+    for i in range(1, permutations + 1):
+        s[i, rng.permutation(n + m)[:n]] = 1
     return s
+
 
 # %% ../../nbs/drift/02_stats.ipynb #3d6d8cee
 def mmd_permutation_stats(
-    z: np.ndarray, # pooled sample: the n reference rows first, then the current rows
-    n: int, # reference rows
-    sigma2s: Sequence[float], # RBF bandwidths sigma^2
-    s: np.ndarray, # assignment matrix from `assignment_matrix`
-    block: int = 2048, # kernel rows and columns computed at a time (memory is about 4 block^2 + 4 P N bytes)
+    z: np.ndarray,  # pooled sample: the n reference rows first, then the current rows
+    n: int,  # reference rows
+    sigma2s: Sequence[float],  # RBF bandwidths sigma^2
+    s: np.ndarray,  # assignment matrix from `assignment_matrix`
+    block: int = 2048,  # kernel rows and columns computed at a time (memory is about 4 block^2 + 4 P N bytes)
 ) -> np.ndarray:
     """Unbiased MMD² for every row of `s` and every bandwidth: an array (bandwidths, rows of s)."""
     z = np.asarray(z, dtype=np.float64)
-    z = np.ascontiguousarray(z - z.mean(0), dtype=np.float32) # MMD is translation-invariant; smaller norms
+    z = np.ascontiguousarray(z - z.mean(0), dtype=np.float32)  # MMD is translation-invariant; smaller norms
     N, m, P = len(z), len(z) - n, len(s)
     sq = (z * z).sum(1, dtype=np.float64)
     gammas = [0.5 / s2 for s2 in sigma2s]
-    if max(gammas) * sq.max() * 2 > 80: raise ValueError("embeddings too far apart for the factorised kernel; rescale them")
-    s1 = np.empty((P + 1, N), np.float32); s1[:P] = s; s1[P] = 1 # the assignments and a row of ones, for K1
-    a = [np.exp(-g * sq).astype(np.float32) for g in gammas] # k(x, y) = exp(2g x.y) a(x) a(y), a(x) = exp(-g|x|^2)
-    s1a = [s1 * ab for ab in a] # [S; 1] diag(a), once per bandwidth
-    qss, qs1, tot = np.zeros((len(gammas), P)), np.zeros((len(gammas), P)), np.zeros((len(gammas), 1)) # s'Ks, s'K1, 1'K1
+    if max(gammas) * sq.max() * 2 > 80:
+        raise ValueError("embeddings too far apart for the factorised kernel; rescale them")
+    s1 = np.empty((P + 1, N), np.float32)
+    s1[:P] = s
+    s1[P] = 1  # the assignments and a row of ones, for K1
+    a = [
+        np.exp(-g * sq).astype(np.float32) for g in gammas
+    ]  # k(x, y) = exp(2g x.y) a(x) a(y), a(x) = exp(-g|x|^2)
+    s1a = [s1 * ab for ab in a]  # [S; 1] diag(a), once per bandwidth
+    qss, qs1, tot = (
+        np.zeros((len(gammas), P)),
+        np.zeros((len(gammas), P)),
+        np.zeros((len(gammas), 1)),
+    )  # s'Ks, s'K1, 1'K1
     starts = range(0, N, block)
-    for i0 in starts: # only the blocks on and above the diagonal: K is symmetric
+    for i0 in starts:  # only the blocks on and above the diagonal: K is symmetric
         rows = slice(i0, min(i0 + block, N))
         for j0 in (j for j in starts if j >= i0):
             cols, twice = slice(j0, min(j0 + block, N)), i0 != j0
-            g = z[rows] @ z[cols].T # the only pass over the data; each bandwidth reuses it
+            g = z[rows] @ z[cols].T  # the only pass over the data; each bandwidth reuses it
             for b, gamma in enumerate(gammas):
                 e = g if b == len(gammas) - 1 else np.empty_like(g)
-                np.multiply(g, np.float32(2 * gamma), out=e); np.exp(e, out=e)
-                left = s1a[b][:, rows] @ e # [S_I; 1] diag(a_I) E_IJ: the one product per block
+                np.multiply(g, np.float32(2 * gamma), out=e)
+                np.exp(e, out=e)
+                left = s1a[b][:, rows] @ e  # [S_I; 1] diag(a_I) E_IJ: the one product per block
                 left *= a[b][cols]
-                sq_form = np.einsum("pj,pj->p", left[:P], s[:, cols], dtype=np.float64) # s_I' K_IJ s_J
+                sq_form = np.einsum("pj,pj->p", left[:P], s[:, cols], dtype=np.float64)  # s_I' K_IJ s_J
                 qss[b] += (1 + twice) * sq_form
-                qs1[b] += left[:P].sum(1, dtype=np.float64) # s_I' K_IJ 1_J
-                if twice: qs1[b] += s[:, cols] @ left[P] # and its mirror block, s_J' K_JI 1_I
+                qs1[b] += left[:P].sum(1, dtype=np.float64)  # s_I' K_IJ 1_J
+                if twice:
+                    qs1[b] += s[:, cols] @ left[P]  # and its mirror block, s_J' K_JI 1_I
                 tot[b] += (1 + twice) * left[P].sum(dtype=np.float64)
-    sxx, syy, sxy = qss - n, tot - 2 * qs1 + qss - m, qs1 - qss # the diagonal of an RBF kernel is 1
+    sxx, syy, sxy = qss - n, tot - 2 * qs1 + qss - m, qs1 - qss  # the diagonal of an RBF kernel is 1
     return sxx / (n * (n - 1)) + syy / (m * (m - 1)) - 2 * sxy / (n * m)
+
 
 # %% ../../nbs/drift/02_stats.ipynb #61853a6a
 def rff_permutation_stats(
-    z: np.ndarray, # pooled sample, the n reference rows first
-    n: int, # reference rows
-    sigma2s: Sequence[float], # RBF bandwidths sigma^2
-    s: np.ndarray, # assignment matrix
-    features: int = 1024, # random features per bandwidth
+    z: np.ndarray,  # pooled sample, the n reference rows first
+    n: int,  # reference rows
+    sigma2s: Sequence[float],  # RBF bandwidths sigma^2
+    s: np.ndarray,  # assignment matrix
+    features: int = 1024,  # random features per bandwidth
     seed: int = 0,
-    block: int = 16384, # rows featurised at a time
+    block: int = 16384,  # rows featurised at a time
 ) -> np.ndarray:
     """Approximate (biased) MMD² from random Fourier features for every row of `s`: (bandwidths, rows of s)."""
     rng = np.random.default_rng(seed)
@@ -134,10 +180,12 @@ def rff_permutation_stats(
         out[j] = (diff * diff).sum(1)
     return out
 
+
 # %% ../../nbs/drift/02_stats.ipynb #efea9a48
 def _permutation_p(t: np.ndarray) -> float:
     """p-value of t[0] against the permutation values t[1:]."""
     return float((1 + np.sum(t[1:] >= t[0] - 1e-12 * abs(t[0]))) / len(t))
+
 
 # %% ../../nbs/drift/02_stats.ipynb #8c091aee
 def _pca(z: np.ndarray, k: int) -> np.ndarray:
@@ -146,45 +194,65 @@ def _pca(z: np.ndarray, k: int) -> np.ndarray:
     _, vecs = np.linalg.eigh(zc.T.astype(np.float64) @ zc)
     return (zc @ vecs[:, ::-1][:, :k]).astype(np.float32)
 
+
 # %% ../../nbs/drift/02_stats.ipynb #fd9f2c2b
 def mmd_test(
-    x: np.ndarray, # reference embeddings (n, d)
-    y: np.ndarray, # current embeddings (m, d)
-    permutations: int = 200, # permutations of the null distribution
-    bandwidths: Sequence[float] = (1.0,), # multiples of the median-heuristic sigma^2; several are aggregated
-    pca: int | None = None, # project onto this many principal components first
-    method: str = "auto", # `exact`, `rff`, or `auto` (exact up to `max_exact` pooled rows)
-    max_exact: int = 40000, # pooled rows above which `auto` uses random features
-    features: int = 1024, # random features per bandwidth (rff)
+    x: np.ndarray,  # reference embeddings (n, d)
+    y: np.ndarray,  # current embeddings (m, d)
+    permutations: int = 200,  # permutations of the null distribution
+    bandwidths: Sequence[float] = (1.0,),  # multiples of the median-heuristic sigma^2; several are aggregated
+    pca: int | None = None,  # project onto this many principal components first
+    method: str = "auto",  # `exact`, `rff`, or `auto` (exact up to `max_exact` pooled rows)
+    max_exact: int = 40000,  # pooled rows above which `auto` uses random features
+    features: int = 1024,  # random features per bandwidth (rff)
     seed: int = 0,
     name: str = "mmd",
 ) -> TestResult:
     """Kernel two-sample test (MMD, RBF kernel, median heuristic) with a permutation null."""
     x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
-    if len(x) < 2 or len(y) < 2: raise ValueError("mmd_test needs at least 2 rows per sample")
+    if len(x) < 2 or len(y) < 2:
+        raise ValueError("mmd_test needs at least 2 rows per sample")
     z = np.concatenate([x, y])
-    if pca: z = _pca(z, pca)
+    if pca:
+        z = _pca(z, pca)
     med = median_sq_distance(z, seed=seed)
     sigma2s = [max(med, 1e-12) * f / 2 for f in bandwidths]
-    if method == "auto": method = "exact" if len(z) <= max_exact else "rff"
+    if method == "auto":
+        method = "exact" if len(z) <= max_exact else "rff"
     s = assignment_matrix(len(x), len(y), permutations, seed)
-    if method == "exact": stats = mmd_permutation_stats(z, len(x), sigma2s, s)
-    elif method == "rff": stats = rff_permutation_stats(z, len(x), sigma2s, s, features=features, seed=seed)
-    else: raise ValueError(f"unknown MMD method {method!r}; use exact, rff or auto")
+    if method == "exact":
+        stats = mmd_permutation_stats(z, len(x), sigma2s, s)
+    elif method == "rff":
+        stats = rff_permutation_stats(z, len(x), sigma2s, s, features=features, seed=seed)
+    else:
+        raise ValueError(f"unknown MMD method {method!r}; use exact, rff or auto")
     null = stats[:, 1:]
     t = ((stats - null.mean(1, keepdims=True)) / np.maximum(null.std(1, keepdims=True), 1e-300)).max(0)
     mid = int(np.argmin([abs(f - 1) for f in bandwidths]))
-    return TestResult(name=name, kind="embedding", statistic=float(stats[mid, 0]), p_value=_permutation_p(t),
-                      effect_size=float(math.sqrt(max(stats[mid, 0], 0))),
-                      details={"method": method, "sigma2": sigma2s, "permutations": permutations, "pca": pca, "seed": seed,
-                               "statistic_by_bandwidth": stats[:, 0].tolist(), "aggregate": float(t[0]),
-                               "permutation_stats": t})
+    return TestResult(
+        name=name,
+        kind="embedding",
+        statistic=float(stats[mid, 0]),
+        p_value=_permutation_p(t),
+        effect_size=float(math.sqrt(max(stats[mid, 0], 0))),
+        details={
+            "method": method,
+            "sigma2": sigma2s,
+            "permutations": permutations,
+            "pca": pca,
+            "seed": seed,
+            "statistic_by_bandwidth": stats[:, 0].tolist(),
+            "aggregate": float(t[0]),
+            "permutation_stats": t,
+        },
+    )
+
 
 # %% ../../nbs/drift/02_stats.ipynb #b448daed
 def knn_neighbours(
-    z: np.ndarray, # rows to link (normalised inside)
-    k: int, # neighbours per row, the row itself included
-    block: int = 2048, # rows whose similarities are held at a time (memory about 4 block N bytes)
+    z: np.ndarray,  # rows to link (normalised inside)
+    k: int,  # neighbours per row, the row itself included
+    block: int = 2048,  # rows whose similarities are held at a time (memory about 4 block N bytes)
 ) -> np.ndarray:
     """Indices of each row's `k` most cosine-similar rows (itself included): an (N, k) int array."""
     z = np.asarray(z, np.float32)
@@ -193,59 +261,81 @@ def knn_neighbours(
     k = min(k, N)
     out = np.empty((N, k), np.int64)
     for i0 in range(0, N, block):
-        sims = z[i0:i0 + block] @ z.T
-        kth = np.partition(sims, N - k, axis=1)[:, N - k] # a value partition is 3x faster than an argpartition
-        rows, cols = np.nonzero(sims >= kth[:, None]) # at least k per row, more on ties (duplicate rows)
-        order = np.lexsort((-sims[rows, cols], rows)) # by row, most similar first: ties beyond k drop out
+        sims = z[i0 : i0 + block] @ z.T
+        kth = np.partition(sims, N - k, axis=1)[
+            :, N - k
+        ]  # a value partition is 3x faster than an argpartition
+        rows, cols = np.nonzero(sims >= kth[:, None])  # at least k per row, more on ties (duplicate rows)
+        order = np.lexsort((-sims[rows, cols], rows))  # by row, most similar first: ties beyond k drop out
         rows, cols = rows[order], cols[order]
-        first = np.searchsorted(rows, np.arange(len(sims))) # each row's first entry
-        out[i0:i0 + block] = cols[first[:, None] + np.arange(k)]
+        first = np.searchsorted(rows, np.arange(len(sims)))  # each row's first entry
+        out[i0 : i0 + block] = cols[first[:, None] + np.arange(k)]
     return out
+
 
 # %% ../../nbs/drift/02_stats.ipynb #8d4f87ca
 def knn_scan_stats(
-    neighbours: np.ndarray, # (N, k) from `knn_neighbours`
-    s: np.ndarray, # assignment matrix (1 = reference row)
-    q: int, # neighbourhoods summed: the q most current-heavy
+    neighbours: np.ndarray,  # (N, k) from `knn_neighbours`
+    s: np.ndarray,  # assignment matrix (1 = reference row)
+    q: int,  # neighbourhoods summed: the q most current-heavy
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sum of the `q` largest current counts for every row of `s`, and the counts of row 0 (the observed labels)."""
     from scipy.sparse import csr_matrix
+
     N, k = neighbours.shape
     a = csr_matrix((np.ones(N * k, np.float32), neighbours.ravel(), np.arange(0, N * k + 1, k)), shape=(N, N))
-    counts = np.asarray(a @ (1 - s).T).T # (rows of s, N): current neighbours of every row, every relabelling
+    counts = np.asarray(a @ (1 - s).T).T  # (rows of s, N): current neighbours of every row, every relabelling
     q = min(q, N)
-    top = np.partition(counts, N - q, axis=1)[:, N - q:].sum(1)
+    top = np.partition(counts, N - q, axis=1)[:, N - q :].sum(1)
     return top.astype(np.float64), counts[0]
+
 
 # %% ../../nbs/drift/02_stats.ipynb #ccee51f7
 def knn_test(
-    x: np.ndarray, # reference embeddings (n, d)
-    y: np.ndarray, # current embeddings (m, d)
-    permutations: int = 200, # permutations of the null distribution
-    k: int | None = None, # neighbours per row; default max(10, sqrt(N)) for N pooled rows
-    q: int | None = None, # neighbourhoods summed; default max(5, N/40)
-    pca: int | None = 32, # principal components of the pooled sample used for the neighbours (None: all)
-    top_k: int = 10, # current rows returned as examples (centres of the most current-heavy neighbourhoods)
-    seed: int = 0, # seeds the permutations: the same seed as `mmd_test` gives the same relabellings
+    x: np.ndarray,  # reference embeddings (n, d)
+    y: np.ndarray,  # current embeddings (m, d)
+    permutations: int = 200,  # permutations of the null distribution
+    k: int | None = None,  # neighbours per row; default max(10, sqrt(N)) for N pooled rows
+    q: int | None = None,  # neighbourhoods summed; default max(5, N/40)
+    pca: int | None = 32,  # principal components of the pooled sample used for the neighbours (None: all)
+    top_k: int = 10,  # current rows returned as examples (centres of the most current-heavy neighbourhoods)
+    seed: int = 0,  # seeds the permutations: the same seed as `mmd_test` gives the same relabellings
     name: str = "knn",
 ) -> TestResult:
     """Local imbalance scan: are there neighbourhoods where current rows pile up? Permutation p-value."""
     x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
-    if len(x) < 2 or len(y) < 2: raise ValueError("knn_test needs at least 2 rows per sample")
+    if len(x) < 2 or len(y) < 2:
+        raise ValueError("knn_test needs at least 2 rows per sample")
     z = np.concatenate([x, y])
     N = len(z)
-    if pca and pca < z.shape[1]: z = _pca(z, pca)
+    if pca and pca < z.shape[1]:
+        z = _pca(z, pca)
     k = min(N, k or max(10, round(math.sqrt(N))))
     q = min(N, q or max(5, round(N / 40)))
     s = assignment_matrix(len(x), len(y), permutations, seed)
     stats, counts = knn_scan_stats(knn_neighbours(z, k), s, q)
-    excess = float((stats[0] - stats[1:].mean()) / (q * k)) # current share of the q hottest neighbourhoods, above chance
-    top = np.argsort(-counts[len(x):], kind="stable")[:top_k]
-    return TestResult(name=name, kind="embedding", statistic=float(stats[0]), p_value=_permutation_p(stats),
-                      effect_size=excess,
-                      details={"k": k, "q": q, "pca": pca, "permutations": permutations, "seed": seed,
-                               "top_current": top.tolist(), "top_scores": (counts[len(x):][top] / k).tolist(),
-                               "permutation_stats": stats})
+    excess = float(
+        (stats[0] - stats[1:].mean()) / (q * k)
+    )  # current share of the q hottest neighbourhoods, above chance
+    top = np.argsort(-counts[len(x) :], kind="stable")[:top_k]
+    return TestResult(
+        name=name,
+        kind="embedding",
+        statistic=float(stats[0]),
+        p_value=_permutation_p(stats),
+        effect_size=excess,
+        details={
+            "k": k,
+            "q": q,
+            "pca": pca,
+            "permutations": permutations,
+            "seed": seed,
+            "top_current": top.tolist(),
+            "top_scores": (counts[len(x) :][top] / k).tolist(),
+            "permutation_stats": stats,
+        },
+    )
+
 
 # %% ../../nbs/drift/02_stats.ipynb #0c1e51ad
 def _rank_p(t: np.ndarray) -> np.ndarray:
@@ -253,45 +343,59 @@ def _rank_p(t: np.ndarray) -> np.ndarray:
     srt = np.sort(t)
     return (len(t) - np.searchsorted(srt, t - 1e-12 * np.abs(t), "left")) / len(t)
 
+
 # %% ../../nbs/drift/02_stats.ipynb #879a470a
 def combine_min_p(
-    results: list[TestResult], # permutation tests run on the same relabellings (same seed and sample sizes)
-    weights: Sequence[float] | None = None, # share of the level each test gets (normalised); default equal
-    family: str = "embedding", # the family name `correct` uses to count them as one hypothesis
+    results: list[TestResult],  # permutation tests run on the same relabellings (same seed and sample sizes)
+    weights: Sequence[float] | None = None,  # share of the level each test gets (normalised); default equal
+    family: str = "embedding",  # the family name `correct` uses to count them as one hypothesis
 ) -> list[TestResult]:
     """Weighted single-step min-p adjustment of permutation tests that share their relabellings; tags them as one family."""
-    keys = {(r.details.get("seed"), r.details.get("permutations"), len(r.details["permutation_stats"])) for r in results}
-    if len(keys) != 1: raise ValueError(f"combine_min_p needs tests run with the same seed and permutations; got {sorted(keys)}")
+    keys = {
+        (r.details.get("seed"), r.details.get("permutations"), len(r.details["permutation_stats"]))
+        for r in results
+    }
+    if len(keys) != 1:
+        raise ValueError(
+            f"combine_min_p needs tests run with the same seed and permutations; got {sorted(keys)}"
+        )
     w = np.ones(len(results)) if weights is None else np.asarray(weights, float)
-    if len(w) != len(results) or (w <= 0).any(): raise ValueError("combine_min_p needs one positive weight per test")
+    if len(w) != len(results) or (w <= 0).any():
+        raise ValueError("combine_min_p needs one positive weight per test")
     w = w / w.sum()
-    p = np.array([_rank_p(np.asarray(r.details["permutation_stats"], float)) for r in results]) # (tests, relabellings)
+    p = np.array(
+        [_rank_p(np.asarray(r.details["permutation_stats"], float)) for r in results]
+    )  # (tests, relabellings)
     smallest = (p / w[:, None]).min(0)
     for r, p_own, wi in zip(results, p, w):
         r.details.update(p_single=r.p_value, family=family, family_weight=float(wi))
         r.p_value = float(np.mean(smallest <= p_own[0] / wi + 1e-12))
     return results
 
+
 # %% ../../nbs/drift/02_stats.ipynb #23d4dd5c
 def _temperature(
-    lp: np.ndarray, # (rows, classes) log-probabilities
-    target: float, # wanted median of the rows' top-class probability
+    lp: np.ndarray,  # (rows, classes) log-probabilities
+    target: float,  # wanted median of the rows' top-class probability
 ) -> float:
     """The factor t for which softmax(t * lp) gives the median row a top-class probability of `target` (bisection)."""
     lo, hi = math.log(1e-3), math.log(1e4)
     for _ in range(40):
         t = math.exp((lo + hi) / 2)
-        a = t * lp; a -= a.max(1, keepdims=True)
-        top = np.median(1 / np.exp(a).sum(1)) # the top class has a = 0
+        a = t * lp
+        a -= a.max(1, keepdims=True)
+        top = np.median(1 / np.exp(a).sum(1))  # the top class has a = 0
         lo, hi = (math.log(t), hi) if top < target else (lo, math.log(t))
     return math.exp((lo + hi) / 2)
 
+
 # %% ../../nbs/drift/02_stats.ipynb #43100e47
 def model_view(
-    model, # a classifier with `proba(embeddings) -> (rows, classes)`, such as the router's `LinearHead`
-    embeddings: np.ndarray, # (n, d) embeddings the model scores: both samples together, so both get one temperature
-    floor: float = 1e-3, # probabilities are clipped here before the log: unlikely classes do not count
-    sharpness: float | None = 0.95, # temperature-scale until the median row's top class has this probability (None: as is)
+    model,  # a classifier with `proba(embeddings) -> (rows, classes)`, such as the router's `LinearHead`
+    embeddings: np.ndarray,  # (n, d) embeddings the model scores: both samples together, so both get one temperature
+    floor: float = 1e-3,  # probabilities are clipped here before the log: unlikely classes do not count
+    sharpness: float
+    | None = 0.95,  # temperature-scale until the median row's top class has this probability (None: as is)
 ) -> np.ndarray:
     """The model's view of each row: log-probabilities over its classes, at a common temperature, clipped and centred."""
     embeddings = np.asarray(embeddings, np.float32)
@@ -299,56 +403,75 @@ def model_view(
     if p.ndim != 2 or p.shape[0] != len(embeddings):
         raise ValueError(f"model.proba returned shape {p.shape}; expected ({len(embeddings)}, classes)")
     lp = np.log(np.maximum(p, 1e-300))
-    if sharpness is not None: lp = lp * _temperature(lp, sharpness)
+    if sharpness is not None:
+        lp = lp * _temperature(lp, sharpness)
     e = np.exp(lp - lp.max(1, keepdims=True))
     lp = np.log(np.maximum(e / e.sum(1, keepdims=True), floor))
     return (lp - lp.mean(1, keepdims=True)).astype(np.float32)
 
+
 # %% ../../nbs/drift/02_stats.ipynb #b4f3dcfc
 def model_knn_test(
-    x: np.ndarray, # reference embeddings (n, d)
-    y: np.ndarray, # current embeddings (m, d)
-    model, # a classifier with `proba(embeddings)`: the model that serves this traffic
-    permutations: int = 200, # permutations of the null distribution
-    k: int | None = None, # neighbours per row; default max(10, sqrt(N)) for N pooled rows
-    q: int | None = None, # neighbourhoods summed; default max(5, N/20)
-    floor: float = 1e-3, # probability floor of `model_view`
-    sharpness: float | None = 0.95, # common temperature of `model_view`
-    top_k: int = 10, # current rows returned as examples
-    seed: int = 0, # seeds the permutations: the same seed as the other embedding tests gives the same relabellings
+    x: np.ndarray,  # reference embeddings (n, d)
+    y: np.ndarray,  # current embeddings (m, d)
+    model,  # a classifier with `proba(embeddings)`: the model that serves this traffic
+    permutations: int = 200,  # permutations of the null distribution
+    k: int | None = None,  # neighbours per row; default max(10, sqrt(N)) for N pooled rows
+    q: int | None = None,  # neighbourhoods summed; default max(5, N/20)
+    floor: float = 1e-3,  # probability floor of `model_view`
+    sharpness: float | None = 0.95,  # common temperature of `model_view`
+    top_k: int = 10,  # current rows returned as examples
+    seed: int = 0,  # seeds the permutations: the same seed as the other embedding tests gives the same relabellings
     name: str = "knn:model",
 ) -> TestResult:
     """The kNN imbalance scan in the model's view of the traffic: does current traffic have more of some kind of request?"""
     x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
     q = q or max(5, round((len(x) + len(y)) / 20))
-    view = model_view(model, np.concatenate([x, y]), floor, sharpness) # pooled: the temperature ignores which side a row is on
-    r = knn_test(view[:len(x)], view[len(x):], permutations=permutations, k=k, q=q, pca=None, top_k=top_k, seed=seed, name=name)
+    view = model_view(
+        model, np.concatenate([x, y]), floor, sharpness
+    )  # pooled: the temperature ignores which side a row is on
+    r = knn_test(
+        view[: len(x)],
+        view[len(x) :],
+        permutations=permutations,
+        k=k,
+        q=q,
+        pca=None,
+        top_k=top_k,
+        seed=seed,
+        name=name,
+    )
     labels = getattr(model, "labels", None)
-    if labels is not None and r.details["top_current"]: # the view keeps the model's ranking: its argmax is the predicted class
-        best = view[len(x):][r.details["top_current"]].argmax(1)
+    if (
+        labels is not None and r.details["top_current"]
+    ):  # the view keeps the model's ranking: its argmax is the predicted class
+        best = view[len(x) :][r.details["top_current"]].argmax(1)
         r.details["top_classes"] = [[str(labels[c]), n] for c, n in Counter(best.tolist()).most_common(3)]
     r.details.update(floor=floor, sharpness=sharpness)
     return r
 
+
 # %% ../../nbs/drift/02_stats.ipynb #00cf2025
 def classifier_test(
-    x: np.ndarray, # reference embeddings (n, d)
-    y: np.ndarray, # current embeddings (m, d)
-    train_fraction: float = 0.5, # share of each sample the model is trained on; the rest is scored
-    c: float = 1.0, # inverse L2 regularisation of the logistic regression
-    max_rows: int = 5000, # rows per side used at most (a random subsample beyond)
-    top_k: int = 10, # current rows returned as the most current-like examples
+    x: np.ndarray,  # reference embeddings (n, d)
+    y: np.ndarray,  # current embeddings (m, d)
+    train_fraction: float = 0.5,  # share of each sample the model is trained on; the rest is scored
+    c: float = 1.0,  # inverse L2 regularisation of the logistic regression
+    max_rows: int = 5000,  # rows per side used at most (a random subsample beyond)
+    top_k: int = 10,  # current rows returned as the most current-like examples
     seed: int = 0,
     name: str = "classifier",
 ) -> TestResult:
     """Held-out logistic-regression AUC with a Mann-Whitney null; explains with the most current-like rows."""
     from scipy.stats import mannwhitneyu
     from sklearn.linear_model import LogisticRegression
+
     rng = np.random.default_rng(seed)
     xi = rng.permutation(len(x))[:max_rows]
     yi = rng.permutation(len(y))[:max_rows]
     kx, ky = max(1, int(len(xi) * train_fraction)), max(1, int(len(yi) * train_fraction))
-    if len(xi) - kx < 1 or len(yi) - ky < 1: raise ValueError("classifier_test needs at least 2 rows per sample")
+    if len(xi) - kx < 1 or len(yi) - ky < 1:
+        raise ValueError("classifier_test needs at least 2 rows per sample")
     train = np.concatenate([x[xi[:kx]], y[yi[:ky]]]).astype(np.float64)
     model = LogisticRegression(C=c, solver="liblinear").fit(train, np.r_[np.zeros(kx), np.ones(ky)])
     ref_scores = model.decision_function(x[xi[kx:]].astype(np.float64))
@@ -356,46 +479,74 @@ def classifier_test(
     u = mannwhitneyu(cur_scores, ref_scores, alternative="greater")
     auc = float(u.statistic / (len(cur_scores) * len(ref_scores)))
     top = np.argsort(-cur_scores)[:top_k]
-    return TestResult(name=name, kind="embedding", statistic=auc, p_value=float(u.pvalue), effect_size=2 * auc - 1,
-                      details={"top_current": yi[ky:][top].tolist(), "top_scores": cur_scores[top].tolist(),
-                               "held_out": [len(ref_scores), len(cur_scores)]})
+    return TestResult(
+        name=name,
+        kind="embedding",
+        statistic=auc,
+        p_value=float(u.pvalue),
+        effect_size=2 * auc - 1,
+        details={
+            "top_current": yi[ky:][top].tolist(),
+            "top_scores": cur_scores[top].tolist(),
+            "held_out": [len(ref_scores), len(cur_scores)],
+        },
+    )
+
 
 # %% ../../nbs/drift/02_stats.ipynb #6243087c
 def ks_test(
-    x: np.ndarray, # reference values
-    y: np.ndarray, # current values
+    x: np.ndarray,  # reference values
+    y: np.ndarray,  # current values
     name: str = "ks",
 ) -> TestResult:
     """Two-sample Kolmogorov-Smirnov test; effect size is the KS distance."""
     from scipy.stats import ks_2samp
+
     x, y = np.asarray(x, float), np.asarray(y, float)
     x, y = x[np.isfinite(x)], y[np.isfinite(y)]
     r = ks_2samp(x, y)
-    return TestResult(name=name, kind="numeric", statistic=float(r.statistic), p_value=float(r.pvalue),
-                      effect_size=float(r.statistic))
+    return TestResult(
+        name=name,
+        kind="numeric",
+        statistic=float(r.statistic),
+        p_value=float(r.pvalue),
+        effect_size=float(r.statistic),
+    )
+
 
 # %% ../../nbs/drift/02_stats.ipynb #96410550
 def wasserstein_test(
-    x: np.ndarray, # reference values
-    y: np.ndarray, # current values
-    permutations: int = 200, # permutations of the null
+    x: np.ndarray,  # reference values
+    y: np.ndarray,  # current values
+    permutations: int = 200,  # permutations of the null
     seed: int = 0,
     name: str = "wasserstein",
 ) -> TestResult:
     """Wasserstein-1 distance with a permutation p-value; effect size is W1 over the reference std."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     x, y = x[np.isfinite(x)], y[np.isfinite(y)]
-    z = np.concatenate([x, y]); order = np.argsort(z, kind="stable"); gaps = np.diff(z[order])
+    z = np.concatenate([x, y])
+    order = np.argsort(z, kind="stable")
+    gaps = np.diff(z[order])
     s = assignment_matrix(len(x), len(y), permutations, seed)[:, order].astype(np.float64)
     cdf_x = np.cumsum(s, 1)[:, :-1] / len(x)
     cdf_y = np.cumsum(1 - s, 1)[:, :-1] / len(y)
     w = np.abs(cdf_x - cdf_y) @ gaps
     scale = float(np.std(x)) or 1.0
-    return TestResult(name=name, kind="numeric", statistic=float(w[0]), p_value=_permutation_p(w),
-                      effect_size=float(w[0] / scale), details={"reference_std": scale})
+    return TestResult(
+        name=name,
+        kind="numeric",
+        statistic=float(w[0]),
+        p_value=_permutation_p(w),
+        effect_size=float(w[0] / scale),
+        details={"reference_std": scale},
+    )
+
 
 # %% ../../nbs/drift/02_stats.ipynb #0d21c139
-def _table(reference: dict[str, int], current: dict[str, int], min_count: int = 5) -> tuple[np.ndarray, list[str]]:
+def _table(
+    reference: dict[str, int], current: dict[str, int], min_count: int = 5
+) -> tuple[np.ndarray, list[str]]:
     """A 2 x K count table over the union of categories, pooling rare ones into `<other>`."""
     cats = sorted(set(reference) | set(current), key=str)
     t = np.array([[reference.get(c, 0) for c in cats], [current.get(c, 0) for c in cats]], dtype=float)
@@ -405,22 +556,32 @@ def _table(reference: dict[str, int], current: dict[str, int], min_count: int = 
         cats = [c for c, r in zip(cats, rare) if not r] + ["<other>"]
     return t, cats
 
+
 # %% ../../nbs/drift/02_stats.ipynb #649ec6d4
 def chi2_test(
-    reference: dict[str, int], # category counts of the reference
-    current: dict[str, int], # category counts of the current sample
+    reference: dict[str, int],  # category counts of the reference
+    current: dict[str, int],  # category counts of the current sample
     name: str = "chi2",
 ) -> TestResult:
     """Chi-squared test of homogeneity; effect size is Cramér's V."""
     from scipy.stats import chi2
+
     t, _ = _table(reference, current)
     n = t.sum()
-    if t.shape[1] < 2: return TestResult(name, "categorical", 0.0, 1.0, effect_size=0.0)
+    if t.shape[1] < 2:
+        return TestResult(name, "categorical", 0.0, 1.0, effect_size=0.0)
     expected = t.sum(1, keepdims=True) * t.sum(0, keepdims=True) / n
     stat = float(((t - expected) ** 2 / np.where(expected > 0, expected, 1)).sum())
     df = t.shape[1] - 1
-    return TestResult(name=name, kind="categorical", statistic=stat, p_value=float(chi2.sf(stat, df)),
-                      effect_size=float(math.sqrt(stat / n)), details={"df": df})
+    return TestResult(
+        name=name,
+        kind="categorical",
+        statistic=stat,
+        p_value=float(chi2.sf(stat, df)),
+        effect_size=float(math.sqrt(stat / n)),
+        details={"df": df},
+    )
+
 
 # %% ../../nbs/drift/02_stats.ipynb #4e40cc27
 def _proportions(t: np.ndarray, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
@@ -428,103 +589,144 @@ def _proportions(t: np.ndarray, smoothing: float) -> tuple[np.ndarray, np.ndarra
     p = (t + smoothing) / (t + smoothing).sum(1, keepdims=True)
     return p[0], p[1]
 
+
 # %% ../../nbs/drift/02_stats.ipynb #44107dec
 def psi_test(
-    reference: dict[str, int], # category counts of the reference
-    current: dict[str, int], # category counts of the current sample
-    smoothing: float = 0.5, # pseudo-count added to every cell
+    reference: dict[str, int],  # category counts of the reference
+    current: dict[str, int],  # category counts of the current sample
+    smoothing: float = 0.5,  # pseudo-count added to every cell
     name: str = "psi",
 ) -> TestResult:
     """Population stability index with its chi-squared p-value; effect size is the PSI itself."""
     from scipy.stats import chi2
+
     t, _ = _table(reference, current, min_count=0)
     r, c = _proportions(t, smoothing)
     psi = float(((c - r) * np.log(c / r)).sum())
     n, m = t.sum(1)
     df = max(t.shape[1] - 1, 1)
-    return TestResult(name=name, kind="categorical", statistic=psi, p_value=float(chi2.sf(psi * n * m / (n + m), df)),
-                      effect_size=psi, details={"df": df})
+    return TestResult(
+        name=name,
+        kind="categorical",
+        statistic=psi,
+        p_value=float(chi2.sf(psi * n * m / (n + m), df)),
+        effect_size=psi,
+        details={"df": df},
+    )
+
 
 # %% ../../nbs/drift/02_stats.ipynb #dec3d37c
 def js_test(
-    reference: dict[str, int], # category counts of the reference
-    current: dict[str, int], # category counts of the current sample
-    smoothing: float = 0.5, # pseudo-count added to every cell
+    reference: dict[str, int],  # category counts of the reference
+    current: dict[str, int],  # category counts of the current sample
+    smoothing: float = 0.5,  # pseudo-count added to every cell
     name: str = "js",
 ) -> TestResult:
     """Jensen-Shannon divergence with a G-test p-value; effect size is the JS distance (base 2)."""
     from scipy.stats import chi2
+
     t, _ = _table(reference, current, min_count=0)
     r, c = _proportions(t, smoothing)
     n, m = t.sum(1)
     kl = lambda a, b: float((a * np.log(a / b)).sum())
     w = n / (n + m)
     mix_w = w * r + (1 - w) * c
-    js_weighted = w * kl(r, mix_w) + (1 - w) * kl(c, mix_w) # nats, the G-test's form
+    js_weighted = w * kl(r, mix_w) + (1 - w) * kl(c, mix_w)  # nats, the G-test's form
     mix = (r + c) / 2
     js = (kl(r, mix) + kl(c, mix)) / 2
     df = max(t.shape[1] - 1, 1)
-    return TestResult(name=name, kind="categorical", statistic=js, p_value=float(chi2.sf(2 * (n + m) * js_weighted, df)),
-                      effect_size=math.sqrt(max(js, 0) / math.log(2)), details={"df": df})
+    return TestResult(
+        name=name,
+        kind="categorical",
+        statistic=js,
+        p_value=float(chi2.sf(2 * (n + m) * js_weighted, df)),
+        effect_size=math.sqrt(max(js, 0) / math.log(2)),
+        details={"df": df},
+    )
+
 
 # %% ../../nbs/drift/02_stats.ipynb #56d34193
 def share_test(
-    reference: dict[str, int], # category counts of the reference
-    current: dict[str, int], # category counts of the current sample
+    reference: dict[str, int],  # category counts of the reference
+    current: dict[str, int],  # category counts of the current sample
     name: str = "share",
 ) -> TestResult:
     """Largest per-category share change with an exact hypergeometric p-value, Bonferroni over categories."""
     from scipy.stats import hypergeom
+
     t, cats = _table(reference, current, min_count=0)
     n, m = t.sum(1)
-    if len(cats) < 2 or n == 0 or m == 0: return TestResult(name, "categorical", 0.0, 1.0, effect_size=0.0)
+    if len(cats) < 2 or n == 0 or m == 0:
+        return TestResult(name, "categorical", 0.0, 1.0, effect_size=0.0)
     total = t.sum(0)
     dist = hypergeom(int(n + m), total.astype(int), int(m))
     p = np.minimum(1.0, 2 * np.minimum(dist.sf(t[1] - 1), dist.cdf(t[1])))
     change = t[1] / m - t[0] / n
     k = int(np.argmin(p))
-    return TestResult(name=name, kind="categorical", statistic=float(abs(change[k])), p_value=float(min(1.0, p[k] * len(cats))),
-                      effect_size=float(np.abs(change).max()),
-                      details={"category": cats[k], "reference_share": float(t[0, k] / n), "current_share": float(t[1, k] / m)})
+    return TestResult(
+        name=name,
+        kind="categorical",
+        statistic=float(abs(change[k])),
+        p_value=float(min(1.0, p[k] * len(cats))),
+        effect_size=float(np.abs(change).max()),
+        details={
+            "category": cats[k],
+            "reference_share": float(t[0, k] / n),
+            "current_share": float(t[1, k] / m),
+        },
+    )
+
 
 # %% ../../nbs/drift/02_stats.ipynb #c57303be
 def adjust_p_values(
-    p: Sequence[float], # raw p-values
-    method: str = "holm", # `holm`, `bh` or `none`
+    p: Sequence[float],  # raw p-values
+    method: str = "holm",  # `holm`, `bh` or `none`
 ) -> np.ndarray:
     """Holm or Benjamini-Hochberg adjusted p-values (capped at 1)."""
     p = np.asarray(p, dtype=float)
     k = len(p)
-    if k == 0 or method == "none": return p.copy()
+    if k == 0 or method == "none":
+        return p.copy()
     order = np.argsort(p)
     ranked = p[order]
-    if method == "holm": adj = np.maximum.accumulate(ranked * (k - np.arange(k)))
-    elif method == "bh": adj = np.minimum.accumulate((ranked * k / np.arange(1, k + 1))[::-1])[::-1]
-    else: raise ValueError(f"unknown correction {method!r}; use holm, bh or none")
-    out = np.empty(k); out[order] = np.minimum(adj, 1.0)
+    if method == "holm":
+        adj = np.maximum.accumulate(ranked * (k - np.arange(k)))
+    elif method == "bh":
+        adj = np.minimum.accumulate((ranked * k / np.arange(1, k + 1))[::-1])[::-1]
+    else:
+        raise ValueError(f"unknown correction {method!r}; use holm, bh or none")
+    out = np.empty(k)
+    out[order] = np.minimum(adj, 1.0)
     return out
+
 
 # %% ../../nbs/drift/02_stats.ipynb #b910b114
 def correct(
-    results: list[TestResult], # the raw results of one run
-    alpha: float = 0.05, # family-wise (holm) or false-discovery (bh) level
-    method: str = "holm", # `holm`, `bh` or `none`
-    effect_size_floor: float = 0.0, # minimum effect size for a drift flag
+    results: list[TestResult],  # the raw results of one run
+    alpha: float = 0.05,  # family-wise (holm) or false-discovery (bh) level
+    method: str = "holm",  # `holm`, `bh` or `none`
+    effect_size_floor: float = 0.0,  # minimum effect size for a drift flag
 ) -> list[TestResult]:
     """Adjust the p-values of one run together and set each test's drift flag."""
     with_p = [r for r in results if r.p_value is not None]
     raw = [r.details.get("p_raw", r.p_value) for r in with_p]
-    units: dict[str, list[int]] = {} # a family of jointly calibrated tests is one hypothesis
-    for i, r in enumerate(with_p): units.setdefault(r.details.get("family") or f"#{i}", []).append(i)
+    units: dict[str, list[int]] = {}  # a family of jointly calibrated tests is one hypothesis
+    for i, r in enumerate(with_p):
+        units.setdefault(r.details.get("family") or f"#{i}", []).append(i)
     unit_adjusted = adjust_p_values([min(raw[i] for i in idx) for idx in units.values()], method)
     adjusted = [0.0] * len(with_p)
     for idx, pu in zip(units.values(), unit_adjusted):
-        for i in idx: adjusted[i] = min(1.0, max(raw[i], pu))
+        for i in idx:
+            adjusted[i] = min(1.0, max(raw[i], pu))
     for r, p in zip(with_p, adjusted):
         r.details.setdefault("p_raw", r.p_value)
         r.p_value = float(p)
     for r in results:
-        significant = r.p_value <= alpha if r.p_value is not None else (r.threshold is not None and r.statistic > r.threshold)
+        significant = (
+            r.p_value <= alpha
+            if r.p_value is not None
+            else (r.threshold is not None and r.statistic > r.threshold)
+        )
         big_enough = r.effect_size is None or abs(r.effect_size) >= effect_size_floor
         r.drift = bool(significant and big_enough)
         r.details.update(alpha=alpha, correction=method, effect_size_floor=effect_size_floor)

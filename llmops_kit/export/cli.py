@@ -6,120 +6,193 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['describe_context', 'build_args_for', 'export_docker', 'configure_docker', 'export_k8s', 'configure_k8s',
-           'configure_cli', 'quickstart_stage']
+__all__ = [
+    "describe_context",
+    "build_args_for",
+    "export_docker",
+    "configure_docker",
+    "export_k8s",
+    "configure_k8s",
+    "configure_cli",
+    "quickstart_stage",
+]
 
 # %% ../../nbs/export/04_cli.ipynb #fa3d9563
 import argparse
 import importlib.util
-import shutil
 import subprocess
 from pathlib import Path
 
 # %% ../../nbs/export/04_cli.ipynb #931f1b2f
-from ..core import InputError, Settings, load_settings
-from .context import (LOCAL_BASE_IMAGE, RUNTIMES, DockerContext, build_image, find_engine, require_engine, write_context)
+from ..core import Settings, load_settings
+from ..errors import InputError
+from llmops_kit.export.context import (
+    LOCAL_BASE_IMAGE,
+    RUNTIMES,
+    DockerContext,
+    build_image,
+    find_engine,
+    require_engine,
+    write_context,
+)
+
 
 # %% ../../nbs/export/04_cli.ipynb #a0751426
 def describe_context(
-    ctx: DockerContext, # the written context
+    ctx: DockerContext,  # the written context
 ) -> str:
     """What `llmops export docker` reports: the folder, what is in it, how to build it."""
     wheels = len(list((ctx.folder / "wheels").glob("*.whl")))
-    return (f"wrote {ctx.folder}: Dockerfile, {len(ctx.requirements)} pinned requirements ({wheels} wheels), "
-            f"the kit, {ctx.model_name} version {ctx.model_version}, settings.ini"
-            + (", policy.yaml" if (ctx.folder / "policy.yaml").is_file() else "")
-            + f"\nbuild it with: docker build -t {ctx.tag} {ctx.folder}")
+    return (
+        f"wrote {ctx.folder}: Dockerfile, {len(ctx.requirements)} pinned requirements ({wheels} wheels), "
+        f"the kit, {ctx.model_name} version {ctx.model_version}, settings.ini"
+        + (", policy.yaml" if (ctx.folder / "policy.yaml").is_file() else "")
+        + f"\nbuild it with: docker build -t {ctx.tag} {ctx.folder}"
+    )
+
 
 # %% ../../nbs/export/04_cli.ipynb #3cc7f346
 def build_args_for(
-    engine: str, # `docker` or `podman`
-    base_image: str | None = None, # `--base-image`
+    engine: str,  # `docker` or `podman`
+    base_image: str | None = None,  # `--base-image`
 ) -> dict[str, str]:
     """The `--build-arg`s of a build: the base image asked for, else the local base under podman when it exists."""
-    if base_image: return {"BASE_IMAGE": base_image}
-    if engine == "podman" and subprocess.run(["podman", "image", "exists", LOCAL_BASE_IMAGE], capture_output=True).returncode == 0:
+    if base_image:
+        return {"BASE_IMAGE": base_image}
+    if (
+        engine == "podman"
+        and subprocess.run(["podman", "image", "exists", LOCAL_BASE_IMAGE], capture_output=True).returncode
+        == 0
+    ):
         return {"BASE_IMAGE": LOCAL_BASE_IMAGE}
     return {}
 
+
 # %% ../../nbs/export/04_cli.ipynb #3a877e9b
 def export_docker(
-    args: argparse.Namespace, # parsed `llmops export docker` arguments
+    args: argparse.Namespace,  # parsed `llmops export docker` arguments
 ) -> int:
     """Write the build context; build it with `--build`."""
     settings = load_settings(args.config)
-    engine = require_engine() if args.build else None # what is missing is said before the slow part
-    ctx = write_context(args.model, args.out or settings.path(settings.export.output_dir), settings, tag=args.tag, runtime=args.runtime)
+    engine = require_engine() if args.build else None  # what is missing is said before the slow part
+    ctx = write_context(
+        args.model,
+        args.out or settings.path(settings.export.output_dir),
+        settings,
+        tag=args.tag,
+        runtime=args.runtime,
+    )
     print(describe_context(ctx), flush=True)
     if args.build:
         tag = build_image(ctx, build_args=build_args_for(engine, args.base_image), engine=engine)
         print(f"built {tag} with {engine}")
     return 0
 
+
 # %% ../../nbs/export/04_cli.ipynb #f32dfb7d
 def configure_docker(
-    parser: argparse.ArgumentParser, # the `docker` subcommand's parser
+    parser: argparse.ArgumentParser,  # the `docker` subcommand's parser
 ) -> None:
     """Arguments of `llmops export docker`."""
-    parser.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
-    parser.add_argument("--model", required=True, help="the registered model: models:/NAME@ALIAS or models:/NAME/VERSION")
+    parser.add_argument(
+        "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
+    )
+    parser.add_argument(
+        "--model", required=True, help="the registered model: models:/NAME@ALIAS or models:/NAME/VERSION"
+    )
     parser.add_argument("--out", default=None, help="the context folder (default: [export] output_dir)")
-    parser.add_argument("--build", action="store_true", help="build the image with a Docker engine, else podman")
+    parser.add_argument(
+        "--build", action="store_true", help="build the image with a Docker engine, else podman"
+    )
     parser.add_argument("--tag", default=None, help="image tag (default: llmops/NAME:vVERSION)")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="torch", help="torch (sentence-transformers); onnx is not available yet")
-    parser.add_argument("--base-image", dest="base_image", default=None, help="with --build: the BASE_IMAGE build argument")
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="torch",
+        help="torch (sentence-transformers); onnx is not available yet",
+    )
+    parser.add_argument(
+        "--base-image", dest="base_image", default=None, help="with --build: the BASE_IMAGE build argument"
+    )
     parser.set_defaults(handler=export_docker)
+
 
 # %% ../../nbs/export/04_cli.ipynb #956153da
 def export_k8s(
-    args: argparse.Namespace, # parsed `llmops export k8s` arguments
+    args: argparse.Namespace,  # parsed `llmops export k8s` arguments
 ) -> int:
     """Write the deployment assets."""
     from llmops_kit.export.k8s import write_deployment_assets
+
     settings = load_settings(args.config)
     out = Path(args.out) if args.out else settings.path(settings.export.output_dir) / "k8s"
-    written = write_deployment_assets(out, args.name or settings.mlflow.model_name, args.image, settings,
-                                      replicas=args.replicas, canary_weight=args.canary_weight)
+    written = write_deployment_assets(
+        out,
+        args.name or settings.mlflow.model_name,
+        args.image,
+        settings,
+        replicas=args.replicas,
+        canary_weight=args.canary_weight,
+    )
     print(f"wrote {len(written)} files to {out}")
     return 0
 
+
 # %% ../../nbs/export/04_cli.ipynb #e28a1f60
 def configure_k8s(
-    parser: argparse.ArgumentParser, # the `k8s` subcommand's parser
+    parser: argparse.ArgumentParser,  # the `k8s` subcommand's parser
 ) -> None:
     """Arguments of `llmops export k8s`."""
-    parser.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
-    parser.add_argument("--image", required=True, help="the image the pods run, e.g. registry.example.com/support-router:v3")
-    parser.add_argument("--name", default=None, help="the app's name, a DNS-1123 label (default: [mlflow] model_name)")
+    parser.add_argument(
+        "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
+    )
+    parser.add_argument(
+        "--image", required=True, help="the image the pods run, e.g. registry.example.com/support-router:v3"
+    )
+    parser.add_argument(
+        "--name", default=None, help="the app's name, a DNS-1123 label (default: [mlflow] model_name)"
+    )
     parser.add_argument("--out", default=None, help="folder to write (default: [export] output_dir/k8s)")
     parser.add_argument("--replicas", type=int, default=2, help="stable replicas, the autoscaler's minimum")
-    parser.add_argument("--canary-weight", dest="canary_weight", type=int, default=10, help="percent of traffic to the canary")
+    parser.add_argument(
+        "--canary-weight", dest="canary_weight", type=int, default=10, help="percent of traffic to the canary"
+    )
     parser.set_defaults(handler=export_k8s)
+
 
 # %% ../../nbs/export/04_cli.ipynb #f13dcb73
 def configure_cli(
-    parser: argparse.ArgumentParser, # the `export` command's parser
+    parser: argparse.ArgumentParser,  # the `export` command's parser
 ) -> None:
     """Arguments of `llmops export docker|k8s`."""
     sub = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
     configure_docker(sub.add_parser("docker", help="a Docker build context serving a registered model"))
-    try: has_k8s = importlib.util.find_spec("llmops_kit.export.k8s") is not None
-    except ImportError: has_k8s = False
-    if has_k8s: configure_k8s(sub.add_parser("k8s", help="Kubernetes, Prometheus, Grafana and log-shipping assets"))
+    try:
+        has_k8s = importlib.util.find_spec("llmops_kit.export.k8s") is not None
+    except ImportError:
+        has_k8s = False
+    if has_k8s:
+        configure_k8s(sub.add_parser("k8s", help="Kubernetes, Prometheus, Grafana and log-shipping assets"))
+
 
 # %% ../../nbs/export/04_cli.ipynb #d1cd26b7
 def quickstart_stage(
-    settings: Settings, # the quickstart's settings
-    champion, # the registered champion (`ChampionInfo`: `uri`, `name`, `version`)
-    build: bool | None = None, # build the image; default: when a Docker engine or podman is present
+    settings: Settings,  # the quickstart's settings
+    champion,  # the registered champion (`ChampionInfo`: `uri`, `name`, `version`)
+    build: bool | None = None,  # build the image; default: when a Docker engine or podman is present
 ) -> str:
     """Export the champion's build context (and build it where an engine runs); return a one-line note."""
-    if champion is None: raise InputError("no champion was registered in this run, so there is nothing to export")
+    if champion is None:
+        raise InputError("no champion was registered in this run, so there is nothing to export")
     out = settings.path(settings.export.output_dir) / f"{champion.name}-v{champion.version}"
     ctx = write_context(champion.uri, out, settings)
     engine = find_engine() if build is not False else None
     if engine is None:
-        why = "not built: no Docker engine answers and podman is not installed" if build is None else "not built"
+        why = (
+            "not built: no Docker engine answers and podman is not installed"
+            if build is None
+            else "not built"
+        )
         return f"build context {ctx.folder} ({why}); build it with: docker build -t {ctx.tag} {ctx.folder}"
     tag = build_image(ctx, build_args=build_args_for(engine), engine=engine)
     return f"build context {ctx.folder}; image {tag} built with {engine}"

@@ -6,143 +6,213 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['KIT', 'SERVING_EXTRAS', 'SERVING_ALSO', 'DEFAULT_BASE_IMAGE', 'CONTAINER_PORT', 'RUNTIMES', 'LOCAL_BASE_IMAGE',
-           'serving_requirements', 'template_text', 'render_template', 'writable_folder', 'download_model',
-           'build_wheels', 'pin_to_wheels', 'kit_wheel', 'wheel_requires', 'container_settings', 'DockerContext',
-           'default_tag', 'write_context', 'podman_flags', 'find_engine', 'require_engine', 'build_image',
-           'local_base_image']
+__all__ = [
+    "KIT",
+    "SERVING_EXTRAS",
+    "SERVING_ALSO",
+    "DEFAULT_BASE_IMAGE",
+    "CONTAINER_PORT",
+    "RUNTIMES",
+    "LOCAL_BASE_IMAGE",
+    "serving_requirements",
+    "template_text",
+    "render_template",
+    "writable_folder",
+    "download_model",
+    "build_wheels",
+    "pin_to_wheels",
+    "kit_wheel",
+    "wheel_requires",
+    "container_settings",
+    "DockerContext",
+    "default_tag",
+    "write_context",
+    "podman_flags",
+    "find_engine",
+    "require_engine",
+    "build_image",
+    "local_base_image",
+]
 
 # %% ../../nbs/export/01_context.ipynb #8504be87
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Sequence
 
 # %% ../../nbs/export/01_context.ipynb #999feea7
 from .. import __version__
-from ..core import ConfigurationError, InputError, LlmopsError, Settings, get_settings
+from ..core import Settings, get_settings
+from ..errors import ConfigurationError, InputError, LlmopsError
 
 # %% ../../nbs/export/01_context.ipynb #e0024588
 KIT = "llmops-kit"
-SERVING_EXTRAS = ("serve", "ml") # the kit's extras a serving container needs
-SERVING_ALSO = ("mlflow-skinny",) # loads the MLflow model folder; MLflow's server and UI stay out
+SERVING_EXTRAS = ("serve", "ml")  # the kit's extras a serving container needs
+SERVING_ALSO = ("mlflow-skinny",)  # loads the MLflow model folder; MLflow's server and UI stay out
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 CONTAINER_PORT = 8000
 RUNTIMES = ("torch", "onnx")
+
 
 # %% ../../nbs/export/01_context.ipynb #026e98f0
 def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
+
 def serving_requirements(
-    extras: Sequence[str] = SERVING_EXTRAS, # extras of llmops-kit to include
-    also: Sequence[str] = SERVING_ALSO, # more distributions to include with their dependencies
-    kit_requires: Sequence[str] | None = None, # the kit's `Requires-Dist` lines; default the installed kit's
+    extras: Sequence[str] = SERVING_EXTRAS,  # extras of llmops-kit to include
+    also: Sequence[str] = SERVING_ALSO,  # more distributions to include with their dependencies
+    kit_requires: Sequence[str] | None = None,  # the kit's `Requires-Dist` lines; default the installed kit's
 ) -> list[str]:
     """Every distribution the serving container needs, pinned `name==version` to what is installed here."""
     from packaging.requirements import Requirement
+
     pins: dict[str, str] = {}
     todo: list[tuple[str, frozenset[str]]] = [(KIT, frozenset(extras)), *((a, frozenset()) for a in also)]
     seen: set[tuple[str, frozenset[str]]] = set()
-    older: dict[str, str] = {} # needed only on an older patch release of this Python (the base image's may be older)
+    older: dict[
+        str, str
+    ] = {}  # needed only on an older patch release of this Python (the base image's may be older)
     oldest = f"{sys.version_info.major}.{sys.version_info.minor}.0"
     while todo:
         name, wanted = todo.pop()
-        if (_canonical(name), wanted) in seen: continue
+        if (_canonical(name), wanted) in seen:
+            continue
         seen.add((_canonical(name), wanted))
-        try: dist = metadata.distribution(name)
+        try:
+            dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
-            raise ConfigurationError(f"{name} is not installed here, so its version cannot be pinned; "
-                                     f"install llmops-kit[{','.join(extras)}] first") from None
-        if _canonical(name) != KIT: pins[_canonical(name)] = f"{_canonical(name)}=={dist.version}"
-        for line in (kit_requires if _canonical(name) == KIT and kit_requires is not None else dist.requires) or []:
+            raise ConfigurationError(
+                f"{name} is not installed here, so its version cannot be pinned; "
+                f"install llmops-kit[{','.join(extras)}] first"
+            ) from None
+        if _canonical(name) != KIT:
+            pins[_canonical(name)] = f"{_canonical(name)}=={dist.version}"
+        for line in (
+            kit_requires if _canonical(name) == KIT and kit_requires is not None else dist.requires
+        ) or []:
             req = Requirement(line)
             here = not req.marker or any(req.marker.evaluate({"extra": e}) for e in (wanted or {""}))
-            if not here and req.marker and any(req.marker.evaluate({"extra": e, "python_full_version": oldest})
-                                               for e in (wanted or {""})):
+            if (
+                not here
+                and req.marker
+                and any(
+                    req.marker.evaluate({"extra": e, "python_full_version": oldest}) for e in (wanted or {""})
+                )
+            ):
                 older.setdefault(_canonical(req.name), f"{_canonical(req.name)}{req.specifier}; {req.marker}")
-            if not here: continue
-            if _canonical(req.name) == KIT: todo.append((KIT, frozenset(req.extras) | wanted)); continue
+            if not here:
+                continue
+            if _canonical(req.name) == KIT:
+                todo.append((KIT, frozenset(req.extras) | wanted))
+                continue
             todo.append((req.name, frozenset(req.extras)))
     return sorted(pins.values()) + sorted(v for k, v in older.items() if k not in pins)
 
+
 # %% ../../nbs/export/01_context.ipynb #9481ce35
 def template_text(
-    name: str, # a file in the packaged `data/docker` templates
+    name: str,  # a file in the packaged `data/docker` templates
 ) -> str:
     """The text of a packaged export template."""
     path = resources.files("llmops_kit") / "data" / "docker" / name
-    if not path.is_file(): raise LlmopsError(f"the export template {name} is not installed with llmops-kit ({path})")
+    if not path.is_file():
+        raise LlmopsError(f"the export template {name} is not installed with llmops-kit ({path})")
     return path.read_text(encoding="utf-8")
+
 
 # %% ../../nbs/export/01_context.ipynb #32076ad3
 def render_template(
-    name: str, # a Jinja2 template in `data/docker`
-    **values, # the template's variables
+    name: str,  # a Jinja2 template in `data/docker`
+    **values,  # the template's variables
 ) -> str:
     """A packaged template rendered with `values` (undefined variables are errors)."""
     import jinja2
+
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     return env.from_string(template_text(name)).render(**values)
 
+
 # %% ../../nbs/export/01_context.ipynb #e09b80b4
 def writable_folder(
-    out: str | os.PathLike, # the output folder (created if absent)
+    out: str | os.PathLike,  # the output folder (created if absent)
 ) -> Path:
     """`out` created and checked writable; an `InputError` naming it otherwise."""
     out = Path(out).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".llmops-write-check-"): pass
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".llmops-write-check-"):
+            pass
     except OSError as e:
-        raise InputError(f"output folder {out} is not writable ({e.strerror or e}); choose another --out") from None
+        raise InputError(
+            f"output folder {out} is not writable ({e.strerror or e}); choose another --out"
+        ) from None
     return out.resolve()
+
 
 # %% ../../nbs/export/01_context.ipynb #6e5678d8
 def download_model(
-    uri: str, # `models:/NAME@ALIAS` or `models:/NAME/VERSION`
-    dest: str | os.PathLike, # the folder to fill (must not exist yet)
-    settings: Settings | None = None, # settings naming the tracking store; default `get_settings()`
+    uri: str,  # `models:/NAME@ALIAS` or `models:/NAME/VERSION`
+    dest: str | os.PathLike,  # the folder to fill (must not exist yet)
+    settings: Settings | None = None,  # settings naming the tracking store; default `get_settings()`
 ):
     """Copy the registered version's MLflow model folder to `dest`; return the MLflow `ModelVersion`."""
     import mlflow
     import yaml
+
     from llmops_kit.registry.bundle import configure_mlflow, quiet_mlflow, resolve_version
+
     settings = settings or get_settings()
-    if not uri.startswith("models:/"): raise InputError(f"model URI {uri!r} must be a registered model: models:/NAME@ALIAS or models:/NAME/VERSION")
+    if not uri.startswith("models:/"):
+        raise InputError(
+            f"model URI {uri!r} must be a registered model: models:/NAME@ALIAS or models:/NAME/VERSION"
+        )
     mv = resolve_version(uri, settings)
     configure_mlflow(settings, create_experiment=False)
     with tempfile.TemporaryDirectory() as work, quiet_mlflow():
-        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=work))
+        got = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=work)
+        )
         mlmodel = got / "MLmodel"
-        loader = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {}).get("loader_module") if mlmodel.is_file() else None
+        loader = (
+            (yaml.safe_load(mlmodel.read_text()) or {})
+            .get("flavors", {})
+            .get("python_function", {})
+            .get("loader_module")
+            if mlmodel.is_file()
+            else None
+        )
         if loader != "llmops_kit.registry":
-            raise InputError(f"{uri} (version {mv.version}) is not an llmops-kit app bundle (loader {loader!r})")
+            raise InputError(
+                f"{uri} (version {mv.version}) is not an llmops-kit app bundle (loader {loader!r})"
+            )
         shutil.copytree(got, dest)
-    os.chmod(dest, 0o755) # readable by the container's non-root user (the download folder is private)
+    os.chmod(dest, 0o755)  # readable by the container's non-root user (the download folder is private)
     return mv
+
 
 # %% ../../nbs/export/01_context.ipynb #d733c1c1
 def _pip(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
 
+
 def build_wheels(
-    requirements: Sequence[str], # pinned `name==version` lines
-    dest: str | os.PathLike, # the wheel folder
+    requirements: Sequence[str],  # pinned `name==version` lines
+    dest: str | os.PathLike,  # the wheel folder
 ) -> list[Path]:
     """Wheels of exactly `requirements` in `dest` (from pip's configured indexes and caches; sdists are built)."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
-        f.write("\n".join(r.split(";")[0].strip() for r in requirements) + "\n") # every wheel, whatever the markers say here
+        f.write(
+            "\n".join(r.split(";")[0].strip() for r in requirements) + "\n"
+        )  # every wheel, whatever the markers say here
         f.flush()
         done = _pip("wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest), "--requirement", f.name)
     if done.returncode != 0:
@@ -150,10 +220,11 @@ def build_wheels(
         raise LlmopsError(f"pip could not fetch the serving wheels into {dest}: {last}")
     return sorted(dest.glob("*.whl"))
 
-# %% ../../nbs/export/01_context.ipynb #a83fef40
+
+# %% ../../nbs/export/01_context.ipynb #0e7b3d7b
 def pin_to_wheels(
-    requirements: Sequence[str], # requirement lines, some not pinned yet
-    wheels: Sequence[str | os.PathLike], # the wheels fetched for them
+    requirements: Sequence[str],  # requirement lines, some not pinned yet
+    wheels: Sequence[str | os.PathLike],  # the wheels fetched for them
 ) -> list[str]:
     """`requirements` with each unpinned line pinned to the version of its wheel (markers kept)."""
     version = {_canonical(Path(w).name.split("-")[0]): Path(w).name.split("-")[1] for w in wheels}
@@ -161,18 +232,26 @@ def pin_to_wheels(
     for line in requirements:
         spec, _, marker = line.partition(";")
         name = _canonical(re.split(r"[<>=!~ \[]", spec, maxsplit=1)[0])
-        out.append(line if "==" in spec or name not in version else f"{name}=={version[name]}" + (f";{marker}" if marker else ""))
+        out.append(
+            line
+            if "==" in spec or name not in version
+            else f"{name}=={version[name]}" + (f";{marker}" if marker else "")
+        )
     return out
+
 
 # %% ../../nbs/export/01_context.ipynb #58d03c19
 def kit_wheel(
-    dest: str | os.PathLike, # the folder to write the wheel to
+    dest: str | os.PathLike,  # the folder to write the wheel to
 ) -> Path:
     """A wheel of the installed llmops-kit: built from its source tree when installed from one, else fetched."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     import llmops_kit
-    root = Path(llmops_kit.__file__).resolve().parent.parent # the source tree of an editable or in-place install
+
+    root = (
+        Path(llmops_kit.__file__).resolve().parent.parent
+    )  # the source tree of an editable or in-place install
     project = root / "pyproject.toml"
     from_source = project.is_file() and 'name = "llmops-kit"' in project.read_text(encoding="utf-8")
     target = str(root) if from_source else f"{KIT}=={__version__}"
@@ -183,183 +262,297 @@ def kit_wheel(
         raise LlmopsError(f"could not build a wheel of llmops-kit from {target}: {last}")
     return wheels[-1]
 
+
 # %% ../../nbs/export/01_context.ipynb #c1cb206a
 def wheel_requires(
-    wheel: str | os.PathLike, # a built wheel
+    wheel: str | os.PathLike,  # a built wheel
 ) -> list[str]:
     """The `Requires-Dist` lines of a wheel's metadata."""
     import zipfile
     from email.parser import Parser
+
     with zipfile.ZipFile(wheel) as z:
         name = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
         return Parser().parsestr(z.read(name).decode()).get_all("Requires-Dist") or []
 
+
 # %% ../../nbs/export/01_context.ipynb #96635774
 def container_settings(
-    settings: Settings, # the exporting project's settings (non-secret knobs are carried over)
-    model_name: str, # the registered model's name
-    policy: bool, # a guardrail policy file ships in the context
-    port: int = CONTAINER_PORT, # the port the server listens on
+    settings: Settings,  # the exporting project's settings (non-secret knobs are carried over)
+    model_name: str,  # the registered model's name
+    policy: bool,  # a guardrail policy file ships in the context
+    port: int = CONTAINER_PORT,  # the port the server listens on
 ) -> str:
     """The container's `settings.ini`: paths inside the image, the model served by path, no secrets."""
     jwks = settings.auth.jwks if settings.auth.jwks.startswith(("http://", "https://")) else ""
-    return render_template("settings.ini.j2", kit_version=__version__, model_name=model_name, policy=policy, port=port,
-                           jwks=jwks, **{k: getattr(settings, k) for k in
-                                         ("project", "embeddings", "guardrails", "serving", "auth", "audit")})
+    return render_template(
+        "settings.ini.j2",
+        kit_version=__version__,
+        model_name=model_name,
+        policy=policy,
+        port=port,
+        jwks=jwks,
+        **{
+            k: getattr(settings, k)
+            for k in ("project", "embeddings", "guardrails", "serving", "auth", "audit")
+        },
+    )
+
 
 # %% ../../nbs/export/01_context.ipynb #9dbb37df
 @dataclass
 class DockerContext:
     """A written build context: where it is and what went into it."""
-    folder: Path # the context folder (holds the Dockerfile)
-    model_uri: str # the URI it was exported from
-    model_name: str # registered model name
-    model_version: str # registered version
-    tag: str # the image tag to build
-    runtime: str = "torch" # `torch` (sentence-transformers) or `onnx`
-    requirements: list[str] = field(default_factory=list) # pinned serving dependencies
-    files: list[str] = field(default_factory=list) # top-level entries written
+
+    folder: Path  # the context folder (holds the Dockerfile)
+    model_uri: str  # the URI it was exported from
+    model_name: str  # registered model name
+    model_version: str  # registered version
+    tag: str  # the image tag to build
+    runtime: str = "torch"  # `torch` (sentence-transformers) or `onnx`
+    requirements: list[str] = field(default_factory=list)  # pinned serving dependencies
+    files: list[str] = field(default_factory=list)  # top-level entries written
 
     @property
     def dockerfile(self) -> Path:
         """The context's Dockerfile."""
         return self.folder / "Dockerfile"
 
+
 # %% ../../nbs/export/01_context.ipynb #9d7aff69
-_WRITTEN = ("Dockerfile", ".dockerignore", "README.md", "requirements.txt", "settings.ini", "policy.yaml", "model", "kit", "wheels")
+_WRITTEN = (
+    "Dockerfile",
+    ".dockerignore",
+    "README.md",
+    "requirements.txt",
+    "settings.ini",
+    "policy.yaml",
+    "model",
+    "kit",
+    "wheels",
+)
+
 
 def _clear(out: Path) -> None:
     """Remove what an earlier export wrote; refuse a folder holding anything else."""
-    other = sorted(p.name for p in out.iterdir() if p.name not in _WRITTEN and not p.name.startswith(".llmops-write-check-"))
-    if other: raise InputError(f"output folder {out} holds files an export did not write ({', '.join(other[:3])}); choose an empty or new --out")
+    other = sorted(
+        p.name
+        for p in out.iterdir()
+        if p.name not in _WRITTEN and not p.name.startswith(".llmops-write-check-")
+    )
+    if other:
+        raise InputError(
+            f"output folder {out} holds files an export did not write ({', '.join(other[:3])}); choose an empty or new --out"
+        )
     for name in _WRITTEN:
         p = out / name
-        if p.is_dir(): shutil.rmtree(p)
-        elif p.exists(): p.unlink()
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
 
 # %% ../../nbs/export/01_context.ipynb #7e6ded37
 def default_tag(name: str, version: str) -> str:
     """`llmops/NAME:vVERSION`, lower-cased for image references."""
     return f"llmops/{re.sub(r'[^a-z0-9._-]+', '-', name.lower())}:v{version}"
 
+
 # %% ../../nbs/export/01_context.ipynb #df774156
 def write_context(
-    model_uri: str, # `models:/NAME@ALIAS` or `models:/NAME/VERSION`
-    out: str | os.PathLike, # the context folder (created; an earlier export's files are replaced)
-    settings: Settings | None = None, # settings naming the tracking store; default `get_settings()`
-    tag: str | None = None, # image tag; default `llmops/NAME:vVERSION`
-    runtime: str = "torch", # `torch`; `onnx` is not available yet
-    base_image: str = DEFAULT_BASE_IMAGE, # the default of the Dockerfile's `ARG BASE_IMAGE`
+    model_uri: str,  # `models:/NAME@ALIAS` or `models:/NAME/VERSION`
+    out: str | os.PathLike,  # the context folder (created; an earlier export's files are replaced)
+    settings: Settings | None = None,  # settings naming the tracking store; default `get_settings()`
+    tag: str | None = None,  # image tag; default `llmops/NAME:vVERSION`
+    runtime: str = "torch",  # `torch`; `onnx` is not available yet
+    base_image: str = DEFAULT_BASE_IMAGE,  # the default of the Dockerfile's `ARG BASE_IMAGE`
 ) -> DockerContext:
     """Write a complete Docker build context serving the registered model `model_uri`."""
     settings = settings or get_settings()
-    if runtime not in RUNTIMES: raise InputError(f"runtime {runtime!r} is unknown; use one of {', '.join(RUNTIMES)}")
-    if runtime == "onnx": raise InputError("runtime 'onnx' is not available yet; use --runtime torch")
+    if runtime not in RUNTIMES:
+        raise InputError(f"runtime {runtime!r} is unknown; use one of {', '.join(RUNTIMES)}")
+    if runtime == "onnx":
+        raise InputError("runtime 'onnx' is not available yet; use --runtime torch")
     out = writable_folder(out)
     _clear(out)
     mv = download_model(model_uri, out / "model", settings)
     wheel = kit_wheel(out / "kit")
     requirements = serving_requirements(kit_requires=wheel_requires(wheel))
     requirements = pin_to_wheels(requirements, build_wheels(requirements, out / "wheels"))
-    (out / "requirements.txt").write_text(f"# serving dependencies of llmops-kit {__version__}, pinned to the exporting environment\n"
-                                          + "\n".join(requirements) + "\n", encoding="utf-8")
+    (out / "requirements.txt").write_text(
+        f"# serving dependencies of llmops-kit {__version__}, pinned to the exporting environment\n"
+        + "\n".join(requirements)
+        + "\n",
+        encoding="utf-8",
+    )
     policy_files = sorted((out / "model").rglob("policy.yaml"))
-    if policy_files: shutil.copyfile(policy_files[0], out / "policy.yaml")
+    if policy_files:
+        shutil.copyfile(policy_files[0], out / "policy.yaml")
     tag = tag or default_tag(mv.name, str(mv.version))
-    values = dict(model_uri=model_uri, model_name=mv.name, model_version=str(mv.version), kit_version=__version__,
-                  runtime=runtime, tag=tag, base_image=base_image, port=CONTAINER_PORT, kit_wheel=wheel.name,
-                  python_version=f"{sys.version_info.major}.{sys.version_info.minor}", policy=bool(policy_files),
-                  auth=settings.auth, audit=settings.audit)
-    (out / "settings.ini").write_text(container_settings(settings, mv.name, bool(policy_files)), encoding="utf-8")
+    values = dict(
+        model_uri=model_uri,
+        model_name=mv.name,
+        model_version=str(mv.version),
+        kit_version=__version__,
+        runtime=runtime,
+        tag=tag,
+        base_image=base_image,
+        port=CONTAINER_PORT,
+        kit_wheel=wheel.name,
+        python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
+        policy=bool(policy_files),
+        auth=settings.auth,
+        audit=settings.audit,
+    )
+    (out / "settings.ini").write_text(
+        container_settings(settings, mv.name, bool(policy_files)), encoding="utf-8"
+    )
     (out / "Dockerfile").write_text(render_template("Dockerfile.j2", **values), encoding="utf-8")
     (out / ".dockerignore").write_text(template_text("dockerignore"), encoding="utf-8")
     (out / "README.md").write_text(render_template("README.md.j2", **values), encoding="utf-8")
-    return DockerContext(out, model_uri, mv.name, str(mv.version), tag, runtime, requirements,
-                         sorted(p.name for p in out.iterdir()))
+    return DockerContext(
+        out,
+        model_uri,
+        mv.name,
+        str(mv.version),
+        tag,
+        runtime,
+        requirements,
+        sorted(p.name for p in out.iterdir()),
+    )
+
 
 # %% ../../nbs/export/01_context.ipynb #22eebb8d
 LOCAL_BASE_IMAGE = "localhost/llmops-python-base:bookworm"
+
 
 # %% ../../nbs/export/01_context.ipynb #b1295682
 def podman_flags() -> list[str]:
     """Flags `podman build` and `podman run` need where crun fails and rlimits cannot be raised."""
     runc = shutil.which("runc") or ("/usr/sbin/runc" if Path("/usr/sbin/runc").is_file() else None)
-    return [*(["--runtime", runc] if runc else []), "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--network", "host"]
+    return [
+        *(["--runtime", runc] if runc else []),
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "--network",
+        "host",
+    ]
+
 
 # %% ../../nbs/export/01_context.ipynb #dfdb3fc7
 def find_engine() -> str | None:
     """`docker` when a Docker engine answers a ping, else `podman` when it is installed, else None."""
     try:
         import docker
+
         client = docker.from_env(timeout=5)
         try:
-            if client.ping(): return "docker"
-        finally: client.close()
-    except Exception: pass # no SDK, no socket, no daemon: try podman
+            if client.ping():
+                return "docker"
+        finally:
+            client.close()
+    except Exception:
+        pass  # no SDK, no socket, no daemon: try podman
     return "podman" if shutil.which("podman") else None
+
 
 # %% ../../nbs/export/01_context.ipynb #b964a34e
 def require_engine() -> str:
     """`find_engine()`, or a `ConfigurationError` saying that no engine is there."""
     engine = find_engine()
     if engine is None:
-        raise ConfigurationError("no container engine to build with: no Docker engine answers (docker.from_env().ping()) "
-                                 "and podman is not installed; start Docker or install podman, or build the context yourself")
+        raise ConfigurationError(
+            "no container engine to build with: no Docker engine answers (docker.from_env().ping()) "
+            "and podman is not installed; start Docker or install podman, or build the context yourself"
+        )
     return engine
+
 
 # %% ../../nbs/export/01_context.ipynb #435f547a
 def _tail(text: str, n: int = 3) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return " | ".join(lines[-n:]) or "(no output)"
 
+
 # %% ../../nbs/export/01_context.ipynb #753bab07
 def build_image(
-    context: DockerContext | str | os.PathLike, # a written context (or its folder)
-    tag: str | None = None, # the image tag; default the context's
-    build_args: dict[str, str] | None = None, # e.g. `{"BASE_IMAGE": ...}`
-    engine: str | None = None, # `docker` or `podman`; default `find_engine()`
+    context: DockerContext | str | os.PathLike,  # a written context (or its folder)
+    tag: str | None = None,  # the image tag; default the context's
+    build_args: dict[str, str] | None = None,  # e.g. `{"BASE_IMAGE": ...}`
+    engine: str | None = None,  # `docker` or `podman`; default `find_engine()`
 ) -> str:
     """Build the context's image with a Docker engine or podman; return the tag."""
     folder = Path(context.folder if isinstance(context, DockerContext) else context)
     tag = tag or (context.tag if isinstance(context, DockerContext) else None)
-    if not tag: raise InputError("an image tag is needed to build: give --tag")
-    if not (folder / "Dockerfile").is_file(): raise InputError(f"{folder} holds no Dockerfile; run `llmops export docker` first")
+    if not tag:
+        raise InputError("an image tag is needed to build: give --tag")
+    if not (folder / "Dockerfile").is_file():
+        raise InputError(f"{folder} holds no Dockerfile; run `llmops export docker` first")
     engine = engine or require_engine()
     if engine == "docker":
         import docker
+
         client = docker.from_env()
-        try: client.images.build(path=str(folder), tag=tag, buildargs=build_args or {}, rm=True)
+        try:
+            client.images.build(path=str(folder), tag=tag, buildargs=build_args or {}, rm=True)
         except docker.errors.BuildError as e:
             raise LlmopsError(f"docker build of {folder} failed: {e.msg}") from None
-        finally: client.close()
+        finally:
+            client.close()
         return tag
     args = [f"--build-arg={k}={v}" for k, v in (build_args or {}).items()]
-    done = subprocess.run(["podman", "build", "--format", "docker", *podman_flags(), *args, "-t", tag, str(folder)],
-                          capture_output=True, text=True)
-    if done.returncode != 0: raise LlmopsError(f"podman build of {folder} failed: {_tail(done.stderr + done.stdout)}")
+    done = subprocess.run(
+        ["podman", "build", "--format", "docker", *podman_flags(), *args, "-t", tag, str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise LlmopsError(f"podman build of {folder} failed: {_tail(done.stderr + done.stdout)}")
     return tag
+
 
 # %% ../../nbs/export/01_context.ipynb #070da821
 def local_base_image(
-    tag: str = LOCAL_BASE_IMAGE, # the image to make (kept: made once per machine)
-    suite: str = "bookworm", # the Debian release (bookworm's python3 is 3.11)
-    mirror: str = "http://deb.debian.org/debian", # a Debian mirror
+    tag: str = LOCAL_BASE_IMAGE,  # the image to make (kept: made once per machine)
+    suite: str = "bookworm",  # the Debian release (bookworm's python3 is 3.11)
+    mirror: str = "http://deb.debian.org/debian",  # a Debian mirror
 ) -> str:
     """A Debian base image with python3, venv and pip, made locally with debootstrap and `podman import`."""
     missing = [tool for tool in ("podman", "debootstrap") if shutil.which(tool) is None]
-    if missing: raise ConfigurationError(f"making a local base image needs {' and '.join(missing)}: apt-get install -y {' '.join(missing)}")
-    if subprocess.run(["podman", "image", "exists", tag]).returncode == 0: return tag
+    if missing:
+        raise ConfigurationError(
+            f"making a local base image needs {' and '.join(missing)}: apt-get install -y {' '.join(missing)}"
+        )
+    if subprocess.run(["podman", "image", "exists", tag]).returncode == 0:
+        return tag
     with tempfile.TemporaryDirectory(prefix="llmops-base-") as work:
         root = Path(work) / "root"
-        done = subprocess.run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,python3-pip,ca-certificates",
-                               suite, str(root), mirror], capture_output=True, text=True)
-        if done.returncode != 0: raise LlmopsError(f"debootstrap {suite} from {mirror} failed: {_tail(done.stdout + done.stderr)}")
+        done = subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=python3,python3-venv,python3-pip,ca-certificates",
+                suite,
+                str(root),
+                mirror,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise LlmopsError(f"debootstrap {suite} from {mirror} failed: {_tail(done.stdout + done.stderr)}")
         for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for p in (root / cache).glob("*"):
-                if p.is_file(): p.unlink()
+                if p.is_file():
+                    p.unlink()
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        done = subprocess.run(["podman", "import", "-", tag], stdin=tar.stdout, capture_output=True, text=True)
+        done = subprocess.run(
+            ["podman", "import", "-", tag], stdin=tar.stdout, capture_output=True, text=True
+        )
         tar.stdout.close()
         tar.wait()
-        if done.returncode != 0 or tar.returncode != 0: raise LlmopsError(f"podman import of {root} as {tag} failed: {_tail(done.stderr)}")
+        if done.returncode != 0 or tar.returncode != 0:
+            raise LlmopsError(f"podman import of {root} as {tag} failed: {_tail(done.stderr)}")
     return tag

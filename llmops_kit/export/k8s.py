@@ -6,12 +6,45 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['CONFIG_DIR', 'STATE_DIR', 'HTTP_PORT', 'METRICS_PORT', 'RUN_AS_USER', 'VECTOR_IMAGE', 'LATENCY_SLO_S', 'ERROR_RATIO',
-           'RPS_PER_POD', 'ECS_FIELDS', 'ECS_CONSTANTS', 'check_inputs', 'container_settings', 'settings_ini',
-           'secret_env', 'labels', 'pod_spec', 'deployment', 'service', 'autoscaler', 'disruption_budget',
-           'canary_replicas', 'canary', 'knative_service', 'alert_rules', 'metric_names', 'prometheus_rule',
-           'service_monitor', 'adapter_rules', 'dashboard', 'to_ecs', 'vector_remap', 'vector_config', 'dump_yaml',
-           'config_map', 'asset_documents', 'write_deployment_assets']
+__all__ = [
+    "CONFIG_DIR",
+    "STATE_DIR",
+    "HTTP_PORT",
+    "METRICS_PORT",
+    "RUN_AS_USER",
+    "VECTOR_IMAGE",
+    "LATENCY_SLO_S",
+    "ERROR_RATIO",
+    "RPS_PER_POD",
+    "ECS_FIELDS",
+    "ECS_CONSTANTS",
+    "check_inputs",
+    "container_settings",
+    "settings_ini",
+    "secret_env",
+    "labels",
+    "pod_spec",
+    "deployment",
+    "service",
+    "autoscaler",
+    "disruption_budget",
+    "canary_replicas",
+    "canary",
+    "knative_service",
+    "alert_rules",
+    "metric_names",
+    "prometheus_rule",
+    "service_monitor",
+    "adapter_rules",
+    "dashboard",
+    "to_ecs",
+    "vector_remap",
+    "vector_config",
+    "dump_yaml",
+    "config_map",
+    "asset_documents",
+    "write_deployment_assets",
+]
 
 # %% ../../nbs/export/03_k8s.ipynb #fbb2f4d4
 import dataclasses
@@ -29,87 +62,125 @@ from ..core import SECTIONS, InferenceRecord, Settings
 from ..errors import InputError
 
 # %% ../../nbs/export/03_k8s.ipynb #1983d8eb
-CONFIG_DIR = "/etc/llmops" # the ConfigMap's mount: settings.ini
-STATE_DIR = "/var/lib/llmops" # a writable volume: audit log, caches, keys
-HTTP_PORT = 8000 # the API's container port
-METRICS_PORT = 9090 # unauthenticated `/metrics` (`[serving] metrics_port`), for Prometheus only
-RUN_AS_USER = 10001 # the image's non-root user and group
-VECTOR_IMAGE = "timberio/vector:0.47.0-distroless-libc" # the audit-log shipper's sidecar
-LATENCY_SLO_S = 0.5 # p99 in the server above which the latency alert fires
-ERROR_RATIO = 0.01 # share of 5xx answers above which the error alert fires
-RPS_PER_POD = 20 # the HPA's target requests per second per pod
+CONFIG_DIR = "/etc/llmops"  # the ConfigMap's mount: settings.ini
+STATE_DIR = "/var/lib/llmops"  # a writable volume: audit log, caches, keys
+HTTP_PORT = 8000  # the API's container port
+METRICS_PORT = 9090  # unauthenticated `/metrics` (`[serving] metrics_port`), for Prometheus only
+RUN_AS_USER = 10001  # the image's non-root user and group
+VECTOR_IMAGE = "timberio/vector:0.47.0-distroless-libc"  # the audit-log shipper's sidecar
+LATENCY_SLO_S = 0.5  # p99 in the server above which the latency alert fires
+ERROR_RATIO = 0.01  # share of 5xx answers above which the error alert fires
+RPS_PER_POD = 20  # the HPA's target requests per second per pod
 
 # %% ../../nbs/export/03_k8s.ipynb #fbf51145
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
 
+
 def check_inputs(
-    name: str, # the app's name
-    image: str, # the container image reference
-    replicas: int, # stable replicas
-    canary_weight: int, # percent of traffic for the canary
+    name: str,  # the app's name
+    image: str,  # the container image reference
+    replicas: int,  # stable replicas
+    canary_weight: int,  # percent of traffic for the canary
 ) -> None:
     """Raise `InputError` naming the first argument that cannot make valid manifests."""
     if not _DNS_LABEL.match(name or ""):
-        raise InputError(f"name {name!r} is not a DNS-1123 label: use 1-40 lower-case letters, digits and '-', "
-                         "starting and ending with a letter or digit (e.g. support-router)")
+        raise InputError(
+            f"name {name!r} is not a DNS-1123 label: use 1-40 lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit (e.g. support-router)"
+        )
     if not image or not _IMAGE.match(image) or image.endswith((":", "@")):
-        raise InputError(f"image {image!r} is not an image reference; pass one like registry.example.com/{name}:1.0")
+        raise InputError(
+            f"image {image!r} is not an image reference; pass one like registry.example.com/{name}:1.0"
+        )
     if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 100:
         raise InputError(f"replicas {replicas!r} must be an integer from 1 to 100")
     if isinstance(canary_weight, bool) or not isinstance(canary_weight, int) or not 0 <= canary_weight <= 50:
-        raise InputError(f"canary weight {canary_weight!r} must be an integer percent from 0 to 50 "
-                         "(0 writes no split; promote past 50% by swapping the tracks)")
+        raise InputError(
+            f"canary weight {canary_weight!r} must be an integer percent from 0 to 50 "
+            "(0 writes no split; promote past 50% by swapping the tracks)"
+        )
+
 
 # %% ../../nbs/export/03_k8s.ipynb #228a0d4f
 def container_settings(
-    settings: Settings, # the user's settings
+    settings: Settings,  # the user's settings
 ) -> Settings:
     """`settings` with the container's addresses and writable paths."""
     s = settings
     up = lambda section, **kw: getattr(s, section).model_copy(update=kw)
     api_keys = f"{CONFIG_DIR}/api-keys/{Path(s.auth.api_keys_file).name}" if s.auth.api_keys_file else ""
-    return s.model_copy(update=dict(
-        root=Path(CONFIG_DIR), source=f"{CONFIG_DIR}/settings.ini",
-        project=up("project", state_dir=STATE_DIR, log_format="json"),
-        serving=up("serving", host="0.0.0.0", port=HTTP_PORT, metrics_port=s.serving.metrics_port or METRICS_PORT),
-        audit=up("audit", dir=f"{STATE_DIR}/audit", chain_keys=f"{STATE_DIR}/keys/audit-chain.jsonl",
-                 checkpoint_dir=f"{STATE_DIR}/audit-checkpoints"),
-        auth=up("auth", api_keys_file=api_keys),
-        export=up("export", output_dir=f"{STATE_DIR}/export")))
+    return s.model_copy(
+        update=dict(
+            root=Path(CONFIG_DIR),
+            source=f"{CONFIG_DIR}/settings.ini",
+            project=up("project", state_dir=STATE_DIR, log_format="json"),
+            serving=up(
+                "serving", host="0.0.0.0", port=HTTP_PORT, metrics_port=s.serving.metrics_port or METRICS_PORT
+            ),
+            audit=up(
+                "audit",
+                dir=f"{STATE_DIR}/audit",
+                chain_keys=f"{STATE_DIR}/keys/audit-chain.jsonl",
+                checkpoint_dir=f"{STATE_DIR}/audit-checkpoints",
+            ),
+            auth=up("auth", api_keys_file=api_keys),
+            export=up("export", output_dir=f"{STATE_DIR}/export"),
+        )
+    )
+
 
 # %% ../../nbs/export/03_k8s.ipynb #9249444c
 def _ini_value(v: Any) -> str:
-    if isinstance(v, bool): return "true" if v else "false"
+    if isinstance(v, bool):
+        return "true" if v else "false"
     text = str(v)
-    if "\n" in text: raise InputError(f"setting value {text[:40]!r}... spans several lines; settings.ini values are one line")
+    if "\n" in text:
+        raise InputError(
+            f"setting value {text[:40]!r}... spans several lines; settings.ini values are one line"
+        )
     return text
 
+
 def settings_ini(
-    settings: Settings, # settings to write
+    settings: Settings,  # settings to write
 ) -> str:
     """`settings` as the text of a `settings.ini` that `load_settings` reads back equal."""
     lines = ["# written by llmops export k8s; secrets come from the environment, never from this file"]
-    sections = [(n, getattr(settings, n)) for n in SECTIONS] + [(f"model.{n}", m) for n, m in settings.models.items()]
+    sections = [(n, getattr(settings, n)) for n in SECTIONS] + [
+        (f"model.{n}", m) for n, m in settings.models.items()
+    ]
     for section, values in sections:
-        lines += ["", f"[{section}]"] + [f"{k} = {_ini_value(v)}".rstrip() for k, v in values.model_dump().items()]
+        lines += ["", f"[{section}]"] + [
+            f"{k} = {_ini_value(v)}".rstrip() for k, v in values.model_dump().items()
+        ]
     return "\n".join(lines) + "\n"
+
 
 # %% ../../nbs/export/03_k8s.ipynb #5d1a02d3
 def secret_env(
-    name: str, # the app's name; the Secret is `<name>-secrets`
-    settings: Settings, # which variables the settings read
+    name: str,  # the app's name; the Secret is `<name>-secrets`
+    settings: Settings,  # which variables the settings read
 ) -> list[dict[str, Any]]:
     """The container's `env` entries that read secrets from the Secret `<name>-secrets`."""
-    wanted = [(settings.auth.jwt_secret_env, bool(settings.auth.jwks) or not settings.auth.required),
-              (settings.audit.encryption_key_env, True)]
+    wanted = [
+        (settings.auth.jwt_secret_env, bool(settings.auth.jwks) or not settings.auth.required),
+        (settings.audit.encryption_key_env, True),
+    ]
     wanted += [(m.api_key_env, False) for m in settings.models.values() if m.api_key_env]
     env, seen = [], set()
     for var, optional in wanted:
-        if not var or var in seen: continue
+        if not var or var in seen:
+            continue
         seen.add(var)
-        env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": f"{name}-secrets", "key": var, "optional": optional}}})
+        env.append(
+            {
+                "name": var,
+                "valueFrom": {"secretKeyRef": {"name": f"{name}-secrets", "key": var, "optional": optional}},
+            }
+        )
     return env
+
 
 # %% ../../nbs/export/03_k8s.ipynb #b13cfafb
 def labels(name: str, track: str | None = None) -> dict[str, str]:
@@ -117,287 +188,568 @@ def labels(name: str, track: str | None = None) -> dict[str, str]:
     out = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "llmops-kit"}
     return {**out, "track": track} if track else out
 
+
 # %% ../../nbs/export/03_k8s.ipynb #64eb4fad
-_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-             "capabilities": {"drop": ["ALL"]}}
+_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
 
 def pod_spec(
-    name: str, # the app's name
-    image: str, # the container image
-    settings: Settings, # the user's settings
-    knative: bool = False, # Knative's subset: one port, no startup probe, no grace period
+    name: str,  # the app's name
+    image: str,  # the container image
+    settings: Settings,  # the user's settings
+    knative: bool = False,  # Knative's subset: one port, no startup probe, no grace period
 ) -> dict[str, Any]:
     """The pod spec of the server container and its audit-log shipper."""
     ports = [{"name": "http1" if knative else "http", "containerPort": HTTP_PORT}]
-    if not knative: ports.append({"name": "metrics", "containerPort": container_settings(settings).serving.metrics_port})
+    if not knative:
+        ports.append({"name": "metrics", "containerPort": container_settings(settings).serving.metrics_port})
     probe = lambda path, **kw: {"httpGet": {"path": path, "port": HTTP_PORT}, **kw}
-    app = {"name": "server", "image": image, "ports": ports,
-           "env": [{"name": "LLMOPS_SETTINGS", "value": f"{CONFIG_DIR}/settings.ini"},
-                   {"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
-                   {"name": "HOME", "value": "/tmp"}, *secret_env(name, settings)],
-           "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
-           "readinessProbe": probe("/readyz", periodSeconds=5, timeoutSeconds=2, failureThreshold=3),
-           "livenessProbe": probe("/healthz", periodSeconds=10, timeoutSeconds=2, failureThreshold=3),
-           "securityContext": _SECURITY,
-           "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-                            {"name": "state", "mountPath": STATE_DIR}, {"name": "tmp", "mountPath": "/tmp"}]}
-    if not knative: app["startupProbe"] = probe("/healthz", periodSeconds=2, failureThreshold=60)
-    volumes = [{"name": "config", "configMap": {"name": f"{name}-config"}},
-               {"name": "state", "emptyDir": {}}, {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
-               {"name": "vector-data", "emptyDir": {}}]
+    app = {
+        "name": "server",
+        "image": image,
+        "ports": ports,
+        "env": [
+            {"name": "LLMOPS_SETTINGS", "value": f"{CONFIG_DIR}/settings.ini"},
+            {"name": "HF_HUB_OFFLINE", "value": "1"},
+            {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
+            {"name": "HOME", "value": "/tmp"},
+            *secret_env(name, settings),
+        ],
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+        "readinessProbe": probe("/readyz", periodSeconds=5, timeoutSeconds=2, failureThreshold=3),
+        "livenessProbe": probe("/healthz", periodSeconds=10, timeoutSeconds=2, failureThreshold=3),
+        "securityContext": _SECURITY,
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "state", "mountPath": STATE_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if not knative:
+        app["startupProbe"] = probe("/healthz", periodSeconds=2, failureThreshold=60)
+    volumes = [
+        {"name": "config", "configMap": {"name": f"{name}-config"}},
+        {"name": "state", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
+        {"name": "vector-data", "emptyDir": {}},
+    ]
     if settings.auth.api_keys_file:
-        app["volumeMounts"].append({"name": "api-keys", "mountPath": f"{CONFIG_DIR}/api-keys", "readOnly": True})
+        app["volumeMounts"].append(
+            {"name": "api-keys", "mountPath": f"{CONFIG_DIR}/api-keys", "readOnly": True}
+        )
         volumes.append({"name": "api-keys", "secret": {"secretName": f"{name}-api-keys"}})
-    shipper = {"name": "audit-shipper", "image": VECTOR_IMAGE, "args": ["--config", "/etc/vector/vector.yaml"],
-               "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "250m", "memory": "256Mi"}},
-               "securityContext": _SECURITY,
-               "volumeMounts": [{"name": "state", "mountPath": STATE_DIR, "readOnly": True},
-                                {"name": "config", "mountPath": "/etc/vector", "readOnly": True},
-                                {"name": "vector-data", "mountPath": "/var/lib/vector"}]}
-    user = {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}}
+    shipper = {
+        "name": "audit-shipper",
+        "image": VECTOR_IMAGE,
+        "args": ["--config", "/etc/vector/vector.yaml"],
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "250m", "memory": "256Mi"},
+        },
+        "securityContext": _SECURITY,
+        "volumeMounts": [
+            {"name": "state", "mountPath": STATE_DIR, "readOnly": True},
+            {"name": "config", "mountPath": "/etc/vector", "readOnly": True},
+            {"name": "vector-data", "mountPath": "/var/lib/vector"},
+        ],
+    }
+    user = {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     spec = {"automountServiceAccountToken": False, "containers": [app, shipper], "volumes": volumes}
-    if knative: # a pod-level securityContext needs a Knative feature flag; the containers' own is allowed
-        for c in spec["containers"]: c["securityContext"] = {**_SECURITY, **user}
+    if knative:  # a pod-level securityContext needs a Knative feature flag; the containers' own is allowed
+        for c in spec["containers"]:
+            c["securityContext"] = {**_SECURITY, **user}
     else:
         spec["securityContext"] = {**user, "fsGroup": RUN_AS_USER}
         spec["terminationGracePeriodSeconds"] = int(settings.serving.request_timeout_s) + 10
     return spec
 
+
 # %% ../../nbs/export/03_k8s.ipynb #c5581e40
 def deployment(
-    name: str, # the app's name
-    image: str, # the container image
-    settings: Settings, # the user's settings
-    replicas: int = 2, # pods of this track
-    track: str = "stable", # `stable` or `canary`
+    name: str,  # the app's name
+    image: str,  # the container image
+    settings: Settings,  # the user's settings
+    replicas: int = 2,  # pods of this track
+    track: str = "stable",  # `stable` or `canary`
 ) -> dict[str, Any]:
     """A Deployment of one track of the server."""
     full = name if track == "stable" else f"{name}-{track}"
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": full, "labels": labels(name, track)},
-            "spec": {"replicas": replicas, "revisionHistoryLimit": 5,
-                     "selector": {"matchLabels": labels(name, track)},
-                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-                     "template": {"metadata": {"labels": labels(name, track)}, "spec": pod_spec(name, image, settings)}}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": full, "labels": labels(name, track)},
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": labels(name, track)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": labels(name, track)},
+                "spec": pod_spec(name, image, settings),
+            },
+        },
+    }
+
 
 # %% ../../nbs/export/03_k8s.ipynb #258219bc
 def service(
-    name: str, # the app's name
-    settings: Settings, # for the metrics port
+    name: str,  # the app's name
+    settings: Settings,  # for the metrics port
 ) -> dict[str, Any]:
     """A ClusterIP Service over both tracks, with the API and metrics ports."""
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels(name)},
-            "spec": {"selector": labels(name), "ports": [
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels(name)},
+        "spec": {
+            "selector": labels(name),
+            "ports": [
                 {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
-                {"name": "metrics", "port": container_settings(settings).serving.metrics_port, "targetPort": "metrics", "protocol": "TCP"}]}}
+                {
+                    "name": "metrics",
+                    "port": container_settings(settings).serving.metrics_port,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                },
+            ],
+        },
+    }
+
 
 # %% ../../nbs/export/03_k8s.ipynb #176fa420
 def autoscaler(
-    name: str, # the app's name (the stable Deployment)
-    replicas: int = 2, # the minimum
+    name: str,  # the app's name (the stable Deployment)
+    replicas: int = 2,  # the minimum
 ) -> dict[str, Any]:
     """A HorizontalPodAutoscaler on CPU and on requests per second per pod (via the Prometheus adapter)."""
-    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": name, "labels": labels(name)},
-            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                     "minReplicas": replicas, "maxReplicas": max(10, 5 * replicas),
-                     "metrics": [
-                         {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}},
-                         {"type": "Pods", "pods": {"metric": {"name": "llmops_requests_per_second"},
-                                                   "target": {"type": "AverageValue", "averageValue": str(RPS_PER_POD)}}}],
-                     "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}}}}
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "labels": labels(name)},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": replicas,
+            "maxReplicas": max(10, 5 * replicas),
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+                },
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": "llmops_requests_per_second"},
+                        "target": {"type": "AverageValue", "averageValue": str(RPS_PER_POD)},
+                    },
+                },
+            ],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
+        },
+    }
+
 
 # %% ../../nbs/export/03_k8s.ipynb #fbff48da
 def disruption_budget(
-    name: str, # the app's name
+    name: str,  # the app's name
 ) -> dict[str, Any]:
     """A PodDisruptionBudget: voluntary disruptions (node drains) take at most one pod at a time."""
-    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": name, "labels": labels(name)},
-            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels(name)}}}
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "labels": labels(name)},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels(name)}},
+    }
+
 
 # %% ../../nbs/export/03_k8s.ipynb #f4f755ae
 def canary_replicas(
-    replicas: int, # stable pods
-    weight: int, # percent for the canary
+    replicas: int,  # stable pods
+    weight: int,  # percent for the canary
 ) -> int:
     """Canary pods that give the canary about `weight` percent of a pod-spread Service's traffic."""
     return max(1, round(replicas * weight / (100 - weight))) if weight else 0
 
+
 # %% ../../nbs/export/03_k8s.ipynb #99d94fff
 def canary(
-    name: str, # the app's name
-    image: str, # the candidate image
-    settings: Settings, # the user's settings
-    replicas: int = 2, # stable pods
-    weight: int = 10, # percent for the canary
+    name: str,  # the app's name
+    image: str,  # the candidate image
+    settings: Settings,  # the user's settings
+    replicas: int = 2,  # stable pods
+    weight: int = 10,  # percent for the canary
 ) -> dict[str, Any]:
     """The canary Deployment (`track: canary`), sized for `weight`, the weight in an annotation."""
     d = deployment(name, image, settings, canary_replicas(replicas, weight), track="canary")
-    d["metadata"]["annotations"] = {"llmops-kit/canary-weight": str(weight),
-                                    "llmops-kit/canary-share": "canary pods / all pods behind the Service"}
+    d["metadata"]["annotations"] = {
+        "llmops-kit/canary-weight": str(weight),
+        "llmops-kit/canary-share": "canary pods / all pods behind the Service",
+    }
     return d
+
 
 # %% ../../nbs/export/03_k8s.ipynb #8fbda670
 def knative_service(
-    name: str, # the app's name
-    image: str, # the container image
-    settings: Settings, # the user's settings
-    weight: int = 10, # percent for the latest revision
-    max_scale: int = 10, # the most pods
+    name: str,  # the app's name
+    image: str,  # the container image
+    settings: Settings,  # the user's settings
+    weight: int = 10,  # percent for the latest revision
+    max_scale: int = 10,  # the most pods
 ) -> dict[str, Any]:
     """A Knative Service that scales to zero and splits traffic between a pinned revision and the latest one."""
     revision = f"{name}-{hashlib.sha256(image.encode()).hexdigest()[:8]}"
-    traffic = ([{"tag": "stable", "revisionName": revision, "percent": 100 - weight},
-                {"tag": "canary", "latestRevision": True, "percent": weight}] if weight
-               else [{"latestRevision": True, "percent": 100}])
+    traffic = (
+        [
+            {"tag": "stable", "revisionName": revision, "percent": 100 - weight},
+            {"tag": "canary", "latestRevision": True, "percent": weight},
+        ]
+        if weight
+        else [{"latestRevision": True, "percent": 100}]
+    )
     spec = pod_spec(name, image, settings, knative=True)
     spec["timeoutSeconds"] = int(settings.serving.request_timeout_s) + 10
-    return {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": {"name": name, "labels": labels(name)},
-            "spec": {"template": {"metadata": {"name": revision, "labels": labels(name),
-                                               "annotations": {"autoscaling.knative.dev/min-scale": "0",
-                                                               "autoscaling.knative.dev/max-scale": str(max_scale),
-                                                               "autoscaling.knative.dev/target": "20",
-                                                               "autoscaling.knative.dev/scale-to-zero-pod-retention-period": "5m"}},
-                                  "spec": spec},
-                     "traffic": traffic}}
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels(name)},
+        "spec": {
+            "template": {
+                "metadata": {
+                    "name": revision,
+                    "labels": labels(name),
+                    "annotations": {
+                        "autoscaling.knative.dev/min-scale": "0",
+                        "autoscaling.knative.dev/max-scale": str(max_scale),
+                        "autoscaling.knative.dev/target": "20",
+                        "autoscaling.knative.dev/scale-to-zero-pod-retention-period": "5m",
+                    },
+                },
+                "spec": spec,
+            },
+            "traffic": traffic,
+        },
+    }
+
 
 # %% ../../nbs/export/03_k8s.ipynb #b020c4b7
 def alert_rules(
-    name: str, # the app's name, in the alerts' labels
+    name: str,  # the app's name, in the alerts' labels
 ) -> dict[str, Any]:
     """Prometheus recording and alerting rules over the server's `llmops_*` metrics."""
     api = 'route=~"/v1/.*"'
-    ratio = lambda sel: (f'sum(rate(llmops_requests_total{{{api},{sel}}}[5m])) '
-                         f'/ clamp_min(sum(rate(llmops_requests_total{{{api}}}[5m])), 1e-9)')
+    ratio = lambda sel: (
+        f"sum(rate(llmops_requests_total{{{api},{sel}}}[5m])) "
+        f"/ clamp_min(sum(rate(llmops_requests_total{{{api}}}[5m])), 1e-9)"
+    )
     alert = lambda a, expr, for_, severity, summary: {
-        "alert": a, "expr": expr, "for": for_, "labels": {"severity": severity, "app": name},
-        "annotations": {"summary": summary}}
-    return {"groups": [
-        {"name": "llmops.recording", "rules": [ # evaluated every global evaluation_interval
-            {"record": "llmops:requests:rate5m", "expr": "sum by (route, outcome) (rate(llmops_requests_total[5m]))"},
-            {"record": "llmops:request_duration_seconds:p99_5m",
-             "expr": f"histogram_quantile(0.99, sum by (le) (rate(llmops_request_duration_seconds_bucket{{{api}}}[5m])))"},
-            {"record": "llmops:errors:ratio5m", "expr": ratio('status=~"5.."')}]},
-        {"name": "llmops.alerts", "rules": [
-            alert("LlmopsLatencySLO", f"llmops:request_duration_seconds:p99_5m > {LATENCY_SLO_S}", "10m", "warning",
-                  f"p99 time in the server above {LATENCY_SLO_S} s for 10 minutes"),
-            alert("LlmopsErrorRate", f"llmops:errors:ratio5m > {ERROR_RATIO}", "5m", "critical",
-                  f"more than {ERROR_RATIO:.0%} of API requests answered 5xx for 5 minutes"),
-            alert("LlmopsRequestsRejected", ratio('outcome="rate_limited"') + " > 0.05", "10m", "warning",
-                  "more than 5% of API requests rejected with 429 (in-flight cap; budgets and quotas once they exist)"),
-            alert("LlmopsUpstreamFailures", ratio('outcome=~"upstream_error|timeout"') + " > 0.05", "5m", "warning",
-                  "more than 5% of API requests failed upstream or timed out"),
-            alert("LlmopsSaturated", "sum(llmops_in_flight_requests) > 100", "10m", "warning",
-                  "more than 100 requests in flight for 10 minutes")]}]}
+        "alert": a,
+        "expr": expr,
+        "for": for_,
+        "labels": {"severity": severity, "app": name},
+        "annotations": {"summary": summary},
+    }
+    return {
+        "groups": [
+            {
+                "name": "llmops.recording",
+                "rules": [  # evaluated every global evaluation_interval
+                    {
+                        "record": "llmops:requests:rate5m",
+                        "expr": "sum by (route, outcome) (rate(llmops_requests_total[5m]))",
+                    },
+                    {
+                        "record": "llmops:request_duration_seconds:p99_5m",
+                        "expr": f"histogram_quantile(0.99, sum by (le) (rate(llmops_request_duration_seconds_bucket{{{api}}}[5m])))",
+                    },
+                    {"record": "llmops:errors:ratio5m", "expr": ratio('status=~"5.."')},
+                ],
+            },
+            {
+                "name": "llmops.alerts",
+                "rules": [
+                    alert(
+                        "LlmopsLatencySLO",
+                        f"llmops:request_duration_seconds:p99_5m > {LATENCY_SLO_S}",
+                        "10m",
+                        "warning",
+                        f"p99 time in the server above {LATENCY_SLO_S} s for 10 minutes",
+                    ),
+                    alert(
+                        "LlmopsErrorRate",
+                        f"llmops:errors:ratio5m > {ERROR_RATIO}",
+                        "5m",
+                        "critical",
+                        f"more than {ERROR_RATIO:.0%} of API requests answered 5xx for 5 minutes",
+                    ),
+                    alert(
+                        "LlmopsRequestsRejected",
+                        ratio('outcome="rate_limited"') + " > 0.05",
+                        "10m",
+                        "warning",
+                        "more than 5% of API requests rejected with 429 (in-flight cap; budgets and quotas once they exist)",
+                    ),
+                    alert(
+                        "LlmopsUpstreamFailures",
+                        ratio('outcome=~"upstream_error|timeout"') + " > 0.05",
+                        "5m",
+                        "warning",
+                        "more than 5% of API requests failed upstream or timed out",
+                    ),
+                    alert(
+                        "LlmopsSaturated",
+                        "sum(llmops_in_flight_requests) > 100",
+                        "10m",
+                        "warning",
+                        "more than 100 requests in flight for 10 minutes",
+                    ),
+                ],
+            },
+        ]
+    }
+
 
 # %% ../../nbs/export/03_k8s.ipynb #dc590554
 def metric_names(
-    text: str, # PromQL, a rules file or a dashboard's JSON
+    text: str,  # PromQL, a rules file or a dashboard's JSON
 ) -> set[str]:
     """The `llmops_*` series names in `text` (recording rules' `llmops:` names excluded)."""
     return set(re.findall(r"(?<![A-Za-z0-9_:])llmops_[a-z0-9_]+", text))
 
+
 # %% ../../nbs/export/03_k8s.ipynb #54cedc31
 def prometheus_rule(
-    name: str, # the app's name
+    name: str,  # the app's name
 ) -> dict[str, Any]:
     """The same rules as a `PrometheusRule` for the Prometheus operator."""
-    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule", "metadata": {"name": name, "labels": labels(name)},
-            "spec": alert_rules(name)}
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": name, "labels": labels(name)},
+        "spec": alert_rules(name),
+    }
+
 
 # %% ../../nbs/export/03_k8s.ipynb #dd90c778
 def service_monitor(
-    name: str, # the app's name
+    name: str,  # the app's name
 ) -> dict[str, Any]:
     """A `ServiceMonitor` that scrapes the Service's unauthenticated metrics port."""
-    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": name, "labels": labels(name)},
-            "spec": {"selector": {"matchLabels": labels(name)},
-                     "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}]}}
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": name, "labels": labels(name)},
+        "spec": {
+            "selector": {"matchLabels": labels(name)},
+            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
+        },
+    }
+
 
 # %% ../../nbs/export/03_k8s.ipynb #a8f76208
 def adapter_rules() -> dict[str, Any]:
     """The prometheus-adapter rule that serves `llmops_requests_per_second` per pod to the HPA."""
-    return {"rules": [{
-        "seriesQuery": 'llmops_requests_total{namespace!="",pod!=""}',
-        "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
-        "name": {"matches": "^llmops_requests_total$", "as": "llmops_requests_per_second"},
-        "metricsQuery": "sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)"}]}
+    return {
+        "rules": [
+            {
+                "seriesQuery": 'llmops_requests_total{namespace!="",pod!=""}',
+                "resources": {
+                    "overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+                },
+                "name": {"matches": "^llmops_requests_total$", "as": "llmops_requests_per_second"},
+                "metricsQuery": "sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)",
+            }
+        ]
+    }
+
 
 # %% ../../nbs/export/03_k8s.ipynb #9db450b8
-_PANELS = [ # title, unit, queries (expression, legend)
-    ("Requests per second by outcome", "reqps", [("sum by (outcome) (rate(llmops_requests_total[$__rate_interval]))", "{{outcome}}")]),
-    ("Time in the server (p50, p99)", "s", [
-        (f"histogram_quantile({q}, sum by (le) (rate(llmops_request_duration_seconds_bucket{{route=~\"/v1/.*\"}}[$__rate_interval])))", f"p{round(q * 100)}")
-        for q in (0.5, 0.99)]),
-    ("5xx share of API requests", "percentunit", [(
-        'sum(rate(llmops_requests_total{route=~"/v1/.*",status=~"5.."}[$__rate_interval])) '
-        '/ clamp_min(sum(rate(llmops_requests_total{route=~"/v1/.*"}[$__rate_interval])), 1e-9)', "5xx")]),
-    ("Time to first token (p90)", "s", [(
-        "histogram_quantile(0.9, sum by (le, model) (rate(llmops_time_to_first_token_seconds_bucket[$__rate_interval])))", "{{model}}")]),
-    ("Overhead by stage (p99)", "s", [(
-        "histogram_quantile(0.99, sum by (le, stage) (rate(llmops_overhead_seconds_bucket[$__rate_interval])))", "{{stage}}")]),
-    ("Tokens per second", "short", [("sum by (type, model) (rate(llmops_tokens_total[$__rate_interval]))", "{{type}} {{model}}")]),
-    ("Guardrail verdicts per second", "short", [(
-        "sum by (guard, action) (rate(llmops_guardrail_decisions_total[$__rate_interval]))", "{{guard}} {{action}}")]),
+_PANELS = [  # title, unit, queries (expression, legend)
+    (
+        "Requests per second by outcome",
+        "reqps",
+        [("sum by (outcome) (rate(llmops_requests_total[$__rate_interval]))", "{{outcome}}")],
+    ),
+    (
+        "Time in the server (p50, p99)",
+        "s",
+        [
+            (
+                f'histogram_quantile({q}, sum by (le) (rate(llmops_request_duration_seconds_bucket{{route=~"/v1/.*"}}[$__rate_interval])))',
+                f"p{round(q * 100)}",
+            )
+            for q in (0.5, 0.99)
+        ],
+    ),
+    (
+        "5xx share of API requests",
+        "percentunit",
+        [
+            (
+                'sum(rate(llmops_requests_total{route=~"/v1/.*",status=~"5.."}[$__rate_interval])) '
+                '/ clamp_min(sum(rate(llmops_requests_total{route=~"/v1/.*"}[$__rate_interval])), 1e-9)',
+                "5xx",
+            )
+        ],
+    ),
+    (
+        "Time to first token (p90)",
+        "s",
+        [
+            (
+                "histogram_quantile(0.9, sum by (le, model) (rate(llmops_time_to_first_token_seconds_bucket[$__rate_interval])))",
+                "{{model}}",
+            )
+        ],
+    ),
+    (
+        "Overhead by stage (p99)",
+        "s",
+        [
+            (
+                "histogram_quantile(0.99, sum by (le, stage) (rate(llmops_overhead_seconds_bucket[$__rate_interval])))",
+                "{{stage}}",
+            )
+        ],
+    ),
+    (
+        "Tokens per second",
+        "short",
+        [("sum by (type, model) (rate(llmops_tokens_total[$__rate_interval]))", "{{type}} {{model}}")],
+    ),
+    (
+        "Guardrail verdicts per second",
+        "short",
+        [
+            (
+                "sum by (guard, action) (rate(llmops_guardrail_decisions_total[$__rate_interval]))",
+                "{{guard}} {{action}}",
+            )
+        ],
+    ),
     ("Requests in flight", "short", [("sum(llmops_in_flight_requests)", "in flight")]),
 ]
 
+
 def dashboard(
-    name: str, # the app's name, in the title and uid
+    name: str,  # the app's name, in the title and uid
 ) -> dict[str, Any]:
     """A Grafana dashboard (schema version 39) over the server's `llmops_*` metrics."""
     ds = {"type": "prometheus", "uid": "${datasource}"}
-    panels = [{"id": i + 1, "type": "timeseries", "title": title, "datasource": ds,
-               "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
-               "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-               "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}},
-               "targets": [{"refId": chr(65 + j), "datasource": ds, "expr": expr, "legendFormat": legend}
-                           for j, (expr, legend) in enumerate(queries)]}
-              for i, (title, unit, queries) in enumerate(_PANELS)]
-    return {"title": f"llmops-kit: {name}", "uid": f"llmops-{name}"[:40], "tags": ["llmops-kit"], "timezone": "utc",
-            "schemaVersion": 39, "version": 1, "editable": True, "graphTooltip": 1, "refresh": "30s",
-            "time": {"from": "now-6h", "to": "now"},
-            "templating": {"list": [{"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus"}]},
-            "annotations": {"list": []}, "panels": panels}
+    panels = [
+        {
+            "id": i + 1,
+            "type": "timeseries",
+            "title": title,
+            "datasource": ds,
+            "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "options": {
+                "legend": {"displayMode": "list", "placement": "bottom"},
+                "tooltip": {"mode": "multi"},
+            },
+            "targets": [
+                {"refId": chr(65 + j), "datasource": ds, "expr": expr, "legendFormat": legend}
+                for j, (expr, legend) in enumerate(queries)
+            ],
+        }
+        for i, (title, unit, queries) in enumerate(_PANELS)
+    ]
+    return {
+        "title": f"llmops-kit: {name}",
+        "uid": f"llmops-{name}"[:40],
+        "tags": ["llmops-kit"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {
+            "list": [
+                {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus"}
+            ]
+        },
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
 
 # %% ../../nbs/export/03_k8s.ipynb #ac10a16e
-ECS_FIELDS: dict[str, str] = { # audit record field: ECS field
-    "ts": "@timestamp", "request_id": "http.request.id", "method": "http.request.method", "route": "url.path",
-    "status": "http.response.status_code", "error": "error.code", "subject": "user.id", "tenant": "labels.tenant",
-    "outcome": "labels.outcome", "model": "labels.model", "model_version": "labels.model_version",
+ECS_FIELDS: dict[str, str] = {  # audit record field: ECS field
+    "ts": "@timestamp",
+    "request_id": "http.request.id",
+    "method": "http.request.method",
+    "route": "url.path",
+    "status": "http.response.status_code",
+    "error": "error.code",
+    "subject": "user.id",
+    "tenant": "labels.tenant",
+    "outcome": "labels.outcome",
+    "model": "labels.model",
+    "model_version": "labels.model_version",
 }
-ECS_CONSTANTS: dict[str, Any] = {"ecs.version": "8.11.0", "event.kind": "event", "event.category": ["web"],
-                                 "event.type": ["access"], "event.dataset": "llmops.audit"}
+ECS_CONSTANTS: dict[str, Any] = {
+    "ecs.version": "8.11.0",
+    "event.kind": "event",
+    "event.category": ["web"],
+    "event.type": ["access"],
+    "event.dataset": "llmops.audit",
+}
+
 
 # %% ../../nbs/export/03_k8s.ipynb #2dafc2ad
 def _put(doc: dict, dotted: str, value: Any) -> None:
     *parents, last = [dotted] if dotted == "@timestamp" else dotted.split(".")
-    for p in parents: doc = doc.setdefault(p, {})
+    for p in parents:
+        doc = doc.setdefault(p, {})
     doc[last] = value
 
+
 def _compact(v: Any) -> Any:
-    if isinstance(v, dict): v = {k: c for k, c in ((k, _compact(x)) for k, x in v.items()) if c not in (None, "", {}, [])}
-    elif isinstance(v, list): v = [c for c in (_compact(x) for x in v) if c not in (None, "", {}, [])]
+    if isinstance(v, dict):
+        v = {k: c for k, c in ((k, _compact(x)) for k, x in v.items()) if c not in (None, "", {}, [])}
+    elif isinstance(v, list):
+        v = [c for c in (_compact(x) for x in v) if c not in (None, "", {}, [])]
     return v
 
+
 def to_ecs(
-    record: dict[str, Any], # one audit line, parsed
+    record: dict[str, Any],  # one audit line, parsed
 ) -> dict[str, Any]:
     """The audit record as a nested ECS document (empty fields dropped, as Vector's `compact` does)."""
     doc: dict[str, Any] = {}
-    for k, v in ECS_CONSTANTS.items(): _put(doc, k, v)
-    for field, value in record.items(): _put(doc, ECS_FIELDS.get(field, f"llmops.{field}"), value)
+    for k, v in ECS_CONSTANTS.items():
+        _put(doc, k, v)
+    for field, value in record.items():
+        _put(doc, ECS_FIELDS.get(field, f"llmops.{field}"), value)
     outcome = record.get("outcome")
-    _put(doc, "event.outcome", "success" if outcome == "ok" else "unknown" if outcome in (None, "disconnect") else "failure")
+    _put(
+        doc,
+        "event.outcome",
+        "success" if outcome == "ok" else "unknown" if outcome in (None, "disconnect") else "failure",
+    )
     _put(doc, "event.duration", round(float(record.get("latency_ms") or 0) * 1_000_000))
     return _compact(doc)
+
 
 # %% ../../nbs/export/03_k8s.ipynb #18c35496
 def _vrl_path(dotted: str) -> str:
     return '."@timestamp"' if dotted == "@timestamp" else "." + ".".join(dotted.split("."))
 
+
 def vector_remap(
-    fields: dict[str, str] | None = None, # audit field: ECS field; default `ECS_FIELDS`
-    record_fields: tuple[str, ...] | None = None, # the record's fields; default `InferenceRecord`'s
+    fields: dict[str, str] | None = None,  # audit field: ECS field; default `ECS_FIELDS`
+    record_fields: tuple[str, ...] | None = None,  # the record's fields; default `InferenceRecord`'s
 ) -> str:
     """Vector VRL that turns one audit JSONL line (`.message`) into the ECS document `to_ecs` makes."""
     fields = ECS_FIELDS if fields is None else fields
@@ -405,94 +757,160 @@ def vector_remap(
     lines = ["r = object!(parse_json!(string!(.message)))", ". = {}"]
     lines += [f"{_vrl_path(k)} = {json.dumps(v)}" for k, v in ECS_CONSTANTS.items()]
     lines += [f"{_vrl_path(fields.get(n, 'llmops.' + n))} = r.{n}" for n in names]
-    lines += ['.event.outcome = if r.outcome == "ok" { "success" } else if r.outcome == null || r.outcome == "disconnect" '
-              '{ "unknown" } else { "failure" }',
-              ".event.duration = to_int(round((to_float(r.latency_ms) ?? 0.0) * 1000000.0))",
-              ". = compact(.)"]
+    lines += [
+        '.event.outcome = if r.outcome == "ok" { "success" } else if r.outcome == null || r.outcome == "disconnect" '
+        '{ "unknown" } else { "failure" }',
+        ".event.duration = to_int(round((to_float(r.latency_ms) ?? 0.0) * 1000000.0))",
+        ". = compact(.)",
+    ]
     return "\n".join(lines) + "\n"
+
 
 # %% ../../nbs/export/03_k8s.ipynb #389e700f
 def vector_config(
-    audit_dir: str = f"{STATE_DIR}/audit", # where the server writes the audit JSONL
+    audit_dir: str = f"{STATE_DIR}/audit",  # where the server writes the audit JSONL
 ) -> dict[str, Any]:
     """A Vector config: read the audit JSONL, rename to ECS, write JSON lines to stdout (swap the sink for yours)."""
-    return {"data_dir": "/var/lib/vector",
-            "sources": {"audit": {"type": "file", "include": [f"{audit_dir}/audit-*.jsonl"], "read_from": "beginning",
-                                  "fingerprint": {"strategy": "device_and_inode"}}},
-            "transforms": {"audit_ecs": {"type": "remap", "inputs": ["audit"], "source": vector_remap(),
-                                         "drop_on_error": True, "reroute_dropped": True}},
-            "sinks": {"stdout": {"type": "console", "inputs": ["audit_ecs"], "encoding": {"codec": "json"}},
-                      "rejected": {"type": "console", "inputs": ["audit_ecs.dropped"], "encoding": {"codec": "json"}}}}
+    return {
+        "data_dir": "/var/lib/vector",
+        "sources": {
+            "audit": {
+                "type": "file",
+                "include": [f"{audit_dir}/audit-*.jsonl"],
+                "read_from": "beginning",
+                "fingerprint": {"strategy": "device_and_inode"},
+            }
+        },
+        "transforms": {
+            "audit_ecs": {
+                "type": "remap",
+                "inputs": ["audit"],
+                "source": vector_remap(),
+                "drop_on_error": True,
+                "reroute_dropped": True,
+            }
+        },
+        "sinks": {
+            "stdout": {"type": "console", "inputs": ["audit_ecs"], "encoding": {"codec": "json"}},
+            "rejected": {"type": "console", "inputs": ["audit_ecs.dropped"], "encoding": {"codec": "json"}},
+        },
+    }
+
 
 # %% ../../nbs/export/03_k8s.ipynb #abf50b29
-class _Dumper(yaml.SafeDumper): pass
-_Dumper.add_representer(str, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None))
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(
+    str, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None)
+)
+
 
 def dump_yaml(
-    *docs: dict[str, Any], # one or more documents
-    header: str = "", # comment lines written first
+    *docs: dict[str, Any],  # one or more documents
+    header: str = "",  # comment lines written first
 ) -> str:
     """YAML text of `docs` (separated by `---`), multi-line strings as literal blocks."""
-    text = "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120) for d in docs)
+    text = "---\n".join(
+        yaml.dump(d, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120) for d in docs
+    )
     return "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines()) + text
+
 
 # %% ../../nbs/export/03_k8s.ipynb #a66a70c9
 def config_map(
-    name: str, # the app's name
-    settings: Settings, # the user's settings
+    name: str,  # the app's name
+    settings: Settings,  # the user's settings
 ) -> dict[str, Any]:
     """The ConfigMap `<name>-config`: the container's `settings.ini` and the audit shipper's `vector.yaml`."""
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{name}-config", "labels": labels(name)},
-            "data": {"settings.ini": settings_ini(container_settings(settings)), "vector.yaml": dump_yaml(vector_config())}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{name}-config", "labels": labels(name)},
+        "data": {
+            "settings.ini": settings_ini(container_settings(settings)),
+            "vector.yaml": dump_yaml(vector_config()),
+        },
+    }
+
 
 # %% ../../nbs/export/03_k8s.ipynb #5c68d8e9
 _HEADERS = {
-    "prometheus/rules.yaml": ("Alerting rules over the llmops_* metrics (promtool check rules accepts them).\n"
-                              "Not here, because no metric exists yet: budget exhaustion and breaker open (issue 17, traffic control),\n"
-                              "drift trigger (the drift monitor emits events, not metrics)."),
-    "knative/service.yaml": ("Use instead of k8s/deployment.yaml, service.yaml and hpa.yaml. The template's revision is pinned as\n"
-                             "'stable'; to roll out a new image, change the image and the revision name: the new revision gets\n"
-                             "the canary percent. Needs the Knative feature flag kubernetes.podspec-emptydir (emptyDir volumes)."),
-    "k8s/canary/deployment.yaml": ("The canary track. Its share of the Service's traffic is canary pods / all pods;\n"
-                                   "set its image to the candidate build. Promote: set the stable image, delete this."),
+    "prometheus/rules.yaml": (
+        "Alerting rules over the llmops_* metrics (promtool check rules accepts them).\n"
+        "Not here, because no metric exists yet: budget exhaustion and breaker open (issue 17, traffic control),\n"
+        "drift trigger (the drift monitor emits events, not metrics)."
+    ),
+    "knative/service.yaml": (
+        "Use instead of k8s/deployment.yaml, service.yaml and hpa.yaml. The template's revision is pinned as\n"
+        "'stable'; to roll out a new image, change the image and the revision name: the new revision gets\n"
+        "the canary percent. Needs the Knative feature flag kubernetes.podspec-emptydir (emptyDir volumes)."
+    ),
+    "k8s/canary/deployment.yaml": (
+        "The canary track. Its share of the Service's traffic is canary pods / all pods;\n"
+        "set its image to the candidate build. Promote: set the stable image, delete this."
+    ),
 }
 
+
 def asset_documents(
-    name: str, # the app's name
-    image: str, # the container image
-    settings: Settings, # the user's settings
-    replicas: int = 2, # stable replicas
-    canary_weight: int = 10, # percent for the canary
+    name: str,  # the app's name
+    image: str,  # the container image
+    settings: Settings,  # the user's settings
+    replicas: int = 2,  # stable replicas
+    canary_weight: int = 10,  # percent for the canary
 ) -> dict[str, list[dict[str, Any]]]:
     """Each asset's relative path and its documents, in the order they are written."""
-    docs = {"k8s/configmap.yaml": [config_map(name, settings)],
-            "k8s/deployment.yaml": [deployment(name, image, settings, replicas)],
-            "k8s/service.yaml": [service(name, settings)], "k8s/hpa.yaml": [autoscaler(name, replicas)],
-            "k8s/pdb.yaml": [disruption_budget(name)], "k8s/servicemonitor.yaml": [service_monitor(name)],
-            "k8s/prometheusrule.yaml": [prometheus_rule(name)]}
-    if canary_weight: docs["k8s/canary/deployment.yaml"] = [canary(name, image, settings, replicas, canary_weight)]
-    return {**docs, "knative/service.yaml": [knative_service(name, image, settings, canary_weight)],
-            "prometheus/rules.yaml": [alert_rules(name)], "prometheus/adapter-rules.yaml": [adapter_rules()],
-            "grafana/llmops-dashboard.json": [dashboard(name)], "logging/vector.yaml": [vector_config()]}
+    docs = {
+        "k8s/configmap.yaml": [config_map(name, settings)],
+        "k8s/deployment.yaml": [deployment(name, image, settings, replicas)],
+        "k8s/service.yaml": [service(name, settings)],
+        "k8s/hpa.yaml": [autoscaler(name, replicas)],
+        "k8s/pdb.yaml": [disruption_budget(name)],
+        "k8s/servicemonitor.yaml": [service_monitor(name)],
+        "k8s/prometheusrule.yaml": [prometheus_rule(name)],
+    }
+    if canary_weight:
+        docs["k8s/canary/deployment.yaml"] = [canary(name, image, settings, replicas, canary_weight)]
+    return {
+        **docs,
+        "knative/service.yaml": [knative_service(name, image, settings, canary_weight)],
+        "prometheus/rules.yaml": [alert_rules(name)],
+        "prometheus/adapter-rules.yaml": [adapter_rules()],
+        "grafana/llmops-dashboard.json": [dashboard(name)],
+        "logging/vector.yaml": [vector_config()],
+    }
+
 
 # %% ../../nbs/export/03_k8s.ipynb #86a647db
 def write_deployment_assets(
-    out: Path, # folder to write into (created; existing files of the same names are replaced)
-    name: str, # the app's name: a DNS-1123 label such as `support-router`
-    image: str, # the container image the export step built, e.g. `registry.example.com/support-router:1.4`
-    settings: Settings, # the kit's settings; they become the ConfigMap's `settings.ini`
-    replicas: int = 2, # stable replicas (the HPA's minimum)
-    canary_weight: int = 10, # percent of traffic for the canary track (0-50)
+    out: Path,  # folder to write into (created; existing files of the same names are replaced)
+    name: str,  # the app's name: a DNS-1123 label such as `support-router`
+    image: str,  # the container image the export step built, e.g. `registry.example.com/support-router:1.4`
+    settings: Settings,  # the kit's settings; they become the ConfigMap's `settings.ini`
+    replicas: int = 2,  # stable replicas (the HPA's minimum)
+    canary_weight: int = 10,  # percent of traffic for the canary track (0-50)
 ) -> list[Path]:
     """Write the Kubernetes, Knative, Prometheus, Grafana and log-shipping assets; return the files written."""
     check_inputs(name, image, replicas, canary_weight)
     out = Path(out)
-    files = {rel: (json.dumps(docs[0], indent=2) + "\n" if rel.endswith(".json") else dump_yaml(*docs, header=_HEADERS.get(rel, "")))
-             for rel, docs in asset_documents(name, image, settings, replicas, canary_weight).items()}
+    files = {
+        rel: (
+            json.dumps(docs[0], indent=2) + "\n"
+            if rel.endswith(".json")
+            else dump_yaml(*docs, header=_HEADERS.get(rel, ""))
+        )
+        for rel, docs in asset_documents(name, image, settings, replicas, canary_weight).items()
+    }
     readme = resources.files("llmops_kit").joinpath("data/k8s/README.md").read_text(encoding="utf-8")
-    files["README.md"] = readme.format(name=name, image=image, canary=canary_replicas(replicas, canary_weight),
-                                       weight=canary_weight, secrets=" ".join(f"--from-literal={e['name']}=..."
-                                                                              for e in secret_env(name, settings)))
+    files["README.md"] = readme.format(
+        name=name,
+        image=image,
+        canary=canary_replicas(replicas, canary_weight),
+        weight=canary_weight,
+        secrets=" ".join(f"--from-literal={e['name']}=..." for e in secret_env(name, settings)),
+    )
     written = []
     try:
         for rel, text in files.items():
@@ -501,5 +919,7 @@ def write_deployment_assets(
             path.write_text(text, encoding="utf-8")
             written.append(path)
     except OSError as e:
-        raise InputError(f"cannot write the deployment assets to {out}: {e.strerror or e}; pick a folder you can write") from None
+        raise InputError(
+            f"cannot write the deployment assets to {out}: {e.strerror or e}; pick a folder you can write"
+        ) from None
     return written

@@ -6,9 +6,26 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['ACTIONS', 'SEVERITY', 'STAGES', 'Action', 'Stage', 'most_severe', 'Finding', 'NormalisedText', 'normalise', 'Guard',
-           'hyperscan_expression', 'PrefilterSegment', 'prefilter_group', 'Prefilter', 'RuleGate', 'Vault', 'redact',
-           'Verdict']
+__all__ = [
+    "ACTIONS",
+    "SEVERITY",
+    "STAGES",
+    "Action",
+    "Stage",
+    "most_severe",
+    "Finding",
+    "NormalisedText",
+    "normalise",
+    "Guard",
+    "hyperscan_expression",
+    "PrefilterSegment",
+    "prefilter_group",
+    "Prefilter",
+    "RuleGate",
+    "Vault",
+    "redact",
+    "Verdict",
+]
 
 # %% ../../nbs/guardrails/01_base.ipynb #8dd4508d
 import contextvars
@@ -17,13 +34,16 @@ import os
 import re
 import threading
 import unicodedata
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
-try: import hyperscan # the rule gates: every rule of a gate prefiltered in one pass of a compiled automaton
-except ImportError: hyperscan = None
+try:
+    import hyperscan  # the rule gates: every rule of a gate prefiltered in one pass of a compiled automaton
+except ImportError:
+    hyperscan = None
 
 # %% ../../nbs/guardrails/01_base.ipynb #35d9eb5b
 ACTIONS: tuple[str, ...] = ("allow", "flag", "redact", "rewrite", "block")
@@ -32,88 +52,192 @@ STAGES: tuple[str, ...] = ("input", "output")
 Action = Literal["allow", "flag", "redact", "rewrite", "block"]
 Stage = Literal["input", "output", "both"]
 
+
 # %% ../../nbs/guardrails/01_base.ipynb #220992d9
 def most_severe(actions: Sequence[str]) -> str:
     """The most severe of `actions` (`allow` when there are none)."""
     return max(actions, key=SEVERITY.__getitem__) if actions else "allow"
 
+
 # %% ../../nbs/guardrails/01_base.ipynb #afea9cfa
 @dataclass
 class Finding:
     """One thing a guard saw in a text: type, span in the original text, score, action and reason."""
-    guard: str # name of the guard that found it
-    type: str # finding type, e.g. EMAIL_ADDRESS, AWS_ACCESS_KEY, INSTRUCTION_OVERRIDE
-    start: int | None # first character (in the original text), None for whole-text findings
-    end: int | None # one past the last character, None for whole-text findings
-    score: float # confidence in [0, 1]
-    action: str = "flag" # what the policy decided: allow, flag, redact, rewrite or block
-    reason: str = "" # why, in words; never the matched value
+
+    guard: str  # name of the guard that found it
+    type: str  # finding type, e.g. EMAIL_ADDRESS, AWS_ACCESS_KEY, INSTRUCTION_OVERRIDE
+    start: int | None  # first character (in the original text), None for whole-text findings
+    end: int | None  # one past the last character, None for whole-text findings
+    score: float  # confidence in [0, 1]
+    action: str = "flag"  # what the policy decided: allow, flag, redact, rewrite or block
+    reason: str = ""  # why, in words; never the matched value
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the finding."""
-        return {"guard": self.guard, "type": self.type, "start": self.start, "end": self.end,
-                "score": round(float(self.score), 4), "action": self.action, "reason": self.reason}
+        return {
+            "guard": self.guard,
+            "type": self.type,
+            "start": self.start,
+            "end": self.end,
+            "score": round(float(self.score), 4),
+            "action": self.action,
+            "reason": self.reason,
+        }
+
 
 # %% ../../nbs/guardrails/01_base.ipynb #f80454d5
 _INVISIBLE = frozenset(
     [0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x3164, 0xFEFF, 0xFFA0]
-    + list(range(0x200B, 0x2010)) + list(range(0x202A, 0x202F)) + list(range(0x2060, 0x2070))
-    + list(range(0xFE00, 0xFE10)) + list(range(0xE0000, 0xE0080)) + list(range(0xE0100, 0xE01F0)))
+    + list(range(0x200B, 0x2010))
+    + list(range(0x202A, 0x202F))
+    + list(range(0x2060, 0x2070))
+    + list(range(0xFE00, 0xFE10))
+    + list(range(0xE0000, 0xE0080))
+    + list(range(0xE0100, 0xE01F0))
+)
 
-_HOMOGLYPHS = str.maketrans({
-    # Cyrillic lower and upper case letters that look Latin
-    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c", "т": "t",
-    "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d", "ԛ": "q", "ԝ": "w", "һ": "h", "ӏ": "l",
-    "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C", "Т": "T",
-    "У": "Y", "Х": "X", "Ѕ": "S", "І": "I", "Ј": "J", "Ԛ": "Q", "Ԝ": "W", "Һ": "H",
-    # Greek
-    "α": "a", "ο": "o", "ν": "v", "ι": "i", "κ": "k", "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ε": "e",
-    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O",
-    "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
-    # Latin look-alikes and typographic forms NFKC keeps
-    "ı": "i", "ɡ": "g", "ɑ": "a", "ℓ": "l", "‐": "-", "‑": "-", "‒": "-", "–": "-", "—": "-", "−": "-",
-    "‘": "'", "’": "'", "‚": "'", "“": '"', "”": '"', "„": '"', "＠": "@",
-})
+_HOMOGLYPHS = str.maketrans(
+    {
+        # Cyrillic lower and upper case letters that look Latin
+        "а": "a",
+        "в": "b",
+        "е": "e",
+        "ё": "e",
+        "к": "k",
+        "м": "m",
+        "н": "h",
+        "о": "o",
+        "р": "p",
+        "с": "c",
+        "т": "t",
+        "у": "y",
+        "х": "x",
+        "ѕ": "s",
+        "і": "i",
+        "ї": "i",
+        "ј": "j",
+        "ԁ": "d",
+        "ԛ": "q",
+        "ԝ": "w",
+        "һ": "h",
+        "ӏ": "l",
+        "А": "A",
+        "В": "B",
+        "Е": "E",
+        "К": "K",
+        "М": "M",
+        "Н": "H",
+        "О": "O",
+        "Р": "P",
+        "С": "C",
+        "Т": "T",
+        "У": "Y",
+        "Х": "X",
+        "Ѕ": "S",
+        "І": "I",
+        "Ј": "J",
+        "Ԛ": "Q",
+        "Ԝ": "W",
+        "Һ": "H",
+        # Greek
+        "α": "a",
+        "ο": "o",
+        "ν": "v",
+        "ι": "i",
+        "κ": "k",
+        "ρ": "p",
+        "τ": "t",
+        "υ": "u",
+        "χ": "x",
+        "ε": "e",
+        "Α": "A",
+        "Β": "B",
+        "Ε": "E",
+        "Ζ": "Z",
+        "Η": "H",
+        "Ι": "I",
+        "Κ": "K",
+        "Μ": "M",
+        "Ν": "N",
+        "Ο": "O",
+        "Ρ": "P",
+        "Τ": "T",
+        "Υ": "Y",
+        "Χ": "X",
+        # Latin look-alikes and typographic forms NFKC keeps
+        "ı": "i",
+        "ɡ": "g",
+        "ɑ": "a",
+        "ℓ": "l",
+        "‐": "-",
+        "‑": "-",
+        "‒": "-",
+        "–": "-",
+        "—": "-",
+        "−": "-",
+        "‘": "'",
+        "’": "'",
+        "‚": "'",
+        "“": '"',
+        "”": '"',
+        "„": '"',
+        "＠": "@",
+    }
+)
+
 
 # %% ../../nbs/guardrails/01_base.ipynb #9208595f
 @dataclass(frozen=True)
 class NormalisedText:
     """A normalised text and the map from its characters back to the original."""
-    original: str # the text as received
-    text: str # NFKC, invisible characters removed, homoglyphs folded
-    starts: tuple[int, ...] | None = None # original index of each normalised character; None = identical
+
+    original: str  # the text as received
+    text: str  # NFKC, invisible characters removed, homoglyphs folded
+    starts: tuple[int, ...] | None = None  # original index of each normalised character; None = identical
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """Map the normalised span `[start, end)` to a span of the original text."""
-        if self.starts is None: return start, end
+        if self.starts is None:
+            return start, end
         n = len(self.starts)
-        if n == 0: return 0, len(self.original)
+        if n == 0:
+            return 0, len(self.original)
         s = self.starts[min(start, n - 1)] if start < n else len(self.original)
         e = self.starts[min(end, n) - 1] + 1 if end > start else s
         return s, e
 
+
 # %% ../../nbs/guardrails/01_base.ipynb #d8abfc09
 def normalise(text: str) -> NormalisedText:
     """Fold compatibility forms, invisible characters and homoglyphs, keeping an offset map."""
-    if text.isascii(): return NormalisedText(text, text)
+    if text.isascii():
+        return NormalisedText(text, text)
     out: list[str] = []
     starts: list[int] = []
     for i, ch in enumerate(text):
-        if ord(ch) in _INVISIBLE or unicodedata.category(ch) == "Cf": continue
-        if ch.isascii(): out.append(ch); starts.append(i); continue
+        if ord(ch) in _INVISIBLE or unicodedata.category(ch) == "Cf":
+            continue
+        if ch.isascii():
+            out.append(ch)
+            starts.append(i)
+            continue
         folded = unicodedata.normalize("NFKC", ch).translate(_HOMOGLYPHS)
         for c in folded:
-            if ord(c) in _INVISIBLE: continue
-            out.append(c); starts.append(i)
+            if ord(c) in _INVISIBLE:
+                continue
+            out.append(c)
+            starts.append(i)
     return NormalisedText(text, "".join(out), tuple(starts))
+
 
 # %% ../../nbs/guardrails/01_base.ipynb #7bb4e519
 class Guard:
     """Base class of the guards: a name, a stage and `scan(text) -> findings`."""
+
     name: str = "guard"
     stage: Stage = "both"
-    raw: bool = False # True: scan the original text instead of the normalised one
-    sensitive: bool = False # True: spans of blocked findings are masked in the verdict's text (secrets, PII)
+    raw: bool = False  # True: scan the original text instead of the normalised one
+    sensitive: bool = False  # True: spans of blocked findings are masked in the verdict's text (secrets, PII)
 
     def applies(self, stage: str) -> bool:
         """Whether the guard runs at `stage` (`input` or `output`)."""
@@ -126,60 +250,102 @@ class Guard:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, stage={self.stage!r})"
 
+
 # %% ../../nbs/guardrails/01_base.ipynb #208097c7
-_PY_ONLY_SYNTAX = re.compile(r"\{,|\\[uUN]") # `{,n}` and `\u`, `\U`, `\N{}` escapes: PCRE reads them differently
-_ASCII_FOLDS = {"İ": "iI", "ı": "iI", "ſ": "sS", "\u212a": "kK"} # non-ASCII letters Python's case-insensitive matching equates with ASCII ones
+_PY_ONLY_SYNTAX = re.compile(
+    r"\{,|\\[uUN]"
+)  # `{,n}` and `\u`, `\U`, `\N{}` escapes: PCRE reads them differently
+_ASCII_FOLDS = {
+    "İ": "iI",
+    "ı": "iI",
+    "ſ": "sS",
+    "\u212a": "kK",
+}  # non-ASCII letters Python's case-insensitive matching equates with ASCII ones
 _ASCII_LOOKALIKES = frozenset(_ASCII_FOLDS)
-_INLINE_CASELESS = re.compile(r"\(\?[a-zA-Z-]*i[a-zA-Z-]*[:)]") # (?i), (?i:...), (?xi); (?-i:...) too, to err on the wide side
-_RANGE = re.compile(r"(?s)(?=(.)-(.))") # every character-hyphen-character triple of a class body
+_INLINE_CASELESS = re.compile(
+    r"\(\?[a-zA-Z-]*i[a-zA-Z-]*[:)]"
+)  # (?i), (?i:...), (?xi); (?-i:...) too, to err on the wide side
+_RANGE = re.compile(r"(?s)(?=(.)-(.))")  # every character-hyphen-character triple of a class body
+
 
 def _folds(chars: str) -> str:
     """The ASCII letters the look-alikes in `chars` (a class body: its letters and ranges) fold into."""
     ranges = _RANGE.findall(chars)
-    return "".join(dict.fromkeys("".join(fold for look, fold in _ASCII_FOLDS.items()
-                                         if look in chars or any(ord(a) <= ord(look) <= ord(b) for a, b in ranges))))
+    return "".join(
+        dict.fromkeys(
+            "".join(
+                fold
+                for look, fold in _ASCII_FOLDS.items()
+                if look in chars or any(ord(a) <= ord(look) <= ord(b) for a, b in ranges)
+            )
+        )
+    )
+
 
 def _widened(source: str) -> str:
     """`source` where each letter or (non-negated) class that holds a look-alike may also be the ASCII letters it folds into."""
     out, i, n = [], 0, len(source)
     while i < n:
         c = source[i]
-        if c == "\\": out.append(source[i:i + 2]); i += 2; continue
+        if c == "\\":
+            out.append(source[i : i + 2])
+            i += 2
+            continue
         if c == "[":
-            j = i + 1 + (source[i + 1:i + 2] == "^")
-            j += source[j:j + 1] == "]" # a `]` first in a class is a member
-            while source[j] != "]": j += 2 if source[j] == "\\" else 1
-            cls, folds = source[i:j + 1], "" if source[i + 1] == "^" else _folds(source[i + 1:j])
-            out.append(f"(?:{cls}|[{folds}])" if folds else cls); i = j + 1; continue
-        out.append(f"(?:{c}|[{_ASCII_FOLDS[c]}])" if c in _ASCII_FOLDS else c); i += 1
+            j = i + 1 + (source[i + 1 : i + 2] == "^")
+            j += source[j : j + 1] == "]"  # a `]` first in a class is a member
+            while source[j] != "]":
+                j += 2 if source[j] == "\\" else 1
+            cls, folds = source[i : j + 1], "" if source[i + 1] == "^" else _folds(source[i + 1 : j])
+            out.append(f"(?:{cls}|[{folds}])" if folds else cls)
+            i = j + 1
+            continue
+        out.append(f"(?:{c}|[{_ASCII_FOLDS[c]}])" if c in _ASCII_FOLDS else c)
+        i += 1
     return "".join(out)
 
+
 def hyperscan_expression(
-    pattern: re.Pattern | str, # a compiled pattern (its flags are used) or a pattern string
+    pattern: re.Pattern | str,  # a compiled pattern (its flags are used) or a pattern string
 ) -> tuple[bytes, int] | None:
     """A Hyperscan prefilter expression and flags matching a superset of `pattern`'s matches in ASCII text; None when unsure."""
-    if hyperscan is None: return None
+    if hyperscan is None:
+        return None
     source, flags = (pattern.pattern, pattern.flags) if isinstance(pattern, re.Pattern) else (pattern, 0)
-    if not isinstance(source, str) or flags & re.LOCALE or _PY_ONLY_SYNTAX.search(source): return None
+    if not isinstance(source, str) or flags & re.LOCALE or _PY_ONLY_SYNTAX.search(source):
+        return None
     hs = hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_ALLOWEMPTY
-    if flags & re.I: hs |= hyperscan.HS_FLAG_CASELESS
-    if flags & re.S: hs |= hyperscan.HS_FLAG_DOTALL
-    if flags & re.M: hs |= hyperscan.HS_FLAG_MULTILINE
+    if flags & re.I:
+        hs |= hyperscan.HS_FLAG_CASELESS
+    if flags & re.S:
+        hs |= hyperscan.HS_FLAG_DOTALL
+    if flags & re.M:
+        hs |= hyperscan.HS_FLAG_MULTILINE
     if not source.isascii():
-        hs |= hyperscan.HS_FLAG_UTF8 # non-ASCII letters never match ASCII text, but must parse
-        if flags & re.I or _INLINE_CASELESS.search(source): source = _widened(source)
+        hs |= hyperscan.HS_FLAG_UTF8  # non-ASCII letters never match ASCII text, but must parse
+        if flags & re.I or _INLINE_CASELESS.search(source):
+            source = _widened(source)
     return (("(?x)" if flags & re.X else "") + source).encode(), hs
 
 
 # %% ../../nbs/guardrails/01_base.ipynb #d4295718
 def _hyperscan_cache_dir() -> Path:
-    return Path(os.environ.get("LLMOPS_HYPERSCAN_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmops_kit" / "hyperscan")
+    return Path(
+        os.environ.get("LLMOPS_HYPERSCAN_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmops_kit" / "hyperscan"
+    )
+
 
 def _compile_database(expressions: Sequence[tuple[bytes, int]]) -> Any:
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    db.compile(expressions=[e for e, _ in expressions], ids=list(range(len(expressions))), elements=len(expressions),
-               flags=[f for _, f in expressions])
+    db.compile(
+        expressions=[e for e, _ in expressions],
+        ids=list(range(len(expressions))),
+        elements=len(expressions),
+        flags=[f for _, f in expressions],
+    )
     return db
+
 
 def _cached_database(expressions: Sequence[tuple[bytes, int]]) -> Any:
     """A compiled database of `expressions` (ids = positions), from the disk cache when possible."""
@@ -187,92 +353,126 @@ def _cached_database(expressions: Sequence[tuple[bytes, int]]) -> Any:
     path = _hyperscan_cache_dir() / f"{key}.hsdb"
     try:
         db = hyperscan.loadb(bytearray(path.read_bytes()), hyperscan.HS_MODE_BLOCK)
-        db.scan(b"check", match_event_handler=_collect, context=[], scratch=hyperscan.Scratch(db)) # built for another CPU fails here
+        db.scan(
+            b"check", match_event_handler=_collect, context=[], scratch=hyperscan.Scratch(db)
+        )  # built for another CPU fails here
         return db
-    except Exception: pass # absent, unreadable or unusable here: compile
+    except Exception:
+        pass  # absent, unreadable or unusable here: compile
     db = _compile_database(expressions)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(hyperscan.dumpb(db)); os.replace(tmp, path)
-    except OSError: pass # a read-only home: compile again next time
+        tmp.write_bytes(hyperscan.dumpb(db))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: compile again next time
     return db
+
 
 class PrefilterSegment:
     """A compiled Hyperscan database of many expressions, scanned once per text and thread."""
+
     def __init__(self, expressions: Sequence[tuple[bytes, int]]):
         self.expressions = list(expressions)
-        try: self._db, self.refused = _cached_database(self.expressions), frozenset()
-        except Exception: # find the expressions the library refuses and leave them out
+        try:
+            self._db, self.refused = _cached_database(self.expressions), frozenset()
+        except Exception:  # find the expressions the library refuses and leave them out
             self.refused = frozenset(i for i, e in enumerate(self.expressions) if not _compiles(e))
-            kept = [e if i not in self.refused else (rb"\xff", 0) for i, e in enumerate(self.expressions)] # a byte ASCII never has
+            kept = [
+                e if i not in self.refused else (rb"\xff", 0) for i, e in enumerate(self.expressions)
+            ]  # a byte ASCII never has
             self._db = _cached_database(kept)
         self._local = threading.local()
 
     def hits(self, text: str) -> list[int]:
         """Positions of the expressions that may match `text` (ASCII); cached for the last text of this thread."""
         local = self._local
-        if getattr(local, "text", None) is text: return local.hits
+        if getattr(local, "text", None) is text:
+            return local.hits
         scratch = getattr(local, "scratch", None)
-        if scratch is None: scratch = local.scratch = hyperscan.Scratch(self._db)
+        if scratch is None:
+            scratch = local.scratch = hyperscan.Scratch(self._db)
         hits: list[int] = []
         self._db.scan(text.encode("ascii"), match_event_handler=_collect, context=hits, scratch=scratch)
         local.text, local.hits = text, hits
         return hits
 
+
 def _compiles(expression: tuple[bytes, int]) -> bool:
-    try: _compile_database([expression]); return True
-    except Exception: return False
+    try:
+        _compile_database([expression])
+        return True
+    except Exception:
+        return False
+
 
 def _collect(i: int, start: int, end: int, flags: int, hits: list) -> None:
     hits.append(i)
 
+
 # %% ../../nbs/guardrails/01_base.ipynb #cd2f3f51
 _REGISTRY_LOCK = threading.Lock()
-_SLOTS: dict[tuple, tuple[PrefilterSegment, int]] = {} # (group, expression) -> (segment, position)
-_PENDING: dict[Any, dict[tuple[bytes, int], None]] = {} # group -> expressions registered, not compiled yet (in order)
+_SLOTS: dict[tuple, tuple[PrefilterSegment, int]] = {}  # (group, expression) -> (segment, position)
+_PENDING: dict[
+    Any, dict[tuple[bytes, int], None]
+] = {}  # group -> expressions registered, not compiled yet (in order)
 _GROUP: contextvars.ContextVar = contextvars.ContextVar("llmops_prefilter_group", default=None)
+
 
 @contextmanager
 def prefilter_group(name: str | None):
     """Gates made inside share a prefilter database with each other only (the guards of one chain stage)."""
     token = _GROUP.set(name)
-    try: yield
-    finally: _GROUP.reset(token)
+    try:
+        yield
+    finally:
+        _GROUP.reset(token)
+
 
 class Prefilter:
     """Which of a gate's patterns may match an ASCII text, from a shared Hyperscan scan (a superset of the real matches)."""
-    def __init__(self,
-                 expressions: Sequence[tuple[bytes, int] | None], # from `hyperscan_expression`; None = not covered
-                 group: Any = None, # the registry group; None = the `prefilter_group` in force
-                ):
+
+    def __init__(
+        self,
+        expressions: Sequence[tuple[bytes, int] | None],  # from `hyperscan_expression`; None = not covered
+        group: Any = None,  # the registry group; None = the `prefilter_group` in force
+    ):
         self.expressions, self.group = tuple(expressions), _GROUP.get() if group is None else group
         self._plan = None
-        with _REGISTRY_LOCK: self._register()
+        with _REGISTRY_LOCK:
+            self._register()
 
     def _register(self) -> bool:
         """Queue this gate's uncompiled expressions in its group; whether there were any."""
         pending = _PENDING.setdefault(self.group, {})
         new = [e for e in self.expressions if e is not None and (self.group, e) not in _SLOTS]
-        for e in new: pending[e] = None
+        for e in new:
+            pending[e] = None
         return bool(new)
 
     def _resolve(self) -> list:
         with _REGISTRY_LOCK:
-            if self._plan is not None: return self._plan
+            if self._plan is not None:
+                return self._plan
             if self._register():
                 batch = list(_PENDING.pop(self.group))
                 segment = PrefilterSegment(batch)
-                for j, e in enumerate(batch): _SLOTS[self.group, e] = (segment, j)
+                for j, e in enumerate(batch):
+                    _SLOTS[self.group, e] = (segment, j)
             owners: dict[PrefilterSegment, dict[int, list[int]]] = {}
             covered = set()
             for i, e in enumerate(self.expressions):
-                if e is None: continue
+                if e is None:
+                    continue
                 segment, j = _SLOTS[self.group, e]
-                if j in segment.refused: continue
+                if j in segment.refused:
+                    continue
                 owners.setdefault(segment, {}).setdefault(j, []).append(i)
                 covered.add(i)
-            self._start = [i not in covered for i in range(len(self.expressions))] # patterns not covered: always possible
+            self._start = [
+                i not in covered for i in range(len(self.expressions))
+            ]  # patterns not covered: always possible
             self.complete = not any(self._start)
             self._plan = [(segment, mine) for segment, mine in owners.items()]
             return self._plan
@@ -284,27 +484,35 @@ class Prefilter:
         try:
             for segment, mine in plan:
                 for j in segment.hits(text):
-                    for i in mine.get(j, ()): found[i] = True
-        except Exception: return [True] * len(found) # the library failed on this text: every rule runs
+                    for i in mine.get(j, ()):
+                        found[i] = True
+        except Exception:
+            return [True] * len(found)  # the library failed on this text: every rule runs
         return found
 
     @property
     def covered(self) -> int:
         """How many of the expressions the scan judges (the others are always possible)."""
-        if self._plan is None: self._resolve()
+        if self._plan is None:
+            self._resolve()
         return self._start.count(False)
 
-    def __reduce__(self): return (Prefilter, (self.expressions, self.group)) # the databases and scratch spaces are rebuilt
+    def __reduce__(self):
+        return (Prefilter, (self.expressions, self.group))  # the databases and scratch spaces are rebuilt
+
 
 # %% ../../nbs/guardrails/01_base.ipynb #b1dbc8af
 _PCRE_DIFFERS = re.compile(r"[\x1c-\x1f]")
 
+
 class RuleGate:
     """Which of many patterns can match a text at all, from one Hyperscan prefilter scan (every pattern runs without Hyperscan)."""
-    def __init__(self,
-                 patterns: Sequence[re.Pattern | str], # the rules, in order
-                 prefilter: bool = True, # use Hyperscan when installed; False: every rule always runs
-                ):
+
+    def __init__(
+        self,
+        patterns: Sequence[re.Pattern | str],  # the rules, in order
+        prefilter: bool = True,  # use Hyperscan when installed; False: every rule always runs
+    ):
         self.size = len(patterns)
         expressions = [hyperscan_expression(p) for p in patterns] if prefilter else []
         self._prefilter = Prefilter(expressions) if any(e is not None for e in expressions) else None
@@ -312,7 +520,8 @@ class RuleGate:
 
     def possible(self, text: str) -> list[bool]:
         """One flag per pattern: False when the pattern cannot match `text`."""
-        if self._prefilter is None or not text.isascii() or _PCRE_DIFFERS.search(text): return self._all
+        if self._prefilter is None or not text.isascii() or _PCRE_DIFFERS.search(text):
+            return self._all
         return self._prefilter.matches(text)
 
     @property
@@ -324,9 +533,11 @@ class RuleGate:
 # %% ../../nbs/guardrails/01_base.ipynb #5a1cfba1
 _PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*?)_(\d+)>")
 
+
 # %% ../../nbs/guardrails/01_base.ipynb #cded666d
 class Vault:
     """Per-request, in-memory map from placeholders to the values they replaced."""
+
     __slots__ = ("_values", "_placeholders", "_counts")
 
     def __init__(self):
@@ -345,51 +556,79 @@ class Vault:
 
     def restore(self, text: str) -> str:
         """Put the vaulted values back in place of their placeholders in `text`."""
-        if not self._values or "<" not in text: return text
+        if not self._values or "<" not in text:
+            return text
         return _PLACEHOLDER.sub(lambda m: self._values.get(m.group(0), m.group(0)), text)
 
-    def __len__(self) -> int: return len(self._values)
-    def __repr__(self) -> str: return f"Vault({len(self._values)} values)"
-    def __reduce__(self): raise TypeError("a Vault is never serialised: it lives in memory for one request")
-    def __copy__(self): raise TypeError("a Vault is not copied: pass the same object along")
-    def __deepcopy__(self, memo): raise TypeError("a Vault is not copied: pass the same object along")
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Vault({len(self._values)} values)"
+
+    def __reduce__(self):
+        raise TypeError("a Vault is never serialised: it lives in memory for one request")
+
+    def __copy__(self):
+        raise TypeError("a Vault is not copied: pass the same object along")
+
+    def __deepcopy__(self, memo):
+        raise TypeError("a Vault is not copied: pass the same object along")
+
 
 # %% ../../nbs/guardrails/01_base.ipynb #81052dd2
 def redact(
-    text: str, # the original text
-    findings: Sequence[Finding], # findings with offsets in `text`
-    vault: Vault | None = None, # where to keep the replaced values; None numbers placeholders per call
+    text: str,  # the original text
+    findings: Sequence[Finding],  # findings with offsets in `text`
+    vault: Vault | None = None,  # where to keep the replaced values; None numbers placeholders per call
 ) -> str:
     """Replace the spans of redact and block findings with typed placeholders."""
-    spans = sorted((f for f in findings if f.action in ("redact", "block") and f.start is not None and f.end is not None
-                    and f.end > f.start), key=lambda f: (f.start, -(f.end - f.start)))
-    if not spans: return text
+    spans = sorted(
+        (
+            f
+            for f in findings
+            if f.action in ("redact", "block")
+            and f.start is not None
+            and f.end is not None
+            and f.end > f.start
+        ),
+        key=lambda f: (f.start, -(f.end - f.start)),
+    )
+    if not spans:
+        return text
     merged: list[list] = []
     for f in spans:
         if merged and f.start < merged[-1][1]:
             last = merged[-1]
-            if f.end > last[1]: last[1] = f.end
-            if f.action == "block": last[3] = "block"
-        else: merged.append([f.start, f.end, f.type, f.action])
+            if f.end > last[1]:
+                last[1] = f.end
+            if f.action == "block":
+                last[3] = "block"
+        else:
+            merged.append([f.start, f.end, f.type, f.action])
     local = vault if vault is not None else Vault()
     out, pos = [], 0
     for start, end, type_, action in merged:
         out.append(text[pos:start])
-        if action == "block": out.append(f"<{type_}>")
-        else: out.append(local.placeholder(type_, text[start:end]))
+        if action == "block":
+            out.append(f"<{type_}>")
+        else:
+            out.append(local.placeholder(type_, text[start:end]))
         pos = end
     out.append(text[pos:])
     return "".join(out)
+
 
 # %% ../../nbs/guardrails/01_base.ipynb #7df977e4
 @dataclass
 class Verdict:
     """What a guardrail chain decided about one text."""
-    action: str # allow, flag, redact, rewrite or block
-    text: str # the text to pass on: redacted and blocked spans replaced by placeholders
-    findings: list[Finding] = field(default_factory=list) # everything the guards found, with reasons
-    latency_ms: dict[str, float] = field(default_factory=dict) # time per guard (and `normalise`)
-    stage: str = "input" # input or output
+
+    action: str  # allow, flag, redact, rewrite or block
+    text: str  # the text to pass on: redacted and blocked spans replaced by placeholders
+    findings: list[Finding] = field(default_factory=list)  # everything the guards found, with reasons
+    latency_ms: dict[str, float] = field(default_factory=dict)  # time per guard (and `normalise`)
+    stage: str = "input"  # input or output
 
     @property
     def total_ms(self) -> float:
@@ -408,6 +647,12 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: action, redacted text, findings with reasons, latency; no raw redacted value."""
-        return {"action": self.action, "stage": self.stage, "text": self.text,
-                "findings": [f.to_dict() for f in self.findings], "reasons": self.reasons,
-                "latency_ms": {k: round(v, 4) for k, v in self.latency_ms.items()}, "total_ms": round(self.total_ms, 4)}
+        return {
+            "action": self.action,
+            "stage": self.stage,
+            "text": self.text,
+            "findings": [f.to_dict() for f in self.findings],
+            "reasons": self.reasons,
+            "latency_ms": {k: round(v, 4) for k, v in self.latency_ms.items()},
+            "total_ms": round(self.total_ms, 4),
+        }

@@ -6,9 +6,25 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['ActionName', 'GuardSpec', 'DEFAULT_REWRITE_PROMPT', 'DEFAULT_POLICY_YAML', 'logger', 'PiiSpec', 'SecretsSpec',
-           'InjectionSpec', 'ContentSpec', 'TopicsSpec', 'FormatSpec', 'RewriteSpec', 'Policy', 'parse_policy',
-           'load_policy', 'GuardChain', 'StreamGuard']
+__all__ = [
+    "ActionName",
+    "GuardSpec",
+    "DEFAULT_REWRITE_PROMPT",
+    "DEFAULT_POLICY_YAML",
+    "logger",
+    "PiiSpec",
+    "SecretsSpec",
+    "InjectionSpec",
+    "ContentSpec",
+    "TopicsSpec",
+    "FormatSpec",
+    "RewriteSpec",
+    "Policy",
+    "parse_policy",
+    "load_policy",
+    "GuardChain",
+    "StreamGuard",
+]
 
 # %% ../../nbs/guardrails/05_chain.ipynb #73feb43b
 import logging
@@ -18,7 +34,7 @@ import time
 from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 # %% ../../nbs/guardrails/05_chain.ipynb #7b5531ae
 import yaml
@@ -26,15 +42,27 @@ from fastcore.basics import patch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # %% ../../nbs/guardrails/05_chain.ipynb #54b77a96
-from ..core import InputError, LlmopsError, Settings, get_settings, log_event
+from ..core import Settings, get_settings, log_event
+from ..errors import InputError
+from llmops_kit.guardrails.base import (
+    STAGES,
+    Finding,
+    Guard,
+    NormalisedText,
+    Vault,
+    Verdict,
+    most_severe,
+    normalise,
+    prefilter_group,
+    redact,
+)
 from .content import ContentGuard, FormatGuard, TopicGuard
-from .base import (ACTIONS, SEVERITY, STAGES, Finding, Guard, NormalisedText, Vault, Verdict, most_severe, prefilter_group,
-                                    normalise, redact)
 from .pii import PII_ENTITIES, PiiGuard
 from .security import InjectionGuard, SecretsGuard
 
 # %% ../../nbs/guardrails/05_chain.ipynb #7b64cf9f
 ActionName = Literal["allow", "flag", "redact", "rewrite", "block"]
+
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -50,32 +78,42 @@ class _Spec(BaseModel):
         """The name findings and latency use."""
         return self.name or self.guard
 
+
 # %% ../../nbs/guardrails/05_chain.ipynb #f21c6490
 class PiiSpec(_Spec):
     """`guard: pii` entry."""
+
     guard: Literal["pii"]
     entities: list[Literal[PII_ENTITIES]] = Field(default_factory=lambda: list(PII_ENTITIES))
 
+
 class SecretsSpec(_Spec):
     """`guard: secrets` entry."""
+
     guard: Literal["secrets"]
     entropy_threshold: float = Field(4.0, ge=0, le=8)
 
+
 class InjectionSpec(_Spec):
     """`guard: injection` entry."""
+
     guard: Literal["injection"]
     embedding: bool = False
     similarity_threshold: float = Field(0.72, ge=0, le=1)
     languages: bool = True
 
+
 class ContentSpec(_Spec):
     """`guard: content` entry."""
+
     guard: Literal["content"]
     categories: list[str] | None = None
     extra_terms: dict[str, list[str]] = Field(default_factory=dict)
 
+
 class TopicsSpec(_Spec):
     """`guard: topics` entry; `threshold` is the cosine similarity that counts as a topic."""
+
     guard: Literal["topics"]
     topics: dict[str, list[str]] = Field(default_factory=dict)
     keywords: dict[str, list[str]] = Field(default_factory=dict)
@@ -83,8 +121,10 @@ class TopicsSpec(_Spec):
     domain: list[str] = Field(default_factory=list)
     domain_threshold: float = Field(0.3, ge=-1, le=1)
 
+
 class FormatSpec(_Spec):
     """`guard: format` entry."""
+
     guard: Literal["format"]
     min_length: int = Field(0, ge=0)
     max_length: int | None = Field(None, ge=1)
@@ -94,21 +134,31 @@ class FormatSpec(_Spec):
     json_schema: dict[str, Any] | None = None
     allowed_values: list[str] | None = None
 
-GuardSpec = Annotated[Union[PiiSpec, SecretsSpec, InjectionSpec, ContentSpec, TopicsSpec, FormatSpec], Field(discriminator="guard")]
+
+GuardSpec = Annotated[
+    PiiSpec | SecretsSpec | InjectionSpec | ContentSpec | TopicsSpec | FormatSpec,
+    Field(discriminator="guard"),
+]
 
 # %% ../../nbs/guardrails/05_chain.ipynb #a5e03a0e
-DEFAULT_REWRITE_PROMPT: str = resources.files("llmops_kit").joinpath("data", "rewrite_prompt.txt").read_text(encoding="utf-8").strip() # the packaged sanitising prompt
+DEFAULT_REWRITE_PROMPT: str = (
+    resources.files("llmops_kit").joinpath("data", "rewrite_prompt.txt").read_text(encoding="utf-8").strip()
+)  # the packaged sanitising prompt
+
 
 class RewriteSpec(BaseModel):
     """The policy's `rewrite` block: which model paraphrases `rewrite` verdicts, and how."""
+
     model_config = ConfigDict(extra="forbid")
-    model: str = "" # a `[model.NAME]` chat model; empty: `[serving] chat_model`
-    prompt: str = Field(DEFAULT_REWRITE_PROMPT, min_length=1) # the system message of the rewrite request
-    max_tokens: int = Field(512, ge=1, le=32768) # the longest rewrite; one cut short is blocked
+    model: str = ""  # a `[model.NAME]` chat model; empty: `[serving] chat_model`
+    prompt: str = Field(DEFAULT_REWRITE_PROMPT, min_length=1)  # the system message of the rewrite request
+    max_tokens: int = Field(512, ge=1, le=32768)  # the longest rewrite; one cut short is blocked
+
 
 # %% ../../nbs/guardrails/05_chain.ipynb #5d047614
 class Policy(BaseModel):
     """A guardrail policy: the guards of each stage, in order, with thresholds and actions."""
+
     model_config = ConfigDict(extra="forbid")
     version: Literal[1] = 1
     name: str = "custom"
@@ -123,16 +173,21 @@ class Policy(BaseModel):
         for stage in STAGES:
             labels = [s.label for s in getattr(self, stage)]
             dup = sorted({x for x in labels if labels.count(x) > 1})
-            if dup: raise ValueError(f"{stage}: guard name(s) {', '.join(dup)} used twice; give each entry a distinct `name`")
+            if dup:
+                raise ValueError(
+                    f"{stage}: guard name(s) {', '.join(dup)} used twice; give each entry a distinct `name`"
+                )
         return self
 
     def specs(self, stage: str) -> list:
         """The enabled guard entries of `stage`."""
         return [s for s in getattr(self, stage) if s.enabled]
 
+
 # %% ../../nbs/guardrails/05_chain.ipynb #cc7e9bc8
 class _MemoEmbedder:
     """An embedder wrapper that remembers the vectors of the last few texts (shared by the guards of a chain)."""
+
     def __init__(self, embedder: Any = None, size: int = 256):
         self._embedder, self._size, self._memo = embedder, size, OrderedDict()
         self._lock = threading.Lock()
@@ -141,11 +196,13 @@ class _MemoEmbedder:
     def embedder(self):
         if self._embedder is None:
             from llmops_kit.embeddings import default_embedder
+
             self._embedder = default_embedder()
         return self._embedder
 
     def encode(self, texts):
-        if not isinstance(texts, str): return self.embedder.encode(texts)
+        if not isinstance(texts, str):
+            return self.embedder.encode(texts)
         with self._lock:
             if texts in self._memo:
                 self._memo.move_to_end(texts)
@@ -153,31 +210,62 @@ class _MemoEmbedder:
         v = self.embedder.encode(texts)
         with self._lock:
             self._memo[texts] = v
-            if len(self._memo) > self._size: self._memo.popitem(last=False)
+            if len(self._memo) > self._size:
+                self._memo.popitem(last=False)
         return v
+
 
 # %% ../../nbs/guardrails/05_chain.ipynb #5f35fd8e
 def _build_guard(spec, stage: str, embedder: Any, embeddings: bool) -> Guard | None:
     """The guard for one policy entry (None when it needs embeddings that are switched off and has no fallback)."""
     label, kind = spec.label, spec.guard
-    if kind == "pii": return PiiGuard(entities=spec.entities, threshold=0.0, name=label, stage=stage)
-    if kind == "secrets": return SecretsGuard(entropy_threshold=spec.entropy_threshold, name=label, stage=stage)
+    if kind == "pii":
+        return PiiGuard(entities=spec.entities, threshold=0.0, name=label, stage=stage)
+    if kind == "secrets":
+        return SecretsGuard(entropy_threshold=spec.entropy_threshold, name=label, stage=stage)
     if kind == "injection":
-        return InjectionGuard(embedder=embedder if (embeddings and spec.embedding) else None,
-                              similarity_threshold=spec.similarity_threshold, languages=spec.languages, name=label, stage=stage)
-    if kind == "content": return ContentGuard(categories=spec.categories, extra_terms=spec.extra_terms, name=label, stage=stage)
+        return InjectionGuard(
+            embedder=embedder if (embeddings and spec.embedding) else None,
+            similarity_threshold=spec.similarity_threshold,
+            languages=spec.languages,
+            name=label,
+            stage=stage,
+        )
+    if kind == "content":
+        return ContentGuard(categories=spec.categories, extra_terms=spec.extra_terms, name=label, stage=stage)
     if kind == "topics":
         import re
-        for topic, patterns in spec.keywords.items():
-            for p in patterns: re.compile(p)
+
+        for patterns in spec.keywords.values():
+            for p in patterns:
+                re.compile(p)
         use = embeddings and spec.embedding
-        if not use and not spec.keywords: return None
-        return TopicGuard(spec.topics, embedder=embedder if use else None, threshold=spec.threshold, keywords=spec.keywords,
-                          domain=spec.domain if use else (), domain_threshold=spec.domain_threshold, name=label, stage=stage)
+        if not use and not spec.keywords:
+            return None
+        return TopicGuard(
+            spec.topics,
+            embedder=embedder if use else None,
+            threshold=spec.threshold,
+            keywords=spec.keywords,
+            domain=spec.domain if use else (),
+            domain_threshold=spec.domain_threshold,
+            name=label,
+            stage=stage,
+        )
     if kind == "format":
-        return FormatGuard(min_length=spec.min_length, max_length=spec.max_length, pattern=spec.pattern, forbid=spec.forbid,
-                           json=spec.json_, json_schema=spec.json_schema, allowed_values=spec.allowed_values, name=label, stage=stage)
+        return FormatGuard(
+            min_length=spec.min_length,
+            max_length=spec.max_length,
+            pattern=spec.pattern,
+            forbid=spec.forbid,
+            json=spec.json_,
+            json_schema=spec.json_schema,
+            allowed_values=spec.allowed_values,
+            name=label,
+            stage=stage,
+        )
     raise ValueError(f"unknown guard kind {kind!r}")
+
 
 # %% ../../nbs/guardrails/05_chain.ipynb #52c7cb8b
 def _yaml_line(node: yaml.Node | None, loc: tuple) -> int | None:
@@ -186,7 +274,8 @@ def _yaml_line(node: yaml.Node | None, loc: tuple) -> int | None:
     for key in loc:
         if isinstance(node, yaml.MappingNode):
             hit = next(((k, v) for k, v in node.value if k.value == str(key)), None)
-            if hit is None: continue # a union tag or a missing key: stay at this node
+            if hit is None:
+                continue  # a union tag or a missing key: stay at this node
             node = hit[1]
             line = node.start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
@@ -194,18 +283,23 @@ def _yaml_line(node: yaml.Node | None, loc: tuple) -> int | None:
             line = node.start_mark.line + 1
     return line
 
+
 def _loc_text(loc: tuple) -> str:
     out = ""
     for k in loc:
-        if isinstance(k, int): out += f"[{k}]"
-        elif k in ("pii", "secrets", "injection", "content", "topics", "format"): continue
-        else: out += ("." if out else "") + str(k)
+        if isinstance(k, int):
+            out += f"[{k}]"
+        elif k in ("pii", "secrets", "injection", "content", "topics", "format"):
+            continue
+        else:
+            out += ("." if out else "") + str(k)
     return out or "(top level)"
+
 
 # %% ../../nbs/guardrails/05_chain.ipynb #cc09bed8
 def parse_policy(
-    text: str, # the YAML text of a policy
-    source: str = "<policy>", # file name used in error messages
+    text: str,  # the YAML text of a policy
+    source: str = "<policy>",  # file name used in error messages
 ) -> Policy:
     """Parse and validate a YAML policy, naming the line and field of the first error."""
     try:
@@ -215,85 +309,130 @@ def parse_policy(
         mark = e.problem_mark or e.context_mark
         where = f":{mark.line + 1}" if mark else ""
         raise InputError(f"{source}{where}: invalid YAML: {e.problem or e}") from None
-    if data is None: data = {}
-    if not isinstance(data, dict): raise InputError(f"{source}:1: a policy must be a YAML mapping with `input` and `output` lists")
-    try: policy = Policy.model_validate(data)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError(f"{source}:1: a policy must be a YAML mapping with `input` and `output` lists")
+    try:
+        policy = Policy.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         loc = tuple(err["loc"])
         line = _yaml_line(node, loc)
-        raise InputError(f"{source}:{line}: {_loc_text(loc)}: {err['msg']}" + (f" (got {err['input']!r})" if err.get("type") not in ("missing",) and not isinstance(err.get("input"), (dict, list)) else "")) from None
+        raise InputError(
+            f"{source}:{line}: {_loc_text(loc)}: {err['msg']}"
+            + (
+                f" (got {err['input']!r})"
+                if err.get("type") not in ("missing",) and not isinstance(err.get("input"), (dict, list))
+                else ""
+            )
+        ) from None
     for stage in STAGES:
         for i, spec in enumerate(getattr(policy, stage)):
-            try: _build_guard(spec, stage, None, False)
+            try:
+                _build_guard(spec, stage, None, False)
             except (ValueError, TypeError, Exception) as e:
                 line = _yaml_line(node, (stage, i))
-                raise InputError(f"{source}:{line}: {stage}[{i}] ({spec.guard}): {str(e).splitlines()[0]}") from None
+                raise InputError(
+                    f"{source}:{line}: {stage}[{i}] ({spec.guard}): {str(e).splitlines()[0]}"
+                ) from None
     policy.source = source
     return policy
 
+
 # %% ../../nbs/guardrails/05_chain.ipynb #1e2c031f
-DEFAULT_POLICY_YAML: str = resources.files("llmops_kit").joinpath("data", "policy.yaml").read_text(encoding="utf-8") # the packaged default policy
+DEFAULT_POLICY_YAML: str = (
+    resources.files("llmops_kit").joinpath("data", "policy.yaml").read_text(encoding="utf-8")
+)  # the packaged default policy
 
 
 # %% ../../nbs/guardrails/05_chain.ipynb #18c74843
 def load_policy(
-    path: str | os.PathLike | None = None, # a YAML policy file; None or "" = the packaged default
+    path: str | os.PathLike | None = None,  # a YAML policy file; None or "" = the packaged default
 ) -> Policy:
     """Read and validate a guardrail policy (the packaged bank-support default when `path` is empty)."""
-    if path is None or str(path) == "": return parse_policy(DEFAULT_POLICY_YAML, "<default policy>")
+    if path is None or str(path) == "":
+        return parse_policy(DEFAULT_POLICY_YAML, "<default policy>")
     p = Path(path).expanduser()
-    if not p.is_file(): raise InputError(f"guardrail policy {p} does not exist; fix [guardrails] policy or pass an existing file")
-    try: text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError: raise InputError(f"{p}: the policy is not UTF-8 text") from None
+    if not p.is_file():
+        raise InputError(
+            f"guardrail policy {p} does not exist; fix [guardrails] policy or pass an existing file"
+        )
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{p}: the policy is not UTF-8 text") from None
     return parse_policy(text, str(p))
+
 
 # %% ../../nbs/guardrails/05_chain.ipynb #5d1ba9d0
 logger = logging.getLogger("llmops_kit.guardrails.chain")
 
+
 class _Step:
     __slots__ = ("guard", "threshold", "action", "actions", "name")
+
     def __init__(self, guard: Guard, threshold: float, action: str, actions: dict[str, str]):
-        self.guard, self.threshold, self.action, self.actions, self.name = guard, threshold, action, actions, guard.name
+        self.guard, self.threshold, self.action, self.actions, self.name = (
+            guard,
+            threshold,
+            action,
+            actions,
+            guard.name,
+        )
+
 
 # %% ../../nbs/guardrails/05_chain.ipynb #13e88500
 class GuardChain:
     """Guards run in policy order per stage, with early exit on block, merged findings and one verdict."""
-    def __init__(self,
-                 steps: dict[str, list[_Step]], # stage -> steps in order
-                 policy: Policy | None = None, # the policy the steps came from
-                 embedder: Any = None, # the (memoised) embedder the guards share, if any
-                ):
+
+    def __init__(
+        self,
+        steps: dict[str, list[_Step]],  # stage -> steps in order
+        policy: Policy | None = None,  # the policy the steps came from
+        embedder: Any = None,  # the (memoised) embedder the guards share, if any
+    ):
         self.steps, self.policy, self.embedder = {s: list(steps.get(s, [])) for s in STAGES}, policy, embedder
-        self.sensitive = {step.name for steps_ in self.steps.values() for step in steps_ if step.guard.sensitive}
+        self.sensitive = {
+            step.name for steps_ in self.steps.values() for step in steps_ if step.guard.sensitive
+        }
 
     def masked(self, findings: list[Finding]) -> list[Finding]:
         """The findings whose spans are replaced in a verdict's text: redactions, and blocks of sensitive guards."""
-        return [f for f in findings if f.action == "redact" or (f.action == "block" and f.guard in self.sensitive)]
+        return [
+            f for f in findings if f.action == "redact" or (f.action == "block" and f.guard in self.sensitive)
+        ]
 
     @classmethod
-    def from_policy(cls,
-                    policy: Policy | None = None, # a loaded policy; None = the packaged default
-                    embedder: Any = None, # an `Embedder`; None = `default_embedder()` when the policy needs one
-                    embedding_guards: bool = True, # False skips embedding similarity (keyword fallbacks stay)
-                   ) -> GuardChain:
+    def from_policy(
+        cls,
+        policy: Policy | None = None,  # a loaded policy; None = the packaged default
+        embedder: Any = None,  # an `Embedder`; None = `default_embedder()` when the policy needs one
+        embedding_guards: bool = True,  # False skips embedding similarity (keyword fallbacks stay)
+    ) -> GuardChain:
         """Build the chain a policy describes."""
         policy = policy or load_policy(None)
         memo = _MemoEmbedder(embedder) if embedding_guards else None
         steps: dict[str, list[_Step]] = {}
         for stage in STAGES:
             for spec in policy.specs(stage):
-                if spec.stage not in (None, "both", stage): continue
-                with prefilter_group(stage): guard = _build_guard(spec, stage, memo, embedding_guards) # one prefilter per stage
-                if guard is None: continue
-                steps.setdefault(stage, []).append(_Step(guard, spec.threshold, spec.action, dict(spec.actions)))
+                if spec.stage not in (None, "both", stage):
+                    continue
+                with prefilter_group(stage):
+                    guard = _build_guard(spec, stage, memo, embedding_guards)  # one prefilter per stage
+                if guard is None:
+                    continue
+                steps.setdefault(stage, []).append(
+                    _Step(guard, spec.threshold, spec.action, dict(spec.actions))
+                )
         return cls(steps, policy, memo)
 
     @classmethod
-    def from_settings(cls,
-                      settings: Settings | None = None, # runtime settings; None = `get_settings()`
-                      embedder: Any = None, # an `Embedder`; None = `default_embedder()` when needed
-                     ) -> GuardChain:
+    def from_settings(
+        cls,
+        settings: Settings | None = None,  # runtime settings; None = `get_settings()`
+        embedder: Any = None,  # an `Embedder`; None = `default_embedder()` when needed
+    ) -> GuardChain:
         """The chain of `[guardrails] policy`, with embedding guards as `[guardrails] embedding_guards` says."""
         settings = settings or get_settings()
         g = settings.guardrails
@@ -302,7 +441,8 @@ class GuardChain:
 
     def warm_up(self) -> GuardChain:
         """Load what the guards load lazily (name lists, the encoder, exemplar vectors) before the first request."""
-        for stage in STAGES: self.check("warm up: is my card on its way?", stage=stage)
+        for stage in STAGES:
+            self.check("warm up: is my card on its way?", stage=stage)
         return self
 
     def guards(self, stage: str) -> list[Guard]:
@@ -313,37 +453,47 @@ class GuardChain:
         name = self.policy.name if self.policy else "?"
         return f"GuardChain({name!r}, input={[s.name for s in self.steps['input']]}, output={[s.name for s in self.steps['output']]})"
 
+
 # %% ../../nbs/guardrails/05_chain.ipynb #cb3881cc
-def _run_steps(chain: GuardChain, n: NormalisedText, stage: str, raw_guards: bool = True
-               ) -> tuple[list[Finding], dict[str, float], bool]:
+def _run_steps(
+    chain: GuardChain, n: NormalisedText, stage: str, raw_guards: bool = True
+) -> tuple[list[Finding], dict[str, float], bool]:
     """Run the steps of `stage` on `n`: findings (original offsets, actions set), latency per guard, blocked."""
     findings: list[Finding] = []
     latency: dict[str, float] = {}
     for step in chain.steps[stage]:
-        if step.guard.raw and not raw_guards: continue
+        if step.guard.raw and not raw_guards:
+            continue
         t0 = time.perf_counter()
         found = step.guard.scan(n.original if step.guard.raw else n.text)
         blocked = False
         for f in found:
-            if f.score < step.threshold: continue
+            if f.score < step.threshold:
+                continue
             f.action = step.actions.get(f.type, step.action)
-            if f.start is not None and not step.guard.raw: f.start, f.end = n.span(f.start, f.end)
+            if f.start is not None and not step.guard.raw:
+                f.start, f.end = n.span(f.start, f.end)
             findings.append(f)
             blocked = blocked or f.action == "block"
         latency[step.name] = (time.perf_counter() - t0) * 1000
-        if blocked: return findings, latency, True
+        if blocked:
+            return findings, latency, True
     return findings, latency, False
+
 
 # %% ../../nbs/guardrails/05_chain.ipynb #a880d1bb
 @patch
-def check(self: GuardChain,
-          text: str, # the prompt or the model's reply
-          stage: str = "input", # `input` or `output`
-          vault: Vault | None = None, # keeps redacted values so `vault.restore` can put them back
-         ) -> Verdict:
+def check(
+    self: GuardChain,
+    text: str,  # the prompt or the model's reply
+    stage: str = "input",  # `input` or `output`
+    vault: Vault | None = None,  # keeps redacted values so `vault.restore` can put them back
+) -> Verdict:
     """Run the stage's guards on `text` and decide: allow, flag, redact, rewrite or block."""
-    if not isinstance(text, str): raise InputError(f"guardrails check a string, not {type(text).__name__}")
-    if stage not in STAGES: raise InputError(f"unknown stage {stage!r}; use 'input' or 'output'")
+    if not isinstance(text, str):
+        raise InputError(f"guardrails check a string, not {type(text).__name__}")
+    if stage not in STAGES:
+        raise InputError(f"unknown stage {stage!r}; use 'input' or 'output'")
     t0 = time.perf_counter()
     n = normalise(text)
     latency = {"normalise": (time.perf_counter() - t0) * 1000}
@@ -353,25 +503,36 @@ def check(self: GuardChain,
     out = redact(text, self.masked(findings), vault) if action in ("redact", "rewrite", "block") else text
     verdict = Verdict(action, out, findings, latency, stage)
     if logger.isEnabledFor(logging.DEBUG):
-        log_event(logger, "guardrail verdict", logging.DEBUG, stage=stage, action=action, reasons=verdict.reasons,
-                  findings=[{"guard": f.guard, "type": f.type, "action": f.action} for f in findings], total_ms=round(verdict.total_ms, 3))
+        log_event(
+            logger,
+            "guardrail verdict",
+            logging.DEBUG,
+            stage=stage,
+            action=action,
+            reasons=verdict.reasons,
+            findings=[{"guard": f.guard, "type": f.type, "action": f.action} for f in findings],
+            total_ms=round(verdict.total_ms, 3),
+        )
     return verdict
 
 
 # %% ../../nbs/guardrails/05_chain.ipynb #86c43304
 class StreamGuard:
     """Check streamed output in windows with a hold-back buffer; release only checked text."""
-    def __init__(self,
-                 chain: GuardChain, # the chain whose output (or input) steps run
-                 stage: str = "output", # `output` (or `input`)
-                 vault: Vault | None = None, # the request's vault; None numbers placeholders per stream
-                 window: int = 80, # check after this many new characters (or at a sentence end)
-                 holdback: int = 64, # characters kept back at the end of each check
-                ):
-        if stage not in STAGES: raise InputError(f"unknown stage {stage!r}; use 'input' or 'output'")
+
+    def __init__(
+        self,
+        chain: GuardChain,  # the chain whose output (or input) steps run
+        stage: str = "output",  # `output` (or `input`)
+        vault: Vault | None = None,  # the request's vault; None numbers placeholders per stream
+        window: int = 80,  # check after this many new characters (or at a sentence end)
+        holdback: int = 64,  # characters kept back at the end of each check
+    ):
+        if stage not in STAGES:
+            raise InputError(f"unknown stage {stage!r}; use 'input' or 'output'")
         self.chain, self.stage, self.vault = chain, stage, vault if vault is not None else Vault()
         self.window, self.holdback = window, holdback
-        self.text, self.released = "", 0 # everything received; how much of it went out
+        self.text, self.released = "", 0  # everything received; how much of it went out
         self.findings: list[Finding] = []
         self.latency: dict[str, float] = {}
         self.blocked, self.finished = False, False
@@ -383,44 +544,63 @@ class StreamGuard:
         region = self.text[start:]
         n = normalise(region)
         findings, latency, blocked = _run_steps(self.chain, n, self.stage, raw_guards=False)
-        for k, v in latency.items(): self.latency[k] = self.latency.get(k, 0.0) + v
+        for k, v in latency.items():
+            self.latency[k] = self.latency.get(k, 0.0) + v
         for f in findings:
-            if f.start is not None: f.start, f.end = f.start + start, f.end + start
-            if f.action == "rewrite": # part of the reply may be out already: a paraphrase cannot replace it
-                f.action, f.reason, blocked = "block", f"{f.reason} (rewrite is not possible in a stream: blocked)", True
+            if f.start is not None:
+                f.start, f.end = f.start + start, f.end + start
+            if f.action == "rewrite":  # part of the reply may be out already: a paraphrase cannot replace it
+                f.action, f.reason, blocked = (
+                    "block",
+                    f"{f.reason} (rewrite is not possible in a stream: blocked)",
+                    True,
+                )
             key = (f.guard, f.type, f.start, f.end)
-            if key not in self._seen: self._seen.add(key); self.findings.append(f)
+            if key not in self._seen:
+                self._seen.add(key)
+                self.findings.append(f)
         if blocked:
             self.blocked = True
             return ""
         cut = len(self.text) if final else len(self.text) - self.holdback
         for f in findings:
-            if f.start is not None and f.start < cut < f.end: cut = f.start
+            if f.start is not None and f.start < cut < f.end:
+                cut = f.start
         if not final:
             ws = max(self.text.rfind(c, self.released, cut) for c in " \n\t")
             cut = ws + 1 if ws >= self.released else self.released
-        if cut <= self.released: return ""
-        piece = self.text[self.released:cut]
-        local = [Finding(f.guard, f.type, f.start - self.released, f.end - self.released, f.score, f.action, f.reason)
-                 for f in self.chain.masked(self.findings) if f.start is not None and f.start >= self.released and f.end <= cut]
+        if cut <= self.released:
+            return ""
+        piece = self.text[self.released : cut]
+        local = [
+            Finding(
+                f.guard, f.type, f.start - self.released, f.end - self.released, f.score, f.action, f.reason
+            )
+            for f in self.chain.masked(self.findings)
+            if f.start is not None and f.start >= self.released and f.end <= cut
+        ]
         self.released = cut
         return redact(piece, local, self.vault)
 
     def feed(self, delta: str) -> str:
         """Add a delta of the reply; return the text that is safe to send now (may be empty)."""
-        if self.blocked or self.finished: return ""
+        if self.blocked or self.finished:
+            return ""
         self.text += delta
         pending = len(self.text) - self._checked
-        if pending < self.window and not any(c in delta for c in ".!?\n"): return ""
+        if pending < self.window and not any(c in delta for c in ".!?\n"):
+            return ""
         self._checked = len(self.text)
         return self._check(final=False)
 
     def finish(self) -> str:
         """Check and release the rest of the reply (empty after a block)."""
-        if self.blocked or self.finished: return ""
+        if self.blocked or self.finished:
+            return ""
         self.finished = True
         out = self._check(final=True)
-        if self.blocked: return ""
+        if self.blocked:
+            return ""
         raw = [s for s in self.chain.steps[self.stage] if s.guard.raw]
         if raw:
             sub = GuardChain({self.stage: raw}, self.chain.policy)
@@ -436,16 +616,23 @@ class StreamGuard:
     def verdict(self) -> Verdict:
         """The verdict over everything received so far."""
         action = most_severe([f.action for f in self.findings])
-        return Verdict(action, redact(self.text, self.chain.masked(self.findings), self.vault), list(self.findings), dict(self.latency), self.stage)
+        return Verdict(
+            action,
+            redact(self.text, self.chain.masked(self.findings), self.vault),
+            list(self.findings),
+            dict(self.latency),
+            self.stage,
+        )
+
 
 # %% ../../nbs/guardrails/05_chain.ipynb #b4ea4549
 @patch
-def stream(self: GuardChain,
-           stage: str = "output", # the stage whose steps check the stream
-           vault: Vault | None = None, # the request's vault
-           window: int = 80, # check after this many new characters
-           holdback: int = 64, # characters held back after each check
-          ) -> StreamGuard:
+def stream(
+    self: GuardChain,
+    stage: str = "output",  # the stage whose steps check the stream
+    vault: Vault | None = None,  # the request's vault
+    window: int = 80,  # check after this many new characters
+    holdback: int = 64,  # characters held back after each check
+) -> StreamGuard:
     """A `StreamGuard` that checks a streamed reply with this chain."""
     return StreamGuard(self, stage, vault, window, holdback)
-

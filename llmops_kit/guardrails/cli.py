@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['result_object', 'rewrite_object', 'read_texts', 'scan', 'configure_cli']
+__all__ = ["result_object", "rewrite_object", "read_texts", "scan", "configure_cli"]
 
 # %% ../../nbs/guardrails/06_cli.ipynb #80f69815
 import argparse
@@ -14,36 +14,58 @@ import asyncio
 import contextlib
 import json
 import sys
-from typing import IO, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import IO, Any
 
 # %% ../../nbs/guardrails/06_cli.ipynb #af1fae10
-from ..core import InputError, load_settings
+from ..core import load_settings
+from ..errors import InputError
+
 
 # %% ../../nbs/guardrails/06_cli.ipynb #aceba85a
 def result_object(verdict) -> dict[str, Any]:
     """The `--json` output contract for one verdict: action, text, findings, latency_ms."""
-    return {"action": verdict.action, "text": verdict.text,
-            "findings": [{"guard": f.guard, "type": f.type, "start": f.start, "end": f.end, "score": round(float(f.score), 4),
-                          "action": f.action} for f in verdict.findings],
-            "latency_ms": round(verdict.total_ms, 4)}
+    return {
+        "action": verdict.action,
+        "text": verdict.text,
+        "findings": [
+            {
+                "guard": f.guard,
+                "type": f.type,
+                "start": f.start,
+                "end": f.end,
+                "score": round(float(f.score), 4),
+                "action": f.action,
+            }
+            for f in verdict.findings
+        ],
+        "latency_ms": round(verdict.total_ms, 4),
+    }
+
 
 # %% ../../nbs/guardrails/06_cli.ipynb #dc81da7e
 def rewrite_object(verdict, result) -> dict[str, Any]:
     """The `--json` output for a rewritten verdict: the final action and text, the first verdict's findings, and the `rewrite` result."""
-    return {**result_object(verdict), "action": result.action, "text": result.text if result.text is not None else verdict.text,
-            "rewrite": result.to_dict()}
+    return {
+        **result_object(verdict),
+        "action": result.action,
+        "text": result.text if result.text is not None else verdict.text,
+        "rewrite": result.to_dict(),
+    }
+
 
 # %% ../../nbs/guardrails/06_cli.ipynb #46766f35
 def read_texts(
-    stream: IO[bytes], # binary input
-    jsonl: bool = False, # each line is a JSON object with a `text` field
+    stream: IO[bytes],  # binary input
+    jsonl: bool = False,  # each line is a JSON object with a `text` field
 ) -> Iterator[tuple[int, str | None, str | None]]:
     """Yield `(line_number, text, error)` for each input line; exactly one of text and error is set."""
     for number, raw in enumerate(stream, 1):
         raw = raw.rstrip(b"\n").rstrip(b"\r")
-        try: line = raw.decode("utf-8")
+        try:
+            line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            yield number, None, f"not UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})"
+            yield number, None, f"not UTF-8 (byte {e.start}: {raw[e.start : e.start + 1]!r})"
             continue
         if not jsonl:
             yield number, line, None
@@ -51,98 +73,187 @@ def read_texts(
         if not line.strip():
             yield number, None, "empty line; expected a JSON object with a `text` field"
             continue
-        try: obj = json.loads(line)
+        try:
+            obj = json.loads(line)
         except ValueError as e:
             yield number, None, f"not JSON: {e.msg} at column {e.colno}"
             continue
         if not isinstance(obj, dict) or "text" not in obj:
-            yield number, None, "no `text` field; each line must be a JSON object like {\"text\": \"...\"}"
+            yield number, None, 'no `text` field; each line must be a JSON object like {"text": "..."}'
         elif not isinstance(obj["text"], str):
             yield number, None, f"`text` must be a string, not {type(obj['text']).__name__}"
-        else: yield number, obj["text"], None
+        else:
+            yield number, obj["text"], None
+
 
 # %% ../../nbs/guardrails/06_cli.ipynb #946cce77
 def scan(
-    chain, # a `GuardChain`
-    stream: IO[bytes], # binary input
-    out: IO[str], # where results go
-    stage: str = "input", # `input` or `output`
-    jsonl: bool = False, # input is JSONL with a `text` field
-    as_json: bool = False, # write the JSON contract instead of readable lines
-    rewriter: Callable | None = None, # `(text, verdict) -> RewriteResult` for `rewrite` verdicts; None shows them as they are
+    chain,  # a `GuardChain`
+    stream: IO[bytes],  # binary input
+    out: IO[str],  # where results go
+    stage: str = "input",  # `input` or `output`
+    jsonl: bool = False,  # input is JSONL with a `text` field
+    as_json: bool = False,  # write the JSON contract instead of readable lines
+    rewriter: Callable
+    | None = None,  # `(text, verdict) -> RewriteResult` for `rewrite` verdicts; None shows them as they are
 ) -> int:
     """Scan every input line and write one result per line; return the number of unreadable lines."""
     errors = 0
     for number, text, error in read_texts(stream, jsonl):
         if error is not None:
             errors += 1
-            out.write(json.dumps({"line": number, "error": error}) + "\n" if as_json else f"{number}\terror\t{error}\n")
+            out.write(
+                json.dumps({"line": number, "error": error}) + "\n"
+                if as_json
+                else f"{number}\terror\t{error}\n"
+            )
             continue
         v = chain.check(text, stage=stage)
         r = rewriter(text, v) if rewriter is not None and v.action == "rewrite" else None
-        if as_json: out.write(json.dumps(result_object(v) if r is None else rewrite_object(v, r), ensure_ascii=False) + "\n")
+        if as_json:
+            out.write(
+                json.dumps(result_object(v) if r is None else rewrite_object(v, r), ensure_ascii=False) + "\n"
+            )
         elif r is None:
             shown = v.text.replace("\t", " ")
-            out.write(f"{number}\t{v.action}\t{shown}" + (f"\t{'; '.join(v.reasons)}" if v.reasons else "") + "\n")
+            out.write(
+                f"{number}\t{v.action}\t{shown}" + (f"\t{'; '.join(v.reasons)}" if v.reasons else "") + "\n"
+            )
         else:
             shown = (r.text if r.text is not None else v.text).replace("\t", " ")
-            said = lambda d: "none" if d is None else d["action"] + (f" ({'; '.join(d['reasons'])})" if d["reasons"] else "")
-            why = f"before: {said(r.before)}; after: {said(r.after)}" + (f"; blocked: {r.reason}" if r.blocked else "")
+            said = lambda d: (
+                "none"
+                if d is None
+                else d["action"] + (f" ({'; '.join(d['reasons'])})" if d["reasons"] else "")
+            )
+            why = f"before: {said(r.before)}; after: {said(r.after)}" + (
+                f"; blocked: {r.reason}" if r.blocked else ""
+            )
             out.write(f"{number}\t{r.action}\t{shown}\t{why.replace(chr(9), ' ')}\n")
         out.flush()
     return errors
+
 
 # %% ../../nbs/guardrails/06_cli.ipynb #c644d2a6
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops guard`."""
     sub = parser.add_subparsers(dest="guard_command", metavar="ACTION")
-    p = sub.add_parser("scan", help="scan texts (one per line on stdin, or --file JSONL) and print one verdict per line",
-                       description="Scan texts with the guardrail chain: one result per input line.")
-    p.add_argument("--policy", default=None, help="policy YAML (default: [guardrails] policy, else the packaged default)")
-    p.add_argument("--stage", choices=["input", "output"], default="input", help="which stage's guards run (default: input)")
-    p.add_argument("--json", action="store_true", help="write one JSON object per line (action, text, findings, latency_ms)")
-    p.add_argument("--file", default=None, help="read a JSONL file whose objects have a `text` field instead of stdin")
-    p.add_argument("--no-embeddings", action="store_true", help="skip the embedding-based guards (keyword fallbacks stay)")
-    p.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
-    p.add_argument("--rewrite", action="store_true", help="paraphrase texts the policy marks `rewrite` with a chat model and check them again")
-    p.add_argument("--model", default=None, metavar="NAME", help="the [model.NAME] that rewrites (default: the policy's rewrite: model, else [serving] chat_model)")
+    p = sub.add_parser(
+        "scan",
+        help="scan texts (one per line on stdin, or --file JSONL) and print one verdict per line",
+        description="Scan texts with the guardrail chain: one result per input line.",
+    )
+    p.add_argument(
+        "--policy", default=None, help="policy YAML (default: [guardrails] policy, else the packaged default)"
+    )
+    p.add_argument(
+        "--stage",
+        choices=["input", "output"],
+        default="input",
+        help="which stage's guards run (default: input)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="write one JSON object per line (action, text, findings, latency_ms)",
+    )
+    p.add_argument(
+        "--file", default=None, help="read a JSONL file whose objects have a `text` field instead of stdin"
+    )
+    p.add_argument(
+        "--no-embeddings",
+        action="store_true",
+        help="skip the embedding-based guards (keyword fallbacks stay)",
+    )
+    p.add_argument(
+        "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
+    )
+    p.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="paraphrase texts the policy marks `rewrite` with a chat model and check them again",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help="the [model.NAME] that rewrites (default: the policy's rewrite: model, else [serving] chat_model)",
+    )
     p.set_defaults(handler=_scan_handler)
-    q = sub.add_parser("policy", help="print the packaged default policy, or check a policy file",
-                       description="Print the packaged default policy, or check a policy file.")
-    q.add_argument("--check", default=None, metavar="FILE", help="validate FILE and report the first error with its line")
+    q = sub.add_parser(
+        "policy",
+        help="print the packaged default policy, or check a policy file",
+        description="Print the packaged default policy, or check a policy file.",
+    )
+    q.add_argument(
+        "--check", default=None, metavar="FILE", help="validate FILE and report the first error with its line"
+    )
     q.set_defaults(handler=_policy_handler)
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
+
 
 # %% ../../nbs/guardrails/06_cli.ipynb #c6bf05ab
 def _scan_handler(args: argparse.Namespace) -> int:
     from llmops_kit.guardrails.chain import GuardChain, load_policy
     from llmops_kit.guardrails.rewrite import rewrite, rewrite_model
+
     settings = load_settings(args.config)
-    policy_path = args.policy if args.policy is not None else (str(settings.path(settings.guardrails.policy)) if settings.guardrails.policy else None)
+    policy_path = (
+        args.policy
+        if args.policy is not None
+        else (str(settings.path(settings.guardrails.policy)) if settings.guardrails.policy else None)
+    )
     policy = load_policy(policy_path)
-    if args.model is not None and not args.rewrite: raise InputError("--model names the rewrite model; use it with --rewrite")
-    model = rewrite_model(settings, policy, args.model) if args.rewrite else None # an unknown name fails before any input is read
-    chain = GuardChain.from_policy(policy, embedding_guards=settings.guardrails.embedding_guards and not args.no_embeddings)
+    if args.model is not None and not args.rewrite:
+        raise InputError("--model names the rewrite model; use it with --rewrite")
+    model = (
+        rewrite_model(settings, policy, args.model) if args.rewrite else None
+    )  # an unknown name fails before any input is read
+    chain = GuardChain.from_policy(
+        policy, embedding_guards=settings.guardrails.embedding_guards and not args.no_embeddings
+    )
     with asyncio.Runner() if args.rewrite else contextlib.nullcontext() as runner:
         rewriter = None
         if runner is not None:
-            if model is not None: model.load()
-            rewriter = lambda text, verdict: runner.run(rewrite(text, verdict, chain, model, stage=args.stage))
+            if model is not None:
+                model.load()
+            rewriter = lambda text, verdict: runner.run(
+                rewrite(text, verdict, chain, model, stage=args.stage)
+            )
         try:
             if args.file is not None:
-                try: fh = open(args.file, "rb")
-                except OSError as e: raise InputError(f"{args.file}: cannot open: {e.strerror}") from None
-                with fh: errors = scan(chain, fh, sys.stdout, args.stage, jsonl=True, as_json=args.json, rewriter=rewriter)
-            else: errors = scan(chain, sys.stdin.buffer, sys.stdout, args.stage, jsonl=False, as_json=args.json, rewriter=rewriter)
+                try:
+                    fh = open(args.file, "rb")
+                except OSError as e:
+                    raise InputError(f"{args.file}: cannot open: {e.strerror}") from None
+                with fh:
+                    errors = scan(
+                        chain, fh, sys.stdout, args.stage, jsonl=True, as_json=args.json, rewriter=rewriter
+                    )
+            else:
+                errors = scan(
+                    chain,
+                    sys.stdin.buffer,
+                    sys.stdout,
+                    args.stage,
+                    jsonl=False,
+                    as_json=args.json,
+                    rewriter=rewriter,
+                )
         finally:
-            if runner is not None and model is not None: runner.run(model.aclose())
+            if runner is not None and model is not None:
+                runner.run(model.aclose())
     return 1 if errors else 0
+
 
 def _policy_handler(args: argparse.Namespace) -> int:
     from llmops_kit.guardrails.chain import DEFAULT_POLICY_YAML, load_policy
+
     if args.check is None:
         sys.stdout.write(DEFAULT_POLICY_YAML)
         return 0
     policy = load_policy(args.check)
-    print(f"ok: {args.check}: policy {policy.name!r}, input guards {[s.label for s in policy.specs('input')]}, output guards {[s.label for s in policy.specs('output')]}")
+    print(
+        f"ok: {args.check}: policy {policy.name!r}, input guards {[s.label for s in policy.specs('input')]}, output guards {[s.label for s in policy.specs('output')]}"
+    )
     return 0

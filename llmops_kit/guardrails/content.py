@@ -6,58 +6,131 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['CONTENT_RULES', 'BIAS_RULES', 'ContentGuard', 'TopicGuard', 'FormatGuard']
+__all__ = ["CONTENT_RULES", "BIAS_RULES", "ContentGuard", "TopicGuard", "FormatGuard"]
 
 # %% ../../nbs/guardrails/04_content.ipynb #14cb89c2
 import json
 import re
+from collections.abc import Mapping, Sequence
 from itertools import compress
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 # %% ../../nbs/guardrails/04_content.ipynb #4f84a79f
 from .base import Finding, Guard, RuleGate, Stage
 
 # %% ../../nbs/guardrails/04_content.ipynb #2893e7f2
 CONTENT_RULES: tuple[tuple[str, str, float, str], ...] = (
-    ("PROFANITY", r"\b(?:fuck(?:ing|ed|er|s)?|shit(?:ty|s)?|bullshit|asshole|bastard|bitch(?:es)?|dickhead|motherfucker|crap|damn(?:ed)?|wtf|stfu)\b", 0.7, "profanity"),
-    ("INSULT", r"\b(?:you(?:'re| are)|you're such an?|what an?) (?:stupid|idiot|idiotic|moron|moronic|dumb|useless|pathetic|worthless|incompetent|imbecile|loser|retard(?:ed)?)\b|\b(?:stupid|useless|pathetic|worthless) (?:bot|bank|machine|idiot|assistant|people)\b", 0.75, "insult"),
-    ("THREAT", r"\b(?:i(?:'ll| will| am going to|'m going to|'m gonna| gonna)|we(?:'ll| will)) (?:kill|murder|hurt|shoot|stab|beat|destroy|burn|attack|find) (?:you|him|her|them|everyone|your)\b|\b(?:bomb|shoot up|blow up) (?:the|your|this) (?:bank|branch|office|building|school)\b", 0.95, "threat of violence"),
-    ("SELF_HARM", r"\b(?:kill(?:ing)? myself|end(?:ing)? my life|suicid(?:e|al)|self[- ]harm|hurt(?:ing)? myself|want to die|don'?t want to live|no reason to live)\b", 0.9, "self-harm language"),
-    ("SEXUAL", r"\b(?:porn(?:ography)?|nude(?:s)?|naked|sexual(?:ly)? explicit|blowjob|nsfw|sex (?:video|chat|tape))\b", 0.8, "sexual content"),
-    ("DANGEROUS_INSTRUCTIONS", r"\bhow (?:to|do i|can i|could i) (?:make|build|assemble|synthesi[sz]e|cook|manufacture) (?:a |an )?(?:bomb|explosive|pipe bomb|meth(?:amphetamine)?|nerve gas|poison|gun|weapon|ricin|napalm)\b", 0.95, "asks how to make weapons or drugs"),
-    ("FRAUD", r"\bhow (?:to|do i|can i) (?:launder money|commit fraud|forge (?:a )?(?:check|cheque|signature)|steal (?:a |someone'?s )?(?:card|identity|money)|skim cards|clone (?:a )?card|hack (?:into )?(?:an? |someone'?s )?account|evade tax(?:es)?|avoid (?:kyc|aml))\b", 0.9, "asks for help with fraud or financial crime"),
+    (
+        "PROFANITY",
+        r"\b(?:fuck(?:ing|ed|er|s)?|shit(?:ty|s)?|bullshit|asshole|bastard|bitch(?:es)?|dickhead|motherfucker|crap|damn(?:ed)?|wtf|stfu)\b",
+        0.7,
+        "profanity",
+    ),
+    (
+        "INSULT",
+        r"\b(?:you(?:'re| are)|you're such an?|what an?) (?:stupid|idiot|idiotic|moron|moronic|dumb|useless|pathetic|worthless|incompetent|imbecile|loser|retard(?:ed)?)\b|\b(?:stupid|useless|pathetic|worthless) (?:bot|bank|machine|idiot|assistant|people)\b",
+        0.75,
+        "insult",
+    ),
+    (
+        "THREAT",
+        r"\b(?:i(?:'ll| will| am going to|'m going to|'m gonna| gonna)|we(?:'ll| will)) (?:kill|murder|hurt|shoot|stab|beat|destroy|burn|attack|find) (?:you|him|her|them|everyone|your)\b|\b(?:bomb|shoot up|blow up) (?:the|your|this) (?:bank|branch|office|building|school)\b",
+        0.95,
+        "threat of violence",
+    ),
+    (
+        "SELF_HARM",
+        r"\b(?:kill(?:ing)? myself|end(?:ing)? my life|suicid(?:e|al)|self[- ]harm|hurt(?:ing)? myself|want to die|don'?t want to live|no reason to live)\b",
+        0.9,
+        "self-harm language",
+    ),
+    (
+        "SEXUAL",
+        r"\b(?:porn(?:ography)?|nude(?:s)?|naked|sexual(?:ly)? explicit|blowjob|nsfw|sex (?:video|chat|tape))\b",
+        0.8,
+        "sexual content",
+    ),
+    (
+        "DANGEROUS_INSTRUCTIONS",
+        r"\bhow (?:to|do i|can i|could i) (?:make|build|assemble|synthesi[sz]e|cook|manufacture) (?:a |an )?(?:bomb|explosive|pipe bomb|meth(?:amphetamine)?|nerve gas|poison|gun|weapon|ricin|napalm)\b",
+        0.95,
+        "asks how to make weapons or drugs",
+    ),
+    (
+        "FRAUD",
+        r"\bhow (?:to|do i|can i) (?:launder money|commit fraud|forge (?:a )?(?:check|cheque|signature)|steal (?:a |someone'?s )?(?:card|identity|money)|skim cards|clone (?:a )?card|hack (?:into )?(?:an? |someone'?s )?account|evade tax(?:es)?|avoid (?:kyc|aml))\b",
+        0.9,
+        "asks for help with fraud or financial crime",
+    ),
 )
 
 # %% ../../nbs/guardrails/04_content.ipynb #7455b651
-_GROUPS = (r"(?:women|woman|girls|men|boys|females|males|mothers|immigrants|migrants|refugees|foreigners|muslims|jews|christians|hindus|buddhists|atheists|"
-           r"blacks|black people|whites|white people|asians|hispanics|latinos|arabs|africans|mexicans|chinese|indians|gays|gay people|lesbians|"
-           r"trans people|transgender people|old people|elderly people|the elderly|older people|pensioners|young people|millennials|boomers|"
-           r"disabled people|the disabled|poor people|the poor|single mothers|(?:people|those|customers|applicants|borrowers) (?:from|of) (?:\w+ )?(?:countries|neighbou?rhoods|backgrounds|religions|races))")
-_TRAITS = (r"(?:lazy|stupid|dumb|greedy|criminals?|dishonest|untrustworthy|liars?|violent|dangerous|inferior|irresponsible|bad|worse|terrible|incompetent|"
-           r"unreliable|emotional|weak|dirty|thieves|cheats?|frauds?|fraudsters|parasites|a burden|bad (?:with|at) (?:money|math|maths|numbers|finances?|driving|managing money)|"
-           r"can'?t (?:handle|manage|be trusted|understand)|(?:should|shouldn'?t|must not|mustn'?t) (?:be allowed|get|have|vote|work|borrow|open)|"
-           r"(?:more|less) likely to (?:default|steal|lie|commit)|(?:never|always) (?:pay|repay|default|lie|steal|cheat))")
-BIAS_RULES: tuple[tuple[str, str, float, str], ...] = (
-    ("BIAS_GENERALISATION", r"\b(?:all |most |every |those |these |typical |the )?" + _GROUPS + r" (?:are|is|were|tend to be|are (?:all|always|just|naturally|inherently|generally)|(?:always|never|can'?t|cannot|shouldn'?t|should)) (?:all |always |just |so |naturally |generally |inherently |usually )?" + _TRAITS + r"\b", 0.85, "generalisation about a protected group"),
-    ("BIAS_GENERALISATION", r"\b(?:never|don'?t|do not|shouldn'?t|should not) (?:trust|hire|lend to|rent to|serve|approve) (?:any |a )?" + _GROUPS + r"\b", 0.85, "recommends treating a protected group differently"),
-    ("BIAS_GENERALISATION", r"\bbecause (?:she is|he is|they are|you are|you're|she's|he's|they're) (?:a |an )?(?:woman|female|black|muslim|jewish|old|elderly|gay|disabled|immigrant|foreign(?:er)?|pregnant)\b", 0.7, "attributes an outcome to a protected attribute"),
+_GROUPS = (
+    r"(?:women|woman|girls|men|boys|females|males|mothers|immigrants|migrants|refugees|foreigners|muslims|jews|christians|hindus|buddhists|atheists|"
+    r"blacks|black people|whites|white people|asians|hispanics|latinos|arabs|africans|mexicans|chinese|indians|gays|gay people|lesbians|"
+    r"trans people|transgender people|old people|elderly people|the elderly|older people|pensioners|young people|millennials|boomers|"
+    r"disabled people|the disabled|poor people|the poor|single mothers|(?:people|those|customers|applicants|borrowers) (?:from|of) (?:\w+ )?(?:countries|neighbou?rhoods|backgrounds|religions|races))"
 )
+_TRAITS = (
+    r"(?:lazy|stupid|dumb|greedy|criminals?|dishonest|untrustworthy|liars?|violent|dangerous|inferior|irresponsible|bad|worse|terrible|incompetent|"
+    r"unreliable|emotional|weak|dirty|thieves|cheats?|frauds?|fraudsters|parasites|a burden|bad (?:with|at) (?:money|math|maths|numbers|finances?|driving|managing money)|"
+    r"can'?t (?:handle|manage|be trusted|understand)|(?:should|shouldn'?t|must not|mustn'?t) (?:be allowed|get|have|vote|work|borrow|open)|"
+    r"(?:more|less) likely to (?:default|steal|lie|commit)|(?:never|always) (?:pay|repay|default|lie|steal|cheat))"
+)
+BIAS_RULES: tuple[tuple[str, str, float, str], ...] = (
+    (
+        "BIAS_GENERALISATION",
+        r"\b(?:all |most |every |those |these |typical |the )?"
+        + _GROUPS
+        + r" (?:are|is|were|tend to be|are (?:all|always|just|naturally|inherently|generally)|(?:always|never|can'?t|cannot|shouldn'?t|should)) (?:all |always |just |so |naturally |generally |inherently |usually )?"
+        + _TRAITS
+        + r"\b",
+        0.85,
+        "generalisation about a protected group",
+    ),
+    (
+        "BIAS_GENERALISATION",
+        r"\b(?:never|don'?t|do not|shouldn'?t|should not) (?:trust|hire|lend to|rent to|serve|approve) (?:any |a )?"
+        + _GROUPS
+        + r"\b",
+        0.85,
+        "recommends treating a protected group differently",
+    ),
+    (
+        "BIAS_GENERALISATION",
+        r"\bbecause (?:she is|he is|they are|you are|you're|she's|he's|they're) (?:a |an )?(?:woman|female|black|muslim|jewish|old|elderly|gay|disabled|immigrant|foreign(?:er)?|pregnant)\b",
+        0.7,
+        "attributes an outcome to a protected attribute",
+    ),
+)
+
 
 # %% ../../nbs/guardrails/04_content.ipynb #2407e9cf
 class ContentGuard(Guard):
     """Toxic, threatening, self-harm, sexual, dangerous and biased language by lexicons and patterns."""
-    def __init__(self,
-                 categories: Sequence[str] | None = None, # finding types to report; None = all
-                 extra_terms: Mapping[str, Sequence[str]] | None = None, # more terms per category (plain words)
-                 name: str = "content", # guard name in findings
-                 stage: Stage = "both", # input, output or both
-                ):
+
+    def __init__(
+        self,
+        categories: Sequence[str] | None = None,  # finding types to report; None = all
+        extra_terms: Mapping[str, Sequence[str]] | None = None,  # more terms per category (plain words)
+        name: str = "content",  # guard name in findings
+        stage: Stage = "both",  # input, output or both
+    ):
         rules = list(CONTENT_RULES) + list(BIAS_RULES)
         for cat, words in (extra_terms or {}).items():
-            if words: rules.append((cat, r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", 0.8, f"term from the {cat.lower()} list"))
-        if categories is not None: rules = [r for r in rules if r[0] in set(categories)]
+            if words:
+                rules.append(
+                    (
+                        cat,
+                        r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b",
+                        0.8,
+                        f"term from the {cat.lower()} list",
+                    )
+                )
+        if categories is not None:
+            rules = [r for r in rules if r[0] in set(categories)]
         self._rules = [(t, re.compile(p, re.I), s, r) for t, p, s, r in rules]
-        self._gate = RuleGate([rx for _, rx, _, _ in self._rules]) # lexicon rules need one of their words
+        self._gate = RuleGate([rx for _, rx, _, _ in self._rules])  # lexicon rules need one of their words
         self.name, self.stage = name, stage
 
     def scan(self, text: str) -> list[Finding]:
@@ -65,33 +138,48 @@ class ContentGuard(Guard):
         out = []
         for type_, rx, score, reason in compress(self._rules, self._gate.possible(text)):
             m = rx.search(text)
-            if m: out.append(Finding(self.name, type_, m.start(), m.end(), score, reason=reason))
+            if m:
+                out.append(Finding(self.name, type_, m.start(), m.end(), score, reason=reason))
         return out
+
 
 # %% ../../nbs/guardrails/04_content.ipynb #bd194a05
 class TopicGuard(Guard):
     """Banned topics by embedding similarity to exemplars (and keywords), and an optional off-domain check."""
-    def __init__(self,
-                 topics: Mapping[str, Sequence[str]], # topic name -> exemplar phrases
-                 embedder: Any = None, # an `Embedder`; None uses keywords only
-                 threshold: float = 0.6, # cosine similarity that counts as the topic
-                 keywords: Mapping[str, Sequence[str]] | None = None, # topic name -> regexes that count as the topic without embeddings
-                 domain: Sequence[str] = (), # exemplars of the bot's own domain; empty = no off-topic check
-                 domain_threshold: float = 0.3, # below this best similarity to `domain`, the text is OFF_TOPIC
-                 name: str = "topics", # guard name in findings
-                 stage: Stage = "both", # input, output or both
-                ):
+
+    def __init__(
+        self,
+        topics: Mapping[str, Sequence[str]],  # topic name -> exemplar phrases
+        embedder: Any = None,  # an `Embedder`; None uses keywords only
+        threshold: float = 0.6,  # cosine similarity that counts as the topic
+        keywords: Mapping[str, Sequence[str]]
+        | None = None,  # topic name -> regexes that count as the topic without embeddings
+        domain: Sequence[str] = (),  # exemplars of the bot's own domain; empty = no off-topic check
+        domain_threshold: float = 0.3,  # below this best similarity to `domain`, the text is OFF_TOPIC
+        name: str = "topics",  # guard name in findings
+        stage: Stage = "both",  # input, output or both
+    ):
         self.topics = {k: tuple(v) for k, v in topics.items()}
-        self.embedder, self.threshold, self.domain, self.domain_threshold = embedder, threshold, tuple(domain), domain_threshold
-        self._keywords = {k: re.compile("|".join(f"(?:{p})" for p in v), re.I) for k, v in (keywords or {}).items() if v}
+        self.embedder, self.threshold, self.domain, self.domain_threshold = (
+            embedder,
+            threshold,
+            tuple(domain),
+            domain_threshold,
+        )
+        self._keywords = {
+            k: re.compile("|".join(f"(?:{p})" for p in v), re.I) for k, v in (keywords or {}).items() if v
+        }
         self._keyword_gate = RuleGate(list(self._keywords.values()))
         self.name, self.stage = name, stage
         self._vectors = None
 
     def _prepare(self):
         import numpy as np
+
         names, texts = [], []
-        for topic, ex in self.topics.items(): names += [topic] * len(ex); texts += list(ex)
+        for topic, ex in self.topics.items():
+            names += [topic] * len(ex)
+            texts += list(ex)
         self._names = names
         self._vectors = np.asarray(self.embedder.encode(texts)) if texts else np.zeros((0, 384), np.float32)
         self._domain_vectors = np.asarray(self.embedder.encode(list(self.domain))) if self.domain else None
@@ -100,42 +188,80 @@ class TopicGuard(Guard):
         """Topic findings in `text`."""
         out = []
         for (topic, rx), possible in zip(self._keywords.items(), self._keyword_gate.possible(text)):
-            if not possible: continue
+            if not possible:
+                continue
             m = rx.search(text)
-            if m: out.append(Finding(self.name, topic.upper(), m.start(), m.end(), 0.8, reason=f"keyword of banned topic '{topic}'"))
-        if self.embedder is None or not text.strip(): return out
+            if m:
+                out.append(
+                    Finding(
+                        self.name,
+                        topic.upper(),
+                        m.start(),
+                        m.end(),
+                        0.8,
+                        reason=f"keyword of banned topic '{topic}'",
+                    )
+                )
+        if self.embedder is None or not text.strip():
+            return out
         import numpy as np
-        if self._vectors is None: self._prepare()
+
+        if self._vectors is None:
+            self._prepare()
         v = np.asarray(self.embedder.encode(text[:2000]))
         found = {f.type for f in out}
         if len(self._names):
             sims = self._vectors @ v
             best: dict[str, float] = {}
-            for topic, sim in zip(self._names, sims): best[topic] = max(best.get(topic, -1.0), float(sim))
+            for topic, sim in zip(self._names, sims):
+                best[topic] = max(best.get(topic, -1.0), float(sim))
             for topic, sim in best.items():
                 if sim >= self.threshold and topic.upper() not in found:
-                    out.append(Finding(self.name, topic.upper(), None, None, sim, reason=f"cosine {sim:.2f} to banned topic '{topic}'"))
+                    out.append(
+                        Finding(
+                            self.name,
+                            topic.upper(),
+                            None,
+                            None,
+                            sim,
+                            reason=f"cosine {sim:.2f} to banned topic '{topic}'",
+                        )
+                    )
         if self._domain_vectors is not None:
             dsim = float((self._domain_vectors @ v).max())
             if dsim < self.domain_threshold:
-                out.append(Finding(self.name, "OFF_TOPIC", None, None, 1.0, reason=f"best cosine {dsim:.2f} to the bot's domain is below {self.domain_threshold}"))
+                out.append(
+                    Finding(
+                        self.name,
+                        "OFF_TOPIC",
+                        None,
+                        None,
+                        1.0,
+                        reason=f"best cosine {dsim:.2f} to the bot's domain is below {self.domain_threshold}",
+                    )
+                )
         return out
+
 
 # %% ../../nbs/guardrails/04_content.ipynb #339ae233
 class FormatGuard(Guard):
     """Length bounds, required and forbidden patterns, JSON parsing, JSON-schema validation and allowed values."""
+
     raw = True
-    def __init__(self,
-                 min_length: int = 0, # fewest characters allowed
-                 max_length: int | None = None, # most characters allowed; None = no limit
-                 pattern: str | None = None, # a regex the whole text must match
-                 forbid: Sequence[str] = (), # regexes that must not occur
-                 json: bool = False, # the text must parse as JSON
-                 json_schema: Mapping[str, Any] | None = None, # a JSON schema the parsed text must satisfy (implies json)
-                 allowed_values: Sequence[str] | None = None, # the stripped text must be one of these
-                 name: str = "format", # guard name in findings
-                 stage: Stage = "output", # input, output or both
-                ):
+
+    def __init__(
+        self,
+        min_length: int = 0,  # fewest characters allowed
+        max_length: int | None = None,  # most characters allowed; None = no limit
+        pattern: str | None = None,  # a regex the whole text must match
+        forbid: Sequence[str] = (),  # regexes that must not occur
+        json: bool = False,  # the text must parse as JSON
+        json_schema: Mapping[str, Any]
+        | None = None,  # a JSON schema the parsed text must satisfy (implies json)
+        allowed_values: Sequence[str] | None = None,  # the stripped text must be one of these
+        name: str = "format",  # guard name in findings
+        stage: Stage = "output",  # input, output or both
+    ):
         self.min_length, self.max_length, self.allowed_values = min_length, max_length, allowed_values
         self.pattern = re.compile(pattern, re.S) if pattern else None
         self.forbid = [re.compile(p) for p in forbid]
@@ -143,6 +269,7 @@ class FormatGuard(Guard):
         self._validator = None
         if json_schema is not None:
             import jsonschema
+
             cls = jsonschema.validators.validator_for(json_schema)
             cls.check_schema(json_schema)
             self._validator = cls(json_schema)
@@ -151,24 +278,90 @@ class FormatGuard(Guard):
     def scan(self, text: str) -> list[Finding]:
         """Format findings in `text`."""
         out, n = [], len(text)
-        if n < self.min_length: out.append(Finding(self.name, "TOO_SHORT", None, None, 1.0, reason=f"{n} characters, fewer than {self.min_length}"))
+        if n < self.min_length:
+            out.append(
+                Finding(
+                    self.name,
+                    "TOO_SHORT",
+                    None,
+                    None,
+                    1.0,
+                    reason=f"{n} characters, fewer than {self.min_length}",
+                )
+            )
         if self.max_length is not None and n > self.max_length:
-            out.append(Finding(self.name, "TOO_LONG", None, None, 1.0, reason=f"{n} characters, more than {self.max_length}"))
+            out.append(
+                Finding(
+                    self.name,
+                    "TOO_LONG",
+                    None,
+                    None,
+                    1.0,
+                    reason=f"{n} characters, more than {self.max_length}",
+                )
+            )
         if self.pattern is not None and not self.pattern.fullmatch(text):
-            out.append(Finding(self.name, "PATTERN_MISMATCH", None, None, 1.0, reason=f"does not match /{self.pattern.pattern}/"))
+            out.append(
+                Finding(
+                    self.name,
+                    "PATTERN_MISMATCH",
+                    None,
+                    None,
+                    1.0,
+                    reason=f"does not match /{self.pattern.pattern}/",
+                )
+            )
         for rx in self.forbid:
             m = rx.search(text)
-            if m: out.append(Finding(self.name, "FORBIDDEN_PATTERN", m.start(), m.end(), 1.0, reason=f"matches forbidden /{rx.pattern}/"))
+            if m:
+                out.append(
+                    Finding(
+                        self.name,
+                        "FORBIDDEN_PATTERN",
+                        m.start(),
+                        m.end(),
+                        1.0,
+                        reason=f"matches forbidden /{rx.pattern}/",
+                    )
+                )
         if self.allowed_values is not None and text.strip() not in self.allowed_values:
-            out.append(Finding(self.name, "VALUE_NOT_ALLOWED", None, None, 1.0, reason=f"not one of {len(self.allowed_values)} allowed values"))
+            out.append(
+                Finding(
+                    self.name,
+                    "VALUE_NOT_ALLOWED",
+                    None,
+                    None,
+                    1.0,
+                    reason=f"not one of {len(self.allowed_values)} allowed values",
+                )
+            )
         if self.json:
-            try: doc = json.loads(text)
+            try:
+                doc = json.loads(text)
             except ValueError as e:
-                out.append(Finding(self.name, "INVALID_JSON", None, None, 1.0, reason=f"not JSON: {e.msg} at line {e.lineno} column {e.colno}"))
+                out.append(
+                    Finding(
+                        self.name,
+                        "INVALID_JSON",
+                        None,
+                        None,
+                        1.0,
+                        reason=f"not JSON: {e.msg} at line {e.lineno} column {e.colno}",
+                    )
+                )
                 return out
             if self._validator is not None:
                 err = next(iter(sorted(self._validator.iter_errors(doc), key=lambda e: list(e.path))), None)
                 if err is not None:
                     where = "/".join(map(str, err.absolute_path)) or "(root)"
-                    out.append(Finding(self.name, "SCHEMA_VIOLATION", None, None, 1.0, reason=f"at {where}: {err.message[:200]}"))
+                    out.append(
+                        Finding(
+                            self.name,
+                            "SCHEMA_VIOLATION",
+                            None,
+                            None,
+                            1.0,
+                            reason=f"at {where}: {err.message[:200]}",
+                        )
+                    )
         return out

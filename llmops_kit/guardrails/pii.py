@@ -6,21 +6,38 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['IBAN_LENGTHS', 'RECOGNIZERS', 'PII_ENTITIES', 'luhn_ok', 'card_score', 'iban_ok', 'ssn_score', 'ip_score',
-           'date_score', 'Recognizer', 'phone_score', 'name_gazetteer', 'find_persons', 'find_addresses',
-           'location_gazetteer', 'find_locations', 'PiiGuard']
+__all__ = [
+    "IBAN_LENGTHS",
+    "RECOGNIZERS",
+    "PII_ENTITIES",
+    "luhn_ok",
+    "card_score",
+    "iban_ok",
+    "ssn_score",
+    "ip_score",
+    "date_score",
+    "Recognizer",
+    "phone_score",
+    "name_gazetteer",
+    "find_persons",
+    "find_addresses",
+    "location_gazetteer",
+    "find_locations",
+    "PiiGuard",
+]
 
 # %% ../../nbs/guardrails/02_pii.ipynb #5444942a
 import ipaddress
 import re
-from itertools import compress
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
+from itertools import compress
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 # %% ../../nbs/guardrails/02_pii.ipynb #fc8b2523
 from .base import Finding, Guard, RuleGate, Stage
+
 
 # %% ../../nbs/guardrails/02_pii.ipynb #7d9083dc
 def luhn_ok(digits: str) -> bool:
@@ -30,164 +47,466 @@ def luhn_ok(digits: str) -> bool:
         d = ord(ch) - 48
         if i % 2 == parity:
             d *= 2
-            if d > 9: d -= 9
+            if d > 9:
+                d -= 9
         total += d
     return total % 10 == 0
+
 
 # %% ../../nbs/guardrails/02_pii.ipynb #5a7d8e68
 def _card_brand(digits: str) -> str | None:
     """The card scheme an issuer prefix belongs to, or None."""
     n, p2, p4 = len(digits), int(digits[:2]), int(digits[:4])
-    if digits[0] == "4" and n in (13, 16, 19): return "Visa"
-    if (51 <= p2 <= 55 or 2221 <= p4 <= 2720) and n == 16: return "Mastercard"
-    if p2 in (34, 37) and n == 15: return "American Express"
-    if (p4 == 6011 or p2 == 65 or 644 <= int(digits[:3]) <= 649) and 16 <= n <= 19: return "Discover"
-    if (300 <= int(digits[:3]) <= 305 or p2 in (36, 38, 39)) and 14 <= n <= 19: return "Diners Club"
-    if (3528 <= p4 <= 3589 and 16 <= n <= 19) or (p4 in (1800, 2131) and n == 15): return "JCB"
-    if p2 == 62 and 16 <= n <= 19: return "UnionPay"
-    if (p2 == 50 or 56 <= p2 <= 69) and 12 <= n <= 19: return "Maestro"
-    if 2200 <= p4 <= 2204 and 16 <= n <= 19: return "Mir"
+    if digits[0] == "4" and n in (13, 16, 19):
+        return "Visa"
+    if (51 <= p2 <= 55 or 2221 <= p4 <= 2720) and n == 16:
+        return "Mastercard"
+    if p2 in (34, 37) and n == 15:
+        return "American Express"
+    if (p4 == 6011 or p2 == 65 or 644 <= int(digits[:3]) <= 649) and 16 <= n <= 19:
+        return "Discover"
+    if (300 <= int(digits[:3]) <= 305 or p2 in (36, 38, 39)) and 14 <= n <= 19:
+        return "Diners Club"
+    if (3528 <= p4 <= 3589 and 16 <= n <= 19) or (p4 in (1800, 2131) and n == 15):
+        return "JCB"
+    if p2 == 62 and 16 <= n <= 19:
+        return "UnionPay"
+    if (p2 == 50 or 56 <= p2 <= 69) and 12 <= n <= 19:
+        return "Maestro"
+    if 2200 <= p4 <= 2204 and 16 <= n <= 19:
+        return "Mir"
     return None
+
 
 # %% ../../nbs/guardrails/02_pii.ipynb #42624ad3
 def card_score(match: str) -> float:
     """1 for a Luhn-valid number with a known issuer prefix and length, 0.5 without a known prefix, 0 if not Luhn-valid."""
     digits = re.sub(r"\D", "", match)
-    if not 12 <= len(digits) <= 19 or not luhn_ok(digits) or len(set(digits)) < 2: return 0.0
+    if not 12 <= len(digits) <= 19 or not luhn_ok(digits) or len(set(digits)) < 2:
+        return 0.0
     return 1.0 if _card_brand(digits) else 0.5
+
 
 # %% ../../nbs/guardrails/02_pii.ipynb #082904b6
 IBAN_LENGTHS: dict[str, int] = dict(
-    AD=24, AE=23, AL=28, AT=20, AZ=28, BA=20, BE=16, BG=22, BH=22, BI=27, BR=29, BY=28, CH=21, CR=22, CY=28, CZ=24,
-    DE=22, DJ=27, DK=18, DO=28, EE=20, EG=29, ES=24, FI=18, FK=18, FO=18, FR=27, GB=22, GE=22, GI=23, GL=18, GR=27,
-    GT=28, HN=28, HR=21, HU=28, IE=22, IL=23, IQ=23, IS=26, IT=27, JO=30, KW=30, KZ=20, LB=28, LC=32, LI=21, LT=20,
-    LU=20, LV=21, LY=25, MC=27, MD=24, ME=22, MK=19, MN=20, MR=27, MT=31, MU=30, NI=28, NL=18, NO=15, OM=23, PK=24,
-    PL=28, PS=29, PT=25, QA=29, RO=24, RS=22, RU=33, SA=24, SC=31, SD=18, SE=24, SI=19, SK=24, SM=27, SO=23, ST=25,
-    SV=28, TL=23, TN=24, TR=26, UA=29, VA=22, VG=24, XK=20, YE=30)
+    AD=24,
+    AE=23,
+    AL=28,
+    AT=20,
+    AZ=28,
+    BA=20,
+    BE=16,
+    BG=22,
+    BH=22,
+    BI=27,
+    BR=29,
+    BY=28,
+    CH=21,
+    CR=22,
+    CY=28,
+    CZ=24,
+    DE=22,
+    DJ=27,
+    DK=18,
+    DO=28,
+    EE=20,
+    EG=29,
+    ES=24,
+    FI=18,
+    FK=18,
+    FO=18,
+    FR=27,
+    GB=22,
+    GE=22,
+    GI=23,
+    GL=18,
+    GR=27,
+    GT=28,
+    HN=28,
+    HR=21,
+    HU=28,
+    IE=22,
+    IL=23,
+    IQ=23,
+    IS=26,
+    IT=27,
+    JO=30,
+    KW=30,
+    KZ=20,
+    LB=28,
+    LC=32,
+    LI=21,
+    LT=20,
+    LU=20,
+    LV=21,
+    LY=25,
+    MC=27,
+    MD=24,
+    ME=22,
+    MK=19,
+    MN=20,
+    MR=27,
+    MT=31,
+    MU=30,
+    NI=28,
+    NL=18,
+    NO=15,
+    OM=23,
+    PK=24,
+    PL=28,
+    PS=29,
+    PT=25,
+    QA=29,
+    RO=24,
+    RS=22,
+    RU=33,
+    SA=24,
+    SC=31,
+    SD=18,
+    SE=24,
+    SI=19,
+    SK=24,
+    SM=27,
+    SO=23,
+    ST=25,
+    SV=28,
+    TL=23,
+    TN=24,
+    TR=26,
+    UA=29,
+    VA=22,
+    VG=24,
+    XK=20,
+    YE=30,
+)
+
 
 # %% ../../nbs/guardrails/02_pii.ipynb #6d52d9cf
 def iban_ok(compact: str) -> bool:
     """Whether `compact` (no spaces) is an IBAN: known country, its length, and ISO 7064 mod-97 = 1."""
     compact = compact.upper()
-    if IBAN_LENGTHS.get(compact[:2]) != len(compact) or not compact[2:4].isdigit() or not compact.isalnum(): return False
+    if IBAN_LENGTHS.get(compact[:2]) != len(compact) or not compact[2:4].isdigit() or not compact.isalnum():
+        return False
     rearranged = compact[4:] + compact[:4]
     return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
 
 # %% ../../nbs/guardrails/02_pii.ipynb #24519ad9
 def ssn_score(match: str) -> float:
     """1 for a plausible US SSN (area not 000, 666 or 9xx; group not 00; serial not 0000), else 0."""
     digits = re.sub(r"\D", "", match)
-    if len(digits) != 9: return 0.0
+    if len(digits) != 9:
+        return 0.0
     area, group, serial = digits[:3], digits[3:5], digits[5:]
-    if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000": return 0.0
-    if len(set(digits)) == 1 or digits in ("123456789", "078051120", "219099999"): return 0.0 # published examples
+    if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
+        return 0.0
+    if len(set(digits)) == 1 or digits in ("123456789", "078051120", "219099999"):
+        return 0.0  # published examples
     return 1.0
+
 
 # %% ../../nbs/guardrails/02_pii.ipynb #68a3b034
 def ip_score(match: str) -> float:
     """1 for a valid IPv4 or IPv6 address, else 0."""
-    try: ipaddress.ip_address(match)
-    except ValueError: return 0.0
+    try:
+        ipaddress.ip_address(match)
+    except ValueError:
+        return 0.0
     return 1.0
 
+
 # %% ../../nbs/guardrails/02_pii.ipynb #1df0f9b2
-_MONTHS = {m: i + 1 for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])}
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate(
+        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+    )
+}
+
 
 def date_score(match: str) -> float:
     """For numeric dates: 1 if some reading of day, month and year is a calendar date, else 0."""
     parts = [int(p) for p in re.split(r"[/.\-]", match.split()[0].split("T")[0]) if p.isdigit()]
-    if len(parts) != 3: return 1.0
+    if len(parts) != 3:
+        return 1.0
     a, b, c = parts
-    if a > 31: return 1.0 if 1 <= b <= 12 and 1 <= c <= 31 else 0.0 # year first
+    if a > 31:
+        return 1.0 if 1 <= b <= 12 and 1 <= c <= 31 else 0.0  # year first
     return 1.0 if (1 <= a <= 12 and 1 <= b <= 31) or (1 <= b <= 12 and 1 <= a <= 31) else 0.0
+
 
 # %% ../../nbs/guardrails/02_pii.ipynb #677b2aa7
 @dataclass(frozen=True)
 class Recognizer:
     """One pattern for one entity type, with a validator and context words."""
-    type: str # Presidio entity name
-    pattern: re.Pattern # candidates; group `v` (if present) is the value
-    score: float # base score of a candidate
-    reason: str # why, in words
-    validate: Callable[[str], float] | None = None # multiplier in [0, 1]; 0 rejects
-    context: tuple[str, ...] = () # words that raise the score when near the match
-    boost: float = 0.35 # added to the score when a context word is near
-    window: int = 40 # characters before the match searched for context
-    min_digits: int = 0 # digits any scoring match has: a text with fewer is not searched
+
+    type: str  # Presidio entity name
+    pattern: re.Pattern  # candidates; group `v` (if present) is the value
+    score: float  # base score of a candidate
+    reason: str  # why, in words
+    validate: Callable[[str], float] | None = None  # multiplier in [0, 1]; 0 rejects
+    context: tuple[str, ...] = ()  # words that raise the score when near the match
+    boost: float = 0.35  # added to the score when a context word is near
+    window: int = 40  # characters before the match searched for context
+    min_digits: int = 0  # digits any scoring match has: a text with fewer is not searched
 
     @property
     def context_re(self) -> re.Pattern | None:
         return _context_re(self.context)
 
-@lru_cache(maxsize=None)
+
+@cache
 def _context_re(words: tuple[str, ...]) -> re.Pattern | None:
-    if not words: return None
+    if not words:
+        return None
     return re.compile(r"(?<![a-z])(?:" + "|".join(re.escape(w) for w in words) + r")(?![a-z])", re.I)
+
 
 # %% ../../nbs/guardrails/02_pii.ipynb #aa604dbc
 def _rx(pattern: str, flags: int = 0) -> re.Pattern:
     return re.compile(pattern, flags | re.VERBOSE)
 
+
 _SEP = r"[ \-.]"
 _MONTH = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
 _DAY = r"(?:[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?"
-_TLDS = ("com|org|net|edu|gov|mil|int|info|biz|io|ai|app|dev|co|me|us|uk|ca|au|de|fr|es|it|nl|be|ch|at|se|no|dk|fi|is|ie|pt|"
-         "pl|cz|sk|hu|ro|bg|gr|cy|ee|lv|lt|si|hr|rs|ru|ua|tr|il|in|cn|jp|kr|br|mx|ar|cl|za|nz|sg|hk|tw|eu|online|site|xyz|shop")
+_TLDS = (
+    "com|org|net|edu|gov|mil|int|info|biz|io|ai|app|dev|co|me|us|uk|ca|au|de|fr|es|it|nl|be|ch|at|se|no|dk|fi|is|ie|pt|"
+    "pl|cz|sk|hu|ro|bg|gr|cy|ee|lv|lt|si|hr|rs|ru|ua|tr|il|in|cn|jp|kr|br|mx|ar|cl|za|nz|sg|hk|tw|eu|online|site|xyz|shop"
+)
 
 # %% ../../nbs/guardrails/02_pii.ipynb #c21de475
 RECOGNIZERS: tuple[Recognizer, ...] = (
-    Recognizer("EMAIL_ADDRESS", _rx(r"(?<![\w.+\-])(?P<v>[a-z0-9][a-z0-9._%+\-]*@[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?)*\.[a-z]{2,24})(?![\w@])", re.I),
-               1.0, "email address pattern"),
-    Recognizer("URL", _rx(r"(?<![\w@/])(?P<v>(?:https?|ftp)://[^\s<>\"'`{}|\\^\[\]]+|www\.[^\s<>\"'`{}|\\^\[\]]+)", re.I),
-               0.9, "URL with scheme or www"),
-    Recognizer("URL", _rx(r"(?<![\w@.\-/])(?P<v>(?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+(?:" + _TLDS + r")(?:/[^\s<>\"']*)?)(?![\w@\-])", re.I),
-               0.6, "domain name", context=("site", "website", "web", "domain", "url", "link", "visit", "page")),
-    Recognizer("IBAN_CODE", _rx(r"(?<![a-z0-9])(?P<v>[a-z]{2}\d{2}(?:[ \-]?[a-z0-9]){11,30})", re.I),
-               1.0, "IBAN with valid country length and mod-97 checksum", context=("iban", "account", "transfer", "bank"), min_digits=2),
-    Recognizer("CREDIT_CARD", _rx(r"(?<![\w\-.])(?P<v>\d(?:[ \-]?\d){11,18})(?![\d\-]|\.\d)"),
-               0.8, "card number with valid Luhn checksum and issuer prefix", card_score,
-               ("card", "credit", "debit", "visa", "mastercard", "amex", "cc", "pan", "maestro", "discover"), boost=0.4, min_digits=12),
-    Recognizer("US_SSN", _rx(r"(?<![\w\-.])(?P<v>\d{3}(?P<s>[\-])\d{2}(?P=s)\d{4})(?![\d\-]|\.\d)"),
-               0.75, "US social security number pattern", ssn_score, ("ssn", "social security", "social sec", "ss#", "ss #", "tax id", "taxpayer"), min_digits=9),
-    Recognizer("US_SSN", _rx(r"(?<![\w\-.])(?P<v>\d{3}(?P<s>[ .]?)\d{2}(?P=s)\d{4})(?![\d\-]|\.\d)"),
-               0.3, "US social security number near SSN context", ssn_score, ("ssn", "social security", "social sec", "ss#", "ss #"), boost=0.5, min_digits=9),
-    Recognizer("IP_ADDRESS", _rx(r"(?<![\d.])(?P<v>(?:\d{1,3}\.){3}\d{1,3})(?![\d]|\.\d)"),
-               0.9, "IPv4 address", ip_score, ("ip", "address", "server", "host"), min_digits=4),
-    Recognizer("IP_ADDRESS", _rx(r"(?<![\w:])(?P<v>(?:[0-9a-f]{1,4}:){2,7}(?::|(?::?[0-9a-f]{1,4}){1,7}))(?![\w:])", re.I),
-               0.9, "IPv6 address", ip_score, ("ip", "address")),
-    Recognizer("DATE_TIME", _rx(r"(?<![\d\-])(?P<v>(?:19|20)\d{2}-(?:0?[1-9]|1[0-2])-(?:0?[1-9]|[12]\d|3[01])(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+\-]\d{2}:?\d{2})?)?)(?![\d])"),
-               0.95, "ISO date", min_digits=6),
-    Recognizer("DATE_TIME", _rx(r"(?<![\d/.\-])(?P<v>\d{1,2}[/.\-]\d{1,2}[/.\-](?:\d{4}|\d{2}))(?![\d/]|\.\d)"),
-               0.8, "numeric date", date_score, ("date", "born", "birth", "dob", "on", "since", "expires", "until"), min_digits=4),
-    Recognizer("DATE_TIME", _rx(r"(?<![\w])(?P<v>(?:" + _DAY + r"\s+(?:of\s+)?" + _MONTH + r"(?:,?\s+(?:19|20)\d{2})?|" + _MONTH + r"\s+" + _DAY + r"(?:,?\s+(?:19|20)\d{2})?|" + _MONTH + r",?\s+(?:19|20)\d{2}))(?![\w])", re.I),
-               0.85, "date with month name", min_digits=1),
-    Recognizer("DATE_TIME", _rx(r"(?<![\w])(?P<v>(?:mon|tues|wednes|thurs|fri|satur|sun)day|(?:yesterday|tomorrow|tonight))(?![\w])", re.I),
-               0.6, "day name"),
-    Recognizer("DATE_TIME", _rx(r"(?<![\w:.])(?P<v>(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d)?(?:\s*[ap]\.?m\.?)?|(?:1[0-2]|0?[1-9])\s*[ap]\.?m\.?)(?![\w:])", re.I),
-               0.7, "time of day", min_digits=1),
-    Recognizer("DATE_TIME", _rx(r"(?<![\w\-/.])(?P<v>(?:19|20)\d{2})(?![\w\-/]|\.\d)"),
-               0.3, "year near date context", None, ("in", "since", "year", "born", "until", "till", "from", "date", "birth", "of", "by", "before", "after", "around", "circa", "during", "to", "between", "and"), boost=0.3, window=12, min_digits=4),
-    Recognizer("PHONE_NUMBER", _rx(r"(?<![\w+/.\-])(?P<v>(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,5}\)[ .\-]?)?\d{1,5}(?:[ .\-]\d{1,8}){1,5}(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?|\+\d{7,15}|\(\d{1,5}\)\s?\d{5,10}|\d{10,11})(?![\w/]|-\d|\.\d)", re.I),
-               0.45, "phone number pattern", None,
-               ("phone", "call", "tel", "telephone", "mobile", "cell", "fax", "desk", "number", "contact", "reach", "dial", "text me", "sms", "whatsapp", "landline", "ph", "ring", "office", "home", "work"), boost=0.4, min_digits=7),
+    Recognizer(
+        "EMAIL_ADDRESS",
+        _rx(
+            r"(?<![\w.+\-])(?P<v>[a-z0-9][a-z0-9._%+\-]*@[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?)*\.[a-z]{2,24})(?![\w@])",
+            re.I,
+        ),
+        1.0,
+        "email address pattern",
+    ),
+    Recognizer(
+        "URL",
+        _rx(r"(?<![\w@/])(?P<v>(?:https?|ftp)://[^\s<>\"'`{}|\\^\[\]]+|www\.[^\s<>\"'`{}|\\^\[\]]+)", re.I),
+        0.9,
+        "URL with scheme or www",
+    ),
+    Recognizer(
+        "URL",
+        _rx(
+            r"(?<![\w@.\-/])(?P<v>(?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+(?:"
+            + _TLDS
+            + r")(?:/[^\s<>\"']*)?)(?![\w@\-])",
+            re.I,
+        ),
+        0.6,
+        "domain name",
+        context=("site", "website", "web", "domain", "url", "link", "visit", "page"),
+    ),
+    Recognizer(
+        "IBAN_CODE",
+        _rx(r"(?<![a-z0-9])(?P<v>[a-z]{2}\d{2}(?:[ \-]?[a-z0-9]){11,30})", re.I),
+        1.0,
+        "IBAN with valid country length and mod-97 checksum",
+        context=("iban", "account", "transfer", "bank"),
+        min_digits=2,
+    ),
+    Recognizer(
+        "CREDIT_CARD",
+        _rx(r"(?<![\w\-.])(?P<v>\d(?:[ \-]?\d){11,18})(?![\d\-]|\.\d)"),
+        0.8,
+        "card number with valid Luhn checksum and issuer prefix",
+        card_score,
+        ("card", "credit", "debit", "visa", "mastercard", "amex", "cc", "pan", "maestro", "discover"),
+        boost=0.4,
+        min_digits=12,
+    ),
+    Recognizer(
+        "US_SSN",
+        _rx(r"(?<![\w\-.])(?P<v>\d{3}(?P<s>[\-])\d{2}(?P=s)\d{4})(?![\d\-]|\.\d)"),
+        0.75,
+        "US social security number pattern",
+        ssn_score,
+        ("ssn", "social security", "social sec", "ss#", "ss #", "tax id", "taxpayer"),
+        min_digits=9,
+    ),
+    Recognizer(
+        "US_SSN",
+        _rx(r"(?<![\w\-.])(?P<v>\d{3}(?P<s>[ .]?)\d{2}(?P=s)\d{4})(?![\d\-]|\.\d)"),
+        0.3,
+        "US social security number near SSN context",
+        ssn_score,
+        ("ssn", "social security", "social sec", "ss#", "ss #"),
+        boost=0.5,
+        min_digits=9,
+    ),
+    Recognizer(
+        "IP_ADDRESS",
+        _rx(r"(?<![\d.])(?P<v>(?:\d{1,3}\.){3}\d{1,3})(?![\d]|\.\d)"),
+        0.9,
+        "IPv4 address",
+        ip_score,
+        ("ip", "address", "server", "host"),
+        min_digits=4,
+    ),
+    Recognizer(
+        "IP_ADDRESS",
+        _rx(r"(?<![\w:])(?P<v>(?:[0-9a-f]{1,4}:){2,7}(?::|(?::?[0-9a-f]{1,4}){1,7}))(?![\w:])", re.I),
+        0.9,
+        "IPv6 address",
+        ip_score,
+        ("ip", "address"),
+    ),
+    Recognizer(
+        "DATE_TIME",
+        _rx(
+            r"(?<![\d\-])(?P<v>(?:19|20)\d{2}-(?:0?[1-9]|1[0-2])-(?:0?[1-9]|[12]\d|3[01])(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+\-]\d{2}:?\d{2})?)?)(?![\d])"
+        ),
+        0.95,
+        "ISO date",
+        min_digits=6,
+    ),
+    Recognizer(
+        "DATE_TIME",
+        _rx(r"(?<![\d/.\-])(?P<v>\d{1,2}[/.\-]\d{1,2}[/.\-](?:\d{4}|\d{2}))(?![\d/]|\.\d)"),
+        0.8,
+        "numeric date",
+        date_score,
+        ("date", "born", "birth", "dob", "on", "since", "expires", "until"),
+        min_digits=4,
+    ),
+    Recognizer(
+        "DATE_TIME",
+        _rx(
+            r"(?<![\w])(?P<v>(?:"
+            + _DAY
+            + r"\s+(?:of\s+)?"
+            + _MONTH
+            + r"(?:,?\s+(?:19|20)\d{2})?|"
+            + _MONTH
+            + r"\s+"
+            + _DAY
+            + r"(?:,?\s+(?:19|20)\d{2})?|"
+            + _MONTH
+            + r",?\s+(?:19|20)\d{2}))(?![\w])",
+            re.I,
+        ),
+        0.85,
+        "date with month name",
+        min_digits=1,
+    ),
+    Recognizer(
+        "DATE_TIME",
+        _rx(
+            r"(?<![\w])(?P<v>(?:mon|tues|wednes|thurs|fri|satur|sun)day|(?:yesterday|tomorrow|tonight))(?![\w])",
+            re.I,
+        ),
+        0.6,
+        "day name",
+    ),
+    Recognizer(
+        "DATE_TIME",
+        _rx(
+            r"(?<![\w:.])(?P<v>(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d)?(?:\s*[ap]\.?m\.?)?|(?:1[0-2]|0?[1-9])\s*[ap]\.?m\.?)(?![\w:])",
+            re.I,
+        ),
+        0.7,
+        "time of day",
+        min_digits=1,
+    ),
+    Recognizer(
+        "DATE_TIME",
+        _rx(r"(?<![\w\-/.])(?P<v>(?:19|20)\d{2})(?![\w\-/]|\.\d)"),
+        0.3,
+        "year near date context",
+        None,
+        (
+            "in",
+            "since",
+            "year",
+            "born",
+            "until",
+            "till",
+            "from",
+            "date",
+            "birth",
+            "of",
+            "by",
+            "before",
+            "after",
+            "around",
+            "circa",
+            "during",
+            "to",
+            "between",
+            "and",
+        ),
+        boost=0.3,
+        window=12,
+        min_digits=4,
+    ),
+    Recognizer(
+        "PHONE_NUMBER",
+        _rx(
+            r"(?<![\w+/.\-])(?P<v>(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,5}\)[ .\-]?)?\d{1,5}(?:[ .\-]\d{1,8}){1,5}(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?|\+\d{7,15}|\(\d{1,5}\)\s?\d{5,10}|\d{10,11})(?![\w/]|-\d|\.\d)",
+            re.I,
+        ),
+        0.45,
+        "phone number pattern",
+        None,
+        (
+            "phone",
+            "call",
+            "tel",
+            "telephone",
+            "mobile",
+            "cell",
+            "fax",
+            "desk",
+            "number",
+            "contact",
+            "reach",
+            "dial",
+            "text me",
+            "sms",
+            "whatsapp",
+            "landline",
+            "ph",
+            "ring",
+            "office",
+            "home",
+            "work",
+        ),
+        boost=0.4,
+        min_digits=7,
+    ),
 )
+
 
 # %% ../../nbs/guardrails/02_pii.ipynb #78385e5b
 def phone_score(match: str) -> float:
     """A multiplier for a phone candidate: 0 outside 7-15 digits, higher for phone-like shapes."""
     main = re.split(r"(?i)\s?(?:x|ext\.?|extension)\s?\d", match)[0]
     digits = re.sub(r"\D", "", main)
-    if not 7 <= len(digits) <= 15 or len(set(digits)) < 3: return 0.0
+    if not 7 <= len(digits) <= 15 or len(set(digits)) < 3:
+        return 0.0
     groups = re.findall(r"\d+", main)
-    if len(groups) == 4 and all(int(g) <= 255 for g in groups) and main.count(".") == 3: return 0.0 # an IPv4 address
+    if len(groups) == 4 and all(int(g) <= 255 for g in groups) and main.count(".") == 3:
+        return 0.0  # an IPv4 address
     shape = 1.0
-    if main.startswith("+") or "(" in main or re.fullmatch(r"\d{3}[\-.]\d{3}[\-.]\d{4}", main): shape = 1.6
-    elif len(groups) >= 3 or len(digits) >= 9: shape = 1.2
-    if len(groups[0]) == 1 and not main.startswith("+"): shape *= 0.8
+    if main.startswith("+") or "(" in main or re.fullmatch(r"\d{3}[\-.]\d{3}[\-.]\d{4}", main):
+        shape = 1.6
+    elif len(groups) >= 3 or len(digits) >= 9:
+        shape = 1.2
+    if len(groups[0]) == 1 and not main.startswith("+"):
+        shape *= 0.8
     return shape
 
+
 # %% ../../nbs/guardrails/02_pii.ipynb #5b801125
-_NOT_NAMES = frozenset("""
+_NOT_NAMES = frozenset(
+    """
 a an the and or but if of in on at to for from by with about as into like through after over between out against during without before under around among
 i me my we our you your he him his she her it its they them their this that these those who whom whose which what when where why how
 is am are was were be been being have has had do does did will would shall should may might must can could
@@ -202,7 +521,9 @@ north south east west love happy green white black brown gray grey red blue gold
 apple google amazon microsoft visa mastercard paypal euro euros dollar dollars pound pounds yen
 so oh mine im ive id due tell ask yes no ok sure also anyway well now hey hello hi thanks please sorry
 american british english french german russian chinese japanese spanish italian indian canadian australian european swiss dutch polish irish scottish
-""".split())
+""".split()
+)
+
 
 # %% ../../nbs/guardrails/02_pii.ipynb #5e64713f
 @lru_cache(maxsize=1)
@@ -213,130 +534,266 @@ def name_gazetteer() -> tuple[frozenset[str], frozenset[str]]:
     census = _census_first_names()
     try:
         import names as _names
+
         folder = Path(_names.__file__).parent
-        for fname, target in (("dist.male.first", first), ("dist.female.first", first), ("dist.all.last", last)):
+        for fname, target in (
+            ("dist.male.first", first),
+            ("dist.female.first", first),
+            ("dist.all.last", last),
+        ):
             with open(folder / fname, encoding="utf-8") as fh:
                 target.update(line.split(" ", 1)[0].lower() for line in fh if line.strip())
-    except ImportError: pass
+    except ImportError:
+        pass
     try:
         import gender_guesser
+
         path = Path(gender_guesser.__file__).parent / "data" / "nam_dict.txt"
         with open(path, encoding="utf-8") as fh:
             for line in fh:
-                if line[:1] in "#=" or len(line) < 30: continue
+                if line[:1] in "#=" or len(line) < 30:
+                    continue
                 name = line[3:29].strip()
-                if name and "+" not in name and " " not in name: first.add(name.lower())
-    except ImportError: pass
+                if name and "+" not in name and " " not in name:
+                    first.add(name.lower())
+    except ImportError:
+        pass
     return frozenset((first | census) - _NOT_NAMES), frozenset(last - _NOT_NAMES)
+
 
 @lru_cache(maxsize=1)
 def _census_first_names() -> frozenset[str]:
     """The US Census first names alone (a smaller, cleaner list than the international one)."""
-    try: import names as _names
-    except ImportError: return frozenset()
+    try:
+        import names as _names
+    except ImportError:
+        return frozenset()
     folder, out = Path(_names.__file__).parent, set()
     for fname in ("dist.male.first", "dist.female.first"):
-        with open(folder / fname, encoding="utf-8") as fh: out.update(line.split(" ", 1)[0].lower() for line in fh if line.strip())
+        with open(folder / fname, encoding="utf-8") as fh:
+            out.update(line.split(" ", 1)[0].lower() for line in fh if line.strip())
     return frozenset(out - _NOT_NAMES)
+
 
 # %% ../../nbs/guardrails/02_pii.ipynb #50fe3345
 _CAP = r"[A-ZÀ-ÖØ-ÞĀ-ſ][A-Za-zÀ-ÖØ-öø-ɏ'’\-]+"
 _WORD = r"[A-Za-zÀ-ÖØ-öø-ɏ][A-Za-zÀ-ÖØ-öø-ɏ'’\-]+"
 _PARTICLES = r"(?:(?:van|von|de|der|den|da|di|du|del|della|dos|das|le|la|ten|ter|bin|ibn|al)[ \t]+){1,2}"
-_TITLE_RE = re.compile(r"(?<![\w])(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Mlle|Herr|Frau|Sr|Sra|Srta)\.?\s+(?P<v>" + _CAP + r"(?:\s+(?:[A-Z]\.\s+)?" + _CAP + r"){0,2})")
-_INTRO_RE = re.compile(r"(?i:\b(?:my name is|my name's|name is|call me|i am called|name:|dear|regards,|sincerely,|signed,?|thanks,|cheers,|directed by:?|written by:?|contact person:?|attn:?|customer:))[ \t]+(?P<v>" + _WORD + r"(?:[ \t]+(?:[A-Z]\.?[ \t]+)?(?:" + _PARTICLES + r")?" + _CAP + r"){0,2})")
+_TITLE_RE = re.compile(
+    r"(?<![\w])(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Mlle|Herr|Frau|Sr|Sra|Srta)\.?\s+(?P<v>"
+    + _CAP
+    + r"(?:\s+(?:[A-Z]\.\s+)?"
+    + _CAP
+    + r"){0,2})"
+)
+_INTRO_RE = re.compile(
+    r"(?i:\b(?:my name is|my name's|name is|call me|i am called|name:|dear|regards,|sincerely,|signed,?|thanks,|cheers,|directed by:?|written by:?|contact person:?|attn:?|customer:))[ \t]+(?P<v>"
+    + _WORD
+    + r"(?:[ \t]+(?:[A-Z]\.?[ \t]+)?(?:"
+    + _PARTICLES
+    + r")?"
+    + _CAP
+    + r"){0,2})"
+)
 # the first capital comes first and the "no word character before it" check right after it (a look-behind over both):
 # a pattern that starts with a character set lets the regex engine skip to the capitals instead of testing every position
-_CAPSEQ_RE = re.compile(r"(?P<v>[A-ZÀ-ÖØ-ÞĀ-ſ](?<![\w@.'’\-][A-ZÀ-ÖØ-ÞĀ-ſ])" + _CAP[len("[A-ZÀ-ÖØ-ÞĀ-ſ]"):] +
-                        r"(?:[ \t]+(?:[A-Z]\.?[ \t]+)?(?:" + _PARTICLES + r")?" + _CAP + r"){0,2})(?![\w@'’\-])")
+_CAPSEQ_RE = re.compile(
+    r"(?P<v>[A-ZÀ-ÖØ-ÞĀ-ſ](?<![\w@.'’\-][A-ZÀ-ÖØ-ÞĀ-ſ])"
+    + _CAP[len("[A-ZÀ-ÖØ-ÞĀ-ſ]") :]
+    + r"(?:[ \t]+(?:[A-Z]\.?[ \t]+)?(?:"
+    + _PARTICLES
+    + r")?"
+    + _CAP
+    + r"){0,2})(?![\w@'’\-])"
+)
 _SUFFIXES = frozenset("md phd jr sr ii iii iv dds esq".split())
 _TITLE_INTRO_GATE = RuleGate([_TITLE_RE, _INTRO_RE])
 
+
 # %% ../../nbs/guardrails/02_pii.ipynb #51dff8c3
 def find_persons(
-    text: str, # the text to search
-    possible: Sequence[bool] | None = None, # whether the title and the introduction patterns can match (a gate's answer)
+    text: str,  # the text to search
+    possible: Sequence[bool]
+    | None = None,  # whether the title and the introduction patterns can match (a gate's answer)
 ) -> list[tuple[int, int, float, str]]:
     """Candidate person names in `text` as `(start, end, score, reason)`."""
     first, last = name_gazetteer()
     out: list[tuple[int, int, float, str]] = []
     title, intro = _TITLE_INTRO_GATE.possible(text) if possible is None else possible
-    for m in _TITLE_RE.finditer(text) if title else (): out.append((m.start("v"), m.end("v"), 0.85, "name after a title"))
+    for m in _TITLE_RE.finditer(text) if title else ():
+        out.append((m.start("v"), m.end("v"), 0.85, "name after a title"))
     for m in _INTRO_RE.finditer(text) if intro else ():
         words = m.group("v").split()
         keep = 1
         for w in words[1:]:
-            if w[0].isupper() or w.lower() in last: keep += 1
-            else: break
-        if words[0].lower() in _NOT_NAMES: continue
-        end = m.start("v") + len(" ".join(words[:keep])) if "\n" not in m.group("v") else m.start("v") + len(words[0])
+            if w[0].isupper() or w.lower() in last:
+                keep += 1
+            else:
+                break
+        if words[0].lower() in _NOT_NAMES:
+            continue
+        end = (
+            m.start("v") + len(" ".join(words[:keep]))
+            if "\n" not in m.group("v")
+            else m.start("v") + len(words[0])
+        )
         out.append((m.start("v"), end, 0.8, "name after an introduction"))
     for m in _CAPSEQ_RE.finditer(text):
         v = m.group("v")
-        if " " not in v and "\t" not in v: # one word
-            if v.lower().strip("'’") not in first: continue # that is no first name
+        if " " not in v and "\t" not in v:  # one word
+            if v.lower().strip("'’") not in first:
+                continue  # that is no first name
             spans = [m.span("v")]
-        else: spans = [(m.start("v") + w.start(), m.start("v") + w.end()) for w in re.finditer(r"\S+", v)]
+        else:
+            spans = [(m.start("v") + w.start(), m.start("v") + w.end()) for w in re.finditer(r"\S+", v)]
         words = [text[a:b] for a, b in spans]
         lw = [w.lower().strip("'’") for w in words]
         skip = 0
-        while skip < len(words) - 1 and lw[skip] not in first and (lw[skip] in _NOT_NAMES or "'" in words[skip] or "’" in words[skip]):
-            skip += 1 # "I'm Ann", "Hello Mary Jones": leading words that are not names
+        while (
+            skip < len(words) - 1
+            and lw[skip] not in first
+            and (lw[skip] in _NOT_NAMES or "'" in words[skip] or "’" in words[skip])
+        ):
+            skip += 1  # "I'm Ann", "Hello Mary Jones": leading words that are not names
         spans, words, lw = spans[skip:], words[skip:], lw[skip:]
-        if lw[0] not in first and not (len(words) > 1 and lw[0] not in _NOT_NAMES and lw[1] in last and lw[1] not in first): continue
-        if lw[0] in _NOT_NAMES or words[0].isupper(): continue # acronyms (IBAN, ATM) are not names
+        if lw[0] not in first and not (
+            len(words) > 1 and lw[0] not in _NOT_NAMES and lw[1] in last and lw[1] not in first
+        ):
+            continue
+        if lw[0] in _NOT_NAMES or words[0].isupper():
+            continue  # acronyms (IBAN, ATM) are not names
         start = spans[0][0]
-        before = text[max(0, start - 2):start].strip()
-        sentence_start = start == 0 or before[-1:] in (".", "!", "?", "\n", ">", ":", '"') or text[:start].strip() == ""
+        before = text[max(0, start - 2) : start].strip()
+        sentence_start = (
+            start == 0 or before[-1:] in (".", "!", "?", "\n", ">", ":", '"') or text[:start].strip() == ""
+        )
         n = len(words)
-        while n > 1 and lw[n - 1] in _NOT_NAMES and lw[n - 1] not in _SUFFIXES: n -= 1
-        if n == 1 and sentence_start and lw[0] not in first: continue
-        if n == 1 and sentence_start and len(words) == 1: # a lone word opening a sentence: only a common (census) first name counts
+        while n > 1 and lw[n - 1] in _NOT_NAMES and lw[n - 1] not in _SUFFIXES:
+            n -= 1
+        if n == 1 and sentence_start and lw[0] not in first:
+            continue
+        if (
+            n == 1 and sentence_start and len(words) == 1
+        ):  # a lone word opening a sentence: only a common (census) first name counts
             score = 0.5 if lw[0] in _census_first_names() else 0.4
-        elif n == 1: score = 0.6
-        else: score = 0.75 if lw[0] in first else 0.55
+        elif n == 1:
+            score = 0.6
+        else:
+            score = 0.75 if lw[0] in first else 0.55
         end = spans[n - 1][1]
-        out.append((start, end, score, "known first name" if lw[0] in first else "capitalised name with known surname"))
+        out.append(
+            (
+                start,
+                end,
+                score,
+                "known first name" if lw[0] in first else "capitalised name with known surname",
+            )
+        )
     return out
 
+
 # %% ../../nbs/guardrails/02_pii.ipynb #7bf29db5
-_STREET_TYPES = (r"street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|place|pl|square|sq|terrace|ter|way|parkway|pkwy|"
-                 r"circle|cir|highway|hwy|trail|trl|row|close|crescent|cres|gardens|gdns|alley|plaza|plz|path|pike|loop|run|walk|mews|hill|grove|green|park|view|ridge|crossing|"
-                 r"heights|point|port|vale|villas|estate|field|fields|wharf|quay|rise|meadow|meadows|landing|junction|causeway")
-_STREET_WORDS = (r"rue|via|viale|calle|carrer|avenida|rua|ul\.|ulica|aleja|al\.|strada|utca|náměstí|nám\.|piazza|plaza|praça|largo|vicolo|chemin|allée|impasse|boulevard|quai|"
-                 r"route|platz|gasse|weg|straße|strasse|laan|straat|gracht|plein|kade|gatan|gata|vägen|väg|gade|vej|veien|vegen|gaten|tie|katu|kuja|polku|ulitsa|prospekt")
+_STREET_TYPES = (
+    r"street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|place|pl|square|sq|terrace|ter|way|parkway|pkwy|"
+    r"circle|cir|highway|hwy|trail|trl|row|close|crescent|cres|gardens|gdns|alley|plaza|plz|path|pike|loop|run|walk|mews|hill|grove|green|park|view|ridge|crossing|"
+    r"heights|point|port|vale|villas|estate|field|fields|wharf|quay|rise|meadow|meadows|landing|junction|causeway"
+)
+_STREET_WORDS = (
+    r"rue|via|viale|calle|carrer|avenida|rua|ul\.|ulica|aleja|al\.|strada|utca|náměstí|nám\.|piazza|plaza|praça|largo|vicolo|chemin|allée|impasse|boulevard|quai|"
+    r"route|platz|gasse|weg|straße|strasse|laan|straat|gracht|plein|kade|gatan|gata|vägen|väg|gade|vej|veien|vegen|gaten|tie|katu|kuja|polku|ulitsa|prospekt"
+)
 _ADDRESS_RES = (
-    re.compile(r"(?<![\w])(?P<v>\d{1,6}[a-z]?(?:[ \t]\d{1,6})?(?:[ \t]+" + _CAP + r"){1,4}[ \t]+(?i:" + _STREET_TYPES + r")\.?(?:[ \t]+\d{1,5}[a-z]?)?(?:,?[ \t]+(?i:apt|apartment|suite|ste|unit|flat|floor|fl|room|#)\.?[ \t]*#?\w{1,6})?)(?![\w])"),
-    re.compile(r"(?<![\w])(?P<v>(?:\d{1,6}[a-z]?[ \t]+)?(?i:" + _STREET_WORDS + r")(?:[ \t]+(?:d[eiau]s?|la|le|del|della|di|da|van|von|der|den|des|du|do|dos|das)){0,2}(?:[ \t]+" + _CAP + r"){1,3}(?:[ \t]+\d{1,5}[a-z]?)?(?:,?[ \t]+(?i:apt|apartment|suite|ste|unit|flat|#)\.?[ \t]*#?\w{1,6})?)(?![\w])"),
-    re.compile(r"(?<![\w])(?P<v>\d{1,6}[a-z]?[ \t]+" + _CAP + r"(?:[ \t]+" + _CAP + r")?[ \t]+\d{1,5}[a-z]?(?:,?[ \t]+(?i:apt|apartment|suite|ste|unit|flat|#)\.?[ \t]*#?\w{1,6})?)(?![\w])"),
-    re.compile(r"(?<![\w])(?P<v>" + _CAP + r"(?i:" + _STREET_WORDS.replace(r"ul\.|", "").replace(r"al\.|", "").replace(r"nám\.|", "") + r")[ \t]+\d{1,5}[a-z]?(?:,?[ \t]+(?i:apt|apartment|suite|ste|unit|flat|#)\.?[ \t]*#?\w{1,6})?)(?![\w])"),
+    re.compile(
+        r"(?<![\w])(?P<v>\d{1,6}[a-z]?(?:[ \t]\d{1,6})?(?:[ \t]+"
+        + _CAP
+        + r"){1,4}[ \t]+(?i:"
+        + _STREET_TYPES
+        + r")\.?(?:[ \t]+\d{1,5}[a-z]?)?(?:,?[ \t]+(?i:apt|apartment|suite|ste|unit|flat|floor|fl|room|#)\.?[ \t]*#?\w{1,6})?)(?![\w])"
+    ),
+    re.compile(
+        r"(?<![\w])(?P<v>(?:\d{1,6}[a-z]?[ \t]+)?(?i:"
+        + _STREET_WORDS
+        + r")(?:[ \t]+(?:d[eiau]s?|la|le|del|della|di|da|van|von|der|den|des|du|do|dos|das)){0,2}(?:[ \t]+"
+        + _CAP
+        + r"){1,3}(?:[ \t]+\d{1,5}[a-z]?)?(?:,?[ \t]+(?i:apt|apartment|suite|ste|unit|flat|#)\.?[ \t]*#?\w{1,6})?)(?![\w])"
+    ),
+    re.compile(
+        r"(?<![\w])(?P<v>\d{1,6}[a-z]?[ \t]+"
+        + _CAP
+        + r"(?:[ \t]+"
+        + _CAP
+        + r")?[ \t]+\d{1,5}[a-z]?(?:,?[ \t]+(?i:apt|apartment|suite|ste|unit|flat|#)\.?[ \t]*#?\w{1,6})?)(?![\w])"
+    ),
+    re.compile(
+        r"(?<![\w])(?P<v>"
+        + _CAP
+        + r"(?i:"
+        + _STREET_WORDS.replace(r"ul\.|", "").replace(r"al\.|", "").replace(r"nám\.|", "")
+        + r")[ \t]+\d{1,5}[a-z]?(?:,?[ \t]+(?i:apt|apartment|suite|ste|unit|flat|#)\.?[ \t]*#?\w{1,6})?)(?![\w])"
+    ),
     re.compile(r"(?<![\w])(?P<v>(?:Apt|Apartment|Suite|Ste|Unit|Flat)\.?[ \t]*#?\d{1,6}[A-Za-z]?)(?![\w])"),
-    re.compile(r"(?<![\w])(?P<v>(?:PSC|Unit|CMR)[ \t]+\d{3,5},?[ \t]+Box[ \t]+\d{3,5}|USNS?[ \t]+" + _CAP + r"|(?:APO|FPO|DPO)[ \t]+A[AEP][ \t]+\d{5})(?![\w])"),
+    re.compile(
+        r"(?<![\w])(?P<v>(?:PSC|Unit|CMR)[ \t]+\d{3,5},?[ \t]+Box[ \t]+\d{3,5}|USNS?[ \t]+"
+        + _CAP
+        + r"|(?:APO|FPO|DPO)[ \t]+A[AEP][ \t]+\d{5})(?![\w])"
+    ),
     re.compile(r"(?<![\w])(?P<v>P\.?[ \t]?O\.?[ \t]+Box[ \t]+\d{1,6})(?![\w])", re.I),
 )
 _ADDRESS_SCORES = (0.8, 0.75, 0.55, 0.7, 0.7, 0.8, 0.8)
-_ADDRESS_MIN_DIGITS = (1, 0, 2, 1, 1, 0, 1) # digits each pattern needs
+_ADDRESS_MIN_DIGITS = (1, 0, 2, 1, 1, 0, 1)  # digits each pattern needs
 _ADDRESS_GATE = RuleGate(_ADDRESS_RES)
+
 
 # %% ../../nbs/guardrails/02_pii.ipynb #7b43a7a0
 def find_addresses(
-    text: str, # the text to search
-    possible: Sequence[bool] | None = None, # whether each address pattern can match (a gate's answer)
+    text: str,  # the text to search
+    possible: Sequence[bool] | None = None,  # whether each address pattern can match (a gate's answer)
 ) -> list[tuple[int, int, float, str]]:
     """Candidate street addresses in `text` as `(start, end, score, reason)`."""
     out, digits = [], None
     gate = _ADDRESS_GATE.possible(text) if possible is None else possible
     for rx, score, need, ok in zip(_ADDRESS_RES, _ADDRESS_SCORES, _ADDRESS_MIN_DIGITS, gate):
-        if not ok: continue
-        if digits is None: digits = sum(map(str.isdigit, text)) # counted once, and only when a pattern is left
-        if digits < need: continue
-        for m in rx.finditer(text): out.append((m.start("v"), m.end("v"), score, "street address pattern"))
+        if not ok:
+            continue
+        if digits is None:
+            digits = sum(map(str.isdigit, text))  # counted once, and only when a pattern is left
+        if digits < need:
+            continue
+        for m in rx.finditer(text):
+            out.append((m.start("v"), m.end("v"), score, "street address pattern"))
     return out
 
+
 # %% ../../nbs/guardrails/02_pii.ipynb #03428c9e
-_EXTRA_PLACES = ("United States", "United States of America", "USA", "US", "UK", "U.K.", "Great Britain", "England", "Scotland", "Wales",
-                 "Northern Ireland", "Holland", "Russia", "South Korea", "North Korea", "Czech Republic", "Ivory Coast", "Europe", "Asia",
-                 "Africa", "America", "Latin America", "Scandinavia", "the Netherlands", "EU", "UAE")
+_EXTRA_PLACES = (
+    "United States",
+    "United States of America",
+    "USA",
+    "US",
+    "UK",
+    "U.K.",
+    "Great Britain",
+    "England",
+    "Scotland",
+    "Wales",
+    "Northern Ireland",
+    "Holland",
+    "Russia",
+    "South Korea",
+    "North Korea",
+    "Czech Republic",
+    "Ivory Coast",
+    "Europe",
+    "Asia",
+    "Africa",
+    "America",
+    "Latin America",
+    "Scandinavia",
+    "the Netherlands",
+    "EU",
+    "UAE",
+)
+
 
 @lru_cache(maxsize=1)
 def location_gazetteer() -> frozenset[str]:
@@ -344,66 +801,113 @@ def location_gazetteer() -> frozenset[str]:
     places = {p.lower() for p in _EXTRA_PLACES}
     try:
         from babel import Locale
-        places.update(v.lower().replace(" & ", " and ") for k, v in Locale("en").territories.items() if k != "001")
-    except Exception: pass
+
+        places.update(
+            v.lower().replace(" & ", " and ") for k, v in Locale("en").territories.items() if k != "001"
+        )
+    except Exception:
+        pass
     try:
         import zoneinfo
+
         for zone in zoneinfo.available_timezones():
             city = zone.rsplit("/", 1)[-1].replace("_", " ")
-            if "/" in zone and len(city) > 3 and not city.isupper() and not any(ch.isdigit() for ch in city): places.add(city.lower())
-    except Exception: pass
+            if "/" in zone and len(city) > 3 and not city.isupper() and not any(ch.isdigit() for ch in city):
+                places.add(city.lower())
+    except Exception:
+        pass
     return frozenset(places - _NOT_NAMES)
 
+
 _LOC_TOKEN = re.compile(r"[A-ZÀ-ÖØ-Þ][\w'’.\-]*|of|and|the|de|del|la|le")
-_LOC_CAPITALISED = re.compile(r"[A-ZÀ-ÖØ-Þ][\w'’.\-]*") # the tokens a place can start with: none known, no place
+_LOC_CAPITALISED = re.compile(
+    r"[A-ZÀ-ÖØ-Þ][\w'’.\-]*"
+)  # the tokens a place can start with: none known, no place
+
 
 @lru_cache(maxsize=1)
 def _place_starts() -> frozenset[str]:
     """The first word of every known place: a capitalised token that is none of them starts no place."""
     return frozenset(p.split(" ", 1)[0] for p in location_gazetteer())
 
+
 # %% ../../nbs/guardrails/02_pii.ipynb #a2c428b2
 def find_locations(text: str) -> list[tuple[int, int, float, str]]:
     """Known place names in `text` as `(start, end, score, reason)`, longest match first."""
     places, starts = location_gazetteer(), _place_starts()
-    if not any(w.lower() in starts or w.lower().rstrip(".") in starts for w in _LOC_CAPITALISED.findall(text)): return []
+    if not any(
+        w.lower() in starts or w.lower().rstrip(".") in starts for w in _LOC_CAPITALISED.findall(text)
+    ):
+        return []
     tokens = [(m.start(), m.end(), m.group(0)) for m in _LOC_TOKEN.finditer(text)]
     out, i = [], 0
     while i < len(tokens):
         word = tokens[i][2]
-        if not word[0].isupper() or (word.lower() not in starts and word.lower().rstrip(".") not in starts): i += 1; continue
+        if not word[0].isupper() or (word.lower() not in starts and word.lower().rstrip(".") not in starts):
+            i += 1
+            continue
         for j in range(min(i + 4, len(tokens)), i, -1):
-            if any(text[tokens[k][1]:tokens[k + 1][0]] not in (" ", "\t") for k in range(i, j - 1)): continue
+            if any(text[tokens[k][1] : tokens[k + 1][0]] not in (" ", "\t") for k in range(i, j - 1)):
+                continue
             phrase = " ".join(t for _, _, t in tokens[i:j]).rstrip(".").lower()
             if phrase in places:
-                out.append((tokens[i][0], tokens[j - 1][1] - (1 if tokens[j - 1][2].endswith(".") and phrase + "." not in places else 0), 0.6, "known place name"))
+                out.append(
+                    (
+                        tokens[i][0],
+                        tokens[j - 1][1]
+                        - (1 if tokens[j - 1][2].endswith(".") and phrase + "." not in places else 0),
+                        0.6,
+                        "known place name",
+                    )
+                )
                 i = j - 1
                 break
         i += 1
     return out
 
+
 # %% ../../nbs/guardrails/02_pii.ipynb #bf4395ee
-PII_ENTITIES: tuple[str, ...] = ("EMAIL_ADDRESS", "IBAN_CODE", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "URL", "DATE_TIME",
-                                 "STREET_ADDRESS", "PHONE_NUMBER", "LOCATION", "PERSON")
+PII_ENTITIES: tuple[str, ...] = (
+    "EMAIL_ADDRESS",
+    "IBAN_CODE",
+    "CREDIT_CARD",
+    "US_SSN",
+    "IP_ADDRESS",
+    "URL",
+    "DATE_TIME",
+    "STREET_ADDRESS",
+    "PHONE_NUMBER",
+    "LOCATION",
+    "PERSON",
+)
+
 
 # %% ../../nbs/guardrails/02_pii.ipynb #e666f92b
 class PiiGuard(Guard):
     """Personal data by patterns, checksums, context words and name gazetteers."""
+
     sensitive = True
-    def __init__(self,
-                 entities: Sequence[str] = PII_ENTITIES, # Presidio entity names to look for
-                 threshold: float = 0.5, # candidates scoring below are dropped
-                 name: str = "pii", # guard name in findings
-                 stage: Stage = "both", # input, output or both
-                ):
+
+    def __init__(
+        self,
+        entities: Sequence[str] = PII_ENTITIES,  # Presidio entity names to look for
+        threshold: float = 0.5,  # candidates scoring below are dropped
+        name: str = "pii",  # guard name in findings
+        stage: Stage = "both",  # input, output or both
+    ):
         unknown = set(entities) - set(PII_ENTITIES)
-        if unknown: raise ValueError(f"unknown PII entities {sorted(unknown)}; known: {', '.join(PII_ENTITIES)}")
+        if unknown:
+            raise ValueError(f"unknown PII entities {sorted(unknown)}; known: {', '.join(PII_ENTITIES)}")
         self.entities, self.threshold, self.name, self.stage = tuple(entities), threshold, name, stage
         self._recognizers = [r for r in RECOGNIZERS if r.type in self.entities]
-        self._gate = RuleGate([r.pattern for r in self._recognizers] + [_TITLE_RE, _INTRO_RE, *_ADDRESS_RES]) # one pass for all
+        self._gate = RuleGate(
+            [r.pattern for r in self._recognizers] + [_TITLE_RE, _INTRO_RE, *_ADDRESS_RES]
+        )  # one pass for all
         self._priority = {t: i for i, t in enumerate(PII_ENTITIES)}
-        if "PERSON" in self.entities: name_gazetteer()
-        if "LOCATION" in self.entities: location_gazetteer()
+        if "PERSON" in self.entities:
+            name_gazetteer()
+        if "LOCATION" in self.entities:
+            location_gazetteer()
 
     def candidates(self, text: str) -> Iterable[tuple[str, int, int, float, str]]:
         """Every scored candidate `(type, start, end, score, reason)` before thresholds and overlaps."""
@@ -411,30 +915,42 @@ class PiiGuard(Guard):
         n = len(self._recognizers)
         for r in compress(self._recognizers, gate):
             if r.min_digits:
-                if digits is None: digits = sum(map(str.isdigit, text)) # counted once, and only when a rule is left
-                if digits < r.min_digits: continue
+                if digits is None:
+                    digits = sum(map(str.isdigit, text))  # counted once, and only when a rule is left
+                if digits < r.min_digits:
+                    continue
             for m in r.pattern.finditer(text):
                 s, e = m.span("v")
                 value = m.group("v").rstrip(".,;:!?)'\"")
                 e = s + len(value)
                 if r.type == "IBAN_CODE":
                     found = _iban_prefix(text, s, e)
-                    if found is None: continue
+                    if found is None:
+                        continue
                     e = found
                 score = r.score
-                if r.validate is not None: score *= r.validate(value)
-                if r.type == "PHONE_NUMBER": score *= phone_score(value)
-                if score <= 0: continue
+                if r.validate is not None:
+                    score *= r.validate(value)
+                if r.type == "PHONE_NUMBER":
+                    score *= phone_score(value)
+                if score <= 0:
+                    continue
                 ctx = r.context_re
                 if ctx is not None and score < 1.0:
-                    if ctx.search(text, max(0, s - r.window), s) or ctx.search(text, e, min(len(text), e + 12)): score += r.boost
+                    if ctx.search(text, max(0, s - r.window), s) or ctx.search(
+                        text, e, min(len(text), e + 12)
+                    ):
+                        score += r.boost
                 yield r.type, s, e, min(score, 1.0), r.reason
         if "PERSON" in self.entities:
-            for s, e, score, reason in find_persons(text, gate[n:n + 2]): yield "PERSON", s, e, score, reason
+            for s, e, score, reason in find_persons(text, gate[n : n + 2]):
+                yield "PERSON", s, e, score, reason
         if "STREET_ADDRESS" in self.entities:
-            for s, e, score, reason in find_addresses(text, gate[n + 2:]): yield "STREET_ADDRESS", s, e, score, reason
+            for s, e, score, reason in find_addresses(text, gate[n + 2 :]):
+                yield "STREET_ADDRESS", s, e, score, reason
         if "LOCATION" in self.entities:
-            for s, e, score, reason in find_locations(text): yield "LOCATION", s, e, score, reason
+            for s, e, score, reason in find_locations(text):
+                yield "LOCATION", s, e, score, reason
 
     def scan(self, text: str) -> list[Finding]:
         """PII findings in `text`, overlaps resolved by priority then score."""
@@ -443,23 +959,27 @@ class PiiGuard(Guard):
         taken: list[tuple[int, int]] = []
         out: list[Finding] = []
         for type_, s, e, score, reason in cands:
-            if any(s < te and ts < e for ts, te in taken): continue
+            if any(s < te and ts < e for ts, te in taken):
+                continue
             taken.append((s, e))
             out.append(Finding(self.name, type_, s, e, score, reason=reason))
         out.sort(key=lambda f: f.start)
         return out
 
+
 # %% ../../nbs/guardrails/02_pii.ipynb #cd0638fc
 def _iban_prefix(text: str, start: int, end: int) -> int | None:
     """End offset of the IBAN starting at `start` (its country's exact length, valid checksum), or None."""
-    want = IBAN_LENGTHS.get(text[start:start + 2].upper())
-    if want is None: return None
+    want = IBAN_LENGTHS.get(text[start : start + 2].upper())
+    if want is None:
+        return None
     chars = 0
     for i in range(start, end):
         if text[i].isalnum():
             chars += 1
             if chars == want:
-                compact = re.sub(r"[^A-Za-z0-9]", "", text[start:i + 1])
-                if i + 1 < len(text) and text[i + 1].isalnum(): return None
+                compact = re.sub(r"[^A-Za-z0-9]", "", text[start : i + 1])
+                if i + 1 < len(text) and text[i + 1].isalnum():
+                    return None
                 return i + 1 if iban_ok(compact) else None
     return None

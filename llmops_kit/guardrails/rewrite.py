@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['RewriteResult', 'rewrite_model', 'rewrite']
+__all__ = ["RewriteResult", "rewrite_model", "rewrite"]
 
 # %% ../../nbs/guardrails/07_rewrite.ipynb #e46c96b1
 import asyncio
@@ -17,42 +17,55 @@ from typing import Any
 from fastcore.basics import patch
 
 # %% ../../nbs/guardrails/07_rewrite.ipynb #7561816d
-from ..core import InputError, Settings
-from ..errors import NotFoundError
+from ..core import Settings
+from ..errors import InputError, NotFoundError
 from .base import Vault, Verdict
 from .chain import DEFAULT_REWRITE_PROMPT, GuardChain, Policy
 from ..models.chat import ChatModel, ChatRequest, make_chat_model
+
 
 # %% ../../nbs/guardrails/07_rewrite.ipynb #a98a0035
 def _sha256(text: str | None) -> str | None:
     return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
 
+
 @dataclass
 class RewriteResult:
     """What moderation by rewriting decided: the rewritten text, or a block, with both verdicts and hashes."""
-    text: str | None # the rewritten text to pass on; None when blocked
-    action: str # `rewrite` (the text passes as rewritten) or `block`
-    before: dict[str, Any] # the verdict on the original text (`Verdict.to_dict`)
-    after: dict[str, Any] | None # the verdict on the rewritten text; None when there was no rewrite to check
-    original_sha256: str # of the original text
-    rewritten_sha256: str | None # of the model's rewrite; None when there was none
-    model: str | None # the rewrite model's id; None when none was configured
-    reason: str = "" # why it was blocked, in words
+
+    text: str | None  # the rewritten text to pass on; None when blocked
+    action: str  # `rewrite` (the text passes as rewritten) or `block`
+    before: dict[str, Any]  # the verdict on the original text (`Verdict.to_dict`)
+    after: dict[str, Any] | None  # the verdict on the rewritten text; None when there was no rewrite to check
+    original_sha256: str  # of the original text
+    rewritten_sha256: str | None  # of the model's rewrite; None when there was none
+    model: str | None  # the rewrite model's id; None when none was configured
+    reason: str = ""  # why it was blocked, in words
 
     @property
     def blocked(self) -> bool:
         """Whether the text must not pass."""
         return self.action == "block"
 
+
 # %% ../../nbs/guardrails/07_rewrite.ipynb #173e3527
 _AUDIT_KEYS = ("action", "stage", "findings", "reasons", "total_ms")
+
 
 @patch
 def to_audit(self: RewriteResult) -> dict[str, Any]:
     """The dict the audit record keeps: both verdicts, both hashes, the model and reason; never a text."""
     keep = lambda v: None if v is None else {k: v[k] for k in _AUDIT_KEYS if k in v}
-    return {"action": self.action, "model": self.model, "reason": self.reason, "original_sha256": self.original_sha256,
-            "rewritten_sha256": self.rewritten_sha256, "before": keep(self.before), "after": keep(self.after)}
+    return {
+        "action": self.action,
+        "model": self.model,
+        "reason": self.reason,
+        "original_sha256": self.original_sha256,
+        "rewritten_sha256": self.rewritten_sha256,
+        "before": keep(self.before),
+        "after": keep(self.after),
+    }
+
 
 # %% ../../nbs/guardrails/07_rewrite.ipynb #2baa3f38
 @patch
@@ -60,57 +73,124 @@ def to_dict(self: RewriteResult) -> dict[str, Any]:
     """Everything, texts included, for a person looking at one result (the CLI's `--json`)."""
     return asdict(self)
 
+
 # %% ../../nbs/guardrails/07_rewrite.ipynb #c6623b92
 def rewrite_model(
-    settings: Settings, # the settings whose `[model.NAME]` sections exist
-    policy: Policy | None = None, # the policy whose `rewrite: model` to use
-    name: str | None = None, # an explicit model name; overrides the policy and `[serving] chat_model`
+    settings: Settings,  # the settings whose `[model.NAME]` sections exist
+    policy: Policy | None = None,  # the policy whose `rewrite: model` to use
+    name: str | None = None,  # an explicit model name; overrides the policy and `[serving] chat_model`
 ) -> ChatModel | None:
     """The chat model that rewrites (not loaded yet), or None when none is configured."""
     policy_model = policy.rewrite.model if policy is not None else ""
-    for chosen, where in ((name, "--model"), (policy_model, "the policy's rewrite: model"), (settings.serving.chat_model, "[serving] chat_model")):
-        if not chosen: continue
+    for chosen, where in (
+        (name, "--model"),
+        (policy_model, "the policy's rewrite: model"),
+        (settings.serving.chat_model, "[serving] chat_model"),
+    ):
+        if not chosen:
+            continue
         if chosen not in settings.models:
             known = ", ".join(sorted(settings.models)) or "none"
-            raise NotFoundError(f"unknown rewrite model {chosen!r} (from {where}): add a [model.{chosen}] section to the settings (models: {known})")
+            raise NotFoundError(
+                f"unknown rewrite model {chosen!r} (from {where}): add a [model.{chosen}] section to the settings (models: {known})"
+            )
         return make_chat_model(chosen, settings.models[chosen], settings)
     return None
 
+
 # %% ../../nbs/guardrails/07_rewrite.ipynb #4a8b3d6c
-def _blocked(text: str, verdict: Verdict, reason: str, model: ChatModel | None = None,
-             rewritten: str | None = None, after: Verdict | None = None) -> RewriteResult:
-    return RewriteResult(None, "block", verdict.to_dict(), after.to_dict() if after is not None else None, _sha256(text),
-                         _sha256(rewritten), model.info.id if model is not None else None, reason)
+def _blocked(
+    text: str,
+    verdict: Verdict,
+    reason: str,
+    model: ChatModel | None = None,
+    rewritten: str | None = None,
+    after: Verdict | None = None,
+) -> RewriteResult:
+    return RewriteResult(
+        None,
+        "block",
+        verdict.to_dict(),
+        after.to_dict() if after is not None else None,
+        _sha256(text),
+        _sha256(rewritten),
+        model.info.id if model is not None else None,
+        reason,
+    )
+
 
 async def rewrite(
-    text: str, # the original text (only its hash is kept)
-    verdict: Verdict, # the chain's verdict on `text`; its action must be `rewrite`
-    chain: GuardChain, # the chain that gave it; it checks the rewrite again
-    model: ChatModel | None, # the rewrite model; None: none is configured, and the text is blocked
-    prompt: str | None = None, # the sanitising system message; None: the policy's `rewrite: prompt`
-    stage: str | None = None, # the stage to check the rewrite at; None: the verdict's
-    vault: Vault | None = None, # the request's vault, for anything the second check redacts
-    max_tokens: int | None = None, # the longest rewrite; None: the policy's `rewrite: max_tokens`
-    timeout_s: float | None = None, # give up on the model after this long (then block)
-    offload: bool = False, # run the second check in a worker thread (embedding guards take milliseconds)
+    text: str,  # the original text (only its hash is kept)
+    verdict: Verdict,  # the chain's verdict on `text`; its action must be `rewrite`
+    chain: GuardChain,  # the chain that gave it; it checks the rewrite again
+    model: ChatModel | None,  # the rewrite model; None: none is configured, and the text is blocked
+    prompt: str | None = None,  # the sanitising system message; None: the policy's `rewrite: prompt`
+    stage: str | None = None,  # the stage to check the rewrite at; None: the verdict's
+    vault: Vault | None = None,  # the request's vault, for anything the second check redacts
+    max_tokens: int | None = None,  # the longest rewrite; None: the policy's `rewrite: max_tokens`
+    timeout_s: float | None = None,  # give up on the model after this long (then block)
+    offload: bool = False,  # run the second check in a worker thread (embedding guards take milliseconds)
 ) -> RewriteResult:
     """Rewrite a flagged text with `model` and the sanitising prompt, check it again, and block if it still fails."""
-    if verdict.action != "rewrite": raise InputError(f"rewrite() takes a verdict whose action is rewrite, not {verdict.action!r}")
+    if verdict.action != "rewrite":
+        raise InputError(f"rewrite() takes a verdict whose action is rewrite, not {verdict.action!r}")
     spec = chain.policy.rewrite if chain.policy is not None else None
-    if model is None: return _blocked(text, verdict, "no rewrite model is configured (the policy's rewrite: model, or [serving] chat_model): a rewrite verdict is a block")
-    request = ChatRequest([{"role": "system", "content": prompt or (spec.prompt if spec else DEFAULT_REWRITE_PROMPT)},
-                           {"role": "user", "content": verdict.text}],
-                          max_tokens=max_tokens or (spec.max_tokens if spec else 512), temperature=0.0)
-    try: result = await asyncio.wait_for(model.complete(request), timeout_s)
-    except asyncio.TimeoutError: return _blocked(text, verdict, f"the rewrite model {model.info.id} did not answer within {timeout_s} s", model)
+    if model is None:
+        return _blocked(
+            text,
+            verdict,
+            "no rewrite model is configured (the policy's rewrite: model, or [serving] chat_model): a rewrite verdict is a block",
+        )
+    request = ChatRequest(
+        [
+            {"role": "system", "content": prompt or (spec.prompt if spec else DEFAULT_REWRITE_PROMPT)},
+            {"role": "user", "content": verdict.text},
+        ],
+        max_tokens=max_tokens or (spec.max_tokens if spec else 512),
+        temperature=0.0,
+    )
+    try:
+        result = await asyncio.wait_for(model.complete(request), timeout_s)
+    except TimeoutError:
+        return _blocked(
+            text, verdict, f"the rewrite model {model.info.id} did not answer within {timeout_s} s", model
+        )
     except Exception as e:
         detail = (str(e).splitlines() or [""])[0][:200]
-        return _blocked(text, verdict, f"the rewrite model {model.info.id} failed ({type(e).__name__}: {detail})", model)
+        return _blocked(
+            text, verdict, f"the rewrite model {model.info.id} failed ({type(e).__name__}: {detail})", model
+        )
     rewritten = result.content.strip()
-    if not rewritten: return _blocked(text, verdict, f"the rewrite model {model.info.id} answered with no text", model, rewritten)
-    if result.finish_reason == "length": return _blocked(text, verdict, f"the rewrite was cut at {request.max_tokens} tokens", model, rewritten)
+    if not rewritten:
+        return _blocked(
+            text, verdict, f"the rewrite model {model.info.id} answered with no text", model, rewritten
+        )
+    if result.finish_reason == "length":
+        return _blocked(
+            text, verdict, f"the rewrite was cut at {request.max_tokens} tokens", model, rewritten
+        )
     stage = stage or verdict.stage
-    after = await asyncio.to_thread(chain.check, rewritten, stage, vault) if offload else chain.check(rewritten, stage, vault)
+    after = (
+        await asyncio.to_thread(chain.check, rewritten, stage, vault)
+        if offload
+        else chain.check(rewritten, stage, vault)
+    )
     if after.action in ("rewrite", "block"):
-        return _blocked(text, verdict, f"the rewritten text still fails the {stage} guardrails ({after.action}): " + "; ".join(after.reasons), model, rewritten, after)
-    return RewriteResult(after.text, "rewrite", verdict.to_dict(), after.to_dict(), _sha256(text), _sha256(rewritten), model.info.id)
+        return _blocked(
+            text,
+            verdict,
+            f"the rewritten text still fails the {stage} guardrails ({after.action}): "
+            + "; ".join(after.reasons),
+            model,
+            rewritten,
+            after,
+        )
+    return RewriteResult(
+        after.text,
+        "rewrite",
+        verdict.to_dict(),
+        after.to_dict(),
+        _sha256(text),
+        _sha256(rewritten),
+        model.info.id,
+    )

@@ -6,32 +6,52 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['PRICES', 'count_tokens', 'cost_usd', 'ModelInfo', 'Backend', 'sleep_directive', 'BenchmarkBackend', 'MlflowBackend',
-           'make_backend', 'stream_pieces']
+__all__ = [
+    "PRICES",
+    "count_tokens",
+    "cost_usd",
+    "ModelInfo",
+    "Backend",
+    "sleep_directive",
+    "BenchmarkBackend",
+    "MlflowBackend",
+    "make_backend",
+    "stream_pieces",
+]
 
 # %% ../../nbs/models/01_backends.ipynb #d6eb568a
 import asyncio
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 # %% ../../nbs/models/01_backends.ipynb #6b6e9f6a
-from ..core import LlmopsError, Settings
+from ..core import Settings
+from ..errors import LlmopsError
 
 # %% ../../nbs/models/01_backends.ipynb #f765548a
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 # ASCII text in three classes, w(ord), space (what Python's `\s` matches) and p(unctuation): counted with bytes.count
-_CLASSES = bytes(ord("w") if chr(c).isalnum() or c == 95 else ord(" ") if re.fullmatch(r"\s", chr(c)) else ord("p")
-                 for c in range(128)) + b"p" * 128
+_CLASSES = (
+    bytes(
+        ord("w") if chr(c).isalnum() or c == 95 else ord(" ") if re.fullmatch(r"\s", chr(c)) else ord("p")
+        for c in range(128)
+    )
+    + b"p" * 128
+)
+
 
 def count_tokens(
-    text: str, # any text
+    text: str,  # any text
 ) -> int:
     """Approximate token count: words and punctuation marks (not a model's BPE tokenizer)."""
-    if not text.isascii(): return len(_TOKEN.findall(text))
-    t = text.encode("ascii").translate(_CLASSES) # the same count as the regex, without building the tokens
+    if not text.isascii():
+        return len(_TOKEN.findall(text))
+    t = text.encode("ascii").translate(_CLASSES)  # the same count as the regex, without building the tokens
     return t.count(b"p") + t.count(b" w") + t.count(b"pw") + (t[:1] == b"w")
+
 
 # %% ../../nbs/models/01_backends.ipynb #81d3c9d0
 PRICES: dict[str, tuple[float, float]] = {
@@ -39,53 +59,68 @@ PRICES: dict[str, tuple[float, float]] = {
     "support-router": (0.0, 0.0),
 }
 
+
 # %% ../../nbs/models/01_backends.ipynb #6cefeea6
 def cost_usd(
-    model: str, # the served model id
-    prompt_tokens: int, # tokens in the prompt
-    completion_tokens: int, # tokens in the completion
-    prices: dict[str, tuple[float, float]] | None = None, # USD per million tokens; default `PRICES`
+    model: str,  # the served model id
+    prompt_tokens: int,  # tokens in the prompt
+    completion_tokens: int,  # tokens in the completion
+    prices: dict[str, tuple[float, float]] | None = None,  # USD per million tokens; default `PRICES`
 ) -> float:
     """The cost of one request from the per-model price table (0 for unknown or local models)."""
     prompt_price, completion_price = (prices or PRICES).get(model, (0.0, 0.0))
     return (prompt_tokens * prompt_price + completion_tokens * completion_price) / 1e6
 
+
 # %% ../../nbs/models/01_backends.ipynb #590d6879
 @dataclass(frozen=True)
 class ModelInfo:
     """What the server says about the model it serves (`/v1/models`, responses, audit records)."""
-    id: str # the model id clients send as `model`
-    version: str # registry version, or the backend's own version
-    kind: str # `mlflow` or `benchmark`
-    owned_by: str = "llmops-kit" # shown in `/v1/models`
-    created: int = 0 # Unix time the model was registered or loaded
+
+    id: str  # the model id clients send as `model`
+    version: str  # registry version, or the backend's own version
+    kind: str  # `mlflow` or `benchmark`
+    owned_by: str = "llmops-kit"  # shown in `/v1/models`
+    created: int = 0  # Unix time the model was registered or loaded
+
 
 # %% ../../nbs/models/01_backends.ipynb #1a4b4aa9
 class Backend(Protocol):
     """A model the server can call: load once, report readiness, predict a batch of texts."""
+
     info: ModelInfo
+
     def load(self) -> None: ...
     def readiness(self) -> tuple[bool, str]: ...
     async def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]: ...
 
+
 # %% ../../nbs/models/01_backends.ipynb #627425bf
 _SLEEP = re.compile(r"^\s*/sleep\s+(\d+(?:\.\d+)?)")
 
+
 def sleep_directive(
-    text: str, # a prompt
+    text: str,  # a prompt
 ) -> float:
     """Seconds asked for by a leading `/sleep SECONDS` (capped at 60), else 0."""
     m = _SLEEP.match(text)
     return min(float(m.group(1)), 60.0) if m else 0.0
 
+
 # %% ../../nbs/models/01_backends.ipynb #091c873b
 class BenchmarkBackend:
     """A deterministic echo model for load tests, clearly labelled; never a real prediction."""
+
     MODEL_ID = "llmops-benchmark-echo"
 
     def __init__(self):
-        self.info = ModelInfo(id=self.MODEL_ID, version="1", kind="benchmark", owned_by="llmops-kit-benchmark",
-                              created=int(time.time()))
+        self.info = ModelInfo(
+            id=self.MODEL_ID,
+            version="1",
+            kind="benchmark",
+            owned_by="llmops-kit-benchmark",
+            created=int(time.time()),
+        )
 
     def load(self) -> None:
         """Nothing to load."""
@@ -96,33 +131,46 @@ class BenchmarkBackend:
 
     def predict_one(self, text: str) -> dict[str, Any]:
         """Echo the first 32 words of `text` as the reply."""
-        return {"intent": "benchmark_echo", "confidence": 1.0, "top_k": [{"intent": "benchmark_echo", "confidence": 1.0}],
-                "route": "benchmark", "reply": "echo: " + " ".join(text.split()[:32]), "abstained": False}
+        return {
+            "intent": "benchmark_echo",
+            "confidence": 1.0,
+            "top_k": [{"intent": "benchmark_echo", "confidence": 1.0}],
+            "route": "benchmark",
+            "reply": "echo: " + " ".join(text.split()[:32]),
+            "abstained": False,
+        }
 
     async def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """Predict every text; a leading `/sleep SECONDS` delays the answer."""
         delay = max((sleep_directive(t) for t in texts), default=0.0)
-        if delay: await asyncio.sleep(delay)
+        if delay:
+            await asyncio.sleep(delay)
         return [self.predict_one(t) for t in texts]
 
     def predict_ready(self, texts: Sequence[str]) -> list[dict[str, Any]] | None:
         """The predictions at once, or None when a `/sleep` directive asks for a wait (then use `predict`)."""
-        if any(sleep_directive(t) for t in texts): return None
+        if any(sleep_directive(t) for t in texts):
+            return None
         return [self.predict_one(t) for t in texts]
+
 
 # %% ../../nbs/models/01_backends.ipynb #0aca2d90
 def _model_name(uri: str) -> str:
     """The registered name in a `models:/NAME@alias` or `models:/NAME/version` URI (else the URI itself)."""
-    if uri.startswith("models:/"): return re.split(r"[@/]", uri[len("models:/"):], maxsplit=1)[0] or uri
+    if uri.startswith("models:/"):
+        return re.split(r"[@/]", uri[len("models:/") :], maxsplit=1)[0] or uri
     return uri
+
 
 # %% ../../nbs/models/01_backends.ipynb #81d172c4
 class MlflowBackend:
     """The registered support-router app, loaded from MLflow by URI."""
-    def __init__(self,
-                 settings: Settings, # settings naming the MLflow store
-                 uri: str | None = None, # model URI; default `[serving] model_uri`
-                ):
+
+    def __init__(
+        self,
+        settings: Settings,  # settings naming the MLflow store
+        uri: str | None = None,  # model URI; default `[serving] model_uri`
+    ):
         self.settings, self.uri = settings, uri or settings.serving.model_uri
         self.app, self.error = None, None
         self.info = ModelInfo(id=_model_name(self.uri), version="?", kind="mlflow")
@@ -131,39 +179,51 @@ class MlflowBackend:
         """Load the app (blocking); keep the error as the readiness reason on failure."""
         try:
             from llmops_kit.registry.bundle import load_app
+
             app = load_app(self.uri, settings=self.settings)
-            self.info = ModelInfo(id=str(app.name), version=str(app.version), kind="mlflow", created=int(time.time()))
+            self.info = ModelInfo(
+                id=str(app.name), version=str(app.version), kind="mlflow", created=int(time.time())
+            )
             self.app = app
         except Exception as e:
-            self.error = f"cannot load {self.uri}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            self.error = (
+                f"cannot load {self.uri}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            )
             raise LlmopsError(self.error) from e
 
     def readiness(self) -> tuple[bool, str]:
         """Ready once loaded; else why not."""
-        if self.app is not None: return True, f"{self.info.id} version {self.info.version} loaded from {self.uri}"
+        if self.app is not None:
+            return True, f"{self.info.id} version {self.info.version} loaded from {self.uri}"
         return False, self.error or f"loading {self.uri}"
 
     async def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """Predict in a worker thread (the app is CPU-bound)."""
-        if self.app is None: raise LlmopsError(self.readiness()[1])
+        if self.app is None:
+            raise LlmopsError(self.readiness()[1])
         return await asyncio.to_thread(self.app.predict, list(texts))
+
 
 # %% ../../nbs/models/01_backends.ipynb #bb34ead6
 def make_backend(
-    settings: Settings, # the runtime settings
-    kind: str | None = None, # `mlflow` or `benchmark`; default `[serving] backend`
+    settings: Settings,  # the runtime settings
+    kind: str | None = None,  # `mlflow` or `benchmark`; default `[serving] backend`
 ) -> Backend:
     """The backend named by `kind` or the settings."""
     kind = kind or settings.serving.backend
-    if kind == "benchmark": return BenchmarkBackend()
-    if kind == "mlflow": return MlflowBackend(settings)
+    if kind == "benchmark":
+        return BenchmarkBackend()
+    if kind == "mlflow":
+        return MlflowBackend(settings)
     raise LlmopsError(f"unknown serving backend {kind!r}; use 'mlflow' or 'benchmark'")
+
 
 # %% ../../nbs/models/01_backends.ipynb #86a9ae2f
 _PIECE = re.compile(r"\s*\S+\s*")
 
+
 def stream_pieces(
-    text: str, # the full reply
+    text: str,  # the full reply
 ) -> list[str]:
     """Split `text` into word-sized deltas that concatenate back to `text`."""
     pieces = _PIECE.findall(text)

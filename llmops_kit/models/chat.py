@@ -4,63 +4,89 @@
 
 # %% ../../nbs/models/02_chat.ipynb #a57ee32d
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, Protocol
 
 from ..core import ModelSettings, Settings
 from ..errors import ConfigurationError
 from .backends import ModelInfo, count_tokens
 
 # %% auto #0
-__all__ = ['CHAT_KINDS', 'ChatRequest', 'ChatResult', 'ChatChunk', 'ChatModel', 'EchoChatModel', 'make_chat_model', 'chat_models']
+__all__ = [
+    "CHAT_KINDS",
+    "ChatRequest",
+    "ChatResult",
+    "ChatChunk",
+    "ChatModel",
+    "EchoChatModel",
+    "make_chat_model",
+    "chat_models",
+]
+
 
 # %% ../../nbs/models/02_chat.ipynb #aad3ef5d
 @dataclass
 class ChatRequest:
     """What a chat model is asked: OpenAI-style messages and the sampling options."""
-    messages: list[dict[str, Any]] # `{"role": ..., "content": str}` (and `tool_calls` / `tool_call_id` where used)
-    max_tokens: int | None = None # the most tokens to generate; None: the model's configured default
-    temperature: float | None = None # None: the model's configured default
-    seed: int | None = None # for reproducible sampling where the model supports it
-    stop: list[str] = field(default_factory=list) # stop sequences
-    tools: list[dict[str, Any]] | None = None # OpenAI tool definitions offered to the model
-    user: str | None = None # the caller, passed on to upstreams that track it
+
+    messages: list[
+        dict[str, Any]
+    ]  # `{"role": ..., "content": str}` (and `tool_calls` / `tool_call_id` where used)
+    max_tokens: int | None = None  # the most tokens to generate; None: the model's configured default
+    temperature: float | None = None  # None: the model's configured default
+    seed: int | None = None  # for reproducible sampling where the model supports it
+    stop: list[str] = field(default_factory=list)  # stop sequences
+    tools: list[dict[str, Any]] | None = None  # OpenAI tool definitions offered to the model
+    user: str | None = None  # the caller, passed on to upstreams that track it
+
 
 # %% ../../nbs/models/02_chat.ipynb #17533e96
 @dataclass
 class ChatResult:
     """A finished completion, with its token usage."""
-    content: str # the generated text ("" when the model only called tools)
-    finish_reason: str = "stop" # `stop`, `length`, `tool_calls` or `content_filter`
-    prompt_tokens: int = 0 # as the model counted them (or the kit's estimate when it did not say)
+
+    content: str  # the generated text ("" when the model only called tools)
+    finish_reason: str = "stop"  # `stop`, `length`, `tool_calls` or `content_filter`
+    prompt_tokens: int = 0  # as the model counted them (or the kit's estimate when it did not say)
     completion_tokens: int = 0
-    tool_calls: list[dict[str, Any]] | None = None # OpenAI-shaped tool calls
-    upstream_status: int | None = None # the upstream's HTTP status, kept for the audit record
-    attempts: int = 1 # tries it took (retries after connection errors, 429s and 5xx before the first byte)
-    audit: dict[str, Any] | None = None # what an application model wants kept in the audit record (e.g. a simulation)
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI-shaped tool calls
+    upstream_status: int | None = None  # the upstream's HTTP status, kept for the audit record
+    attempts: int = 1  # tries it took (retries after connection errors, 429s and 5xx before the first byte)
+    audit: dict[str, Any] | None = (
+        None  # what an application model wants kept in the audit record (e.g. a simulation)
+    )
+
 
 # %% ../../nbs/models/02_chat.ipynb #af60b030
 @dataclass
 class ChatChunk:
     """One piece of a streamed completion; the last one carries the finish reason and the usage."""
-    content: str = "" # the new text
-    finish_reason: str | None = None # set on the last chunk
-    prompt_tokens: int | None = None # set on the last chunk
-    completion_tokens: int | None = None # set on the last chunk
+
+    content: str = ""  # the new text
+    finish_reason: str | None = None  # set on the last chunk
+    prompt_tokens: int | None = None  # set on the last chunk
+    completion_tokens: int | None = None  # set on the last chunk
+
 
 # %% ../../nbs/models/02_chat.ipynb #7a07c189
 class ChatModel(Protocol):
     """A language model the gateway can call."""
-    info: ModelInfo # id, version, kind (`openai`, `llamacpp`), shown in `/v1/models` and the audit record
+
+    info: ModelInfo  # id, version, kind (`openai`, `llamacpp`), shown in `/v1/models` and the audit record
+
     def load(self) -> None: ...
     def readiness(self) -> tuple[bool, str]: ...
     async def complete(self, request: ChatRequest) -> ChatResult: ...
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]: ...
     async def aclose(self) -> None: ...
 
+
 # %% ../../nbs/models/02_chat.ipynb #01ba8fc8
 class EchoChatModel:
     """A deterministic echo chat model for tests and load tests; never a real answer."""
+
     def __init__(self, name: str, spec: ModelSettings | None = None, settings: Settings | None = None):
         self.info = ModelInfo(id=name, version="1", kind="benchmark", owned_by="llmops-kit-benchmark")
 
@@ -75,53 +101,80 @@ class EchoChatModel:
         """Echo the last user message, cut at `max_tokens` words."""
         words = _last_user(request).split()
         cut = words[: request.max_tokens] if request.max_tokens else words
-        return ChatResult("echo: " + " ".join(cut), "length" if len(cut) < len(words) else "stop",
-                          sum(count_tokens(str(m.get("content") or "")) for m in request.messages), len(cut) + 2)
+        return ChatResult(
+            "echo: " + " ".join(cut),
+            "length" if len(cut) < len(words) else "stop",
+            sum(count_tokens(str(m.get("content") or "")) for m in request.messages),
+            len(cut) + 2,
+        )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         """The same answer, one word per chunk."""
         result = await self.complete(request)
-        for i, word in enumerate(result.content.split(" ")): yield ChatChunk(word if i == 0 else " " + word)
-        yield ChatChunk(finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
-                        completion_tokens=result.completion_tokens)
+        for i, word in enumerate(result.content.split(" ")):
+            yield ChatChunk(word if i == 0 else " " + word)
+        yield ChatChunk(
+            finish_reason=result.finish_reason,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+        )
 
     async def aclose(self) -> None:
         """Nothing to release."""
 
+
 def _last_user(request: ChatRequest) -> str:
-    return next((str(m.get("content") or "") for m in reversed(request.messages) if m.get("role") == "user"), "")
+    return next(
+        (str(m.get("content") or "") for m in reversed(request.messages) if m.get("role") == "user"), ""
+    )
+
 
 # %% ../../nbs/models/02_chat.ipynb #ac5c6b43
 CHAT_KINDS = ("openai", "llamacpp", "benchmark", "advisor")
 
+
 def make_chat_model(
-    name: str, # the model id clients send, the `[model.NAME]` section's name
-    spec: ModelSettings, # the section
-    settings: Settings, # all settings (paths resolve against their root)
+    name: str,  # the model id clients send, the `[model.NAME]` section's name
+    spec: ModelSettings,  # the section
+    settings: Settings,  # all settings (paths resolve against their root)
 ) -> ChatModel:
     """The chat model `spec` describes (not loaded yet)."""
-    if spec.kind == "benchmark": return EchoChatModel(name, spec, settings)
+    if spec.kind == "benchmark":
+        return EchoChatModel(name, spec, settings)
     if spec.kind == "openai":
         from llmops_kit.models.upstream import OpenAICompatibleModel
+
         return OpenAICompatibleModel(name, spec, settings)
     if spec.kind == "llamacpp":
-        try: from llmops_kit.models.llamacpp import LlamaCppChatModel
+        try:
+            from llmops_kit.models.llamacpp import LlamaCppChatModel
         except ImportError as e:
-            raise ConfigurationError(f"[model.{name}] kind = llamacpp needs llama-cpp-python: pip install 'llmops-kit[local]' ({e})") from None
+            raise ConfigurationError(
+                f"[model.{name}] kind = llamacpp needs llama-cpp-python: pip install 'llmops-kit[local]' ({e})"
+            ) from None
         return LlamaCppChatModel(name, spec, settings)
     if spec.kind == "advisor":
         from llmops_kit.advisor.model import AdvisorChatModel
+
         return AdvisorChatModel(name, spec, settings)
-    raise ConfigurationError(f"[model.{name}] kind = {spec.kind!r} is not a chat model; chat models are {', '.join(CHAT_KINDS)}")
+    raise ConfigurationError(
+        f"[model.{name}] kind = {spec.kind!r} is not a chat model; chat models are {', '.join(CHAT_KINDS)}"
+    )
+
 
 def chat_models(
-    settings: Settings, # the settings whose `[model.NAME]` sections to build
+    settings: Settings,  # the settings whose `[model.NAME]` sections to build
 ) -> dict[str, ChatModel]:
     """Every chat model the settings declare, by name (an `advisor` is given the model it `explain_with`s)."""
-    models = {name: make_chat_model(name, spec, settings) for name, spec in settings.models.items() if spec.kind in CHAT_KINDS}
+    models = {
+        name: make_chat_model(name, spec, settings)
+        for name, spec in settings.models.items()
+        if spec.kind in CHAT_KINDS
+    }
     for name, model in models.items():
         helper = settings.models[name].explain_with
-        if settings.models[name].kind != "advisor" or not helper: continue
+        if settings.models[name].kind != "advisor" or not helper:
+            continue
         if helper not in models or settings.models[helper].kind == "advisor":
             raise ConfigurationError(f"[model.{name}] explain_with = {helper!r} names no chat model")
         model.use_explainer(models[helper])

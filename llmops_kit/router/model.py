@@ -6,8 +6,21 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['HUMAN_REVIEW', 'SMALL_BATCH', 'check_training_data', 'LinearHead', 'fit_head', 'tune_c', 'shared_embedder',
-           'few_threads', 'SupportRouter', 'RouterReport', 'single_query_latency', 'evaluate_router', 'plot_confusion']
+__all__ = [
+    "HUMAN_REVIEW",
+    "SMALL_BATCH",
+    "check_training_data",
+    "LinearHead",
+    "fit_head",
+    "tune_c",
+    "shared_embedder",
+    "few_threads",
+    "SupportRouter",
+    "RouterReport",
+    "single_query_latency",
+    "evaluate_router",
+    "plot_confusion",
+]
 
 # %% ../../nbs/router/01_model.ipynb #40220e65
 import contextlib
@@ -15,43 +28,55 @@ import json
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 # %% ../../nbs/router/01_model.ipynb #2e098845
 import numpy as np
 from fastcore.basics import patch
 
 # %% ../../nbs/router/01_model.ipynb #1ca87e59
-from ..core import InputError
 from ..embeddings import MODEL_ID, Embedder
+from ..errors import InputError
+
 
 # %% ../../nbs/router/01_model.ipynb #373bcfb2
 def check_training_data(
-    texts: Sequence[str], # the messages
-    labels: Sequence[str], # one intent per message
+    texts: Sequence[str],  # the messages
+    labels: Sequence[str],  # one intent per message
 ) -> None:
     """Raise `InputError` if `texts`/`labels` cannot train a router."""
-    if len(texts) != len(labels): raise InputError(f"{len(texts)} texts but {len(labels)} labels; give one label per text")
-    if not texts: raise InputError("no training rows; give at least two examples for each of at least two labels")
+    if len(texts) != len(labels):
+        raise InputError(f"{len(texts)} texts but {len(labels)} labels; give one label per text")
+    if not texts:
+        raise InputError("no training rows; give at least two examples for each of at least two labels")
     empty = sum(1 for t in texts if not isinstance(t, str) or not t.strip())
-    if empty: raise InputError(f"{empty} training text(s) are empty or not strings; drop or fill them")
+    if empty:
+        raise InputError(f"{empty} training text(s) are empty or not strings; drop or fill them")
     counts = Counter(labels)
-    if len(counts) < 2: raise InputError(f"only one label ({next(iter(counts))!r}); a router needs at least two")
+    if len(counts) < 2:
+        raise InputError(f"only one label ({next(iter(counts))!r}); a router needs at least two")
     rare = sorted(k for k, n in counts.items() if n < 2)
-    if rare: raise InputError(f"label {rare[0]!r} has only 1 example" + (f" (and {len(rare) - 1} more labels)" if len(rare) > 1 else "")
-                              + "; every label needs at least 2: add examples or drop the label")
+    if rare:
+        raise InputError(
+            f"label {rare[0]!r} has only 1 example"
+            + (f" (and {len(rare) - 1} more labels)" if len(rare) > 1 else "")
+            + "; every label needs at least 2: add examples or drop the label"
+        )
+
 
 # %% ../../nbs/router/01_model.ipynb #dedfa056
 @dataclass
 class LinearHead:
     """A softmax classifier `p = softmax(X @ coef.T + intercept)` over `labels`."""
-    labels: list[str] # class names, in column order
-    coef: np.ndarray # (n_labels, dim) weights
-    intercept: np.ndarray # (n_labels,) biases
-    C: float = 1.0 # the inverse regularisation strength it was trained with
+
+    labels: list[str]  # class names, in column order
+    coef: np.ndarray  # (n_labels, dim) weights
+    intercept: np.ndarray  # (n_labels,) biases
+    C: float = 1.0  # the inverse regularisation strength it was trained with
 
     def proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities, one row per row of `X`."""
@@ -60,58 +85,72 @@ class LinearHead:
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
 
+
 # %% ../../nbs/router/01_model.ipynb #f1eb33ad
 def fit_head(
-    X: np.ndarray, # (n, dim) embeddings
-    labels: Sequence[str], # one label per row
-    C: float = 0.1, # inverse regularisation strength (on standardised features)
+    X: np.ndarray,  # (n, dim) embeddings
+    labels: Sequence[str],  # one label per row
+    C: float = 0.1,  # inverse regularisation strength (on standardised features)
 ) -> LinearHead:
     """Fit a multinomial logistic regression on standardised `X`; keep only its (unscaled) weights."""
     from sklearn.linear_model import LogisticRegression
+
     X = np.asarray(X, dtype=np.float64)
     mean, std = X.mean(axis=0), X.std(axis=0)
     std = np.where(std < 1e-6, 1.0, std)
     model = LogisticRegression(C=C, max_iter=2000).fit((X - mean) / std, list(labels))
     coef, intercept = model.coef_, model.intercept_
-    if coef.shape[0] == 1: coef, intercept = np.vstack([-coef, coef]) / 2, np.array([-intercept[0], intercept[0]]) / 2
+    if coef.shape[0] == 1:
+        coef, intercept = np.vstack([-coef, coef]) / 2, np.array([-intercept[0], intercept[0]]) / 2
     coef = coef / std
     intercept = intercept - coef @ mean
-    return LinearHead([str(c) for c in model.classes_], coef.astype(np.float32), intercept.astype(np.float32), float(C))
+    return LinearHead(
+        [str(c) for c in model.classes_], coef.astype(np.float32), intercept.astype(np.float32), float(C)
+    )
+
 
 # %% ../../nbs/router/01_model.ipynb #b691956b
 def tune_c(
-    X: np.ndarray, # (n, dim) embeddings
-    labels: Sequence[str], # one label per row
-    grid: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0), # candidate values of C
-    seed: int = 0, # random seed of the splits
+    X: np.ndarray,  # (n, dim) embeddings
+    labels: Sequence[str],  # one label per row
+    grid: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0),  # candidate values of C
+    seed: int = 0,  # random seed of the splits
 ) -> tuple[float, dict[float, float]]:
     """The `C` with the best held-out accuracy (ties go to the smaller `C`), and the score of each."""
     from sklearn.model_selection import StratifiedKFold, train_test_split
+
     y = np.asarray(labels)
     min_count = min(Counter(labels).values())
     if len(y) > 3000:
         tr, va = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=seed)
         splits = [(tr, va)]
     else:
-        splits = list(StratifiedKFold(n_splits=max(2, min(3, min_count)), shuffle=True, random_state=seed).split(X, y))
+        splits = list(
+            StratifiedKFold(n_splits=max(2, min(3, min_count)), shuffle=True, random_state=seed).split(X, y)
+        )
     scores = {float(C): float(np.mean([_holdout_accuracy(X, y, a, b, C) for a, b in splits])) for C in grid}
     best = max(scores, key=lambda c: (scores[c], -c))
     return best, scores
+
 
 def _holdout_accuracy(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, C: float) -> float:
     head = fit_head(X[train], y[train], C)
     return float(np.mean(np.asarray(head.labels)[head.proba(X[test]).argmax(1)] == y[test]))
 
+
 # %% ../../nbs/router/01_model.ipynb #c6e94e65
 HUMAN_REVIEW = "human-review"
+
 
 @lru_cache(maxsize=1)
 def shared_embedder() -> Embedder:
     """One uncached MiniLM encoder per process, shared by all routers."""
     return Embedder(cache_path=None)
 
+
 # %% ../../nbs/router/01_model.ipynb #8f1bb729
-SMALL_BATCH = 8 # batches up to this size are encoded on one thread
+SMALL_BATCH = 8  # batches up to this size are encoded on one thread
+
 
 @contextlib.contextmanager
 def few_threads(n: int = 1):
@@ -121,24 +160,29 @@ def few_threads(n: int = 1):
         yield
         return
     before = torch.get_num_threads()
-    if before != n: torch.set_num_threads(n)
-    try: yield
+    if before != n:
+        torch.set_num_threads(n)
+    try:
+        yield
     finally:
-        if before != n: torch.set_num_threads(before)
+        if before != n:
+            torch.set_num_threads(before)
+
 
 # %% ../../nbs/router/01_model.ipynb #67a243f9
 @dataclass
 class SupportRouter:
     """Intent classifier plus routing table, knowledge-base replies and an abstention threshold."""
-    head: LinearHead # the fitted classifier
-    routes: dict[str, str] = field(default_factory=dict) # intent -> team queue
-    replies: dict[str, str] = field(default_factory=dict) # intent -> knowledge-base reply
-    threshold: float = 0.5 # below this confidence, abstain and flag for a human
-    top_k: int = 3 # alternatives returned with each prediction
-    default_route: str = HUMAN_REVIEW # queue of abstentions and of intents without a route
-    embedder_id: str = MODEL_ID # the encoder the head was trained on
-    metrics: dict[str, float] = field(default_factory=dict) # evaluation figures, kept with the model
-    embedder: Embedder | None = field(default=None, repr=False, compare=False) # None: `shared_embedder()`
+
+    head: LinearHead  # the fitted classifier
+    routes: dict[str, str] = field(default_factory=dict)  # intent -> team queue
+    replies: dict[str, str] = field(default_factory=dict)  # intent -> knowledge-base reply
+    threshold: float = 0.5  # below this confidence, abstain and flag for a human
+    top_k: int = 3  # alternatives returned with each prediction
+    default_route: str = HUMAN_REVIEW  # queue of abstentions and of intents without a route
+    embedder_id: str = MODEL_ID  # the encoder the head was trained on
+    metrics: dict[str, float] = field(default_factory=dict)  # evaluation figures, kept with the model
+    embedder: Embedder | None = field(default=None, repr=False, compare=False)  # None: `shared_embedder()`
 
     @property
     def labels(self) -> list[str]:
@@ -149,8 +193,11 @@ class SupportRouter:
         """Embed `texts` with the router's encoder (one CPU thread for a few texts, see `few_threads`)."""
         texts = list(texts)
         embedder = self.embedder or shared_embedder()
-        if len(texts) > SMALL_BATCH: return embedder.encode(texts)
-        with few_threads(): return embedder.encode(texts)
+        if len(texts) > SMALL_BATCH:
+            return embedder.encode(texts)
+        with few_threads():
+            return embedder.encode(texts)
+
 
 # %% ../../nbs/router/01_model.ipynb #58ca5eac
 def _prediction(router: SupportRouter, p: np.ndarray) -> dict[str, Any]:
@@ -158,152 +205,220 @@ def _prediction(router: SupportRouter, p: np.ndarray) -> dict[str, Any]:
     order = np.argsort(-p)[: router.top_k]
     intent, confidence = router.labels[order[0]], float(p[order[0]])
     abstained = confidence < router.threshold
-    return {"intent": intent, "confidence": round(confidence, 6),
-            "top_k": [{"intent": router.labels[i], "score": round(float(p[i]), 6)} for i in order],
-            "route": router.default_route if abstained else router.routes.get(intent, router.default_route),
-            "reply": None if abstained else router.replies.get(intent), "abstained": bool(abstained)}
+    return {
+        "intent": intent,
+        "confidence": round(confidence, 6),
+        "top_k": [{"intent": router.labels[i], "score": round(float(p[i]), 6)} for i in order],
+        "route": router.default_route if abstained else router.routes.get(intent, router.default_route),
+        "reply": None if abstained else router.replies.get(intent),
+        "abstained": bool(abstained),
+    }
+
 
 # %% ../../nbs/router/01_model.ipynb #2b099041
 @patch
-def predict_vectors(self: SupportRouter, X: np.ndarray, # (n, dim) embeddings
-                   ) -> list[dict[str, Any]]:
+def predict_vectors(
+    self: SupportRouter,
+    X: np.ndarray,  # (n, dim) embeddings
+) -> list[dict[str, Any]]:
     """Predictions (intent, confidence, top_k, route, reply, abstained) for rows of embeddings."""
     return [_prediction(self, p) for p in self.head.proba(X)] if len(X) else []
 
+
 # %% ../../nbs/router/01_model.ipynb #14b1303f
 @patch
-def predict(self: SupportRouter, texts: Sequence[str], # the messages to route
-           ) -> list[dict[str, Any]]:
+def predict(
+    self: SupportRouter,
+    texts: Sequence[str],  # the messages to route
+) -> list[dict[str, Any]]:
     """Predictions for `texts`, one dict per text."""
-    if isinstance(texts, str): raise InputError("SupportRouter.predict takes a list of texts, not one string")
+    if isinstance(texts, str):
+        raise InputError("SupportRouter.predict takes a list of texts, not one string")
     return self.predict_vectors(self.encode(texts)) if len(texts) else []
+
 
 # %% ../../nbs/router/01_model.ipynb #92ad7446
 @patch(cls_method=True)
-def fit(cls: SupportRouter, texts: Sequence[str], # training messages
-        labels: Sequence[str], # one intent per message
-        routes: dict[str, str] | None = None, # intent -> team queue
-        replies: dict[str, str] | None = None, # intent -> knowledge-base reply
-        C: float | None = None, # inverse regularisation; None tunes it
-        threshold: float = 0.5, # abstention threshold on the top probability
-        top_k: int = 3, # alternatives per prediction
-        embedder: Embedder | None = None, # encoder for training (e.g. a cached one); None: `shared_embedder()`
-        vectors: np.ndarray | None = None, # precomputed embeddings of `texts`
-        ) -> SupportRouter:
+def fit(
+    cls: SupportRouter,
+    texts: Sequence[str],  # training messages
+    labels: Sequence[str],  # one intent per message
+    routes: dict[str, str] | None = None,  # intent -> team queue
+    replies: dict[str, str] | None = None,  # intent -> knowledge-base reply
+    C: float | None = None,  # inverse regularisation; None tunes it
+    threshold: float = 0.5,  # abstention threshold on the top probability
+    top_k: int = 3,  # alternatives per prediction
+    embedder: Embedder | None = None,  # encoder for training (e.g. a cached one); None: `shared_embedder()`
+    vectors: np.ndarray | None = None,  # precomputed embeddings of `texts`
+) -> SupportRouter:
     """Train a router on labelled messages."""
     texts, labels = list(texts), [str(x) for x in labels]
     check_training_data(texts, labels)
-    if not 0 <= threshold <= 1: raise InputError(f"threshold {threshold} must be between 0 and 1")
+    if not 0 <= threshold <= 1:
+        raise InputError(f"threshold {threshold} must be between 0 and 1")
     X = vectors if vectors is not None else (embedder or shared_embedder()).encode(texts)
     C_used = tune_c(X, labels)[0] if C is None else float(C)
     head = fit_head(X, labels, C_used)
-    return cls(head=head, routes=dict(routes or {}), replies=dict(replies or {}), threshold=threshold,
-              top_k=min(top_k, len(head.labels)))
+    return cls(
+        head=head,
+        routes=dict(routes or {}),
+        replies=dict(replies or {}),
+        threshold=threshold,
+        top_k=min(top_k, len(head.labels)),
+    )
+
 
 # %% ../../nbs/router/01_model.ipynb #8dbb4f3c
 @patch
-def save(self: SupportRouter, path: str | Path, # the folder to write (created if missing)
-        ) -> Path:
+def save(
+    self: SupportRouter,
+    path: str | Path,  # the folder to write (created if missing)
+) -> Path:
     """Write the router to folder `path`; return it."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    meta = {"labels": self.labels, "C": self.head.C, "routes": self.routes, "replies": self.replies,
-            "threshold": self.threshold, "top_k": self.top_k, "default_route": self.default_route,
-            "embedder_id": self.embedder_id, "metrics": self.metrics}
+    meta = {
+        "labels": self.labels,
+        "C": self.head.C,
+        "routes": self.routes,
+        "replies": self.replies,
+        "threshold": self.threshold,
+        "top_k": self.top_k,
+        "default_route": self.default_route,
+        "embedder_id": self.embedder_id,
+        "metrics": self.metrics,
+    }
     (path / "router.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
     np.savez(path / "head.npz", coef=self.head.coef, intercept=self.head.intercept)
     return path
 
+
 # %% ../../nbs/router/01_model.ipynb #0eba9655
 @patch(cls_method=True)
-def load(cls: SupportRouter, path: str | Path, # a folder written by `save`
-         embedder: Embedder | None = None, # the encoder to predict with; None: `shared_embedder()`
-        ) -> SupportRouter:
+def load(
+    cls: SupportRouter,
+    path: str | Path,  # a folder written by `save`
+    embedder: Embedder | None = None,  # the encoder to predict with; None: `shared_embedder()`
+) -> SupportRouter:
     """Read a router written by `save`."""
     path = Path(path)
-    if not (path / "router.json").is_file(): raise InputError(f"{path}: not a saved router (no router.json)")
+    if not (path / "router.json").is_file():
+        raise InputError(f"{path}: not a saved router (no router.json)")
     meta = json.loads((path / "router.json").read_text(encoding="utf-8"))
     with np.load(path / "head.npz") as arrays:
         head = LinearHead(meta["labels"], arrays["coef"], arrays["intercept"], meta["C"])
-    return cls(head=head, routes=meta["routes"], replies=meta["replies"], threshold=meta["threshold"],
-               top_k=meta["top_k"], default_route=meta["default_route"], embedder_id=meta["embedder_id"],
-               metrics=meta.get("metrics", {}), embedder=embedder)
+    return cls(
+        head=head,
+        routes=meta["routes"],
+        replies=meta["replies"],
+        threshold=meta["threshold"],
+        top_k=meta["top_k"],
+        default_route=meta["default_route"],
+        embedder_id=meta["embedder_id"],
+        metrics=meta.get("metrics", {}),
+        embedder=embedder,
+    )
+
 
 # %% ../../nbs/router/01_model.ipynb #4f2097be
 @dataclass
 class RouterReport:
     """Evaluation figures of a router on a labelled set."""
-    n: int # rows evaluated
-    accuracy: float # top-1 accuracy, abstentions counted by their top intent
-    macro_f1: float # F1 averaged over intents
-    abstain_rate: float # share of rows below the threshold
-    answered_accuracy: float # accuracy on the rows not abstained
-    latency_ms: dict[str, float] # single-query latency: p50, p95, p99, mean, n
-    labels: list[str] = field(default_factory=list) # row/column order of `confusion`
-    confusion: list[list[int]] = field(default_factory=list) # confusion[true][predicted]
+
+    n: int  # rows evaluated
+    accuracy: float  # top-1 accuracy, abstentions counted by their top intent
+    macro_f1: float  # F1 averaged over intents
+    abstain_rate: float  # share of rows below the threshold
+    answered_accuracy: float  # accuracy on the rows not abstained
+    latency_ms: dict[str, float]  # single-query latency: p50, p95, p99, mean, n
+    labels: list[str] = field(default_factory=list)  # row/column order of `confusion`
+    confusion: list[list[int]] = field(default_factory=list)  # confusion[true][predicted]
 
     def metrics(self) -> dict[str, float]:
         """The scalar figures, named as they are logged to MLflow."""
-        out = {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "abstain_rate": self.abstain_rate,
-               "answered_accuracy": self.answered_accuracy, "n_eval": float(self.n)}
+        out = {
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "abstain_rate": self.abstain_rate,
+            "answered_accuracy": self.answered_accuracy,
+            "n_eval": float(self.n),
+        }
         out.update({f"latency_{k}_ms": v for k, v in self.latency_ms.items() if k != "n"})
         return out
 
+
 # %% ../../nbs/router/01_model.ipynb #eba5f44d
 def single_query_latency(
-    router: SupportRouter, # the router to time
-    texts: Sequence[str], # queries, sent one at a time
-    warmup: int = 5, # untimed calls first (model load, allocator)
+    router: SupportRouter,  # the router to time
+    texts: Sequence[str],  # queries, sent one at a time
+    warmup: int = 5,  # untimed calls first (model load, allocator)
 ) -> dict[str, float]:
     """Latency of `router.predict([text])` per query, in ms: p50, p95, p99, mean and n."""
     texts = list(texts)
-    for t in texts[:warmup]: router.predict([t])
+    for t in texts[:warmup]:
+        router.predict([t])
     times = []
     for t in texts:
         t0 = time.perf_counter()
         router.predict([t])
         times.append((time.perf_counter() - t0) * 1000)
-    if not times: return {"n": 0}
+    if not times:
+        return {"n": 0}
     a = np.asarray(times)
-    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99)),
-            "mean": float(a.mean()), "n": float(len(a))}
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "p99": float(np.percentile(a, 99)),
+        "mean": float(a.mean()),
+        "n": float(len(a)),
+    }
+
 
 # %% ../../nbs/router/01_model.ipynb #948388da
 def evaluate_router(
-    router: SupportRouter, # a trained router
-    texts: Sequence[str], # evaluation messages
-    labels: Sequence[str], # their true intents
-    vectors: np.ndarray | None = None, # precomputed embeddings of `texts`
-    latency_queries: int = 200, # how many queries to time one by one (0 skips timing)
+    router: SupportRouter,  # a trained router
+    texts: Sequence[str],  # evaluation messages
+    labels: Sequence[str],  # their true intents
+    vectors: np.ndarray | None = None,  # precomputed embeddings of `texts`
+    latency_queries: int = 200,  # how many queries to time one by one (0 skips timing)
 ) -> RouterReport:
     """Accuracy, macro-F1, abstention, confusion matrix and single-query latency on a labelled set."""
     from sklearn.metrics import confusion_matrix, f1_score
+
     texts, labels = list(texts), [str(x) for x in labels]
-    if not texts: raise InputError("the evaluation set is empty; give at least one labelled row")
+    if not texts:
+        raise InputError("the evaluation set is empty; give at least one labelled row")
     preds = router.predict_vectors(vectors if vectors is not None else router.encode(texts))
     predicted = [p["intent"] for p in preds]
     correct = np.array([p == y for p, y in zip(predicted, labels)])
     answered = np.array([not p["abstained"] for p in preds])
     names = sorted(set(router.labels) | set(labels))
     return RouterReport(
-        n=len(texts), accuracy=float(correct.mean()),
-        macro_f1=float(f1_score(labels, predicted, labels=sorted(set(labels)), average="macro", zero_division=0)),
+        n=len(texts),
+        accuracy=float(correct.mean()),
+        macro_f1=float(
+            f1_score(labels, predicted, labels=sorted(set(labels)), average="macro", zero_division=0)
+        ),
         abstain_rate=float(1 - answered.mean()),
         answered_accuracy=float(correct[answered].mean()) if answered.any() else 0.0,
         latency_ms=single_query_latency(router, texts[:latency_queries]) if latency_queries else {"n": 0},
-        labels=names, confusion=confusion_matrix(labels, predicted, labels=names).tolist())
+        labels=names,
+        confusion=confusion_matrix(labels, predicted, labels=names).tolist(),
+    )
+
 
 # %% ../../nbs/router/01_model.ipynb #df45842c
 def plot_confusion(
-    report: RouterReport, # an evaluation report
-    normalise: bool = True, # show row shares instead of counts
-    max_labels: int = 40, # beyond this many intents, tick labels are hidden
+    report: RouterReport,  # an evaluation report
+    normalise: bool = True,  # show row shares instead of counts
+    max_labels: int = 40,  # beyond this many intents, tick labels are hidden
 ):
     """A matplotlib figure of the confusion matrix (true intents in rows)."""
-    import matplotlib
     import matplotlib.pyplot as plt
+
     m = np.asarray(report.confusion, dtype=float)
-    if normalise: m = m / np.clip(m.sum(axis=1, keepdims=True), 1, None)
+    if normalise:
+        m = m / np.clip(m.sum(axis=1, keepdims=True), 1, None)
     n = len(report.labels)
     size = min(12, 3 + 0.35 * n)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -311,7 +426,8 @@ def plot_confusion(
     if n <= max_labels:
         ax.set_xticks(range(n), report.labels, rotation=90, fontsize=8)
         ax.set_yticks(range(n), report.labels, fontsize=8)
-    ax.set_xlabel("predicted intent"); ax.set_ylabel("true intent")
+    ax.set_xlabel("predicted intent")
+    ax.set_ylabel("true intent")
     ax.set_title(f"accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f} (n={report.n})")
     fig.tight_layout()
     return fig

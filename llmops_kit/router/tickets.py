@@ -6,8 +6,18 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['ROUTES', 'KB_REPLIES', 'SAMPLE_TICKETS', 'INTENTS', 'SAMPLE_TRAFFIC', 'data_text', 'read_rows', 'read_mapping',
-           'sample_frame', 'split_frame']
+__all__ = [
+    "ROUTES",
+    "KB_REPLIES",
+    "SAMPLE_TICKETS",
+    "INTENTS",
+    "SAMPLE_TRAFFIC",
+    "data_text",
+    "read_rows",
+    "read_mapping",
+    "sample_frame",
+    "split_frame",
+]
 
 # %% ../../nbs/router/02_tickets.ipynb #93bb0d9f
 import csv
@@ -17,21 +27,24 @@ import random
 from importlib.resources import files
 
 # %% ../../nbs/router/02_tickets.ipynb #a058a854
-from ..core import InputError
+from ..errors import InputError
+
 
 # %% ../../nbs/router/02_tickets.ipynb #5c6b1382
 def data_text(
-    name: str, # file name in `llmops_kit/data/router/`
+    name: str,  # file name in `llmops_kit/data/router/`
 ) -> str:
     """The text of a data file shipped with the router's sample (read with `importlib.resources`)."""
     resource = files("llmops_kit").joinpath("data", "router", name)
-    if not resource.is_file(): raise InputError(f"llmops_kit/data/router/{name} is missing; reinstall llmops-kit")
+    if not resource.is_file():
+        raise InputError(f"llmops_kit/data/router/{name} is missing; reinstall llmops-kit")
     return resource.read_text(encoding="utf-8")
+
 
 # %% ../../nbs/router/02_tickets.ipynb #3f6dfc46
 def read_rows(
-    name: str, # CSV file in `llmops_kit/data/router/`
-    columns: list[str], # the header the file must have, in order
+    name: str,  # CSV file in `llmops_kit/data/router/`
+    columns: list[str],  # the header the file must have, in order
 ) -> list[dict[str, str]]:
     """The rows of a packaged CSV file, as dicts; the header must be `columns`."""
     reader = csv.DictReader(io.StringIO(data_text(name), newline=""))
@@ -39,19 +52,26 @@ def read_rows(
         raise InputError(f"llmops_kit/data/router/{name} has columns {reader.fieldnames}; expected {columns}")
     rows = list(reader)
     bad = [i for i, row in enumerate(rows, start=2) if any(not (row[c] or "").strip() for c in columns)]
-    if bad: raise InputError(f"llmops_kit/data/router/{name}: line {bad[0]} has an empty field")
+    if bad:
+        raise InputError(f"llmops_kit/data/router/{name}: line {bad[0]} has an empty field")
     return rows
+
 
 # %% ../../nbs/router/02_tickets.ipynb #7a5466de
 def read_mapping(
-    name: str, # JSON file in `llmops_kit/data/router/`
+    name: str,  # JSON file in `llmops_kit/data/router/`
 ) -> dict[str, str]:
     """A packaged JSON object of strings to strings (intent -> queue, intent -> reply)."""
-    try: mapping = json.loads(data_text(name))
-    except json.JSONDecodeError as e: raise InputError(f"llmops_kit/data/router/{name} is not valid JSON: {e}") from None
-    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+    try:
+        mapping = json.loads(data_text(name))
+    except json.JSONDecodeError as e:
+        raise InputError(f"llmops_kit/data/router/{name} is not valid JSON: {e}") from None
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+    ):
         raise InputError(f"llmops_kit/data/router/{name} must be a JSON object of strings to strings")
     return mapping
+
 
 # %% ../../nbs/router/02_tickets.ipynb #3c26ef89
 ROUTES: dict[str, str] = read_mapping("routes.json")
@@ -60,29 +80,35 @@ ROUTES: dict[str, str] = read_mapping("routes.json")
 KB_REPLIES: dict[str, str] = read_mapping("kb_replies.json")
 
 # %% ../../nbs/router/02_tickets.ipynb #c7de3f8c
-SAMPLE_TICKETS: list[tuple[str, str]] = [(row["text"], row["category"]) for row in read_rows("tickets.csv", ["text", "category"])]
+SAMPLE_TICKETS: list[tuple[str, str]] = [
+    (row["text"], row["category"]) for row in read_rows("tickets.csv", ["text", "category"])
+]
 
 # %% ../../nbs/router/02_tickets.ipynb #270ee0f3
 INTENTS: list[str] = list(dict.fromkeys(intent for _, intent in SAMPLE_TICKETS))
 
+
 # %% ../../nbs/router/02_tickets.ipynb #1f283dad
 def sample_frame(
-    seed: int | None = None, # shuffle with this seed; None keeps the written order
+    seed: int | None = None,  # shuffle with this seed; None keeps the written order
 ):
     """The sample tickets as a DataFrame with columns `text`, `category`, `route`."""
     import pandas as pd
+
     rows = list(SAMPLE_TICKETS)
-    if seed is not None: random.Random(seed).shuffle(rows)
+    if seed is not None:
+        random.Random(seed).shuffle(rows)
     df = pd.DataFrame(rows, columns=["text", "category"])
     df["route"] = df["category"].map(ROUTES)
     return df
 
+
 # %% ../../nbs/router/02_tickets.ipynb #45e28e2e
 def split_frame(
-    df, # a DataFrame with a label column
-    label_column: str = "category", # the column to stratify on
-    test_fraction: float = 0.2, # share of each label held out
-    seed: int = 0, # random seed
+    df,  # a DataFrame with a label column
+    label_column: str = "category",  # the column to stratify on
+    test_fraction: float = 0.2,  # share of each label held out
+    seed: int = 0,  # random seed
 ):
     """Split `df` into (train, test), holding out `test_fraction` of every label with at least 3 rows."""
     rng = random.Random(seed)
@@ -90,10 +116,11 @@ def split_frame(
     for _, group in df.groupby(label_column, sort=True):
         idx = list(group.index)
         rng.shuffle(idx)
-        n = max(1, round(len(idx) * test_fraction)) if len(idx) >= 3 else 0 # keep 2 for training
+        n = max(1, round(len(idx) * test_fraction)) if len(idx) >= 3 else 0  # keep 2 for training
         test_idx += idx[:n]
     test = df.loc[sorted(test_idx)]
     return df.drop(index=test.index), test
+
 
 # %% ../../nbs/router/02_tickets.ipynb #e47b6e64
 SAMPLE_TRAFFIC: list[dict[str, str]] = read_rows("traffic.csv", ["kind", "text"])

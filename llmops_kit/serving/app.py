@@ -6,10 +6,34 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['logger', 'ROUTE_SCOPES', 'EMBEDDING_MODEL', 'EMBEDDING_MODELS', 'EMBEDDING_DIM', 'route_label', 'Server',
-           'completion_json', 'reply_text', 'chat_completions', 'route', 'encode_vector', 'embeddings',
-           'advisor_simulate', 'list_models', 'healthz', 'readyz', 'metrics', 'fast_route', 'create_app', 'app_factory',
-           'serve_environment', 'check_serving', 'start_metrics_port', 'serve', 'configure_cli']
+__all__ = [
+    "logger",
+    "ROUTE_SCOPES",
+    "EMBEDDING_MODEL",
+    "EMBEDDING_MODELS",
+    "EMBEDDING_DIM",
+    "route_label",
+    "Server",
+    "completion_json",
+    "reply_text",
+    "chat_completions",
+    "route",
+    "encode_vector",
+    "embeddings",
+    "advisor_simulate",
+    "list_models",
+    "healthz",
+    "readyz",
+    "metrics",
+    "fast_route",
+    "create_app",
+    "app_factory",
+    "serve_environment",
+    "check_serving",
+    "start_metrics_port",
+    "serve",
+    "configure_cli",
+]
 
 # %% ../../nbs/serving/06_app.ipynb #01f89359
 import argparse
@@ -20,42 +44,76 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any
 
 # %% ../../nbs/serving/06_app.ipynb #79ca8f78
+import pydantic_core
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response, StreamingResponse
-import pydantic_core
 from fastcore.basics import patch
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..core import SCHEMA_VERSION, ProjectPaths, Settings, configure_logging, load_settings, log_event
-from ..errors import (ConfigurationError, InputError, LlmopsError, NotFoundError, RateLimitError,
-                               ServiceUnavailableError, for_status)
-from .auth import Authenticator, require_scope
-from ..models.backends import Backend, count_tokens, cost_usd, make_backend, stream_pieces
+from llmops_kit.core import (
+    SCHEMA_VERSION,
+    ProjectPaths,
+    Settings,
+    configure_logging,
+    load_settings,
+    log_event,
+)
+from llmops_kit.errors import (
+    ConfigurationError,
+    InputError,
+    LlmopsError,
+    NotFoundError,
+    RateLimitError,
+    ServiceUnavailableError,
+    for_status,
+)
+from ..models.backends import Backend, cost_usd, count_tokens, make_backend, stream_pieces
 from ..models.chat import ChatModel, ChatRequest, chat_models
+from .auth import Authenticator, require_scope
 from .gateway import GatewayMiddleware, RequestContext, call_model, outcome_for
 from .metrics import FLUSH_INTERVAL_S
-from .schemas import (AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk,
-    ChatCompletionRequest, ChunkChoice, ChunkDelta, EmbeddingItem, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage,
-    ErrorResponse, ModelCard, ModelList, RoutePrediction, RouteRequest, RouteResponse, RoutingInfo, Usage)
+from llmops_kit.serving.schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChunkChoice,
+    ChunkDelta,
+    EmbeddingItem,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    RoutePrediction,
+    RouteRequest,
+    RouteResponse,
+    RoutingInfo,
+    Usage,
+)
 
 # %% ../../nbs/serving/06_app.ipynb #0f6791fe
 logger = logging.getLogger("llmops_kit.serving")
 
 # %% ../../nbs/serving/06_app.ipynb #2835bb84
 ROUTE_SCOPES: dict[str, str | None] = {
-    "/v1/chat/completions": "chat", "/v1/route": "chat", "/v1/embeddings": "embeddings",
-    "/v1/models": None, "/metrics": "metrics", "/v1/advisor/simulate": "chat",
+    "/v1/chat/completions": "chat",
+    "/v1/route": "chat",
+    "/v1/embeddings": "embeddings",
+    "/v1/models": None,
+    "/metrics": "metrics",
+    "/v1/advisor/simulate": "chat",
 }
 _MODEL_ROUTES = frozenset(["/v1/chat/completions", "/v1/route", "/v1/embeddings"])
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -65,33 +123,43 @@ EMBEDDING_DIM = 384
 # %% ../../nbs/serving/06_app.ipynb #9f963262
 _KNOWN_ROUTES = frozenset([*ROUTE_SCOPES, "/healthz", "/readyz", "/openapi.json", "/docs", "/redoc"])
 
+
 def route_label(
-    path: str, # the request path
+    path: str,  # the request path
 ) -> str:
     """A bounded metrics label for `path`."""
     return path if path in _KNOWN_ROUTES else "other"
+
 
 # %% ../../nbs/serving/06_app.ipynb #6017d9c3
 def _prompt_cache_settings(settings: Settings) -> Settings:
     """`settings` with the embedding cache off unless `[serving] cache_prompt_embeddings` allows it and prompts are not encrypted."""
     keep = settings.serving.cache_prompt_embeddings and settings.audit.store_prompts != "raw"
-    if keep or not settings.embeddings.cache: return settings
+    if keep or not settings.embeddings.cache:
+        return settings
     return settings.model_copy(update={"embeddings": settings.embeddings.model_copy(update={"cache": False})})
+
 
 # %% ../../nbs/serving/06_app.ipynb #7c7e486f
 class Server:
     """The shared state of the serving app, and the middleware's hooks."""
-    def __init__(self,
-                 settings: Settings, # the runtime settings
-                 backend: Backend | None = None, # default: the one `[serving] backend` names
-                ):
+
+    def __init__(
+        self,
+        settings: Settings,  # the runtime settings
+        backend: Backend | None = None,  # default: the one `[serving] backend` names
+    ):
         from llmops_kit.guardrails.chain import GuardChain
         from llmops_kit.serving.metrics import Metrics
+
         self.settings, self.paths = settings, ProjectPaths.from_settings(settings)
         self.backend = backend or make_backend(settings)
         self.auth = Authenticator.from_settings(settings)
         from llmops_kit.embeddings import Embedder
-        self.embedder = Embedder.from_settings(_prompt_cache_settings(settings)) # loads MiniLM only when first used
+
+        self.embedder = Embedder.from_settings(
+            _prompt_cache_settings(settings)
+        )  # loads MiniLM only when first used
         self.chain = GuardChain.from_settings(settings, embedder=self.embedder)
         self.offload_guards = settings.guardrails.embedding_guards
         self.policy_source = settings.guardrails.policy or "packaged default"
@@ -99,25 +167,35 @@ class Server:
         self.guards_warm, self.guards_error = False, None
         self.metrics, self._flush_scheduled = Metrics(), False
         self.audit, self.load_error = None, None
-        self.timeout_s, self.max_in_flight = settings.serving.request_timeout_s, settings.serving.max_in_flight
+        self.timeout_s, self.max_in_flight = (
+            settings.serving.request_timeout_s,
+            settings.serving.max_in_flight,
+        )
         self.in_flight = 0
-        self.chat_models: dict[str, ChatModel] = chat_models(settings) # the `[model.NAME]` chat models, by name
+        self.chat_models: dict[str, ChatModel] = chat_models(
+            settings
+        )  # the `[model.NAME]` chat models, by name
         self.chat_model, self.chat_errors = settings.serving.chat_model, {}
         if self.chat_model and self.chat_model not in self.chat_models:
-            raise ConfigurationError(f"[serving] chat_model = {self.chat_model!r} names no chat model; declare a "
-                                     f"[model.{self.chat_model}] section of kind openai, llamacpp or benchmark")
+            raise ConfigurationError(
+                f"[serving] chat_model = {self.chat_model!r} names no chat model; declare a "
+                f"[model.{self.chat_model}] section of kind openai, llamacpp or benchmark"
+            )
 
     @property
     def model_id(self) -> str:
         """The served model's id."""
         return self.backend.info.id
 
+
 # %% ../../nbs/serving/06_app.ipynb #30fd1b2b
 @patch
 def start(self: Server) -> None:
     """Start the audit writer and load the model in the background."""
     from llmops_kit.serving.auditlog import AuditWriter
+
     self.audit = AuditWriter.from_settings(self.settings)
+
     def load():
         try:
             self.backend.load()
@@ -126,14 +204,17 @@ def start(self: Server) -> None:
             self.load_error = str(e)
             log_event(logger, "model_load_failed", logging.ERROR, error=str(e))
         self.load_chat_models()
-        try: # the embedding guards load MiniLM on first use: pay it here, not on the first request
+        try:  # the embedding guards load MiniLM on first use: pay it here, not on the first request
             self.warm_up_predict()
-            for stage in ("input", "output"): self.chain.check(_WARM_UP_TEXT, stage=stage)
+            for stage in ("input", "output"):
+                self.chain.check(_WARM_UP_TEXT, stage=stage)
             self.guards_warm = True
         except Exception as e:
             self.guards_error = f"guardrail warm-up failed: {type(e).__name__}: {e}"
             log_event(logger, "guardrail_warmup_failed", logging.ERROR, error=str(e))
+
     threading.Thread(target=load, name="llmops-model-load", daemon=True).start()
+
 
 @patch
 def load_chat_models(self: Server) -> None:
@@ -141,97 +222,149 @@ def load_chat_models(self: Server) -> None:
     for name, model in self.chat_models.items():
         try:
             model.load()
-            asyncio.run(model.complete(ChatRequest([{"role": "user", "content": _WARM_UP_TEXT}], max_tokens=1)))
+            asyncio.run(
+                model.complete(ChatRequest([{"role": "user", "content": _WARM_UP_TEXT}], max_tokens=1))
+            )
         except Exception as e:
             self.chat_errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            log_event(logger, "chat_model_load_failed", logging.ERROR, model=name, error=self.chat_errors[name])
+            log_event(
+                logger, "chat_model_load_failed", logging.ERROR, model=name, error=self.chat_errors[name]
+            )
+
 
 @patch
 def warm_up_predict(self: Server) -> None:
     """One prediction through the loaded backend, so its first request pays no lazy loading."""
-    if self.load_error is None: asyncio.run(self.backend.predict([_WARM_UP_TEXT]))
+    if self.load_error is None:
+        asyncio.run(self.backend.predict([_WARM_UP_TEXT]))
+
 
 @patch
 def stop(self: Server) -> None:
     """Drain and close the audit writer; flush the metrics; drop this worker's live gauges."""
     for model in self.chat_models.values():
-        try: asyncio.run(model.aclose())
-        except Exception as e: log_event(logger, "chat_model_close_failed", logging.WARNING, model=model.info.id, error=repr(e))
-    if self.audit is not None: self.audit.close()
-    if self.metrics.pending: self.metrics.flush(self.in_flight)
+        try:
+            asyncio.run(model.aclose())
+        except Exception as e:
+            log_event(logger, "chat_model_close_failed", logging.WARNING, model=model.info.id, error=repr(e))
+    if self.audit is not None:
+        self.audit.close()
+    if self.metrics.pending:
+        self.metrics.flush(self.in_flight)
     from llmops_kit.serving.metrics import mark_process_dead
+
     mark_process_dead()
 
+
 _WARM_UP_TEXT = "Hello, where is my new card?"
+
 
 # %% ../../nbs/serving/06_app.ipynb #ab214ac0
 @patch
 def use_bundled_policy(self: Server) -> None:
     """Switch to the guardrail policy bundled with the loaded model, unless `[guardrails] policy` names one."""
     text = getattr(getattr(self.backend, "app", None), "policy_yaml", None)
-    if not text or self.settings.guardrails.policy: return
+    if not text or self.settings.guardrails.policy:
+        return
     from llmops_kit.guardrails.chain import GuardChain, parse_policy
-    self.chain = GuardChain.from_policy(parse_policy(text, f"policy bundled with {self.backend.info.id} "
-                                                           f"version {self.backend.info.version}"),
-                                        embedder=self.embedder, embedding_guards=self.offload_guards)
+
+    self.chain = GuardChain.from_policy(
+        parse_policy(text, f"policy bundled with {self.backend.info.id} version {self.backend.info.version}"),
+        embedder=self.embedder,
+        embedding_guards=self.offload_guards,
+    )
     self.policy_source = f"bundled with {self.backend.info.id} version {self.backend.info.version}"
+
 
 # %% ../../nbs/serving/06_app.ipynb #75f68db5
 def _header(scope: dict, name: bytes) -> str | None:
     for k, v in scope["headers"]:
-        if k == name: return v.decode("latin-1")
+        if k == name:
+            return v.decode("latin-1")
     return None
+
 
 @patch
 async def authenticate(self: Server, ctx: RequestContext, scope: dict) -> None:
     """Authenticate the request and check its route's scope (`AuthenticationError`, `PermissionDeniedError`)."""
     path = scope["path"]
-    if path not in ROUTE_SCOPES or scope["method"] == "OPTIONS": return
+    if path not in ROUTE_SCOPES or scope["method"] == "OPTIONS":
+        return
     t = time.perf_counter()
     try:
         principal = self.auth.authenticate(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
         ctx.principal, ctx.tenant = principal, principal.tenant
-        if ROUTE_SCOPES[path]: require_scope(principal, ROUTE_SCOPES[path])
-    finally: ctx.stage("auth", t)
+        if ROUTE_SCOPES[path]:
+            require_scope(principal, ROUTE_SCOPES[path])
+    finally:
+        ctx.stage("auth", t)
+
 
 @patch
 async def check_limits(self: Server, ctx: RequestContext, scope: dict) -> None:
     """Refuse a model request over `[serving] max_in_flight` (`RateLimitError`, 429)."""
     if self.max_in_flight and scope["path"] in _MODEL_ROUTES and self.in_flight > self.max_in_flight:
-        raise RateLimitError(f"more than {self.max_in_flight} requests in flight ([serving] max_in_flight); "
-                             "retry after a second", code="too_many_requests", headers={"Retry-After": "1"})
+        raise RateLimitError(
+            f"more than {self.max_in_flight} requests in flight ([serving] max_in_flight); "
+            "retry after a second",
+            code="too_many_requests",
+            headers={"Retry-After": "1"},
+        )
+
 
 @patch
 def begin(self: Server, ctx: RequestContext) -> None:
     """Count the request in flight (the gauge is set from this count when the metrics are flushed)."""
     self.in_flight += 1
 
+
 # %% ../../nbs/serving/06_app.ipynb #e0accbc9
 @patch
 def _text_record(self: Server, pair) -> dict | None:
-    if pair is None or self.audit is None: return None
+    if pair is None or self.audit is None:
+        return None
     original, passed_on = pair
     return vars(self.audit.text(original, None if passed_on == original else (passed_on or "")))
 
+
 _PROBES = frozenset(["/healthz", "/readyz"])
+
 
 @patch
 async def record(self: Server, ctx: RequestContext) -> None:
     """Write the request's audit record (before the client has the whole answer); probes leave none."""
-    if ctx.path in _PROBES: return
+    if ctx.path in _PROBES:
+        return
     t = time.perf_counter()
-    record = {"request_id": ctx.request_id, "ts": ctx.ts, "route": ctx.path[:256], "status": ctx.status,
-              "outcome": outcome_for(ctx), "tenant": ctx.tenant,
-              "subject": None if ctx.principal is None else ctx.principal.subject, "method": ctx.method, "model": ctx.model,
-              "model_version": ctx.model_version, "latency_ms": round((t - ctx.started) * 1000, 3), "stages_ms": None,
-              "prompt_tokens": ctx.prompt_tokens, "completion_tokens": ctx.completion_tokens, "cost_usd": ctx.cost_usd,
-              "input": self._text_record(ctx.input), "output": self._text_record(ctx.output),
-              "prediction": ctx.prediction, "guardrails": ctx.guardrails, "error": ctx.error,
-              "schema_version": SCHEMA_VERSION}
+    record = {
+        "request_id": ctx.request_id,
+        "ts": ctx.ts,
+        "route": ctx.path[:256],
+        "status": ctx.status,
+        "outcome": outcome_for(ctx),
+        "tenant": ctx.tenant,
+        "subject": None if ctx.principal is None else ctx.principal.subject,
+        "method": ctx.method,
+        "model": ctx.model,
+        "model_version": ctx.model_version,
+        "latency_ms": round((t - ctx.started) * 1000, 3),
+        "stages_ms": None,
+        "prompt_tokens": ctx.prompt_tokens,
+        "completion_tokens": ctx.completion_tokens,
+        "cost_usd": ctx.cost_usd,
+        "input": self._text_record(ctx.input),
+        "output": self._text_record(ctx.output),
+        "prediction": ctx.prediction,
+        "guardrails": ctx.guardrails,
+        "error": ctx.error,
+        "schema_version": SCHEMA_VERSION,
+    }
     ctx.stage("audit", t)
     record["stages_ms"] = {k: round(v, 3) for k, v in ctx.stages_ms.items()}
-    if self.audit is not None: await self.audit.write(record)
+    if self.audit is not None:
+        await self.audit.write(record)
     ctx.stages_ms["audit"] = (time.perf_counter() - t) * 1000
+
 
 def _decisions(guardrails: list[dict]) -> list[tuple[str, str, str]]:
     """(guard, stage, action) per finding of each verdict, or one `chain` decision for a verdict without findings."""
@@ -239,22 +372,36 @@ def _decisions(guardrails: list[dict]) -> list[tuple[str, str, str]]:
     for verdict in guardrails:
         stage, action = verdict.get("stage", "input"), verdict["action"]
         findings = verdict.get("findings")
-        if not findings: out.append(("chain", stage, action))
-        else: out.extend((f.get("guard", "chain"), stage, f.get("action", action)) for f in findings)
+        if not findings:
+            out.append(("chain", stage, action))
+        else:
+            out.extend((f.get("guard", "chain"), stage, f.get("action", action)) for f in findings)
     return out
+
 
 @patch
 def after(self: Server, ctx: RequestContext) -> None:
     """Update the metrics once the answer is sent."""
     self.in_flight -= 1
     m = self.metrics
-    m.observe_request(route_label(ctx.path), ctx.model or "none", ctx.status, outcome_for(ctx), ctx.elapsed_ms() / 1000,
-                      ctx.stages_ms, ctx.prompt_tokens, ctx.completion_tokens, _decisions(ctx.guardrails))
-    if m.multiprocess_dir is not None: # other processes read the files: keep them fresh
-        if self.in_flight == 0: self.flush_metrics() # idle: now
-        elif not self._flush_scheduled: # busy: in bulk, soon
+    m.observe_request(
+        route_label(ctx.path),
+        ctx.model or "none",
+        ctx.status,
+        outcome_for(ctx),
+        ctx.elapsed_ms() / 1000,
+        ctx.stages_ms,
+        ctx.prompt_tokens,
+        ctx.completion_tokens,
+        _decisions(ctx.guardrails),
+    )
+    if m.multiprocess_dir is not None:  # other processes read the files: keep them fresh
+        if self.in_flight == 0:
+            self.flush_metrics()  # idle: now
+        elif not self._flush_scheduled:  # busy: in bulk, soon
             self._flush_scheduled = True
             asyncio.get_running_loop().call_later(FLUSH_INTERVAL_S, self.flush_metrics)
+
 
 @patch
 def flush_metrics(self: Server) -> None:
@@ -262,70 +409,109 @@ def flush_metrics(self: Server) -> None:
     self._flush_scheduled = False
     self.metrics.flush(self.in_flight)
 
+
 # %% ../../nbs/serving/06_app.ipynb #5df08983
 def _verdict_dict(verdict) -> dict[str, Any]:
     """A verdict as the audit record keeps it: action, stage, findings with reasons, total time; no text, no time per guard."""
-    return {"action": verdict.action, "stage": verdict.stage, "findings": [f.to_dict() for f in verdict.findings],
-            "reasons": verdict.reasons, "total_ms": round(verdict.total_ms, 4)}
+    return {
+        "action": verdict.action,
+        "stage": verdict.stage,
+        "findings": [f.to_dict() for f in verdict.findings],
+        "reasons": verdict.reasons,
+        "total_ms": round(verdict.total_ms, 4),
+    }
+
 
 _OUTPUT_CACHE_SIZE = 4096
+
 
 @patch
 async def check(self: Server, text: str, stage: str):
     """The chain's verdict on `text`, in a worker thread when embedding guards run (they take milliseconds)."""
     cache = self._output_verdicts if stage == "output" else None
-    if cache is not None and (hit := cache.get((id(self.chain), text))) is not None: return hit
-    if not self.offload_guards: verdict = self.chain.check(text, stage=stage)
-    else: verdict = await call_model(asyncio.to_thread(self.chain.check, text, stage), self.timeout_s)
+    if cache is not None and (hit := cache.get((id(self.chain), text))) is not None:
+        return hit
+    if not self.offload_guards:
+        verdict = self.chain.check(text, stage=stage)
+    else:
+        verdict = await call_model(asyncio.to_thread(self.chain.check, text, stage), self.timeout_s)
     if cache is not None:
-        if len(cache) >= _OUTPUT_CACHE_SIZE: cache.popitem(last=False) # the oldest (a plain dict's first key gets slow to find)
+        if len(cache) >= _OUTPUT_CACHE_SIZE:
+            cache.popitem(last=False)  # the oldest (a plain dict's first key gets slow to find)
         cache[(id(self.chain), text)] = verdict
     return verdict
+
 
 @patch
 async def guard_input(self: Server, ctx: RequestContext, text: str) -> str:
     """Run the input chain on `text`: the text to pass on, or a 400 `guardrail_blocked`."""
     t = time.perf_counter()
-    try: verdict = await self.check(text, "input")
-    finally: ctx.stage("input_guard", t)
+    try:
+        verdict = await self.check(text, "input")
+    finally:
+        ctx.stage("input_guard", t)
     ctx.guardrails.append(_verdict_dict(verdict))
-    if verdict.action == "rewrite": # moderation by rewriting: a sanitised paraphrase, checked again, or a block
+    if (
+        verdict.action == "rewrite"
+    ):  # moderation by rewriting: a sanitised paraphrase, checked again, or a block
         result = await self.rewrite(ctx, text, verdict, "input")
-        if result.text is not None: return result.text
+        if result.text is not None:
+            return result.text
         reasons = [result.reason]
-    else: reasons = verdict.reasons
+    else:
+        reasons = verdict.reasons
     if verdict.action in ("block", "rewrite"):
         ctx.outcome = "guardrail_block"
-        raise InputError("the request was blocked by the input guardrails: " + "; ".join(reasons),
-                         code="guardrail_blocked", extra={"reasons": reasons})
+        raise InputError(
+            "the request was blocked by the input guardrails: " + "; ".join(reasons),
+            code="guardrail_blocked",
+            extra={"reasons": reasons},
+        )
     return verdict.text if verdict.action == "redact" else text
+
 
 @patch
 async def guard_output(self: Server, ctx: RequestContext, text: str) -> tuple[str | None, str]:
     """Run the output chain on `text`: (text to send or None if withheld, finish_reason)."""
     t = time.perf_counter()
-    try: verdict = await self.check(text, "output")
-    finally: ctx.stage("output_guard", t)
+    try:
+        verdict = await self.check(text, "output")
+    finally:
+        ctx.stage("output_guard", t)
     ctx.guardrails.append(_verdict_dict(verdict))
     if verdict.action == "rewrite":
         result = await self.rewrite(ctx, text, verdict, "output")
-        if result.text is not None: return result.text, "stop"
+        if result.text is not None:
+            return result.text, "stop"
     if verdict.action in ("block", "rewrite"):
         ctx.outcome = "guardrail_block"
         return None, "content_filter"
     return (verdict.text if verdict.action == "redact" else text), "stop"
 
+
 @patch
 async def rewrite(self: Server, ctx: RequestContext, text: str, verdict, stage: str):
     """The policy's rewrite model paraphrases `text` and the chain checks it again; both verdicts go into the record."""
     from llmops_kit.guardrails.rewrite import rewrite
+
     spec = getattr(self.chain.policy, "rewrite", None)
     model = self.chat_models.get(getattr(spec, "model", "") or self.chat_model or "")
     t = time.perf_counter()
-    try: result = await rewrite(text, verdict, self.chain, model, stage=stage, timeout_s=self.timeout_s, offload=self.offload_guards)
-    finally: ctx.stage(f"{stage}_rewrite", t)
+    try:
+        result = await rewrite(
+            text,
+            verdict,
+            self.chain,
+            model,
+            stage=stage,
+            timeout_s=self.timeout_s,
+            offload=self.offload_guards,
+        )
+    finally:
+        ctx.stage(f"{stage}_rewrite", t)
     ctx.guardrails[-1]["rewrite"] = result.to_audit()
     return result
+
 
 # %% ../../nbs/serving/06_app.ipynb #ac6a0d0f
 @patch
@@ -335,12 +521,19 @@ def check_model(self: Server, ctx: RequestContext, model: str | None) -> None:
     ctx.model, ctx.model_version = info.id, info.version
     if model is not None and model != info.id:
         served = ", ".join(repr(m) for m in [info.id, *self.chat_models])
-        raise NotFoundError(f"the model {model[:100]!r} is not served here; use one of {served} (see GET /v1/models)",
-                            code="model_not_found", param="model")
+        raise NotFoundError(
+            f"the model {model[:100]!r} is not served here; use one of {served} (see GET /v1/models)",
+            code="model_not_found",
+            param="model",
+        )
     ready, why = self.backend.readiness()
     if not ready:
-        raise ServiceUnavailableError(f"the model is not ready: {why}; retry when GET /readyz says ready",
-                                      code="model_not_ready", headers={"Retry-After": "2"})
+        raise ServiceUnavailableError(
+            f"the model is not ready: {why}; retry when GET /readyz says ready",
+            code="model_not_ready",
+            headers={"Retry-After": "2"},
+        )
+
 
 @patch
 def resolve_model(self: Server, ctx: RequestContext, model: str | None) -> ChatModel | None:
@@ -352,6 +545,7 @@ def resolve_model(self: Server, ctx: RequestContext, model: str | None) -> ChatM
     self.use_chat_model(ctx, chat)
     return chat
 
+
 @patch
 def use_chat_model(self: Server, ctx: RequestContext, chat: ChatModel) -> None:
     """Record that `chat` answers this request; 503 if it is not ready."""
@@ -359,43 +553,65 @@ def use_chat_model(self: Server, ctx: RequestContext, chat: ChatModel) -> None:
     error = self.chat_errors.get(chat.info.id)
     ready, why = (False, error) if error else chat.readiness()
     if not ready:
-        raise ServiceUnavailableError(f"the model {chat.info.id!r} is not ready: {why}; retry when GET /readyz says ready",
-                                      code="model_not_ready", headers={"Retry-After": "2"})
+        raise ServiceUnavailableError(
+            f"the model {chat.info.id!r} is not ready: {why}; retry when GET /readyz says ready",
+            code="model_not_ready",
+            headers={"Retry-After": "2"},
+        )
+
 
 @patch
 async def generate(self: Server, ctx: RequestContext, chat: ChatModel, request: ChatRequest, receive) -> str:
     """The chat model's answer to `request`, bounded by the request timeout; usage and cost go into the context."""
     t = time.perf_counter()
-    try: result = await call_model(chat.complete(request), self.timeout_s, receive)
-    except LlmopsError as e: # the upstream's own status goes into the audit record with the error
-        if "upstream_status" in e.extra: ctx.prediction_set("upstream_status", e.extra["upstream_status"])
+    try:
+        result = await call_model(chat.complete(request), self.timeout_s, receive)
+    except LlmopsError as e:  # the upstream's own status goes into the audit record with the error
+        if "upstream_status" in e.extra:
+            ctx.prediction_set("upstream_status", e.extra["upstream_status"])
         raise
     finally:
         ctx.model_ms += (time.perf_counter() - t) * 1000
         ctx.stage("model", t)
     ctx.prompt_tokens, ctx.completion_tokens = result.prompt_tokens, result.completion_tokens
-    ctx.prediction = {**(ctx.prediction or {}), "finish_reason": result.finish_reason, "upstream_status": result.upstream_status}
-    if result.tool_calls: ctx.prediction_set("tool_calls", result.tool_calls)
-    if result.audit: ctx.prediction_set(chat.info.kind, result.audit) # an application's record, e.g. the advisor's simulation
+    ctx.prediction = {
+        **(ctx.prediction or {}),
+        "finish_reason": result.finish_reason,
+        "upstream_status": result.upstream_status,
+    }
+    if result.tool_calls:
+        ctx.prediction_set("tool_calls", result.tool_calls)
+    if result.audit:
+        ctx.prediction_set(
+            chat.info.kind, result.audit
+        )  # an application's record, e.g. the advisor's simulation
     return result.content
+
 
 @patch
 def fallback_model(self: Server, ctx: RequestContext) -> ChatModel | None:
     """The chat path's model (`[serving] chat_model`) if it is ready, else None: the answer stays the hand-off."""
     chat = self.chat_models.get(self.chat_model) if self.chat_model else None
-    if chat is None: return None
+    if chat is None:
+        return None
     ready = self.chat_model not in self.chat_errors and chat.readiness()[0]
     ctx.prediction_set("fallback", "chat_model" if ready else "handoff")
-    if not ready: return None
+    if not ready:
+        return None
     ctx.model, ctx.model_version = chat.info.id, chat.info.version
     return chat
+
 
 @patch
 def chat_cost(self: Server, ctx: RequestContext) -> float:
     """The request's cost in USD: a chat model's prices from its `[model.NAME]` section, else the price table."""
     spec = self.settings.models.get(ctx.model or "")
-    if spec is None: return cost_usd(ctx.model, ctx.prompt_tokens, ctx.completion_tokens)
-    return (ctx.prompt_tokens * spec.prompt_usd_per_mtok + ctx.completion_tokens * spec.completion_usd_per_mtok) / 1e6
+    if spec is None:
+        return cost_usd(ctx.model, ctx.prompt_tokens, ctx.completion_tokens)
+    return (
+        ctx.prompt_tokens * spec.prompt_usd_per_mtok + ctx.completion_tokens * spec.completion_usd_per_mtok
+    ) / 1e6
+
 
 @patch
 async def predict(self: Server, ctx: RequestContext, receive, texts: Sequence[str]) -> list[dict]:
@@ -404,167 +620,277 @@ async def predict(self: Server, ctx: RequestContext, receive, texts: Sequence[st
     try:
         ready = getattr(self.backend, "predict_ready", None)
         out = ready(texts) if ready is not None else None
-        return out if out is not None else await call_model(self.backend.predict(texts), self.timeout_s, receive)
+        return (
+            out if out is not None else await call_model(self.backend.predict(texts), self.timeout_s, receive)
+        )
     finally:
         ctx.model_ms += (time.perf_counter() - t) * 1000
         ctx.stage("model", t)
         ctx.model_version = self.backend.info.version
 
+
 # %% ../../nbs/serving/06_app.ipynb #af2d694d
 def _ctx(request: Request) -> RequestContext:
     return request.scope["state"]["llmops"]
 
+
 def _server(request: Request) -> Server:
     return request.app.state.server
 
+
 def _json(model) -> Response:
     return Response(model.model_dump_json(exclude_none=False), media_type="application/json")
+
 
 def _answer(out) -> Response:
     """A handler's answer as a response: JSON bytes, or a response already (a stream)."""
     return Response(out, media_type="application/json") if isinstance(out, bytes) else out
 
+
 _ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 422, 429, 500, 503, 504)}
+
 
 # %% ../../nbs/serving/06_app.ipynb #42114acb
 def _last_user_text(body: ChatCompletionRequest) -> str:
     for m in reversed(body.messages):
-        if m.role == "user": return m.text()
-    return body.messages[-1].text() # no user message (a system prompt alone, say): the model reads the last one
+        if m.role == "user":
+            return m.text()
+    return body.messages[
+        -1
+    ].text()  # no user message (a system prompt alone, say): the model reads the last one
+
 
 # %% ../../nbs/serving/06_app.ipynb #4ef9d68a
 def completion_json(
-    completion_id: str, # `chatcmpl-<request id>`
-    created: int, # Unix time
-    model: str, # the served model's id
-    content: str | None, # the answer; None when withheld
-    refusal: str | None, # why it was withheld
-    finish_reason: str, # `stop` or `content_filter`
+    completion_id: str,  # `chatcmpl-<request id>`
+    created: int,  # Unix time
+    model: str,  # the served model's id
+    content: str | None,  # the answer; None when withheld
+    refusal: str | None,  # why it was withheld
+    finish_reason: str,  # `stop` or `content_filter`
     prompt_tokens: int,
     completion_tokens: int,
-    info: dict[str, Any], # the `RoutingInfo` fields
+    info: dict[str, Any],  # the `RoutingInfo` fields
 ) -> bytes:
     """The JSON of a `ChatCompletion`, byte for byte, from plain values."""
-    return pydantic_core.to_json({
-        "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": refusal},
-                     "finish_reason": finish_reason, "logprobs": None}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
-        "system_fingerprint": None, "llmops": info})
+    return pydantic_core.to_json(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": refusal},
+                    "finish_reason": finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+            "system_fingerprint": None,
+            "llmops": info,
+        }
+    )
+
 
 # %% ../../nbs/serving/06_app.ipynb #6639fdd3
 def reply_text(
-    prediction: dict[str, Any], # one router prediction (`intent`, `route`, `reply`, `abstained`, ...)
+    prediction: dict[str, Any],  # one router prediction (`intent`, `route`, `reply`, `abstained`, ...)
 ) -> str:
     """The answer for `prediction`: its knowledge-base reply, or the hand-off to its queue in words."""
     reply = prediction.get("reply")
-    if not prediction.get("abstained") and isinstance(reply, str) and reply.strip(): return reply
+    if not prediction.get("abstained") and isinstance(reply, str) and reply.strip():
+        return reply
     queue = str(prediction.get("route") or "human-review")
-    return (f"Thank you for your message. I cannot answer it with confidence, so I have passed it to the {queue} "
-            "queue; a member of the team will reply to you here shortly.")
+    return (
+        f"Thank you for your message. I cannot answer it with confidence, so I have passed it to the {queue} "
+        "queue; a member of the team will reply to you here shortly."
+    )
+
 
 # %% ../../nbs/serving/06_app.ipynb #c29b532f
 def _router_context(server: Server, prediction: dict[str, Any]) -> str:
     """The chat path's system message: the configured prompt, the router's best guesses with their replies, the queue."""
     app = getattr(server.backend, "app", None)
     replies = getattr(getattr(app, "predictor", None), "replies", None) or {}
-    lines = [server.settings.serving.system_prompt, "",
-             f"The message goes to the {prediction.get('route') or 'human-review'} queue. The router's best guesses:"]
+    lines = [
+        server.settings.serving.system_prompt,
+        "",
+        f"The message goes to the {prediction.get('route') or 'human-review'} queue. The router's best guesses:",
+    ]
     for alt in prediction.get("top_k") or []:
         reply = replies.get(alt.get("intent"))
-        lines.append(f"- {alt.get('intent')} ({float(alt.get('score', 0)):.2f})" + (f": {reply}" if reply else ""))
+        lines.append(
+            f"- {alt.get('intent')} ({float(alt.get('score', 0)):.2f})" + (f": {reply}" if reply else "")
+        )
     return "\n".join(lines)
+
 
 def _chat_request(body: ChatCompletionRequest, text: str, system: str | None = None) -> ChatRequest:
     """The chat model's request: the conversation with the last user message as the input guard passed it on."""
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
     users = [i for i, m in enumerate(messages) if m["role"] == "user"]
     messages[users[-1] if users else -1]["content"] = text
-    if system is not None: messages = [{"role": "system", "content": system}, *(m for m in messages if m["role"] not in ("system", "developer"))]
+    if system is not None:
+        messages = [
+            {"role": "system", "content": system},
+            *(m for m in messages if m["role"] not in ("system", "developer")),
+        ]
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-    return ChatRequest(messages, max_tokens=body.max_completion_tokens or body.max_tokens, temperature=body.temperature,
-                       seed=body.seed, stop=stop, user=body.user)
+    return ChatRequest(
+        messages,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        seed=body.seed,
+        stop=stop,
+        user=body.user,
+    )
+
 
 # %% ../../nbs/serving/06_app.ipynb #b03a9c1a
-async def _chat(server: Server, ctx: RequestContext, body: ChatCompletionRequest, receive) -> bytes | Response:
+async def _chat(
+    server: Server, ctx: RequestContext, body: ChatCompletionRequest, receive
+) -> bytes | Response:
     """The chat completion for `body`: JSON bytes, or a streaming response with `stream: true`."""
-    chat = server.resolve_model(ctx, body.model) # a chat model named by the client, or None: the support router
+    chat = server.resolve_model(
+        ctx, body.model
+    )  # a chat model named by the client, or None: the support router
     original = _last_user_text(body)
-    text = await server.guard_input(ctx, original) # 1. guard the input
+    text = await server.guard_input(ctx, original)  # 1. guard the input
     ctx.input = (original, text)
     ctx.prompt_tokens = sum(count_tokens(m.text()) for m in body.messages)
-    info: dict[str, Any] = {"intent": None, "confidence": None, "route": None, "abstained": None, "answered_by": "router",
-                            "model_version": None, "request_id": ctx.request_id, "tool_calls": None} # `RoutingInfo`, in order
+    info: dict[str, Any] = {
+        "intent": None,
+        "confidence": None,
+        "route": None,
+        "abstained": None,
+        "answered_by": "router",
+        "model_version": None,
+        "request_id": ctx.request_id,
+        "tool_calls": None,
+    }  # `RoutingInfo`, in order
     request = _chat_request(body, text) if chat is not None else None
-    if chat is None: # 2. the router decides; when it cannot answer, the chat path's model may
+    if chat is None:  # 2. the router decides; when it cannot answer, the chat path's model may
         prediction = (await server.predict(ctx, receive, [text]))[0]
         ctx.prediction = {k: prediction.get(k) for k in ("intent", "confidence", "route", "abstained")}
-        info.update(intent=str(prediction["intent"]), confidence=float(prediction["confidence"]),
-                    route=str(prediction["route"]), abstained=bool(prediction["abstained"]))
+        info.update(
+            intent=str(prediction["intent"]),
+            confidence=float(prediction["confidence"]),
+            route=str(prediction["route"]),
+            abstained=bool(prediction["abstained"]),
+        )
         reply = reply_text(prediction)
         if reply != prediction.get("reply"):
             chat = server.fallback_model(ctx)
-            if chat is not None: request = _chat_request(body, text, _router_context(server, prediction))
-    if chat is not None: info["answered_by"] = ctx.prediction_set("answered_by", chat.info.id)
+            if chat is not None:
+                request = _chat_request(body, text, _router_context(server, prediction))
+    if chat is not None:
+        info["answered_by"] = ctx.prediction_set("answered_by", chat.info.id)
     info["model_version"] = None if ctx.model_version is None else str(ctx.model_version)
     completion_id, created = f"chatcmpl-{ctx.request_id}", int(time.time())
-    if body.stream: # 3-4. the answer streams through the output guard
+    if body.stream:  # 3-4. the answer streams through the output guard
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         pieces = _model_pieces(server, ctx, chat, request) if request is not None else _text_pieces(reply)
-        return StreamingResponse(_stream_chat(server, ctx, completion_id, created, pieces, RoutingInfo(**info), include_usage),
-                                 media_type="text/event-stream", headers={"x-accel-buffering": "no"})
-    if request is not None: # 3. the chat model writes
+        return StreamingResponse(
+            _stream_chat(server, ctx, completion_id, created, pieces, RoutingInfo(**info), include_usage),
+            media_type="text/event-stream",
+            headers={"x-accel-buffering": "no"},
+        )
+    if request is not None:  # 3. the chat model writes
         reply = await server.generate(ctx, chat, request, receive)
         info["tool_calls"] = ctx.prediction.get("tool_calls")
-    content, finish_reason = await server.guard_output(ctx, reply) # 4. guard the output
+    content, finish_reason = await server.guard_output(ctx, reply)  # 4. guard the output
     ctx.output = (reply, content)
-    if request is None: ctx.completion_tokens = count_tokens(content or "")
+    if request is None:
+        ctx.completion_tokens = count_tokens(content or "")
     ctx.cost_usd = server.chat_cost(ctx)
     refusal = None if content is not None else "the answer was withheld by the output guardrails"
-    return completion_json(completion_id, created, ctx.model, content, refusal, finish_reason, ctx.prompt_tokens,
-                           ctx.completion_tokens, info)
+    return completion_json(
+        completion_id,
+        created,
+        ctx.model,
+        content,
+        refusal,
+        finish_reason,
+        ctx.prompt_tokens,
+        ctx.completion_tokens,
+        info,
+    )
+
 
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     """Answer a conversation (OpenAI chat completions; `stream: true` sends server-sent events)."""
     return _answer(await _chat(_server(request), _ctx(request), body, request.receive))
 
+
 # %% ../../nbs/serving/06_app.ipynb #e6f2e693
 def _sse(chunk: ChatCompletionChunk) -> bytes:
     return b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
 
+
 async def _text_pieces(text: str) -> AsyncIterator[str]:
     """A ready answer (the router's) in word-sized pieces."""
-    for piece in stream_pieces(text): yield piece
+    for piece in stream_pieces(text):
+        yield piece
 
-async def _model_pieces(server: Server, ctx: RequestContext, chat: ChatModel, request: ChatRequest) -> AsyncIterator[str]:
+
+async def _model_pieces(
+    server: Server, ctx: RequestContext, chat: ChatModel, request: ChatRequest
+) -> AsyncIterator[str]:
     """A chat model's streamed answer as text pieces; its usage goes into the context at the end."""
     t = time.perf_counter()
     try:
         async for chunk in chat.stream(request):
-            if chunk.content: yield chunk.content
+            if chunk.content:
+                yield chunk.content
             if chunk.finish_reason is not None:
                 ctx.prediction_set("finish_reason", chunk.finish_reason)
-                if chunk.prompt_tokens is not None: ctx.prompt_tokens = chunk.prompt_tokens
-                if chunk.completion_tokens is not None: ctx.completion_tokens = chunk.completion_tokens
+                if chunk.prompt_tokens is not None:
+                    ctx.prompt_tokens = chunk.prompt_tokens
+                if chunk.completion_tokens is not None:
+                    ctx.completion_tokens = chunk.completion_tokens
     except LlmopsError as e:
-        if "upstream_status" in e.extra: ctx.prediction_set("upstream_status", e.extra["upstream_status"])
+        if "upstream_status" in e.extra:
+            ctx.prediction_set("upstream_status", e.extra["upstream_status"])
         raise
     finally:
         ctx.model_ms += (time.perf_counter() - t) * 1000
         ctx.stage("model", t)
 
-async def _stream_chat(server: Server, ctx: RequestContext, completion_id: str, created: int, pieces: AsyncIterator[str],
-                       info: RoutingInfo, include_usage: bool) -> AsyncIterator[bytes]:
+
+async def _stream_chat(
+    server: Server,
+    ctx: RequestContext,
+    completion_id: str,
+    created: int,
+    pieces: AsyncIterator[str],
+    info: RoutingInfo,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
     """The server-sent events of a streamed chat answer: each piece passes the output guard's hold-back window."""
+
     def chunk(delta: ChunkDelta, finish_reason=None, **kw) -> bytes:
-        return _sse(ChatCompletionChunk(id=completion_id, created=created, model=ctx.model,
-                                        choices=[ChunkChoice(delta=delta, finish_reason=finish_reason)], **kw))
+        return _sse(
+            ChatCompletionChunk(
+                id=completion_id,
+                created=created,
+                model=ctx.model,
+                choices=[ChunkChoice(delta=delta, finish_reason=finish_reason)],
+                **kw,
+            )
+        )
+
     guard, received, sent, finish_reason, first = server.chain.stream(stage="output"), [], [], "stop", True
     yield chunk(ChunkDelta(role="assistant", content=""), llmops=info)
     try:
         async for piece in _then_none(pieces):
-            if piece is not None: received.append(piece)
+            if piece is not None:
+                received.append(piece)
             t = time.perf_counter()
             step = guard.feed if piece is not None else (lambda _: guard.finish())
             safe = await asyncio.to_thread(step, piece) if server.offload_guards else step(piece)
@@ -578,31 +904,41 @@ async def _stream_chat(server: Server, ctx: RequestContext, completion_id: str, 
                     first = False
                 sent.append(safe)
                 yield chunk(ChunkDelta(content=safe))
-    except LlmopsError as e: # the model failed mid-answer: say so in the stream (the status is already sent)
+    except LlmopsError as e:  # the model failed mid-answer: say so in the stream (the status is already sent)
         ctx.error, ctx.outcome, finish_reason = e.code, "upstream_error", "error"
         yield b"data: " + e.to_json(ctx.request_id) + b"\n\n"
     ctx.guardrails.append(_verdict_dict(guard.verdict))
     content = "".join(sent)
     ctx.output = ("".join(received), content)
-    if not ctx.completion_tokens: ctx.completion_tokens = count_tokens(content)
+    if not ctx.completion_tokens:
+        ctx.completion_tokens = count_tokens(content)
     ctx.cost_usd = server.chat_cost(ctx)
-    if finish_reason != "error": yield chunk(ChunkDelta(), finish_reason=finish_reason)
+    if finish_reason != "error":
+        yield chunk(ChunkDelta(), finish_reason=finish_reason)
     if include_usage:
-        usage = Usage(prompt_tokens=ctx.prompt_tokens, completion_tokens=ctx.completion_tokens,
-                      total_tokens=ctx.prompt_tokens + ctx.completion_tokens)
-        yield _sse(ChatCompletionChunk(id=completion_id, created=created, model=ctx.model, choices=[], usage=usage))
+        usage = Usage(
+            prompt_tokens=ctx.prompt_tokens,
+            completion_tokens=ctx.completion_tokens,
+            total_tokens=ctx.prompt_tokens + ctx.completion_tokens,
+        )
+        yield _sse(
+            ChatCompletionChunk(id=completion_id, created=created, model=ctx.model, choices=[], usage=usage)
+        )
     yield b"data: [DONE]\n\n"
+
 
 async def _then_none(pieces: AsyncIterator[str]) -> AsyncIterator[str | None]:
     """The pieces, then None (the guard's cue to release what it held back)."""
-    async for piece in pieces: yield piece
+    async for piece in pieces:
+        yield piece
     yield None
+
 
 # %% ../../nbs/serving/06_app.ipynb #e83530f4
 async def _route(server: Server, ctx: RequestContext, body: RouteRequest, receive) -> bytes:
     """The support router's decisions for the tickets of `body`, as JSON bytes."""
     server.check_model(ctx, body.model)
-    originals = body.texts() # 1 to 256, checked by the schema
+    originals = body.texts()  # 1 to 256, checked by the schema
     texts = [await server.guard_input(ctx, t) for t in originals]
     ctx.input = ("\n".join(originals), "\n".join(texts))
     predictions = await server.predict(ctx, receive, texts)
@@ -612,29 +948,45 @@ async def _route(server: Server, ctx: RequestContext, body: RouteRequest, receiv
         replies.append(reply or "")
         data.append(RoutePrediction(**{**p, "index": i, "reply": reply or ""}))
     ctx.output = ("\n".join(str(p["reply"]) for p in predictions), "\n".join(replies))
-    ctx.prediction = {"intents": [p["intent"] for p in predictions][:16], "routes": [p["route"] for p in predictions][:16]}
-    ctx.prompt_tokens, ctx.completion_tokens = sum(map(count_tokens, originals)), sum(map(count_tokens, replies))
-    return RouteResponse(model=ctx.model, model_version=str(ctx.model_version), data=data,
-                         guardrails=ctx.guardrails).model_dump_json().encode()
+    ctx.prediction = {
+        "intents": [p["intent"] for p in predictions][:16],
+        "routes": [p["route"] for p in predictions][:16],
+    }
+    ctx.prompt_tokens, ctx.completion_tokens = (
+        sum(map(count_tokens, originals)),
+        sum(map(count_tokens, replies)),
+    )
+    return (
+        RouteResponse(
+            model=ctx.model, model_version=str(ctx.model_version), data=data, guardrails=ctx.guardrails
+        )
+        .model_dump_json()
+        .encode()
+    )
+
 
 async def route(body: RouteRequest, request: Request) -> Response:
     """The support router's decision for each ticket: intent, confidence, runner-ups, queue, reply, abstention."""
     return _answer(await _route(_server(request), _ctx(request), body, request.receive))
+
 
 # %% ../../nbs/serving/06_app.ipynb #533bb111
 @patch
 def embed(self: Server, texts: list[str]):
     return self.embedder.encode(texts)
 
+
 # %% ../../nbs/serving/06_app.ipynb #4ea763b1
 def encode_vector(
-    vector, # a 1-d float array
-    encoding_format: str, # `float` or `base64`
+    vector,  # a 1-d float array
+    encoding_format: str,  # `float` or `base64`
 ) -> list[float] | str:
     """A vector as a JSON list of floats, or as base64 of little-endian float32."""
     import numpy as np
+
     v = np.asarray(vector, dtype="<f4")
     return base64.b64encode(v.tobytes()).decode() if encoding_format == "base64" else v.tolist()
+
 
 # %% ../../nbs/serving/06_app.ipynb #04733ab1
 async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
@@ -642,72 +994,114 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     server, ctx = _server(request), _ctx(request)
     ctx.model, ctx.model_version = EMBEDDING_MODEL, "1"
     if body.model not in EMBEDDING_MODELS:
-        raise NotFoundError(f"the embedding model {body.model[:100]!r} is not served here; use {EMBEDDING_MODEL!r}",
-                            code="model_not_found", param="model")
-    originals = body.texts() # 1 to 2048, checked by the schema
+        raise NotFoundError(
+            f"the embedding model {body.model[:100]!r} is not served here; use {EMBEDDING_MODEL!r}",
+            code="model_not_found",
+            param="model",
+        )
+    originals = body.texts()  # 1 to 2048, checked by the schema
     texts = [await server.guard_input(ctx, t) for t in originals]
     ctx.input = ("\n".join(originals), "\n".join(texts))
     t = time.perf_counter()
-    try: vectors = await call_model(asyncio.to_thread(server.embed, texts), server.timeout_s, request.receive)
+    try:
+        vectors = await call_model(asyncio.to_thread(server.embed, texts), server.timeout_s, request.receive)
     finally:
         ctx.model_ms += (time.perf_counter() - t) * 1000
         ctx.stage("model", t)
     ctx.prompt_tokens = sum(map(count_tokens, originals))
-    data = [EmbeddingItem(index=i, embedding=encode_vector(v, body.encoding_format)) for i, v in enumerate(vectors)]
-    return _json(EmbeddingResponse(data=data, model=EMBEDDING_MODEL,
-                                   usage=EmbeddingUsage(prompt_tokens=ctx.prompt_tokens, total_tokens=ctx.prompt_tokens)))
+    data = [
+        EmbeddingItem(index=i, embedding=encode_vector(v, body.encoding_format))
+        for i, v in enumerate(vectors)
+    ]
+    return _json(
+        EmbeddingResponse(
+            data=data,
+            model=EMBEDDING_MODEL,
+            usage=EmbeddingUsage(prompt_tokens=ctx.prompt_tokens, total_tokens=ctx.prompt_tokens),
+        )
+    )
+
 
 # %% ../../nbs/serving/06_app.ipynb #7b2bb8d9
 async def advisor_simulate(request: Request) -> Response:
     """Run the financial advisor's portfolio simulation (the `simulate_portfolio` tool's arguments as the body)."""
     from llmops_kit.advisor import run_tool_call
+
     ctx = _ctx(request)
     ctx.model, ctx.model_version = "simulate_portfolio", "1"
-    try: args = json.loads(await request.body() or b"{}")
-    except ValueError as e: raise InputError(f"the body is not JSON: {e}") from None
+    try:
+        args = json.loads(await request.body() or b"{}")
+    except ValueError as e:
+        raise InputError(f"the body is not JSON: {e}") from None
     call = {"type": "function", "function": {"name": "simulate_portfolio", "arguments": json.dumps(args)}}
     t = time.perf_counter()
-    try: record = await asyncio.to_thread(run_tool_call, call)
-    finally: ctx.stage("model", t)
+    try:
+        record = await asyncio.to_thread(run_tool_call, call)
+    finally:
+        ctx.stage("model", t)
     ctx.prediction = {"advisor": {"tool_call": call, "simulation": record}}
     return Response(json.dumps(record), media_type="application/json")
+
 
 # %% ../../nbs/serving/06_app.ipynb #6577e6b9
 async def list_models(request: Request) -> Response:
     """The served models (chat/route model and embedding model)."""
-    server, ctx = _server(request), _ctx(request)
+    server = _server(request)
     infos = [server.backend.info, *(m.info for m in server.chat_models.values())]
-    return _json(ModelList(data=[*(ModelCard(id=i.id, created=i.created, owned_by=i.owned_by) for i in infos),
-                                 ModelCard(id=EMBEDDING_MODEL, created=0, owned_by="sentence-transformers")]))
+    return _json(
+        ModelList(
+            data=[
+                *(ModelCard(id=i.id, created=i.created, owned_by=i.owned_by) for i in infos),
+                ModelCard(id=EMBEDDING_MODEL, created=0, owned_by="sentence-transformers"),
+            ]
+        )
+    )
+
 
 async def healthz() -> dict:
     """The process is up (checks nothing else)."""
     return {"status": "ok"}
 
+
 def _audit_ok(server: Server) -> tuple[bool, str]:
     return (False, "audit writer not started") if server.audit is None else server.audit.healthy()
+
 
 async def readyz(request: Request) -> Response:
     """Ready to serve: model loaded, audit writer running, guardrails built; never calls the model."""
     server = _server(request)
     model_ok, model_detail = server.backend.readiness()
     audit_ok, audit_detail = _audit_ok(server)
-    checks = {"model": {"ok": model_ok, "detail": model_detail}, "audit": {"ok": audit_ok, "detail": audit_detail},
-              "guardrails": {"ok": server.guards_warm, "detail": server.guards_error or
-                             f"policy {getattr(server.chain.policy, 'name', '?')!r} ({server.policy_source})"
-                             + ("" if server.guards_warm else ", warming up")}}
+    checks = {
+        "model": {"ok": model_ok, "detail": model_detail},
+        "audit": {"ok": audit_ok, "detail": audit_detail},
+        "guardrails": {
+            "ok": server.guards_warm,
+            "detail": server.guards_error
+            or f"policy {getattr(server.chain.policy, 'name', '?')!r} ({server.policy_source})"
+            + ("" if server.guards_warm else ", warming up"),
+        },
+    }
     for name, chat in server.chat_models.items():
         ok, detail = (False, server.chat_errors[name]) if name in server.chat_errors else chat.readiness()
-        checks[f"model:{name}"] = {"ok": ok and server.guards_warm, "detail": detail if server.guards_warm or not ok else "loading"}
+        checks[f"model:{name}"] = {
+            "ok": ok and server.guards_warm,
+            "detail": detail if server.guards_warm or not ok else "loading",
+        }
     ready = all(c["ok"] for c in checks.values())
-    return Response(json.dumps({"status": "ready" if ready else "not_ready", "checks": checks}),
-                    status_code=200 if ready else 503, media_type="application/json")
+    return Response(
+        json.dumps({"status": "ready" if ready else "not_ready", "checks": checks}),
+        status_code=200 if ready else 503,
+        media_type="application/json",
+    )
+
 
 async def metrics(request: Request) -> Response:
     """Prometheus metrics (needs the `metrics` scope; or use `[serving] metrics_port`)."""
     server = _server(request)
     body, content_type = server.metrics.render(in_flight=server.in_flight)
     return Response(body, media_type=content_type)
+
 
 # %% ../../nbs/serving/06_app.ipynb #fc723edb
 def _validation_message(exc: RequestValidationError) -> str:
@@ -717,45 +1111,82 @@ def _validation_message(exc: RequestValidationError) -> str:
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
     return "invalid request: " + "; ".join(parts)
 
+
 def _error_response(request: Request, error: LlmopsError) -> Response:
     ctx = request.scope.get("state", {}).get("llmops")
-    if ctx is not None: ctx.error = ctx.error or error.code
-    return Response(error.to_json(ctx.request_id if ctx else None), status_code=error.status,
-                    media_type="application/json", headers=error.headers)
+    if ctx is not None:
+        ctx.error = ctx.error or error.code
+    return Response(
+        error.to_json(ctx.request_id if ctx else None),
+        status_code=error.status,
+        media_type="application/json",
+        headers=error.headers,
+    )
+
 
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
     return _error_response(request, InputError(_validation_message(exc), status=422))
 
+
 async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
     codes = {404: "not_found", 405: "method_not_allowed"}
-    message = {404: f"no route {request.url.path[:100]!r}; see /docs for the API",
-               405: f"{request.method} is not allowed on {request.url.path[:100]}"}.get(exc.status_code, str(exc.detail))
-    return _error_response(request, for_status(exc.status_code, message, code=codes.get(exc.status_code, "http_error"),
-                                               headers=dict(exc.headers or {})))
+    message = {
+        404: f"no route {request.url.path[:100]!r}; see /docs for the API",
+        405: f"{request.method} is not allowed on {request.url.path[:100]}",
+    }.get(exc.status_code, str(exc.detail))
+    return _error_response(
+        request,
+        for_status(
+            exc.status_code,
+            message,
+            code=codes.get(exc.status_code, "http_error"),
+            headers=dict(exc.headers or {}),
+        ),
+    )
+
 
 # %% ../../nbs/serving/06_app.ipynb #535c73d7
 def _openapi(app: FastAPI) -> dict:
-    if app.openapi_schema: return app.openapi_schema
+    if app.openapi_schema:
+        return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     schema.setdefault("components", {})["securitySchemes"] = {
-        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                   "description": "a JWT from `llmops token create` or your identity provider"},
-        "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key",
-                   "description": "an API key from `llmops token add-key`"}}
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "a JWT from `llmops token create` or your identity provider",
+        },
+        "apiKey": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "x-api-key",
+            "description": "an API key from `llmops token add-key`",
+        },
+    }
     comps = schema["components"].get("schemas", {})
-    for name, ids in (("ChatCompletionRequest", [app.state.server.model_id]), ("RouteRequest", [app.state.server.model_id]),
-                      ("EmbeddingRequest", list(EMBEDDING_MODELS))):
+    for name, ids in (
+        ("ChatCompletionRequest", [app.state.server.model_id]),
+        ("RouteRequest", [app.state.server.model_id]),
+        ("EmbeddingRequest", list(EMBEDDING_MODELS)),
+    ):
         prop = comps.get(name, {}).get("properties", {}).get("model")
-        if prop is not None: next((b for b in prop.get("anyOf", []) if b.get("type") == "string"), prop)["enum"] = ids
+        if prop is not None:
+            next((b for b in prop.get("anyOf", []) if b.get("type") == "string"), prop)["enum"] = ids
         for example in comps.get(name, {}).get("examples", []):
-            if "model" in example: example["model"] = ids[0]
+            if "model" in example:
+                example["model"] = ids[0]
     for path, scope in ROUTE_SCOPES.items():
         for op in schema["paths"].get(path, {}).values():
             op["security"] = [{"bearer": []}, {"apiKey": []}]
-            op["description"] = (op.get("description", "") + f"\n\nNeeds the `{scope}` scope." if scope else
-                                 op.get("description", "") + "\n\nNeeds any valid credential.").strip()
+            op["description"] = (
+                op.get("description", "") + f"\n\nNeeds the `{scope}` scope."
+                if scope
+                else op.get("description", "") + "\n\nNeeds any valid credential."
+            ).strip()
     app.openapi_schema = schema
     return schema
+
 
 # %% ../../nbs/serving/06_app.ipynb #6552fa70
 def _json_content(scope: dict) -> bool:
@@ -763,74 +1194,167 @@ def _json_content(scope: dict) -> bool:
     for k, v in scope["headers"]:
         if k == b"content-type":
             media = v.partition(b";")[0].strip().lower()
-            return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+            return media == b"application/json" or (
+                media.startswith(b"application/") and media.endswith(b"+json")
+            )
     return True
 
+
 def fast_route(
-    server: Server, # the server state
-    schema: type, # the pydantic model of the request body
-    work, # `async (server, ctx, body, receive) -> bytes | Response`, the route's work function
+    server: Server,  # the server state
+    schema: type,  # the pydantic model of the request body
+    work,  # `async (server, ctx, body, receive) -> bytes | Response`, the route's work function
 ):
     """A `fast_routes` handler: validate the JSON body in one pass and do the route's work, or decline (None)."""
     validate = schema.model_validate_json
+
     async def handle(scope: dict, ctx: RequestContext, body: bytes, receive):
-        if not _json_content(scope): return None
-        try: parsed = validate(body)
-        except (ValidationError, ValueError): return None # FastAPI answers it, with its own 422
+        if not _json_content(scope):
+            return None
+        try:
+            parsed = validate(body)
+        except (ValidationError, ValueError):
+            return None  # FastAPI answers it, with its own 422
         return await work(server, ctx, parsed, receive)
+
     return handle
+
 
 # %% ../../nbs/serving/06_app.ipynb #22e1fdcc
 def create_app(
-    settings: Settings | None = None, # default: `load_settings()`
-    backend: Backend | None = None, # default: the one `[serving] backend` names
+    settings: Settings | None = None,  # default: `load_settings()`
+    backend: Backend | None = None,  # default: the one `[serving] backend` names
 ) -> FastAPI:
     """The serving app: routes, error handlers, the gateway middleware and CORS if configured."""
     settings = settings or load_settings()
     server = Server(settings, backend)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         server.start()
-        try: yield
-        finally: server.stop()
+        try:
+            yield
+        finally:
+            server.stop()
+
     telemetry = None if settings.serving.opentelemetry else {"tracing": False, "metrics": False}
-    app = FastAPI(title="llmops-kit", version=__version__, lifespan=lifespan, telemetry=telemetry,
-                  description="OpenAI-compatible inference server with JWT auth, guardrails, an audit log and metrics.")
+    app = FastAPI(
+        title="llmops-kit",
+        version=__version__,
+        lifespan=lifespan,
+        telemetry=telemetry,
+        description="OpenAI-compatible inference server with JWT auth, guardrails, an audit log and metrics.",
+    )
     app.state.server = server
-    app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"], response_model=ChatCompletion,
-                      responses={**_ERRORS, 200: {"content": {"text/event-stream": {"schema": {
-                          "type": "object", "required": ["data"], "description": "with `stream: true`: server-sent "
-                          "events, one ChatCompletionChunk (JSON) per `data:` line, the last one `data: [DONE]`",
-                          "properties": {"data": {"type": "string"}}}}}}},
-                      tags=["openai"], summary="Chat completion (OpenAI shape)")
-    app.add_api_route("/v1/embeddings", embeddings, methods=["POST"], response_model=EmbeddingResponse,
-                      responses=_ERRORS, tags=["openai"], summary="Embeddings (MiniLM)")
-    app.add_api_route("/v1/models", list_models, methods=["GET"], response_model=ModelList, responses=_ERRORS,
-                      tags=["openai"], summary="Served models")
-    app.add_api_route("/v1/route", route, methods=["POST"], response_model=RouteResponse, responses=_ERRORS,
-                      tags=["router"], summary="Support router prediction")
-    app.add_api_route("/v1/advisor/simulate", advisor_simulate, methods=["POST"], responses=_ERRORS, tags=["advisor"],
-                      summary="Portfolio simulation (the financial advisor's tool)")
+    app.add_api_route(
+        "/v1/chat/completions",
+        chat_completions,
+        methods=["POST"],
+        response_model=ChatCompletion,
+        responses={
+            **_ERRORS,
+            200: {
+                "content": {
+                    "text/event-stream": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["data"],
+                            "description": "with `stream: true`: server-sent "
+                            "events, one ChatCompletionChunk (JSON) per `data:` line, the last one `data: [DONE]`",
+                            "properties": {"data": {"type": "string"}},
+                        }
+                    }
+                }
+            },
+        },
+        tags=["openai"],
+        summary="Chat completion (OpenAI shape)",
+    )
+    app.add_api_route(
+        "/v1/embeddings",
+        embeddings,
+        methods=["POST"],
+        response_model=EmbeddingResponse,
+        responses=_ERRORS,
+        tags=["openai"],
+        summary="Embeddings (MiniLM)",
+    )
+    app.add_api_route(
+        "/v1/models",
+        list_models,
+        methods=["GET"],
+        response_model=ModelList,
+        responses=_ERRORS,
+        tags=["openai"],
+        summary="Served models",
+    )
+    app.add_api_route(
+        "/v1/route",
+        route,
+        methods=["POST"],
+        response_model=RouteResponse,
+        responses=_ERRORS,
+        tags=["router"],
+        summary="Support router prediction",
+    )
+    app.add_api_route(
+        "/v1/advisor/simulate",
+        advisor_simulate,
+        methods=["POST"],
+        responses=_ERRORS,
+        tags=["advisor"],
+        summary="Portfolio simulation (the financial advisor's tool)",
+    )
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"], summary="Liveness")
-    app.add_api_route("/readyz", readyz, methods=["GET"], tags=["operations"], summary="Readiness",
-                      responses={503: {"description": "not ready"}})
-    app.add_api_route("/metrics", metrics, methods=["GET"], tags=["operations"], summary="Prometheus metrics",
-                      responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                                       "description": "Prometheus text exposition format"},
-                                 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}})
+    app.add_api_route(
+        "/readyz",
+        readyz,
+        methods=["GET"],
+        tags=["operations"],
+        summary="Readiness",
+        responses={503: {"description": "not ready"}},
+    )
+    app.add_api_route(
+        "/metrics",
+        metrics,
+        methods=["GET"],
+        tags=["operations"],
+        summary="Prometheus metrics",
+        responses={
+            200: {
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "description": "Prometheus text exposition format",
+            },
+            401: {"model": ErrorResponse},
+            403: {"model": ErrorResponse},
+        },
+    )
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_middleware(GatewayMiddleware, hooks=server, max_body_bytes=settings.serving.max_body_bytes,
-                       fast_routes={"/v1/chat/completions": fast_route(server, ChatCompletionRequest, _chat),
-                                    "/v1/route": fast_route(server, RouteRequest, _route)})
+    app.add_middleware(
+        GatewayMiddleware,
+        hooks=server,
+        max_body_bytes=settings.serving.max_body_bytes,
+        fast_routes={
+            "/v1/chat/completions": fast_route(server, ChatCompletionRequest, _chat),
+            "/v1/route": fast_route(server, RouteRequest, _route),
+        },
+    )
     origins = [o.strip() for o in settings.serving.cors_origins.split(",") if o.strip()]
-    if origins: # outside the gateway, so every answer carries the CORS headers: fast routes and errors too
+    if origins:  # outside the gateway, so every answer carries the CORS headers: fast routes and errors too
         from starlette.middleware.cors import CORSMiddleware
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
-                           allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
-                           expose_headers=["x-request-id", "x-llmops-overhead-ms"], max_age=600)
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+            expose_headers=["x-request-id", "x-llmops-overhead-ms"],
+            max_age=600,
+        )
     app.openapi = lambda: _openapi(app)
     return app
+
 
 # %% ../../nbs/serving/06_app.ipynb #4706a8bb
 def app_factory() -> FastAPI:
@@ -839,53 +1363,73 @@ def app_factory() -> FastAPI:
     configure_logging(settings.project.log_level, settings.project.log_format)
     return create_app(settings)
 
+
 # %% ../../nbs/serving/06_app.ipynb #c800c9bb
-_OPTION_KEYS = {"host": "HOST", "port": "PORT", "workers": "WORKERS", "backend": "BACKEND", "certfile": "TLS_CERT",
-                "keyfile": "TLS_KEY", "model_uri": "MODEL_URI"}
+_OPTION_KEYS = {
+    "host": "HOST",
+    "port": "PORT",
+    "workers": "WORKERS",
+    "backend": "BACKEND",
+    "certfile": "TLS_CERT",
+    "keyfile": "TLS_KEY",
+    "model_uri": "MODEL_URI",
+}
+
 
 def serve_environment(
-    args: argparse.Namespace, # parsed `llmops serve` arguments
-    environ: dict[str, str], # the environment to extend
+    args: argparse.Namespace,  # parsed `llmops serve` arguments
+    environ: dict[str, str],  # the environment to extend
 ) -> dict[str, str]:
     """The environment carrying the command's options as `LLMOPS_*` overrides."""
     env = dict(environ)
-    if args.config: env["LLMOPS_SETTINGS"] = str(Path(args.config).expanduser().resolve())
+    if args.config:
+        env["LLMOPS_SETTINGS"] = str(Path(args.config).expanduser().resolve())
     for option, key in _OPTION_KEYS.items():
         value = getattr(args, option, None)
         if value is not None:
-            env[f"LLMOPS_SERVING__{key}"] = str(Path(value).resolve()) if option in ("certfile", "keyfile") else str(value)
+            env[f"LLMOPS_SERVING__{key}"] = (
+                str(Path(value).resolve()) if option in ("certfile", "keyfile") else str(value)
+            )
     return env
+
 
 # %% ../../nbs/serving/06_app.ipynb #a23edab2
 def check_serving(
-    settings: Settings, # the settings to serve with
-    environ: dict[str, str] | None = None, # where secrets are read; default `os.environ`
+    settings: Settings,  # the settings to serve with
+    environ: dict[str, str] | None = None,  # where secrets are read; default `os.environ`
 ) -> None:
     """Fail with a clear `InputError`/`ConfigurationError` if the server could not start."""
     s = settings.serving
     if bool(s.tls_cert) != bool(s.tls_key):
-        raise InputError("TLS needs both a certificate and a key: give --certfile and --keyfile "
-                         "(or [serving] tls_cert and tls_key)")
+        raise InputError(
+            "TLS needs both a certificate and a key: give --certfile and --keyfile "
+            "(or [serving] tls_cert and tls_key)"
+        )
     for name in (s.tls_cert, s.tls_key):
-        if name and not settings.path(name).is_file(): raise InputError(f"TLS file {settings.path(name)} does not exist")
+        if name and not settings.path(name).is_file():
+            raise InputError(f"TLS file {settings.path(name)} does not exist")
     Authenticator.from_settings(settings, environ)
+
 
 # %% ../../nbs/serving/06_app.ipynb #ea88bc93
 def start_metrics_port(
-    settings: Settings, # `[serving] metrics_port` and `host`
+    settings: Settings,  # `[serving] metrics_port` and `host`
 ) -> None:
     """Serve the summed metrics of all workers on `[serving] metrics_port`, without auth, from this process."""
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector
+
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=os.environ["PROMETHEUS_MULTIPROC_DIR"])
     start_http_server(settings.serving.metrics_port, addr=settings.serving.host, registry=registry)
 
+
 def serve(
-    args: argparse.Namespace, # parsed `llmops serve` arguments
+    args: argparse.Namespace,  # parsed `llmops serve` arguments
 ) -> int:
     """Run the server until interrupted."""
     import uvicorn
+
     os.environ.update(serve_environment(args, os.environ))
     settings = load_settings()
     check_serving(settings)
@@ -893,30 +1437,62 @@ def serve(
     configure_logging(settings.project.log_level, settings.project.log_format)
     if s.workers > 1 or s.metrics_port:
         from llmops_kit.serving.metrics import setup_multiprocess
+
         setup_multiprocess(ProjectPaths.from_settings(settings).state / "prometheus" / str(os.getpid()))
-        if s.metrics_port: start_metrics_port(settings)
+        if s.metrics_port:
+            start_metrics_port(settings)
     scheme = "https" if s.tls_cert else "http"
-    print(f"llmops: serving {s.backend} backend on {scheme}://{s.host}:{s.port} with {s.workers} worker(s)"
-          + (f", metrics on :{s.metrics_port}" if s.metrics_port else ""), flush=True)
-    uvicorn.run("llmops_kit.serving.app:app_factory", factory=True, host=s.host, port=s.port, workers=s.workers,
-                loop="uvloop", http="httptools", ssl_certfile=str(settings.path(s.tls_cert)) if s.tls_cert else None,
-                ssl_keyfile=str(settings.path(s.tls_key)) if s.tls_key else None, access_log=False,
-                log_level=getattr(args, "log_level", None) or "warning", server_header=False, proxy_headers=False,
-                timeout_graceful_shutdown=10)
+    print(
+        f"llmops: serving {s.backend} backend on {scheme}://{s.host}:{s.port} with {s.workers} worker(s)"
+        + (f", metrics on :{s.metrics_port}" if s.metrics_port else ""),
+        flush=True,
+    )
+    uvicorn.run(
+        "llmops_kit.serving.app:app_factory",
+        factory=True,
+        host=s.host,
+        port=s.port,
+        workers=s.workers,
+        loop="uvloop",
+        http="httptools",
+        ssl_certfile=str(settings.path(s.tls_cert)) if s.tls_cert else None,
+        ssl_keyfile=str(settings.path(s.tls_key)) if s.tls_key else None,
+        access_log=False,
+        log_level=getattr(args, "log_level", None) or "warning",
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=10,
+    )
     return 0
+
 
 # %% ../../nbs/serving/06_app.ipynb #33c56b77
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops serve`."""
-    parser.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
+    parser.add_argument(
+        "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
+    )
     parser.add_argument("--host", default=None, help="bind address (default: [serving] host, 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default: [serving] port, 8000)")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: [serving] workers, 1)")
-    parser.add_argument("--backend", choices=["mlflow", "benchmark"], default=None,
-                        help="mlflow: the registered support router; benchmark: a deterministic echo for load tests")
-    parser.add_argument("--model-uri", dest="model_uri", default=None, help="MLflow model URI (default: [serving] model_uri)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: [serving] workers, 1)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["mlflow", "benchmark"],
+        default=None,
+        help="mlflow: the registered support router; benchmark: a deterministic echo for load tests",
+    )
+    parser.add_argument(
+        "--model-uri", dest="model_uri", default=None, help="MLflow model URI (default: [serving] model_uri)"
+    )
     parser.add_argument("--certfile", default=None, help="TLS certificate (PEM); serve HTTPS with --keyfile")
     parser.add_argument("--keyfile", default=None, help="TLS private key (PEM)")
-    parser.add_argument("--log-level", dest="log_level", default=None, choices=["debug", "info", "warning", "error"],
-                        help="uvicorn's log level (default: warning)")
+    parser.add_argument(
+        "--log-level",
+        dest="log_level",
+        default=None,
+        choices=["debug", "info", "warning", "error"],
+        help="uvicorn's log level (default: warning)",
+    )
     parser.set_defaults(handler=serve)

@@ -6,9 +6,23 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['StoreMode', 'canonical_json', 'record_hash', 'make_text_record', 'audit_fernet', 'audit_files', 'next_file_name',
-           'ChainKeys', 'add_chain_key', 'checkpoint_mac', 'AuditWriter', 'VerifyResult', 'checkpoint_files',
-           'verify_log', 'configure_cli']
+__all__ = [
+    "StoreMode",
+    "canonical_json",
+    "record_hash",
+    "make_text_record",
+    "audit_fernet",
+    "audit_files",
+    "next_file_name",
+    "ChainKeys",
+    "add_chain_key",
+    "checkpoint_mac",
+    "AuditWriter",
+    "VerifyResult",
+    "checkpoint_files",
+    "verify_log",
+    "configure_cli",
+]
 
 # %% ../../nbs/serving/02_auditlog.ipynb #bcc53ee1
 import argparse
@@ -29,104 +43,145 @@ import os
 import queue
 import re
 import secrets
-import sys
 import threading
 import time
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from fastcore.basics import patch
 
 # %% ../../nbs/serving/02_auditlog.ipynb #b77e76c8
-from ..core import (InferenceRecord, InputError, LlmopsError, Settings, ConfigurationError, TextRecord,
-                             load_settings, sha256_hex)
+from ..core import InferenceRecord, Settings, TextRecord, load_settings
+from ..errors import ConfigurationError, InputError, LlmopsError
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #fb5f3b16
 def _json_default(value: Any) -> Any:
     """Serialise what JSON lacks: dataclasses as objects, sets and tuples as lists, anything else as text."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type): return dataclasses.asdict(value)
-    if isinstance(value, (set, frozenset)): return sorted(value, key=str)
-    if callable(getattr(value, "tolist", None)): return value.tolist() # numpy scalars and arrays keep their type
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    if callable(getattr(value, "tolist", None)):
+        return value.tolist()  # numpy scalars and arrays keep their type
     return str(value)
+
 
 # one encoder with the canonical options, made once (`json.dumps` with options builds a new one per call); the
 # text must never change, or the hashes of logs already written would no longer verify
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, check_circular=False,
-                              default=_json_default)
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, check_circular=False, default=_json_default
+)
+
 
 def canonical_json(data: Mapping[str, Any]) -> str:
     """The canonical JSON text of a record: sorted keys, no spaces, plain ASCII (other characters escaped)."""
     return _CANONICAL.encode(data)
 
+
 # %% ../../nbs/serving/02_auditlog.ipynb #d654a3de
-def record_hash(data: Mapping[str, Any], # a record; its `hash` field is left out
-                key: bytes | None = None, # the chain key its `key_id` names; None for a record without `key_id`
-               ) -> str:
+def record_hash(
+    data: Mapping[str, Any],  # a record; its `hash` field is left out
+    key: bytes | None = None,  # the chain key its `key_id` names; None for a record without `key_id`
+) -> str:
     """The hash (hex) of a record's canonical JSON without `hash`: HMAC-SHA256 under `key`, else plain sha256."""
     body = canonical_json({k: v for k, v in data.items() if k != "hash"}).encode("utf-8")
-    return hmac.new(key, body, hashlib.sha256).hexdigest() if key is not None else hashlib.sha256(body).hexdigest()
+    return (
+        hmac.new(key, body, hashlib.sha256).hexdigest()
+        if key is not None
+        else hashlib.sha256(body).hexdigest()
+    )
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #ef7a4a65
 StoreMode = Literal["redacted", "hash", "raw"]
 
+
 def make_text_record(
-    original: str, # the text as the client sent it (or the model produced it)
-    redacted: str | None, # the text after guardrail redaction; None if nothing was redacted
-    mode: StoreMode, # `[audit] store_prompts`
-    fernet: Any = None, # a `Fernet`/`MultiFernet`, required in `raw` mode
+    original: str,  # the text as the client sent it (or the model produced it)
+    redacted: str | None,  # the text after guardrail redaction; None if nothing was redacted
+    mode: StoreMode,  # `[audit] store_prompts`
+    fernet: Any = None,  # a `Fernet`/`MultiFernet`, required in `raw` mode
 ) -> TextRecord:
     """The audit form of a text per `mode`: redacted text, hash and length only, or encrypted original."""
     stored = original if redacted is None else redacted
-    data = original.encode("utf-8", "surrogatepass") # UTF-8; a lone surrogate a client sent is kept, not an error
+    data = original.encode(
+        "utf-8", "surrogatepass"
+    )  # UTF-8; a lone surrogate a client sent is kept, not an error
     digest = hashlib.sha256(data).hexdigest()
-    if mode == "hash": return TextRecord(digest, len(original), None)
-    if mode == "redacted": return TextRecord(digest, len(original), stored)
+    if mode == "hash":
+        return TextRecord(digest, len(original), None)
+    if mode == "redacted":
+        return TextRecord(digest, len(original), stored)
     if mode == "raw":
-        if fernet is None: raise ConfigurationError("store_prompts = raw needs an encryption key; see audit_fernet")
+        if fernet is None:
+            raise ConfigurationError("store_prompts = raw needs an encryption key; see audit_fernet")
         return TextRecord(digest, len(original), stored, fernet.encrypt(data).decode("ascii"))
     raise ConfigurationError(f"[audit] store_prompts = {mode!r}; use redacted, hash or raw")
 
+
 # %% ../../nbs/serving/02_auditlog.ipynb #5e2544b4
-_KEY_HINT = "generate one: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+_KEY_HINT = (
+    "generate one: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+)
+
 
 def audit_fernet(
-    settings: Settings, # `[audit]` names the key variable and the mode
-    environ: Mapping[str, str] | None = None, # default `os.environ`
-    required: bool | None = None, # default: only in `raw` mode
+    settings: Settings,  # `[audit]` names the key variable and the mode
+    environ: Mapping[str, str] | None = None,  # default `os.environ`
+    required: bool | None = None,  # default: only in `raw` mode
 ) -> Any:
     """The Fernet (or MultiFernet) of the audit key, None if no key and none is required."""
     from cryptography.fernet import Fernet, MultiFernet
+
     a, environ = settings.audit, os.environ if environ is None else environ
     required = a.store_prompts == "raw" if required is None else required
     value = environ.get(a.encryption_key_env, "").strip()
     if not value:
-        if not required: return None
+        if not required:
+            return None
         why = "[audit] store_prompts = raw" if a.store_prompts == "raw" else "decrypting"
-        raise ConfigurationError(f"{why} needs a Fernet key in {a.encryption_key_env}, which is not set; {_KEY_HINT}")
-    try: keys = [Fernet(k.strip()) for k in value.split(",") if k.strip()]
+        raise ConfigurationError(
+            f"{why} needs a Fernet key in {a.encryption_key_env}, which is not set; {_KEY_HINT}"
+        )
+    try:
+        keys = [Fernet(k.strip()) for k in value.split(",") if k.strip()]
     except (ValueError, TypeError):
-        raise ConfigurationError(f"{a.encryption_key_env} is not a Fernet key (32 url-safe base64-encoded bytes); {_KEY_HINT}") from None
+        raise ConfigurationError(
+            f"{a.encryption_key_env} is not a Fernet key (32 url-safe base64-encoded bytes); {_KEY_HINT}"
+        ) from None
     return keys[0] if len(keys) == 1 else MultiFernet(keys)
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #a64f1fb8
 _FILE_RE = re.compile(r"audit-(\d{8}T\d{6}Z)-(\d{6,})\.jsonl")
 
+
 def audit_files(dir: str | os.PathLike) -> list[Path]:
     """The audit files of `dir`, oldest first (name order)."""
     d = Path(dir)
-    return sorted((d / n for n in os.listdir(d) if _FILE_RE.fullmatch(n)), key=lambda p: p.name) if d.is_dir() else []
+    return (
+        sorted((d / n for n in os.listdir(d) if _FILE_RE.fullmatch(n)), key=lambda p: p.name)
+        if d.is_dir()
+        else []
+    )
+
 
 def next_file_name(newest: str | None, now: dt.datetime | None = None) -> str:
     """The name of the file to start after `newest` (None for the first file)."""
-    stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
     m = _FILE_RE.fullmatch(newest) if newest else None
-    if not m: return f"audit-{stamp}-000001.jsonl"
+    if not m:
+        return f"audit-{stamp}-000001.jsonl"
     return f"audit-{max(stamp, m.group(1))}-{int(m.group(2)) + 1:06d}.jsonl"
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #64b74bbe
 _log = logging.getLogger("llmops_kit.serving.auditlog")
+
 
 def _last_line(fd: int, size: int, chunk: int = 65536) -> tuple[bytes, int]:
     """The last complete line of an open file and the size up to its end (dropping a torn tail)."""
@@ -135,18 +190,23 @@ def _last_line(fd: int, size: int, chunk: int = 65536) -> tuple[bytes, int]:
         start = max(0, pos - chunk)
         buf = os.pread(fd, pos - start, start) + buf
         pos = start
-        if end == size and b"\n" in buf: end = pos + buf.rindex(b"\n") + 1 # keep up to the last newline
+        if end == size and b"\n" in buf:
+            end = pos + buf.rindex(b"\n") + 1  # keep up to the last newline
         if end < size or buf.endswith(b"\n"):
             body = buf[: end - pos - 1] if end > pos else b""
-            if b"\n" in body or pos == 0: return body[body.rfind(b"\n") + 1:], end
+            if b"\n" in body or pos == 0:
+                return body[body.rfind(b"\n") + 1 :], end
     return b"", 0
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #8c00fb33
 @dataclass(frozen=True)
 class ChainKeys:
     """The HMAC keys of the audit chain by id, as read from the key file; the last one signs new records."""
-    path: Path # the key file
-    keys: dict[str, bytes] = field(repr=False) # key id -> 32-byte key, in file order (never shown)
+
+    path: Path  # the key file
+    keys: dict[str, bytes] = field(repr=False)  # key id -> 32-byte key, in file order (never shown)
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #1dbc393c
 @patch(as_prop=True)
@@ -155,15 +215,22 @@ def current(self: ChainKeys) -> tuple[str, bytes]:
     kid = next(reversed(self.keys))
     return kid, self.keys[kid]
 
+
 # %% ../../nbs/serving/02_auditlog.ipynb #532ff5f8
 _KEY_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
+
 def _new_chain_key() -> tuple[str, bytes]:
     """A fresh key: its id and its line for the key file."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     kid = f"k{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    entry = {"id": kid, "key": base64.b64encode(secrets.token_bytes(32)).decode("ascii"), "created": now.isoformat(timespec="seconds")}
+    entry = {
+        "id": kid,
+        "key": base64.b64encode(secrets.token_bytes(32)).decode("ascii"),
+        "created": now.isoformat(timespec="seconds"),
+    }
     return kid, (json.dumps(entry) + "\n").encode("ascii")
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #23a5c0e7
 def _create_key_file(path: Path, line: bytes) -> bool:
@@ -171,91 +238,152 @@ def _create_key_file(path: Path, line: bytes) -> bool:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
-        fh.write(line); fh.flush(); os.fsync(fh.fileno())
-    try: os.link(tmp, path); return True # all at once, and only if no other process made it first
-    except FileExistsError: return False
-    finally: tmp.unlink()
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        os.link(tmp, path)
+        return True  # all at once, and only if no other process made it first
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #2521ac18
-def add_chain_key(path: str | os.PathLike, # the key file (`[audit] chain_keys`)
-                 ) -> str:
+def add_chain_key(
+    path: str | os.PathLike,  # the key file (`[audit] chain_keys`)
+) -> str:
     """Append a fresh key to the key file (created if absent); its id, which signs the records written from now on."""
     p = Path(path)
     kid, line = _new_chain_key()
-    if not p.exists() and _create_key_file(p, line): return kid
+    if not p.exists() and _create_key_file(p, line):
+        return kid
     fd = os.open(p, os.O_WRONLY | os.O_APPEND)
-    try: os.write(fd, line); os.fsync(fd) # one short line: one write
-    finally: os.close(fd)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)  # one short line: one write
+    finally:
+        os.close(fd)
     return kid
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #0febeb30
 @patch(cls_method=True)
-def load(cls: ChainKeys,
-         path: str | os.PathLike, # the key file (`[audit] chain_keys`)
-         create: bool = False, # make it with one fresh key if absent (the writer does; verification does not)
-        ) -> ChainKeys:
+def load(
+    cls: ChainKeys,
+    path: str | os.PathLike,  # the key file (`[audit] chain_keys`)
+    create: bool = False,  # make it with one fresh key if absent (the writer does; verification does not)
+) -> ChainKeys:
     """Read and check the key file: private to its owner, one well-formed key per line."""
     p = Path(path)
-    if create and not p.exists(): _create_key_file(p, _new_chain_key()[1])
-    try: mode, text = p.stat().st_mode & 0o777, p.read_text(encoding="utf-8", errors="replace")
+    if create and not p.exists():
+        _create_key_file(p, _new_chain_key()[1])
+    try:
+        mode, text = p.stat().st_mode & 0o777, p.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        raise ConfigurationError(f"{p}: no audit chain key file (the audit writer makes it on first use; or run `llmops audit rotate-key`)") from None
-    if mode & 0o077: raise ConfigurationError(f"{p}: the audit chain key file is open to group or others (mode {mode:04o}); run chmod 600 {p}")
+        raise ConfigurationError(
+            f"{p}: no audit chain key file (the audit writer makes it on first use; or run `llmops audit rotate-key`)"
+        ) from None
+    if mode & 0o077:
+        raise ConfigurationError(
+            f"{p}: the audit chain key file is open to group or others (mode {mode:04o}); run chmod 600 {p}"
+        )
     keys: dict[str, bytes] = {}
     for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip(): continue
-        try: entry = json.loads(line)
-        except ValueError: entry = None
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
         kid = entry.get("id") if isinstance(entry, dict) else None
-        try: key = base64.b64decode(entry["key"], validate=True) if isinstance(kid, str) else b""
-        except (KeyError, TypeError, ValueError): key = b""
+        try:
+            key = base64.b64decode(entry["key"], validate=True) if isinstance(kid, str) else b""
+        except (KeyError, TypeError, ValueError):
+            key = b""
         if not isinstance(kid, str) or not _KEY_ID_RE.fullmatch(kid) or len(key) != 32 or kid in keys:
             why = "a key id that appears twice" if kid in keys else "not a key"
-            raise ConfigurationError(f'{p} line {n}: {why}; each line must be {{"id": "<letters, digits, . _ ->", '
-                                     f'"key": "<32 bytes in base64>", "created": "..."}}')
+            raise ConfigurationError(
+                f'{p} line {n}: {why}; each line must be {{"id": "<letters, digits, . _ ->", '
+                f'"key": "<32 bytes in base64>", "created": "..."}}'
+            )
         keys[kid] = key
-    if not keys: raise ConfigurationError(f"{p}: holds no key; run `llmops audit rotate-key` to add one")
+    if not keys:
+        raise ConfigurationError(f"{p}: holds no key; run `llmops audit rotate-key` to add one")
     return cls(p, keys)
 
+
 # %% ../../nbs/serving/02_auditlog.ipynb #bfc3774a
-def checkpoint_mac(body: Mapping[str, Any], # a checkpoint; its `mac` field is left out
-                   key: bytes, # the chain key its `key_id` names
-                  ) -> str:
+def checkpoint_mac(
+    body: Mapping[str, Any],  # a checkpoint; its `mac` field is left out
+    key: bytes,  # the chain key its `key_id` names
+) -> str:
     """The HMAC-SHA256 (hex) of a checkpoint's canonical JSON without `mac`."""
-    return hmac.new(key, canonical_json({k: v for k, v in body.items() if k != "mac"}).encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.new(
+        key, canonical_json({k: v for k, v in body.items() if k != "mac"}).encode("utf-8"), hashlib.sha256
+    ).hexdigest()
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #73164b7a
 _STOP, _FLUSH = object(), object()
 
+
 class AuditWriter:
     """Append records to rotated JSONL files in one keyed hash chain, from a background thread."""
-    def __init__(self, dir: str | os.PathLike, *, fsync: Literal["always", "interval", "never"] = "interval",
-                 fsync_interval_s: float = 1.0, rotate_bytes: int = 64 * 1024 * 1024, queue_size: int = 10_000,
-                 store_prompts: StoreMode = "redacted", fernet: Any = None, max_batch: int = 512,
-                 inline: bool | None = None, chain_keys: ChainKeys | None = None,
-                 checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 1000):
-        if fsync not in ("always", "interval", "never"): raise ConfigurationError(f"[audit] fsync = {fsync!r}; use always, interval or never")
-        if checkpoint_dir is not None and chain_keys is None: raise ConfigurationError("audit checkpoints are signed: give the writer chain_keys too")
-        if store_prompts == "raw" and fernet is None: raise ConfigurationError(f"[audit] store_prompts = raw needs a Fernet key; {_KEY_HINT}")
+
+    def __init__(
+        self,
+        dir: str | os.PathLike,
+        *,
+        fsync: Literal["always", "interval", "never"] = "interval",
+        fsync_interval_s: float = 1.0,
+        rotate_bytes: int = 64 * 1024 * 1024,
+        queue_size: int = 10_000,
+        store_prompts: StoreMode = "redacted",
+        fernet: Any = None,
+        max_batch: int = 512,
+        inline: bool | None = None,
+        chain_keys: ChainKeys | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 1000,
+    ):
+        if fsync not in ("always", "interval", "never"):
+            raise ConfigurationError(f"[audit] fsync = {fsync!r}; use always, interval or never")
+        if checkpoint_dir is not None and chain_keys is None:
+            raise ConfigurationError("audit checkpoints are signed: give the writer chain_keys too")
+        if store_prompts == "raw" and fernet is None:
+            raise ConfigurationError(f"[audit] store_prompts = raw needs a Fernet key; {_KEY_HINT}")
         self.dir, self.fsync, self.fsync_interval_s = Path(dir), fsync, float(fsync_interval_s)
-        self.rotate_bytes, self.store_prompts, self.fernet, self.max_batch = int(rotate_bytes), store_prompts, fernet, max_batch
+        self.rotate_bytes, self.store_prompts, self.fernet, self.max_batch = (
+            int(rotate_bytes),
+            store_prompts,
+            fernet,
+            max_batch,
+        )
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self.dir / ".audit.lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._fd: int | None = None
         self._name: str | None = None
-        self.keys = chain_keys # None: the plain sha256 chain of older logs (tests; the server always has keys)
+        self.keys = (
+            chain_keys  # None: the plain sha256 chain of older logs (tests; the server always has keys)
+        )
         self._size, self._prev, self._prev_keyed, self._tail_known = 0, None, False, False
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.checkpoint_every, self.checkpoints = int(checkpoint_every), 0
-        self._lines, self._counted = 0, 0 # records in the current file, counted up to byte `_counted`
-        self._since_checkpoint, self._mark = 0, None # this writer's records since its last checkpoint; its last record
+        self._lines, self._counted = 0, 0  # records in the current file, counted up to byte `_counted`
+        self._since_checkpoint, self._mark = (
+            0,
+            None,
+        )  # this writer's records since its last checkpoint; its last record
         self._dirty, self._last_fsync = False, time.monotonic()
         self.written, self.errors = 0, 0
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._closed, self._io = False, threading.Lock() # _io: one batch at a time in this process
-        self._turn: tuple | None = None # (loop, records, futures) written at the end of this event-loop turn
+        self._closed, self._io = False, threading.Lock()  # _io: one batch at a time in this process
+        self._turn: tuple | None = None  # (loop, records, futures) written at the end of this event-loop turn
         self.inline = fsync != "always" if inline is None else inline
-        with self._locked(): self._sync_tail() # fail fast on an unreadable chain
+        with self._locked():
+            self._sync_tail()  # fail fast on an unreadable chain
         self._thread = threading.Thread(target=self._run, name="llmops-audit-writer", daemon=True)
         self._thread.start()
         _live_writers.add(self)
@@ -263,22 +391,34 @@ class AuditWriter:
     def __repr__(self) -> str:
         return f"AuditWriter({str(self.dir)!r}, fsync={self.fsync!r}, written={self.written}, file={self._name!r})"
 
+
 _live_writers: weakref.WeakSet = weakref.WeakSet()
 atexit.register(lambda: [w.close() for w in list(_live_writers)])
 
+
 # %% ../../nbs/serving/02_auditlog.ipynb #26209266
 @patch(cls_method=True)
-def from_settings(cls: AuditWriter,
-                  settings: Settings, # `[audit]`: folder, fsync policy, rotation, queue, text mode and chain keys
-                  environ: Mapping[str, str] | None = None, # where to find the raw-mode key (default `os.environ`)
-                 ) -> AuditWriter:
+def from_settings(
+    cls: AuditWriter,
+    settings: Settings,  # `[audit]`: folder, fsync policy, rotation, queue, text mode and chain keys
+    environ: Mapping[str, str] | None = None,  # where to find the raw-mode key (default `os.environ`)
+) -> AuditWriter:
     """The writer of `[audit]`, signing with the chain keys (made on first use) and checkpointing into `checkpoint_dir`."""
     a = settings.audit
     fernet = audit_fernet(settings, environ)
-    return cls(settings.path(a.dir), fsync=a.fsync, fsync_interval_s=a.fsync_interval_s, rotate_bytes=a.rotate_bytes,
-               queue_size=a.queue_size, store_prompts=a.store_prompts, fernet=fernet,
-               chain_keys=ChainKeys.load(settings.path(a.chain_keys), create=True),
-               checkpoint_dir=settings.path(a.checkpoint_dir), checkpoint_every=a.checkpoint_every)
+    return cls(
+        settings.path(a.dir),
+        fsync=a.fsync,
+        fsync_interval_s=a.fsync_interval_s,
+        rotate_bytes=a.rotate_bytes,
+        queue_size=a.queue_size,
+        store_prompts=a.store_prompts,
+        fernet=fernet,
+        chain_keys=ChainKeys.load(settings.path(a.chain_keys), create=True),
+        checkpoint_dir=settings.path(a.checkpoint_dir),
+        checkpoint_every=a.checkpoint_every,
+    )
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #98a5832a
 @patch
@@ -286,8 +426,11 @@ def from_settings(cls: AuditWriter,
 def _locked(self: AuditWriter):
     """Hold the folder's exclusive `flock` (on `DIR/.audit.lock`)."""
     fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-    try: yield
-    finally: fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #c09dba38
 @patch
@@ -296,6 +439,7 @@ def _head(self: AuditWriter) -> str | None:
     name = os.pread(self._lock_fd, 256, 0).strip().decode("ascii", "replace")
     return name if _FILE_RE.fullmatch(name) else None
 
+
 # %% ../../nbs/serving/02_auditlog.ipynb #eda65ec0
 @patch
 def _set_head(self: AuditWriter, name: str) -> None:
@@ -303,129 +447,184 @@ def _set_head(self: AuditWriter, name: str) -> None:
     os.ftruncate(self._lock_fd, 0)
     os.pwrite(self._lock_fd, name.encode("ascii") + b"\n", 0)
 
+
 # %% ../../nbs/serving/02_auditlog.ipynb #60862980
 def _fsync_dir(path: Path) -> None:
     """fsync a folder (its list of names)."""
     fd = os.open(path, os.O_RDONLY)
-    try: os.fsync(fd)
-    finally: os.close(fd)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #a48f764b
 @patch
-def _open(self: AuditWriter,
-          name: str, # an audit file name in the folder
-          create: bool = False, # start a new file (it must not exist)
-         ) -> None:
+def _open(
+    self: AuditWriter,
+    name: str,  # an audit file name in the folder
+    create: bool = False,  # start a new file (it must not exist)
+) -> None:
     """Make `name` the current file (append mode)."""
-    if self._fd is not None: os.close(self._fd)
+    if self._fd is not None:
+        os.close(self._fd)
     flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
     self._fd, self._name = os.open(self.dir / name, flags, 0o600), name
-    self._size, self._lines, self._counted = os.fstat(self._fd).st_size, 0, 0 # lines are counted when needed
-    if create: self._set_head(name) # before any record goes in, so other processes follow
-    if create and self.fsync == "always": _fsync_dir(self.dir)
+    self._size, self._lines, self._counted = os.fstat(self._fd).st_size, 0, 0  # lines are counted when needed
+    if create:
+        self._set_head(name)  # before any record goes in, so other processes follow
+    if create and self.fsync == "always":
+        _fsync_dir(self.dir)
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #3553a022
 @patch
 def _sync_tail(self: AuditWriter) -> None:
     """Under the lock: point at the newest file and learn the last hash, unless nothing changed since our write."""
-    if (self._tail_known and self._fd is not None and os.pread(self._lock_fd, 256, 0) == (self._name + "\n").encode()
-            and os.fstat(self._fd).st_size == self._size): return # nobody wrote since: no listing, no reading
+    if (
+        self._tail_known
+        and self._fd is not None
+        and os.pread(self._lock_fd, 256, 0) == (self._name + "\n").encode()
+        and os.fstat(self._fd).st_size == self._size
+    ):
+        return  # nobody wrote since: no listing, no reading
     files = audit_files(self.dir)
     newest = files[-1].name if files else None
     self._prev = None
     if newest is None:
         self._open(next_file_name(None), create=True)
     else:
-        if newest != self._name or self._fd is None: self._open(newest)
+        if newest != self._name or self._fd is None:
+            self._open(newest)
         for path in reversed(files):
             fd = os.open(path, os.O_RDWR)
             try:
                 size = os.fstat(fd).st_size
                 line, end = _last_line(fd, size)
                 if end < size:
-                    _log.warning("audit file %s ends with %d bytes of a cut-off record; removing them", path.name, size - end)
+                    _log.warning(
+                        "audit file %s ends with %d bytes of a cut-off record; removing them",
+                        path.name,
+                        size - end,
+                    )
                     os.ftruncate(fd, end)
-            finally: os.close(fd)
+            finally:
+                os.close(fd)
             if line:
-                try: last = json.loads(line); self._prev, self._prev_keyed = last["hash"], "key_id" in last
+                try:
+                    last = json.loads(line)
+                    self._prev, self._prev_keyed = last["hash"], "key_id" in last
                 except (ValueError, KeyError, TypeError):
-                    raise LlmopsError(f"{path}: the last record is damaged, so the chain cannot be continued; run "
-                                      f"`llmops audit verify {self.dir}` and move the damaged file aside") from None
+                    raise LlmopsError(
+                        f"{path}: the last record is damaged, so the chain cannot be continued; run "
+                        f"`llmops audit verify {self.dir}` and move the damaged file aside"
+                    ) from None
                 if self._prev_keyed and self.keys is None:
-                    raise ConfigurationError(f"{path}: this audit chain is keyed (its last record names key {last['key_id']!r}); "
-                                             "write it with AuditWriter.from_settings, or pass chain_keys=ChainKeys.load(...)")
+                    raise ConfigurationError(
+                        f"{path}: this audit chain is keyed (its last record names key {last['key_id']!r}); "
+                        "write it with AuditWriter.from_settings, or pass chain_keys=ChainKeys.load(...)"
+                    )
                 break
         self._size = os.fstat(self._fd).st_size
-        if self._head() != newest: self._set_head(newest)
-        if self.checkpoint_dir is not None: self._count_lines()
+        if self._head() != newest:
+            self._set_head(newest)
+        if self.checkpoint_dir is not None:
+            self._count_lines()
     self._tail_known = True
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #c680534e
 @patch
 def _count_lines(self: AuditWriter) -> None:
     """Bring `_lines` (the records in the current file) up to its size, reading only what was added since the last count."""
-    if self._size < self._counted: self._lines, self._counted = 0, 0
-    if self._size == self._counted: return
+    if self._size < self._counted:
+        self._lines, self._counted = 0, 0
+    if self._size == self._counted:
+        return
     fd = os.open(self.dir / self._name, os.O_RDONLY)
     try:
         while self._counted < self._size:
             chunk = os.pread(fd, min(1 << 20, self._size - self._counted), self._counted)
-            if not chunk: break
+            if not chunk:
+                break
             self._lines, self._counted = self._lines + chunk.count(b"\n"), self._counted + len(chunk)
-    finally: os.close(fd)
+    finally:
+        os.close(fd)
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #5f8b0535
 def _as_dict(record: InferenceRecord | Mapping[str, Any]) -> dict[str, Any]:
     """A shallow dict of a record (nested text records become dicts); JSON walks the rest."""
-    if not isinstance(record, InferenceRecord): return dict(record)
+    if not isinstance(record, InferenceRecord):
+        return dict(record)
     data = dict(record.__dict__)
     for k in ("input", "output"):
-        if isinstance(data[k], TextRecord): data[k] = dict(data[k].__dict__)
+        if isinstance(data[k], TextRecord):
+            data[k] = dict(data[k].__dict__)
     return data
+
 
 def _write_all(fd: int, data: bytes) -> None:
     """`os.write` until all of `data` is written."""
     view = memoryview(data)
-    while view: view = view[os.write(fd, view):]
+    while view:
+        view = view[os.write(fd, view) :]
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #f244465f
 @patch
-def _checkpoint(self: AuditWriter,
-                mark: tuple[str, int, str | None, str], # (file, line, request id, hash) of a record this writer wrote
-               ) -> Path:
+def _checkpoint(
+    self: AuditWriter,
+    mark: tuple[str, int, str | None, str],  # (file, line, request id, hash) of a record this writer wrote
+) -> Path:
     """fsync the log (unless `never`), then write a signed checkpoint of `mark` into `checkpoint_dir`."""
     file, n, request_id, digest = mark
-    if self.fsync != "never" and self._fd is not None: os.fsync(self._fd)
+    if self.fsync != "never" and self._fd is not None:
+        os.fsync(self._fd)
     kid, key = self.keys.current
-    body = {"file": file, "records": n, "last_request_id": request_id, "last_hash": digest,
-            "ts": dt.datetime.now(dt.timezone.utc).isoformat(), "key_id": kid}
+    body = {
+        "file": file,
+        "records": n,
+        "last_request_id": request_id,
+        "last_hash": digest,
+        "ts": dt.datetime.now(dt.UTC).isoformat(),
+        "key_id": kid,
+    }
     body["mac"] = checkpoint_mac(body, key)
     self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    path = self.checkpoint_dir / f"{file.removesuffix('.jsonl')}-{n:09d}-{digest[:16]}.json" # never replaces another's
+    path = (
+        self.checkpoint_dir / f"{file.removesuffix('.jsonl')}-{n:09d}-{digest[:16]}.json"
+    )  # never replaces another's
     tmp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     with open(tmp_path, "w", encoding="ascii") as fh:
         fh.write(canonical_json(body) + "\n")
-        if self.fsync != "never": fh.flush(); os.fsync(fh.fileno())
+        if self.fsync != "never":
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp_path, path)
-    if self.fsync == "always": _fsync_dir(self.checkpoint_dir)
+    if self.fsync == "always":
+        _fsync_dir(self.checkpoint_dir)
     self.checkpoints += 1
     return path
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #ac74e8dc
 @patch
 def _write_checkpoint(self: AuditWriter, mark: tuple) -> None:
     """`_checkpoint`, logging (not raising) a failure: the records it vouches for are written already."""
-    try: self._checkpoint(mark)
+    try:
+        self._checkpoint(mark)
     except OSError as e:
         self.errors += 1
         _log.error("audit checkpoint not written into %s: %s", self.checkpoint_dir, e)
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #e32de9a3
 @patch
 def _append(self: AuditWriter, records: list) -> list[str]:
     """Chain (keyed if the writer has keys), serialise and append `records` under the lock, checkpointing when due; their hashes, or `LlmopsError` if the write failed."""
     done: list[str] = []
-    marks: list[tuple] = [] # records due a checkpoint
+    marks: list[tuple] = []  # records due a checkpoint
     lock = self._lock_fd
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -434,48 +633,83 @@ def _append(self: AuditWriter, records: list) -> list[str]:
             buf: list[bytes] = []
             pending = 0
             for record in records:
-                if record is _FLUSH: done.append(self._prev or ""); continue
+                if record is _FLUSH:
+                    done.append(self._prev or "")
+                    continue
                 data = _as_dict(record)
                 data.pop("hash", None)
                 data["prev_hash"] = self._prev
-                if self.keys is None: data.pop("key_id", None); digest_of = hashlib.sha256
-                else: data["key_id"], key = self.keys.current; digest_of = lambda b, key=key: hmac.new(key, b, hashlib.sha256)
+                if self.keys is None:
+                    data.pop("key_id", None)
+                    digest_of = hashlib.sha256
+                else:
+                    data["key_id"], key = self.keys.current
+                    digest_of = lambda b, key=key: hmac.new(key, b, hashlib.sha256)
                 body = canonical_json(data).encode("utf-8")
                 digest = digest_of(body).hexdigest()
-                line = body[:-1] + b',"hash":"' + digest.encode("ascii") + b'"}\n' # the hash is appended last
+                line = (
+                    body[:-1] + b',"hash":"' + digest.encode("ascii") + b'"}\n'
+                )  # the hash is appended last
                 if self._size + pending > 0 and self._size + pending + len(line) > self.rotate_bytes:
-                    if buf: _write_all(self._fd, b"".join(buf)); self._size += pending
-                    if self.fsync != "never": os.fsync(self._fd)
+                    if buf:
+                        _write_all(self._fd, b"".join(buf))
+                        self._size += pending
+                    if self.fsync != "never":
+                        os.fsync(self._fd)
                     buf, pending = [], 0
                     self._open(next_file_name(self._name), create=True)
-                buf.append(line); pending += len(line)
+                buf.append(line)
+                pending += len(line)
                 self._prev, self._lines = digest, self._lines + 1
                 if self.checkpoint_dir is not None:
-                    self._mark, self._since_checkpoint = (self._name, self._lines, data.get("request_id"), digest), self._since_checkpoint + 1
-                    if self._since_checkpoint >= self.checkpoint_every: marks.append(self._mark); self._since_checkpoint = 0
+                    self._mark, self._since_checkpoint = (
+                        (self._name, self._lines, data.get("request_id"), digest),
+                        self._since_checkpoint + 1,
+                    )
+                    if self._since_checkpoint >= self.checkpoint_every:
+                        marks.append(self._mark)
+                        self._since_checkpoint = 0
                 done.append(digest)
-            if buf: _write_all(self._fd, b"".join(buf)); self._size += pending; self._dirty = self.fsync != "never"
+            if buf:
+                _write_all(self._fd, b"".join(buf))
+                self._size += pending
+                self._dirty = self.fsync != "never"
             self._counted = self._size
-            if self.fsync == "always" and self._dirty: os.fsync(self._fd); self._dirty = False; self._last_fsync = time.monotonic()
-        finally: fcntl.flock(lock, fcntl.LOCK_UN)
+            if self.fsync == "always" and self._dirty:
+                os.fsync(self._fd)
+                self._dirty = False
+                self._last_fsync = time.monotonic()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     except BaseException as e:
-        self._tail_known, self.errors, self._lines, self._counted = False, self.errors + 1, 0, 0 # re-read it all
+        self._tail_known, self.errors, self._lines, self._counted = (
+            False,
+            self.errors + 1,
+            0,
+            0,
+        )  # re-read it all
         _log.error("audit write failed: %s", e)
         raise LlmopsError(f"audit record not written: {e}") from None
     self.written += sum(r is not _FLUSH for r in records)
-    for mark in marks: self._write_checkpoint(mark)
+    for mark in marks:
+        self._write_checkpoint(mark)
     return done
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #3ab7afc6
 @patch
 def _write_batch(self: AuditWriter, batch: list) -> None:
     """Append a batch of (record, future) pairs; resolve the futures with the hashes (or the error)."""
-    try: hashes = self._append([r for r, _ in batch])
+    try:
+        hashes = self._append([r for r, _ in batch])
     except LlmopsError as e:
         for _, fut in batch:
-            if not fut.done(): fut.set_exception(e)
+            if not fut.done():
+                fut.set_exception(e)
         return
-    for (_, fut), digest in zip(batch, hashes): fut.set_result(digest)
+    for (_, fut), digest in zip(batch, hashes):
+        fut.set_result(digest)
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #4fce0318
 @patch
@@ -485,14 +719,19 @@ def _maybe_fsync(self: AuditWriter, force: bool = False) -> None:
     The fsync runs on a duplicate of the file descriptor *outside* the writer's lock, so writes (and the
     request path's fast path) go on while the disk catches up."""
     with self._io:
-        if not self._dirty or self._fd is None or self.fsync == "never": return
-        if not force and time.monotonic() - self._last_fsync < self.fsync_interval_s: return
+        if not self._dirty or self._fd is None or self.fsync == "never":
+            return
+        if not force and time.monotonic() - self._last_fsync < self.fsync_interval_s:
+            return
         fd, self._dirty, self._last_fsync = os.dup(self._fd), False, time.monotonic()
-    try: os.fsync(fd)
+    try:
+        os.fsync(fd)
     except OSError as e:
         _log.error("audit fsync failed: %s", e)
         self._dirty = True
-    finally: os.close(fd)
+    finally:
+        os.close(fd)
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #ecae8ef0
 @patch
@@ -500,310 +739,497 @@ def _run(self: AuditWriter) -> None:
     """The writer thread: drain the queue in batches until stopped."""
     q, stop = self._queue, False
     while not stop:
-        try: first = q.get(timeout=self.fsync_interval_s if self.fsync == "interval" else None)
+        try:
+            first = q.get(timeout=self.fsync_interval_s if self.fsync == "interval" else None)
         except queue.Empty:
             self._maybe_fsync()
             continue
         batch = [first]
         while len(batch) < self.max_batch:
-            try: batch.append(q.get_nowait())
-            except queue.Empty: break
+            try:
+                batch.append(q.get_nowait())
+            except queue.Empty:
+                break
         if any(r is _STOP for r, _ in batch):
             stop, batch = True, [(r, f) for r, f in batch if r is not _STOP]
-            while True: # whatever was queued before close() still gets written
-                try: batch.append(q.get_nowait())
-                except queue.Empty: break
+            while True:  # whatever was queued before close() still gets written
+                try:
+                    batch.append(q.get_nowait())
+                except queue.Empty:
+                    break
             batch = [(r, f) for r, f in batch if r is not _STOP]
         if batch:
-            with self._io: self._write_batch(batch)
+            with self._io:
+                self._write_batch(batch)
         self._maybe_fsync()
     self._maybe_fsync(force=True)
 
+
 # %% ../../nbs/serving/02_auditlog.ipynb #3a35cf5f
 @patch
-def submit(self: AuditWriter,
-           record: InferenceRecord | Mapping[str, Any], # one request's record; the writer owns it from now on
-          ) -> concurrent.futures.Future:
+def submit(
+    self: AuditWriter,
+    record: InferenceRecord | Mapping[str, Any],  # one request's record; the writer owns it from now on
+) -> concurrent.futures.Future:
     """Queue one record (waiting if the queue is full); the future resolves to its hash once written."""
-    if self._closed: raise LlmopsError("the audit writer is closed; records can no longer be written")
-    if not self._thread.is_alive(): raise LlmopsError("the audit writer thread has stopped; restart the server")
+    if self._closed:
+        raise LlmopsError("the audit writer is closed; records can no longer be written")
+    if not self._thread.is_alive():
+        raise LlmopsError("the audit writer thread has stopped; restart the server")
     fut: concurrent.futures.Future = concurrent.futures.Future()
     self._queue.put((record, fut))
     return fut
 
+
 # %% ../../nbs/serving/02_auditlog.ipynb #2fd0e197
 @patch
-async def write(self: AuditWriter,
-                record: InferenceRecord | Mapping[str, Any], # one request's record; the writer owns it from now on
-               ) -> str:
+async def write(
+    self: AuditWriter,
+    record: InferenceRecord | Mapping[str, Any],  # one request's record; the writer owns it from now on
+) -> str:
     """Write one record and return its hash once written, without blocking the event loop for long."""
-    if self._closed: raise LlmopsError("the audit writer is closed; records can no longer be written")
+    if self._closed:
+        raise LlmopsError("the audit writer is closed; records can no longer be written")
     loop = asyncio.get_running_loop()
-    if self.inline: # appended with the other records of this loop turn, in this thread
+    if self.inline:  # appended with the other records of this loop turn, in this thread
         turn = self._turn
         if turn is None or turn[0] is not loop:
             turn = self._turn = (loop, [], [])
             loop.call_soon(self._write_turn, turn)
         fut = loop.create_future()
-        turn[1].append(record); turn[2].append(fut)
+        turn[1].append(record)
+        turn[2].append(fut)
         return await fut
     cfut: concurrent.futures.Future = concurrent.futures.Future()
-    try: self._queue.put_nowait((record, cfut))
-    except queue.Full: await loop.run_in_executor(None, self._queue.put, (record, cfut))
+    try:
+        self._queue.put_nowait((record, cfut))
+    except queue.Full:
+        await loop.run_in_executor(None, self._queue.put, (record, cfut))
     return await asyncio.wrap_future(cfut)
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #b3ea05ab
 @patch
 def _write_turn(self: AuditWriter, turn: tuple) -> None:
     """Append the records of one loop turn together, or hand them to the writer thread if it is busy."""
-    if self._turn is turn: self._turn = None
+    if self._turn is turn:
+        self._turn = None
     loop, records, futs = turn
     if self._queue.empty() and self._io.acquire(blocking=False):
         error = None
-        try: hashes = self._append(records)
-        except LlmopsError as e: error = e
-        finally: self._io.release()
+        try:
+            hashes = self._append(records)
+        except LlmopsError as e:
+            error = e
+        finally:
+            self._io.release()
         for i, fut in enumerate(futs):
-            if not fut.done(): fut.set_exception(error) if error else fut.set_result(hashes[i])
+            if not fut.done():
+                fut.set_exception(error) if error else fut.set_result(hashes[i])
         return
     for record, fut in zip(records, futs):
         cfut: concurrent.futures.Future = concurrent.futures.Future()
         cfut.add_done_callback(lambda c, fut=fut: loop.call_soon_threadsafe(_settle, fut, c))
-        try: self._queue.put_nowait((record, cfut))
-        except queue.Full: threading.Thread(target=self._queue.put, args=((record, cfut),), daemon=True).start()
+        try:
+            self._queue.put_nowait((record, cfut))
+        except queue.Full:
+            threading.Thread(target=self._queue.put, args=((record, cfut),), daemon=True).start()
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #00ef2d2b
 def _settle(fut: asyncio.Future, done: concurrent.futures.Future) -> None:
     """Copy a finished thread-side future into an asyncio future (unless that was cancelled)."""
-    if fut.done(): return
-    if done.exception() is not None: fut.set_exception(done.exception())
-    else: fut.set_result(done.result())
+    if fut.done():
+        return
+    if done.exception() is not None:
+        fut.set_exception(done.exception())
+    else:
+        fut.set_result(done.result())
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #7a920afc
 @patch
-def flush(self: AuditWriter,
-          timeout: float | None = None, # seconds to wait at most (None: as long as it takes)
-          fsync: bool = False, # also fsync what was written
-         ) -> str:
+def flush(
+    self: AuditWriter,
+    timeout: float | None = None,  # seconds to wait at most (None: as long as it takes)
+    fsync: bool = False,  # also fsync what was written
+) -> str:
     """Wait until every record submitted so far is written (and fsynced if asked); return the last hash."""
     fut: concurrent.futures.Future = concurrent.futures.Future()
     self._queue.put((_FLUSH, fut))
     digest = fut.result(timeout)
-    if fsync: self._maybe_fsync(force=True)
+    if fsync:
+        self._maybe_fsync(force=True)
     return digest
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #626c39d6
 @patch
-def close(self: AuditWriter,
-          timeout: float = 30.0, # seconds to wait for the writer thread
-         ) -> None:
+def close(
+    self: AuditWriter,
+    timeout: float = 30.0,  # seconds to wait for the writer thread
+) -> None:
     """Write what is queued, fsync (unless `never`), checkpoint the last record, stop the thread and close the files."""
-    if self._closed: return
+    if self._closed:
+        return
     self._closed = True
     turn = self._turn
-    try: running = asyncio.get_running_loop()
-    except RuntimeError: running = None
-    if turn is not None and running is turn[0]: self._write_turn(turn) # this loop's last turn
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if turn is not None and running is turn[0]:
+        self._write_turn(turn)  # this loop's last turn
     self._queue.put((_STOP, None))
     self._thread.join(timeout)
-    with self._io: # never under a write in flight on another thread
-        if self._since_checkpoint and self._mark is not None: self._write_checkpoint(self._mark)
-        if self._fd is not None: os.close(self._fd); self._fd = None
+    with self._io:  # never under a write in flight on another thread
+        if self._since_checkpoint and self._mark is not None:
+            self._write_checkpoint(self._mark)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         os.close(self._lock_fd)
     _live_writers.discard(self)
 
+
 # %% ../../nbs/serving/02_auditlog.ipynb #7784816e
 @patch
-def __enter__(self: AuditWriter) -> AuditWriter: return self
+def __enter__(self: AuditWriter) -> AuditWriter:
+    return self
+
 
 @patch
-def __exit__(self: AuditWriter, *exc) -> None: self.close()
+def __exit__(self: AuditWriter, *exc) -> None:
+    self.close()
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #a5be166d
 @patch
 def healthy(self: AuditWriter) -> tuple[bool, str]:
     """Whether the writer can take records, and why not."""
-    if self._closed: return False, "the audit writer is closed"
-    if not self._thread.is_alive(): return False, "the audit writer thread has stopped"
+    if self._closed:
+        return False, "the audit writer is closed"
+    if not self._thread.is_alive():
+        return False, "the audit writer thread has stopped"
     return True, "ok"
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #41fe0af8
 @patch
-def text(self: AuditWriter,
-         original: str, # the text as sent (or produced)
-         redacted: str | None = None, # after guardrail redaction; None if nothing was redacted
-        ) -> TextRecord:
+def text(
+    self: AuditWriter,
+    original: str,  # the text as sent (or produced)
+    redacted: str | None = None,  # after guardrail redaction; None if nothing was redacted
+) -> TextRecord:
     """`make_text_record` with this writer's mode and key."""
     return make_text_record(original, redacted, self.store_prompts, self.fernet)
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #5e1ea63e
 @dataclass
 class VerifyResult:
     """What `verify_log` found: how many records verified, and the first problem if any."""
-    count: int # records verified (before the first problem)
+
+    count: int  # records verified (before the first problem)
     ok: bool
-    first_error: str | None = None # what is wrong, for people
-    file: str | None = None # the file holding the first problem
-    line: int | None = None # its 1-based line number
-    files: int = 0 # audit files seen
-    last_hash: str | None = None # hash of the last verified record: keep it to detect truncation later
-    unkeyed: int = 0 # verified records without `key_id` (plain sha256, written before keyed chains)
-    checkpoints: int | None = None # checkpoints that matched the log (None: none were given)
-    problem: str | None = None # "tampered", "truncated", "rewritten" or "bad checkpoint"
+    first_error: str | None = None  # what is wrong, for people
+    file: str | None = None  # the file holding the first problem
+    line: int | None = None  # its 1-based line number
+    files: int = 0  # audit files seen
+    last_hash: str | None = None  # hash of the last verified record: keep it to detect truncation later
+    unkeyed: int = 0  # verified records without `key_id` (plain sha256, written before keyed chains)
+    checkpoints: int | None = None  # checkpoints that matched the log (None: none were given)
+    problem: str | None = None  # "tampered", "truncated", "rewritten" or "bad checkpoint"
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #28b45664
-def checkpoint_files(path: str | os.PathLike, # a checkpoint file, or a folder of them
-                    ) -> list[Path]:
+def checkpoint_files(
+    path: str | os.PathLike,  # a checkpoint file, or a folder of them
+) -> list[Path]:
     """The checkpoint files `path` names, in name (log) order."""
     p = Path(path)
-    if p.is_file(): return [p]
-    if p.is_dir(): return sorted(q for q in p.iterdir() if q.suffix == ".json" and not q.name.startswith("."))
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        return sorted(q for q in p.iterdir() if q.suffix == ".json" and not q.name.startswith("."))
     raise InputError(f"{p}: no such checkpoint file or folder")
 
+
 # %% ../../nbs/serving/02_auditlog.ipynb #fcecd1bd
-_CHECKPOINT_FIELDS = {"file": str, "records": int, "last_request_id": (str, type(None)), "last_hash": str, "ts": str, "key_id": str, "mac": str}
+_CHECKPOINT_FIELDS = {
+    "file": str,
+    "records": int,
+    "last_request_id": (str, type(None)),
+    "last_hash": str,
+    "ts": str,
+    "key_id": str,
+    "mac": str,
+}
+
 
 def _read_checkpoint(path: Path, keys: ChainKeys | None) -> tuple[dict | None, str | None]:
     """A checkpoint and None, or None and what is wrong with it."""
-    try: body = json.loads(path.read_bytes())
-    except ValueError: return None, "not valid JSON"
-    if (not isinstance(body, dict) or set(body) != set(_CHECKPOINT_FIELDS) or isinstance(body["records"], bool)
-            or not all(isinstance(body[k], t) for k, t in _CHECKPOINT_FIELDS.items())
-            or not _FILE_RE.fullmatch(body["file"]) or body["records"] < 1):
+    try:
+        body = json.loads(path.read_bytes())
+    except ValueError:
+        return None, "not valid JSON"
+    if (
+        not isinstance(body, dict)
+        or set(body) != set(_CHECKPOINT_FIELDS)
+        or isinstance(body["records"], bool)
+        or not all(isinstance(body[k], t) for k, t in _CHECKPOINT_FIELDS.items())
+        or not _FILE_RE.fullmatch(body["file"])
+        or body["records"] < 1
+    ):
         return None, f"not a checkpoint (it needs exactly the fields {', '.join(_CHECKPOINT_FIELDS)})"
     key = None if keys is None else keys.keys.get(body["key_id"])
     if key is None:
-        return None, f"it names chain key {body['key_id']!r}, which is not in {keys.path if keys is not None else 'the key file (none was found)'}"
+        return (
+            None,
+            f"it names chain key {body['key_id']!r}, which is not in {keys.path if keys is not None else 'the key file (none was found)'}",
+        )
     if not hmac.compare_digest(checkpoint_mac(body, key), body["mac"]):
         return None, "its MAC does not match its content: it was forged or edited"
     return body, None
 
+
 # %% ../../nbs/serving/02_auditlog.ipynb #30d8ccc7
-def _check_marks(result: VerifyResult, # the chain's result
-                 marks: list[tuple[str, dict | None, str | None]], # (checkpoint name, checkpoint, problem) in log order
-                 seen: dict[tuple[str, int], str], # hash of the record at each (file, line) a checkpoint names
-                 lines: dict[str, int], # lines of each audit file
-                ) -> VerifyResult:
+def _check_marks(
+    result: VerifyResult,  # the chain's result
+    marks: list[tuple[str, dict | None, str | None]],  # (checkpoint name, checkpoint, problem) in log order
+    seen: dict[tuple[str, int], str],  # hash of the record at each (file, line) a checkpoint names
+    lines: dict[str, int],  # lines of each audit file
+) -> VerifyResult:
     """`result`, failed at the first checkpoint that is bad or that the log does not hold, else counting them."""
-    if not result.ok: return result
+    if not result.ok:
+        return result
+
     def fail(problem: str, msg: str, file: str, line: int | None) -> VerifyResult:
         return dataclasses.replace(result, ok=False, first_error=msg, file=file, line=line, problem=problem)
+
     for name, ck, why in marks:
-        if ck is None: return fail("bad checkpoint", why, name, None)
+        if ck is None:
+            return fail("bad checkpoint", why, name, None)
         file, n, vouched = ck["file"], ck["records"], f"checkpoint {name} vouches for {ck['last_request_id']}"
         if (file, n) in seen:
             if seen[file, n] != ck["last_hash"]:
-                return fail("rewritten", f"another record is here than the one {vouched} (hash {ck['last_hash'][:16]}...): the log was re-made", file, n)
+                return fail(
+                    "rewritten",
+                    f"another record is here than the one {vouched} (hash {ck['last_hash'][:16]}...): the log was re-made",
+                    file,
+                    n,
+                )
         elif file in lines:
-            return fail("truncated", f"the file ends at line {lines[file]}, before the record {vouched}: the newest records were removed", file, n)
+            return fail(
+                "truncated",
+                f"the file ends at line {lines[file]}, before the record {vouched}: the newest records were removed",
+                file,
+                n,
+            )
         else:
-            return fail("truncated", f"the file is gone, with the record {vouched}: records were removed", file, n)
+            return fail(
+                "truncated", f"the file is gone, with the record {vouched}: records were removed", file, n
+            )
         result.checkpoints += 1
     return result
 
+
 # %% ../../nbs/serving/02_auditlog.ipynb #7665df6a
-def verify_log(dir: str | os.PathLike, # the audit folder
-               keys: ChainKeys | None = None, # the chain keys; needed for records that name one
-               checkpoints: str | os.PathLike | None = None, # a checkpoint file, or a folder of them
-              ) -> VerifyResult:
+def verify_log(
+    dir: str | os.PathLike,  # the audit folder
+    keys: ChainKeys | None = None,  # the chain keys; needed for records that name one
+    checkpoints: str | os.PathLike | None = None,  # a checkpoint file, or a folder of them
+) -> VerifyResult:
     """Check the keyed hash chain of every record in the audit files of `dir`, and that it holds every checkpoint's record."""
     d = Path(dir)
-    if not d.is_dir(): raise InputError(f"{d}: no such audit folder")
-    marks = None if checkpoints is None else [(p.name, *_read_checkpoint(p, keys)) for p in checkpoint_files(checkpoints)]
+    if not d.is_dir():
+        raise InputError(f"{d}: no such audit folder")
+    marks = (
+        None
+        if checkpoints is None
+        else [(p.name, *_read_checkpoint(p, keys)) for p in checkpoint_files(checkpoints)]
+    )
     wanted = {(c["file"], c["records"]) for _, c, _ in marks or [] if c is not None}
     files, prev, count, unkeyed, keyed, seen, lines = audit_files(d), None, 0, 0, False, {}, {}
+
     def fail(path: Path, n: int, msg: str) -> VerifyResult:
         return VerifyResult(count, False, msg, path.name, n, len(files), prev, unkeyed, None, "tampered")
+
     for path in files:
         with open(path, "rb") as fh:
             for n, raw in enumerate(fh, 1):
-                if not raw.endswith(b"\n"): return fail(path, n, "the last line is cut off (a write was interrupted)")
-                try: data = json.loads(raw)
-                except ValueError: return fail(path, n, "the line is not valid JSON (edited or damaged)")
+                if not raw.endswith(b"\n"):
+                    return fail(path, n, "the last line is cut off (a write was interrupted)")
+                try:
+                    data = json.loads(raw)
+                except ValueError:
+                    return fail(path, n, "the line is not valid JSON (edited or damaged)")
                 if not isinstance(data, dict) or not isinstance(data.get("hash"), str):
                     return fail(path, n, "the line is not an audit record with a hash")
                 kid, key = data.get("key_id"), None
                 if kid is None and keyed:
-                    return fail(path, n, "a record without key_id after keyed ones: the chain was re-made from here without the key")
+                    return fail(
+                        path,
+                        n,
+                        "a record without key_id after keyed ones: the chain was re-made from here without the key",
+                    )
                 if kid is not None:
                     key = keys.keys.get(kid) if keys is not None and isinstance(kid, str) else None
-                    if key is None: return fail(path, n, f"the record names chain key {kid!r}, which is not in "
-                                                         f"{keys.path if keys is not None else 'the key file (none was found)'}")
+                    if key is None:
+                        return fail(
+                            path,
+                            n,
+                            f"the record names chain key {kid!r}, which is not in "
+                            f"{keys.path if keys is not None else 'the key file (none was found)'}",
+                        )
                 if record_hash(data, key) != data["hash"]:
-                    return fail(path, n, "the record's hash does not match its content: it was changed after it was written")
+                    return fail(
+                        path,
+                        n,
+                        "the record's hash does not match its content: it was changed after it was written",
+                    )
                 if data.get("prev_hash") != prev:
-                    if count == 0: return fail(path, n, f"the first record links to {str(data.get('prev_hash'))[:16]}..., which is not in this folder (earlier records missing)")
-                    return fail(path, n, "broken link: prev_hash is not the previous record's hash (a record was removed, inserted or reordered before this one)")
-                prev, count, keyed, unkeyed = data["hash"], count + 1, key is not None, unkeyed + (key is None)
-                if (path.name, n) in wanted: seen[path.name, n] = prev
+                    if count == 0:
+                        return fail(
+                            path,
+                            n,
+                            f"the first record links to {str(data.get('prev_hash'))[:16]}..., which is not in this folder (earlier records missing)",
+                        )
+                    return fail(
+                        path,
+                        n,
+                        "broken link: prev_hash is not the previous record's hash (a record was removed, inserted or reordered before this one)",
+                    )
+                prev, count, keyed, unkeyed = (
+                    data["hash"],
+                    count + 1,
+                    key is not None,
+                    unkeyed + (key is None),
+                )
+                if (path.name, n) in wanted:
+                    seen[path.name, n] = prev
             lines[path.name] = n if raw else 0
-    result = VerifyResult(count, True, None, None, None, len(files), prev, unkeyed, None if marks is None else 0)
+    result = VerifyResult(
+        count, True, None, None, None, len(files), prev, unkeyed, None if marks is None else 0
+    )
     return _check_marks(result, marks or [], seen, lines)
+
 
 # %% ../../nbs/serving/02_auditlog.ipynb #5005cb7c
 def _audit_dir(args: argparse.Namespace) -> tuple[Path, Settings]:
     settings = load_settings(args.config)
     d = Path(args.dir) if args.dir else settings.path(settings.audit.dir)
-    if not d.is_dir(): raise InputError(f"{d}: no such audit folder")
+    if not d.is_dir():
+        raise InputError(f"{d}: no such audit folder")
     return d, settings
+
 
 def _verify_cmd(args: argparse.Namespace) -> int:
     d, settings = _audit_dir(args)
-    key_file, default_checkpoints = settings.path(settings.audit.chain_keys), settings.path(settings.audit.checkpoint_dir)
-    checkpoints = args.checkpoint if args.checkpoint else (default_checkpoints if default_checkpoints.is_dir() else None)
+    key_file, default_checkpoints = (
+        settings.path(settings.audit.chain_keys),
+        settings.path(settings.audit.checkpoint_dir),
+    )
+    checkpoints = (
+        args.checkpoint
+        if args.checkpoint
+        else (default_checkpoints if default_checkpoints.is_dir() else None)
+    )
     r = verify_log(d, ChainKeys.load(key_file) if key_file.exists() else None, checkpoints)
     if r.ok:
-        marks = ("; no checkpoints (records removed from the end would go unnoticed)" if r.checkpoints is None
-                 else f"; {r.checkpoints} checkpoints hold")
-        print(f"ok: {r.count} records in {r.files} files, chain intact ({r.count - r.unkeyed} keyed, {r.unkeyed} unkeyed)"
-              + marks + (f"; last hash {r.last_hash}" if r.last_hash else ""))
+        marks = (
+            "; no checkpoints (records removed from the end would go unnoticed)"
+            if r.checkpoints is None
+            else f"; {r.checkpoints} checkpoints hold"
+        )
+        print(
+            f"ok: {r.count} records in {r.files} files, chain intact ({r.count - r.unkeyed} keyed, {r.unkeyed} unkeyed)"
+            + marks
+            + (f"; last hash {r.last_hash}" if r.last_hash else "")
+        )
         return 0
-    if r.problem == "tampered": print(f"TAMPERED: {r.file} line {r.line}: {r.first_error}; {r.count} records verified before it")
-    elif r.problem == "bad checkpoint": print(f"BAD CHECKPOINT: {r.file}: {r.first_error}")
-    else: print(f"{r.problem.upper()}: {r.file} line {r.line}: {r.first_error}; the chain itself verified ({r.count} records)")
+    if r.problem == "tampered":
+        print(f"TAMPERED: {r.file} line {r.line}: {r.first_error}; {r.count} records verified before it")
+    elif r.problem == "bad checkpoint":
+        print(f"BAD CHECKPOINT: {r.file}: {r.first_error}")
+    else:
+        print(
+            f"{r.problem.upper()}: {r.file} line {r.line}: {r.first_error}; the chain itself verified ({r.count} records)"
+        )
     return 1
+
 
 def _rotate_key_cmd(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     path = settings.path(settings.audit.chain_keys)
-    if path.exists(): ChainKeys.load(path) # never append to a file that is open to others or damaged
+    if path.exists():
+        ChainKeys.load(path)  # never append to a file that is open to others or damaged
     kid = add_chain_key(path)
-    print(f"new audit chain key {kid} in {path}: it signs the records written from now on (restart running servers to use it)")
+    print(
+        f"new audit chain key {kid} in {path}: it signs the records written from now on (restart running servers to use it)"
+    )
     return 0
+
 
 def _decrypt(fernet: Any, text: dict | None) -> None:
     from cryptography.fernet import InvalidToken
-    if not isinstance(text, dict) or not text.get("ciphertext"): return
-    try: text["raw_text"] = fernet.decrypt(text["ciphertext"].encode("ascii")).decode("utf-8", "surrogatepass")
+
+    if not isinstance(text, dict) or not text.get("ciphertext"):
+        return
+    try:
+        text["raw_text"] = fernet.decrypt(text["ciphertext"].encode("ascii")).decode("utf-8", "surrogatepass")
     except (InvalidToken, ValueError):
-        raise InputError("cannot decrypt a ciphertext: wrong key (or the ciphertext was changed); "
-                         "set the variable named by [audit] encryption_key_env to the key the log was written with") from None
+        raise InputError(
+            "cannot decrypt a ciphertext: wrong key (or the ciphertext was changed); "
+            "set the variable named by [audit] encryption_key_env to the key the log was written with"
+        ) from None
+
 
 def _show_cmd(args: argparse.Namespace) -> int:
     d, settings = _audit_dir(args)
     fernet = audit_fernet(settings, required=True) if args.decrypt else None
     rows: collections.deque = collections.deque(maxlen=args.last if args.last else None)
     for path in audit_files(d):
-        with open(path, encoding="utf-8") as fh: rows.extend(line for line in fh if line.strip())
+        with open(path, encoding="utf-8") as fh:
+            rows.extend(line for line in fh if line.strip())
     for line in rows:
         data = json.loads(line)
-        if fernet is not None: _decrypt(fernet, data.get("input")); _decrypt(fernet, data.get("output"))
-        try: print(json.dumps(data, ensure_ascii=False))
-        except UnicodeEncodeError: print(json.dumps(data)) # a lone surrogate: show it escaped
+        if fernet is not None:
+            _decrypt(fernet, data.get("input"))
+            _decrypt(fernet, data.get("output"))
+        try:
+            print(json.dumps(data, ensure_ascii=False))
+        except UnicodeEncodeError:
+            print(json.dumps(data))  # a lone surrogate: show it escaped
     return 0
+
 
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops audit`."""
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     v = sub.add_parser("verify", help="check the keyed hash chain; exit 1 if the log was tampered with")
     s = sub.add_parser("show", help="print records as JSON lines")
-    k = sub.add_parser("rotate-key", help="append a fresh chain key to [audit] chain_keys; it signs new records")
-    k.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
+    k = sub.add_parser(
+        "rotate-key", help="append a fresh chain key to [audit] chain_keys; it signs new records"
+    )
+    k.add_argument(
+        "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
+    )
     s.add_argument("--last", type=int, default=0, help="only the last N records")
-    s.add_argument("--decrypt", action="store_true", help="decrypt raw texts with the key from the environment")
+    s.add_argument(
+        "--decrypt", action="store_true", help="decrypt raw texts with the key from the environment"
+    )
     for p in (v, s):
         p.add_argument("dir", nargs="?", default=None, help="audit folder (default: [audit] dir)")
-        p.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
-    v.add_argument("--checkpoint", default=None, metavar="PATH_OR_DIR",
-                   help="checkpoint file or folder to check the log against (default: [audit] checkpoint_dir if it exists)")
-    v.set_defaults(handler=_verify_cmd); s.set_defaults(handler=_show_cmd); k.set_defaults(handler=_rotate_key_cmd)
+        p.add_argument(
+            "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
+        )
+    v.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="PATH_OR_DIR",
+        help="checkpoint file or folder to check the log against (default: [audit] checkpoint_dir if it exists)",
+    )
+    v.set_defaults(handler=_verify_cmd)
+    s.set_defaults(handler=_show_cmd)
+    k.set_defaults(handler=_rotate_key_cmd)

@@ -6,9 +6,28 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['SCOPES', 'API_KEY_PREFIX', 'SUPPORTED_ALGORITHMS', 'ANONYMOUS', 'Principal', 'www_authenticate', 'unauthenticated',
-           'require_scope', 'parse_scopes', 'check_scopes', 'ApiKeyEntry', 'hash_api_key', 'load_api_keys',
-           'add_api_key', 'revoke_api_key', 'PublicKey', 'load_jwks', 'Authenticator', 'mint_token', 'configure_cli']
+__all__ = [
+    "SCOPES",
+    "API_KEY_PREFIX",
+    "SUPPORTED_ALGORITHMS",
+    "ANONYMOUS",
+    "Principal",
+    "www_authenticate",
+    "unauthenticated",
+    "require_scope",
+    "parse_scopes",
+    "check_scopes",
+    "ApiKeyEntry",
+    "hash_api_key",
+    "load_api_keys",
+    "add_api_key",
+    "revoke_api_key",
+    "PublicKey",
+    "load_jwks",
+    "Authenticator",
+    "mint_token",
+    "configure_cli",
+]
 
 # %% ../../nbs/serving/01_auth.ipynb #31c74bb3
 import argparse
@@ -23,9 +42,10 @@ import secrets
 import sys
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 # %% ../../nbs/serving/01_auth.ipynb #75fdfc68
 import jwt
@@ -38,50 +58,62 @@ from ..errors import AuthenticationError, ConfigurationError, InputError, Permis
 SCOPES: tuple[str, ...] = ("chat", "embeddings", "metrics", "admin")
 _log = logging.getLogger("llmops_kit.serving.auth")
 
+
 # %% ../../nbs/serving/01_auth.ipynb #8897e862
 @dataclass(frozen=True)
 class Principal:
     """Who a request runs as: tenant, subject, granted scopes and how they were established."""
-    tenant: str # the tenant claim of the token or the API key's tenant
-    subject: str # the token's `sub`, or `apikey:<id>`
-    scopes: frozenset[str] = frozenset() # granted scopes
-    method: Literal["jwt", "api_key", "anonymous"] = "jwt" # how the credential was checked
+
+    tenant: str  # the tenant claim of the token or the API key's tenant
+    subject: str  # the token's `sub`, or `apikey:<id>`
+    scopes: frozenset[str] = frozenset()  # granted scopes
+    method: Literal["jwt", "api_key", "anonymous"] = "jwt"  # how the credential was checked
 
     def allows(self, scope: str) -> bool:
         """True if `scope` (or `admin`) was granted."""
         return scope in self.scopes or "admin" in self.scopes
 
+
 # %% ../../nbs/serving/01_auth.ipynb #783bc72a
 def www_authenticate(
-    code: str, # `missing_credentials`, `invalid_token` or `insufficient_scope`
-    message: str, # the error's message, sent as `error_description`
-    scope: str | None = None, # the scope a 403 lacks
+    code: str,  # `missing_credentials`, `invalid_token` or `insufficient_scope`
+    message: str,  # the error's message, sent as `error_description`
+    scope: str | None = None,  # the scope a 403 lacks
 ) -> str:
     """The `WWW-Authenticate` header value of an auth failure (RFC 6750), plain ASCII."""
-    if code == "missing_credentials": return 'Bearer realm="llmops"'
+    if code == "missing_credentials":
+        return 'Bearer realm="llmops"'
     desc = "".join(c if " " <= c <= "~" else "?" for c in message).replace("\\", "/").replace('"', "'")
     extra = f', scope="{scope}"' if scope else ""
     return f'Bearer realm="llmops", error="{code}", error_description="{desc}"{extra}'
 
+
 # %% ../../nbs/serving/01_auth.ipynb #8ba9c4e6
 def unauthenticated(
-    message: str, # what is wrong with the credentials, and what to do
-    code: str = "invalid_token", # `invalid_token`, or `missing_credentials` when none were sent
+    message: str,  # what is wrong with the credentials, and what to do
+    code: str = "invalid_token",  # `invalid_token`, or `missing_credentials` when none were sent
 ) -> AuthenticationError:
     """A 401 `AuthenticationError` carrying its RFC 6750 challenge."""
-    return AuthenticationError(message, code=code, headers={"www-authenticate": www_authenticate(code, message)})
+    return AuthenticationError(
+        message, code=code, headers={"www-authenticate": www_authenticate(code, message)}
+    )
+
 
 # %% ../../nbs/serving/01_auth.ipynb #e12b2938
 def require_scope(
-    principal: Principal, # who the request runs as
-    scope: str, # the scope the route needs
+    principal: Principal,  # who the request runs as
+    scope: str,  # the scope the route needs
 ) -> None:
     """Raise a 403 `PermissionDeniedError` (`insufficient_scope`) unless `principal` holds `scope` (or `admin`)."""
     if not principal.allows(scope):
         have = ", ".join(sorted(principal.scopes)) or "none"
         message = f"this route needs the '{scope}' scope; the credential has: {have}"
-        raise PermissionDeniedError(message, code="insufficient_scope",
-                                    headers={"www-authenticate": www_authenticate("insufficient_scope", message, scope)})
+        raise PermissionDeniedError(
+            message,
+            code="insufficient_scope",
+            headers={"www-authenticate": www_authenticate("insufficient_scope", message, scope)},
+        )
+
 
 # %% ../../nbs/serving/01_auth.ipynb #16f97d8d
 def parse_scopes(claims: Mapping[str, Any]) -> frozenset[str]:
@@ -89,219 +121,341 @@ def parse_scopes(claims: Mapping[str, Any]) -> frozenset[str]:
     found: set[str] = set()
     for name in ("scope", "scopes"):
         value = claims.get(name)
-        if isinstance(value, str): found.update(value.replace(",", " ").split())
-        elif isinstance(value, (list, tuple)): found.update(str(v) for v in value)
+        if isinstance(value, str):
+            found.update(value.replace(",", " ").split())
+        elif isinstance(value, (list, tuple)):
+            found.update(str(v) for v in value)
     return frozenset(found)
+
 
 # %% ../../nbs/serving/01_auth.ipynb #5cb4f0ac
 def check_scopes(scopes: Iterable[str]) -> list[str]:
     """Validate scope names given by a user (CLI, key file); return them sorted."""
     out = sorted({s.strip() for s in scopes if s.strip()})
     unknown = [s for s in out if s not in SCOPES]
-    if unknown: raise InputError(f"unknown scope(s) {', '.join(unknown)}; known scopes: {', '.join(SCOPES)}")
-    if not out: raise InputError(f"give at least one scope out of: {', '.join(SCOPES)}")
+    if unknown:
+        raise InputError(f"unknown scope(s) {', '.join(unknown)}; known scopes: {', '.join(SCOPES)}")
+    if not out:
+        raise InputError(f"give at least one scope out of: {', '.join(SCOPES)}")
     return out
+
 
 # %% ../../nbs/serving/01_auth.ipynb #a2472004
 API_KEY_PREFIX = "llmops_"
 
+
 @dataclass(frozen=True)
 class ApiKeyEntry:
     """One line of the API key file: the key's hash, tenant and scopes (never the key)."""
-    id: str # 8 hex digits, also in the key itself
-    sha256: str # hex sha256 of the full key
+
+    id: str  # 8 hex digits, also in the key itself
+    sha256: str  # hex sha256 of the full key
     tenant: str
     scopes: tuple[str, ...]
-    created: str = "" # UTC ISO 8601
+    created: str = ""  # UTC ISO 8601
+
 
 # %% ../../nbs/serving/01_auth.ipynb #17df7b1e
 def hash_api_key(key: str) -> str:
     """The hex sha256 of an API key, as stored in the key file."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
+
 # %% ../../nbs/serving/01_auth.ipynb #b51a0181
 def load_api_keys(path: str | os.PathLike) -> dict[str, ApiKeyEntry]:
     """Read an API key file into `{id: entry}`; a missing file has no keys."""
     p, keys = Path(path), {}
-    if not p.exists(): return keys
+    if not p.exists():
+        return keys
     for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"): continue
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
         try:
             d = json.loads(line)
-            keys[d["id"]] = ApiKeyEntry(d["id"], d["sha256"], d["tenant"], tuple(d["scopes"]), d.get("created", ""))
+            keys[d["id"]] = ApiKeyEntry(
+                d["id"], d["sha256"], d["tenant"], tuple(d["scopes"]), d.get("created", "")
+            )
         except (ValueError, KeyError, TypeError) as e:
-            raise ConfigurationError(f"{p}:{n}: not an API key entry ({e}); each line must be a JSON object with "
-                                "id, sha256, tenant and scopes (create keys with `llmops token add-key`)") from None
+            raise ConfigurationError(
+                f"{p}:{n}: not an API key entry ({e}); each line must be a JSON object with "
+                "id, sha256, tenant and scopes (create keys with `llmops token add-key`)"
+            ) from None
     return keys
+
 
 # %% ../../nbs/serving/01_auth.ipynb #c9578294
 def add_api_key(
-    path: str | os.PathLike, # the API key file (created with mode 0600 if missing)
-    tenant: str, # the tenant the key acts for
-    scopes: Iterable[str], # scopes granted to the key
+    path: str | os.PathLike,  # the API key file (created with mode 0600 if missing)
+    tenant: str,  # the tenant the key acts for
+    scopes: Iterable[str],  # scopes granted to the key
 ) -> str:
     """Create a key, append its hash to `path`, and return the key (the only time it is visible)."""
-    if not tenant.strip(): raise InputError("give a non-empty --tenant for the key")
+    if not tenant.strip():
+        raise InputError("give a non-empty --tenant for the key")
     scopes, p = check_scopes(scopes), Path(path)
     existing = load_api_keys(p)
     key_id = secrets.token_hex(4)
-    while key_id in existing: key_id = secrets.token_hex(4)
+    while key_id in existing:
+        key_id = secrets.token_hex(4)
     key = f"{API_KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-    entry = {"id": key_id, "sha256": hash_api_key(key), "tenant": tenant, "scopes": scopes,
-             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    entry = {
+        "id": key_id,
+        "sha256": hash_api_key(key),
+        "tenant": tenant,
+        "scopes": scopes,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
     p.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as f: f.write(json.dumps(entry, sort_keys=True) + "\n")
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, sort_keys=True) + "\n")
     return key
+
 
 # %% ../../nbs/serving/01_auth.ipynb #38ad4987
 def revoke_api_key(path: str | os.PathLike, key_id: str) -> bool:
     """Remove the key `key_id` from the file; True if it was there."""
     p = Path(path)
-    if not p.exists(): return False
+    if not p.exists():
+        return False
     lines = p.read_text(encoding="utf-8").splitlines()
-    keep = [l for l in lines if not (l.strip() and not l.lstrip().startswith("#") and json.loads(l).get("id") == key_id)]
-    if len(keep) == len(lines): return False
+    keep = [
+        line
+        for line in lines
+        if not (line.strip() and not line.lstrip().startswith("#") and json.loads(line).get("id") == key_id)
+    ]
+    if len(keep) == len(lines):
+        return False
     tmp_path = p.with_suffix(p.suffix + ".tmp")
     fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f: f.write("".join(l + "\n" for l in keep))
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in keep))
     os.replace(tmp_path, p)
     return True
 
+
 # %% ../../nbs/serving/01_auth.ipynb #191a52f2
-_FAMILY = {**{a: "oct" for a in ("HS256", "HS384", "HS512")},
-           **{a: "RSA" for a in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")},
-           **{a: "EC" for a in ("ES256", "ES384", "ES512")}, "EdDSA": "OKP"}
+_FAMILY = {
+    **{a: "oct" for a in ("HS256", "HS384", "HS512")},
+    **{a: "RSA" for a in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")},
+    **{a: "EC" for a in ("ES256", "ES384", "ES512")},
+    "EdDSA": "OKP",
+}
 SUPPORTED_ALGORITHMS: tuple[str, ...] = tuple(_FAMILY)
+
 
 # %% ../../nbs/serving/01_auth.ipynb #58d6a849
 @dataclass(frozen=True)
 class PublicKey:
     """One verification key from a JWKS: its family, optional pinned `alg`, and the key object."""
+
     kid: str | None
-    family: str # RSA, EC or OKP
-    alg: str | None # the JWK's own `alg`, if it pins one
-    key: Any # a `cryptography` public key
+    family: str  # RSA, EC or OKP
+    alg: str | None  # the JWK's own `alg`, if it pins one
+    key: Any  # a `cryptography` public key
+
 
 # %% ../../nbs/serving/01_auth.ipynb #07be5a15
 def _jwks_client(url: str, timeout: float) -> jwt.PyJWKClient:
     """A PyJWKClient for a JWKS URL: `timeout` seconds per fetch, no redirects (PyJWT's default)."""
-    return jwt.PyJWKClient(url, cache_jwk_set=True, lifespan=300, timeout=timeout, headers={"user-agent": "llmops-kit"})
+    return jwt.PyJWKClient(
+        url, cache_jwk_set=True, lifespan=300, timeout=timeout, headers={"user-agent": "llmops-kit"}
+    )
+
 
 def load_jwks(
-    source: str | jwt.PyJWKClient, # a JWKS file path, an http(s) URL, or a PyJWKClient
-    timeout: float = 5.0, # seconds to wait for a URL
+    source: str | jwt.PyJWKClient,  # a JWKS file path, an http(s) URL, or a PyJWKClient
+    timeout: float = 5.0,  # seconds to wait for a URL
 ) -> list[PublicKey]:
     """Read a JWKS document into public keys (symmetric keys are skipped)."""
     name = source.uri if isinstance(source, jwt.PyJWKClient) else source
     try:
-        if isinstance(source, str) and source.startswith(("http://", "https://")): source = _jwks_client(source, timeout)
-        if isinstance(source, jwt.PyJWKClient): data = source.fetch_data()
-        else: data = json.loads(Path(source).expanduser().read_text(encoding="utf-8"))
+        if isinstance(source, str) and source.startswith(("http://", "https://")):
+            source = _jwks_client(source, timeout)
+        if isinstance(source, jwt.PyJWKClient):
+            data = source.fetch_data()
+        else:
+            data = json.loads(Path(source).expanduser().read_text(encoding="utf-8"))
         jwks = [d for d in data.get("keys", []) if d.get("kty") != "oct"]
-        keys = [(d.get("alg"), jwt.PyJWK.from_dict(d)) for d in jwks] # one at a time: the JWK's own `alg`, if pinned, stays known
+        keys = [
+            (d.get("alg"), jwt.PyJWK.from_dict(d)) for d in jwks
+        ]  # one at a time: the JWK's own `alg`, if pinned, stays known
     except Exception as e:
-        raise ConfigurationError(f"[auth] jwks = {name!r}: cannot read a JWKS from it ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                                 "give a JSON file or URL of the form {\"keys\": [...]}") from None
+        raise ConfigurationError(
+            f"[auth] jwks = {name!r}: cannot read a JWKS from it ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+            'give a JSON file or URL of the form {"keys": [...]}'
+        ) from None
     return [PublicKey(k.key_id, k.key_type, alg, k.key) for alg, k in keys]
+
 
 # %% ../../nbs/serving/01_auth.ipynb #83f8ff24
 class Authenticator:
     """Verify bearer JWTs and API keys into `Principal`s; built once, used on every request."""
-    def __init__(self, *, algorithms: Iterable[str] = ("HS256",), secret: str | bytes | None = None,
-                 public_keys: Iterable[PublicKey] = (), issuer: str = "", audience: str = "", tenant_claim: str = "tenant",
-                 leeway_s: float = 30.0, api_keys_file: str | os.PathLike | None = None, required: bool = True,
-                 jwks_source: str = "", cache_size: int = 10_000):
+
+    def __init__(
+        self,
+        *,
+        algorithms: Iterable[str] = ("HS256",),
+        secret: str | bytes | None = None,
+        public_keys: Iterable[PublicKey] = (),
+        issuer: str = "",
+        audience: str = "",
+        tenant_claim: str = "tenant",
+        leeway_s: float = 30.0,
+        api_keys_file: str | os.PathLike | None = None,
+        required: bool = True,
+        jwks_source: str = "",
+        cache_size: int = 10_000,
+    ):
         self.algorithms = tuple(algorithms)
         bad = [a for a in self.algorithms if a not in _FAMILY]
-        if bad: raise ConfigurationError(f"[auth] jwt_algorithms: {', '.join(bad)} not allowed; choose among {', '.join(SUPPORTED_ALGORITHMS)} ('none' is never accepted)")
+        if bad:
+            raise ConfigurationError(
+                f"[auth] jwt_algorithms: {', '.join(bad)} not allowed; choose among {', '.join(SUPPORTED_ALGORITHMS)} ('none' is never accepted)"
+            )
         self.secret = secret.encode("utf-8") if isinstance(secret, str) else secret
         self.public_keys = list(public_keys)
-        self.issuer, self.audience, self.tenant_claim, self.leeway_s = issuer, audience, tenant_claim, float(leeway_s)
+        self.issuer, self.audience, self.tenant_claim, self.leeway_s = (
+            issuer,
+            audience,
+            tenant_claim,
+            float(leeway_s),
+        )
         self.required, self.jwks_source, self.cache_size = required, jwks_source, cache_size
         self.api_keys_file = Path(api_keys_file) if api_keys_file else None
-        self.api_keys: dict[str, ApiKeyEntry] = load_api_keys(self.api_keys_file) if self.api_keys_file else {}
+        self.api_keys: dict[str, ApiKeyEntry] = (
+            load_api_keys(self.api_keys_file) if self.api_keys_file else {}
+        )
         self._keys_checked, self._keys_mtime = time.monotonic(), self._mtime()
         self._jwks_fetched, self._lock = time.monotonic(), threading.Lock()
-        self._jwks_client = _jwks_client(jwks_source, 3.0) if jwks_source.startswith(("http://", "https://")) else None
+        self._jwks_client = (
+            _jwks_client(jwks_source, 3.0) if jwks_source.startswith(("http://", "https://")) else None
+        )
         self._cache: dict[str, tuple[Principal, float]] = {}
-        self._headers: dict[str, dict[str, Any]] = {} # parsed JWT headers by their text: an issuer sends the same few
+        self._headers: dict[
+            str, dict[str, Any]
+        ] = {}  # parsed JWT headers by their text: an issuer sends the same few
         require = ["exp"] + (["iss"] if issuer else []) + (["aud"] if audience else [])
         self._options = {"require": require, "verify_aud": bool(audience), "verify_iss": bool(issuer)}
 
     def _mtime(self) -> float:
-        try: return self.api_keys_file.stat().st_mtime if self.api_keys_file else 0.0
-        except OSError: return 0.0
+        try:
+            return self.api_keys_file.stat().st_mtime if self.api_keys_file else 0.0
+        except OSError:
+            return 0.0
 
     def __repr__(self) -> str:
-        return (f"Authenticator(algorithms={self.algorithms}, secret={'set' if self.secret else 'unset'}, "
-                f"public_keys={len(self.public_keys)}, api_keys={len(self.api_keys)}, required={self.required})")
+        return (
+            f"Authenticator(algorithms={self.algorithms}, secret={'set' if self.secret else 'unset'}, "
+            f"public_keys={len(self.public_keys)}, api_keys={len(self.api_keys)}, required={self.required})"
+        )
+
 
 # %% ../../nbs/serving/01_auth.ipynb #415d0df0
 _MIN_SECRET_BYTES = 32
 
+
 @patch(cls_method=True)
-def from_settings(cls: Authenticator,
-                  settings: Settings, # `[auth]` and the folder its paths are relative to
-                  environ: Mapping[str, str] | None = None, # where to read the HS secret; default `os.environ`
-                 ) -> Authenticator:
+def from_settings(
+    cls: Authenticator,
+    settings: Settings,  # `[auth]` and the folder its paths are relative to
+    environ: Mapping[str, str] | None = None,  # where to read the HS secret; default `os.environ`
+) -> Authenticator:
     """Build the authenticator of `[auth]`, reading the HS secret from the environment."""
     a, environ = settings.auth, os.environ if environ is None else environ
     algs = [x.strip() for x in a.jwt_algorithms.split(",") if x.strip()]
     if any(x.lower() == "none" for x in algs):
-        raise ConfigurationError("[auth] jwt_algorithms must not include 'none': unsigned tokens are never accepted")
+        raise ConfigurationError(
+            "[auth] jwt_algorithms must not include 'none': unsigned tokens are never accepted"
+        )
     secret = environ.get(a.jwt_secret_env) or None
     wants_hs = any(_FAMILY.get(x) == "oct" for x in algs)
     if secret and wants_hs and len(secret.encode("utf-8")) < _MIN_SECRET_BYTES:
-        raise ConfigurationError(f"{a.jwt_secret_env} is {len(secret.encode())} bytes; an HS256 secret needs at least {_MIN_SECRET_BYTES} "
-                            "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
-    keys = load_jwks(a.jwks if a.jwks.startswith(("http://", "https://")) else str(settings.path(a.jwks))) if a.jwks else []
+        raise ConfigurationError(
+            f"{a.jwt_secret_env} is {len(secret.encode())} bytes; an HS256 secret needs at least {_MIN_SECRET_BYTES} "
+            "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    keys = (
+        load_jwks(a.jwks if a.jwks.startswith(("http://", "https://")) else str(settings.path(a.jwks)))
+        if a.jwks
+        else []
+    )
     keys_file = settings.path(a.api_keys_file) if a.api_keys_file else None
-    usable = (wants_hs and secret) or (keys and any(_FAMILY.get(x) not in (None, "oct") for x in algs)) or keys_file
+    usable = (
+        (wants_hs and secret)
+        or (keys and any(_FAMILY.get(x) not in (None, "oct") for x in algs))
+        or keys_file
+    )
     if a.required and not usable:
-        raise ConfigurationError(f"[auth] required = true but nothing can verify a credential: set {a.jwt_secret_env} "
-                            "(a random string of 32+ characters) for HS256 tokens, or [auth] jwks for RS256/ES256, "
-                            "or [auth] api_keys_file; or set [auth] required = false for local experiments only")
-    return cls(algorithms=algs, secret=secret if wants_hs else None, public_keys=keys, issuer=a.issuer,
-               audience=a.audience, tenant_claim=a.tenant_claim, leeway_s=a.leeway_s, api_keys_file=keys_file,
-               required=a.required, jwks_source=a.jwks)
+        raise ConfigurationError(
+            f"[auth] required = true but nothing can verify a credential: set {a.jwt_secret_env} "
+            "(a random string of 32+ characters) for HS256 tokens, or [auth] jwks for RS256/ES256, "
+            "or [auth] api_keys_file; or set [auth] required = false for local experiments only"
+        )
+    return cls(
+        algorithms=algs,
+        secret=secret if wants_hs else None,
+        public_keys=keys,
+        issuer=a.issuer,
+        audience=a.audience,
+        tenant_claim=a.tenant_claim,
+        leeway_s=a.leeway_s,
+        api_keys_file=keys_file,
+        required=a.required,
+        jwks_source=a.jwks,
+    )
+
 
 # %% ../../nbs/serving/01_auth.ipynb #dea160ee
 @patch
 def _refresh_jwks(self: Authenticator, min_interval_s: float = 60.0) -> bool:
     """Fetch the JWKS URL again (at most once per `min_interval_s`) when a token names an unknown key; True if fetched."""
-    if self._jwks_client is None: return False
+    if self._jwks_client is None:
+        return False
     with self._lock:
-        if time.monotonic() - self._jwks_fetched < min_interval_s: return False
+        if time.monotonic() - self._jwks_fetched < min_interval_s:
+            return False
         self._jwks_fetched = time.monotonic()
-        try: self.public_keys = load_jwks(self._jwks_client)
+        try:
+            self.public_keys = load_jwks(self._jwks_client)
         except ConfigurationError as e:
             _log.warning("jwks refresh failed: %s", e)
             return False
     return True
 
+
 # %% ../../nbs/serving/01_auth.ipynb #50b8f3c4
 _MALFORMED = "the bearer token is not a well-formed JWT"
+
 
 def _shown(value: Any, limit: int = 40) -> str:
     """A header value chosen by the client, made safe to quote in a message: ASCII-escaped and cut short."""
     text = ascii(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
+
 @patch
 def _key_for(self: Authenticator, alg: str, kid: str | None) -> Any:
     """The one key allowed to verify a token with `alg` and `kid`, or a 401."""
     family = _FAMILY[alg]
     if family == "oct":
-        if not self.secret: raise unauthenticated(f"{alg} tokens are not accepted by this server")
+        if not self.secret:
+            raise unauthenticated(f"{alg} tokens are not accepted by this server")
         return self.secret
     for refresh in (False, True):
-        if refresh and not self._refresh_jwks(): break
+        if refresh and not self._refresh_jwks():
+            break
         matches = [k for k in self.public_keys if k.family == family and (k.alg in (None, alg))]
-        if kid is not None: matches = [k for k in matches if k.kid == kid]
-        if len(matches) == 1: return matches[0].key
-        if len(matches) > 1: raise unauthenticated("the token has no 'kid' header and several keys could verify it")
-    raise unauthenticated(f"no {alg} key" + (f" with kid {_shown(kid)}" if kid else "") + " is known to this server")
+        if kid is not None:
+            matches = [k for k in matches if k.kid == kid]
+        if len(matches) == 1:
+            return matches[0].key
+        if len(matches) > 1:
+            raise unauthenticated("the token has no 'kid' header and several keys could verify it")
+    raise unauthenticated(
+        f"no {alg} key" + (f" with kid {_shown(kid)}" if kid else "") + " is known to this server"
+    )
+
 
 # %% ../../nbs/serving/01_auth.ipynb #06507179
 _JWT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
@@ -314,48 +468,79 @@ _JWT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
 )
 _NOT_A_NUMBER = re.compile(r"\((exp|nbf)\) must be an integer")
 
+
 def _jwt_message(error: jwt.PyJWTError) -> str:
     """The message of a 401 for a token PyJWT refused."""
-    if isinstance(error, jwt.MissingRequiredClaimError): return f"the token lacks the required '{error.claim}' claim"
+    if isinstance(error, jwt.MissingRequiredClaimError):
+        return f"the token lacks the required '{error.claim}' claim"
     message = next((m for cls, m in _JWT_ERRORS if isinstance(error, cls)), None)
-    if message: return message
-    if m := _NOT_A_NUMBER.search(str(error)): return f"the token's '{m[1]}' claim is not a number"
+    if message:
+        return message
+    if m := _NOT_A_NUMBER.search(str(error)):
+        return f"the token's '{m[1]}' claim is not a number"
     return _MALFORMED if isinstance(error, jwt.DecodeError) else "the token is invalid"
+
 
 # %% ../../nbs/serving/01_auth.ipynb #39986bbd
 @patch
-def _remember(self: Authenticator, token: str, principal: Principal, exp: float, claims: Mapping[str, Any]) -> None:
+def _remember(
+    self: Authenticator, token: str, principal: Principal, exp: float, claims: Mapping[str, Any]
+) -> None:
     """Cache a verified token until `exp` (+ leeway) if it is already valid (nbf passed)."""
     nbf = claims.get("nbf")
-    if isinstance(nbf, (int, float)) and nbf > time.time(): return
-    if len(self._cache) >= self.cache_size: self._cache.clear()
+    if isinstance(nbf, (int, float)) and nbf > time.time():
+        return
+    if len(self._cache) >= self.cache_size:
+        self._cache.clear()
     self._cache[token] = (principal, exp + self.leeway_s)
+
 
 # %% ../../nbs/serving/01_auth.ipynb #807bb1ee
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _CRITICAL = "the token has critical header extensions this server does not support"
 
+
 @patch
 def _verify_jwt(self: Authenticator, token: str) -> Principal:
     """Verify a JWT with PyJWT (shape, pinned algorithm, family key, signature, claims) into a Principal."""
-    if not _JWT_SHAPE.fullmatch(token): raise unauthenticated(_MALFORMED) # base64url only: `b64decode` would skip stray characters
-    segment = token[:token.index(".")]
+    if not _JWT_SHAPE.fullmatch(token):
+        raise unauthenticated(_MALFORMED)  # base64url only: `b64decode` would skip stray characters
+    segment = token[: token.index(".")]
     header = self._headers.get(segment)
     if header is None:
-        try: header = jwt.get_unverified_header(token)
-        except jwt.DecodeError: raise unauthenticated(_MALFORMED) from None
-        except jwt.PyJWTError as e: # PyJWT refuses the header itself: a `crit` it does not know, a `kid` that is not text
-            raise unauthenticated(_CRITICAL if "crit" in str(e) else f"the token's header is invalid: {_shown(str(e))}") from None
-        if len(self._headers) >= 256: self._headers.clear()
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError:
+            raise unauthenticated(_MALFORMED) from None
+        except (
+            jwt.PyJWTError
+        ) as e:  # PyJWT refuses the header itself: a `crit` it does not know, a `kid` that is not text
+            raise unauthenticated(
+                _CRITICAL if "crit" in str(e) else f"the token's header is invalid: {_shown(str(e))}"
+            ) from None
+        if len(self._headers) >= 256:
+            self._headers.clear()
         self._headers[segment] = header
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in self.algorithms:
-        raise unauthenticated(f"the token's algorithm {_shown(alg)} is not accepted; this server accepts {', '.join(self.algorithms)}")
-    if "crit" in header: raise unauthenticated(_CRITICAL) # even those PyJWT supports (`b64`)
+        raise unauthenticated(
+            f"the token's algorithm {_shown(alg)} is not accepted; this server accepts {', '.join(self.algorithms)}"
+        )
+    if "crit" in header:
+        raise unauthenticated(_CRITICAL)  # even those PyJWT supports (`b64`)
     key = self._key_for(alg, header.get("kid"))
-    try: claims = jwt.decode(token, key, algorithms=[alg], audience=self.audience or None, issuer=self.issuer or None,
-                             leeway=self.leeway_s, options=self._options)
-    except jwt.PyJWTError as e: raise unauthenticated(_jwt_message(e)) from None
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[alg],
+            audience=self.audience or None,
+            issuer=self.issuer or None,
+            leeway=self.leeway_s,
+            options=self._options,
+        )
+    except jwt.PyJWTError as e:
+        raise unauthenticated(_jwt_message(e)) from None
     tenant = claims.get(self.tenant_claim)
     if not isinstance(tenant, str) or not tenant:
         raise unauthenticated(f"the token has no '{self.tenant_claim}' claim naming its tenant")
@@ -363,20 +548,26 @@ def _verify_jwt(self: Authenticator, token: str) -> Principal:
     self._remember(token, principal, float(claims["exp"]), claims)
     return principal
 
+
 # %% ../../nbs/serving/01_auth.ipynb #50aa6761
 @patch
 def _maybe_reload_keys(self: Authenticator, every_s: float = 2.0) -> None:
     """Re-read the API key file if it changed (looked at no more than every `every_s` seconds)."""
     now = time.monotonic()
-    if not self.api_keys_file or now - self._keys_checked < every_s: return
+    if not self.api_keys_file or now - self._keys_checked < every_s:
+        return
     self._keys_checked = now
     mtime = self._mtime()
     if mtime != self._keys_mtime:
-        try: self.api_keys, self._keys_mtime = load_api_keys(self.api_keys_file), mtime
-        except ConfigurationError as e: _log.error("API key file not reloaded: %s", e)
+        try:
+            self.api_keys, self._keys_mtime = load_api_keys(self.api_keys_file), mtime
+        except ConfigurationError as e:
+            _log.error("API key file not reloaded: %s", e)
+
 
 # %% ../../nbs/serving/01_auth.ipynb #74d5f952
 _DUMMY_HASH = hashlib.sha256(b"llmops-dummy").hexdigest()
+
 
 @patch
 def _verify_api_key(self: Authenticator, key: str) -> Principal:
@@ -385,99 +576,149 @@ def _verify_api_key(self: Authenticator, key: str) -> Principal:
     parts = key.split("_", 2)
     entry = self.api_keys.get(parts[1]) if len(parts) == 3 and key.startswith(API_KEY_PREFIX) else None
     ok = hmac.compare_digest(hash_api_key(key), entry.sha256 if entry else _DUMMY_HASH)
-    if not (ok and entry): raise unauthenticated("the API key is not valid")
+    if not (ok and entry):
+        raise unauthenticated("the API key is not valid")
     return Principal(entry.tenant, f"apikey:{entry.id}", frozenset(entry.scopes), "api_key")
+
 
 # %% ../../nbs/serving/01_auth.ipynb #b76c301a
 ANONYMOUS = Principal("anonymous", "anonymous", frozenset(SCOPES), "anonymous")
 
+
 @patch
 def authenticate(
     self: Authenticator,
-    authorization: str | None, # the `Authorization` header, e.g. `Bearer eyJ...`
-    api_key_header: str | None = None, # the `x-api-key` header
+    authorization: str | None,  # the `Authorization` header, e.g. `Bearer eyJ...`
+    api_key_header: str | None = None,  # the `x-api-key` header
 ) -> Principal:
     """The Principal of a request's credentials, or an `AuthenticationError` (401) saying what is wrong."""
     if api_key_header:
-        if not self.api_keys_file: raise unauthenticated("API keys are not enabled on this server")
+        if not self.api_keys_file:
+            raise unauthenticated("API keys are not enabled on this server")
         return self._verify_api_key(api_key_header.strip())
     if not authorization:
-        if not self.required: return ANONYMOUS
-        raise unauthenticated("send 'Authorization: Bearer <token>' or an 'x-api-key' header", "missing_credentials")
+        if not self.required:
+            return ANONYMOUS
+        raise unauthenticated(
+            "send 'Authorization: Bearer <token>' or an 'x-api-key' header", "missing_credentials"
+        )
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise unauthenticated("the Authorization header must be 'Bearer <token>'", "missing_credentials")
     if token.startswith(API_KEY_PREFIX):
-        if not self.api_keys_file: raise unauthenticated("API keys are not enabled on this server")
+        if not self.api_keys_file:
+            raise unauthenticated("API keys are not enabled on this server")
         return self._verify_api_key(token)
     hit = self._cache.get(token)
     if hit is not None:
-        if time.time() < hit[1]: return hit[0]
+        if time.time() < hit[1]:
+            return hit[0]
         self._cache.pop(token, None)
     return self._verify_jwt(token)
 
+
 # %% ../../nbs/serving/01_auth.ipynb #8de77d64
 def mint_token(
-    settings: Settings, # where `[auth]` names the issuer, audience, tenant claim and secret variable
-    tenant: str, # the tenant the token acts for
-    scopes: Iterable[str], # granted scopes, e.g. ["chat", "embeddings"]
-    ttl_s: float = 3600, # lifetime in seconds
-    subject: str | None = None, # `sub`; default `dev:<tenant>`
-    environ: Mapping[str, str] | None = None, # where to read the secret; default `os.environ`
+    settings: Settings,  # where `[auth]` names the issuer, audience, tenant claim and secret variable
+    tenant: str,  # the tenant the token acts for
+    scopes: Iterable[str],  # granted scopes, e.g. ["chat", "embeddings"]
+    ttl_s: float = 3600,  # lifetime in seconds
+    subject: str | None = None,  # `sub`; default `dev:<tenant>`
+    environ: Mapping[str, str] | None = None,  # where to read the secret; default `os.environ`
 ) -> str:
     """Sign a local development HS256 token with the secret named by `[auth] jwt_secret_env`."""
     a, environ = settings.auth, os.environ if environ is None else environ
     secret = environ.get(a.jwt_secret_env)
     if not secret:
-        raise InputError(f"{a.jwt_secret_env} is not set; export a random secret first: "
-                         f"export {a.jwt_secret_env}=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
-    if len(secret.encode("utf-8")) < _MIN_SECRET_BYTES: raise InputError(f"{a.jwt_secret_env} must be at least {_MIN_SECRET_BYTES} bytes")
-    if not tenant.strip(): raise InputError("give a non-empty tenant")
-    if not ttl_s > 0: raise InputError(f"the ttl must be positive, got {ttl_s}")
+        raise InputError(
+            f"{a.jwt_secret_env} is not set; export a random secret first: "
+            f"export {a.jwt_secret_env}=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    if len(secret.encode("utf-8")) < _MIN_SECRET_BYTES:
+        raise InputError(f"{a.jwt_secret_env} must be at least {_MIN_SECRET_BYTES} bytes")
+    if not tenant.strip():
+        raise InputError("give a non-empty tenant")
+    if not ttl_s > 0:
+        raise InputError(f"the ttl must be positive, got {ttl_s}")
     now = int(time.time())
-    claims = {"sub": subject or f"dev:{tenant}", a.tenant_claim: tenant, "scope": " ".join(check_scopes(scopes)),
-              "iat": now, "nbf": now, "exp": now + int(ttl_s), "jti": secrets.token_hex(8)}
-    if a.issuer: claims["iss"] = a.issuer
-    if a.audience: claims["aud"] = a.audience
+    claims = {
+        "sub": subject or f"dev:{tenant}",
+        a.tenant_claim: tenant,
+        "scope": " ".join(check_scopes(scopes)),
+        "iat": now,
+        "nbf": now,
+        "exp": now + int(ttl_s),
+        "jti": secrets.token_hex(8),
+    }
+    if a.issuer:
+        claims["iss"] = a.issuer
+    if a.audience:
+        claims["aud"] = a.audience
     return jwt.encode(claims, secret, algorithm="HS256")
+
 
 # %% ../../nbs/serving/01_auth.ipynb #3acf4a14
 def _keys_path(args: argparse.Namespace) -> Path:
-    if args.file: return Path(args.file)
+    if args.file:
+        return Path(args.file)
     settings = load_settings(args.config)
     if not settings.auth.api_keys_file:
         raise InputError("no key file: pass --file PATH or set [auth] api_keys_file in the settings")
     return settings.path(settings.auth.api_keys_file)
+
 
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops token`."""
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     c = sub.add_parser("create", help="mint a local development JWT (HS256) and print it")
     c.add_argument("--tenant", required=True, help="tenant claim of the token")
-    c.add_argument("--scopes", default="chat", help=f"comma-separated scopes out of {', '.join(SCOPES)} (default: chat)")
+    c.add_argument(
+        "--scopes", default="chat", help=f"comma-separated scopes out of {', '.join(SCOPES)} (default: chat)"
+    )
     c.add_argument("--ttl", type=float, default=3600, help="lifetime in seconds (default: 3600)")
     c.add_argument("--subject", default=None, help="sub claim (default: dev:<tenant>)")
-    c.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
-    c.set_defaults(handler=lambda a: print(mint_token(load_settings(a.config), a.tenant, a.scopes.split(","), a.ttl, a.subject)) or 0)
+    c.add_argument(
+        "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
+    )
+    c.set_defaults(
+        handler=lambda a: (
+            print(mint_token(load_settings(a.config), a.tenant, a.scopes.split(","), a.ttl, a.subject)) or 0
+        )
+    )
     k = sub.add_parser("add-key", help="create an API key, store its hash, print the key once")
     k.add_argument("--tenant", required=True, help="tenant the key acts for")
-    k.add_argument("--scopes", default="chat", help=f"comma-separated scopes out of {', '.join(SCOPES)} (default: chat)")
-    for p in (k, l := sub.add_parser("list-keys", help="list API keys (ids, tenants, scopes; never the keys)"),
-              r := sub.add_parser("revoke-key", help="remove an API key by id")):
+    k.add_argument(
+        "--scopes", default="chat", help=f"comma-separated scopes out of {', '.join(SCOPES)} (default: chat)"
+    )
+    for p in (
+        k,
+        listing := sub.add_parser("list-keys", help="list API keys (ids, tenants, scopes; never the keys)"),
+        r := sub.add_parser("revoke-key", help="remove an API key by id"),
+    ):
         p.add_argument("--file", default=None, help="API key file (default: [auth] api_keys_file)")
-        p.add_argument("--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)")
+        p.add_argument(
+            "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
+        )
     r.add_argument("key_id", help="the 8-hex-digit id shown by list-keys")
+
     def add(a: argparse.Namespace) -> int:
         key = add_api_key(_keys_path(a), a.tenant, a.scopes.split(","))
         print(key)
         print("llmops: store this key now; it is not kept and cannot be shown again", file=sys.stderr)
         return 0
+
     def list_keys(a: argparse.Namespace) -> int:
-        for e in load_api_keys(_keys_path(a)).values(): print(f"{e.id}  {e.tenant}  {','.join(e.scopes)}  {e.created}")
+        for e in load_api_keys(_keys_path(a)).values():
+            print(f"{e.id}  {e.tenant}  {','.join(e.scopes)}  {e.created}")
         return 0
+
     def revoke(a: argparse.Namespace) -> int:
-        if not revoke_api_key(_keys_path(a), a.key_id): raise InputError(f"no API key with id {a.key_id!r}")
+        if not revoke_api_key(_keys_path(a), a.key_id):
+            raise InputError(f"no API key with id {a.key_id!r}")
         print(f"revoked {a.key_id}")
         return 0
-    k.set_defaults(handler=add); l.set_defaults(handler=list_keys); r.set_defaults(handler=revoke)
+
+    k.set_defaults(handler=add)
+    listing.set_defaults(handler=list_keys)
+    r.set_defaults(handler=revoke)

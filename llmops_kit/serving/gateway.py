@@ -6,70 +6,92 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['logger', 'SECURITY_HEADERS', 'CSP', 'HSTS', 'BodyTooLarge', 'RequestContext', 'outcome_for', 'request_id_from',
-           'utc_timestamp', 'security_headers', 'ClientDisconnected', 'call_model', 'GatewayHooks', 'read_body',
-           'Answer', 'GatewayMiddleware']
+__all__ = [
+    "logger",
+    "SECURITY_HEADERS",
+    "CSP",
+    "HSTS",
+    "BodyTooLarge",
+    "RequestContext",
+    "outcome_for",
+    "request_id_from",
+    "utc_timestamp",
+    "security_headers",
+    "ClientDisconnected",
+    "call_model",
+    "GatewayHooks",
+    "read_body",
+    "Answer",
+    "GatewayMiddleware",
+]
 
 # %% ../../nbs/serving/05_gateway.ipynb #07a22932
 import asyncio
 import datetime as dt
 import json
 import logging
-import re
 import os
 import random
+import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
 # %% ../../nbs/serving/05_gateway.ipynb #6f905e48
+from fastcore.basics import patch
 from starlette.requests import ClientDisconnect
 
 from ..core import OUTCOMES, log_event
-from fastcore.basics import patch
-
 from ..errors import InputError, LlmopsError, ServiceUnavailableError, UpstreamTimeoutError
 
 # %% ../../nbs/serving/05_gateway.ipynb #30381924
 logger = logging.getLogger("llmops_kit.serving")
 
+
 # %% ../../nbs/serving/05_gateway.ipynb #da945453
 class BodyTooLarge(InputError):
     """The request body is larger than `[serving] max_body_bytes` (413)."""
+
     status, code = 413, "request_too_large"
+
 
 # %% ../../nbs/serving/05_gateway.ipynb #4bcfbeb2
 @dataclass(slots=True)
 class RequestContext:
     """What the server learns about one request on its way through."""
-    request_id: str # also the `x-request-id` response header
-    method: str # HTTP method
-    path: str # request path (the audit `route` for unknown paths is the path itself)
-    started: float # `time.perf_counter()` at arrival
-    ts: str # arrival time, UTC ISO 8601
-    status: int = 0 # HTTP status sent
-    outcome: str | None = None # one of `core.OUTCOMES`; derived from the status when a handler does not set it
-    error: str | None = None # error code sent
-    tenant: str | None = None # from the credential, never the credential
-    principal: Any = None # the authenticated principal
+
+    request_id: str  # also the `x-request-id` response header
+    method: str  # HTTP method
+    path: str  # request path (the audit `route` for unknown paths is the path itself)
+    started: float  # `time.perf_counter()` at arrival
+    ts: str  # arrival time, UTC ISO 8601
+    status: int = 0  # HTTP status sent
+    outcome: str | None = (
+        None  # one of `core.OUTCOMES`; derived from the status when a handler does not set it
+    )
+    error: str | None = None  # error code sent
+    tenant: str | None = None  # from the credential, never the credential
+    principal: Any = None  # the authenticated principal
     model: str | None = None
     model_version: str | None = None
-    stages_ms: dict[str, float] = field(default_factory=dict) # time per stage
-    model_ms: float = 0.0 # time inside the model (excluded from the overhead)
+    stages_ms: dict[str, float] = field(default_factory=dict)  # time per stage
+    model_ms: float = 0.0  # time inside the model (excluded from the overhead)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
-    input: Any = None # TextRecord of the prompt
-    output: Any = None # TextRecord of the completion
+    input: Any = None  # TextRecord of the prompt
+    output: Any = None  # TextRecord of the completion
     prediction: dict[str, Any] | None = None
-    guardrails: list[dict[str, Any]] = field(default_factory=list) # verdicts
+    guardrails: list[dict[str, Any]] = field(default_factory=list)  # verdicts
     streamed: bool = False
     disconnected: bool = False
     finished: bool = False
 
     def prediction_set(self, key: str, value: Any) -> Any:
         """Set `key` in the record's `prediction` (made on first use); return `value`."""
-        if self.prediction is None: self.prediction = {}
+        if self.prediction is None:
+            self.prediction = {}
         self.prediction[key] = value
         return value
 
@@ -87,44 +109,62 @@ class RequestContext:
         """Time in the server that is not the model's."""
         return max(self.elapsed_ms() - self.model_ms, 0.0)
 
+
 # %% ../../nbs/serving/05_gateway.ipynb #05e9a53c
 def outcome_for(
-    ctx: RequestContext, # the finished request
+    ctx: RequestContext,  # the finished request
 ) -> str:
     """The request's outcome class, from what the handler said or else its status."""
-    if ctx.disconnected: return "disconnect"
-    if ctx.outcome in OUTCOMES: return ctx.outcome
+    if ctx.disconnected:
+        return "disconnect"
+    if ctx.outcome in OUTCOMES:
+        return ctx.outcome
     s = ctx.status
-    if s < 400: return "ok"
-    return {401: "auth_error", 403: "forbidden", 413: "too_large", 429: "rate_limited", 502: "upstream_error",
-            503: "unavailable", 504: "timeout", 499: "disconnect"}.get(s, "server_error" if s >= 500 else "client_error")
+    if s < 400:
+        return "ok"
+    return {
+        401: "auth_error",
+        403: "forbidden",
+        413: "too_large",
+        429: "rate_limited",
+        502: "upstream_error",
+        503: "unavailable",
+        504: "timeout",
+        499: "disconnect",
+    }.get(s, "server_error" if s >= 500 else "client_error")
+
 
 # %% ../../nbs/serving/05_gateway.ipynb #f3d5012c
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{8,64}$")
-_IDS = random.Random(os.urandom(32)) # seeded once per process from the OS: new ids then cost no system call
+_IDS = random.Random(os.urandom(32))  # seeded once per process from the OS: new ids then cost no system call
 os.register_at_fork(after_in_child=lambda: _IDS.seed(os.urandom(32)))
 
+
 def request_id_from(
-    headers: list[tuple[bytes, bytes]], # raw ASGI request headers
+    headers: list[tuple[bytes, bytes]],  # raw ASGI request headers
 ) -> str:
     """The caller's `x-request-id` if well-formed, else a new random id."""
     for k, v in headers:
-        if k == b"x-request-id" and _REQUEST_ID.match(v): return v.decode()
-    return f"{_IDS.getrandbits(128):032x}" # 128 random bits, like a uuid4, without its system call
+        if k == b"x-request-id" and _REQUEST_ID.match(v):
+            return v.decode()
+    return f"{_IDS.getrandbits(128):032x}"  # 128 random bits, like a uuid4, without its system call
+
 
 # %% ../../nbs/serving/05_gateway.ipynb #cf45333b
 _SECOND: list = [-1, ""]
 
+
 def utc_timestamp(
-    now: float | None = None, # seconds since the epoch; default `time.time()`
+    now: float | None = None,  # seconds since the epoch; default `time.time()`
 ) -> str:
     """`now` as UTC ISO 8601 with milliseconds, e.g. `2026-01-01T00:00:00.123+00:00`."""
     now = time.time() if now is None else now
     sec = int(now)
     if sec != _SECOND[0]:
-        _SECOND[1] = dt.datetime.fromtimestamp(sec, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _SECOND[1] = dt.datetime.fromtimestamp(sec, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _SECOND[0] = sec
     return f"{_SECOND[1]}.{int((now - sec) * 1000):03d}+00:00"
+
 
 # %% ../../nbs/serving/05_gateway.ipynb #bf33453f
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
@@ -138,83 +178,113 @@ CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"
 HSTS = (b"strict-transport-security", b"max-age=31536000")
 
 # %% ../../nbs/serving/05_gateway.ipynb #4c44dd89
-_HEADER_SETS = {(docs, tls): [*SECURITY_HEADERS, *([] if docs else [CSP]), *([HSTS] if tls else [])]
-                for docs in (False, True) for tls in (False, True)}
+_HEADER_SETS = {
+    (docs, tls): [*SECURITY_HEADERS, *([] if docs else [CSP]), *([HSTS] if tls else [])]
+    for docs in (False, True)
+    for tls in (False, True)
+}
+
 
 def security_headers(
-    scope: dict, # the ASGI scope
+    scope: dict,  # the ASGI scope
 ) -> list[tuple[bytes, bytes]]:
     """The security headers for a response to `scope` (precomputed lists: do not modify)."""
     return _HEADER_SETS[(scope["path"].startswith(("/docs", "/redoc")), scope.get("scheme") == "https")]
+
 
 # %% ../../nbs/serving/05_gateway.ipynb #3b39ac9c
 class ClientDisconnected(Exception):
     """The client closed the connection before the answer was ready."""
 
+
 # %% ../../nbs/serving/05_gateway.ipynb #c10bbf2a
 async def _wait_disconnect(receive: Callable[[], Awaitable[dict]]) -> None:
     while True:
-        if (await receive())["type"] == "http.disconnect": return
+        if (await receive())["type"] == "http.disconnect":
+            return
+
 
 async def call_model(
-    awaitable: Awaitable, # the model call
-    timeout_s: float, # the most it may take
-    receive: Callable[[], Awaitable[dict]] | None = None, # the request's ASGI receive, to notice a disconnect
-    watch_after_s: float = 0.1, # start watching for a disconnect only if the call takes longer than this
+    awaitable: Awaitable,  # the model call
+    timeout_s: float,  # the most it may take
+    receive: Callable[[], Awaitable[dict]]
+    | None = None,  # the request's ASGI receive, to notice a disconnect
+    watch_after_s: float = 0.1,  # start watching for a disconnect only if the call takes longer than this
 ) -> Any:
     """Await `awaitable`, raising `UpstreamTimeoutError` (504) on timeout and `ClientDisconnected` if the client leaves."""
     loop, task = asyncio.get_running_loop(), asyncio.current_task()
     state: dict[str, Any] = {"gone": False, "watcher": None}
+
     async def watch():
         await _wait_disconnect(receive)
         state["gone"] = True
         task.cancel()
-    def start_watching(): state["watcher"] = loop.create_task(watch())
+
+    def start_watching():
+        state["watcher"] = loop.create_task(watch())
+
     handle = loop.call_later(watch_after_s, start_watching) if receive is not None else None
     try:
-        async with asyncio.timeout(timeout_s): return await awaitable
+        async with asyncio.timeout(timeout_s):
+            return await awaitable
     except TimeoutError:
-        raise UpstreamTimeoutError(f"the model did not answer within {timeout_s:g} s; retry later or raise "
-                                   "[serving] request_timeout_s") from None
+        raise UpstreamTimeoutError(
+            f"the model did not answer within {timeout_s:g} s; retry later or raise "
+            "[serving] request_timeout_s"
+        ) from None
     except asyncio.CancelledError:
-        if not state["gone"]: raise
+        if not state["gone"]:
+            raise
         task.uncancel()
         raise ClientDisconnected() from None
     finally:
-        if handle is not None: handle.cancel()
-        if state["watcher"] is not None: state["watcher"].cancel()
+        if handle is not None:
+            handle.cancel()
+        if state["watcher"] is not None:
+            state["watcher"].cancel()
+
 
 # %% ../../nbs/serving/05_gateway.ipynb #4384a9e5
 class GatewayHooks(Protocol):
     """What the server plugs into `GatewayMiddleware`, in the order the middleware calls it."""
+
     def begin(self, ctx: RequestContext) -> None: ...
     async def authenticate(self, ctx: RequestContext, scope: dict) -> None: ...
     async def check_limits(self, ctx: RequestContext, scope: dict) -> None: ...
     async def record(self, ctx: RequestContext) -> None: ...
     def after(self, ctx: RequestContext) -> None: ...
 
+
 # %% ../../nbs/serving/05_gateway.ipynb #ff1c406b
 async def read_body(
-    receive: Callable[[], Awaitable[dict]], # the ASGI receive
-    max_bytes: int, # the most the body may hold
+    receive: Callable[[], Awaitable[dict]],  # the ASGI receive
+    max_bytes: int,  # the most the body may hold
 ) -> bytes | None:
     """The whole request body, `BodyTooLarge` past `max_bytes`, or None if the client disconnected."""
     chunks, size = [], 0
     while True:
         message = await receive()
-        if message["type"] == "http.disconnect": return None
+        if message["type"] == "http.disconnect":
+            return None
         body = message.get("body", b"")
         size += len(body)
-        if size > max_bytes: raise BodyTooLarge(f"the request body is larger than {max_bytes} bytes "
-                                                "([serving] max_body_bytes); send a smaller request")
+        if size > max_bytes:
+            raise BodyTooLarge(
+                f"the request body is larger than {max_bytes} bytes "
+                "([serving] max_body_bytes); send a smaller request"
+            )
         chunks.append(body)
-        if not message.get("more_body", False): return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
 
 # %% ../../nbs/serving/05_gateway.ipynb #f921e3ca
 _JSON_HEADER = (b"content-type", b"application/json")
 
+
 class Answer:
     """The response side of one request: headers added, the audit record written before the last byte."""
+
     __slots__ = ("ctx", "hooks", "_send", "_headers", "_start", "started", "complete")
 
     def __init__(self, ctx: RequestContext, hooks: GatewayHooks, send, headers: list[tuple[bytes, bytes]]):
@@ -224,13 +294,16 @@ class Answer:
 
     async def record(self) -> bool:
         """Write the audit record once (the `record` hook); False if it failed."""
-        if self.ctx.finished: return True
+        if self.ctx.finished:
+            return True
         self.ctx.finished = True
-        try: await self.hooks.record(self.ctx)
+        try:
+            await self.hooks.record(self.ctx)
         except Exception as e:
             log_event(logger, "record_failed", logging.ERROR, request_id=self.ctx.request_id, error=repr(e))
             return False
         return True
+
 
 # %% ../../nbs/serving/05_gateway.ipynb #ace7b8e0
 @patch
@@ -242,28 +315,46 @@ async def send(self: Answer, message: dict) -> None:
         return
     if kind == "http.response.body" and not message.get("more_body", False):
         self.complete = True
-        if not await self.record() and not self.started: # no record, no answer: withhold it
+        if not await self.record() and not self.started:  # no record, no answer: withhold it
             ctx.status, ctx.outcome, ctx.error = 503, "server_error", "audit_unavailable"
-            error = ServiceUnavailableError("the audit record of this request could not be written, so its answer "
-                                            "is withheld; retry later", code="audit_unavailable")
-            self._start = {"type": "http.response.start", "status": 503, "headers": [_JSON_HEADER, (b"retry-after", b"5")]}
+            error = ServiceUnavailableError(
+                "the audit record of this request could not be written, so its answer "
+                "is withheld; retry later",
+                code="audit_unavailable",
+            )
+            self._start = {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [_JSON_HEADER, (b"retry-after", b"5")],
+            }
             message = {"type": "http.response.body", "body": error.to_json(ctx.request_id)}
-    elif not self.started: ctx.streamed = True
+    elif not self.started:
+        ctx.streamed = True
     if not self.started:
         start = self._start
-        start["headers"] = [*start.get("headers", []), *self._headers,
-                            (b"x-llmops-overhead-ms", f"{ctx.overhead_ms():.3f}".encode())]
+        start["headers"] = [
+            *start.get("headers", []),
+            *self._headers,
+            (b"x-llmops-overhead-ms", f"{ctx.overhead_ms():.3f}".encode()),
+        ]
         self.started = True
         await self._send(start)
     await self._send(message)
+
 
 # %% ../../nbs/serving/05_gateway.ipynb #86cb0afc
 @patch
 async def json(self: Answer, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = ()) -> None:
     """Answer `status` with a JSON `body`."""
-    await self.send({"type": "http.response.start", "status": status,
-                     "headers": [_JSON_HEADER, (b"content-length", str(len(body)).encode()), *headers]})
+    await self.send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [_JSON_HEADER, (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
     await self.send({"type": "http.response.body", "body": body})
+
 
 @patch
 async def error(self: Answer, error: LlmopsError) -> None:
@@ -273,50 +364,78 @@ async def error(self: Answer, error: LlmopsError) -> None:
         log_event(logger, "error_after_start", logging.ERROR, request_id=ctx.request_id, error=error.message)
         return
     ctx.error = ctx.error or error.code
-    await self.json(error.status, error.to_json(ctx.request_id),
-                    [(k.lower().encode(), str(v).encode()) for k, v in error.headers.items()])
+    await self.json(
+        error.status,
+        error.to_json(ctx.request_id),
+        [(k.lower().encode(), str(v).encode()) for k, v in error.headers.items()],
+    )
+
 
 # %% ../../nbs/serving/05_gateway.ipynb #6d225ea2
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
+
 class GatewayMiddleware:
     """Pure ASGI: the request path in order (size, authenticate, limits, route, audit, metrics)."""
-    def __init__(self,
-                 app, # the ASGI app to wrap
-                 hooks: GatewayHooks, # begin, authenticate, check_limits, record, after
-                 max_body_bytes: int = 1_048_576, # larger bodies get 413
-                 fast_routes: dict[str, Callable] | None = None, # POST path -> handler answering without the app
-                ):
+
+    def __init__(
+        self,
+        app,  # the ASGI app to wrap
+        hooks: GatewayHooks,  # begin, authenticate, check_limits, record, after
+        max_body_bytes: int = 1_048_576,  # larger bodies get 413
+        fast_routes: dict[str, Callable] | None = None,  # POST path -> handler answering without the app
+    ):
         self.app, self.hooks, self.max_body_bytes = app, hooks, max_body_bytes
         self.fast_routes = fast_routes or {}
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http": return await self.app(scope, receive, send)
-        ctx = RequestContext(request_id_from(scope["headers"]), scope["method"], scope["path"], time.perf_counter(),
-                             utc_timestamp())
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        ctx = RequestContext(
+            request_id_from(scope["headers"]),
+            scope["method"],
+            scope["path"],
+            time.perf_counter(),
+            utc_timestamp(),
+        )
         scope.setdefault("state", {})["llmops"] = ctx
-        answer = Answer(ctx, self.hooks, send, [*security_headers(scope), (b"x-request-id", ctx.request_id.encode())])
+        answer = Answer(
+            ctx, self.hooks, send, [*security_headers(scope), (b"x-request-id", ctx.request_id.encode())]
+        )
         try:
             self.hooks.begin(ctx)
-            self.check_size(scope)                           # 1. a declared body over the limit: 413
-            await self.hooks.authenticate(ctx, scope)        # 2. who calls, with which scopes: 401, 403
-            await self.hooks.check_limits(ctx, scope)        # 3. over a limit: 429
-            await self.route(scope, receive, answer)         # 4. read the body; the route guards, calls the model, answers
-        except LlmopsError as e: await answer.error(e)
+            self.check_size(scope)  # 1. a declared body over the limit: 413
+            await self.hooks.authenticate(ctx, scope)  # 2. who calls, with which scopes: 401, 403
+            await self.hooks.check_limits(ctx, scope)  # 3. over a limit: 429
+            await self.route(
+                scope, receive, answer
+            )  # 4. read the body; the route guards, calls the model, answers
+        except LlmopsError as e:
+            await answer.error(e)
         except (ClientDisconnected, ClientDisconnect, asyncio.CancelledError) as e:
             ctx.disconnected, ctx.status = True, ctx.status or 499
-            if isinstance(e, asyncio.CancelledError): raise
+            if isinstance(e, asyncio.CancelledError):
+                raise
         except Exception as e:
-            logger.error("unhandled_error", exc_info=True,
-                         extra={"fields": {"request_id": ctx.request_id, "path": scope["path"], "error": repr(e)}})
+            logger.error(
+                "unhandled_error",
+                exc_info=True,
+                extra={"fields": {"request_id": ctx.request_id, "path": scope["path"], "error": repr(e)}},
+            )
             ctx.outcome, ctx.error = "server_error", "internal_error"
             if not answer.complete:
-                await answer.error(LlmopsError("the server failed on this request; quote its request id when "
-                                               "reporting it"))
+                await answer.error(
+                    LlmopsError("the server failed on this request; quote its request id when reporting it")
+                )
         finally:
-            await asyncio.shield(answer.record())            # 5. the audit record (already written if the route answered)
-            try: self.hooks.after(ctx)                       # 6. the metrics, once the answer is out
-            except Exception as e: log_event(logger, "after_failed", logging.ERROR, request_id=ctx.request_id, error=repr(e))
+            await asyncio.shield(
+                answer.record()
+            )  # 5. the audit record (already written if the route answered)
+            try:
+                self.hooks.after(ctx)  # 6. the metrics, once the answer is out
+            except Exception as e:
+                log_event(logger, "after_failed", logging.ERROR, request_id=ctx.request_id, error=repr(e))
+
 
 # %% ../../nbs/serving/05_gateway.ipynb #9bdc303a
 @patch
@@ -324,32 +443,44 @@ def check_size(self: GatewayMiddleware, scope: dict) -> None:
     """Raise `BodyTooLarge` when the declared `content-length` is over the limit (or is no number)."""
     for key, value in scope["headers"]:
         if key == b"content-length" and (not value.isdigit() or int(value) > self.max_body_bytes):
-            raise BodyTooLarge(f"the request body is larger than {self.max_body_bytes} bytes "
-                               "([serving] max_body_bytes); send a smaller request")
+            raise BodyTooLarge(
+                f"the request body is larger than {self.max_body_bytes} bytes "
+                "([serving] max_body_bytes); send a smaller request"
+            )
+
 
 # %% ../../nbs/serving/05_gateway.ipynb #e7fe50d4
 def _replay(body: bytes, receive, ctx: RequestContext):
     """An ASGI receive that gives `body` once, then what the client sends next (a disconnect)."""
     replayed = False
+
     async def replay():
         nonlocal replayed
         if not replayed:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
         message = await receive()
-        if message["type"] == "http.disconnect": ctx.disconnected = True
+        if message["type"] == "http.disconnect":
+            ctx.disconnected = True
         return message
+
     return replay
+
 
 @patch
 async def route(self: GatewayMiddleware, scope: dict, receive, answer: Answer) -> None:
     """Read the body and hand the request to its fast route, or to the wrapped app."""
-    if scope["method"] not in _BODY_METHODS: return await self.app(scope, receive, answer.send)
+    if scope["method"] not in _BODY_METHODS:
+        return await self.app(scope, receive, answer.send)
     ctx = answer.ctx
     body = await read_body(receive, self.max_body_bytes)
-    if body is None: raise ClientDisconnected()
+    if body is None:
+        raise ClientDisconnected()
     fast = self.fast_routes.get(scope["path"]) if scope["method"] == "POST" else None
     result = None if fast is None else await fast(scope, ctx, body, receive)
-    if result is None: await self.app(scope, _replay(body, receive, ctx), answer.send) # the framework's own path
-    elif isinstance(result, bytes): await answer.json(200, result)
-    else: await result(scope, _replay(b"", receive, ctx), answer.send) # a streamed answer
+    if result is None:
+        await self.app(scope, _replay(body, receive, ctx), answer.send)  # the framework's own path
+    elif isinstance(result, bytes):
+        await answer.json(200, result)
+    else:
+        await result(scope, _replay(b"", receive, ctx), answer.send)  # a streamed answer

@@ -6,90 +6,199 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['KNOWN_ROUTES', 'TTFT_BUCKETS', 'REQUEST_BUCKETS', 'OVERHEAD_BUCKETS', 'FAMILIES', 'FLUSH_INTERVAL_S', 'CONTENT_TYPE',
-           'BoundedLabel', 'setup_multiprocess', 'mark_process_dead', 'HistogramTotals', 'TotalsCollector', 'Metrics']
+__all__ = [
+    "KNOWN_ROUTES",
+    "TTFT_BUCKETS",
+    "REQUEST_BUCKETS",
+    "OVERHEAD_BUCKETS",
+    "FAMILIES",
+    "FLUSH_INTERVAL_S",
+    "CONTENT_TYPE",
+    "BoundedLabel",
+    "setup_multiprocess",
+    "mark_process_dead",
+    "HistogramTotals",
+    "TotalsCollector",
+    "Metrics",
+]
 
 # %% ../../nbs/serving/03_metrics.ipynb #4c3f8e8a
 import bisect
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from itertools import accumulate
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from fastcore.basics import patch
 
-if TYPE_CHECKING: from prometheus_client.metrics_core import Metric
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 # %% ../../nbs/serving/03_metrics.ipynb #aab921e4
 from ..core import OUTCOMES
 from ..errors import ConfigurationError
 
 # %% ../../nbs/serving/03_metrics.ipynb #8a23f1a3
-KNOWN_ROUTES: tuple[str, ...] = ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/route", "/v1/predict",
-                                 "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc")
-TTFT_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-REQUEST_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56,
-                                      5.12, 10.24, 20.48, 40.96, 81.92)
-OVERHEAD_BUCKETS: tuple[float, ...] = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                       0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+KNOWN_ROUTES: tuple[str, ...] = (
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/models",
+    "/v1/route",
+    "/v1/predict",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/redoc",
+)
+TTFT_BUCKETS: tuple[float, ...] = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
+REQUEST_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+OVERHEAD_BUCKETS: tuple[float, ...] = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+
 
 # %% ../../nbs/serving/03_metrics.ipynb #0fa4a331
 class BoundedLabel:
     """Map label values to themselves while there are at most `max_values` distinct ones, then to `other`."""
+
     def __init__(self, known: Iterable[str] = (), max_values: int = 64, closed: bool = False):
         self.known, self.seen, self.max_values, self.closed = frozenset(known), set(), max_values, closed
 
     def __call__(self, value: object) -> str:
         v = str(value) if value is not None else "none"
-        if v in self.known or v in self.seen: return v
-        if self.closed or len(self.seen) >= self.max_values: return "other"
+        if v in self.known or v in self.seen:
+            return v
+        if self.closed or len(self.seen) >= self.max_values:
+            return "other"
         self.seen.add(v)
         return v
 
+
 # %% ../../nbs/serving/03_metrics.ipynb #fc639163
-FAMILIES: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...]]] = { # name: (type, help, labels, buckets)
+FAMILIES: dict[
+    str, tuple[str, str, tuple[str, ...], tuple[float, ...]]
+] = {  # name: (type, help, labels, buckets)
     "llmops_requests_total": ("counter", "Requests finished", ("route", "model", "status", "outcome"), ()),
-    "llmops_request_duration_seconds": ("histogram", "Time in the server per request", ("route", "model"), REQUEST_BUCKETS),
-    "llmops_overhead_seconds": ("histogram", "Time per stage of the request path", ("stage",), OVERHEAD_BUCKETS),
+    "llmops_request_duration_seconds": (
+        "histogram",
+        "Time in the server per request",
+        ("route", "model"),
+        REQUEST_BUCKETS,
+    ),
+    "llmops_overhead_seconds": (
+        "histogram",
+        "Time per stage of the request path",
+        ("stage",),
+        OVERHEAD_BUCKETS,
+    ),
     "llmops_tokens_total": ("counter", "Tokens in and out", ("type", "model"), ()),
     "llmops_guardrail_decisions_total": ("counter", "Guardrail verdicts", ("guard", "stage", "action"), ()),
-    "llmops_time_to_first_token_seconds": ("histogram", "Time to the first streamed token", ("model",), TTFT_BUCKETS),
+    "llmops_time_to_first_token_seconds": (
+        "histogram",
+        "Time to the first streamed token",
+        ("model",),
+        TTFT_BUCKETS,
+    ),
 }
+
 
 # %% ../../nbs/serving/03_metrics.ipynb #6c130df6
 def setup_multiprocess(
-    dir: str | os.PathLike, # folder for the workers' metric files
-    clean: bool = True, # delete the files of a previous run
+    dir: str | os.PathLike,  # folder for the workers' metric files
+    clean: bool = True,  # delete the files of a previous run
 ) -> Path:
     """Make this process and its children record metrics in `dir` (multiprocess mode)."""
     if "prometheus_client" in sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        raise ConfigurationError("prometheus_client was imported before setup_multiprocess, so this process keeps its "
-                                 "metrics in memory; call setup_multiprocess first (or set PROMETHEUS_MULTIPROC_DIR "
-                                 "before the process starts)")
+        raise ConfigurationError(
+            "prometheus_client was imported before setup_multiprocess, so this process keeps its "
+            "metrics in memory; call setup_multiprocess first (or set PROMETHEUS_MULTIPROC_DIR "
+            "before the process starts)"
+        )
     path = Path(dir)
     path.mkdir(parents=True, exist_ok=True)
     if clean:
-        for f in path.glob("*.db"): f.unlink()
+        for f in path.glob("*.db"):
+            f.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
     return path
 
+
 # %% ../../nbs/serving/03_metrics.ipynb #cdffd84e
 def mark_process_dead(
-    pid: int | None = None, # the worker that exited; default this process
-    dir: str | os.PathLike | None = None, # default `$PROMETHEUS_MULTIPROC_DIR`
+    pid: int | None = None,  # the worker that exited; default this process
+    dir: str | os.PathLike | None = None,  # default `$PROMETHEUS_MULTIPROC_DIR`
 ) -> None:
     """Drop a dead worker's live gauges (in-flight requests); its counters stay in the totals."""
     path = dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not path: return
+    if not path:
+        return
     from prometheus_client import multiprocess
+
     multiprocess.mark_process_dead(os.getpid() if pid is None else pid, str(path))
+
 
 # %% ../../nbs/serving/03_metrics.ipynb #edae42d5
 class HistogramTotals:
     """Bucket counts and sum of one histogram series, kept by the kit."""
+
     __slots__ = ("bounds", "counts", "sum")
-    def __init__(self, buckets: Iterable[float]): # upper bounds, without +Inf
+
+    def __init__(self, buckets: Iterable[float]):  # upper bounds, without +Inf
         self.bounds = [*buckets, float("inf")]
         self.counts, self.sum = [0] * len(self.bounds), 0.0
 
@@ -98,41 +207,62 @@ class HistogramTotals:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.sum += value
 
+
 # %% ../../nbs/serving/03_metrics.ipynb #78ec5183
 class TotalsCollector:
     """A `prometheus_client` collector that yields the kit's counter and histogram totals."""
-    def __init__(self,
-                 counts: dict[tuple, float], # (family, *label values): total
-                 hists: dict[tuple, HistogramTotals], # (family, *label values): bucket counts and sum
-                ):
+
+    def __init__(
+        self,
+        counts: dict[tuple, float],  # (family, *label values): total
+        hists: dict[tuple, HistogramTotals],  # (family, *label values): bucket counts and sum
+    ):
         from prometheus_client.utils import floatToGoString
+
         self.counts, self.hists = counts, hists
-        self.le = {n: [floatToGoString(b) for b in (*f[3], float("inf"))] for n, f in FAMILIES.items() if f[0] == "histogram"}
+        self.le = {
+            n: [floatToGoString(b) for b in (*f[3], float("inf"))]
+            for n, f in FAMILIES.items()
+            if f[0] == "histogram"
+        }
 
     def collect(self) -> Iterator[Metric]:
         """One metric family per entry of `FAMILIES`, with a sample per series recorded so far."""
         from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily
-        families = {n: (CounterMetricFamily if kind == "counter" else HistogramMetricFamily)(n, doc, labels=labels)
-                    for n, (kind, doc, labels, _) in FAMILIES.items()}
-        for (name, *labels), n in list(self.counts.items()): families[name].add_metric(labels, n)
+
+        families = {
+            n: (CounterMetricFamily if kind == "counter" else HistogramMetricFamily)(n, doc, labels=labels)
+            for n, (kind, doc, labels, _) in FAMILIES.items()
+        }
+        for (name, *labels), n in list(self.counts.items()):
+            families[name].add_metric(labels, n)
         for (name, *labels), h in list(self.hists.items()):
             families[name].add_metric(labels, list(zip(self.le[name], accumulate(h.counts))), h.sum)
         yield from families.values()
 
+
 # %% ../../nbs/serving/03_metrics.ipynb #b2cf3f60
 class Metrics:
     """The server's Prometheus metrics, with bounded labels."""
-    def __init__(self, *,
-                 routes: Iterable[str] = (), # routes to label by name besides `KNOWN_ROUTES`
-                 max_values: int = 64, # distinct values per open label (model, stage, guard, action)
-                ):
+
+    def __init__(
+        self,
+        *,
+        routes: Iterable[str] = (),  # routes to label by name besides `KNOWN_ROUTES`
+        max_values: int = 64,  # distinct values per open label (model, stage, guard, action)
+    ):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         self.registry = r = CollectorRegistry(auto_describe=True)
         self._route = BoundedLabel((*KNOWN_ROUTES, *routes), closed=True)
         self._outcome = BoundedLabel(OUTCOMES, closed=True)
-        self._model, self._stage, self._guard, self._action, self._gstage = (BoundedLabel(max_values=max_values) for _ in range(5))
-        self.in_flight = Gauge("llmops_in_flight_requests", "Requests being handled now", registry=r, multiprocess_mode="livesum")
+        self._model, self._stage, self._guard, self._action, self._gstage = (
+            BoundedLabel(max_values=max_values) for _ in range(5)
+        )
+        self.in_flight = Gauge(
+            "llmops_in_flight_requests", "Requests being handled now", registry=r, multiprocess_mode="livesum"
+        )
         # single process: the totals; multiprocess: the counts and observations `observe_request` recorded until `flush`
         self._counts: dict[tuple, float] = {}
         self._hists: dict[tuple, HistogramTotals | list[float]] = {}
@@ -142,101 +272,137 @@ class Metrics:
             ProcessCollector(registry=r)
         else:
             for name, (kind, doc, labels, buckets) in FAMILIES.items():
-                self._series[name] = (Counter(name, doc, labels, registry=r) if kind == "counter"
-                                      else Histogram(name, doc, labels, buckets=buckets, registry=r))
-        self._keys, self._sinks, self._stage_sinks, self._guard_keys = {}, {}, {}, {} # caches of resolved labels
+                self._series[name] = (
+                    Counter(name, doc, labels, registry=r)
+                    if kind == "counter"
+                    else Histogram(name, doc, labels, buckets=buckets, registry=r)
+                )
+        self._keys, self._sinks, self._stage_sinks, self._guard_keys = (
+            {},
+            {},
+            {},
+            {},
+        )  # caches of resolved labels
         self.pending = False
 
     def __repr__(self) -> str:
         series = len(self._children) if self.multiprocess_dir else len(self._counts) + len(self._hists)
         return f"Metrics(multiprocess_dir={self.multiprocess_dir!r}, series={series})"
 
+
 # %% ../../nbs/serving/03_metrics.ipynb #ed258f3f
 @patch
 def _child(self: Metrics, key: tuple):
     """The cached label child of a multiprocess series `(family, *label values)`."""
     child = self._children.get(key)
-    if child is None: child = self._children[key] = self._series[key[0]].labels(*key[1:])
+    if child is None:
+        child = self._children[key] = self._series[key[0]].labels(*key[1:])
     return child
+
 
 # %% ../../nbs/serving/03_metrics.ipynb #0f63f9b2
 @patch
 def _count(self: Metrics, key: tuple, n: float = 1) -> None:
     """Add `n` to the counter series `key`."""
-    if self.multiprocess_dir is None: self._counts[key] = self._counts.get(key, 0) + n
-    else: self._child(key).inc(n)
+    if self.multiprocess_dir is None:
+        self._counts[key] = self._counts.get(key, 0) + n
+    else:
+        self._child(key).inc(n)
+
 
 # %% ../../nbs/serving/03_metrics.ipynb #b7060309
 @patch
 def _observe(self: Metrics, key: tuple, value: float) -> None:
     """Add one observation to the histogram series `key`."""
-    if self.multiprocess_dir is not None: self._child(key).observe(value); return
+    if self.multiprocess_dir is not None:
+        self._child(key).observe(value)
+        return
     h = self._hists.get(key)
-    if h is None: h = self._hists[key] = HistogramTotals(FAMILIES[key[0]][3])
+    if h is None:
+        h = self._hists[key] = HistogramTotals(FAMILIES[key[0]][3])
     h.observe(value)
+
 
 # %% ../../nbs/serving/03_metrics.ipynb #9abe92d6
 def _status(status: int | str) -> str:
-    try: code = int(status)
-    except (TypeError, ValueError): return "other"
+    try:
+        code = int(status)
+    except (TypeError, ValueError):
+        return "other"
     return str(code) if 100 <= code <= 599 else "other"
+
 
 # %% ../../nbs/serving/03_metrics.ipynb #6064d415
 @patch
-def request(self: Metrics,
-            route: str, # the request path; unknown paths count as `other`
-            model: str | None, # the served model
-            status: int | str, # HTTP status sent
-            outcome: str, # one of `core.OUTCOMES`
-            duration_s: float, # time in the server
-           ) -> None:
+def request(
+    self: Metrics,
+    route: str,  # the request path; unknown paths count as `other`
+    model: str | None,  # the served model
+    status: int | str,  # HTTP status sent
+    outcome: str,  # one of `core.OUTCOMES`
+    duration_s: float,  # time in the server
+) -> None:
     """Count a finished request and observe its duration."""
     r, m = self._route(route), self._model(model)
     self._count(("llmops_requests_total", r, m, _status(status), self._outcome(outcome)))
     self._observe(("llmops_request_duration_seconds", r, m), duration_s)
 
+
 # %% ../../nbs/serving/03_metrics.ipynb #0447bf49
 @patch
-def stage(self: Metrics,
-          stage: str, # `auth`, `limits`, `input_guard`, `model`, ...
-          seconds: float, # time spent in it
-         ) -> None:
+def stage(
+    self: Metrics,
+    stage: str,  # `auth`, `limits`, `input_guard`, `model`, ...
+    seconds: float,  # time spent in it
+) -> None:
     """Observe the time of one stage of the request path."""
     self._observe(("llmops_overhead_seconds", self._stage(stage)), seconds)
+
 
 # %% ../../nbs/serving/03_metrics.ipynb #15bc89d6
 _TOKEN_TYPES = {"input": "input", "prompt": "input", "output": "output", "completion": "output"}
 
+
 @patch
-def tokens(self: Metrics,
-           kind: str, # `input`/`prompt` or `output`/`completion`
-           model: str | None, # the served model
-           n: int, # how many
-          ) -> None:
+def tokens(
+    self: Metrics,
+    kind: str,  # `input`/`prompt` or `output`/`completion`
+    model: str | None,  # the served model
+    n: int,  # how many
+) -> None:
     """Count `n` tokens of `kind`."""
-    if n > 0: self._count(("llmops_tokens_total", _TOKEN_TYPES.get(kind, "other"), self._model(model)), n)
+    if n > 0:
+        self._count(("llmops_tokens_total", _TOKEN_TYPES.get(kind, "other"), self._model(model)), n)
+
 
 # %% ../../nbs/serving/03_metrics.ipynb #8ba7d9bb
 @patch
-def guardrail(self: Metrics,
-              guard: str, # the guard that decided (`pii`, `injection`, ...)
-              stage: str, # `input` or `output`
-              action: str, # `allow`, `redact`, `block`, ...
-             ) -> None:
+def guardrail(
+    self: Metrics,
+    guard: str,  # the guard that decided (`pii`, `injection`, ...)
+    stage: str,  # `input` or `output`
+    action: str,  # `allow`, `redact`, `block`, ...
+) -> None:
     """Count one guardrail verdict."""
-    self._count(("llmops_guardrail_decisions_total", self._guard(guard), self._gstage(stage), self._action(action)))
+    self._count(
+        ("llmops_guardrail_decisions_total", self._guard(guard), self._gstage(stage), self._action(action))
+    )
+
 
 # %% ../../nbs/serving/03_metrics.ipynb #cd0b075d
 @patch
-def ttft(self: Metrics,
-         model: str | None, # the served model
-         seconds: float, # time to the first streamed token
-        ) -> None:
+def ttft(
+    self: Metrics,
+    model: str | None,  # the served model
+    seconds: float,  # time to the first streamed token
+) -> None:
     """Observe the time to the first streamed token."""
     self._observe(("llmops_time_to_first_token_seconds", self._model(model)), seconds)
 
+
 # %% ../../nbs/serving/03_metrics.ipynb #f3cb880e
 FLUSH_INTERVAL_S = 0.5
+
 
 @patch
 def _sink(self: Metrics, key: tuple):
@@ -245,83 +411,113 @@ def _sink(self: Metrics, key: tuple):
     if sink is None:
         if self.multiprocess_dir is None:
             h = self._hists.get(key)
-            if h is None: h = self._hists[key] = HistogramTotals(FAMILIES[key[0]][3])
+            if h is None:
+                h = self._hists[key] = HistogramTotals(FAMILIES[key[0]][3])
             sink = h.observe
-        else: sink = self._hists.setdefault(key, []).append
+        else:
+            sink = self._hists.setdefault(key, []).append
         self._sinks[key] = sink
     return sink
 
+
 # %% ../../nbs/serving/03_metrics.ipynb #d2b85e53
 @patch
-def observe_request(self: Metrics,
-                    route: str, # the request path's bounded label (`route_label`)
-                    model: str | None, # the served model
-                    status: int, # HTTP status sent
-                    outcome: str, # one of `core.OUTCOMES`
-                    duration_s: float, # time in the server
-                    stages_ms: dict[str, float] | None = None, # time per stage, in milliseconds
-                    prompt_tokens: int = 0, # tokens in
-                    completion_tokens: int = 0, # tokens out
-                    guardrails: Iterable[tuple[str, str, str]] = (), # (guard, stage, action) per decision
-                   ) -> None:
+def observe_request(
+    self: Metrics,
+    route: str,  # the request path's bounded label (`route_label`)
+    model: str | None,  # the served model
+    status: int,  # HTTP status sent
+    outcome: str,  # one of `core.OUTCOMES`
+    duration_s: float,  # time in the server
+    stages_ms: dict[str, float] | None = None,  # time per stage, in milliseconds
+    prompt_tokens: int = 0,  # tokens in
+    completion_tokens: int = 0,  # tokens out
+    guardrails: Iterable[tuple[str, str, str]] = (),  # (guard, stage, action) per decision
+) -> None:
     """Record everything about one finished request."""
     keys = self._keys.get((route, model, status, outcome))
     if keys is None:
         r, m = self._route(route), self._model(model)
-        keys = (("llmops_requests_total", r, m, _status(status), self._outcome(outcome)),
-                self._sink(("llmops_request_duration_seconds", r, m)),
-                ("llmops_tokens_total", "input", m), ("llmops_tokens_total", "output", m))
-        if len(self._keys) < 4096: self._keys[(route, model, status, outcome)] = keys
+        keys = (
+            ("llmops_requests_total", r, m, _status(status), self._outcome(outcome)),
+            self._sink(("llmops_request_duration_seconds", r, m)),
+            ("llmops_tokens_total", "input", m),
+            ("llmops_tokens_total", "output", m),
+        )
+        if len(self._keys) < 4096:
+            self._keys[(route, model, status, outcome)] = keys
     counts = self._counts
     counts[keys[0]] = counts.get(keys[0], 0) + 1
     keys[1](duration_s)
-    if prompt_tokens > 0: counts[keys[2]] = counts.get(keys[2], 0) + prompt_tokens
-    if completion_tokens > 0: counts[keys[3]] = counts.get(keys[3], 0) + completion_tokens
+    if prompt_tokens > 0:
+        counts[keys[2]] = counts.get(keys[2], 0) + prompt_tokens
+    if completion_tokens > 0:
+        counts[keys[3]] = counts.get(keys[3], 0) + completion_tokens
     if stages_ms:
         sinks = self._stage_sinks
         for stage, ms in stages_ms.items():
             sink = sinks.get(stage)
             if sink is None:
                 sink = self._sink(("llmops_overhead_seconds", self._stage(stage)))
-                if len(sinks) < 4096: sinks[stage] = sink
+                if len(sinks) < 4096:
+                    sinks[stage] = sink
             sink(ms / 1000)
     for decision in guardrails:
         key = self._guard_keys.get(decision)
         if key is None:
             guard, stage, action = decision
-            key = ("llmops_guardrail_decisions_total", self._guard(guard), self._gstage(stage), self._action(action))
-            if len(self._guard_keys) < 4096: self._guard_keys[decision] = key
+            key = (
+                "llmops_guardrail_decisions_total",
+                self._guard(guard),
+                self._gstage(stage),
+                self._action(action),
+            )
+            if len(self._guard_keys) < 4096:
+                self._guard_keys[decision] = key
         counts[key] = counts.get(key, 0) + 1
-    if self.multiprocess_dir is not None: self.pending = True
+    if self.multiprocess_dir is not None:
+        self.pending = True
+
 
 # %% ../../nbs/serving/03_metrics.ipynb #73a9ddac
 @patch
-def flush(self: Metrics,
-          in_flight: int | None = None, # set the in-flight gauge to this, if given
-         ) -> None:
+def flush(
+    self: Metrics,
+    in_flight: int | None = None,  # set the in-flight gauge to this, if given
+) -> None:
     """Apply what `observe_request` recorded to the worker's metric files (multiprocess mode); set the in-flight gauge."""
     if self.pending:
         counts, self._counts, self.pending = self._counts, {}, False
-        for key, n in counts.items(): self._child(key).inc(n)
+        for key, n in counts.items():
+            self._child(key).inc(n)
         for key, values in self._hists.items():
             if values:
                 observe = self._child(key).observe
-                for v in values: observe(v)
+                for v in values:
+                    observe(v)
                 values.clear()
-    if in_flight is not None: self.in_flight.set(in_flight)
+    if in_flight is not None:
+        self.in_flight.set(in_flight)
+
 
 # %% ../../nbs/serving/03_metrics.ipynb #55405fe9
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+
 @patch
-def render(self: Metrics,
-           in_flight: int | None = None, # this process's requests in flight, to set the gauge
-          ) -> tuple[bytes, str]:
+def render(
+    self: Metrics,
+    in_flight: int | None = None,  # this process's requests in flight, to set the gauge
+) -> tuple[bytes, str]:
     """The exposition text and its content type; in multiprocess mode, summed over all workers."""
     from prometheus_client import CollectorRegistry, generate_latest
-    if self.pending or in_flight is not None: self.flush(in_flight)
-    if self.multiprocess_dir is None: return generate_latest(self.registry), CONTENT_TYPE
+
+    if self.pending or in_flight is not None:
+        self.flush(in_flight)
+    if self.multiprocess_dir is None:
+        return generate_latest(self.registry), CONTENT_TYPE
     from prometheus_client.multiprocess import MultiProcessCollector
+
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=self.multiprocess_dir)
     return generate_latest(registry), CONTENT_TYPE

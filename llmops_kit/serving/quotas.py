@@ -6,9 +6,30 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['LIMIT_WINDOWS', 'WINDOW_MS', 'MAX_AMOUNT', 'QUOTA_DEFAULTS', 'KEEP_MS', 'FORGET_MS', 'Limits', 'Amounts', 'micro_usd',
-           'cost_amounts', 'estimate_amounts', 'QuotaConfig', 'WindowState', 'Reservation', 'Refusal', 'rate_headers',
-           'QuotaStoreUnavailable', 'Usage', 'QuotaStore', 'SqliteQuotaStore', 'RedisQuotaStore', 'open_store']
+__all__ = [
+    "LIMIT_WINDOWS",
+    "WINDOW_MS",
+    "MAX_AMOUNT",
+    "QUOTA_DEFAULTS",
+    "KEEP_MS",
+    "FORGET_MS",
+    "Limits",
+    "Amounts",
+    "micro_usd",
+    "cost_amounts",
+    "estimate_amounts",
+    "QuotaConfig",
+    "WindowState",
+    "Reservation",
+    "Refusal",
+    "rate_headers",
+    "QuotaStoreUnavailable",
+    "Usage",
+    "QuotaStore",
+    "SqliteQuotaStore",
+    "RedisQuotaStore",
+    "open_store",
+]
 
 # %% ../../nbs/serving/07_quotas.ipynb #4747d0c0
 import asyncio
@@ -18,10 +39,11 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from fastcore.basics import patch
 
@@ -30,106 +52,141 @@ from ..core import ModelSettings
 from ..errors import ConfigurationError, InputError, RateLimitError, ServiceUnavailableError
 
 # %% ../../nbs/serving/07_quotas.ipynb #7a7db673
-LIMIT_WINDOWS: dict[str, tuple[str, str]] = { # limit name: (window, metric)
-    "requests_per_day": ("day", "requests"), "tokens_per_day": ("day", "tokens"), "micro_usd_per_day": ("day", "micro_usd"),
-    "requests_per_minute": ("minute", "requests"), "tokens_per_minute": ("minute", "tokens")}
+LIMIT_WINDOWS: dict[str, tuple[str, str]] = {  # limit name: (window, metric)
+    "requests_per_day": ("day", "requests"),
+    "tokens_per_day": ("day", "tokens"),
+    "micro_usd_per_day": ("day", "micro_usd"),
+    "requests_per_minute": ("minute", "requests"),
+    "tokens_per_minute": ("minute", "tokens"),
+}
 WINDOW_MS: dict[str, int] = {"day": 86_400_000, "minute": 60_000}
-MAX_AMOUNT: int = 10**14 # the largest count or limit the stores accept (100 million USD in micro-USD)
+MAX_AMOUNT: int = 10**14  # the largest count or limit the stores accept (100 million USD in micro-USD)
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #1d88c358
 def _check_count(name: str, value: Any, what: str, optional: bool = True) -> None:
     """Raise a clear error unless `value` is a whole number in 0..MAX_AMOUNT (or None where allowed)."""
-    if value is None and optional: return
+    if value is None and optional:
+        return
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_AMOUNT:
-        raise InputError(f"{what} {name}={value!r} must be a whole number from 0 to {MAX_AMOUNT:,}" + (" (or none for no limit)" if optional else ""))
+        raise InputError(
+            f"{what} {name}={value!r} must be a whole number from 0 to {MAX_AMOUNT:,}"
+            + (" (or none for no limit)" if optional else "")
+        )
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #c6d4b4f1
 @dataclass(frozen=True)
 class Limits:
     """The limits of one tenant or API key in the current UTC day and clock minute; `None` is no limit."""
-    requests_per_day: int | None = None # requests admitted per UTC day
-    tokens_per_day: int | None = None # prompt + completion tokens per UTC day
-    micro_usd_per_day: int | None = None # spend per UTC day in micro-USD (1 USD = 1,000,000)
-    requests_per_minute: int | None = None # requests admitted per clock minute
-    tokens_per_minute: int | None = None # prompt + completion tokens per clock minute
+
+    requests_per_day: int | None = None  # requests admitted per UTC day
+    tokens_per_day: int | None = None  # prompt + completion tokens per UTC day
+    micro_usd_per_day: int | None = None  # spend per UTC day in micro-USD (1 USD = 1,000,000)
+    requests_per_minute: int | None = None  # requests admitted per clock minute
+    tokens_per_minute: int | None = None  # prompt + completion tokens per clock minute
 
     def __post_init__(self):
-        for f in fields(self): _check_count(f.name, getattr(self, f.name), "limit")
+        for f in fields(self):
+            _check_count(f.name, getattr(self, f.name), "limit")
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #0972dea5
 @patch
 def merged(self: Limits, overrides: Mapping[str, int | None]) -> Limits:
     """These limits with `overrides` (limit name: value, `None` for no limit) laid over them."""
     unknown = set(overrides) - set(LIMIT_WINDOWS)
-    if unknown: raise InputError(f"unknown limit {sorted(unknown)[0]!r}; the limits are {', '.join(LIMIT_WINDOWS)}")
+    if unknown:
+        raise InputError(f"unknown limit {sorted(unknown)[0]!r}; the limits are {', '.join(LIMIT_WINDOWS)}")
     return Limits(**{**{n: getattr(self, n) for n in LIMIT_WINDOWS}, **overrides})
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #d23aef19
 @dataclass(frozen=True)
 class Amounts:
     """What one request uses (or is estimated to use): requests, tokens and cost in micro-USD."""
-    requests: int = 1 # requests (1 for a request, 0 for a correction)
-    tokens: int = 0 # prompt + completion tokens
-    micro_usd: int = 0 # cost in micro-USD
+
+    requests: int = 1  # requests (1 for a request, 0 for a correction)
+    tokens: int = 0  # prompt + completion tokens
+    micro_usd: int = 0  # cost in micro-USD
 
     def __post_init__(self):
-        for f in fields(self): _check_count(f.name, getattr(self, f.name), "amount", optional=False)
+        for f in fields(self):
+            _check_count(f.name, getattr(self, f.name), "amount", optional=False)
 
     def for_limit(self, limit: str) -> int:
         """The amount that counts against the limit named `limit`."""
         return getattr(self, LIMIT_WINDOWS[limit][1])
 
+
 # %% ../../nbs/serving/07_quotas.ipynb #60d1d23b
-def micro_usd(tokens: int, # number of tokens
-              usd_per_mtok: float, # price in USD per million tokens
-             ) -> int:
+def micro_usd(
+    tokens: int,  # number of tokens
+    usd_per_mtok: float,  # price in USD per million tokens
+) -> int:
     """The cost of `tokens` tokens at `usd_per_mtok`, in micro-USD, rounded up."""
     return int((Decimal(tokens) * Decimal(str(usd_per_mtok))).to_integral_value(rounding=ROUND_CEILING))
 
+
 # %% ../../nbs/serving/07_quotas.ipynb #afdc5b27
-def cost_amounts(prompt_tokens: int, # tokens in the prompt
-                 completion_tokens: int, # tokens in the answer
-                 model: ModelSettings, # the served model (its prices)
-                ) -> Amounts:
+def cost_amounts(
+    prompt_tokens: int,  # tokens in the prompt
+    completion_tokens: int,  # tokens in the answer
+    model: ModelSettings,  # the served model (its prices)
+) -> Amounts:
     """The actual usage of one answered request: what `settle` records."""
-    return Amounts(1, prompt_tokens + completion_tokens,
-                   micro_usd(prompt_tokens, model.prompt_usd_per_mtok) + micro_usd(completion_tokens, model.completion_usd_per_mtok))
+    return Amounts(
+        1,
+        prompt_tokens + completion_tokens,
+        micro_usd(prompt_tokens, model.prompt_usd_per_mtok)
+        + micro_usd(completion_tokens, model.completion_usd_per_mtok),
+    )
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #dc01b05e
-def estimate_amounts(prompt_tokens: int, # tokens in the prompt
-                     max_tokens: int | None, # the request's `max_tokens` (None: the model's)
-                     model: ModelSettings, # the served model (its prices and default `max_tokens`)
-                     cap: int | None = None, # at most this many completion tokens are reserved
-                    ) -> Amounts:
+def estimate_amounts(
+    prompt_tokens: int,  # tokens in the prompt
+    max_tokens: int | None,  # the request's `max_tokens` (None: the model's)
+    model: ModelSettings,  # the served model (its prices and default `max_tokens`)
+    cap: int | None = None,  # at most this many completion tokens are reserved
+) -> Amounts:
     """What `reserve` holds before the request runs: the prompt plus `max_tokens` (capped), at the model's prices."""
     completion = model.max_tokens if max_tokens is None else max_tokens
     return cost_amounts(prompt_tokens, min(completion, cap) if cap is not None else completion, model)
 
+
 # %% ../../nbs/serving/07_quotas.ipynb #4cf623f1
 QUOTA_DEFAULTS: dict[str, Any] = {
-    "store": "sqlite", # sqlite (one host) or redis (several replicas)
-    "sqlite_path": "quotas.db", # relative to the state folder
+    "store": "sqlite",  # sqlite (one host) or redis (several replicas)
+    "sqlite_path": "quotas.db",  # relative to the state folder
     "redis_url": "redis://127.0.0.1:6379/0",
-    "timeout_s": 0.25, # no store operation waits longer than this
-    "fail_open": False, # when the store is unreachable: admit unchecked (true) or refuse (false)
-    "reservation_ttl_s": 300, # an unsettled reservation stops counting after this
-    "max_estimate_tokens": 4096, # at most this many completion tokens are reserved per request
+    "timeout_s": 0.25,  # no store operation waits longer than this
+    "fail_open": False,  # when the store is unreachable: admit unchecked (true) or refuse (false)
+    "reservation_ttl_s": 300,  # an unsettled reservation stops counting after this
+    "max_estimate_tokens": 4096,  # at most this many completion tokens are reserved per request
     **{f"{who}_{name}": None for who in ("tenant", "key") for name in LIMIT_WINDOWS},
 }
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #9274c109
 def _parse_limit(name: str, value: Any) -> int | None:
     """A limit from a settings value: an int, a string of digits (`_` allowed), or empty/`none` for no limit."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")): return None
-    if isinstance(value, str) and value.strip().replace("_", "").isdigit(): value = int(value.strip().replace("_", ""))
-    try: _check_count(name, value, "quota setting")
-    except InputError as e: raise ConfigurationError(e.message) from None
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    if isinstance(value, str) and value.strip().replace("_", "").isdigit():
+        value = int(value.strip().replace("_", ""))
+    try:
+        _check_count(name, value, "quota setting")
+    except InputError as e:
+        raise ConfigurationError(e.message) from None
     return value
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #633451c6
 @dataclass(frozen=True)
 class QuotaConfig:
     """The validated `[quotas]` settings."""
+
     store: str = "sqlite"
     sqlite_path: str = "quotas.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -144,87 +201,147 @@ class QuotaConfig:
     def from_mapping(cls, values: Mapping[str, Any]) -> QuotaConfig:
         """Parse and check settings like `QUOTA_DEFAULTS` (strings from an ini file are fine)."""
         unknown = set(values) - set(QUOTA_DEFAULTS)
-        if unknown: raise ConfigurationError(f"[quotas] has no setting {sorted(unknown)[0]!r}; the settings are {', '.join(QUOTA_DEFAULTS)}")
+        if unknown:
+            raise ConfigurationError(
+                f"[quotas] has no setting {sorted(unknown)[0]!r}; the settings are {', '.join(QUOTA_DEFAULTS)}"
+            )
         v = {**QUOTA_DEFAULTS, **values}
-        if v["store"] not in ("sqlite", "redis"): raise ConfigurationError(f"[quotas] store={v['store']!r} must be sqlite or redis")
-        try: timeout, ttl, cap = float(v["timeout_s"]), float(v["reservation_ttl_s"]), int(v["max_estimate_tokens"])
-        except ValueError as e: raise ConfigurationError(f"[quotas] has a value that is not a number: {e}") from None
-        if not 0 < timeout <= 60: raise ConfigurationError(f"[quotas] timeout_s={timeout} must be between 0 and 60 seconds")
-        if not 1 <= ttl <= 3600: raise ConfigurationError(f"[quotas] reservation_ttl_s={ttl} must be between 1 and 3600 seconds")
-        fail_open = v["fail_open"] if isinstance(v["fail_open"], bool) else str(v["fail_open"]).strip().lower() in ("1", "true", "yes", "on")
-        lims = {who: Limits(**{n: _parse_limit(f"{who}_{n}", v[f"{who}_{n}"]) for n in LIMIT_WINDOWS}) for who in ("tenant", "key")}
-        return cls(v["store"], str(v["sqlite_path"]), str(v["redis_url"]), timeout, fail_open, ttl, cap, lims["tenant"], lims["key"])
+        if v["store"] not in ("sqlite", "redis"):
+            raise ConfigurationError(f"[quotas] store={v['store']!r} must be sqlite or redis")
+        try:
+            timeout, ttl, cap = (
+                float(v["timeout_s"]),
+                float(v["reservation_ttl_s"]),
+                int(v["max_estimate_tokens"]),
+            )
+        except ValueError as e:
+            raise ConfigurationError(f"[quotas] has a value that is not a number: {e}") from None
+        if not 0 < timeout <= 60:
+            raise ConfigurationError(f"[quotas] timeout_s={timeout} must be between 0 and 60 seconds")
+        if not 1 <= ttl <= 3600:
+            raise ConfigurationError(f"[quotas] reservation_ttl_s={ttl} must be between 1 and 3600 seconds")
+        fail_open = (
+            v["fail_open"]
+            if isinstance(v["fail_open"], bool)
+            else str(v["fail_open"]).strip().lower() in ("1", "true", "yes", "on")
+        )
+        lims = {
+            who: Limits(**{n: _parse_limit(f"{who}_{n}", v[f"{who}_{n}"]) for n in LIMIT_WINDOWS})
+            for who in ("tenant", "key")
+        }
+        return cls(
+            v["store"],
+            str(v["sqlite_path"]),
+            str(v["redis_url"]),
+            timeout,
+            fail_open,
+            ttl,
+            cap,
+            lims["tenant"],
+            lims["key"],
+        )
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #d9c32067
 @dataclass(frozen=True)
 class WindowState:
     """One limit of one key after a reservation: its value, what is used (settled + held) and when its window ends."""
-    limit: str # the limit's name (a key of `LIMIT_WINDOWS`)
-    key: str # the tenant or API key it belongs to
-    value: int # the limit
-    used: int # settled + held in the current window, this request included if admitted
-    reset_s: float # seconds until the window ends
+
+    limit: str  # the limit's name (a key of `LIMIT_WINDOWS`)
+    key: str  # the tenant or API key it belongs to
+    value: int  # the limit
+    used: int  # settled + held in the current window, this request included if admitted
+    reset_s: float  # seconds until the window ends
 
     @property
-    def remaining(self) -> int: return max(0, self.value - self.used)
+    def remaining(self) -> int:
+        return max(0, self.value - self.used)
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #a9e45e3b
 @dataclass(frozen=True)
 class Reservation:
     """An admitted request's hold on its keys' limits; pass it to `settle` or `release`."""
-    id: str # unique id ("" when unchecked)
-    keys: tuple[str, ...] # the keys charged, e.g. ("tenant:acme", "key:k1")
-    amounts: Amounts # the estimate held
-    expires_at: float # Unix time after which the hold stops counting
-    windows: tuple[WindowState, ...] = () # the limited windows after admission
-    unchecked: bool = False # admitted without a check because the store was unreachable (fail-open)
+
+    id: str  # unique id ("" when unchecked)
+    keys: tuple[str, ...]  # the keys charged, e.g. ("tenant:acme", "key:k1")
+    amounts: Amounts  # the estimate held
+    expires_at: float  # Unix time after which the hold stops counting
+    windows: tuple[WindowState, ...] = ()  # the limited windows after admission
+    unchecked: bool = False  # admitted without a check because the store was unreachable (fail-open)
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #30215ad2
 @dataclass(frozen=True)
 class Refusal:
     """A request the limits do not admit: which limit of which key, and when to retry."""
-    limit: str # the limit's name, or "store_unavailable"
-    key: str # the key whose limit is reached ("" for store_unavailable)
-    retry_after_s: int # whole seconds until the window ends (at least 1)
-    message: str # a sentence for the client
-    windows: tuple[WindowState, ...] = () # the limited windows (nothing was added)
+
+    limit: str  # the limit's name, or "store_unavailable"
+    key: str  # the key whose limit is reached ("" for store_unavailable)
+    retry_after_s: int  # whole seconds until the window ends (at least 1)
+    message: str  # a sentence for the client
+    windows: tuple[WindowState, ...] = ()  # the limited windows (nothing was added)
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #e1d9f273
-def _window_states(keys: Sequence[str], limits: Sequence[Limits], counts: Sequence[Mapping[str, int]], added: Amounts | None,
-                   now_ms: int) -> tuple[WindowState, ...]:
+def _window_states(
+    keys: Sequence[str],
+    limits: Sequence[Limits],
+    counts: Sequence[Mapping[str, int]],
+    added: Amounts | None,
+    now_ms: int,
+) -> tuple[WindowState, ...]:
     """The limited windows of `keys` with `added` counted in (None: nothing added)."""
     out = []
     for key, lim, cnt in zip(keys, limits, counts):
         for name, (window, _) in LIMIT_WINDOWS.items():
             value = getattr(lim, name)
-            if value is None: continue
+            if value is None:
+                continue
             reset_s = (WINDOW_MS[window] - now_ms % WINDOW_MS[window]) / 1000
-            out.append(WindowState(name, key, value, cnt[name] + (added.for_limit(name) if added else 0), reset_s))
+            out.append(
+                WindowState(name, key, value, cnt[name] + (added.for_limit(name) if added else 0), reset_s)
+            )
     return tuple(out)
 
+
 # %% ../../nbs/serving/07_quotas.ipynb #285fc53a
-def _first_exceeded(keys: Sequence[str], limits: Sequence[Limits], counts: Sequence[Mapping[str, int]], amounts: Amounts) -> tuple[str, int] | None:
+def _first_exceeded(
+    keys: Sequence[str], limits: Sequence[Limits], counts: Sequence[Mapping[str, int]], amounts: Amounts
+) -> tuple[str, int] | None:
     """(limit name, key index) of the first limit `amounts` would exceed, or None when everything fits."""
     for i, (lim, cnt) in enumerate(zip(limits, counts)):
         for name in LIMIT_WINDOWS:
             value = getattr(lim, name)
-            if value is not None and cnt[name] + amounts.for_limit(name) > value: return name, i
+            if value is not None and cnt[name] + amounts.for_limit(name) > value:
+                return name, i
     return None
 
-# %% ../../nbs/serving/07_quotas.ipynb #de10cbc5
-_DESCRIPTIONS = {"requests_per_day": ("daily request quota", "requests"), "tokens_per_day": ("daily token quota", "tokens"),
-                 "micro_usd_per_day": ("daily budget", "micro-USD"), "requests_per_minute": ("requests-per-minute limit", "requests"),
-                 "tokens_per_minute": ("tokens-per-minute limit", "tokens")}
 
-def _refusal(limit: str, key: str, amounts: Amounts, windows: tuple[WindowState, ...], now_ms: int) -> Refusal:
+# %% ../../nbs/serving/07_quotas.ipynb #de10cbc5
+_DESCRIPTIONS = {
+    "requests_per_day": ("daily request quota", "requests"),
+    "tokens_per_day": ("daily token quota", "tokens"),
+    "micro_usd_per_day": ("daily budget", "micro-USD"),
+    "requests_per_minute": ("requests-per-minute limit", "requests"),
+    "tokens_per_minute": ("tokens-per-minute limit", "tokens"),
+}
+
+
+def _refusal(
+    limit: str, key: str, amounts: Amounts, windows: tuple[WindowState, ...], now_ms: int
+) -> Refusal:
     """The refusal for `limit` of `key`, with a message that names the limit and the numbers."""
     window = WINDOW_MS[LIMIT_WINDOWS[limit][0]]
     retry = max(1, math.ceil((window - now_ms % window) / 1000))
     state = next(w for w in windows if w.limit == limit and w.key == key)
     what, unit = _DESCRIPTIONS[limit]
-    msg = (f"the {what} of {key} is reached: {state.used:,} of {state.value:,} {unit} used or held, and this request needs "
-           f"up to {amounts.for_limit(limit):,} more; retry after {retry} s or ask an administrator to raise the limit")
+    msg = (
+        f"the {what} of {key} is reached: {state.used:,} of {state.value:,} {unit} used or held, and this request needs "
+        f"up to {amounts.for_limit(limit):,} more; retry after {retry} s or ask an administrator to raise the limit"
+    )
     return Refusal(limit, key, retry, msg, windows)
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #3191ac10
 def _duration(seconds: float) -> str:
@@ -233,49 +350,66 @@ def _duration(seconds: float) -> str:
     h, m, s = s // 3600, s // 60 % 60, s % 60
     return f"{h}h{m}m{s}s" if h else f"{m}m{s}s" if m else f"{s}s"
 
+
 # %% ../../nbs/serving/07_quotas.ipynb #a0b3d229
-def rate_headers(state: Reservation | Refusal | None, # what `reserve` answered (None: no limits checked)
-                ) -> dict[str, str]:
+def rate_headers(
+    state: Reservation | Refusal | None,  # what `reserve` answered (None: no limits checked)
+) -> dict[str, str]:
     """The `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers for a response."""
     out: dict[str, str] = {}
     for metric in ("requests", "tokens"):
         ws = [w for w in (state.windows if state is not None else ()) if LIMIT_WINDOWS[w.limit][1] == metric]
-        if not ws: continue
+        if not ws:
+            continue
         w = min(ws, key=lambda w: (w.remaining, w.reset_s))
-        out |= {f"x-ratelimit-limit-{metric}": str(w.value), f"x-ratelimit-remaining-{metric}": str(w.remaining),
-                f"x-ratelimit-reset-{metric}": _duration(w.reset_s)}
+        out |= {
+            f"x-ratelimit-limit-{metric}": str(w.value),
+            f"x-ratelimit-remaining-{metric}": str(w.remaining),
+            f"x-ratelimit-reset-{metric}": _duration(w.reset_s),
+        }
     return out
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #e67f3de3
 @patch
 def to_error(self: Refusal) -> RateLimitError | ServiceUnavailableError:
     """The error to answer with: 429 naming the limit, or 503 when the quota store is unavailable."""
     headers = {"Retry-After": str(self.retry_after_s), **rate_headers(self)}
-    if self.limit == "store_unavailable": return ServiceUnavailableError(self.message, code="quota_store_unavailable", headers=headers)
+    if self.limit == "store_unavailable":
+        return ServiceUnavailableError(self.message, code="quota_store_unavailable", headers=headers)
     code = "rate_limited" if LIMIT_WINDOWS[self.limit][0] == "minute" else "quota_exceeded"
     return RateLimitError(self.message, code=code, headers=headers, extra={"limit": self.limit})
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #58df9d40
 class QuotaStoreUnavailable(ServiceUnavailableError):
     """The quota store (the SQLite file or the Redis server) did not answer within its time-out."""
+
     code = "quota_store_unavailable"
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #f9ae490b
 @dataclass(frozen=True)
 class Usage:
     """A key's counts in the current windows and its limit overrides."""
-    key: str # the tenant or API key
-    settled: dict[str, int] # per limit name: settled usage in the current window
-    held: dict[str, int] # per limit name: estimates held by live reservations
-    overrides: dict[str, int | None] # limits set for this key by an administrator
+
+    key: str  # the tenant or API key
+    settled: dict[str, int]  # per limit name: settled usage in the current window
+    held: dict[str, int]  # per limit name: estimates held by live reservations
+    overrides: dict[str, int | None]  # limits set for this key by an administrator
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #e32dee84
 @runtime_checkable
 class QuotaStore(Protocol):
     """Where quotas are counted: `SqliteQuotaStore` (one host) or `RedisQuotaStore` (several replicas)."""
+
     timeout_s: float
     fail_open: bool
-    async def reserve(self, keys: Sequence[str], limits: Mapping[str, Limits] | Limits, amounts: Amounts, ttl_s: float) -> Reservation | Refusal: ...
+
+    async def reserve(
+        self, keys: Sequence[str], limits: Mapping[str, Limits] | Limits, amounts: Amounts, ttl_s: float
+    ) -> Reservation | Refusal: ...
     async def settle(self, reservation: Reservation, actual: Amounts) -> bool: ...
     async def release(self, reservation: Reservation) -> bool: ...
     async def usage(self, key: str) -> Usage: ...
@@ -283,20 +417,29 @@ class QuotaStore(Protocol):
     async def reset(self, key: str, clear_limits: bool = False) -> None: ...
     async def close(self) -> None: ...
 
+
 # %% ../../nbs/serving/07_quotas.ipynb #c64d0a3a
-def _check_request(keys: Sequence[str], limits: Mapping[str, Limits] | Limits, ttl_s: float) -> tuple[tuple[str, ...], list[Limits]]:
+def _check_request(
+    keys: Sequence[str], limits: Mapping[str, Limits] | Limits, ttl_s: float
+) -> tuple[tuple[str, ...], list[Limits]]:
     """The keys as a tuple and the configured limits per key, after checking them."""
     keys = tuple(keys)
     if not keys or len(set(keys)) != len(keys) or not all(isinstance(k, str) and k for k in keys):
         raise InputError(f"reserve needs distinct non-empty keys, got {keys!r}")
-    if not 0 < ttl_s <= 3600: raise InputError(f"ttl_s={ttl_s} must be between 0 and 3600 seconds")
+    if not 0 < ttl_s <= 3600:
+        raise InputError(f"ttl_s={ttl_s} must be between 0 and 3600 seconds")
     return keys, [limits if isinstance(limits, Limits) else limits.get(k, Limits()) for k in keys]
 
+
 # %% ../../nbs/serving/07_quotas.ipynb #8fb4347b
-def _unavailable(store: QuotaStore, keys: tuple[str, ...], amounts: Amounts, ttl_s: float, error: Exception) -> Reservation | Refusal:
+def _unavailable(
+    store: QuotaStore, keys: tuple[str, ...], amounts: Amounts, ttl_s: float, error: Exception
+) -> Reservation | Refusal:
     """The policy's answer when the store cannot be asked: an unchecked reservation (fail-open) or a refusal (fail-closed)."""
-    if store.fail_open: return Reservation("", keys, amounts, time.time() + ttl_s, unchecked=True)
+    if store.fail_open:
+        return Reservation("", keys, amounts, time.time() + ttl_s, unchecked=True)
     return Refusal("store_unavailable", "", 1, f"the quota store is unavailable ({error}); retry shortly")
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #1a7da593
 _SQLITE_SCHEMA = """
@@ -311,19 +454,27 @@ CREATE TABLE IF NOT EXISTS quota_reservations (id TEXT PRIMARY KEY, keys TEXT NO
 CREATE INDEX IF NOT EXISTS quota_reservations_live ON quota_reservations (state, expires_ms);
 CREATE TABLE IF NOT EXISTS quota_limits (key TEXT PRIMARY KEY, overrides TEXT NOT NULL);
 """
-KEEP_MS: int = 7_200_000 # a window's counters are kept this long after it ends (longer than any reservation TTL)
-FORGET_MS: int = 86_400_000 # a finished or expired reservation is remembered this long (a late settle still counts)
+KEEP_MS: int = (
+    7_200_000  # a window's counters are kept this long after it ends (longer than any reservation TTL)
+)
+FORGET_MS: int = (
+    86_400_000  # a finished or expired reservation is remembered this long (a late settle still counts)
+)
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #80606d05
 class SqliteQuotaStore:
     """Quotas in one SQLite file: each operation one `BEGIN IMMEDIATE` transaction, exact across the processes of a host."""
-    def __init__(self,
-                 path: str | Path, # the database file (created with its folder)
-                 timeout_s: float = 5.0, # the longest wait for the write lock
-                 fail_open: bool = False, # when the file cannot be used: admit unchecked (True) or refuse (False)
-                ):
+
+    def __init__(
+        self,
+        path: str | Path,  # the database file (created with its folder)
+        timeout_s: float = 5.0,  # the longest wait for the write lock
+        fail_open: bool = False,  # when the file cannot be used: admit unchecked (True) or refuse (False)
+    ):
         self.path, self.timeout_s, self.fail_open = Path(path), timeout_s, fail_open
         self._lock, self._db = threading.Lock(), None
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #4462b889
 @patch
@@ -339,11 +490,13 @@ def _connect(self: SqliteQuotaStore) -> sqlite3.Connection:
         self._db = db
     return self._db
 
+
 # %% ../../nbs/serving/07_quotas.ipynb #a8761477
 @patch
 def _transaction(self: SqliteQuotaStore, fn, *args):
     """Run `fn(db, now_ms, *args)` in one `BEGIN IMMEDIATE` transaction; store failures become `QuotaStoreUnavailable`."""
-    if not self._lock.acquire(timeout=self.timeout_s): raise QuotaStoreUnavailable(f"the quota database {self.path} is busy")
+    if not self._lock.acquire(timeout=self.timeout_s):
+        raise QuotaStoreUnavailable(f"the quota database {self.path} is busy")
     try:
         db = self._connect()
         db.execute("BEGIN IMMEDIATE")
@@ -352,9 +505,13 @@ def _transaction(self: SqliteQuotaStore, fn, *args):
             db.execute("COMMIT")
             return out
         finally:
-            if db.in_transaction: db.execute("ROLLBACK")
-    except sqlite3.Error as e: raise QuotaStoreUnavailable(f"the quota database {self.path} is unavailable: {e}") from e
-    finally: self._lock.release()
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+    except sqlite3.Error as e:
+        raise QuotaStoreUnavailable(f"the quota database {self.path} is unavailable: {e}") from e
+    finally:
+        self._lock.release()
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #b4f426c1
 @patch
@@ -362,33 +519,61 @@ async def _call(self: SqliteQuotaStore, fn, *args):
     """`_transaction` in a worker thread."""
     return await asyncio.to_thread(self._transaction, fn, *args)
 
+
 # %% ../../nbs/serving/07_quotas.ipynb #568dcbec
 @patch
 async def close(self: SqliteQuotaStore) -> None:
     """Close the connection (it reopens on next use)."""
     with self._lock:
-        if self._db is not None: self._db.close(); self._db = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #b851edfe
 def _windows_of(day: int, minute: int) -> list[tuple[str, int]]:
     """The counter rows of a reservation made in `day` and `minute`, with the time they may be dropped."""
-    return [(f"d:{day}", (day + 1) * WINDOW_MS["day"] + KEEP_MS), (f"m:{minute}", (minute + 1) * WINDOW_MS["minute"] + KEEP_MS)]
+    return [
+        (f"d:{day}", (day + 1) * WINDOW_MS["day"] + KEEP_MS),
+        (f"m:{minute}", (minute + 1) * WINDOW_MS["minute"] + KEEP_MS),
+    ]
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #d8a5d5df
 _METRIC_COLS = ("requests", "tokens", "micro_usd")
 
-def _sq_add(db: sqlite3.Connection, keys: Sequence[str], day: int, minute: int, a: Amounts, column_prefix: str, sign: int = 1,
-            create: bool = True) -> None:
+
+def _sq_add(
+    db: sqlite3.Connection,
+    keys: Sequence[str],
+    day: int,
+    minute: int,
+    a: Amounts,
+    column_prefix: str,
+    sign: int = 1,
+    create: bool = True,
+) -> None:
     """Add `a` (times `sign`) to the settled (`""`) or held (`"h_"`) columns of the keys' day and minute rows."""
     cols = [f"{column_prefix}{c}" for c in _METRIC_COLS]
-    upsert = (f"INSERT INTO quota_counters (key, win, drop_at, {', '.join(cols)}) VALUES (?, ?, ?, ?, ?, ?) "
-              f"ON CONFLICT (key, win) DO UPDATE SET {', '.join(f'{c} = {c} + excluded.{c}' for c in cols)}")
-    update = f"UPDATE quota_counters SET {', '.join(f'{c} = {c} + ?' for c in cols)} WHERE key = ? AND win = ?"
+    upsert = (
+        f"INSERT INTO quota_counters (key, win, drop_at, {', '.join(cols)}) VALUES (?, ?, ?, ?, ?, ?) "
+        f"ON CONFLICT (key, win) DO UPDATE SET {', '.join(f'{c} = {c} + excluded.{c}' for c in cols)}"
+    )
+    update = (
+        f"UPDATE quota_counters SET {', '.join(f'{c} = {c} + ?' for c in cols)} WHERE key = ? AND win = ?"
+    )
     for key in keys:
         for win, drop_at in _windows_of(day, minute):
-            vals = (sign * a.requests, sign * a.tokens, sign * a.micro_usd if win.startswith("d:") else 0) # money counts per day
-            if create: db.execute(upsert, (key, win, drop_at, *vals))
-            else: db.execute(update, (*vals, key, win))
+            vals = (
+                sign * a.requests,
+                sign * a.tokens,
+                sign * a.micro_usd if win.startswith("d:") else 0,
+            )  # money counts per day
+            if create:
+                db.execute(upsert, (key, win, drop_at, *vals))
+            else:
+                db.execute(update, (*vals, key, win))
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #4f059d33
 def _sq_counts(db: sqlite3.Connection, key: str, now_ms: int) -> tuple[dict[str, int], dict[str, int]]:
@@ -396,27 +581,43 @@ def _sq_counts(db: sqlite3.Connection, key: str, now_ms: int) -> tuple[dict[str,
     settled, held = dict.fromkeys(LIMIT_WINDOWS, 0), dict.fromkeys(LIMIT_WINDOWS, 0)
     for window in ("day", "minute"):
         win = f"{window[0]}:{now_ms // WINDOW_MS[window]}"
-        row = db.execute("SELECT requests, tokens, micro_usd, h_requests, h_tokens, h_micro_usd FROM quota_counters "
-                         "WHERE key = ? AND win = ?", (key, win)).fetchone() or (0,) * 6
+        row = (
+            db.execute(
+                "SELECT requests, tokens, micro_usd, h_requests, h_tokens, h_micro_usd FROM quota_counters "
+                "WHERE key = ? AND win = ?",
+                (key, win),
+            ).fetchone()
+            or (0,) * 6
+        )
         for name, (w, metric) in LIMIT_WINDOWS.items():
-            if w == window: settled[name], held[name] = row[_METRIC_COLS.index(metric)], row[3 + _METRIC_COLS.index(metric)]
+            if w == window:
+                settled[name], held[name] = (
+                    row[_METRIC_COLS.index(metric)],
+                    row[3 + _METRIC_COLS.index(metric)],
+                )
     return settled, held
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #e487bc07
 def _sq_purge(db: sqlite3.Connection, now_ms: int) -> None:
     """Give back the holds of reservations past their TTL; forget old reservations and windows."""
-    for rid, keys, day, minute, *amt in db.execute("SELECT id, keys, day, minute, requests, tokens, micro_usd FROM quota_reservations "
-                                                  "WHERE state = 'live' AND expires_ms <= ?", (now_ms,)).fetchall():
+    for rid, keys, day, minute, *amt in db.execute(
+        "SELECT id, keys, day, minute, requests, tokens, micro_usd FROM quota_reservations "
+        "WHERE state = 'live' AND expires_ms <= ?",
+        (now_ms,),
+    ).fetchall():
         _sq_add(db, json.loads(keys), day, minute, Amounts(*amt), "h_", -1, create=False)
         db.execute("UPDATE quota_reservations SET state = 'expired' WHERE id = ?", (rid,))
     db.execute("DELETE FROM quota_reservations WHERE forget_ms <= ?", (now_ms,))
     db.execute("DELETE FROM quota_counters WHERE drop_at <= ?", (now_ms,))
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #4a608fcf
 def _sq_overrides(db: sqlite3.Connection, key: str) -> dict[str, int | None]:
     """The limits an administrator set for `key`."""
     row = db.execute("SELECT overrides FROM quota_limits WHERE key = ?", (key,)).fetchone()
     return json.loads(row[0]) if row else {}
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #d36ef289
 def _sq_reserve(db, now_ms, keys, limits, amounts, ttl_ms, rid):
@@ -433,93 +634,144 @@ def _sq_reserve(db, now_ms, keys, limits, amounts, ttl_ms, rid):
         return _refusal(name, keys[i], amounts, _window_states(keys, limits, counts, None, now_ms), now_ms)
     day, minute = now_ms // WINDOW_MS["day"], now_ms // WINDOW_MS["minute"]
     _sq_add(db, keys, day, minute, amounts, "h_")
-    db.execute("INSERT INTO quota_reservations VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'live', ?)",
-               (rid, json.dumps(keys), day, minute, amounts.requests, amounts.tokens, amounts.micro_usd, now_ms + ttl_ms,
-                now_ms + ttl_ms + FORGET_MS))
-    return Reservation(rid, keys, amounts, (now_ms + ttl_ms) / 1000, _window_states(keys, limits, counts, amounts, now_ms))
+    db.execute(
+        "INSERT INTO quota_reservations VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'live', ?)",
+        (
+            rid,
+            json.dumps(keys),
+            day,
+            minute,
+            amounts.requests,
+            amounts.tokens,
+            amounts.micro_usd,
+            now_ms + ttl_ms,
+            now_ms + ttl_ms + FORGET_MS,
+        ),
+    )
+    return Reservation(
+        rid, keys, amounts, (now_ms + ttl_ms) / 1000, _window_states(keys, limits, counts, amounts, now_ms)
+    )
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #718a5e42
 @patch
-async def reserve(self: SqliteQuotaStore,
-                  keys: Sequence[str], # the keys charged, e.g. ["tenant:acme", "key:k1"]
-                  limits: Mapping[str, Limits] | Limits, # the configured limits per key (or one for all)
-                  amounts: Amounts, # the estimate to hold
-                  ttl_s: float, # the hold stops counting after this many seconds
-                 ) -> Reservation | Refusal:
+async def reserve(
+    self: SqliteQuotaStore,
+    keys: Sequence[str],  # the keys charged, e.g. ["tenant:acme", "key:k1"]
+    limits: Mapping[str, Limits] | Limits,  # the configured limits per key (or one for all)
+    amounts: Amounts,  # the estimate to hold
+    ttl_s: float,  # the hold stops counting after this many seconds
+) -> Reservation | Refusal:
     """Atomically check every limit of every key and, if all fit, hold `amounts`."""
     keys, lims = _check_request(keys, limits, ttl_s)
-    try: return await self._call(_sq_reserve, keys, lims, amounts, int(ttl_s * 1000), uuid.uuid4().hex)
-    except QuotaStoreUnavailable as e: return _unavailable(self, keys, amounts, ttl_s, e)
+    try:
+        return await self._call(_sq_reserve, keys, lims, amounts, int(ttl_s * 1000), uuid.uuid4().hex)
+    except QuotaStoreUnavailable as e:
+        return _unavailable(self, keys, amounts, ttl_s, e)
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #6212c882
 def _sq_finish(db, now_ms, rid, actual):
     """The body of `settle` (`actual` given) and `release` (`actual` None) inside its transaction."""
     _sq_purge(db, now_ms)
-    row = db.execute("SELECT keys, day, minute, requests, tokens, micro_usd, state FROM quota_reservations WHERE id = ?", (rid,)).fetchone()
-    if row is None or row[6] not in ("live", "expired"): return False
+    row = db.execute(
+        "SELECT keys, day, minute, requests, tokens, micro_usd, state FROM quota_reservations WHERE id = ?",
+        (rid,),
+    ).fetchone()
+    if row is None or row[6] not in ("live", "expired"):
+        return False
     keys, day, minute, *held, state = row
     keys = json.loads(keys)
-    if state == "live": _sq_add(db, keys, day, minute, Amounts(*held), "h_", -1, create=False)
-    if actual is not None: _sq_add(db, keys, day, minute, actual, "")
-    db.execute("UPDATE quota_reservations SET state = ? WHERE id = ?", ("settled" if actual is not None else "released", rid))
+    if state == "live":
+        _sq_add(db, keys, day, minute, Amounts(*held), "h_", -1, create=False)
+    if actual is not None:
+        _sq_add(db, keys, day, minute, actual, "")
+    db.execute(
+        "UPDATE quota_reservations SET state = ? WHERE id = ?",
+        ("settled" if actual is not None else "released", rid),
+    )
     return actual is not None or state == "live"
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #de9bd6d8
 @patch
-async def settle(self: SqliteQuotaStore,
-                 reservation: Reservation, # what `reserve` admitted
-                 actual: Amounts, # the request's actual usage
-                ) -> bool:
+async def settle(
+    self: SqliteQuotaStore,
+    reservation: Reservation,  # what `reserve` admitted
+    actual: Amounts,  # the request's actual usage
+) -> bool:
     """Replace the reservation's estimate by `actual`; False when it was already settled or released, or unchecked."""
-    if reservation.unchecked: return False
+    if reservation.unchecked:
+        return False
     return await self._call(_sq_finish, reservation.id, actual)
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #1cc358d7
 @patch
-async def release(self: SqliteQuotaStore,
-                  reservation: Reservation, # what `reserve` admitted
-                 ) -> bool:
+async def release(
+    self: SqliteQuotaStore,
+    reservation: Reservation,  # what `reserve` admitted
+) -> bool:
     """Give the reservation's estimate back (the request failed or the client left); False when there was nothing to give back."""
-    if reservation.unchecked: return False
+    if reservation.unchecked:
+        return False
     return await self._call(_sq_finish, reservation.id, None)
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #16219e53
 def _check_limit(limit: str, value: int | None) -> None:
     """Raise a clear error unless `limit` names a limit and `value` is a valid one."""
-    if limit not in LIMIT_WINDOWS: raise InputError(f"unknown limit {limit!r}; the limits are {', '.join(LIMIT_WINDOWS)}")
+    if limit not in LIMIT_WINDOWS:
+        raise InputError(f"unknown limit {limit!r}; the limits are {', '.join(LIMIT_WINDOWS)}")
     _check_count(limit, value, "limit")
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #a38bf2a1
 @patch
 async def usage(self: SqliteQuotaStore, key: str) -> Usage:
     """The key's settled and held counts in the current windows, and its overrides."""
+
     def body(db: sqlite3.Connection, now_ms: int) -> Usage:
         _sq_purge(db, now_ms)
         return Usage(key, *_sq_counts(db, key, now_ms), _sq_overrides(db, key))
+
     return await self._call(body)
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #db41cb33
 @patch
 async def set_limit(self: SqliteQuotaStore, key: str, limit: str, value: int | None) -> dict[str, int | None]:
     """Override one limit of `key` (None: no limit); returns the key's overrides."""
     _check_limit(limit, value)
+
     def body(db: sqlite3.Connection, now_ms: int) -> dict[str, int | None]:
         overrides = {**_sq_overrides(db, key), limit: value}
-        db.execute("INSERT INTO quota_limits VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET overrides = excluded.overrides",
-                   (key, json.dumps(overrides)))
+        db.execute(
+            "INSERT INTO quota_limits VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET overrides = excluded.overrides",
+            (key, json.dumps(overrides)),
+        )
         return overrides
+
     return await self._call(body)
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #1509c175
 @patch
 async def reset(self: SqliteQuotaStore, key: str, clear_limits: bool = False) -> None:
     """Zero the key's settled counts in the current windows (live holds stay); `clear_limits` also drops its overrides."""
+
     def body(db: sqlite3.Connection, now_ms: int) -> None:
         _sq_purge(db, now_ms)
         wins = [f"d:{now_ms // WINDOW_MS['day']}", f"m:{now_ms // WINDOW_MS['minute']}"]
-        db.execute("UPDATE quota_counters SET requests = 0, tokens = 0, micro_usd = 0 WHERE key = ? AND win IN (?, ?)", (key, *wins))
-        if clear_limits: db.execute("DELETE FROM quota_limits WHERE key = ?", (key,))
+        db.execute(
+            "UPDATE quota_counters SET requests = 0, tokens = 0, micro_usd = 0 WHERE key = ? AND win IN (?, ?)",
+            (key, *wins),
+        )
+        if clear_limits:
+            db.execute("DELETE FROM quota_limits WHERE key = ?", (key,))
+
     await self._call(body)
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #98ffb8d7
 _LUA_PROLOGUE = """
@@ -571,7 +823,9 @@ purge()
 """
 
 # %% ../../nbs/serving/07_quotas.ipynb #f6e963e3
-_LUA_RESERVE = _LUA_PROLOGUE + """
+_LUA_RESERVE = (
+    _LUA_PROLOGUE
+    + """
 local id, ttl, req, tok, usd, n = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local amount = {req, tok, usd, req, tok}
 local keys, out, refused, refused_key = {}, {}, 0, 0
@@ -604,9 +858,12 @@ if refused == 0 then
 end
 return {refused, refused_key, now, out}
 """
+)
 
 # %% ../../nbs/serving/07_quotas.ipynb #d2d4e25c
-_LUA_FINISH = _LUA_PROLOGUE + """
+_LUA_FINISH = (
+    _LUA_PROLOGUE
+    + """
 local id = ARGV[2]
 local r = p .. 'r:' .. id
 local v = redis.call('HMGET', r, 'state', 'keys', 'day', 'minute', 'requests', 'tokens', 'micro_usd')
@@ -624,9 +881,12 @@ end
 redis.call('HSET', r, 'state', 'released')
 if v[1] == 'live' then return 1 else return 0 end
 """
+)
 
 # %% ../../nbs/serving/07_quotas.ipynb #35378d65
-_LUA_ADMIN = _LUA_PROLOGUE + """
+_LUA_ADMIN = (
+    _LUA_PROLOGUE
+    + """
 local op, k = ARGV[2], ARGV[3]
 if op == 'set_limit' then
   local o = cjson.decode(overrides(k))
@@ -641,37 +901,62 @@ end
 local s, h = counts(k)
 return {s, h, overrides(k)}
 """
+)
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #78003874
 class RedisQuotaStore:
     """Quotas in Redis: each operation one atomic Lua script, exact across the replicas sharing the server."""
-    def __init__(self,
-                 url: str = "redis://127.0.0.1:6379/0", # the Redis server
-                 timeout_s: float = 0.25, # no operation waits longer (connect, send, answer)
-                 fail_open: bool = False, # when Redis is unreachable: admit unchecked (True) or refuse (False)
-                 prefix: str = "llmops:quota:", # the prefix of every Redis key the store writes
-                ):
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",  # the Redis server
+        timeout_s: float = 0.25,  # no operation waits longer (connect, send, answer)
+        fail_open: bool = False,  # when Redis is unreachable: admit unchecked (True) or refuse (False)
+        prefix: str = "llmops:quota:",  # the prefix of every Redis key the store writes
+    ):
         try:
             from redis.asyncio import Redis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
-        except ImportError: raise ConfigurationError("the Redis quota store needs the redis package: pip install 'llmops-kit[serve]'") from None
+        except ImportError:
+            raise ConfigurationError(
+                "the Redis quota store needs the redis package: pip install 'llmops-kit[serve]'"
+            ) from None
         self.url, self.timeout_s, self.fail_open, self.prefix = url, timeout_s, fail_open, prefix
-        try: self.client = Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                          retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=True)
-        except ValueError as e: raise ConfigurationError(f"[quotas] redis_url={url!r} is not a Redis URL: {e}") from None
-        self._scripts = {name: self.client.register_script(src) for name, src in
-                         (("reserve", _LUA_RESERVE), ("finish", _LUA_FINISH), ("admin", _LUA_ADMIN))}
+        try:
+            self.client = Redis.from_url(
+                url,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                retry=Retry(NoBackoff(), 0),
+                retry_on_timeout=False,
+                decode_responses=True,
+            )
+        except ValueError as e:
+            raise ConfigurationError(f"[quotas] redis_url={url!r} is not a Redis URL: {e}") from None
+        self._scripts = {
+            name: self.client.register_script(src)
+            for name, src in (("reserve", _LUA_RESERVE), ("finish", _LUA_FINISH), ("admin", _LUA_ADMIN))
+        }
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #1876946b
 @patch
 async def _call(self: RedisQuotaStore, script: str, *args: Any) -> Any:
     """Run one of the store's scripts within `timeout_s`; any failure becomes `QuotaStoreUnavailable`."""
     from redis.exceptions import RedisError
-    try: return await asyncio.wait_for(self._scripts[script](args=[self.prefix, *args]), self.timeout_s)
-    except (RedisError, OSError, asyncio.TimeoutError) as e:
-        why = f"no answer within {self.timeout_s} s" if isinstance(e, asyncio.TimeoutError) else str(e) or type(e).__name__
+
+    try:
+        return await asyncio.wait_for(self._scripts[script](args=[self.prefix, *args]), self.timeout_s)
+    except (TimeoutError, RedisError, OSError) as e:
+        why = (
+            f"no answer within {self.timeout_s} s"
+            if isinstance(e, asyncio.TimeoutError)
+            else str(e) or type(e).__name__
+        )
         raise QuotaStoreUnavailable(f"the quota store at {self.url} is unavailable: {why}") from e
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #d3bb6901
 @patch
@@ -679,65 +964,88 @@ async def close(self: RedisQuotaStore) -> None:
     """Close the client's connections."""
     await self.client.aclose()
 
+
 # %% ../../nbs/serving/07_quotas.ipynb #f87a5cb4
-def _wire(value: int | None) -> int: return -1 if value is None else value
+def _wire(value: int | None) -> int:
+    return -1 if value is None else value
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #8fc7f79e
 def _counts_from(flat: Sequence[int], i: int) -> tuple[Limits, dict[str, int]]:
     """The limits and counts of key `i` in the reserve script's answer."""
-    vals = [int(x) for x in flat[i * 10:(i + 1) * 10]]
+    vals = [int(x) for x in flat[i * 10 : (i + 1) * 10]]
     lims = Limits(**{n: (None if vals[2 * j] < 0 else vals[2 * j]) for j, n in enumerate(LIMIT_WINDOWS)})
     return lims, {n: vals[2 * j + 1] for j, n in enumerate(LIMIT_WINDOWS)}
 
+
 # %% ../../nbs/serving/07_quotas.ipynb #94221d1a
 @patch
-async def reserve(self: RedisQuotaStore,
-                  keys: Sequence[str], # the keys charged, e.g. ["tenant:acme", "key:k1"]
-                  limits: Mapping[str, Limits] | Limits, # the configured limits per key (or one for all)
-                  amounts: Amounts, # the estimate to hold
-                  ttl_s: float, # the hold stops counting after this many seconds
-                 ) -> Reservation | Refusal:
+async def reserve(
+    self: RedisQuotaStore,
+    keys: Sequence[str],  # the keys charged, e.g. ["tenant:acme", "key:k1"]
+    limits: Mapping[str, Limits] | Limits,  # the configured limits per key (or one for all)
+    amounts: Amounts,  # the estimate to hold
+    ttl_s: float,  # the hold stops counting after this many seconds
+) -> Reservation | Refusal:
     """Atomically check every limit of every key and, if all fit, hold `amounts`."""
     keys, lims = _check_request(keys, limits, ttl_s)
     rid, ttl_ms = uuid.uuid4().hex, int(ttl_s * 1000)
     args = [rid, ttl_ms, amounts.requests, amounts.tokens, amounts.micro_usd, len(keys)]
-    for k, lim in zip(keys, lims): args += [k, *(_wire(getattr(lim, n)) for n in LIMIT_WINDOWS)]
-    try: refused, refused_key, now_ms, flat = await self._call("reserve", *args)
-    except QuotaStoreUnavailable as e: return _unavailable(self, keys, amounts, ttl_s, e)
+    for k, lim in zip(keys, lims):
+        args += [k, *(_wire(getattr(lim, n)) for n in LIMIT_WINDOWS)]
+    try:
+        refused, refused_key, now_ms, flat = await self._call("reserve", *args)
+    except QuotaStoreUnavailable as e:
+        return _unavailable(self, keys, amounts, ttl_s, e)
     parsed = [_counts_from(flat, i) for i in range(len(keys))]
     lims, counts = [p[0] for p in parsed], [p[1] for p in parsed]
     if refused:
         windows = _window_states(keys, lims, counts, None, now_ms)
         return _refusal(list(LIMIT_WINDOWS)[refused - 1], keys[refused_key - 1], amounts, windows, now_ms)
-    return Reservation(rid, keys, amounts, (now_ms + ttl_ms) / 1000, _window_states(keys, lims, counts, amounts, now_ms))
+    return Reservation(
+        rid, keys, amounts, (now_ms + ttl_ms) / 1000, _window_states(keys, lims, counts, amounts, now_ms)
+    )
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #a35d7d4c
 @patch
 async def settle(self: RedisQuotaStore, reservation: Reservation, actual: Amounts) -> bool:
     """Replace the reservation's estimate by `actual`; False when it was already settled or released, or unchecked."""
-    if reservation.unchecked: return False
-    return bool(await self._call("finish", reservation.id, "settle", actual.requests, actual.tokens, actual.micro_usd))
+    if reservation.unchecked:
+        return False
+    return bool(
+        await self._call("finish", reservation.id, "settle", actual.requests, actual.tokens, actual.micro_usd)
+    )
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #60182378
 @patch
 async def release(self: RedisQuotaStore, reservation: Reservation) -> bool:
     """Give the reservation's estimate back; False when there was nothing to give back."""
-    if reservation.unchecked: return False
+    if reservation.unchecked:
+        return False
     return bool(await self._call("finish", reservation.id, "release"))
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #1c1ae7f5
 @patch
 async def _admin(self: RedisQuotaStore, op: str, key: str, *args: Any) -> Usage:
     """Run the admin script: `op` (usage, set_limit or reset) on `key`, and read its counts."""
     settled, held, overrides = await self._call("admin", op, key, *args)
-    return Usage(key, {n: int(v) for n, v in zip(LIMIT_WINDOWS, settled)}, {n: int(v) for n, v in zip(LIMIT_WINDOWS, held)},
-                 json.loads(overrides) if overrides != "{}" else {})
+    return Usage(
+        key,
+        {n: int(v) for n, v in zip(LIMIT_WINDOWS, settled)},
+        {n: int(v) for n, v in zip(LIMIT_WINDOWS, held)},
+        json.loads(overrides) if overrides != "{}" else {},
+    )
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #05533934
 @patch
 async def usage(self: RedisQuotaStore, key: str) -> Usage:
     """The key's settled and held counts in the current windows, and its overrides."""
     return await self._admin("usage", key)
+
 
 # %% ../../nbs/serving/07_quotas.ipynb #0deeefa8
 @patch
@@ -746,16 +1054,20 @@ async def set_limit(self: RedisQuotaStore, key: str, limit: str, value: int | No
     _check_limit(limit, value)
     return (await self._admin("set_limit", key, limit, "none" if value is None else value)).overrides
 
+
 # %% ../../nbs/serving/07_quotas.ipynb #74d54def
 @patch
 async def reset(self: RedisQuotaStore, key: str, clear_limits: bool = False) -> None:
     """Zero the key's settled counts in the current windows (live holds stay); `clear_limits` also drops its overrides."""
     await self._admin("reset", key, "1" if clear_limits else "0")
 
+
 # %% ../../nbs/serving/07_quotas.ipynb #46d04d3d
-def open_store(config: QuotaConfig, # the `[quotas]` settings
-               state_dir: str | Path = ".", # where a relative `sqlite_path` lives
-              ) -> SqliteQuotaStore | RedisQuotaStore:
+def open_store(
+    config: QuotaConfig,  # the `[quotas]` settings
+    state_dir: str | Path = ".",  # where a relative `sqlite_path` lives
+) -> SqliteQuotaStore | RedisQuotaStore:
     """The quota store the settings ask for."""
-    if config.store == "redis": return RedisQuotaStore(config.redis_url, config.timeout_s, config.fail_open)
+    if config.store == "redis":
+        return RedisQuotaStore(config.redis_url, config.timeout_s, config.fail_open)
     return SqliteQuotaStore(Path(state_dir) / config.sqlite_path, config.timeout_s, config.fail_open)

@@ -6,55 +6,99 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['PositiveInt', 'TextPart', 'ChatMessage', 'StreamOptions', 'ChatCompletionRequest', 'Usage', 'RoutingInfo',
-           'AssistantMessage', 'ChatChoice', 'ChatCompletion', 'ChunkDelta', 'ChunkChoice', 'ChatCompletionChunk',
-           'EmbeddingRequest', 'EmbeddingItem', 'EmbeddingUsage', 'EmbeddingResponse', 'ModelCard', 'ModelList',
-           'RouteRequest', 'RoutePrediction', 'RouteResponse', 'ErrorDetail', 'ErrorResponse']
+__all__ = [
+    "PositiveInt",
+    "TextPart",
+    "ChatMessage",
+    "StreamOptions",
+    "ChatCompletionRequest",
+    "Usage",
+    "RoutingInfo",
+    "AssistantMessage",
+    "ChatChoice",
+    "ChatCompletion",
+    "ChunkDelta",
+    "ChunkChoice",
+    "ChatCompletionChunk",
+    "EmbeddingRequest",
+    "EmbeddingItem",
+    "EmbeddingUsage",
+    "EmbeddingResponse",
+    "ModelCard",
+    "ModelList",
+    "RouteRequest",
+    "RoutePrediction",
+    "RouteResponse",
+    "ErrorDetail",
+    "ErrorResponse",
+]
 
 # %% ../../nbs/serving/04_schemas.ipynb #69460416
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 # %% ../../nbs/serving/04_schemas.ipynb #4c145dfc
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
 
 # %% ../../nbs/serving/04_schemas.ipynb #28ad7099
 def _whole(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
+
 PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_whole)]
+
 
 # %% ../../nbs/serving/04_schemas.ipynb #300ca827
 class TextPart(BaseModel):
     """A text part of a message's content (the only kind the served models read)."""
+
     model_config = ConfigDict(strict=True)
     type: Literal["text"]
     text: str = Field(max_length=1_000_000)
 
+
 # %% ../../nbs/serving/04_schemas.ipynb #e8710dc8
 class ChatMessage(BaseModel):
     """One message of the conversation."""
+
     model_config = ConfigDict(extra="ignore", strict=True)
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Union[str, list[TextPart], None] = None
+    content: str | list[TextPart] | None = None
     name: str | None = Field(None, max_length=256)
 
     def text(self) -> str:
         """The message's text, with text parts joined by newlines."""
-        if self.content is None: return ""
-        if isinstance(self.content, str): return self.content
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
         return "\n".join(p.text for p in self.content)
+
 
 # %% ../../nbs/serving/04_schemas.ipynb #8f03f192
 class StreamOptions(BaseModel):
     """Options of a streamed answer."""
+
     model_config = ConfigDict(extra="ignore", strict=True)
-    include_usage: bool = False # send a last chunk with the token usage
+    include_usage: bool = False  # send a last chunk with the token usage
+
 
 # %% ../../nbs/serving/04_schemas.ipynb #1ebaf39a
 class ChatCompletionRequest(BaseModel):
     """`POST /v1/chat/completions` body (OpenAI shape; the router ignores sampling parameters, chat models use them)."""
-    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra={"examples": [
-        {"model": "support-router", "messages": [{"role": "user", "content": "My card has not arrived yet"}]}]})
+
+    model_config = ConfigDict(
+        extra="ignore",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "support-router",
+                    "messages": [{"role": "user", "content": "My card has not arrived yet"}],
+                }
+            ]
+        },
+    )
     model: str = Field(min_length=1, max_length=256, description="a model id from `GET /v1/models`")
     messages: list[ChatMessage] = Field(min_length=1, max_length=512)
     stream: bool = False
@@ -64,47 +108,61 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     seed: int | None = None
-    stop: Union[str, list[str], None] = Field(None, description="up to 4 stop sequences")
-    n: Annotated[int, Field(ge=1, le=1), BeforeValidator(_whole)] = Field(1, description="only one choice is served")
+    stop: str | list[str] | None = Field(None, description="up to 4 stop sequences")
+    n: Annotated[int, Field(ge=1, le=1), BeforeValidator(_whole)] = Field(
+        1, description="only one choice is served"
+    )
     user: str | None = Field(None, max_length=256)
+
 
 # %% ../../nbs/serving/04_schemas.ipynb #56cfbf8d
 class Usage(BaseModel):
     """Token usage (approximate: see `serving.backends.count_tokens`)."""
+
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
 
+
 # %% ../../nbs/serving/04_schemas.ipynb #585c7a91
 class RoutingInfo(BaseModel):
     """Who answered and the support router's decision behind it (an extension field, `llmops`)."""
+
     intent: str | None = None
     confidence: float | None = None
     route: str | None = None
     abstained: bool | None = None
-    answered_by: str = "router" # `router`, or the chat model that wrote the answer
+    answered_by: str = "router"  # `router`, or the chat model that wrote the answer
     model_version: str | None = None
     request_id: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None # the tools the answering model called on the server's side (the advisor's simulation)
+    tool_calls: list[dict[str, Any]] | None = (
+        None  # the tools the answering model called on the server's side (the advisor's simulation)
+    )
+
 
 # %% ../../nbs/serving/04_schemas.ipynb #fd1917d4
 class AssistantMessage(BaseModel):
     """The answer message."""
+
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
 
+
 # %% ../../nbs/serving/04_schemas.ipynb #453d427e
 class ChatChoice(BaseModel):
     """One choice of a chat completion."""
+
     index: int
     message: AssistantMessage
     finish_reason: Literal["stop", "length", "content_filter"]
     logprobs: None = None
 
+
 # %% ../../nbs/serving/04_schemas.ipynb #8cfb7789
 class ChatCompletion(BaseModel):
     """`POST /v1/chat/completions` answer (OpenAI shape plus `llmops` routing details)."""
+
     id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int
@@ -114,23 +172,29 @@ class ChatCompletion(BaseModel):
     system_fingerprint: str | None = None
     llmops: RoutingInfo | None = None
 
+
 # %% ../../nbs/serving/04_schemas.ipynb #d803b905
 class ChunkDelta(BaseModel):
     """The new part of a streamed answer."""
+
     role: Literal["assistant"] | None = None
     content: str | None = None
+
 
 # %% ../../nbs/serving/04_schemas.ipynb #a4f32774
 class ChunkChoice(BaseModel):
     """One choice of a streamed chunk."""
+
     index: int = 0
     delta: ChunkDelta
     finish_reason: Literal["stop", "length", "content_filter"] | None = None
     logprobs: None = None
 
+
 # %% ../../nbs/serving/04_schemas.ipynb #9d1bf6ab
 class ChatCompletionChunk(BaseModel):
     """One server-sent event of a streamed answer."""
+
     id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     created: int
@@ -139,73 +203,97 @@ class ChatCompletionChunk(BaseModel):
     usage: Usage | None = None
     llmops: RoutingInfo | None = None
 
+
 # %% ../../nbs/serving/04_schemas.ipynb #9f3f48cb
 class EmbeddingRequest(BaseModel):
     """`POST /v1/embeddings` body."""
-    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra={"examples": [
-        {"model": "all-MiniLM-L6-v2", "input": ["reset my password"]}]})
+
+    model_config = ConfigDict(
+        extra="ignore",
+        strict=True,
+        json_schema_extra={"examples": [{"model": "all-MiniLM-L6-v2", "input": ["reset my password"]}]},
+    )
     model: str = Field(min_length=1, max_length=256)
-    input: Union[str, Annotated[list[str], Field(min_length=1, max_length=2048)]] = Field(
-        description="a text or up to 2048 texts")
+    input: str | Annotated[list[str], Field(min_length=1, max_length=2048)] = Field(
+        description="a text or up to 2048 texts"
+    )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Field(ge=384, le=384), BeforeValidator(_whole)] | None = Field(
-        None, description="the model's own (384), if given")
+        None, description="the model's own (384), if given"
+    )
     user: str | None = Field(None, max_length=256)
 
     def texts(self) -> list[str]:
         """The inputs as a list."""
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
+
 # %% ../../nbs/serving/04_schemas.ipynb #e775a25f
 class EmbeddingItem(BaseModel):
     """One embedding."""
+
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: Union[list[float], str]
+    embedding: list[float] | str
+
 
 # %% ../../nbs/serving/04_schemas.ipynb #12604b47
 class EmbeddingUsage(BaseModel):
     """Token usage of an embeddings request (approximate)."""
+
     prompt_tokens: int
     total_tokens: int
+
 
 # %% ../../nbs/serving/04_schemas.ipynb #ea4c9ec3
 class EmbeddingResponse(BaseModel):
     """`POST /v1/embeddings` answer."""
+
     object: Literal["list"] = "list"
     data: list[EmbeddingItem]
     model: str
     usage: EmbeddingUsage
 
+
 # %% ../../nbs/serving/04_schemas.ipynb #8b686a9f
 class ModelCard(BaseModel):
     """One served model."""
+
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str
 
+
 # %% ../../nbs/serving/04_schemas.ipynb #4dd2ac87
 class ModelList(BaseModel):
     """`GET /v1/models` answer."""
+
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
 
 # %% ../../nbs/serving/04_schemas.ipynb #1a215039
 class RouteRequest(BaseModel):
     """`POST /v1/route` body."""
-    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra={"examples": [{"input": "I lost my card"}]})
+
+    model_config = ConfigDict(
+        extra="ignore", strict=True, json_schema_extra={"examples": [{"input": "I lost my card"}]}
+    )
     model: str | None = Field(None, max_length=256, description="default: the served support router")
-    input: Union[str, Annotated[list[str], Field(min_length=1, max_length=256)]] = Field(
-        description="a ticket or up to 256 tickets")
+    input: str | Annotated[list[str], Field(min_length=1, max_length=256)] = Field(
+        description="a ticket or up to 256 tickets"
+    )
 
     def texts(self) -> list[str]:
         """The inputs as a list."""
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
+
 # %% ../../nbs/serving/04_schemas.ipynb #cc508774
 class RoutePrediction(BaseModel):
     """The router's decision for one text."""
+
     model_config = ConfigDict(extra="allow")
     index: int
     intent: str
@@ -215,18 +303,22 @@ class RoutePrediction(BaseModel):
     reply: str
     abstained: bool
 
+
 # %% ../../nbs/serving/04_schemas.ipynb #268d3f10
 class RouteResponse(BaseModel):
     """`POST /v1/route` answer."""
+
     object: Literal["route.list"] = "route.list"
     model: str
     model_version: str
     data: list[RoutePrediction]
     guardrails: list[dict[str, Any]] = []
 
+
 # %% ../../nbs/serving/04_schemas.ipynb #9a76c18f
 class ErrorDetail(BaseModel):
     """What went wrong (OpenAI error shape plus the request id)."""
+
     model_config = ConfigDict(extra="allow")
     message: str
     type: str
@@ -234,7 +326,9 @@ class ErrorDetail(BaseModel):
     param: str | None = None
     request_id: str | None = None
 
+
 # %% ../../nbs/serving/04_schemas.ipynb #d5d4acf5
 class ErrorResponse(BaseModel):
     """Every error answer: `{"error": {...}}`."""
+
     error: ErrorDetail
