@@ -139,7 +139,8 @@ def cpu_breakdown(n: int = 2000, rounds: int = 3) -> dict:
     tmp = tempfile.mkdtemp()
     env = {"LLMOPS_PROJECT__STATE_DIR": tmp, "LLMOPS_AUDIT__DIR": tmp + "/audit", "LLMOPS_SERVING__BACKEND": "benchmark",
            "LLMOPS_GUARDRAILS__EMBEDDING_GUARDS": "false", "LLMOPS_PROJECT__LOG_LEVEL": "WARNING"}  # fmt: skip
-    settings = load_settings(environ=env)
+    (Path(tmp) / "settings.ini").write_text("")  # only the router: not the repository's chat models
+    settings = load_settings(Path(tmp) / "settings.ini", environ=env)
     token = mint_token(settings, "bench", ["chat"], 3600)
     # like the wrk script: a different ticket number per request, so no cache (verdicts, embeddings) sees a repeat
     template = json.dumps(BODY).replace("%", "%%").replace("My card", "Ticket %d: my card")

@@ -39,6 +39,7 @@ __all__ = [
 import argparse
 import asyncio
 import base64
+import concurrent.futures
 import json
 import logging
 import os
@@ -239,12 +240,22 @@ def warm_up_predict(self: Server) -> None:
         asyncio.run(self.backend.predict([_WARM_UP_TEXT]))
 
 
+def _run_coroutine(coroutine) -> None:
+    """Run `coroutine` to the end from synchronous code, also when an event loop runs in this thread (the lifespan)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coroutine).result()
+
+
 @patch
 def stop(self: Server) -> None:
     """Drain and close the audit writer; flush the metrics; drop this worker's live gauges."""
     for model in self.chat_models.values():
         try:
-            asyncio.run(model.aclose())
+            _run_coroutine(model.aclose())
         except Exception as e:
             log_event(logger, "chat_model_close_failed", logging.WARNING, model=model.info.id, error=repr(e))
     if self.audit is not None:
