@@ -2364,6 +2364,10 @@ d = {
                 "serving/app.html#_router_context",
                 "llmops_kit/serving/app.py",
             ),
+            "llmops_kit.serving.app._run_coroutine": (
+                "serving/app.html#_run_coroutine",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app._server": ("serving/app.html#_server", "llmops_kit/serving/app.py"),
             "llmops_kit.serving.app._sse": ("serving/app.html#_sse", "llmops_kit/serving/app.py"),
             "llmops_kit.serving.app._stream_chat": (
