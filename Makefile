@@ -14,12 +14,11 @@ export VENV
 .PHONY: setup quickstart test sync bench clean
 
 # torch is installed first and pinned: its CPU build; an unpinned resolve pulls a multi-GB CUDA build.
-# editable_mode=compat: a plain .pth entry (setuptools' default finder warns on every install).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev]" --config-settings editable_mode=compat
+	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
