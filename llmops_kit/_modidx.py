@@ -1952,6 +1952,10 @@ d = {
                 "registry/bundle.html#_not_found",
                 "llmops_kit/registry/bundle.py",
             ),
+            "llmops_kit.registry.bundle._registered_name": (
+                "registry/bundle.html#_registered_name",
+                "llmops_kit/registry/bundle.py",
+            ),
             "llmops_kit.registry.bundle._registry_command": (
                 "registry/bundle.html#_registry_command",
                 "llmops_kit/registry/bundle.py",

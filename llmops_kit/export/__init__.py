@@ -16,6 +16,7 @@ __all__ = [
 # %% ../../nbs/export/00_export.ipynb #c2f611d2
 from .context import DockerContext, build_image, find_engine, local_base_image, write_context
 from .k8s import to_ecs, write_deployment_assets
+from .cli import quickstart_stage as quickstart_stage  # the quickstart's export stage
 
 # %% ../../nbs/export/00_export.ipynb #f412830b
 _all_ = [

@@ -588,6 +588,18 @@ def resolve_version(
         raise
 
 
+# %% ../../nbs/registry/01_bundle.ipynb #7fb27b941602401d91542211134fc71a
+def _registered_name(folder: Path, name: str, version: str) -> tuple[str, str]:
+    """The registered name and version MLflow wrote into a downloaded model folder, else `name` and `version`."""
+    import yaml
+
+    meta = folder / "registered_model_meta"
+    if not meta.is_file():
+        return name, version
+    data = yaml.safe_load(meta.read_text(encoding="utf-8")) or {}
+    return str(data.get("model_name") or name), str(data.get("model_version") or version)
+
+
 # %% ../../nbs/registry/01_bundle.ipynb #e725756e
 def load_app(
     uri: str,  # `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/RUN/NAME` or a local model folder
@@ -605,6 +617,8 @@ def load_app(
         source = f"models:/{mv.name}/{mv.version}"  # load exactly the version resolved, even if the alias moves now
     elif not uri.startswith("runs:/") and not Path(uri).exists():
         raise InputError(f"model URI {uri!r} is neither models:/..., runs:/... nor an existing folder")
+    else:  # a downloaded folder keeps its registered name and version in MLflow's `registered_model_meta`
+        name, version = _registered_name(Path(uri), name, version)
     try:
         model = mlflow.pyfunc.load_model(source)
     except Exception as e:
