@@ -2323,6 +2323,11 @@ d = {
                 "serving/app.html#server.warm_up_predict",
                 "llmops_kit/serving/app.py",
             ),
+            "llmops_kit.serving.app.ServingApp": ("serving/app.html#servingapp", "llmops_kit/serving/app.py"),
+            "llmops_kit.serving.app.ServingApp.build_middleware_stack": (
+                "serving/app.html#servingapp.build_middleware_stack",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app._answer": ("serving/app.html#_answer", "llmops_kit/serving/app.py"),
             "llmops_kit.serving.app._audit_ok": ("serving/app.html#_audit_ok", "llmops_kit/serving/app.py"),
             "llmops_kit.serving.app._chat": ("serving/app.html#_chat", "llmops_kit/serving/app.py"),
@@ -2352,6 +2357,10 @@ d = {
             ),
             "llmops_kit.serving.app._on_http_error": (
                 "serving/app.html#_on_http_error",
+                "llmops_kit/serving/app.py",
+            ),
+            "llmops_kit.serving.app._on_kit_error": (
+                "serving/app.html#_on_kit_error",
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app._on_validation_error": (

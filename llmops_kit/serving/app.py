@@ -26,6 +26,7 @@ __all__ = [
     "readyz",
     "metrics",
     "fast_route",
+    "ServingApp",
     "create_app",
     "app_factory",
     "serve_environment",
@@ -1135,6 +1136,10 @@ def _error_response(request: Request, error: LlmopsError) -> Response:
     )
 
 
+async def _on_kit_error(request: Request, exc: LlmopsError) -> Response:
+    return _error_response(request, exc)
+
+
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
     return _error_response(request, InputError(_validation_message(exc), status=422))
 
@@ -1231,6 +1236,30 @@ def fast_route(
     return handle
 
 
+# %% ../../nbs/serving/06_app.ipynb #7fb27b941602401d91542211134fc71a
+class ServingApp(FastAPI):
+    """FastAPI with the gateway (and CORS, if configured) outermost: the request path starts at the gateway."""
+
+    gateway_options: dict[str, Any] = {}  # `GatewayMiddleware`'s keyword arguments, set by `create_app`
+    cors_origins: list[str] = []  # allowed origins; empty: no CORS
+
+    def build_middleware_stack(self):
+        """FastAPI's stack, wrapped by the gateway and then by CORS."""
+        app = GatewayMiddleware(super().build_middleware_stack(), **self.gateway_options)
+        if not self.cors_origins:
+            return app
+        from starlette.middleware.cors import CORSMiddleware
+
+        return CORSMiddleware(
+            app,
+            allow_origins=self.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+            expose_headers=["x-request-id", "x-llmops-overhead-ms"],
+            max_age=600,
+        )
+
+
 # %% ../../nbs/serving/06_app.ipynb #22e1fdcc
 def create_app(
     settings: Settings | None = None,  # default: `load_settings()`
@@ -1249,7 +1278,7 @@ def create_app(
             server.stop()
 
     telemetry = None if settings.serving.opentelemetry else {"tracing": False, "metrics": False}
-    app = FastAPI(
+    app = ServingApp(
         title="llmops-kit",
         version=__version__,
         lifespan=lifespan,
@@ -1340,10 +1369,10 @@ def create_app(
             403: {"model": ErrorResponse},
         },
     )
+    app.add_exception_handler(LlmopsError, _on_kit_error)  # raised in a route, inside FastAPI's own stack
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_middleware(
-        GatewayMiddleware,
+    app.gateway_options = dict(
         hooks=server,
         max_body_bytes=settings.serving.max_body_bytes,
         fast_routes={
@@ -1351,18 +1380,7 @@ def create_app(
             "/v1/route": fast_route(server, RouteRequest, _route),
         },
     )
-    origins = [o.strip() for o in settings.serving.cors_origins.split(",") if o.strip()]
-    if origins:  # outside the gateway, so every answer carries the CORS headers: fast routes and errors too
-        from starlette.middleware.cors import CORSMiddleware
-
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
-            expose_headers=["x-request-id", "x-llmops-overhead-ms"],
-            max_age=600,
-        )
+    app.cors_origins = [o.strip() for o in settings.serving.cors_origins.split(",") if o.strip()]
     app.openapi = lambda: _openapi(app)
     return app
 

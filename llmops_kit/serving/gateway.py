@@ -428,9 +428,10 @@ class GatewayMiddleware:
                     LlmopsError("the server failed on this request; quote its request id when reporting it")
                 )
         finally:
-            await asyncio.shield(
-                answer.record()
-            )  # 5. the audit record (already written if the route answered)
+            if (
+                not ctx.finished
+            ):  # 5. the audit record (already written before the last byte if the route answered)
+                await asyncio.shield(answer.record())
             try:
                 self.hooks.after(ctx)  # 6. the metrics, once the answer is out
             except Exception as e:
