@@ -250,6 +250,7 @@ d = {
                 "llmops_kit/core.py",
             ),
             "llmops_kit.core.ProjectSettings": ("core.html#projectsettings", "llmops_kit/core.py"),
+            "llmops_kit.core.QuotaSettings": ("core.html#quotasettings", "llmops_kit/core.py"),
             "llmops_kit.core.ServingSettings": ("core.html#servingsettings", "llmops_kit/core.py"),
             "llmops_kit.core.Settings": ("core.html#settings", "llmops_kit/core.py"),
             "llmops_kit.core.Settings.path": ("core.html#settings.path", "llmops_kit/core.py"),
@@ -2227,6 +2228,10 @@ d = {
                 "serving/app.html#server._text_record",
                 "llmops_kit/serving/app.py",
             ),
+            "llmops_kit.serving.app.Server.admit": (
+                "serving/app.html#server.admit",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app.Server.after": (
                 "serving/app.html#server.after",
                 "llmops_kit/serving/app.py",
@@ -2301,6 +2306,10 @@ d = {
             ),
             "llmops_kit.serving.app.Server.rewrite": (
                 "serving/app.html#server.rewrite",
+                "llmops_kit/serving/app.py",
+            ),
+            "llmops_kit.serving.app.Server.settle": (
+                "serving/app.html#server.settle",
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app.Server.start": (
@@ -2437,6 +2446,10 @@ d = {
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app.metrics": ("serving/app.html#metrics", "llmops_kit/serving/app.py"),
+            "llmops_kit.serving.app.prompt_estimate": (
+                "serving/app.html#prompt_estimate",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app.readyz": ("serving/app.html#readyz", "llmops_kit/serving/app.py"),
             "llmops_kit.serving.app.reply_text": ("serving/app.html#reply_text", "llmops_kit/serving/app.py"),
             "llmops_kit.serving.app.route": ("serving/app.html#route", "llmops_kit/serving/app.py"),
@@ -3076,6 +3089,10 @@ d = {
                 "serving/quotas.html#quotaconfig.from_mapping",
                 "llmops_kit/serving/quotas.py",
             ),
+            "llmops_kit.serving.quotas.QuotaConfig.from_settings": (
+                "serving/quotas.html#quotaconfig.from_settings",
+                "llmops_kit/serving/quotas.py",
+            ),
             "llmops_kit.serving.quotas.QuotaStore": (
                 "serving/quotas.html#quotastore",
                 "llmops_kit/serving/quotas.py",
@@ -3294,6 +3311,18 @@ d = {
                 "llmops_kit/serving/quotas.py",
             ),
             "llmops_kit.serving.quotas._wire": ("serving/quotas.html#_wire", "llmops_kit/serving/quotas.py"),
+            "llmops_kit.serving.quotas.budget_key": (
+                "serving/quotas.html#budget_key",
+                "llmops_kit/serving/quotas.py",
+            ),
+            "llmops_kit.serving.quotas.budget_report": (
+                "serving/quotas.html#budget_report",
+                "llmops_kit/serving/quotas.py",
+            ),
+            "llmops_kit.serving.quotas.configure_cli": (
+                "serving/quotas.html#configure_cli",
+                "llmops_kit/serving/quotas.py",
+            ),
             "llmops_kit.serving.quotas.cost_amounts": (
                 "serving/quotas.html#cost_amounts",
                 "llmops_kit/serving/quotas.py",
@@ -3308,6 +3337,14 @@ d = {
             ),
             "llmops_kit.serving.quotas.open_store": (
                 "serving/quotas.html#open_store",
+                "llmops_kit/serving/quotas.py",
+            ),
+            "llmops_kit.serving.quotas.parse_budget_value": (
+                "serving/quotas.html#parse_budget_value",
+                "llmops_kit/serving/quotas.py",
+            ),
+            "llmops_kit.serving.quotas.quota_store": (
+                "serving/quotas.html#quota_store",
                 "llmops_kit/serving/quotas.py",
             ),
             "llmops_kit.serving.quotas.rate_headers": (

@@ -20,6 +20,7 @@ __all__ = [
     "AuthSettings",
     "AuditSettings",
     "ExportSettings",
+    "QuotaSettings",
     "ModelSettings",
     "Settings",
     "load_settings",
@@ -193,6 +194,34 @@ class ExportSettings(_Section):
     output_dir: str = ".llmops/export"
 
 
+# %% ../nbs/00_core.ipynb #c93bd1bf
+class QuotaSettings(_Section):
+    """`[quotas]`: daily quotas, USD budgets and per-minute rate limits per tenant and per API key, and their store."""
+
+    store: Literal["", "sqlite", "redis"] = (
+        ""  # empty: nothing is checked; sqlite: one host; redis: several replicas
+    )
+    sqlite_path: str = "quotas.db"  # relative to the state folder
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    timeout_s: float = Field(0.25, gt=0, le=60)  # no store operation waits longer than this
+    fail_open: bool = False  # store unreachable: admit unchecked (true) or refuse with 503 (false)
+    reservation_ttl_s: float = Field(300, ge=1, le=3600)  # an unsettled reservation stops counting after this
+    max_estimate_tokens: int = Field(
+        4096, ge=1
+    )  # at most this many completion tokens are reserved (and asked for)
+    # the limits (empty: none); money in micro-USD (1 USD = 1,000,000)
+    tenant_requests_per_day: int | None = Field(None, ge=0, le=10**14)
+    tenant_tokens_per_day: int | None = Field(None, ge=0, le=10**14)
+    tenant_micro_usd_per_day: int | None = Field(None, ge=0, le=10**14)
+    tenant_requests_per_minute: int | None = Field(None, ge=0, le=10**14)
+    tenant_tokens_per_minute: int | None = Field(None, ge=0, le=10**14)
+    key_requests_per_day: int | None = Field(None, ge=0, le=10**14)
+    key_tokens_per_day: int | None = Field(None, ge=0, le=10**14)
+    key_micro_usd_per_day: int | None = Field(None, ge=0, le=10**14)
+    key_requests_per_minute: int | None = Field(None, ge=0, le=10**14)
+    key_tokens_per_minute: int | None = Field(None, ge=0, le=10**14)
+
+
 # %% ../nbs/00_core.ipynb #e23e8f4f
 class ModelSettings(_Section):
     """`[model.NAME]`: one served model: its kind, where it lives, limits and prices."""
@@ -228,6 +257,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "auth": AuthSettings,
     "audit": AuditSettings,
     "export": ExportSettings,
+    "quotas": QuotaSettings,
 }
 
 
@@ -247,6 +277,7 @@ class Settings(_Section):
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
     export: ExportSettings = ExportSettings()
+    quotas: QuotaSettings = QuotaSettings()
     models: dict[str, ModelSettings] = Field(default_factory=dict)  # `[model.NAME]` sections, by name
 
     def path(self, value: str | os.PathLike) -> Path:

@@ -98,9 +98,9 @@ class EchoChatModel:
         return True, "echo chat model (deterministic, not a language model)"
 
     async def complete(self, request: ChatRequest) -> ChatResult:
-        """Echo the last user message, cut at `max_tokens` words."""
+        """Echo the last user message, cut so the answer (`echo:` and the words) is at most `max_tokens` tokens."""
         words = _last_user(request).split()
-        cut = words[: request.max_tokens] if request.max_tokens else words
+        cut = words[: max(request.max_tokens - 2, 0)] if request.max_tokens else words
         return ChatResult(
             "echo: " + " ".join(cut),
             "length" if len(cut) < len(words) else "stop",

@@ -14,6 +14,7 @@ __all__ = [
     "EMBEDDING_DIM",
     "route_label",
     "Server",
+    "prompt_estimate",
     "completion_json",
     "reply_text",
     "chat_completions",
@@ -85,6 +86,7 @@ from ..models.chat import ChatModel, ChatRequest, chat_models
 from .auth import Authenticator, require_scope
 from .gateway import GatewayMiddleware, RequestContext, call_model, outcome_for
 from .metrics import FLUSH_INTERVAL_S
+from .quotas import Amounts, QuotaConfig, Refusal, cost_amounts, quota_store, rate_headers
 from llmops_kit.serving.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -174,6 +176,10 @@ class Server:
             settings.serving.max_in_flight,
         )
         self.in_flight = 0
+        self.quota_config, self.quota_store = QuotaConfig.from_settings(settings), quota_store(settings)
+        self.quota_problem: str | None = (
+            None  # why the last quota check could not ask the store, until one can
+        )
         self.chat_models: dict[str, ChatModel] = chat_models(
             settings
         )  # the `[model.NAME]` chat models, by name
@@ -261,6 +267,11 @@ def stop(self: Server) -> None:
             log_event(logger, "chat_model_close_failed", logging.WARNING, model=model.info.id, error=repr(e))
     if self.audit is not None:
         self.audit.close()
+    if self.quota_store is not None:
+        try:
+            _run_coroutine(self.quota_store.close())
+        except Exception as e:
+            log_event(logger, "quota_store_close_failed", logging.WARNING, error=repr(e))
     if self.metrics.pending:
         self.metrics.flush(self.in_flight)
     from llmops_kit.serving.metrics import mark_process_dead
@@ -330,6 +341,85 @@ def begin(self: Server, ctx: RequestContext) -> None:
     self.in_flight += 1
 
 
+# %% ../../nbs/serving/06_app.ipynb #668c5ecc
+_PROMPT_MARGIN = (
+    1.25  # the prompt's estimate: the approximate count (words and marks) plus a quarter, plus per message
+)
+_PER_MESSAGE = 4
+
+
+def prompt_estimate(texts: Sequence[str]) -> int:
+    """Tokens to reserve for a prompt of `texts` (one per message): an upper estimate of a model tokenizer's count."""
+    return sum(int(count_tokens(t) * _PROMPT_MARGIN) + _PER_MESSAGE for t in texts)
+
+
+@patch
+async def admit(
+    self: Server,
+    ctx: RequestContext,
+    prompt_tokens: int,  # the prompt's estimated tokens
+    max_tokens: int | None = None,  # the request's `max_tokens` (None: the model's)
+    model: str
+    | None = None,  # the `[model.NAME]` whose prices and `max_tokens` apply (None: no completion charged)
+) -> int | None:
+    """Reserve the request's estimate against its tenant's and key's limits (429/503 when refused); the completion cap."""
+    spec = self.settings.models.get(model or "")
+    cap = None
+    if spec is not None:
+        cap = min(
+            spec.max_tokens if max_tokens is None else max_tokens, self.quota_config.max_estimate_tokens
+        )
+    if self.quota_store is None:
+        return cap
+    amounts = (
+        Amounts(1, prompt_tokens + (cap or 0), 0) if spec is None else cost_amounts(prompt_tokens, cap, spec)
+    )
+    keys = [f"tenant:{ctx.tenant or 'anonymous'}"]
+    if ctx.principal is not None and ctx.principal.subject:
+        keys.append(f"key:{ctx.principal.subject}")
+    config = self.quota_config
+    limits = {keys[0]: config.tenant, **({keys[1]: config.key} if len(keys) > 1 else {})}
+    t = time.perf_counter()
+    try:
+        state = await self.quota_store.reserve(keys, limits, amounts, config.reservation_ttl_s)
+    finally:
+        ctx.stage("quota", t)
+    if isinstance(state, Refusal):
+        self.quota_problem = state.message if state.limit == "store_unavailable" else None
+        ctx.prediction_set("quota", {"refused": state.limit, "key": state.key})
+        raise state.to_error()
+    self.quota_problem = (
+        "the quota store is unavailable: admitted unchecked (fail-open)" if state.unchecked else None
+    )
+    ctx.reservation = state
+    ctx.response_headers.extend((k.encode(), v.encode()) for k, v in rate_headers(state).items())
+    return cap
+
+
+@patch
+async def settle(self: Server, ctx: RequestContext) -> None:
+    """Settle the request's reservation at its actual usage, or release it when it failed or the client left."""
+    held, ctx.reservation = ctx.reservation, None
+    if held is None or self.quota_store is None or held.unchecked:
+        return
+    answered = 200 <= ctx.status < 300 and not ctx.disconnected and outcome_for(ctx) != "upstream_error"
+    try:
+        if answered:
+            spec = self.settings.models.get(ctx.model or "")
+            actual = (
+                Amounts(1, ctx.prompt_tokens + ctx.completion_tokens, 0)
+                if spec is None
+                else cost_amounts(ctx.prompt_tokens, ctx.completion_tokens, spec)
+            )
+            await self.quota_store.settle(held, actual)
+        else:
+            await self.quota_store.release(held)
+        ctx.prediction_set("quota", {"reservation": held.id, "settled": answered})
+    except LlmopsError as e:  # the store went away: the reservation expires after its TTL
+        log_event(logger, "quota_settle_failed", logging.WARNING, request_id=ctx.request_id, error=e.message)
+        ctx.prediction_set("quota", {"reservation": held.id, "settled": None})
+
+
 # %% ../../nbs/serving/06_app.ipynb #e0accbc9
 @patch
 def _text_record(self: Server, pair) -> dict | None:
@@ -347,6 +437,8 @@ async def record(self: Server, ctx: RequestContext) -> None:
     """Write the request's audit record (before the client has the whole answer); probes leave none."""
     if ctx.path in _PROBES:
         return
+    if ctx.reservation is not None:
+        await self.settle(ctx)
     t = time.perf_counter()
     record = {
         "request_id": ctx.request_id,
@@ -621,8 +713,8 @@ def chat_cost(self: Server, ctx: RequestContext) -> float:
     if spec is None:
         return cost_usd(ctx.model, ctx.prompt_tokens, ctx.completion_tokens)
     return (
-        ctx.prompt_tokens * spec.prompt_usd_per_mtok + ctx.completion_tokens * spec.completion_usd_per_mtok
-    ) / 1e6
+        cost_amounts(ctx.prompt_tokens, ctx.completion_tokens, spec).micro_usd / 1e6
+    )  # what the quotas settle
 
 
 @patch
@@ -765,6 +857,9 @@ def _chat_request(body: ChatCompletionRequest, text: str, system: str | None = N
 
 
 # %% ../../nbs/serving/06_app.ipynb #b03a9c1a
+_ROUTER_CONTEXT_TOKENS = 512  # reserved for the router's context when the chat path's model may answer
+
+
 async def _chat(
     server: Server, ctx: RequestContext, body: ChatCompletionRequest, receive
 ) -> bytes | Response:
@@ -776,6 +871,13 @@ async def _chat(
     text = await server.guard_input(ctx, original)  # 1. guard the input
     ctx.input = (original, text)
     ctx.prompt_tokens = sum(count_tokens(m.text()) for m in body.messages)
+    may_answer = (
+        chat.info.id if chat is not None else server.chat_model or None
+    )  # whose prices the estimate uses
+    estimate = prompt_estimate([m.text() for m in body.messages]) + (
+        _ROUTER_CONTEXT_TOKENS if chat is None else 0
+    )
+    cap = await server.admit(ctx, estimate, body.max_tokens, may_answer)
     info: dict[str, Any] = {
         "intent": None,
         "confidence": None,
@@ -804,6 +906,8 @@ async def _chat(
     if chat is not None:
         info["answered_by"] = ctx.prediction_set("answered_by", chat.info.id)
     info["model_version"] = None if ctx.model_version is None else str(ctx.model_version)
+    if request is not None and cap is not None:
+        request.max_tokens = cap  # never more than the reservation covers
     completion_id, created = f"chatcmpl-{ctx.request_id}", int(time.time())
     if body.stream:  # 3-4. the answer streams through the output guard
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -953,6 +1057,7 @@ async def _route(server: Server, ctx: RequestContext, body: RouteRequest, receiv
     originals = body.texts()  # 1 to 256, checked by the schema
     texts = [await server.guard_input(ctx, t) for t in originals]
     ctx.input = ("\n".join(originals), "\n".join(texts))
+    await server.admit(ctx, prompt_estimate(originals))
     predictions = await server.predict(ctx, receive, texts)
     data, replies = [], []
     for i, p in enumerate(predictions):
@@ -1014,6 +1119,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     originals = body.texts()  # 1 to 2048, checked by the schema
     texts = [await server.guard_input(ctx, t) for t in originals]
     ctx.input = ("\n".join(originals), "\n".join(texts))
+    await server.admit(ctx, prompt_estimate(originals))
     t = time.perf_counter()
     try:
         vectors = await call_model(asyncio.to_thread(server.embed, texts), server.timeout_s, request.receive)
@@ -1100,9 +1206,19 @@ async def readyz(request: Request) -> Response:
             "ok": ok and server.guards_warm,
             "detail": detail if server.guards_warm or not ok else "loading",
         }
+    if (
+        server.quota_store is not None
+    ):  # a quota store outage degrades (the policy answers), it does not unready
+        checks["quotas"] = {
+            "ok": True,
+            "degraded": server.quota_problem is not None,
+            "detail": server.quota_problem
+            or f"{server.settings.quotas.store} store answering ({'fail-open' if server.quota_config.fail_open else 'fail-closed'})",
+        }
     ready = all(c["ok"] for c in checks.values())
+    degraded = [name for name, c in checks.items() if c.get("degraded")]
     return Response(
-        json.dumps({"status": "ready" if ready else "not_ready", "checks": checks}),
+        json.dumps({"status": "ready" if ready else "not_ready", "degraded": degraded, "checks": checks}),
         status_code=200 if ready else 503,
         media_type="application/json",
     )

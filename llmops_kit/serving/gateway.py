@@ -87,6 +87,10 @@ class RequestContext:
     streamed: bool = False
     disconnected: bool = False
     finished: bool = False
+    reservation: Any = None  # the quota reservation this request holds (settled or released by `record`)
+    response_headers: list[tuple[bytes, bytes]] = field(
+        default_factory=list
+    )  # added to the answer, e.g. rate limits
 
     def prediction_set(self, key: str, value: Any) -> Any:
         """Set `key` in the record's `prediction` (made on first use); return `value`."""
@@ -335,6 +339,7 @@ async def send(self: Answer, message: dict) -> None:
         start["headers"] = [
             *start.get("headers", []),
             *self._headers,
+            *ctx.response_headers,
             (b"x-llmops-overhead-ms", f"{ctx.overhead_ms():.3f}".encode()),
         ]
         self.started = True

@@ -29,9 +29,15 @@ __all__ = [
     "SqliteQuotaStore",
     "RedisQuotaStore",
     "open_store",
+    "quota_store",
+    "budget_key",
+    "budget_report",
+    "parse_budget_value",
+    "configure_cli",
 ]
 
 # %% ../../nbs/serving/07_quotas.ipynb #4747d0c0
+import argparse
 import asyncio
 import json
 import math
@@ -48,7 +54,7 @@ from typing import Any, Protocol, runtime_checkable
 from fastcore.basics import patch
 
 # %% ../../nbs/serving/07_quotas.ipynb #5d71a66f
-from ..core import ModelSettings
+from ..core import ModelSettings, Settings, load_settings
 from ..errors import ConfigurationError, InputError, RateLimitError, ServiceUnavailableError
 
 # %% ../../nbs/serving/07_quotas.ipynb #7a7db673
@@ -1071,3 +1077,110 @@ def open_store(
     if config.store == "redis":
         return RedisQuotaStore(config.redis_url, config.timeout_s, config.fail_open)
     return SqliteQuotaStore(Path(state_dir) / config.sqlite_path, config.timeout_s, config.fail_open)
+
+
+# %% ../../nbs/serving/07_quotas.ipynb #60e72fad
+@patch(cls_method=True)
+def from_settings(cls: QuotaConfig, settings: Settings) -> QuotaConfig:
+    """The `[quotas]` section as a `QuotaConfig` (the store defaults to SQLite when quotas are off)."""
+    values = settings.quotas.model_dump()
+    return cls.from_mapping({**values, "store": values["store"] or "sqlite"})
+
+
+def quota_store(settings: Settings) -> SqliteQuotaStore | RedisQuotaStore | None:
+    """The store `[quotas]` names (SQLite under the state folder), or None when `store` is empty."""
+    if not settings.quotas.store:
+        return None
+    return open_store(QuotaConfig.from_settings(settings), settings.path(settings.project.state_dir))
+
+
+# %% ../../nbs/serving/07_quotas.ipynb #75c735ac
+def budget_key(tenant: str | None, key: str | None) -> str:
+    """The store key of a tenant (`tenant:NAME`) or an API key or subject (`key:ID`)."""
+    if bool(tenant) == bool(key):
+        raise InputError("name exactly one of --tenant NAME or --key ID")
+    return f"tenant:{tenant}" if tenant else f"key:{key}"
+
+
+def budget_report(config: QuotaConfig, usage: Usage) -> dict[str, Any]:
+    """Per limit: the value in force, where it comes from, settled, held and remaining (None: unlimited)."""
+    configured = config.tenant if usage.key.startswith("tenant:") else config.key
+    out = {}
+    for name in LIMIT_WINDOWS:
+        overridden = name in usage.overrides
+        value = usage.overrides[name] if overridden else getattr(configured, name)
+        used = usage.settled.get(name, 0) + usage.held.get(name, 0)
+        out[name] = {
+            "limit": value,
+            "source": "override" if overridden else "settings",
+            "settled": usage.settled.get(name, 0),
+            "held": usage.held.get(name, 0),
+            "remaining": None if value is None else max(0, value - used),
+        }
+    return {"key": usage.key, "limits": out}
+
+
+def parse_budget_value(limit: str, value: str) -> tuple[str, int | None]:
+    """(limit name, value) from the command line: whole numbers, `none`, or `usd_per_day` in dollars."""
+    if limit == "usd_per_day":
+        if value.strip().lower() == "none":
+            return "micro_usd_per_day", None
+        try:
+            return "micro_usd_per_day", micro_usd(1_000_000, float(value))
+        except ValueError:
+            raise InputError(f"usd_per_day={value!r} is not an amount of dollars") from None
+    if limit not in LIMIT_WINDOWS:
+        raise InputError(
+            f"unknown limit {limit!r}; the limits are {', '.join([*LIMIT_WINDOWS, 'usd_per_day'])}"
+        )
+    return limit, _parse_limit(limit, value)
+
+
+# %% ../../nbs/serving/07_quotas.ipynb #bdda393b
+def configure_cli(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `llmops budget`."""
+    sub = parser.add_subparsers(dest="budget_command", metavar="ACTION", required=True)
+    actions = {
+        "show": "show one tenant's or key's limits, usage and what remains",
+        "set": "override one limit of a tenant or key (none: no limit)",
+        "reset": "zero the current windows' usage of a tenant or key",
+    }
+    for name, help_text in actions.items():
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        who = p.add_mutually_exclusive_group(required=True)
+        who.add_argument("--tenant", metavar="NAME", help="a tenant")
+        who.add_argument(
+            "--key", metavar="ID", help="an API key or token subject (as in the audit record's subject)"
+        )
+        if name == "set":
+            p.add_argument("limit", help=f"one of {', '.join(LIMIT_WINDOWS)}, or usd_per_day")
+            p.add_argument("value", help="a whole number, an amount for usd_per_day, or none")
+        if name == "reset":
+            p.add_argument("--clear-limits", action="store_true", help="also drop the key's overrides")
+        p.add_argument(
+            "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
+        )
+
+    def handler(args: argparse.Namespace) -> int:
+        settings = load_settings(args.config)
+        store = quota_store(settings)
+        if store is None:
+            raise ConfigurationError(
+                f"{settings.source}: [quotas] store is empty, so no quotas are kept; set it to sqlite or redis"
+            )
+        config, key = QuotaConfig.from_settings(settings), budget_key(args.tenant, args.key)
+
+        async def run() -> dict[str, Any]:
+            try:
+                if args.budget_command == "set":
+                    await store.set_limit(key, *parse_budget_value(args.limit, args.value))
+                elif args.budget_command == "reset":
+                    await store.reset(key, args.clear_limits)
+                return budget_report(config, await store.usage(key))
+            finally:
+                await store.close()
+
+        print(json.dumps(asyncio.run(run()), indent=2))
+        return 0
+
+    parser.set_defaults(handler=handler)
