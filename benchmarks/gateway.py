@@ -1,0 +1,271 @@
+"""Gateway mode against the LiteLLM proxy: both in front of the same local OpenAI-shaped upstream, same run, same
+machine, same worker count, load from `wrk` in its own processes at concurrency 16 and 64.
+
+The kit runs with everything on: JWT auth, quotas (a daily USD budget, daily tokens and requests and per-minute
+rate limits for the tenant and the key, none of them reached) in SQLite, the input and output guardrail chain
+(rule-based guards; the embedding guards are off, as in benchmarks/serving.py), the hash-chained audit log and the
+Prometheus metrics. LiteLLM 1.108.7 (`litellm[proxy]`, in benchmarks/.venv-litellm) runs with a master key, a global
+`max_budget` and a deployment `rpm` limit: its virtual keys and per-key budgets need a Postgres database through
+Prisma, whose engines download from the internet, which these machines cannot reach (recorded in the results).
+The upstream (aiohttp.web, fixed answer with usage) runs in a child process; it is measured alone too, so each
+gateway's added latency is its p50/p99 minus the upstream's at the same concurrency.
+
+Usage: nice -n 10 .venv/bin/python benchmarks/gateway.py [--duration 10] [--workers 1] [--concurrency 16,64]
+Writes benchmarks/results/gateway.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from serving import LUA, ensure_wrk, free_port, run_wrk, wait_ok  # noqa: E402
+
+RESULTS = HERE / "results" / "gateway.json"
+LLMOPS = Path(sys.executable).parent / "llmops"
+LITELLM_VENV = HERE / ".venv-litellm"
+LITELLM_PIN = "litellm[proxy]==1.108.7"
+BODY = {"model": "up", "messages": [{"role": "user", "content": "My card payment was declined twice today, what should I do?"}], "max_tokens": 16}  # fmt: skip
+PRICES = (0.15, 0.6)  # USD per million prompt and completion tokens, the same for both gateways
+
+KIT_INI = """[project]
+state_dir = .llmops
+log_level = WARNING
+[audit]
+dir = .llmops/audit
+[guardrails]
+embedding_guards = false
+[serving]
+backend = benchmark
+chat_model =
+[quotas]
+store = sqlite
+tenant_micro_usd_per_day = 1000000000000
+tenant_tokens_per_day = 1000000000000
+tenant_requests_per_day = 1000000000
+tenant_requests_per_minute = 100000000
+tenant_tokens_per_minute = 10000000000
+key_micro_usd_per_day = 1000000000000
+key_requests_per_minute = 100000000
+[model.up]
+kind = openai
+base_url = http://127.0.0.1:{port}/v1
+upstream_model = bench
+api_key_env = UPSTREAM_KEY
+max_concurrency = 128
+max_retries = 0
+prompt_usd_per_mtok = {p}
+completion_usd_per_mtok = {c}
+"""
+
+LITELLM_YAML = """model_list:
+  - model_name: up
+    litellm_params:
+      model: openai/bench
+      api_base: http://127.0.0.1:{port}/v1
+      api_key: sk-upstream
+      rpm: 100000000
+      input_cost_per_token: {p}
+      output_cost_per_token: {c}
+litellm_settings:
+  max_budget: 1000000
+  budget_duration: 1d
+  telemetry: false
+general_settings:
+  master_key: {key}
+"""
+
+
+def ensure_litellm() -> Path:
+    """The LiteLLM proxy's own virtual environment (made on first use; it never shares the kit's)."""
+    exe = LITELLM_VENV / "bin" / "litellm"
+    if not exe.exists():
+        print(f"installing {LITELLM_PIN} into {LITELLM_VENV} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", LITELLM_PIN], check=True)
+    return exe
+
+
+def litellm_version() -> str:
+    out = subprocess.run(
+        [str(LITELLM_VENV / "bin" / "pip"), "show", "litellm"], capture_output=True, text=True
+    )
+    return next(
+        (line.split(":", 1)[1].strip() for line in out.stdout.splitlines() if line.startswith("Version")), "?"
+    )
+
+
+def median_of(runs: list[dict]) -> dict:
+    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "mean_ms")
+    out = {k: round(statistics.median(r[k] for r in runs), 3) for k in keys}
+    out |= {k: sum(r[k] for r in runs) for k in ("requests", "socket_errors", "non2xx")}
+    return out
+
+
+def start(cmd: list[str], root: Path, env: dict, log) -> subprocess.Popen:
+    return subprocess.Popen(
+        cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measurement")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of both gateways")
+    parser.add_argument("--concurrency", default="16,64", help="comma-separated wrk connection counts")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="alternating rounds per point; medians reported"
+    )
+    args = parser.parse_args()
+    wrk, litellm = ensure_wrk(), ensure_litellm()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    load_at_start = os.getloadavg()
+    jwt_secret, master_key = secrets.token_urlsafe(32), "sk-" + secrets.token_hex(16)
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        up_port, kit_port, lite_port = free_port(), free_port(), free_port()
+        (root / "settings.ini").write_text(KIT_INI.format(port=up_port, p=PRICES[0], c=PRICES[1]))
+        (root / "litellm.yaml").write_text(
+            LITELLM_YAML.format(port=up_port, p=PRICES[0] / 1e6, c=PRICES[1] / 1e6, key=master_key)
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
+        env.update(LLMOPS_JWT_SECRET=jwt_secret, UPSTREAM_KEY="sk-upstream", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # fmt: skip
+        lite_env = {**env, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_ADMIN_UI": "True"}
+        log = open(root / "servers.log", "wb")
+        try:
+            upstream_code = f"import sys; sys.path.insert(0, {str(HERE)!r}); from upstream_client import serve; serve({up_port})"  # fmt: skip
+            procs.append(start([sys.executable, "-c", upstream_code], root, env, log))
+            procs.append(start([str(LLMOPS), "serve", "--config", "settings.ini", "--port", str(kit_port),
+                                "--workers", str(args.workers)], root, env, log))  # fmt: skip
+            t0 = time.monotonic()
+            procs.append(start([str(litellm), "--config", "litellm.yaml", "--host", "127.0.0.1", "--port",
+                                str(lite_port), "--num_workers", str(args.workers)], root, lite_env, log))  # fmt: skip
+            wait_ok(f"http://127.0.0.1:{up_port}/v1/chat/completions", "POST", json=BODY)
+            wait_ok(f"http://127.0.0.1:{kit_port}/readyz")
+            wait_ok(f"http://127.0.0.1:{lite_port}/health/liveliness", timeout=180)
+            litellm_start_s = round(time.monotonic() - t0, 1)
+
+            from llmops_kit.core import load_settings
+            from llmops_kit.serving.auth import mint_token
+
+            token = mint_token(load_settings(root / "settings.ini", environ={}), "bench", ["chat"], 7200,
+                               environ={"LLMOPS_JWT_SECRET": jwt_secret})  # fmt: skip
+            numbered = json.dumps(BODY).replace("%", "%%").replace("My card", "Ticket %d: my card")
+            scripts = {}
+            for name, key in (("upstream", "none"), ("llmops", token), ("litellm", master_key)):
+                scripts[name] = root / f"{name}.lua"
+                scripts[name].write_text(LUA.replace("BODY", numbered).replace("TOKEN", key))
+            urls = {
+                "upstream": f"http://127.0.0.1:{up_port}/v1/chat/completions",
+                "llmops": f"http://127.0.0.1:{kit_port}/v1/chat/completions",
+                "litellm": f"http://127.0.0.1:{lite_port}/v1/chat/completions",
+            }
+            import httpx
+
+            checks = {}  # one request each: both gateways answer, ours with its rate-limit headers
+            for name in ("llmops", "litellm"):
+                key = token if name == "llmops" else master_key
+                r = httpx.post(urls[name], json=BODY, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+                checks[name] = {"status": r.status_code, "ratelimit_headers": sorted(h for h in r.headers if h.startswith("x-ratelimit"))}  # fmt: skip
+                if r.status_code != 200:
+                    raise RuntimeError(f"{name} answered {r.status_code}: {r.text[:500]}")
+            for name, url in urls.items():  # warm-up
+                run_wrk(wrk, url, scripts[name], 4, 2)
+            points = {}
+            for c in levels:
+                runs: dict[str, list] = {k: [] for k in urls}
+                for r in range(args.rounds):
+                    order = list(urls) if r % 2 == 0 else list(reversed(urls))
+                    for name in order:
+                        runs[name].append(run_wrk(wrk, urls[name], scripts[name], c, args.duration))
+                med = {k: median_of(v) for k, v in runs.items()}
+                up, kit, lite = med["upstream"], med["llmops"], med["litellm"]
+                points[str(c)] = {
+                    **med,
+                    "llmops_added_p50_ms": round(kit["p50_ms"] - up["p50_ms"], 3),
+                    "llmops_added_p99_ms": round(kit["p99_ms"] - up["p99_ms"], 3),
+                    "litellm_added_p50_ms": round(lite["p50_ms"] - up["p50_ms"], 3),
+                    "litellm_added_p99_ms": round(lite["p99_ms"] - up["p99_ms"], 3),
+                    "throughput_ratio_llmops_to_litellm": round(kit["rps"] / lite["rps"], 2),
+                    "p99_ratio_llmops_to_litellm": round(kit["p99_ms"] / lite["p99_ms"], 3),
+                }
+                print(f"c={c:3d}  llmops {kit['rps']:8.1f} rps p99 {kit['p99_ms']:7.2f} ms | litellm {lite['rps']:7.1f} rps "
+                      f"p99 {lite['p99_ms']:8.2f} ms | upstream {up['rps']:8.1f} rps p99 {up['p99_ms']:6.2f} ms | "
+                      f"ratio {points[str(c)]['throughput_ratio_llmops_to_litellm']:.1f}x", flush=True)  # fmt: skip
+            time.sleep(1.5)  # let the audit writer drain
+            audit = sum(
+                1 for p in (root / ".llmops" / "audit").glob("*.jsonl") for line in p.open() if line.strip()
+            )
+            spent = subprocess.run([str(LLMOPS), "budget", "show", "--tenant", "bench", "--config", "settings.ini"],
+                                   cwd=root, env=env, capture_output=True, text=True)  # fmt: skip
+            budget = json.loads(spent.stdout)["limits"] if spent.returncode == 0 else spent.stderr
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGINT)
+            for p in procs:
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+            log.close()
+
+    top = points[str(max(levels))]
+    targets = {
+        "throughput_ge_10x_litellm_at_every_concurrency": all(
+            p["throughput_ratio_llmops_to_litellm"] >= 10 for p in points.values()
+        ),
+        f"p99_le_tenth_of_litellm_at_c{max(levels)}": top["p99_ratio_llmops_to_litellm"] <= 0.1,
+    }
+    result = {
+        "benchmark": "gateway mode: llmops-kit vs the LiteLLM proxy in front of the same local upstream",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_at_start": load_at_start,
+            "load_avg_at_end": os.getloadavg(),
+        },  # fmt: skip
+        "setup": {
+            "workers": args.workers,
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            "load_generator": "wrk in its own process (same 2-core machine), POST with a numbered ticket per request",
+            "upstream": "aiohttp.web child process, fixed chat completion with usage (benchmarks/upstream_client.py)",
+            "llmops": "llmops serve: JWT (HS256), quotas in SQLite (daily USD budget, tokens, requests, per-minute "
+            "requests and tokens for tenant and key; reserved before, settled after every request), input and "
+            "output guardrails (default policy, rule-based guards; embedding guards off), hash-chained audit log, "
+            "Prometheus metrics; aiohttp client to the upstream",
+            "litellm": f"litellm[proxy] {litellm_version()} in its own venv, master key, global max_budget with "
+            "budget_duration 1d, deployment rpm limit; no database, so no virtual keys or per-key budgets "
+            "(they need Postgres through Prisma, whose engines download from the internet)",
+            "litellm_start_s": litellm_start_s,
+        },
+        "first_requests": checks,
+        "points": points,
+        "targets": targets,
+        "llmops_audit_records": audit,
+        "llmops_budget_after": budget,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(targets, indent=2))
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
