@@ -1578,6 +1578,84 @@ d = {
                 "llmops_kit/models/backends.py",
             ),
         },
+        "llmops_kit.models.breaker": {
+            "llmops_kit.models.breaker.BreakerPolicy": (
+                "models/breaker.html#breakerpolicy",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.BreakerPolicy.from_spec": (
+                "models/breaker.html#breakerpolicy.from_spec",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.BreakerPolicy.trips": (
+                "models/breaker.html#breakerpolicy.trips",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker": (
+                "models/breaker.html#circuitbreaker",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker.__init__": (
+                "models/breaker.html#circuitbreaker.__init__",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker.__repr__": (
+                "models/breaker.html#circuitbreaker.__repr__",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker._set": (
+                "models/breaker.html#circuitbreaker._set",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker._wake_after": (
+                "models/breaker.html#circuitbreaker._wake_after",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker.acquire": (
+                "models/breaker.html#circuitbreaker.acquire",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker.record": (
+                "models/breaker.html#circuitbreaker.record",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker.retry_after_s": (
+                "models/breaker.html#circuitbreaker.retry_after_s",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker.state": (
+                "models/breaker.html#circuitbreaker.state",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitOpenError": (
+                "models/breaker.html#circuitopenerror",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.FailureWindow": (
+                "models/breaker.html#failurewindow",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.FailureWindow.__init__": (
+                "models/breaker.html#failurewindow.__init__",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.FailureWindow.add": (
+                "models/breaker.html#failurewindow.add",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.FailureWindow.clear": (
+                "models/breaker.html#failurewindow.clear",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.FailureWindow.counts": (
+                "models/breaker.html#failurewindow.counts",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.failure_of": (
+                "models/breaker.html#failure_of",
+                "llmops_kit/models/breaker.py",
+            ),
+        },
         "llmops_kit.models.chat": {
             "llmops_kit.models.chat.ChatChunk": ("models/chat.html#chatchunk", "llmops_kit/models/chat.py"),
             "llmops_kit.models.chat.ChatModel": ("models/chat.html#chatmodel", "llmops_kit/models/chat.py"),
