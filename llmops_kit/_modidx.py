@@ -1722,6 +1722,72 @@ d = {
                 "llmops_kit/models/chat.py",
             ),
         },
+        "llmops_kit.models.fallback": {
+            "llmops_kit.models.fallback.Fallback": (
+                "models/fallback.html#fallback",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.Fallback.to_audit": (
+                "models/fallback.html#fallback.to_audit",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains": (
+                "models/fallback.html#modelchains",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains.__init__": (
+                "models/fallback.html#modelchains.__init__",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains.__repr__": (
+                "models/fallback.html#modelchains.__repr__",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains._chain": (
+                "models/fallback.html#modelchains._chain",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains._finish": (
+                "models/fallback.html#modelchains._finish",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains._walk": (
+                "models/fallback.html#modelchains._walk",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains.can_overflow": (
+                "models/fallback.html#modelchains.can_overflow",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains.complete": (
+                "models/fallback.html#modelchains.complete",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains.has_fallback": (
+                "models/fallback.html#modelchains.has_fallback",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains.overflow": (
+                "models/fallback.html#modelchains.overflow",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains.stream": (
+                "models/fallback.html#modelchains.stream",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback._first_chunk": (
+                "models/fallback.html#_first_chunk",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback._names": (
+                "models/fallback.html#_names",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.fallback_reason": (
+                "models/fallback.html#fallback_reason",
+                "llmops_kit/models/fallback.py",
+            ),
+        },
         "llmops_kit.models.llamacpp": {
             "llmops_kit.models.llamacpp.LlamaCppChatModel": (
                 "models/llamacpp.html#llamacppchatmodel",
@@ -3062,6 +3128,14 @@ d = {
             ),
             "llmops_kit.serving.metrics.Metrics._sink": (
                 "serving/metrics.html#metrics._sink",
+                "llmops_kit/serving/metrics.py",
+            ),
+            "llmops_kit.serving.metrics.Metrics.breaker_state": (
+                "serving/metrics.html#metrics.breaker_state",
+                "llmops_kit/serving/metrics.py",
+            ),
+            "llmops_kit.serving.metrics.Metrics.fallback": (
+                "serving/metrics.html#metrics.fallback",
                 "llmops_kit/serving/metrics.py",
             ),
             "llmops_kit.serving.metrics.Metrics.flush": (

@@ -214,24 +214,16 @@ class ModelSettings(_Section):
     prompt_usd_per_mtok: float = Field(0.0, ge=0)
     completion_usd_per_mtok: float = Field(0.0, ge=0)
     explain_with: str = ""
-    fallbacks: str = ""  # models (section names, comma-separated) tried in order when this one fails or its breaker is open
-    overflow_to: str = ""  # the model (the local one, say) that takes what the chain cannot serve, or what `overflow_on` sends it
-    overflow_on: str = "upstream_error,timeout,not_ready,breaker_open,queue_full,budget"  # reasons the overflow model may serve for
-    overflow_in_flight: int = Field(
-        0, ge=0
-    )  # this model's calls in flight (one worker) from which new ones overflow; 0: never
-    breaker_failures: int = Field(
-        5, ge=0
-    )  # failures within the window that open the breaker; 0: no count rule
-    breaker_failure_ratio: float = Field(
-        0.0, ge=0, le=1
-    )  # share of failed calls within the window that opens it; 0: no ratio rule
-    breaker_min_calls: int = Field(10, ge=1)  # calls within the window before the ratio rule applies
-    breaker_window_s: float = Field(30.0, gt=0)  # the sliding window the failures are counted in
-    breaker_open_s: float = Field(15.0, gt=0)  # how long the breaker stays open before it lets probes through
-    breaker_half_open_probes: int = Field(
-        1, ge=1
-    )  # probes let through when half-open; all must succeed to close it
+    fallbacks: str = ""
+    overflow_to: str = ""
+    overflow_on: str = "upstream_error,timeout,not_ready,breaker_open,queue_full,budget"
+    overflow_in_flight: int = Field(0, ge=0)
+    breaker_failures: int = Field(5, ge=0)
+    breaker_failure_ratio: float = Field(0.0, ge=0, le=1)
+    breaker_min_calls: int = Field(10, ge=1)
+    breaker_window_s: float = Field(30.0, gt=0)
+    breaker_open_s: float = Field(15.0, gt=0)
+    breaker_half_open_probes: int = Field(1, ge=1)
 
 
 # %% ../nbs/00_core.ipynb #905497c1
