@@ -2383,8 +2383,16 @@ d = {
                 "serving/app.html#server.begin",
                 "llmops_kit/serving/app.py",
             ),
+            "llmops_kit.serving.app.Server.breaker_checks": (
+                "serving/app.html#server.breaker_checks",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app.Server.chat_cost": (
                 "serving/app.html#server.chat_cost",
+                "llmops_kit/serving/app.py",
+            ),
+            "llmops_kit.serving.app.Server.chat_ready": (
+                "serving/app.html#server.chat_ready",
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app.Server.check": (
@@ -2397,6 +2405,10 @@ d = {
             ),
             "llmops_kit.serving.app.Server.check_model": (
                 "serving/app.html#server.check_model",
+                "llmops_kit/serving/app.py",
+            ),
+            "llmops_kit.serving.app.Server.complete_chat": (
+                "serving/app.html#server.complete_chat",
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app.Server.embed": (
@@ -2423,12 +2435,24 @@ d = {
                 "serving/app.html#server.guard_output",
                 "llmops_kit/serving/app.py",
             ),
+            "llmops_kit.serving.app.Server.init_chains": (
+                "serving/app.html#server.init_chains",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app.Server.load_chat_models": (
                 "serving/app.html#server.load_chat_models",
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app.Server.model_id": (
                 "serving/app.html#server.model_id",
+                "llmops_kit/serving/app.py",
+            ),
+            "llmops_kit.serving.app.Server.note_fallback": (
+                "serving/app.html#server.note_fallback",
+                "llmops_kit/serving/app.py",
+            ),
+            "llmops_kit.serving.app.Server.overflow_model": (
+                "serving/app.html#server.overflow_model",
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app.Server.predict": (
@@ -2453,6 +2477,10 @@ d = {
             ),
             "llmops_kit.serving.app.Server.stop": (
                 "serving/app.html#server.stop",
+                "llmops_kit/serving/app.py",
+            ),
+            "llmops_kit.serving.app.Server.stream_chat": (
+                "serving/app.html#server.stream_chat",
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app.Server.use_bundled_policy": (
