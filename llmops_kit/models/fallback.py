@@ -18,10 +18,20 @@ from .breaker import BreakerPolicy, CircuitBreaker, CircuitOpenError, failure_of
 from .chat import ChatChunk, ChatModel, ChatRequest, ChatResult
 
 # %% auto #0
-__all__ = ["FALLBACK_REASONS", "fallback_reason", "Fallback", "ModelChains"]
+__all__ = ["CHAIN_REASONS", "FALLBACK_REASONS", "fallback_reason", "Fallback", "ModelChains"]
 
 # %% ../../nbs/models/06_fallback.ipynb #10185d26023b46108eb7d9f57d49d2b3
-FALLBACK_REASONS = ("upstream_error", "timeout", "not_ready", "breaker_open", "queue_full", "budget")
+CHAIN_REASONS = (
+    "upstream_error",
+    "timeout",
+    "not_ready",
+    "breaker_open",
+)  # why a request moves along a chain
+FALLBACK_REASONS = (
+    *CHAIN_REASONS,
+    "queue_full",
+    "budget",
+)  # and why it may overflow before the model is tried
 
 
 def fallback_reason(
@@ -77,10 +87,8 @@ class ModelChains:
         }
         self.is_ready = is_ready or (lambda name: self.models[name].readiness()[0])
         self.in_flight = dict.fromkeys(models, 0)  # calls running per model (this process)
-        self.chains, self.overflow_to, self.overflow_on = {}, {}, {}
+        self.chains, self.fallbacks, self.overflow_to, self.overflow_on = {}, {}, {}, {}
         for name, spec in self.specs.items():
-            self.chains[name] = self._chain(name, _names(spec.fallbacks), spec.overflow_to.strip())
-            self.overflow_to[name] = spec.overflow_to.strip() or None
             self.overflow_on[name] = frozenset(_names(spec.overflow_on))
             unknown = self.overflow_on[name] - set(FALLBACK_REASONS)
             if unknown:
@@ -88,14 +96,20 @@ class ModelChains:
                     f"[model.{name}] overflow_on = {spec.overflow_on!r}: {', '.join(sorted(unknown))} is no reason; "
                     f"use some of {', '.join(FALLBACK_REASONS)}"
                 )
+            self.fallbacks[name], self.overflow_to[name] = (
+                _names(spec.fallbacks),
+                spec.overflow_to.strip() or None,
+            )
+            self.chains[name] = self._chain(name)
 
     def __repr__(self) -> str:
         return f"ModelChains({ {n: c for n, c in self.chains.items() if len(c) > 1} })"
 
 
 @patch
-def _chain(self: ModelChains, name: str, fallbacks: list[str], overflow: str) -> list[str]:
-    """`name`, its fallbacks, then its overflow model, each checked to be another chat model."""
+def _chain(self: ModelChains, name: str) -> list[str]:
+    """`name`, its fallbacks, then its overflow model if a failure may send requests there; each checked to be another chat model."""
+    fallbacks, overflow = self.fallbacks[name], self.overflow_to[name]
     for key, target in [
         *(("fallbacks", f) for f in fallbacks),
         *([("overflow_to", overflow)] if overflow else []),
@@ -105,7 +119,8 @@ def _chain(self: ModelChains, name: str, fallbacks: list[str], overflow: str) ->
             raise ConfigurationError(
                 f"[model.{name}] {key} names {target!r}, which is not another chat model (chat models: {known})"
             )
-    return list(dict.fromkeys([name, *fallbacks, *([overflow] if overflow else [])]))
+    last = [overflow] if overflow and self.overflow_on[name] & set(CHAIN_REASONS) else []
+    return list(dict.fromkeys([name, *fallbacks, *last]))
 
 
 # %% ../../nbs/models/06_fallback.ipynb #504fb2a444614c0babb325280ed9130a
@@ -141,7 +156,7 @@ async def _walk(
 ) -> tuple[Any, str, int]:
     """The first answer along `name`'s chain: (answer, model name, breaker ticket); the last error when none answers."""
     loop = asyncio.get_running_loop()
-    deadline, chain, explicit = loop.time() + timeout_s, self.chains[name], self.chains[name][:-1]
+    deadline, chain, explicit = loop.time() + timeout_s, self.chains[name], self.fallbacks[name]
     error, reason, limit = None, None, self.specs[name].overflow_in_flight
     if limit and self.in_flight[name] >= limit and (target := self.can_overflow(name, "queue_full")):
         if on_fallback is not None:  # the primary is busy: straight to the overflow model
