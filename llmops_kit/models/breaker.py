@@ -214,8 +214,8 @@ def record(
             self.probe_successes += 1
             if self.probe_successes >= self.policy.half_open_probes:
                 self._set("closed")
-    elif self._state == "closed" and ok is not None:
-        calls, failures = self.window.add(self.clock(), not ok)
+    elif self._state == "closed" and ok is not None and (not ok or self.policy.failure_ratio > 0):
+        calls, failures = self.window.add(self.clock(), not ok)  # successes count for the ratio rule only
         if not ok and self.policy.trips(calls, failures):
             self._set("open")
 

@@ -182,8 +182,11 @@ async def _walk(
         budget = left / 2 if i < len(chain) - 1 else left
         self.in_flight[candidate] += 1
         try:
-            async with asyncio.timeout(budget):
+            if len(chain) == 1:  # nothing to fall back to: the caller's own time-out bounds the call
                 answer = await attempt(candidate, budget)
+            else:
+                async with asyncio.timeout(budget):
+                    answer = await attempt(candidate, budget)
         except BaseException as e:
             if isinstance(e, TimeoutError):
                 e = UpstreamTimeoutError(
