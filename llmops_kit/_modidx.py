@@ -1579,6 +1579,84 @@ d = {
                 "llmops_kit/models/backends.py",
             ),
         },
+        "llmops_kit.models.breaker": {
+            "llmops_kit.models.breaker.BreakerPolicy": (
+                "models/breaker.html#breakerpolicy",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.BreakerPolicy.from_spec": (
+                "models/breaker.html#breakerpolicy.from_spec",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.BreakerPolicy.trips": (
+                "models/breaker.html#breakerpolicy.trips",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker": (
+                "models/breaker.html#circuitbreaker",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker.__init__": (
+                "models/breaker.html#circuitbreaker.__init__",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker.__repr__": (
+                "models/breaker.html#circuitbreaker.__repr__",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker._set": (
+                "models/breaker.html#circuitbreaker._set",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker._wake_after": (
+                "models/breaker.html#circuitbreaker._wake_after",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker.acquire": (
+                "models/breaker.html#circuitbreaker.acquire",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker.record": (
+                "models/breaker.html#circuitbreaker.record",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker.retry_after_s": (
+                "models/breaker.html#circuitbreaker.retry_after_s",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitBreaker.state": (
+                "models/breaker.html#circuitbreaker.state",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.CircuitOpenError": (
+                "models/breaker.html#circuitopenerror",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.FailureWindow": (
+                "models/breaker.html#failurewindow",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.FailureWindow.__init__": (
+                "models/breaker.html#failurewindow.__init__",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.FailureWindow.add": (
+                "models/breaker.html#failurewindow.add",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.FailureWindow.clear": (
+                "models/breaker.html#failurewindow.clear",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.FailureWindow.counts": (
+                "models/breaker.html#failurewindow.counts",
+                "llmops_kit/models/breaker.py",
+            ),
+            "llmops_kit.models.breaker.failure_of": (
+                "models/breaker.html#failure_of",
+                "llmops_kit/models/breaker.py",
+            ),
+        },
         "llmops_kit.models.chat": {
             "llmops_kit.models.chat.ChatChunk": ("models/chat.html#chatchunk", "llmops_kit/models/chat.py"),
             "llmops_kit.models.chat.ChatModel": ("models/chat.html#chatmodel", "llmops_kit/models/chat.py"),
@@ -1643,6 +1721,72 @@ d = {
             "llmops_kit.models.chat.make_chat_model": (
                 "models/chat.html#make_chat_model",
                 "llmops_kit/models/chat.py",
+            ),
+        },
+        "llmops_kit.models.fallback": {
+            "llmops_kit.models.fallback.Fallback": (
+                "models/fallback.html#fallback",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.Fallback.to_audit": (
+                "models/fallback.html#fallback.to_audit",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains": (
+                "models/fallback.html#modelchains",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains.__init__": (
+                "models/fallback.html#modelchains.__init__",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains.__repr__": (
+                "models/fallback.html#modelchains.__repr__",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains._chain": (
+                "models/fallback.html#modelchains._chain",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains._finish": (
+                "models/fallback.html#modelchains._finish",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains._walk": (
+                "models/fallback.html#modelchains._walk",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains.can_overflow": (
+                "models/fallback.html#modelchains.can_overflow",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains.complete": (
+                "models/fallback.html#modelchains.complete",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains.has_fallback": (
+                "models/fallback.html#modelchains.has_fallback",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains.overflow": (
+                "models/fallback.html#modelchains.overflow",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.ModelChains.stream": (
+                "models/fallback.html#modelchains.stream",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback._first_chunk": (
+                "models/fallback.html#_first_chunk",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback._names": (
+                "models/fallback.html#_names",
+                "llmops_kit/models/fallback.py",
+            ),
+            "llmops_kit.models.fallback.fallback_reason": (
+                "models/fallback.html#fallback_reason",
+                "llmops_kit/models/fallback.py",
             ),
         },
         "llmops_kit.models.llamacpp": {
@@ -2244,8 +2388,16 @@ d = {
                 "serving/app.html#server.begin",
                 "llmops_kit/serving/app.py",
             ),
+            "llmops_kit.serving.app.Server.breaker_checks": (
+                "serving/app.html#server.breaker_checks",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app.Server.chat_cost": (
                 "serving/app.html#server.chat_cost",
+                "llmops_kit/serving/app.py",
+            ),
+            "llmops_kit.serving.app.Server.chat_ready": (
+                "serving/app.html#server.chat_ready",
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app.Server.check": (
@@ -2258,6 +2410,10 @@ d = {
             ),
             "llmops_kit.serving.app.Server.check_model": (
                 "serving/app.html#server.check_model",
+                "llmops_kit/serving/app.py",
+            ),
+            "llmops_kit.serving.app.Server.complete_chat": (
+                "serving/app.html#server.complete_chat",
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app.Server.embed": (
@@ -2284,12 +2440,24 @@ d = {
                 "serving/app.html#server.guard_output",
                 "llmops_kit/serving/app.py",
             ),
+            "llmops_kit.serving.app.Server.init_chains": (
+                "serving/app.html#server.init_chains",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app.Server.load_chat_models": (
                 "serving/app.html#server.load_chat_models",
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app.Server.model_id": (
                 "serving/app.html#server.model_id",
+                "llmops_kit/serving/app.py",
+            ),
+            "llmops_kit.serving.app.Server.note_fallback": (
+                "serving/app.html#server.note_fallback",
+                "llmops_kit/serving/app.py",
+            ),
+            "llmops_kit.serving.app.Server.overflow_model": (
+                "serving/app.html#server.overflow_model",
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app.Server.predict": (
@@ -2318,6 +2486,10 @@ d = {
             ),
             "llmops_kit.serving.app.Server.stop": (
                 "serving/app.html#server.stop",
+                "llmops_kit/serving/app.py",
+            ),
+            "llmops_kit.serving.app.Server.stream_chat": (
+                "serving/app.html#server.stream_chat",
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app.Server.use_bundled_policy": (
@@ -2997,6 +3169,14 @@ d = {
             ),
             "llmops_kit.serving.metrics.Metrics._sink": (
                 "serving/metrics.html#metrics._sink",
+                "llmops_kit/serving/metrics.py",
+            ),
+            "llmops_kit.serving.metrics.Metrics.breaker_state": (
+                "serving/metrics.html#metrics.breaker_state",
+                "llmops_kit/serving/metrics.py",
+            ),
+            "llmops_kit.serving.metrics.Metrics.fallback": (
+                "serving/metrics.html#metrics.fallback",
                 "llmops_kit/serving/metrics.py",
             ),
             "llmops_kit.serving.metrics.Metrics.flush": (

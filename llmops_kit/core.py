@@ -243,6 +243,16 @@ class ModelSettings(_Section):
     prompt_usd_per_mtok: float = Field(0.0, ge=0)
     completion_usd_per_mtok: float = Field(0.0, ge=0)
     explain_with: str = ""
+    fallbacks: str = ""
+    overflow_to: str = ""
+    overflow_on: str = "upstream_error,timeout,not_ready,breaker_open,queue_full,budget"
+    overflow_in_flight: int = Field(0, ge=0)
+    breaker_failures: int = Field(5, ge=0)
+    breaker_failure_ratio: float = Field(0.0, ge=0, le=1)
+    breaker_min_calls: int = Field(10, ge=1)
+    breaker_window_s: float = Field(30.0, gt=0)
+    breaker_open_s: float = Field(15.0, gt=0)
+    breaker_half_open_probes: int = Field(1, ge=1)
 
 
 # %% ../nbs/00_core.ipynb #905497c1

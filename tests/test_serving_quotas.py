@@ -15,6 +15,15 @@ kind = benchmark
 max_tokens = 10
 prompt_usd_per_mtok = 0
 completion_usd_per_mtok = 1000
+[model.capped]
+kind = benchmark
+max_tokens = 10
+completion_usd_per_mtok = 1000
+overflow_to = free
+overflow_on = budget
+[model.free]
+kind = benchmark
+max_tokens = 10
 """
 COST = 10 * 1000  # micro-USD per answer: 10 tokens at 1,000 USD per million tokens
 LONG = "please tell me everything about my card and my account and the transfer from yesterday"
@@ -124,3 +133,18 @@ def test_budget_cli_errors_name_the_problem(srv, tmp_path):
         "budget", "show", "--tenant", "acme", "--config", str(tmp_path / "settings.ini"), cwd=tmp_path
     )
     assert off.returncode == 2 and "[quotas] store is empty" in off.stderr
+
+
+def test_a_spent_budget_overflows_to_the_local_model_where_policy_allows(srv):
+    with srv.client() as c:
+        paid = [ask(c, srv, tenant="frugal", model="capped") for _ in range(5)]
+        spilled = ask(c, srv, tenant="frugal", model="capped")
+        refused = ask(c, srv, tenant="frugal", model="priced")  # no overflow policy: a 429
+    assert [r.status_code for r in paid] == [200] * 5
+    assert spilled.status_code == 200 and spilled.json()["model"] == "free"
+    assert refused.status_code == 429
+    rec = srv.wait_records([spilled.headers["x-request-id"]])[spilled.headers["x-request-id"]][0]
+    assert rec["model"] == "free" and rec["cost_usd"] == 0
+    assert rec["prediction"]["fallbacks"] == [{"from": "capped", "to": "free", "reason": "budget"}]
+    shown = json.loads(budget(srv, "show", "--tenant", "frugal").stdout)["limits"]["micro_usd_per_day"]
+    assert (shown["settled"], shown["held"]) == (5 * COST, 0)

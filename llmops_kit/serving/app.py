@@ -189,11 +189,39 @@ class Server:
                 f"[serving] chat_model = {self.chat_model!r} names no chat model; declare a "
                 f"[model.{self.chat_model}] section of kind openai, llamacpp or benchmark"
             )
+        self.init_chains()
 
     @property
     def model_id(self) -> str:
         """The served model's id."""
         return self.backend.info.id
+
+
+# %% ../../nbs/serving/06_app.ipynb #9a63283cbaf04dbcab1f6479b197f3a8
+@patch
+def init_chains(self: Server) -> None:
+    """The chat models' breakers and fallback chains; breaker states go to the gauge and the log."""
+    from llmops_kit.models.fallback import ModelChains
+
+    def on_state(model: str, state: str) -> None:
+        self.metrics.breaker_state(model, state)
+        log_event(
+            logger,
+            "breaker_state",
+            logging.WARNING if state == "open" else logging.INFO,
+            model=model,
+            state=state,
+        )
+
+    self.chains = ModelChains(self.chat_models, self.settings, on_state=on_state, is_ready=self.chat_ready)
+    for name in self.chains.breakers:
+        self.metrics.breaker_state(name, "closed")
+
+
+@patch
+def chat_ready(self: Server, name: str) -> bool:
+    """True when the chat model `name` loaded and is ready."""
+    return name not in self.chat_errors and self.chat_models[name].readiness()[0]
 
 
 # %% ../../nbs/serving/06_app.ipynb #30fd1b2b
@@ -656,7 +684,7 @@ def use_chat_model(self: Server, ctx: RequestContext, chat: ChatModel) -> None:
     ctx.model, ctx.model_version = chat.info.id, chat.info.version
     error = self.chat_errors.get(chat.info.id)
     ready, why = (False, error) if error else chat.readiness()
-    if not ready:
+    if not ready and not self.chains.has_fallback(chat.info.id):  # else its chain passes the request on
         raise ServiceUnavailableError(
             f"the model {chat.info.id!r} is not ready: {why}; retry when GET /readyz says ready",
             code="model_not_ready",
@@ -669,7 +697,7 @@ async def generate(self: Server, ctx: RequestContext, chat: ChatModel, request: 
     """The chat model's answer to `request`, bounded by the request timeout; usage and cost go into the context."""
     t = time.perf_counter()
     try:
-        result = await call_model(chat.complete(request), self.timeout_s, receive)
+        result, chat = await call_model(self.complete_chat(ctx, chat, request), self.timeout_s, receive)
     except LlmopsError as e:  # the upstream's own status goes into the audit record with the error
         if "upstream_status" in e.extra:
             ctx.prediction_set("upstream_status", e.extra["upstream_status"])
@@ -731,6 +759,49 @@ async def predict(self: Server, ctx: RequestContext, receive, texts: Sequence[st
         ctx.model_ms += (time.perf_counter() - t) * 1000
         ctx.stage("model", t)
         ctx.model_version = self.backend.info.version
+
+
+# %% ../../nbs/serving/06_app.ipynb #72eea5119410473aa328ad9291626812
+@patch
+def note_fallback(self: Server, ctx: RequestContext, hop) -> None:
+    """Record one hop of a fallback chain: the audit record, the metrics, and the model now answering."""
+    done = (ctx.prediction or {}).get("fallbacks") or []
+    ctx.prediction_set("fallbacks", [*done, hop.to_audit()])
+    self.metrics.fallback(hop.source, hop.target, hop.reason)
+    info = self.chat_models[hop.target].info
+    ctx.model, ctx.model_version = info.id, info.version
+    if "answered_by" in ctx.prediction:
+        ctx.prediction["answered_by"] = info.id
+
+
+@patch
+async def complete_chat(
+    self: Server, ctx: RequestContext, chat: ChatModel, request: ChatRequest
+) -> tuple[Any, ChatModel]:
+    """`chat`'s answer through its fallback chain, and the model that gave it."""
+    result, used = await self.chains.complete(
+        chat.info.id, request, self.timeout_s, lambda hop: self.note_fallback(ctx, hop)
+    )
+    return result, self.chat_models[used]
+
+
+@patch
+def stream_chat(self: Server, ctx: RequestContext, chat: ChatModel, request: ChatRequest):
+    """`chat`'s streamed answer through its fallback chain (another model only before the first piece)."""
+    return self.chains.stream(chat.info.id, request, self.timeout_s, lambda hop: self.note_fallback(ctx, hop))
+
+
+@patch
+def overflow_model(
+    self: Server,
+    ctx: RequestContext,  # the request; `ctx.model` names the model asked for
+    reason: str = "budget",  # why the request may not go to it: `budget`, `queue_full`, ...
+) -> ChatModel | None:
+    """The model that serves the request instead, as the asked model's overflow policy allows (the hop is recorded); None: none."""
+    if ctx.model not in self.chat_models:
+        return None
+    target = self.chains.overflow(ctx.model, reason, lambda hop: self.note_fallback(ctx, hop))
+    return None if target is None else self.chat_models[target]
 
 
 # %% ../../nbs/serving/06_app.ipynb #af2d694d
@@ -877,7 +948,17 @@ async def _chat(
     estimate = prompt_estimate([m.text() for m in body.messages]) + (
         _ROUTER_CONTEXT_TOKENS if chat is None else 0
     )
-    cap = await server.admit(ctx, estimate, body.max_tokens, may_answer)
+    try:
+        cap = await server.admit(ctx, estimate, body.max_tokens, may_answer)
+    except (
+        RateLimitError
+    ) as e:  # a spent budget may overflow to a cheaper (local) model, as its policy allows
+        spent = chat is not None and e.extra.get("limit") == "micro_usd_per_day"
+        overflow = server.overflow_model(ctx, "budget") if spent else None
+        if overflow is None:
+            raise
+        chat = overflow
+        cap = await server.admit(ctx, estimate, body.max_tokens, chat.info.id)
     info: dict[str, Any] = {
         "intent": None,
         "confidence": None,
@@ -919,6 +1000,7 @@ async def _chat(
         )
     if request is not None:  # 3. the chat model writes
         reply = await server.generate(ctx, chat, request, receive)
+        info["answered_by"] = ctx.prediction.get("answered_by", info["answered_by"])  # after a fallback
         info["tool_calls"] = ctx.prediction.get("tool_calls")
     content, finish_reason = await server.guard_output(ctx, reply)  # 4. guard the output
     ctx.output = (reply, content)
@@ -961,7 +1043,7 @@ async def _model_pieces(
     """A chat model's streamed answer as text pieces; its usage goes into the context at the end."""
     t = time.perf_counter()
     try:
-        async for chunk in chat.stream(request):
+        async for chunk in server.stream_chat(ctx, chat, request):
             if chunk.content:
                 yield chunk.content
             if chunk.finish_reason is not None:
@@ -1206,6 +1288,7 @@ async def readyz(request: Request) -> Response:
             "ok": ok and server.guards_warm,
             "detail": detail if server.guards_warm or not ok else "loading",
         }
+    checks.update(server.breaker_checks())  # open or half-open breakers: degraded, still ready
     if (
         server.quota_store is not None
     ):  # a quota store outage degrades (the policy answers), it does not unready
@@ -1216,9 +1299,10 @@ async def readyz(request: Request) -> Response:
             or f"{server.settings.quotas.store} store answering ({'fail-open' if server.quota_config.fail_open else 'fail-closed'})",
         }
     ready = all(c["ok"] for c in checks.values())
-    degraded = [name for name, c in checks.items() if c.get("degraded")]
+    degraded = [name for name, c in checks.items() if c.get("degraded") or name.startswith("breaker:")]
+    status = "not_ready" if not ready else "degraded" if degraded else "ready"
     return Response(
-        json.dumps({"status": "ready" if ready else "not_ready", "degraded": degraded, "checks": checks}),
+        json.dumps({"status": status, "degraded": degraded, "checks": checks}),
         status_code=200 if ready else 503,
         media_type="application/json",
     )
@@ -1229,6 +1313,33 @@ async def metrics(request: Request) -> Response:
     server = _server(request)
     body, content_type = server.metrics.render(in_flight=server.in_flight)
     return Response(body, media_type=content_type)
+
+
+# %% ../../nbs/serving/06_app.ipynb #10185d26023b46108eb7d9f57d49d2b3
+@patch
+def breaker_checks(self: Server) -> dict[str, dict[str, Any]]:
+    """`/readyz` entries for the breakers that are not closed: state, seconds to the next probe, the model serving instead."""
+    out = {}
+    for name, breaker in self.chains.breakers.items():
+        state = breaker.state
+        if state == "closed":
+            continue
+        serving = next(
+            (
+                m
+                for m in self.chains.chains[name][1:]
+                if self.chat_ready(m) and self.chains.breakers[m].state == "closed"
+            ),
+            None,
+        )
+        out[f"breaker:{name}"] = {
+            "ok": True,
+            "state": state,
+            "retry_after_s": round(breaker.retry_after_s(), 3),
+            "detail": f"circuit breaker {state.replace('_', '-')}; "
+            + (f"requests go to {serving!r}" if serving else "no fallback ready: requests get 503"),
+        }
+    return out
 
 
 # %% ../../nbs/serving/06_app.ipynb #fc723edb

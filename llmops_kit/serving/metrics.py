@@ -521,3 +521,51 @@ def render(
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=self.multiprocess_dir)
     return generate_latest(registry), CONTENT_TYPE
+
+
+# %% ../../nbs/serving/03_metrics.ipynb #acae54e37e7d407bbb7b55eff062a284
+from ..models.breaker import BREAKER_STATES
+from ..models.fallback import FALLBACK_REASONS
+
+FAMILIES["llmops_fallbacks_total"] = (
+    "counter",
+    "Requests passed from one model to another, and why",
+    ("from", "to", "reason"),
+    (),
+)
+_FALLBACK_REASON = BoundedLabel(FALLBACK_REASONS, closed=True)
+
+
+# %% ../../nbs/serving/03_metrics.ipynb #9a63283cbaf04dbcab1f6479b197f3a8
+@patch
+def fallback(
+    self: Metrics,
+    source: str,  # the model that did not answer
+    target: str,  # the model tried next
+    reason: str,  # one of `FALLBACK_REASONS`
+) -> None:
+    """Count one hop along a fallback chain."""
+    self._count(
+        ("llmops_fallbacks_total", self._model(source), self._model(target), _FALLBACK_REASON(reason))
+    )
+
+
+@patch
+def breaker_state(
+    self: Metrics,
+    backend: str,  # the model whose breaker changed
+    state: str,  # `closed`, `half_open` or `open`
+) -> None:
+    """Set `backend`'s `llmops_breaker_state` gauge (0 closed, 1 half-open, 2 open)."""
+    gauge = getattr(self, "_breaker_gauge", None)
+    if gauge is None:
+        from prometheus_client import Gauge
+
+        gauge = self._breaker_gauge = Gauge(
+            "llmops_breaker_state",
+            "Circuit breaker state per backend: 0 closed, 1 half-open, 2 open",
+            ("backend",),
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+    gauge.labels(self._model(backend)).set(BREAKER_STATES[state])

@@ -157,7 +157,7 @@ def test_redis_outage_keeps_time_outs_and_policy(tmp_path, redis_server, fail_op
                 assert codes == {503}
                 err = results[0][0].json()["error"]
                 assert err["code"] == "quota_store_unavailable" and "unavailable" in err["message"]
-            assert ready["status"] == "ready" and ready["degraded"] == ["quotas"], ready
+            assert ready["status"] == "degraded" and ready["degraded"] == ["quotas"], ready
             assert "unavailable" in ready["checks"]["quotas"]["detail"]
             after = [
                 c.post("/v1/chat/completions", json=body, headers=srv.headers("outage")) for _ in range(3)
