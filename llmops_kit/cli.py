@@ -40,6 +40,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("llmops_kit.serving.app", "configure_cli", "Run the OpenAI-compatible inference server"),
     "token": ("llmops_kit.serving.auth", "configure_cli", "Mint local development tokens"),
     "audit": ("llmops_kit.serving.auditlog", "configure_cli", "Verify and read the audit log"),
+    "worker": (
+        "llmops_kit.serving.jobs",
+        "configure_cli",
+        "Run job queue workers (POST /v1/jobs) until interrupted",
+    ),
     "export": (
         "llmops_kit.export.cli",
         "configure_cli",

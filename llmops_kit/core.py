@@ -20,6 +20,7 @@ __all__ = [
     "AuthSettings",
     "AuditSettings",
     "ExportSettings",
+    "JobSettings",
     "ModelSettings",
     "Settings",
     "load_settings",
@@ -193,6 +194,22 @@ class ExportSettings(_Section):
     output_dir: str = ".llmops/export"
 
 
+# %% ../nbs/00_core.ipynb #aa28408f
+class JobSettings(_Section):
+    """`[jobs]`: the Redis job queue behind `POST /v1/jobs` and `llmops worker`."""
+
+    redis_url: str = ""
+    stream: str = Field("llmops:jobs", min_length=1)
+    group: str = Field("llmops-workers", min_length=1)
+    key_prefix: str = Field("llmops:job:", min_length=1)
+    timeout_s: float = Field(1.0, gt=0, le=60)
+    max_length: int = Field(100_000, ge=1)
+    result_ttl_s: int = Field(86_400, ge=1)
+    claim_idle_ms: int = Field(30_000, ge=100)
+    max_attempts: int = Field(3, ge=1, le=100)
+    concurrency: int = Field(4, ge=1, le=1024)
+
+
 # %% ../nbs/00_core.ipynb #e23e8f4f
 class ModelSettings(_Section):
     """`[model.NAME]`: one served model: its kind, where it lives, limits and prices."""
@@ -228,6 +245,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "auth": AuthSettings,
     "audit": AuditSettings,
     "export": ExportSettings,
+    "jobs": JobSettings,
 }
 
 
@@ -247,6 +265,7 @@ class Settings(_Section):
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
     export: ExportSettings = ExportSettings()
+    jobs: JobSettings = JobSettings()
     models: dict[str, ModelSettings] = Field(default_factory=dict)  # `[model.NAME]` sections, by name
 
     def path(self, value: str | os.PathLike) -> Path:
