@@ -2989,6 +2989,10 @@ d = {
                 "serving/jobs.html#jobqueue.key",
                 "llmops_kit/serving/jobs.py",
             ),
+            "llmops_kit.serving.jobs.JobQueue.prune": (
+                "serving/jobs.html#jobqueue.prune",
+                "llmops_kit/serving/jobs.py",
+            ),
             "llmops_kit.serving.jobs.JobQueue.read": (
                 "serving/jobs.html#jobqueue.read",
                 "llmops_kit/serving/jobs.py",

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 from jobs_support import job_hash, job_records, jobs_ini, start_worker, wait_job
 from redis_server import RedisServer
 from test_serving_app_support import ECHO, chat_body, start_server
+from test_serving_schemathesis import schemathesis_run
+
+from conftest import run_llmops
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +67,8 @@ def test_route_job_is_queued_run_and_answered_once(server, redis_server):
 def test_chat_job_answers_like_the_direct_call(server):
     with server.client() as c:
         direct = c.post("/v1/chat/completions", headers=server.headers(), json=chat_body("Where is my card?"))
-        r = _submit(c, server.headers(), "/v1/chat/completions", chat_body("Where is my card?", max_tokens=5))
+        body = chat_body("Where is my card?", max_tokens=5, stream=True)  # a job's answer is stored whole
+        r = _submit(c, server.headers(), "/v1/chat/completions", body)
         assert r.status_code == 202, r.text
         done = wait_job(c, r.json()["id"], server.headers())
     body = done["response"]["body"]
@@ -106,7 +113,6 @@ def test_only_the_owning_tenant_sees_a_job(server):
         ({"endpoint": "/v1/embeddings", "body": {"input": "x"}}, "endpoint"),
         ({"endpoint": "/v1/chat/completions", "body": {"model": ECHO}}, "messages"),
         ({"endpoint": "/v1/route", "body": {"input": []}}, "input"),
-        ({"endpoint": "/v1/chat/completions", "body": chat_body(stream=True)}, "stream"),
         ({"endpoint": "/v1/route", "body": {"input": "x"}, "extra": 1}, "extra"),
         ([1, 2], "body"),
     ],
@@ -128,14 +134,53 @@ def test_unknown_model_and_non_json_are_refused_at_submission(server):
     assert raw.status_code == 400 and raw.json()["error"]["code"] == "invalid_job"
 
 
-def test_without_redis_url_the_routes_say_why(tmp_path):
+def test_without_redis_url_there_are_no_job_routes(tmp_path):
     srv = start_server(tmp_path / "nojobs")
     try:
         with srv.client() as c:
             post = _submit(c, srv.headers(), "/v1/route", {"input": "x"})
             get = c.get(f"/v1/jobs/job_{'0' * 32}", headers=srv.headers())
+            paths = c.get("/openapi.json").json()["paths"]
     finally:
         srv.stop()
     for r in (post, get):
-        assert r.status_code == 503 and r.json()["error"]["code"] == "jobs_disabled"
-        assert "[jobs] redis_url" in r.json()["error"]["message"]
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    assert not [p for p in paths if p.startswith("/v1/jobs")]
+
+
+def test_fuzzed_job_requests_never_get_a_server_error(server):
+    """Schemathesis on the job routes (a queue is configured): 202, 400, 401, 404, never a 5xx, answers as documented."""
+    before = len(server.records())
+    proc = schemathesis_run(
+        server,
+        "--max-examples",
+        "25",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--include-path-regex",
+        "^/v1/jobs",
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    records = [r for r in server.records()[before:] if r["route"].startswith("/v1/jobs")]
+    assert len(records) > 50, "every fuzzed request left an audit record"
+    assert not [r for r in records if r["status"] >= 500], [r for r in records if r["status"] >= 500][:3]
+
+
+def test_worker_processes_start_and_stop_together(server):
+    workers = start_worker(server, "pool", "--processes", "2", "--concurrency", "1")
+    try:
+        deadline = time.monotonic() + 90
+        while workers.output().count("consuming") < 2:
+            assert workers.proc.poll() is None and time.monotonic() < deadline, workers.output()[-3000:]
+            time.sleep(0.2)
+        names = re.findall(r"worker (\S+) consuming .* \(1 at once\)", workers.output())
+        assert len(set(names)) == 2
+    finally:
+        workers.stop()
+    assert workers.proc.returncode == 0, workers.output()[-3000:]
+
+
+def test_worker_without_a_queue_says_what_is_missing(tmp_path):
+    (tmp_path / "settings.ini").write_text("[project]\nstate_dir = .llmops\n[serving]\nbackend = benchmark\n")
+    proc = run_llmops("worker", "--config", str(tmp_path / "settings.ini"), cwd=tmp_path, timeout=120)
+    assert proc.returncode != 0 and "[jobs] redis_url" in proc.stderr, proc.stderr

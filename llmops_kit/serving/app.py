@@ -1372,7 +1372,7 @@ def create_app(
     )
     from llmops_kit.serving.jobs import add_job_routes  # jobs import this module
 
-    add_job_routes(app, settings)  # POST /v1/jobs, GET /v1/jobs/{id}: 503 without [jobs] redis_url
+    add_job_routes(app, settings)  # POST /v1/jobs, GET /v1/jobs/{id}: only with [jobs] redis_url
     app.add_exception_handler(LlmopsError, _on_kit_error)  # raised in a route, inside FastAPI's own stack
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

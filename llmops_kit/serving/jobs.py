@@ -121,12 +121,8 @@ def parse_job_request(
         body = JOB_ENDPOINTS[req.endpoint].model_validate_json(json.dumps(req.body))
     except ValidationError as e:
         raise _invalid(e, "body.body") from None
-    if getattr(body, "stream", False):
-        raise InputError(
-            "a job cannot stream its answer; leave out `stream` or call the endpoint directly",
-            code="invalid_job",
-            param="body.stream",
-        )
+    if getattr(body, "stream", False):  # a job's answer is stored whole
+        body = body.model_copy(update={"stream": False, "stream_options": None})
     return req.endpoint, body
 
 
@@ -239,6 +235,18 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return stored
 """
+_LUA_PRUNE = """
+local gone = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['name'] ~= ARGV[2] and f['pending'] == 0 and f['idle'] > tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    table.insert(gone, f['name'])
+  end
+end
+return gone
+"""
 
 
 # %% ../../nbs/serving/09_jobs.ipynb #e0d0c896
@@ -282,7 +290,12 @@ class JobQueue:
             ) from None
         self._scripts = {
             n: self.client.register_script(s)
-            for n, s in (("submit", _LUA_SUBMIT), ("start", _LUA_START), ("finish", _LUA_FINISH))
+            for n, s in (
+                ("submit", _LUA_SUBMIT),
+                ("start", _LUA_START),
+                ("finish", _LUA_FINISH),
+                ("prune", _LUA_PRUNE),
+            )
         }
 
     def key(self, job_id: str) -> str:
@@ -413,6 +426,14 @@ async def drop(self: JobQueue, entry_id: str) -> None:
     await self._call(self.client.xdel(c.stream, entry_id))
 
 
+# %% ../../nbs/serving/09_jobs.ipynb #d3f8f108
+@patch
+async def prune(self: JobQueue, keep: str, idle_ms: int) -> list[str]:
+    """Remove the group's consumers other than `keep` that hold no job and were idle longer than `idle_ms`; their names."""
+    c = self.config
+    return await self._call(self._scripts["prune"](keys=[c.stream], args=[c.group, keep, idle_ms]))
+
+
 # %% ../../nbs/serving/09_jobs.ipynb #d1290dea
 def _check_served(server: Server, endpoint: str, model: str | None) -> None:
     """404 `model_not_found` at submission when the body names a model this server does not serve."""
@@ -456,14 +477,8 @@ def new_job(
 
 # %% ../../nbs/serving/09_jobs.ipynb #3d03b5b9
 def _jobs(request: Request) -> tuple[Server, RequestContext, JobQueue]:
-    """The server, the request's context and the queue; 503 `jobs_disabled` without `[jobs] redis_url`."""
-    queue = request.app.state.jobs
-    if queue is None:
-        raise ServiceUnavailableError(
-            "the job queue is not configured on this server: set [jobs] redis_url and run `llmops worker`",
-            code="jobs_disabled",
-        )
-    return request.app.state.server, request.scope["state"]["llmops"], queue
+    """The server, the request's context and the job queue."""
+    return request.app.state.server, request.scope["state"]["llmops"], request.app.state.jobs
 
 
 def _status_json(status: JobStatus, code: int = 200, headers: dict | None = None) -> Response:
@@ -509,14 +524,32 @@ async def get_job(job_id: str, request: Request) -> Response:
 
 # %% ../../nbs/serving/09_jobs.ipynb #1353a4f1
 _JOB_ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 503)}
+_JOB_SCHEMA = {  # `JobRequest` with each endpoint's own body schema (those components are the endpoints' bodies)
+    "title": "JobRequest",
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["endpoint", "body"],
+            "additionalProperties": False,
+            "properties": {
+                "endpoint": {"type": "string", "const": endpoint},
+                "body": {"$ref": f"#/components/schemas/{schema.__name__}"},
+            },
+        }
+        for endpoint, schema in JOB_ENDPOINTS.items()
+    ],
+    "examples": JobRequest.model_json_schema()["examples"],
+}
 
 
 def add_job_routes(
     app: FastAPI,  # the serving app (its `state.server` set)
     settings: Settings,  # `[jobs]`
 ) -> None:
-    """Add `POST /v1/jobs` and `GET /v1/jobs/{job_id}`; the queue is opened only with `[jobs] redis_url`."""
+    """Add `POST /v1/jobs` and `GET /v1/jobs/{job_id}` with their queue, if `[jobs] redis_url` is set."""
     app.state.jobs = JobQueue(settings.jobs) if settings.jobs.redis_url else None
+    if app.state.jobs is None:
+        return
     app.add_api_route(
         "/v1/jobs",
         submit_job,
@@ -527,10 +560,7 @@ def add_job_routes(
         tags=["jobs"],
         summary="Queue a request (answer later)",
         openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": JobRequest.model_json_schema()}},
-            }
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _JOB_SCHEMA}}}
         },
     )
     app.add_api_route(
@@ -686,21 +716,29 @@ async def run(
 ) -> None:
     """Consume until `stop` is set, then let the running jobs finish."""
     q, claim_every = self.queue, self.queue.config.claim_idle_ms / 2000
-    keeper, next_claim = asyncio.create_task(self._keep_alive(stop)), 0.0
+    keeper = asyncio.create_task(self._keep_alive(stop))
+    next_claim = next_prune = 0.0
+    grouped = False  # the group exists (made again after an error: Redis may have restarted empty)
     while not stop.is_set():
         free = self.concurrency - len(self.running)
         if free <= 0:
             await asyncio.wait(list(self.running), timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
             continue
         try:
-            await q.ensure_group()
+            if not grouped:
+                await q.ensure_group()
+                grouped = True
             entries = []
             if time.monotonic() >= next_claim:
                 entries, next_claim = await q.reclaim(self.consumer, free), time.monotonic() + claim_every
             if not entries:
                 entries = await q.read(self.consumer, free, block_ms=500)
+            if time.monotonic() >= next_prune:  # forget dead workers' names (they hold nothing any more)
+                await q.prune(self.consumer, 10 * q.config.claim_idle_ms)
+                next_prune = time.monotonic() + 60
         except JobQueueUnavailable as e:
             log_event(logger, "job_queue_unavailable", logging.WARNING, error=e.message)
+            grouped = False
             await asyncio.sleep(1.0)
             continue
         self._spawn(entries)
