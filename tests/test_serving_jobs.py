@@ -184,3 +184,23 @@ def test_worker_without_a_queue_says_what_is_missing(tmp_path):
     (tmp_path / "settings.ini").write_text("[project]\nstate_dir = .llmops\n[serving]\nbackend = benchmark\n")
     proc = run_llmops("worker", "--config", str(tmp_path / "settings.ini"), cwd=tmp_path, timeout=120)
     assert proc.returncode != 0 and "[jobs] redis_url" in proc.stderr, proc.stderr
+
+
+def test_redis_outage_is_a_503_and_the_queue_recovers(server, redis_server):
+    """A hung Redis (SIGSTOP) and a restarted, empty one: 503 `job_queue_unavailable`, then jobs flow again."""
+    with server.client(timeout=10) as c:
+        redis_server.pause()
+        try:
+            hung = _submit(c, server.headers(), "/v1/route", {"input": "during the outage"})
+        finally:
+            redis_server.resume()
+        redis_server.stop()
+        down = _submit(c, server.headers(), "/v1/route", {"input": "while it is down"})
+        redis_server.start()  # the same port, no data: the worker makes its group again
+        after = _submit(c, server.headers(), "/v1/route", {"input": "after the restart"})
+        assert after.status_code == 202, after.text
+        done = wait_job(c, after.json()["id"], server.headers(), timeout=60)
+    for r in (hung, down):
+        assert r.status_code == 503 and r.json()["error"]["code"] == "job_queue_unavailable", r.text
+        assert r.headers["retry-after"] == "2"
+    assert done["status"] == "succeeded"
