@@ -821,9 +821,11 @@ def worker_main(
         os.environ["LLMOPS_SERVING__BACKEND"] = args.backend
     if args.concurrency:
         os.environ["LLMOPS_JOBS__CONCURRENCY"] = str(args.concurrency)
+    if args.processes < 1:
+        raise InputError(f"--processes {args.processes} must be at least 1")
     settings = load_settings()
     configure_logging(settings.project.log_level, settings.project.log_format)
-    if args.processes <= 1:
+    if args.processes == 1:
         run_worker(settings)
         return 0
     if not settings.jobs.redis_url:
