@@ -571,6 +571,8 @@ def add_job_routes(
         responses=_JOB_ERRORS,
         tags=["jobs"],
         summary="A queued request's status and answer",
+        description="Needs the `chat` scope, and the tenant that submitted the job.",
+        openapi_extra={"security": [{"bearer": []}, {"apiKey": []}]},
     )
 
 
