@@ -238,6 +238,7 @@ d = {
                 "core.html#inferencerecord.to_json",
                 "llmops_kit/core.py",
             ),
+            "llmops_kit.core.JobSettings": ("core.html#jobsettings", "llmops_kit/core.py"),
             "llmops_kit.core.JsonFormatter": ("core.html#jsonformatter", "llmops_kit/core.py"),
             "llmops_kit.core.JsonFormatter.format": ("core.html#jsonformatter.format", "llmops_kit/core.py"),
             "llmops_kit.core.LineageSettings": ("core.html#lineagesettings", "llmops_kit/core.py"),
@@ -3116,6 +3117,173 @@ d = {
             "llmops_kit.serving.gateway.utc_timestamp": (
                 "serving/gateway.html#utc_timestamp",
                 "llmops_kit/serving/gateway.py",
+            ),
+        },
+        "llmops_kit.serving.jobs": {
+            "llmops_kit.serving.jobs.Job": ("serving/jobs.html#job", "llmops_kit/serving/jobs.py"),
+            "llmops_kit.serving.jobs.Job.from_fields": (
+                "serving/jobs.html#job.from_fields",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.Job.public": (
+                "serving/jobs.html#job.public",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.Job.to_fields": (
+                "serving/jobs.html#job.to_fields",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobQueue": ("serving/jobs.html#jobqueue", "llmops_kit/serving/jobs.py"),
+            "llmops_kit.serving.jobs.JobQueue.__init__": (
+                "serving/jobs.html#jobqueue.__init__",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobQueue._call": (
+                "serving/jobs.html#jobqueue._call",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobQueue.close": (
+                "serving/jobs.html#jobqueue.close",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobQueue.depth": (
+                "serving/jobs.html#jobqueue.depth",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobQueue.drop": (
+                "serving/jobs.html#jobqueue.drop",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobQueue.ensure_group": (
+                "serving/jobs.html#jobqueue.ensure_group",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobQueue.finish": (
+                "serving/jobs.html#jobqueue.finish",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobQueue.get": (
+                "serving/jobs.html#jobqueue.get",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobQueue.keep": (
+                "serving/jobs.html#jobqueue.keep",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobQueue.key": (
+                "serving/jobs.html#jobqueue.key",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobQueue.prune": (
+                "serving/jobs.html#jobqueue.prune",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobQueue.read": (
+                "serving/jobs.html#jobqueue.read",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobQueue.reclaim": (
+                "serving/jobs.html#jobqueue.reclaim",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobQueue.start": (
+                "serving/jobs.html#jobqueue.start",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobQueue.submit": (
+                "serving/jobs.html#jobqueue.submit",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobQueueUnavailable": (
+                "serving/jobs.html#jobqueueunavailable",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobRequest": (
+                "serving/jobs.html#jobrequest",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobResult": (
+                "serving/jobs.html#jobresult",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobStatus": (
+                "serving/jobs.html#jobstatus",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobWorker": (
+                "serving/jobs.html#jobworker",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobWorker.__init__": (
+                "serving/jobs.html#jobworker.__init__",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobWorker._guarded": (
+                "serving/jobs.html#jobworker._guarded",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobWorker._keep_alive": (
+                "serving/jobs.html#jobworker._keep_alive",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobWorker._spawn": (
+                "serving/jobs.html#jobworker._spawn",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobWorker.process": (
+                "serving/jobs.html#jobworker.process",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.JobWorker.run": (
+                "serving/jobs.html#jobworker.run",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs._check_served": (
+                "serving/jobs.html#_check_served",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs._child": ("serving/jobs.html#_child", "llmops_kit/serving/jobs.py"),
+            "llmops_kit.serving.jobs._invalid": ("serving/jobs.html#_invalid", "llmops_kit/serving/jobs.py"),
+            "llmops_kit.serving.jobs._job_context": (
+                "serving/jobs.html#_job_context",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs._jobs": ("serving/jobs.html#_jobs", "llmops_kit/serving/jobs.py"),
+            "llmops_kit.serving.jobs._status_json": (
+                "serving/jobs.html#_status_json",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs._work": ("serving/jobs.html#_work", "llmops_kit/serving/jobs.py"),
+            "llmops_kit.serving.jobs.add_job_routes": (
+                "serving/jobs.html#add_job_routes",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.configure_cli": (
+                "serving/jobs.html#configure_cli",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.consumer_name": (
+                "serving/jobs.html#consumer_name",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.get_job": ("serving/jobs.html#get_job", "llmops_kit/serving/jobs.py"),
+            "llmops_kit.serving.jobs.new_job": ("serving/jobs.html#new_job", "llmops_kit/serving/jobs.py"),
+            "llmops_kit.serving.jobs.parse_job_request": (
+                "serving/jobs.html#parse_job_request",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.run_job": ("serving/jobs.html#run_job", "llmops_kit/serving/jobs.py"),
+            "llmops_kit.serving.jobs.run_worker": (
+                "serving/jobs.html#run_worker",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.submit_job": (
+                "serving/jobs.html#submit_job",
+                "llmops_kit/serving/jobs.py",
+            ),
+            "llmops_kit.serving.jobs.worker_main": (
+                "serving/jobs.html#worker_main",
+                "llmops_kit/serving/jobs.py",
             ),
         },
         "llmops_kit.serving.metrics": {

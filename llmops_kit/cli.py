@@ -45,6 +45,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Show and change quotas, budgets and rate limits",
     ),
     "audit": ("llmops_kit.serving.auditlog", "configure_cli", "Verify and read the audit log"),
+    "worker": (
+        "llmops_kit.serving.jobs",
+        "configure_cli",
+        "Run job queue workers (POST /v1/jobs) until interrupted",
+    ),
     "export": (
         "llmops_kit.export.cli",
         "configure_cli",

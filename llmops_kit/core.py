@@ -20,6 +20,7 @@ __all__ = [
     "AuthSettings",
     "AuditSettings",
     "ExportSettings",
+    "JobSettings",
     "QuotaSettings",
     "ModelSettings",
     "Settings",
@@ -194,6 +195,22 @@ class ExportSettings(_Section):
     output_dir: str = ".llmops/export"
 
 
+# %% ../nbs/00_core.ipynb #aa28408f
+class JobSettings(_Section):
+    """`[jobs]`: the Redis job queue behind `POST /v1/jobs` and `llmops worker`."""
+
+    redis_url: str = ""
+    stream: str = Field("llmops:jobs", min_length=1)
+    group: str = Field("llmops-workers", min_length=1)
+    key_prefix: str = Field("llmops:job:", min_length=1)
+    timeout_s: float = Field(1.0, gt=0, le=60)
+    max_length: int = Field(100_000, ge=1)
+    result_ttl_s: int = Field(86_400, ge=1)
+    claim_idle_ms: int = Field(30_000, ge=100)
+    max_attempts: int = Field(3, ge=1, le=100)
+    concurrency: int = Field(4, ge=1, le=1024)
+
+
 # %% ../nbs/00_core.ipynb #c93bd1bf
 class QuotaSettings(_Section):
     """`[quotas]`: daily quotas, USD budgets and per-minute rate limits per tenant and per API key, and their store."""
@@ -268,6 +285,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "audit": AuditSettings,
     "export": ExportSettings,
     "quotas": QuotaSettings,
+    "jobs": JobSettings,
 }
 
 
@@ -288,6 +306,7 @@ class Settings(_Section):
     audit: AuditSettings = AuditSettings()
     export: ExportSettings = ExportSettings()
     quotas: QuotaSettings = QuotaSettings()
+    jobs: JobSettings = JobSettings()
     models: dict[str, ModelSettings] = Field(default_factory=dict)  # `[model.NAME]` sections, by name
 
     def path(self, value: str | os.PathLike) -> Path:

@@ -118,6 +118,7 @@ ROUTE_SCOPES: dict[str, str | None] = {
     "/v1/models": None,
     "/metrics": "metrics",
     "/v1/advisor/simulate": "chat",
+    "/v1/jobs": "chat",  # POST; GET /v1/jobs/{id} authenticates in its route (the path has an id)
 }
 _MODEL_ROUTES = frozenset(["/v1/chat/completions", "/v1/route", "/v1/embeddings"])
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -1596,6 +1597,9 @@ def create_app(
             403: {"model": ErrorResponse},
         },
     )
+    from llmops_kit.serving.jobs import add_job_routes  # jobs import this module
+
+    add_job_routes(app, settings)  # POST /v1/jobs, GET /v1/jobs/{id}: only with [jobs] redis_url
     app.add_exception_handler(LlmopsError, _on_kit_error)  # raised in a route, inside FastAPI's own stack
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
