@@ -2803,6 +2803,60 @@ d = {
                 "llmops_kit/serving/auth.py",
             ),
         },
+        "llmops_kit.serving.batching": {
+            "llmops_kit.serving.batching.MicroBatcher": (
+                "serving/batching.html#microbatcher",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher.__init__": (
+                "serving/batching.html#microbatcher.__init__",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher.__repr__": (
+                "serving/batching.html#microbatcher.__repr__",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher._call_checked": (
+                "serving/batching.html#microbatcher._call_checked",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher._dispatch": (
+                "serving/batching.html#microbatcher._dispatch",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher._run": (
+                "serving/batching.html#microbatcher._run",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher._start": (
+                "serving/batching.html#microbatcher._start",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher._take": (
+                "serving/batching.html#microbatcher._take",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher.close": (
+                "serving/batching.html#microbatcher.close",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher.submit": (
+                "serving/batching.html#microbatcher.submit",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching._Entry": (
+                "serving/batching.html#_entry",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching._settle": (
+                "serving/batching.html#_settle",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.in_thread": (
+                "serving/batching.html#in_thread",
+                "llmops_kit/serving/batching.py",
+            ),
+        },
         "llmops_kit.serving.gateway": {
             "llmops_kit.serving.gateway.Answer": (
                 "serving/gateway.html#answer",
@@ -2984,6 +3038,14 @@ d = {
             ),
             "llmops_kit.serving.metrics.Metrics._sink": (
                 "serving/metrics.html#metrics._sink",
+                "llmops_kit/serving/metrics.py",
+            ),
+            "llmops_kit.serving.metrics.Metrics.batch_size": (
+                "serving/metrics.html#metrics.batch_size",
+                "llmops_kit/serving/metrics.py",
+            ),
+            "llmops_kit.serving.metrics.Metrics.canary": (
+                "serving/metrics.html#metrics.canary",
                 "llmops_kit/serving/metrics.py",
             ),
             "llmops_kit.serving.metrics.Metrics.flush": (
