@@ -6,7 +6,7 @@ number per request and a bearer JWT), in alternating rounds: throughput at concu
 Targets (issue 17): batched throughput >= 2x unbatched at concurrency 64; batched p50 at concurrency 1 at most
 `batch_max_wait_ms` + 1 ms above unbatched.
 
-Usage: nice -n 10 .venv/bin/python benchmarks/batching.py [--duration 10] [--rounds 3] [--max-batch 32] [--max-wait-ms 2]
+Usage: nice -n 10 .venv/bin/python benchmarks/batching.py [--duration 10] [--rounds 3] [--max-batch 16] [--max-concurrent 2] [--max-wait-ms 2]
 Writes benchmarks/results/batching.json.
 """
 
@@ -42,7 +42,10 @@ def main() -> int:
         "--rounds", type=int, default=3, help="alternating rounds per point; medians are reported"
     )
     parser.add_argument(
-        "--max-batch", type=int, default=32, help="[serving] batch_max_size of the batched server"
+        "--max-batch", type=int, default=16, help="[serving] batch_max_size of the batched server"
+    )
+    parser.add_argument(
+        "--max-concurrent", type=int, default=2, help="[serving] batch_max_concurrent of the batched server"
     )
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="[serving] batch_max_wait_ms")
     args = parser.parse_args()
@@ -64,7 +67,8 @@ def main() -> int:
         )
         configs = {
             "unbatched": common + "batching = false\n",
-            "batched": common + f"batching = true\nbatch_max_size = {args.max_batch}\n"
+            "batched": common
+            + f"batching = true\nbatch_max_size = {args.max_batch}\nbatch_max_concurrent = {args.max_concurrent}\n"
             f"batch_max_wait_ms = {args.max_wait_ms}\n",
         }
         urls = {}
@@ -137,7 +141,11 @@ def main() -> int:
         "setup": {
             "model": "the quickstart's support router (MiniLM embeddings + classifier), registered in MLflow, "
             "served with the mlflow backend, 1 uvicorn worker per server",
-            "batched": {"batch_max_size": args.max_batch, "batch_max_wait_ms": args.max_wait_ms},
+            "batched": {
+                "batch_max_size": args.max_batch,
+                "batch_max_concurrent": args.max_concurrent,
+                "batch_max_wait_ms": args.max_wait_ms,
+            },
             "duration_s": args.duration,
             "rounds": args.rounds,
             "load_generator": "wrk (separate process, same 2-core machine), Lua script: /v1/route body with a "

@@ -2399,6 +2399,10 @@ d = {
                 "serving/app.html#_on_validation_error",
                 "llmops_kit/serving/app.py",
             ),
+            "llmops_kit.serving.app._one_thread": (
+                "serving/app.html#_one_thread",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app._openapi": ("serving/app.html#_openapi", "llmops_kit/serving/app.py"),
             "llmops_kit.serving.app._prompt_cache_settings": (
                 "serving/app.html#_prompt_cache_settings",

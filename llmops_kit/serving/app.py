@@ -788,6 +788,14 @@ async def _shadow(self: Server, ctx: RequestContext, backend: Backend, texts: li
 
 
 # %% ../../nbs/serving/06_app.ipynb #8763a12b2bbd4a93a75aff182afb95dc
+def _one_thread(predict, texts: list[str]) -> list[dict]:
+    """`predict(texts)` with torch on one intra-op thread in this worker thread: batches run side by side instead."""
+    from llmops_kit.router.model import few_threads
+
+    with few_threads(1):
+        return predict(texts)
+
+
 @patch
 def backend_call(self: Server, backend: Backend, texts: Sequence[str]):
     """The awaitable of `backend`'s predictions for `texts`: through its micro-batcher when `[serving] batching` is on."""
@@ -797,9 +805,10 @@ def backend_call(self: Server, backend: Backend, texts: Sequence[str]):
     if batcher is None:
         s, app = self.settings.serving, getattr(backend, "app", None)
         batcher = self.batchers[backend] = MicroBatcher(
-            in_thread(app.predict) if app is not None else backend.predict,
+            in_thread(partial(_one_thread, app.predict)) if app is not None else backend.predict,
             s.batch_max_size,
             s.batch_max_wait_ms,
+            s.batch_max_concurrent,
             on_batch=partial(self.metrics.batch_size, "predict"),
             name=f"predict {backend.info.id}/{backend.info.version}",
         )
@@ -1170,6 +1179,7 @@ def embed_async(self: Server, texts: list[str]):
             in_thread(self.embed),
             s.batch_max_size,
             s.batch_max_wait_ms,
+            s.batch_max_concurrent,
             on_batch=partial(self.metrics.batch_size, "embed"),
             name="embed",
         )
