@@ -157,6 +157,30 @@ def test_promote_moves_traffic_without_restart_and_ends_the_canary(server):
         assert wait_for(lambda: route(server, client, "tenant-back")[0] == "1")
 
 
+def test_a_version_that_fails_to_load_leaves_the_old_one_serving(server, tmp_path):
+    import mlflow
+
+    from llmops_kit.registry.bundle import configure_mlflow
+
+    settings = load_settings(server.root / "settings.ini", environ={})
+    broken = tmp_path / "broken-model"  # registered, but holds no model: loading it fails
+    broken.mkdir()
+    client = mlflow.MlflowClient(configure_mlflow(settings, create_experiment=False))
+    version = client.create_model_version(MODEL, broken.as_uri()).version
+    with server.client() as client_http:
+        before = route(server, client_http, "tenant-broken")[0]
+        llmops(server.root, "registry", "promote", MODEL, str(version))
+        failed = wait_for(lambda: f"cannot load models:/{MODEL}/{version}" in server.stderr())
+        after = {route(server, client_http, f"tenant-b{i}")[0] for i in range(10)}
+    assert failed, "the failed load was not logged"
+    assert after == {before}  # still the old champion, answering
+    llmops(server.root, "registry", "promote", MODEL, before)
+    log = [json.loads(line) for line in server.stderr().splitlines() if line.startswith("{")]
+    assert any(r.get("event") == "registry_watch_failed" and r.get("what") == "champion" for r in log), log[
+        -5:
+    ]
+
+
 def test_canary_cli_errors_name_what_is_wrong(server):
     root = server.root
     proc = run_llmops("registry", "canary", MODEL, "--weight", "10", cwd=root)
