@@ -2369,6 +2369,10 @@ d = {
                 "serving/app.html#server.__init__",
                 "llmops_kit/serving/app.py",
             ),
+            "llmops_kit.serving.app.Server._shadow": (
+                "serving/app.html#server._shadow",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app.Server._text_record": (
                 "serving/app.html#server._text_record",
                 "llmops_kit/serving/app.py",
@@ -2383,6 +2387,10 @@ d = {
             ),
             "llmops_kit.serving.app.Server.authenticate": (
                 "serving/app.html#server.authenticate",
+                "llmops_kit/serving/app.py",
+            ),
+            "llmops_kit.serving.app.Server.backend_call": (
+                "serving/app.html#server.backend_call",
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app.Server.begin": (
@@ -2421,6 +2429,10 @@ d = {
                 "serving/app.html#server.embed",
                 "llmops_kit/serving/app.py",
             ),
+            "llmops_kit.serving.app.Server.embed_async": (
+                "serving/app.html#server.embed_async",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app.Server.fallback_model": (
                 "serving/app.html#server.fallback_model",
                 "llmops_kit/serving/app.py",
@@ -2449,6 +2461,10 @@ d = {
                 "serving/app.html#server.load_chat_models",
                 "llmops_kit/serving/app.py",
             ),
+            "llmops_kit.serving.app.Server.load_variant": (
+                "serving/app.html#server.load_variant",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app.Server.model_id": (
                 "serving/app.html#server.model_id",
                 "llmops_kit/serving/app.py",
@@ -2469,6 +2485,10 @@ d = {
                 "serving/app.html#server.record",
                 "llmops_kit/serving/app.py",
             ),
+            "llmops_kit.serving.app.Server.registry_changed": (
+                "serving/app.html#server.registry_changed",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app.Server.resolve_model": (
                 "serving/app.html#server.resolve_model",
                 "llmops_kit/serving/app.py",
@@ -2479,6 +2499,10 @@ d = {
             ),
             "llmops_kit.serving.app.Server.settle": (
                 "serving/app.html#server.settle",
+                "llmops_kit/serving/app.py",
+            ),
+            "llmops_kit.serving.app.Server.shadow_predict": (
+                "serving/app.html#server.shadow_predict",
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app.Server.start": (
@@ -2501,8 +2525,16 @@ d = {
                 "serving/app.html#server.use_chat_model",
                 "llmops_kit/serving/app.py",
             ),
+            "llmops_kit.serving.app.Server.variant_backend": (
+                "serving/app.html#server.variant_backend",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app.Server.warm_up_predict": (
                 "serving/app.html#server.warm_up_predict",
+                "llmops_kit/serving/app.py",
+            ),
+            "llmops_kit.serving.app.Server.watch_registry": (
+                "serving/app.html#server.watch_registry",
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app.ServingApp": ("serving/app.html#servingapp", "llmops_kit/serving/app.py"),
@@ -2547,6 +2579,10 @@ d = {
             ),
             "llmops_kit.serving.app._on_validation_error": (
                 "serving/app.html#_on_validation_error",
+                "llmops_kit/serving/app.py",
+            ),
+            "llmops_kit.serving.app._one_thread": (
+                "serving/app.html#_one_thread",
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app._openapi": ("serving/app.html#_openapi", "llmops_kit/serving/app.py"),
@@ -2989,6 +3025,166 @@ d = {
                 "llmops_kit/serving/auth.py",
             ),
         },
+        "llmops_kit.serving.batching": {
+            "llmops_kit.serving.batching.MicroBatcher": (
+                "serving/batching.html#microbatcher",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher.__init__": (
+                "serving/batching.html#microbatcher.__init__",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher.__repr__": (
+                "serving/batching.html#microbatcher.__repr__",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher._call_checked": (
+                "serving/batching.html#microbatcher._call_checked",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher._dispatch": (
+                "serving/batching.html#microbatcher._dispatch",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher._run": (
+                "serving/batching.html#microbatcher._run",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher._start": (
+                "serving/batching.html#microbatcher._start",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher._take": (
+                "serving/batching.html#microbatcher._take",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher.close": (
+                "serving/batching.html#microbatcher.close",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.MicroBatcher.submit": (
+                "serving/batching.html#microbatcher.submit",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching._Entry": (
+                "serving/batching.html#_entry",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching._settle": (
+                "serving/batching.html#_settle",
+                "llmops_kit/serving/batching.py",
+            ),
+            "llmops_kit.serving.batching.in_thread": (
+                "serving/batching.html#in_thread",
+                "llmops_kit/serving/batching.py",
+            ),
+        },
+        "llmops_kit.serving.canary": {
+            "llmops_kit.serving.canary.CanaryConfig": (
+                "serving/canary.html#canaryconfig",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.CanaryConfig.__post_init__": (
+                "serving/canary.html#canaryconfig.__post_init__",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.CanaryConfig.active": (
+                "serving/canary.html#canaryconfig.active",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.CanaryConfig.to_json": (
+                "serving/canary.html#canaryconfig.to_json",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.RegistryState": (
+                "serving/canary.html#registrystate",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.RegistryWatcher": (
+                "serving/canary.html#registrywatcher",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.RegistryWatcher.__init__": (
+                "serving/canary.html#registrywatcher.__init__",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.RegistryWatcher.__repr__": (
+                "serving/canary.html#registrywatcher.__repr__",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.RegistryWatcher._client": (
+                "serving/canary.html#registrywatcher._client",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.RegistryWatcher._version": (
+                "serving/canary.html#registrywatcher._version",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.RegistryWatcher.choose": (
+                "serving/canary.html#registrywatcher.choose",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.RegistryWatcher.refresh": (
+                "serving/canary.html#registrywatcher.refresh",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.RegistryWatcher.start": (
+                "serving/canary.html#registrywatcher.start",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.RegistryWatcher.stop": (
+                "serving/canary.html#registrywatcher.stop",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary._client": (
+                "serving/canary.html#_client",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary._failed": (
+                "serving/canary.html#_failed",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary._registered_model": (
+                "serving/canary.html#_registered_model",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.add_canary_parser": (
+                "serving/canary.html#add_canary_parser",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.canary_command": (
+                "serving/canary.html#canary_command",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.choose_variant": (
+                "serving/canary.html#choose_variant",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.clear_canary": (
+                "serving/canary.html#clear_canary",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.parse_canary": (
+                "serving/canary.html#parse_canary",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.parse_weight": (
+                "serving/canary.html#parse_weight",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.read_registry": (
+                "serving/canary.html#read_registry",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.set_canary": (
+                "serving/canary.html#set_canary",
+                "llmops_kit/serving/canary.py",
+            ),
+            "llmops_kit.serving.canary.sticky_fraction": (
+                "serving/canary.html#sticky_fraction",
+                "llmops_kit/serving/canary.py",
+            ),
+        },
         "llmops_kit.serving.gateway": {
             "llmops_kit.serving.gateway.Answer": (
                 "serving/gateway.html#answer",
@@ -3339,8 +3535,16 @@ d = {
                 "serving/metrics.html#metrics._sink",
                 "llmops_kit/serving/metrics.py",
             ),
+            "llmops_kit.serving.metrics.Metrics.batch_size": (
+                "serving/metrics.html#metrics.batch_size",
+                "llmops_kit/serving/metrics.py",
+            ),
             "llmops_kit.serving.metrics.Metrics.breaker_state": (
                 "serving/metrics.html#metrics.breaker_state",
+                "llmops_kit/serving/metrics.py",
+            ),
+            "llmops_kit.serving.metrics.Metrics.canary": (
+                "serving/metrics.html#metrics.canary",
                 "llmops_kit/serving/metrics.py",
             ),
             "llmops_kit.serving.metrics.Metrics.fallback": (

@@ -155,6 +155,17 @@ class ServingSettings(_Section):
     opentelemetry: bool = (
         False  # FastAPI's own OpenTelemetry instrumentation (off: it looks up providers per request)
     )
+    registry_poll_s: float = Field(
+        10.0, ge=0
+    )  # re-read the registry's champion/challenger aliases and `llmops.canary` tag this often; 0: never
+    batching: bool = False  # micro-batch the support router's and the embedder's calls across requests
+    batch_max_size: int = Field(16, ge=1, le=4096)  # texts per batched call at most
+    batch_max_wait_ms: float = Field(
+        2.0, ge=0, le=1000
+    )  # how long the first text of a batch waits for others
+    batch_max_concurrent: int = Field(
+        2, ge=1, le=64
+    )  # batched calls at once per model (2: one batch's request-side work overlaps the other's model call)
 
 
 # %% ../nbs/00_core.ipynb #299473ad

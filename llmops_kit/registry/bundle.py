@@ -530,6 +530,10 @@ def promote(
             ) from None
         raise
     client.set_registered_model_alias(name, alias, str(version))
+    if alias == "champion":  # a promotion ends the canary (see `serving.canary`)
+        from llmops_kit.serving.canary import clear_canary
+
+        clear_canary(name, client=client)
     mv = client.get_model_version(name, str(version))
     return ModelVersionInfo(
         name, str(mv.version), f"models:/{name}@{alias}", mv.run_id, list(mv.aliases), dict(mv.tags)
@@ -707,7 +711,7 @@ def show_model(
 
 # %% ../../nbs/registry/01_bundle.ipynb #7713a881
 def configure_cli(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `llmops registry list|show|promote`."""
+    """Arguments of `llmops registry list|show|promote|canary`."""
     parser.add_argument(
         "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
     )
@@ -719,6 +723,9 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     prom.add_argument("name")
     prom.add_argument("version")
     prom.add_argument("--alias", default="champion", help="alias to set (default: champion)")
+    from llmops_kit.serving.canary import add_canary_parser
+
+    add_canary_parser(sub)
 
     def handler(args: argparse.Namespace) -> int:
         with quiet_mlflow():
@@ -735,6 +742,10 @@ def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
         for r in rows:
             aliases = ", ".join(f"@{a}={v}" for a, v in r["aliases"].items()) or "-"
             print(f"{r['name']}\tlatest {r['latest_version']}\t{aliases}")
+    elif args.action == "canary":
+        from llmops_kit.serving.canary import canary_command
+
+        return canary_command(args, settings)
     elif args.action == "show":
         print(json.dumps(show_model(args.ref, settings), indent=2))
     else:

@@ -107,6 +107,13 @@ from llmops_kit.serving.schemas import (
     Usage,
 )
 
+# %% ../../nbs/serving/06_app.ipynb #acae54e37e7d407bbb7b55eff062a28t
+import weakref
+from functools import partial
+
+from ..models.backends import MlflowBackend
+from .batching import MicroBatcher, in_thread
+
 # %% ../../nbs/serving/06_app.ipynb #0f6791fe
 logger = logging.getLogger("llmops_kit.serving")
 
@@ -181,6 +188,11 @@ class Server:
         self.quota_problem: str | None = (
             None  # why the last quota check could not ask the store, until one can
         )
+        self.watcher, self.batchers, self.shadow_tasks = (
+            None,
+            weakref.WeakKeyDictionary(),
+            set(),
+        )  # canary, micro-batching
         self.chat_models: dict[str, ChatModel] = chat_models(
             settings
         )  # the `[model.NAME]` chat models, by name
@@ -240,6 +252,7 @@ def start(self: Server) -> None:
         except Exception as e:
             self.load_error = str(e)
             log_event(logger, "model_load_failed", logging.ERROR, error=str(e))
+        self.watch_registry()  # champion, challenger and canary from the registry, followed from now on
         self.load_chat_models()
         try:  # the embedding guards load MiniLM on first use: pay it here, not on the first request
             self.warm_up_predict()
@@ -289,6 +302,8 @@ def _run_coroutine(coroutine) -> None:
 @patch
 def stop(self: Server) -> None:
     """Drain and close the audit writer; flush the metrics; drop this worker's live gauges."""
+    if self.watcher is not None:
+        self.watcher.stop()
     for model in self.chat_models.values():
         try:
             _run_coroutine(model.aclose())
@@ -750,16 +765,175 @@ def chat_cost(self: Server, ctx: RequestContext) -> float:
 async def predict(self: Server, ctx: RequestContext, receive, texts: Sequence[str]) -> list[dict]:
     """The backend's predictions for `texts`, with timeout and disconnect handling (`receive`: the request's ASGI receive)."""
     t = time.perf_counter()
+    backend, shadow = self.variant_backend(ctx)  # the champion, unless a canary says otherwise
     try:
-        ready = getattr(self.backend, "predict_ready", None)
-        out = ready(texts) if ready is not None else None
-        return (
-            out if out is not None else await call_model(self.backend.predict(texts), self.timeout_s, receive)
-        )
+        ready = getattr(backend, "predict_ready", None)
+        out = ready(texts) if ready is not None and not self.settings.serving.batching else None
+        if out is None:
+            out = await call_model(self.backend_call(backend, texts), self.timeout_s, receive)
+        if shadow is not None:
+            self.shadow_predict(ctx, shadow, texts)
+        return out
     finally:
         ctx.model_ms += (time.perf_counter() - t) * 1000
         ctx.stage("model", t)
-        ctx.model_version = self.backend.info.version
+        ctx.model_version = backend.info.version
+
+
+# %% ../../nbs/serving/06_app.ipynb #8dd0d8092fe74a7c96281538738b07et
+@patch
+def load_variant(self: Server, uri: str) -> Backend:
+    """A registry version (`models:/NAME/VERSION`) loaded and warmed up, ready to serve."""
+    backend = MlflowBackend(self.settings, uri)
+    backend.load()
+    asyncio.run(backend.predict([_WARM_UP_TEXT]))
+    return backend
+
+
+@patch
+def watch_registry(self: Server) -> None:
+    """Follow the registry's alias, challenger and canary tag when serving `models:/NAME@ALIAS` from MLflow."""
+    from llmops_kit.serving.canary import RegistryWatcher
+
+    name, _, alias = self.settings.serving.model_uri.removeprefix("models:/").partition("@")
+    if (
+        not self.settings.serving.model_uri.startswith("models:/")
+        or not alias
+        or not isinstance(self.backend, MlflowBackend)
+    ):
+        return
+    champion = self.backend if self.load_error is None else None
+    watcher = RegistryWatcher(
+        name, alias, self.load_variant, champion, settings=self.settings, on_change=self.registry_changed
+    )
+    watcher.refresh()
+    watcher.start(self.settings.serving.registry_poll_s)
+    self.watcher = watcher
+
+
+@patch
+def registry_changed(self: Server, watcher) -> None:
+    """Serve the watcher's champion once it is loaded (with its bundled guardrail policy)."""
+    champion = watcher.state[0]
+    if champion is not None and champion is not self.backend:
+        self.backend, self.load_error = champion, None
+        self.use_bundled_policy()
+
+
+# %% ../../nbs/serving/06_app.ipynb #8edb47106e1a46a883d545849b8ab81t
+@patch
+def variant_backend(self: Server, ctx: RequestContext) -> tuple[Backend, Backend | None]:
+    """The backend that answers this request, and the one that gets a shadow copy (or None)."""
+    if self.watcher is None:
+        return self.backend, None
+    variant, backend, shadow = self.watcher.choose(
+        ctx.tenant, None if ctx.principal is None else ctx.principal.subject
+    )
+    if backend is None:  # the watcher has nothing loaded yet
+        return self.backend, None
+    ctx.prediction_set("variant", variant)
+    self.metrics.canary(variant, backend.info.version)
+    return backend, shadow
+
+
+_MAX_SHADOWS = 64  # shadow calls in flight per worker at most
+
+
+@patch
+def shadow_predict(self: Server, ctx: RequestContext, backend: Backend, texts: Sequence[str]) -> None:
+    """Send a copy of `texts` to `backend` in the background and record its predictions; never delays or fails the request."""
+    if len(self.shadow_tasks) >= _MAX_SHADOWS:
+        log_event(
+            logger,
+            "shadow_skipped",
+            logging.WARNING,
+            request_id=ctx.request_id,
+            in_flight=len(self.shadow_tasks),
+        )
+        return
+    task = asyncio.get_running_loop().create_task(self._shadow(ctx, backend, list(texts)))
+    self.shadow_tasks.add(task)
+    task.add_done_callback(self.shadow_tasks.discard)
+
+
+@patch
+async def _shadow(self: Server, ctx: RequestContext, backend: Backend, texts: list[str]) -> None:
+    """The challenger's predictions for a copy of the request, written as an audit record of their own."""
+    t = time.perf_counter()
+    prediction: dict[str, Any] = {"variant": "challenger", "mode": "shadow", "shadow_of": ctx.request_id}
+    status, outcome, error, output = 200, "ok", None, None
+    try:
+        predictions = await call_model(self.backend_call(backend, texts), self.timeout_s)
+        prediction.update(
+            intents=[p.get("intent") for p in predictions][:16],
+            routes=[p.get("route") for p in predictions][:16],
+        )
+        output = "\n".join(reply_text(p) for p in predictions)
+    except Exception as e:
+        status = getattr(e, "status", 500)
+        outcome, error = (
+            ("timeout" if status == 504 else "server_error"),
+            getattr(e, "code", type(e).__name__),
+        )
+    try:
+        self.metrics.canary("challenger", backend.info.version, "shadow")
+        record = {
+            "request_id": f"{ctx.request_id}.shadow",
+            "ts": ctx.ts,
+            "route": ctx.path[:256],
+            "status": status,
+            "outcome": outcome,
+            "tenant": ctx.tenant,
+            "subject": None if ctx.principal is None else ctx.principal.subject,
+            "method": ctx.method,
+            "model": backend.info.id,
+            "model_version": backend.info.version,
+            "latency_ms": round((time.perf_counter() - t) * 1000, 3),
+            "stages_ms": None,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cost_usd": 0.0,
+            "input": self._text_record(ctx.input),
+            "output": self._text_record(None if output is None else (output, output)),
+            "prediction": prediction,
+            "guardrails": [],
+            "error": error,
+            "schema_version": SCHEMA_VERSION,
+        }
+        if self.audit is not None:
+            await self.audit.write(record)
+    except Exception as e:  # a shadow never fails anything; say why it left no record
+        log_event(
+            logger, "shadow_record_failed", logging.ERROR, request_id=ctx.request_id, error=repr(e)[:300]
+        )
+
+
+# %% ../../nbs/serving/06_app.ipynb #8763a12b2bbd4a93a75aff182afb95dc
+def _one_thread(predict, texts: list[str]) -> list[dict]:
+    """`predict(texts)` with torch on one intra-op thread in this worker thread: batches run side by side instead."""
+    from llmops_kit.router.model import few_threads
+
+    with few_threads(1):
+        return predict(texts)
+
+
+@patch
+def backend_call(self: Server, backend: Backend, texts: Sequence[str]):
+    """The awaitable of `backend`'s predictions for `texts`: through its micro-batcher when `[serving] batching` is on."""
+    if not self.settings.serving.batching:
+        return backend.predict(texts)
+    batcher = self.batchers.get(backend)
+    if batcher is None:
+        s, app = self.settings.serving, getattr(backend, "app", None)
+        batcher = self.batchers[backend] = MicroBatcher(
+            in_thread(partial(_one_thread, app.predict)) if app is not None else backend.predict,
+            s.batch_max_size,
+            s.batch_max_wait_ms,
+            s.batch_max_concurrent,
+            on_batch=partial(self.metrics.batch_size, "predict"),
+            name=f"predict {backend.info.id}/{backend.info.version}",
+        )
+    return batcher.submit(texts)
 
 
 # %% ../../nbs/serving/06_app.ipynb #72eea5119410473aa328ad9291626812
@@ -973,7 +1147,10 @@ async def _chat(
     request = _chat_request(body, text) if chat is not None else None
     if chat is None:  # 2. the router decides; when it cannot answer, the chat path's model may
         prediction = (await server.predict(ctx, receive, [text]))[0]
-        ctx.prediction = {k: prediction.get(k) for k in ("intent", "confidence", "route", "abstained")}
+        ctx.prediction = {
+            **(ctx.prediction or {}),  # what `predict` recorded (the canary variant)
+            **{k: prediction.get(k) for k in ("intent", "confidence", "route", "abstained")},
+        }
         info.update(
             intent=str(prediction["intent"]),
             confidence=float(prediction["confidence"]),
@@ -1149,6 +1326,7 @@ async def _route(server: Server, ctx: RequestContext, body: RouteRequest, receiv
         data.append(RoutePrediction(**{**p, "index": i, "reply": reply or ""}))
     ctx.output = ("\n".join(str(p["reply"]) for p in predictions), "\n".join(replies))
     ctx.prediction = {
+        **(ctx.prediction or {}),  # what `predict` recorded (the canary variant)
         "intents": [p["intent"] for p in predictions][:16],
         "routes": [p["route"] for p in predictions][:16],
     }
@@ -1174,6 +1352,26 @@ async def route(body: RouteRequest, request: Request) -> Response:
 @patch
 def embed(self: Server, texts: list[str]):
     return self.embedder.encode(texts)
+
+
+# %% ../../nbs/serving/06_app.ipynb #7623eae2785240b9bd12b16a66d81610
+@patch
+def embed_async(self: Server, texts: list[str]):
+    """The awaitable of `embed(texts)` in a worker thread: through the embedder's micro-batcher when `[serving] batching` is on."""
+    if not self.settings.serving.batching:
+        return asyncio.to_thread(self.embed, texts)
+    batcher = self.batchers.get(self.embedder)
+    if batcher is None:
+        s = self.settings.serving
+        batcher = self.batchers[self.embedder] = MicroBatcher(
+            in_thread(self.embed),
+            s.batch_max_size,
+            s.batch_max_wait_ms,
+            s.batch_max_concurrent,
+            on_batch=partial(self.metrics.batch_size, "embed"),
+            name="embed",
+        )
+    return batcher.submit(texts)
 
 
 # %% ../../nbs/serving/06_app.ipynb #4ea763b1
@@ -1205,7 +1403,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     await server.admit(ctx, prompt_estimate(originals))
     t = time.perf_counter()
     try:
-        vectors = await call_model(asyncio.to_thread(server.embed, texts), server.timeout_s, request.receive)
+        vectors = await call_model(server.embed_async(texts), server.timeout_s, request.receive)
     finally:
         ctx.model_ms += (time.perf_counter() - t) * 1000
         ctx.stage("model", t)

@@ -12,6 +12,7 @@ __all__ = [
     "REQUEST_BUCKETS",
     "OVERHEAD_BUCKETS",
     "FAMILIES",
+    "BATCH_SIZE_BUCKETS",
     "FLUSH_INTERVAL_S",
     "CONTENT_TYPE",
     "BoundedLabel",
@@ -155,6 +156,25 @@ FAMILIES: dict[
         TTFT_BUCKETS,
     ),
 }
+
+# %% ../../nbs/serving/03_metrics.ipynb #acae54e37e7d407bbb7b55eff062a28t
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+FAMILIES.update(
+    {
+        "llmops_batch_size": (
+            "histogram",
+            "Texts per micro-batched model call",
+            ("call",),
+            BATCH_SIZE_BUCKETS,
+        ),
+        "llmops_canary_requests_total": (
+            "counter",
+            "Model calls per registry variant (champion, challenger) and canary mode",
+            ("variant", "model_version", "mode"),
+            (),
+        ),
+    }
+)
 
 
 # %% ../../nbs/serving/03_metrics.ipynb #6c130df6
@@ -398,6 +418,34 @@ def ttft(
 ) -> None:
     """Observe the time to the first streamed token."""
     self._observe(("llmops_time_to_first_token_seconds", self._model(model)), seconds)
+
+
+# %% ../../nbs/serving/03_metrics.ipynb #72eea5119410473aa328ad9291626812
+_CALLS = BoundedLabel(("predict", "embed"), closed=True)
+_VARIANTS = BoundedLabel(("champion", "challenger"), closed=True)
+_MODES = BoundedLabel(("split", "shadow"), closed=True)
+
+
+@patch
+def batch_size(
+    self: Metrics,
+    call: str,  # `predict` or `embed`
+    n: int,  # texts in the batch
+) -> None:
+    """Observe the size of one micro-batched model call."""
+    self._observe(("llmops_batch_size", _CALLS(call)), n)
+
+
+@patch
+def canary(
+    self: Metrics,
+    variant: str,  # `champion` or `challenger`
+    version: str | None,  # the variant's registry version
+    mode: str = "split",  # `split` (its answer was returned) or `shadow` (its answer was only recorded)
+) -> None:
+    """Count one model call by registry variant."""
+    versions = self.__dict__.setdefault("_versions", BoundedLabel(max_values=64))
+    self._count(("llmops_canary_requests_total", _VARIANTS(variant), versions(version), _MODES(mode)))
 
 
 # %% ../../nbs/serving/03_metrics.ipynb #f3cb880e
