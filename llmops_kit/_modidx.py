@@ -3563,6 +3563,10 @@ d = {
                 "serving/metrics.html#metrics.observe_request",
                 "llmops_kit/serving/metrics.py",
             ),
+            "llmops_kit.serving.metrics.Metrics.quota_refusal": (
+                "serving/metrics.html#metrics.quota_refusal",
+                "llmops_kit/serving/metrics.py",
+            ),
             "llmops_kit.serving.metrics.Metrics.render": (
                 "serving/metrics.html#metrics.render",
                 "llmops_kit/serving/metrics.py",

@@ -89,6 +89,9 @@ def test_budget_admits_exactly_what_it_pays_for(srv):
     assert shown.returncode == 0, shown.stderr
     report = json.loads(shown.stdout)["limits"]["micro_usd_per_day"]
     assert report == {"limit": 5 * COST, "source": "settings", "settled": 5 * COST, "held": 0, "remaining": 0}
+    with srv.client() as c:
+        scraped = c.get("/metrics", headers=srv.headers("ops", scopes=("metrics",))).text
+    assert 'llmops_quota_refusals_total{limit="micro_usd_per_day"} 2.0' in scraped
 
 
 def test_budget_cli_raises_and_resets_without_restart(srv):

@@ -431,6 +431,7 @@ async def admit(
     if isinstance(state, Refusal):
         self.quota_problem = state.message if state.limit == "store_unavailable" else None
         ctx.prediction_set("quota", {"refused": state.limit, "key": state.key})
+        self.metrics.quota_refusal(state.limit)
         raise state.to_error()
     self.quota_problem = (
         "the quota store is unavailable: admitted unchecked (fail-open)" if state.unchecked else None

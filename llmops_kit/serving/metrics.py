@@ -617,3 +617,24 @@ def breaker_state(
             multiprocess_mode="livemax",
         )
     gauge.labels(self._model(backend)).set(BREAKER_STATES[state])
+
+
+# %% ../../nbs/serving/03_metrics.ipynb #a356f0f2
+from .quotas import LIMIT_WINDOWS
+
+FAMILIES["llmops_quota_refusals_total"] = (
+    "counter",
+    "Requests refused by a quota, budget or rate limit, by the limit that refused them",
+    ("limit",),
+    (),
+)
+_QUOTA_LIMIT = BoundedLabel((*LIMIT_WINDOWS, "store_unavailable"), closed=True)
+
+
+@patch
+def quota_refusal(
+    self: Metrics,
+    limit: str,  # a `LIMIT_WINDOWS` name, or `store_unavailable`
+) -> None:
+    """Count one request refused by `limit`."""
+    self._count(("llmops_quota_refusals_total", _QUOTA_LIMIT(limit)))
