@@ -1301,6 +1301,49 @@ d = {
                 "llmops_kit/guardrails/content.py",
             ),
         },
+        "llmops_kit.guardrails.ner": {
+            "llmops_kit.guardrails.ner.NerRecognizer": (
+                "guardrails/ner.html#nerrecognizer",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner.NerRecognizer.__post_init__": (
+                "guardrails/ner.html#nerrecognizer.__post_init__",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner.NerRecognizer.entities": (
+                "guardrails/ner.html#nerrecognizer.entities",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner._load": ("guardrails/ner.html#_load", "llmops_kit/guardrails/ner.py"),
+            "llmops_kit.guardrails.ner._model_folder": (
+                "guardrails/ner.html#_model_folder",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner._sha256": (
+                "guardrails/ner.html#_sha256",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner.load_ner": (
+                "guardrails/ner.html#load_ner",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner.ner_available": (
+                "guardrails/ner.html#ner_available",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner.ner_package_dir": (
+                "guardrails/ner.html#ner_package_dir",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner.unsettled": (
+                "guardrails/ner.html#unsettled",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner.verify_model": (
+                "guardrails/ner.html#verify_model",
+                "llmops_kit/guardrails/ner.py",
+            ),
+        },
         "llmops_kit.guardrails.pii": {
             "llmops_kit.guardrails.pii.PiiGuard": (
                 "guardrails/pii.html#piiguard",
