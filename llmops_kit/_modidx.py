@@ -1361,6 +1361,10 @@ d = {
                 "guardrails/pii.html#piiguard.scan",
                 "llmops_kit/guardrails/pii.py",
             ),
+            "llmops_kit.guardrails.pii.PiiGuard.with_entities": (
+                "guardrails/pii.html#piiguard.with_entities",
+                "llmops_kit/guardrails/pii.py",
+            ),
             "llmops_kit.guardrails.pii.Recognizer": (
                 "guardrails/pii.html#recognizer",
                 "llmops_kit/guardrails/pii.py",
@@ -1385,11 +1389,19 @@ d = {
                 "guardrails/pii.html#_iban_prefix",
                 "llmops_kit/guardrails/pii.py",
             ),
+            "llmops_kit.guardrails.pii._ner_for": (
+                "guardrails/pii.html#_ner_for",
+                "llmops_kit/guardrails/pii.py",
+            ),
             "llmops_kit.guardrails.pii._place_starts": (
                 "guardrails/pii.html#_place_starts",
                 "llmops_kit/guardrails/pii.py",
             ),
             "llmops_kit.guardrails.pii._rx": ("guardrails/pii.html#_rx", "llmops_kit/guardrails/pii.py"),
+            "llmops_kit.guardrails.pii._trim_caps": (
+                "guardrails/pii.html#_trim_caps",
+                "llmops_kit/guardrails/pii.py",
+            ),
             "llmops_kit.guardrails.pii.card_score": (
                 "guardrails/pii.html#card_score",
                 "llmops_kit/guardrails/pii.py",
@@ -1398,8 +1410,16 @@ d = {
                 "guardrails/pii.html#date_score",
                 "llmops_kit/guardrails/pii.py",
             ),
+            "llmops_kit.guardrails.pii.extend_address": (
+                "guardrails/pii.html#extend_address",
+                "llmops_kit/guardrails/pii.py",
+            ),
             "llmops_kit.guardrails.pii.find_addresses": (
                 "guardrails/pii.html#find_addresses",
+                "llmops_kit/guardrails/pii.py",
+            ),
+            "llmops_kit.guardrails.pii.find_context_entities": (
+                "guardrails/pii.html#find_context_entities",
                 "llmops_kit/guardrails/pii.py",
             ),
             "llmops_kit.guardrails.pii.find_locations": (

@@ -190,11 +190,16 @@ class NerRecognizer:
 
     def __post_init__(self):
         self.nlp = load_ner(self.folder)
+        self._lock = (
+            threading.Lock()
+        )  # one text at a time through the shared pipeline (guards run in worker threads)
 
     def entities(self, text: str) -> list[tuple[str, int, int, float, str]]:
         """Entities in `text` as `(type, start, end, score, reason)`."""
         out = []
-        for ent in self.nlp(text).ents:
+        with self._lock:
+            doc = self.nlp(text)
+        for ent in doc.ents:
             kind = NER_LABELS.get(ent.label_)
             if kind is None or kind not in self.types:
                 continue
