@@ -6,8 +6,15 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['INDIRECT_RULES', 'INJECTION_TYPES', 'UNTRUSTED_ROLES', 'UntrustedExample', 'untrusted_examples',
-           'IndirectInjectionGuard', 'untrusted_messages']
+__all__ = [
+    "INDIRECT_RULES",
+    "INJECTION_TYPES",
+    "UNTRUSTED_ROLES",
+    "UntrustedExample",
+    "untrusted_examples",
+    "IndirectInjectionGuard",
+    "untrusted_messages",
+]
 
 # %% ../../nbs/guardrails/09_indirect.ipynb #da136296
 import json
@@ -20,6 +27,7 @@ from itertools import compress
 # %% ../../nbs/guardrails/09_indirect.ipynb #695077d5
 from .base import Finding, Guard, RuleGate, Stage, normalise, prefilter_group
 from .security import InjectionGuard
+
 
 # %% ../../nbs/guardrails/09_indirect.ipynb #c5dfaf8a
 @dataclass(frozen=True)
@@ -37,6 +45,7 @@ def untrusted_examples() -> list[UntrustedExample]:
         resources.files("llmops_kit").joinpath("data", "untrusted_content_examples.jsonl").read_text("utf-8")
     )
     return [UntrustedExample(**json.loads(line)) for line in lines.splitlines() if line.strip()]
+
 
 # %% ../../nbs/guardrails/09_indirect.ipynb #0e2c3e0c
 _AI = (
@@ -322,6 +331,7 @@ class IndirectInjectionGuard(Guard):
             if f.start is not None:
                 f.start, f.end = n.span(f.start, f.end)
         return found
+
 
 # %% ../../nbs/guardrails/09_indirect.ipynb #40eeb68f
 UNTRUSTED_ROLES: frozenset[str] = frozenset({"tool", "function"})  # roles whose content is always untrusted
