@@ -285,6 +285,7 @@ def use_bundled_policy(self: Server) -> None:
         parse_policy(text, f"policy bundled with {self.backend.info.id} version {self.backend.info.version}"),
         embedder=self.embedder,
         embedding_guards=self.offload_guards,
+        ner=self.settings.guardrails.ner,
     )
     self.policy_source = f"bundled with {self.backend.info.id} version {self.backend.info.version}"
 
