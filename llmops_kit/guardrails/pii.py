@@ -968,7 +968,7 @@ _HONORIFIC_RE = re.compile(
 )
 _JOB_RE = re.compile(
     r"\b(?:(?:work(?:s|ed|ing)?|employed|hired|serv(?:e|es|ed|ing)|job|career|position|role)[ \t]+as|"
-    r"(?:occupation|profession|job[ \t]+title|position|job)[ \t]*(?::|is|was))[ \t]+(?:an?[ \t]+|the[ \t]+)?"
+    r"(?:occupation|profession|job[ \t]+title|position|job)[ \t]*(?::|is|was))[ \t]+(?:an?[ \t]+)?(?!the\b)"
     r"(?P<v>[A-Za-z][a-z-]+(?:[ \t]+(?!(?:at|for|in|with|on|from|since|and|but|so|because|who|which|that|to|by|"
     r"until|when|where|while|I|my|the|a|an)\b)[A-Za-z][a-z-]+){0,4})",
     re.I,
@@ -978,6 +978,12 @@ _NRP_RE = re.compile(
     + "|".join(re.escape(t) for t in sorted(NRP_TERMS, key=len, reverse=True))
     + r")(?![\w'’-])"
 )
+_NOT_NRP_AFTER = re.compile(
+    r"[ \t]+(?:dollars?|pounds?|rubles?|roubles?|francs?|kron[aeo]r?|kroner|pesos?|yuan|yen|rupees?|euros?|lira|"
+    r"dinars?|dirhams?|riyals?|rials?|won|zloty|forints?|rand|reais|real|baht|shekels?|currency|money|cash|express|airlines|airways)\b",
+    re.I,
+)  # "Russian rubles", "Australian dollars": a currency, not a person's nationality
+_NOT_NRP_NAME = re.compile(r"[ \t]+[A-Z][a-z]")  # "American Express", "British Airways": part of a name
 _LANGUAGE_CONTEXT = re.compile(
     r"(?:\b(?:in|speak|speaks|spoke|speaking|into|from|learn|learning|translate[ds]?)[ \t]+$)|"
     r"(?:^[ \t]+(?:language|speaker|speaking|translation|version|text|subtitles|keyboard|word)s?\b)",
@@ -1040,8 +1046,10 @@ def _trim_caps(text: str, s: int, e: int) -> tuple[int, int] | None:
     words = [(m.start() + s, m.end() + s) for m in re.finditer(r"\S+", text[s:e])]
     while words and text[words[0][0] : words[0][1]].lower().strip(".,") in _COMMON_STARTS:
         words.pop(0)
-    while words and not text[words[-1][0]].isupper():
-        words.pop()
+    while words and (
+        not text[words[-1][0]].isupper() or text[words[-1][0] : words[-1][1]].lower() in _COMMON_STARTS
+    ):
+        words.pop()  # "the ATM and I": no trailing "and I"
     if not words:
         return None
     s, e = words[0][0], words[-1][1]
@@ -1078,6 +1086,8 @@ def find_context_entities(
         s, e = m.span("v")
         if _LANGUAGE_CONTEXT.search(text[max(0, s - 14) : s]) or _LANGUAGE_CONTEXT.search(text[e : e + 14]):
             continue
+        if _NOT_NRP_AFTER.match(text, e) or _NOT_NRP_NAME.match(text, e):
+            continue
         out.append(("NRP", s, e, 0.7, "nationality, religion or political group"))
     for rx, score, reason, ok in (
         (_ORG_SUFFIX_RE, 0.8, "company or institution name", org_suffix),
@@ -1090,6 +1100,11 @@ def find_context_entities(
             span = _trim_caps(text, *m.span("v"))
             if span is None or (rx is _ORG_SUFFIX_RE and " " not in text[span[0] : span[1]]):
                 continue  # "My Bank": the company word alone names no one
+            value = text[span[0] : span[1]]
+            if len(value) < 2 or (
+                value.isupper() and len(value) <= 4 and text[: span[0]].lower().endswith("the ")
+            ):
+                continue  # "travelling to Y"; "working at the ATM": a machine, not an employer
             out.append((kind, *span, score, reason))
     for m in _TOWN_STATE_RE.finditer(text) if town_state else ():
         span = _trim_caps(text, *m.span("v"))
