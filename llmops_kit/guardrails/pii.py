@@ -35,7 +35,6 @@ __all__ = [
 # %% ../../nbs/guardrails/02_pii.ipynb #5444942a
 import ipaddress
 import re
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
