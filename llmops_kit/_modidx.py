@@ -1303,6 +1303,87 @@ d = {
                 "llmops_kit/guardrails/content.py",
             ),
         },
+        "llmops_kit.guardrails.indirect": {
+            "llmops_kit.guardrails.indirect.IndirectInjectionGuard": (
+                "guardrails/indirect.html#indirectinjectionguard",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect.IndirectInjectionGuard.__init__": (
+                "guardrails/indirect.html#indirectinjectionguard.__init__",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect.IndirectInjectionGuard._rules": (
+                "guardrails/indirect.html#indirectinjectionguard._rules",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect.IndirectInjectionGuard.detect": (
+                "guardrails/indirect.html#indirectinjectionguard.detect",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect.IndirectInjectionGuard.scan": (
+                "guardrails/indirect.html#indirectinjectionguard.scan",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect.UntrustedExample": (
+                "guardrails/indirect.html#untrustedexample",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect._r": (
+                "guardrails/indirect.html#_r",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect.untrusted_examples": (
+                "guardrails/indirect.html#untrusted_examples",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect.untrusted_messages": (
+                "guardrails/indirect.html#untrusted_messages",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+        },
+        "llmops_kit.guardrails.ner": {
+            "llmops_kit.guardrails.ner.NerRecognizer": (
+                "guardrails/ner.html#nerrecognizer",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner.NerRecognizer.__post_init__": (
+                "guardrails/ner.html#nerrecognizer.__post_init__",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner.NerRecognizer.entities": (
+                "guardrails/ner.html#nerrecognizer.entities",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner._load": ("guardrails/ner.html#_load", "llmops_kit/guardrails/ner.py"),
+            "llmops_kit.guardrails.ner._model_folder": (
+                "guardrails/ner.html#_model_folder",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner._sha256": (
+                "guardrails/ner.html#_sha256",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner.load_ner": (
+                "guardrails/ner.html#load_ner",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner.ner_available": (
+                "guardrails/ner.html#ner_available",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner.ner_package_dir": (
+                "guardrails/ner.html#ner_package_dir",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner.unsettled": (
+                "guardrails/ner.html#unsettled",
+                "llmops_kit/guardrails/ner.py",
+            ),
+            "llmops_kit.guardrails.ner.verify_model": (
+                "guardrails/ner.html#verify_model",
+                "llmops_kit/guardrails/ner.py",
+            ),
+        },
         "llmops_kit.guardrails.pii": {
             "llmops_kit.guardrails.pii.PiiGuard": (
                 "guardrails/pii.html#piiguard",
@@ -1318,6 +1399,10 @@ d = {
             ),
             "llmops_kit.guardrails.pii.PiiGuard.scan": (
                 "guardrails/pii.html#piiguard.scan",
+                "llmops_kit/guardrails/pii.py",
+            ),
+            "llmops_kit.guardrails.pii.PiiGuard.with_entities": (
+                "guardrails/pii.html#piiguard.with_entities",
                 "llmops_kit/guardrails/pii.py",
             ),
             "llmops_kit.guardrails.pii.Recognizer": (
@@ -1344,11 +1429,19 @@ d = {
                 "guardrails/pii.html#_iban_prefix",
                 "llmops_kit/guardrails/pii.py",
             ),
+            "llmops_kit.guardrails.pii._ner_for": (
+                "guardrails/pii.html#_ner_for",
+                "llmops_kit/guardrails/pii.py",
+            ),
             "llmops_kit.guardrails.pii._place_starts": (
                 "guardrails/pii.html#_place_starts",
                 "llmops_kit/guardrails/pii.py",
             ),
             "llmops_kit.guardrails.pii._rx": ("guardrails/pii.html#_rx", "llmops_kit/guardrails/pii.py"),
+            "llmops_kit.guardrails.pii._trim_caps": (
+                "guardrails/pii.html#_trim_caps",
+                "llmops_kit/guardrails/pii.py",
+            ),
             "llmops_kit.guardrails.pii.card_score": (
                 "guardrails/pii.html#card_score",
                 "llmops_kit/guardrails/pii.py",
@@ -1357,8 +1450,16 @@ d = {
                 "guardrails/pii.html#date_score",
                 "llmops_kit/guardrails/pii.py",
             ),
+            "llmops_kit.guardrails.pii.extend_address": (
+                "guardrails/pii.html#extend_address",
+                "llmops_kit/guardrails/pii.py",
+            ),
             "llmops_kit.guardrails.pii.find_addresses": (
                 "guardrails/pii.html#find_addresses",
+                "llmops_kit/guardrails/pii.py",
+            ),
+            "llmops_kit.guardrails.pii.find_context_entities": (
+                "guardrails/pii.html#find_context_entities",
                 "llmops_kit/guardrails/pii.py",
             ),
             "llmops_kit.guardrails.pii.find_locations": (
@@ -2453,6 +2554,10 @@ d = {
                 "serving/app.html#server.guard_output",
                 "llmops_kit/serving/app.py",
             ),
+            "llmops_kit.serving.app.Server.guard_untrusted": (
+                "serving/app.html#server.guard_untrusted",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app.Server.init_chains": (
                 "serving/app.html#server.init_chains",
                 "llmops_kit/serving/app.py",
@@ -2610,6 +2715,10 @@ d = {
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app._then_none": ("serving/app.html#_then_none", "llmops_kit/serving/app.py"),
+            "llmops_kit.serving.app._untrusted_guard": (
+                "serving/app.html#_untrusted_guard",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app._validation_message": (
                 "serving/app.html#_validation_message",
                 "llmops_kit/serving/app.py",

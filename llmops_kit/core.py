@@ -122,10 +122,16 @@ class DriftSettings(_Section):
 
 # %% ../nbs/00_core.ipynb #5e16c2a1
 class GuardrailSettings(_Section):
-    """`[guardrails]`: the policy file and whether embedding-based guards run."""
+    """`[guardrails]`: the policy file, whether embedding-based guards and the NER model run, and what untrusted content may do."""
 
     policy: str = ""
     embedding_guards: bool = True
+    ner: Literal["auto", "on", "off"] = (
+        "off"  # spaCy NER in the PII guard: on needs the `ner` extra; auto uses it when installed
+    )
+    untrusted_content: Literal["block", "flag", "off"] = (
+        "block"  # indirect injection in tool results and system context
+    )
 
 
 # %% ../nbs/00_core.ipynb #a922e5dd

@@ -216,11 +216,11 @@ class _MemoEmbedder:
 
 
 # %% ../../nbs/guardrails/05_chain.ipynb #5f35fd8e
-def _build_guard(spec, stage: str, embedder: Any, embeddings: bool) -> Guard | None:
+def _build_guard(spec, stage: str, embedder: Any, embeddings: bool, ner: str = "off") -> Guard | None:
     """The guard for one policy entry (None when it needs embeddings that are switched off and has no fallback)."""
     label, kind = spec.label, spec.guard
     if kind == "pii":
-        return PiiGuard(entities=spec.entities, threshold=0.0, name=label, stage=stage)
+        return PiiGuard(entities=spec.entities, threshold=0.0, name=label, stage=stage, ner=ner)
     if kind == "secrets":
         return SecretsGuard(entropy_threshold=spec.entropy_threshold, name=label, stage=stage)
     if kind == "injection":
@@ -409,6 +409,7 @@ class GuardChain:
         policy: Policy | None = None,  # a loaded policy; None = the packaged default
         embedder: Any = None,  # an `Embedder`; None = `default_embedder()` when the policy needs one
         embedding_guards: bool = True,  # False skips embedding similarity (keyword fallbacks stay)
+        ner: str = "off",  # the PII guards' named-entity model: off, on or auto (see `guardrails.ner`)
     ) -> GuardChain:
         """Build the chain a policy describes."""
         policy = policy or load_policy(None)
@@ -419,7 +420,7 @@ class GuardChain:
                 if spec.stage not in (None, "both", stage):
                     continue
                 with prefilter_group(stage):
-                    guard = _build_guard(spec, stage, memo, embedding_guards)  # one prefilter per stage
+                    guard = _build_guard(spec, stage, memo, embedding_guards, ner)  # one prefilter per stage
                 if guard is None:
                     continue
                 steps.setdefault(stage, []).append(
@@ -437,7 +438,9 @@ class GuardChain:
         settings = settings or get_settings()
         g = settings.guardrails
         path = settings.path(g.policy) if g.policy else None
-        return cls.from_policy(load_policy(path), embedder=embedder, embedding_guards=g.embedding_guards)
+        return cls.from_policy(
+            load_policy(path), embedder=embedder, embedding_guards=g.embedding_guards, ner=g.ner
+        )
 
     def warm_up(self) -> GuardChain:
         """Load what the guards load lazily (name lists, the encoder, exemplar vectors) before the first request."""

@@ -210,7 +210,9 @@ def _scan_handler(args: argparse.Namespace) -> int:
         rewrite_model(settings, policy, args.model) if args.rewrite else None
     )  # an unknown name fails before any input is read
     chain = GuardChain.from_policy(
-        policy, embedding_guards=settings.guardrails.embedding_guards and not args.no_embeddings
+        policy,
+        embedding_guards=settings.guardrails.embedding_guards and not args.no_embeddings,
+        ner=settings.guardrails.ner,
     )
     with asyncio.Runner() if args.rewrite else contextlib.nullcontext() as runner:
         rewriter = None

@@ -9,7 +9,11 @@ from __future__ import annotations
 __all__ = [
     "IBAN_LENGTHS",
     "RECOGNIZERS",
+    "NRP_TERMS",
+    "US_STATES",
+    "CONTEXT_RES",
     "PII_ENTITIES",
+    "CONTEXT_TYPES",
     "luhn_ok",
     "card_score",
     "iban_ok",
@@ -23,6 +27,8 @@ __all__ = [
     "find_addresses",
     "location_gazetteer",
     "find_locations",
+    "find_context_entities",
+    "extend_address",
     "PiiGuard",
 ]
 
@@ -32,11 +38,15 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from importlib import resources
 from itertools import compress
 from pathlib import Path
 
+from fastcore.basics import patch
+
 # %% ../../nbs/guardrails/02_pii.ipynb #fc8b2523
 from .base import Finding, Guard, RuleGate, Stage
+from .ner import NER_LABELS, NER_SCORE, NerRecognizer, ner_available, unsettled
 
 
 # %% ../../nbs/guardrails/02_pii.ipynb #7d9083dc
@@ -866,6 +876,253 @@ def find_locations(text: str) -> list[tuple[int, int, float, str]]:
     return out
 
 
+# %% ../../nbs/guardrails/02_pii.ipynb #3c8f2146
+NRP_TERMS: frozenset[str] = frozenset(
+    line.strip()
+    for line in resources.files("llmops_kit")
+    .joinpath("data", "nrp_terms.txt")
+    .read_text(encoding="utf-8")
+    .splitlines()
+    if line.strip() and not line.startswith("#")
+)  # nationalities, religious and political groups
+US_STATES: dict[str, str] = dict(
+    AL="Alabama",
+    AK="Alaska",
+    AZ="Arizona",
+    AR="Arkansas",
+    CA="California",
+    CO="Colorado",
+    CT="Connecticut",
+    DE="Delaware",
+    FL="Florida",
+    GA="Georgia",
+    HI="Hawaii",
+    ID="Idaho",
+    IL="Illinois",
+    IN="Indiana",
+    IA="Iowa",
+    KS="Kansas",
+    KY="Kentucky",
+    LA="Louisiana",
+    ME="Maine",
+    MD="Maryland",
+    MA="Massachusetts",
+    MI="Michigan",
+    MN="Minnesota",
+    MS="Mississippi",
+    MO="Missouri",
+    MT="Montana",
+    NE="Nebraska",
+    NV="Nevada",
+    NH="New Hampshire",
+    NJ="New Jersey",
+    NM="New Mexico",
+    NY="New York",
+    NC="North Carolina",
+    ND="North Dakota",
+    OH="Ohio",
+    OK="Oklahoma",
+    OR="Oregon",
+    PA="Pennsylvania",
+    RI="Rhode Island",
+    SC="South Carolina",
+    SD="South Dakota",
+    TN="Tennessee",
+    TX="Texas",
+    UT="Utah",
+    VT="Vermont",
+    VA="Virginia",
+    WA="Washington",
+    WV="West Virginia",
+    WI="Wisconsin",
+    WY="Wyoming",
+    DC="District of Columbia",
+    PR="Puerto Rico",
+)  # two-letter codes -> names
+
+# %% ../../nbs/guardrails/02_pii.ipynb #a0b9112d
+_CAPS = r"[A-Z][\w'’&.-]*(?:[ \t]+(?:(?:of|and|&|de|du|la|the|for)[ \t]+)?[A-Z][\w'’&.-]*){0,3}"  # 1-4 capitalised words
+_STATE = "|".join([*US_STATES, *sorted(US_STATES.values(), key=len, reverse=True)])
+_AGE_RES = (
+    (
+        re.compile(
+            r"(?<![\w.,])(?P<v>\d{1,3})(?:[ \t]*-[ \t]*|[ \t]+)(?:years?|yrs?|y\.?o\.?)(?:[ \t]*-[ \t]*|[ \t]+)old\b",
+            re.I,
+        ),
+        0.9,
+    ),
+    (re.compile(r"\b(?:aged|age[ \t]*[:=]|age[ \t]+of|ages?)[ \t]*(?P<v>\d{1,3})(?![\w.,:/]?\d)", re.I), 0.8),
+    (re.compile(r"(?<![\w.,])(?P<v>\d{1,3})[ \t]+(?:years?[ \t]+of[ \t]+age|y/o|yo)\b", re.I), 0.85),
+    (
+        re.compile(
+            r"\b(?:turn(?:s|ed|ing)?|i(?:'m| am)|(?:s)?he(?:'s| is))[ \t]+(?P<v>\d{1,3})[ \t]+(?:years?|yrs?)\b",
+            re.I,
+        ),
+        0.8,
+    ),
+    (re.compile(r"\b(?:my|his|her|their)[ \t]+(?P<v>\d{1,3})(?:st|nd|rd|th)[ \t]+birthday", re.I), 0.8),
+)
+_HONORIFIC_RE = re.compile(
+    r"(?<![\w.])(?P<v>(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Dame|Rev|Revd|Fr|Capt|Sgt|Lt|Col|Maj|Hon)\.?)(?=[ \t]+[A-Z])"
+)
+_JOB_RE = re.compile(
+    r"\b(?:(?:work(?:s|ed|ing)?|employed|hired|serv(?:e|es|ed|ing)|job|career|position|role)[ \t]+as|"
+    r"(?:occupation|profession|job[ \t]+title|position|job)[ \t]*(?::|is|was))[ \t]+(?:an?[ \t]+)?(?!the\b)"
+    r"(?P<v>[A-Za-z][a-z-]+(?:[ \t]+(?!(?:at|for|in|with|on|from|since|and|but|so|because|who|which|that|to|by|"
+    r"until|when|where|while|I|my|the|a|an)\b)[A-Za-z][a-z-]+){0,4})",
+    re.I,
+)
+_NRP_RE = re.compile(
+    r"(?<![\w'’-])(?P<v>"
+    + "|".join(re.escape(t) for t in sorted(NRP_TERMS, key=len, reverse=True))
+    + r")(?![\w'’-])"
+)
+_NOT_NRP_AFTER = re.compile(
+    r"[ \t]+(?:dollars?|pounds?|rubles?|roubles?|francs?|kron[aeo]r?|kroner|pesos?|yuan|yen|rupees?|euros?|lira|"
+    r"dinars?|dirhams?|riyals?|rials?|won|zloty|forints?|rand|reais|real|baht|shekels?|currency|money|cash|express|airlines|airways)\b",
+    re.I,
+)  # "Russian rubles", "Australian dollars": a currency, not a person's nationality
+_NOT_NRP_NAME = re.compile(r"[ \t]+[A-Z][a-z]")  # "American Express", "British Airways": part of a name
+_LANGUAGE_CONTEXT = re.compile(
+    r"(?:\b(?:in|speak|speaks|spoke|speaking|into|from|learn|learning|translate[ds]?)[ \t]+$)|"
+    r"(?:^[ \t]+(?:language|speaker|speaking|translation|version|text|subtitles|keyboard|word)s?\b)",
+    re.I,
+)
+_ORG_SUFFIX_RE = re.compile(
+    r"(?<![\w'’-])(?P<v>(?:[A-Z][\w'’&.-]*[ \t]+(?:(?:&|and|of|the|de)[ \t]+)?){1,4}"
+    r"(?:Inc|Incorporated|LLC|L\.L\.C|Ltd|Limited|Corp|Corporation|Company|Co|Group|Holdings|Bancorp|Bank|"
+    r"University|College|Institute|Foundation|Associates|Partners|Technologies|Systems|Solutions|Labs|Laboratories|"
+    r"GmbH|AG|S\.A|SA|PLC|plc|LLP|NV|BV|Pty|Enterprises|Industries|International|Consulting|Pharmaceuticals|"
+    r"Hospital|Airlines|Motors|Insurance)\b\.?)"
+)
+_ORG_OF_RE = re.compile(
+    r"(?<![\w'’-])(?P<v>(?:University|Bank|Institute|College|Museum|Ministry|Department|Church|School)[ \t]+of[ \t]+"
+    r"(?:the[ \t]+)?[A-Z][\w'’.-]*(?:[ \t]+[A-Z][\w'’.-]*){0,2})"
+)
+_ORG_CONTEXT_RE = re.compile(
+    r"\b(?:(?:work(?:s|ed|ing)?|intern(?:s|ed|ing)?|employed|job|engineer|manager|director|analyst|developer|"
+    r"consultant|ceo|cto|cfo|founder|partner)[ \t]+(?:at|for|with|by)|(?:employer|company|organi[sz]ation|firm)"
+    r"(?:[ \t]*:|[ \t]+(?:is|was|called|named))|joined|founded|co-founded)[ \t]+(?:the[ \t]+)?(?P<v>"
+    + _CAPS
+    + ")"
+)
+_PLACE_CONTEXT_RE = re.compile(
+    r"\b(?:live|lives|lived|living|reside|resides|resided|residing|based|born|located|moved|moving|relocated|"
+    r"relocating|grew[ \t]+up|stay(?:ing|ed)?|travel(?:l?ing|l?ed|s)?|visit(?:ing|ed)?|fl(?:y|ying|ew)|trip|"
+    r"holiday|vacation|address)[ \t]+(?:(?:in|to|at|from|near|around|outside)[ \t]+)(?P<v>" + _CAPS + ")"
+)
+_TOWN_STATE_RE = re.compile(
+    r"(?<![\w'’-])(?P<v>[A-Z][a-z'’.-]+(?:[ \t]+[A-Z][a-z'’.-]+){0,2}),[ \t]+(?P<s>"
+    + _STATE
+    + r")(?![\w'’-])"
+)
+_ADDRESS_TAIL_RE = re.compile(
+    r",?[ \t]*\n?[ \t]*(?:[A-Z][a-z'’.-]+(?:[ \t]+[A-Z][a-z'’.-]+){0,2}),?[ \t]+(?:" + _STATE + r")"
+    r"(?:,?[ \t]+\d{5}(?:-\d{4})?)?(?![\w'’-])"
+)
+CONTEXT_RES: tuple[re.Pattern, ...] = (
+    *(rx for rx, _ in _AGE_RES),
+    _HONORIFIC_RE,
+    _JOB_RE,
+    _NRP_RE,
+    _ORG_SUFFIX_RE,
+    _ORG_OF_RE,
+    _ORG_CONTEXT_RE,
+    _PLACE_CONTEXT_RE,
+    _TOWN_STATE_RE,
+)  # every context rule, in the order `find_context_entities` reads a gate's answer
+
+# %% ../../nbs/guardrails/02_pii.ipynb #10f4dd01
+_COMMON_STARTS = frozenset(
+    "a an the my our your his her their this that these those i we you he she they it its please hi hello dear "
+    "thanks thank what when where why how which who can could would should will is are was were do does did "
+    "if in on at for from to by with and or but so as".split()
+)
+
+
+def _trim_caps(text: str, s: int, e: int) -> tuple[int, int] | None:
+    """`[s, e)` without leading common words and trailing particles; None when nothing capitalised is left."""
+    words = [(m.start() + s, m.end() + s) for m in re.finditer(r"\S+", text[s:e])]
+    while words and text[words[0][0] : words[0][1]].lower().strip(".,") in _COMMON_STARTS:
+        words.pop(0)
+    while words and (
+        not text[words[-1][0]].isupper() or text[words[-1][0] : words[-1][1]].lower() in _COMMON_STARTS
+    ):
+        words.pop()  # "the ATM and I": no trailing "and I"
+    if not words:
+        return None
+    s, e = words[0][0], words[-1][1]
+    while e > s and text[e - 1] in ".,;:'’":
+        e -= 1
+    return (s, e) if e > s else None
+
+
+def find_context_entities(
+    text: str,  # the text to search
+    possible: Sequence[bool] | None = None,  # whether each of `CONTEXT_RES` can match (a gate's answer)
+) -> list[tuple[str, int, int, float, str]]:
+    """AGE, TITLE, NRP, ORGANIZATION and LOCATION candidates from context words, as `(type, start, end, score, reason)`."""
+    gate = list(possible) if possible is not None else [True] * len(CONTEXT_RES)
+    out: list[tuple[str, int, int, float, str]] = []
+    n_age = len(_AGE_RES)
+    for (rx, score), ok in zip(_AGE_RES, gate[:n_age]):
+        for m in rx.finditer(text) if ok else ():
+            if 1 <= int(m.group("v")) <= 120:
+                out.append(("AGE", *m.span("v"), score, "number with age context"))
+    honorific, job, nrp, org_suffix, org_of, org_ctx, place_ctx, town_state = gate[n_age:]
+    for m in _HONORIFIC_RE.finditer(text) if honorific else ():
+        before = text[max(0, m.start() - 30) : m.start()].rstrip(" \t")
+        if (
+            m.group("v").rstrip(".") in ("Dr", "St")
+            and before[-1:].isalpha()
+            and before.split()[-1][:1].isupper()
+        ):
+            continue  # "Oak Dr. Springfield": a street type, not a title
+        out.append(("TITLE", *m.span("v"), 0.8, "honorific before a name"))
+    for m in _JOB_RE.finditer(text) if job else ():
+        out.append(("TITLE", *m.span("v"), 0.6, "job title after 'works as'"))
+    for m in _NRP_RE.finditer(text) if nrp else ():
+        s, e = m.span("v")
+        if _LANGUAGE_CONTEXT.search(text[max(0, s - 14) : s]) or _LANGUAGE_CONTEXT.search(text[e : e + 14]):
+            continue
+        if _NOT_NRP_AFTER.match(text, e) or _NOT_NRP_NAME.match(text, e):
+            continue
+        out.append(("NRP", s, e, 0.7, "nationality, religion or political group"))
+    for rx, score, reason, ok in (
+        (_ORG_SUFFIX_RE, 0.8, "company or institution name", org_suffix),
+        (_ORG_OF_RE, 0.75, "institution name", org_of),
+        (_ORG_CONTEXT_RE, 0.6, "name after 'works at'", org_ctx),
+        (_PLACE_CONTEXT_RE, 0.6, "place after 'lives in'", place_ctx),
+    ):
+        kind = "LOCATION" if rx is _PLACE_CONTEXT_RE else "ORGANIZATION"
+        for m in rx.finditer(text) if ok else ():
+            span = _trim_caps(text, *m.span("v"))
+            if span is None or (rx is _ORG_SUFFIX_RE and " " not in text[span[0] : span[1]]):
+                continue  # "My Bank": the company word alone names no one
+            value = text[span[0] : span[1]]
+            if len(value) < 2 or (
+                value.isupper() and len(value) <= 4 and text[: span[0]].lower().endswith("the ")
+            ):
+                continue  # "travelling to Y"; "working at the ATM": a machine, not an employer
+            out.append((kind, *span, score, reason))
+    for m in _TOWN_STATE_RE.finditer(text) if town_state else ():
+        span = _trim_caps(text, *m.span("v"))
+        if span is not None:  # "Hi, OK" has no town: no state either
+            out.append(("LOCATION", *span, 0.7, "town before a US state"))
+            out.append(("LOCATION", *m.span("s"), 0.7, "US state after a town"))
+    return out
+
+
+# %% ../../nbs/guardrails/02_pii.ipynb #796601a0
+def extend_address(
+    text: str,  # the text searched
+    end: int,  # where a street address found by `find_addresses` ends
+) -> int:
+    """Where the address ends when the town, state and postcode that follow belong to it (`, Springfield, IL 62704`)."""
+    m = _ADDRESS_TAIL_RE.match(text, end)
+    return m.end() if m else end
+
+
 # %% ../../nbs/guardrails/02_pii.ipynb #bf4395ee
 PII_ENTITIES: tuple[str, ...] = (
     "EMAIL_ADDRESS",
@@ -874,17 +1131,41 @@ PII_ENTITIES: tuple[str, ...] = (
     "US_SSN",
     "IP_ADDRESS",
     "URL",
+    "AGE",
     "DATE_TIME",
     "STREET_ADDRESS",
     "PHONE_NUMBER",
+    "ORGANIZATION",
     "LOCATION",
     "PERSON",
-)
+    "TITLE",
+    "NRP",
+)  # in priority order: where two candidates overlap, the earlier type wins
+
+# %% ../../nbs/guardrails/02_pii.ipynb #b26f0547
+CONTEXT_TYPES: frozenset[str] = frozenset(
+    {"AGE", "TITLE", "NRP", "ORGANIZATION", "LOCATION"}
+)  # what the context rules find
+_NER_OVERRULES = frozenset(
+    {"PERSON", "LOCATION", "ORGANIZATION", "NRP"}
+)  # rule types the model's reading replaces
+
+
+def _ner_for(ner: str | NerRecognizer, entities: Sequence[str]) -> NerRecognizer | None:
+    """The recogniser a guard uses: None when off, not needed, or `auto` without the extra; errors when `on` cannot load."""
+    if isinstance(ner, NerRecognizer):
+        return ner
+    if ner not in ("off", "on", "auto"):
+        raise ValueError(f"ner must be off, on or auto, not {ner!r}")
+    types = frozenset(NER_LABELS.values()) & set(entities)
+    if ner == "off" or not types or (ner == "auto" and not ner_available()):
+        return None
+    return NerRecognizer(types)
 
 
 # %% ../../nbs/guardrails/02_pii.ipynb #e666f92b
 class PiiGuard(Guard):
-    """Personal data by patterns, checksums, context words and name gazetteers."""
+    """Personal data by patterns, checksums, context words and name gazetteers, and optionally a named-entity model."""
 
     sensitive = True
 
@@ -894,6 +1175,8 @@ class PiiGuard(Guard):
         threshold: float = 0.5,  # candidates scoring below are dropped
         name: str = "pii",  # guard name in findings
         stage: Stage = "both",  # input, output or both
+        ner: str
+        | NerRecognizer = "off",  # named entities (guardrails.ner): off, on, auto (on when installed) or a recogniser
     ):
         unknown = set(entities) - set(PII_ENTITIES)
         if unknown:
@@ -901,8 +1184,10 @@ class PiiGuard(Guard):
         self.entities, self.threshold, self.name, self.stage = tuple(entities), threshold, name, stage
         self._recognizers = [r for r in RECOGNIZERS if r.type in self.entities]
         self._gate = RuleGate(
-            [r.pattern for r in self._recognizers] + [_TITLE_RE, _INTRO_RE, *_ADDRESS_RES]
+            [r.pattern for r in self._recognizers] + [_TITLE_RE, _INTRO_RE, *_ADDRESS_RES, *CONTEXT_RES]
         )  # one pass for all
+        self._context = bool(CONTEXT_TYPES & set(self.entities))
+        self.ner = _ner_for(ner, self.entities)
         self._priority = {t: i for i, t in enumerate(PII_ENTITIES)}
         if "PERSON" in self.entities:
             name_gazetteer()
@@ -946,15 +1231,21 @@ class PiiGuard(Guard):
             for s, e, score, reason in find_persons(text, gate[n : n + 2]):
                 yield "PERSON", s, e, score, reason
         if "STREET_ADDRESS" in self.entities:
-            for s, e, score, reason in find_addresses(text, gate[n + 2 :]):
-                yield "STREET_ADDRESS", s, e, score, reason
+            for s, e, score, reason in find_addresses(text, gate[n + 2 : n + 2 + len(_ADDRESS_RES)]):
+                yield "STREET_ADDRESS", s, extend_address(text, e), score, reason
         if "LOCATION" in self.entities:
             for s, e, score, reason in find_locations(text):
                 yield "LOCATION", s, e, score, reason
+        if self._context:
+            for c in find_context_entities(text, gate[n + 2 + len(_ADDRESS_RES) :]):
+                if c[0] in self.entities:
+                    yield c
 
     def scan(self, text: str) -> list[Finding]:
         """PII findings in `text`, overlaps resolved by priority then score."""
         cands = [c for c in self.candidates(text) if c[3] >= self.threshold]
+        if self.ner is not None:
+            cands = self.with_entities(text, cands)
         cands.sort(key=lambda c: (self._priority[c[0]], -c[3], -(c[2] - c[1])))
         taken: list[tuple[int, int]] = []
         out: list[Finding] = []
@@ -983,3 +1274,27 @@ def _iban_prefix(text: str, start: int, end: int) -> int | None:
                     return None
                 return i + 1 if iban_ok(compact) else None
     return None
+
+
+# %% ../../nbs/guardrails/02_pii.ipynb #1b90875e
+@patch
+def with_entities(
+    self: PiiGuard,
+    text: str,  # the text scanned
+    cands: list[tuple[str, int, int, float, str]],  # the rules' candidates above the threshold
+) -> list[tuple[str, int, int, float, str]]:
+    """`cands` with the model's entities merged in, when the rules left `text` unsettled."""
+    settled = [(s, e) for _, s, e, score, _ in cands if score >= max(self.threshold, 0.5)]
+    if not unsettled(text, settled):
+        return cands
+    found = [f for f in self.ner.entities(text) if f[3] >= self.threshold]
+    kept = [
+        c
+        for c in cands
+        if not (
+            c[0] in _NER_OVERRULES
+            and c[3] < NER_SCORE
+            and any(c[1] < e and s < c[2] and kind != c[0] for kind, s, e, _, _ in found)
+        )
+    ]
+    return kept + found

@@ -50,6 +50,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -339,6 +340,7 @@ def use_bundled_policy(self: Server) -> None:
         parse_policy(text, f"policy bundled with {self.backend.info.id} version {self.backend.info.version}"),
         embedder=self.embedder,
         embedding_guards=self.offload_guards,
+        ner=self.settings.guardrails.ner,
     )
     self.policy_source = f"bundled with {self.backend.info.id} version {self.backend.info.version}"
 
@@ -660,6 +662,55 @@ async def rewrite(self: Server, ctx: RequestContext, text: str, verdict, stage: 
         ctx.stage(f"{stage}_rewrite", t)
     ctx.guardrails[-1]["rewrite"] = result.to_audit()
     return result
+
+
+# %% ../../nbs/serving/06_app.ipynb #b52f72d6
+@lru_cache(maxsize=1)
+def _untrusted_guard():
+    from llmops_kit.guardrails.indirect import IndirectInjectionGuard
+
+    return IndirectInjectionGuard()
+
+
+@patch
+async def guard_untrusted(
+    self: Server,
+    ctx: RequestContext,
+    messages: Sequence[tuple[str, str]],  # (role, text) of the conversation, in order
+) -> None:
+    """Check tool results and later system context for instructions aimed at the model; 400 `guardrail_blocked` when `untrusted_content = block`."""
+    from llmops_kit.guardrails.indirect import untrusted_messages
+
+    mode = self.settings.guardrails.untrusted_content
+    untrusted = untrusted_messages(messages) if mode != "off" else []
+    if not untrusted:
+        return
+    t = time.perf_counter()
+    findings = []
+    for i, role, text in untrusted:
+        for f in _untrusted_guard().detect(text):
+            f.action, f.reason = ("block" if mode == "block" else "flag"), f"{role} message {i}: {f.reason}"
+            findings.append(f)
+    ctx.stage("context_guard", t)
+    action = ("block" if mode == "block" else "flag") if findings else "allow"
+    reasons = [f"{f.guard}/{f.type}: {f.reason}" for f in findings]
+    ctx.guardrails.append(
+        {
+            "action": action,
+            "stage": "context",
+            "findings": [f.to_dict() for f in findings],
+            "reasons": reasons,
+            "total_ms": round((time.perf_counter() - t) * 1000, 4),
+        }
+    )
+    if action == "block":
+        ctx.outcome = "guardrail_block"
+        raise InputError(
+            "the request was blocked: a tool result or system context carries instructions for the model: "
+            + "; ".join(reasons),
+            code="guardrail_blocked",
+            extra={"reasons": reasons},
+        )
 
 
 # %% ../../nbs/serving/06_app.ipynb #ac6a0d0f
@@ -1116,6 +1167,9 @@ async def _chat(
     )  # a chat model named by the client, or None: the support router
     original = _last_user_text(body)
     text = await server.guard_input(ctx, original)  # 1. guard the input
+    await server.guard_untrusted(
+        ctx, [(m.role, m.text()) for m in body.messages]
+    )  # 1b. and what tools returned
     ctx.input = (original, text)
     ctx.prompt_tokens = sum(count_tokens(m.text()) for m in body.messages)
     may_answer = (
