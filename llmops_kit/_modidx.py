@@ -1860,6 +1860,7 @@ d = {
                 "quickstart.html#configure_cli",
                 "llmops_kit/quickstart.py",
             ),
+            "llmops_kit.quickstart.data_tables": ("quickstart.html#data_tables", "llmops_kit/quickstart.py"),
             "llmops_kit.quickstart.events_file_of": (
                 "quickstart.html#events_file_of",
                 "llmops_kit/quickstart.py",
@@ -2217,6 +2218,52 @@ d = {
                 "llmops_kit/router/tickets.py",
             ),
         },
+        "llmops_kit.router.train": {
+            "llmops_kit.router.train.TrainResult": (
+                "router/train.html#trainresult",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train._champion_version": (
+                "router/train.html#_champion_version",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train._feedback_rows": (
+                "router/train.html#_feedback_rows",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train.champion_intents": (
+                "router/train.html#champion_intents",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train.check_intents": (
+                "router/train.html#check_intents",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train.configure_cli": (
+                "router/train.html#configure_cli",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train.embed_with_progress": (
+                "router/train.html#embed_with_progress",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train.read_intents": (
+                "router/train.html#read_intents",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train.train_router": (
+                "router/train.html#train_router",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train.training_data": (
+                "router/train.html#training_data",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train.version_table": (
+                "router/train.html#version_table",
+                "llmops_kit/router/train.py",
+            ),
+        },
         "llmops_kit.serving.app": {
             "llmops_kit.serving.app.Server": ("serving/app.html#server", "llmops_kit/serving/app.py"),
             "llmops_kit.serving.app.Server.__init__": (
@@ -2295,6 +2342,10 @@ d = {
                 "serving/app.html#server.record",
                 "llmops_kit/serving/app.py",
             ),
+            "llmops_kit.serving.app.Server.refresh_model": (
+                "serving/app.html#server.refresh_model",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app.Server.resolve_model": (
                 "serving/app.html#server.resolve_model",
                 "llmops_kit/serving/app.py",
@@ -2305,6 +2356,10 @@ d = {
             ),
             "llmops_kit.serving.app.Server.start": (
                 "serving/app.html#server.start",
+                "llmops_kit/serving/app.py",
+            ),
+            "llmops_kit.serving.app.Server.start_registry_poll": (
+                "serving/app.html#server.start_registry_poll",
                 "llmops_kit/serving/app.py",
             ),
             "llmops_kit.serving.app.Server.stop": (
@@ -2801,6 +2856,84 @@ d = {
             "llmops_kit.serving.auth.www_authenticate": (
                 "serving/auth.html#www_authenticate",
                 "llmops_kit/serving/auth.py",
+            ),
+        },
+        "llmops_kit.serving.feedback": {
+            "llmops_kit.serving.feedback.Feedback": (
+                "serving/feedback.html#feedback",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.Feedback.label": (
+                "serving/feedback.html#feedback.label",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.FeedbackRequest": (
+                "serving/feedback.html#feedbackrequest",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.FeedbackResponse": (
+                "serving/feedback.html#feedbackresponse",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.FeedbackStore": (
+                "serving/feedback.html#feedbackstore",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.FeedbackStore.__init__": (
+                "serving/feedback.html#feedbackstore.__init__",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.FeedbackStore.add": (
+                "serving/feedback.html#feedbackstore.add",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.FeedbackStore.connect": (
+                "serving/feedback.html#feedbackstore.connect",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.FeedbackStore.from_settings": (
+                "serving/feedback.html#feedbackstore.from_settings",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.FeedbackStore.rows": (
+                "serving/feedback.html#feedbackstore.rows",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.add_feedback_route": (
+                "serving/feedback.html#add_feedback_route",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.configure_cli": (
+                "serving/feedback.html#configure_cli",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.export_feedback": (
+                "serving/feedback.html#export_feedback",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.feedback_counter": (
+                "serving/feedback.html#feedback_counter",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.feedback_frame": (
+                "serving/feedback.html#feedback_frame",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.feedback_from_record": (
+                "serving/feedback.html#feedback_from_record",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.find_audit_record": (
+                "serving/feedback.html#find_audit_record",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.known_intents": (
+                "serving/feedback.html#known_intents",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.post_feedback": (
+                "serving/feedback.html#post_feedback",
+                "llmops_kit/serving/feedback.py",
             ),
         },
         "llmops_kit.serving.gateway": {

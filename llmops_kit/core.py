@@ -115,6 +115,9 @@ class DriftSettings(_Section):
     trigger_windows: int = Field(3, ge=1)
     trigger_min_drifted: int = Field(2, ge=1)
     retrain_command: str = ""
+    retrain_data: str = (
+        ""  # labelled data for `llmops train` when the trigger fires (and no retrain_command is set)
+    )
     webhook_url: str = ""
 
 
@@ -153,6 +156,9 @@ class ServingSettings(_Section):
     opentelemetry: bool = (
         False  # FastAPI's own OpenTelemetry instrumentation (off: it looks up providers per request)
     )
+    registry_poll_s: float = Field(
+        30.0, ge=0
+    )  # how often a `models:/NAME@ALIAS` model is checked for a moved alias (0: never; serving follows promotions)
 
 
 # %% ../nbs/00_core.ipynb #299473ad

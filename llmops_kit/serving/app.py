@@ -116,6 +116,7 @@ ROUTE_SCOPES: dict[str, str | None] = {
     "/v1/models": None,
     "/metrics": "metrics",
     "/v1/advisor/simulate": "chat",
+    "/v1/feedback": "feedback",
 }
 _MODEL_ROUTES = frozenset(["/v1/chat/completions", "/v1/route", "/v1/embeddings"])
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -206,6 +207,7 @@ def start(self: Server) -> None:
             self.load_error = str(e)
             log_event(logger, "model_load_failed", logging.ERROR, error=str(e))
         self.load_chat_models()
+        self.start_registry_poll()  # follow a moved alias without a restart
         try:  # the embedding guards load MiniLM on first use: pay it here, not on the first request
             self.warm_up_predict()
             for stage in ("input", "output"):
@@ -259,6 +261,8 @@ def stop(self: Server) -> None:
             _run_coroutine(model.aclose())
         except Exception as e:
             log_event(logger, "chat_model_close_failed", logging.WARNING, model=model.info.id, error=repr(e))
+    if getattr(self, "registry_poll", None) is not None:
+        self.registry_poll.set()
     if self.audit is not None:
         self.audit.close()
     if self.metrics.pending:
@@ -286,6 +290,50 @@ def use_bundled_policy(self: Server) -> None:
         embedding_guards=self.offload_guards,
     )
     self.policy_source = f"bundled with {self.backend.info.id} version {self.backend.info.version}"
+
+
+# %% ../../nbs/serving/06_app.ipynb #e30de86a
+@patch
+def refresh_model(self: Server) -> bool:
+    """Serve the version the model URI's alias points at now, if it moved; True when the model was switched."""
+    from llmops_kit.models.backends import MlflowBackend
+    from llmops_kit.registry.bundle import resolve_version
+
+    uri = getattr(self.backend, "uri", "") or ""
+    if not isinstance(self.backend, MlflowBackend) or not uri.startswith("models:/") or "@" not in uri:
+        return False
+    version = str(resolve_version(uri, self.settings).version)
+    if version == self.backend.info.version:
+        return False
+    fresh = MlflowBackend(self.settings, uri)
+    fresh.load()
+    asyncio.run(fresh.predict([_WARM_UP_TEXT]))  # its first request pays no lazy loading
+    before, self.backend, self.load_error = self.backend.info.version, fresh, None
+    self.use_bundled_policy()
+    log_event(logger, "model_refreshed", logging.INFO, uri=uri, previous=before, version=fresh.info.version)
+    return True
+
+
+# %% ../../nbs/serving/06_app.ipynb #c0a430af
+@patch
+def start_registry_poll(self: Server) -> None:
+    """Call `refresh_model` every `[serving] registry_poll_s` seconds in a daemon thread (until `stop`)."""
+    interval = self.settings.serving.registry_poll_s
+    uri = getattr(self.backend, "uri", "") or ""
+    if not interval or "@" not in uri or getattr(self, "registry_poll", None) is not None:
+        return
+    self.registry_poll = stop = threading.Event()
+
+    def poll():
+        while not stop.wait(interval):
+            try:
+                self.refresh_model()
+            except Exception as e:
+                log_event(
+                    logger, "model_refresh_failed", logging.WARNING, uri=uri, error=f"{type(e).__name__}: {e}"
+                )
+
+    threading.Thread(target=poll, name="llmops-registry-poll", daemon=True).start()
 
 
 # %% ../../nbs/serving/06_app.ipynb #75f68db5
@@ -1345,6 +1393,9 @@ def create_app(
         tags=["advisor"],
         summary="Portfolio simulation (the financial advisor's tool)",
     )
+    from llmops_kit.serving.feedback import add_feedback_route
+
+    add_feedback_route(app)  # POST /v1/feedback (serving/08_feedback)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"], summary="Liveness")
     app.add_api_route(
         "/readyz",
