@@ -349,6 +349,14 @@ d = {
                 "drift/monitor.html#split_windows",
                 "llmops_kit/drift/monitor.py",
             ),
+            "llmops_kit.drift.monitor.start_training": (
+                "drift/monitor.html#start_training",
+                "llmops_kit/drift/monitor.py",
+            ),
+            "llmops_kit.drift.monitor.train_command": (
+                "drift/monitor.html#train_command",
+                "llmops_kit/drift/monitor.py",
+            ),
             "llmops_kit.drift.monitor.write_watermark": (
                 "drift/monitor.html#write_watermark",
                 "llmops_kit/drift/monitor.py",
@@ -2110,6 +2118,72 @@ d = {
             "llmops_kit.registry.lineage.model_dataset": (
                 "registry/lineage.html#model_dataset",
                 "llmops_kit/registry/lineage.py",
+            ),
+        },
+        "llmops_kit.registry.promotion": {
+            "llmops_kit.registry.promotion.Comparison": (
+                "registry/promotion.html#comparison",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.Comparison.better": (
+                "registry/promotion.html#comparison.better",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.Comparison.summary": (
+                "registry/promotion.html#comparison.summary",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion._alias_version": (
+                "registry/promotion.html#_alias_version",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion._metric": (
+                "registry/promotion.html#_metric",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion._predict": (
+                "registry/promotion.html#_predict",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.compare_versions": (
+                "registry/promotion.html#compare_versions",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.comparison_rows": (
+                "registry/promotion.html#comparison_rows",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.configure_promote": (
+                "registry/promotion.html#configure_promote",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.configure_rollback": (
+                "registry/promotion.html#configure_rollback",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.mcnemar_p": (
+                "registry/promotion.html#mcnemar_p",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.paired_difference": (
+                "registry/promotion.html#paired_difference",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.parse_canary": (
+                "registry/promotion.html#parse_canary",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.promote_if_better": (
+                "registry/promotion.html#promote_if_better",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.record_event": (
+                "registry/promotion.html#record_event",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.rollback": (
+                "registry/promotion.html#rollback",
+                "llmops_kit/registry/promotion.py",
             ),
         },
         "llmops_kit.router.model": {

@@ -220,6 +220,8 @@ def _monitor(args: argparse.Namespace) -> int:
                 f"retrain event {e['event']['event_id']}: {e['event']['reason']}"
                 + (" (already emitted)" if e["already_emitted"] else "")
             )
+            if "training" in e:
+                print(f"  started llmops train (pid {e['training']['pid']}); log: {e['training']['log']}")
     return 1 if args.fail_on_drift and any(not e["already_emitted"] for e in events) else 0
 
 
