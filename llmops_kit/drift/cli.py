@@ -181,6 +181,10 @@ def _monitor(args: argparse.Namespace) -> int:
     )  # a bad window fails before any embedding
     embedder = Embedder.from_settings(settings)
     profile = load_reference(args.reference, args.text_column, embedder, MIN_ROWS)
+    if (
+        profile.text_column and "text" in frame.columns
+    ):  # feedback, metrics and model-list records carry no text
+        frame = frame[frame["text"].notna()].reset_index(drop=True)
     model = load_drift_model(args.model, settings) if args.model else None
     history, events = run_monitor(
         profile,

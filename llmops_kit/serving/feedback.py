@@ -39,6 +39,8 @@ from typing import Any, Literal
 
 # %% ../../nbs/serving/08_feedback.ipynb #b025ee8b
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import Response
 
 from ..core import ProjectPaths, Settings, load_settings
 from ..errors import InputError, NotFoundError
@@ -232,10 +234,8 @@ def known_intents(server) -> list[str] | None:
 
 
 # %% ../../nbs/serving/08_feedback.ipynb #2be3e38e
-async def post_feedback(body: FeedbackRequest, request) -> Any:
+async def post_feedback(body: FeedbackRequest, request: Request) -> Response:
     """Store feedback on one of the caller's own requests (404 for an unknown or another tenant's request)."""
-    from starlette.responses import Response
-
     server = request.app.state.server
     ctx = request.scope["state"]["llmops"]
     labels = known_intents(server)
@@ -371,11 +371,11 @@ def export_feedback(
 # %% ../../nbs/serving/08_feedback.ipynb #b934f3f0
 def configure_cli(parser: argparse.ArgumentParser) -> None:
     """Arguments of `llmops feedback export`."""
-    parser.add_argument(
-        "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
-    )
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     exp = sub.add_parser("export", help="write the labelled feedback as CSV or Parquet")
+    exp.add_argument(
+        "--config", default=None, help="settings file (default: $LLMOPS_SETTINGS or ./settings.ini)"
+    )
     exp.add_argument(
         "--since", default=None, help="only feedback given since: a duration (7d, 24h) or a timestamp"
     )
