@@ -351,6 +351,14 @@ d = {
                 "drift/monitor.html#split_windows",
                 "llmops_kit/drift/monitor.py",
             ),
+            "llmops_kit.drift.monitor.start_training": (
+                "drift/monitor.html#start_training",
+                "llmops_kit/drift/monitor.py",
+            ),
+            "llmops_kit.drift.monitor.train_command": (
+                "drift/monitor.html#train_command",
+                "llmops_kit/drift/monitor.py",
+            ),
             "llmops_kit.drift.monitor.write_watermark": (
                 "drift/monitor.html#write_watermark",
                 "llmops_kit/drift/monitor.py",
@@ -2107,6 +2115,7 @@ d = {
                 "quickstart.html#configure_cli",
                 "llmops_kit/quickstart.py",
             ),
+            "llmops_kit.quickstart.data_tables": ("quickstart.html#data_tables", "llmops_kit/quickstart.py"),
             "llmops_kit.quickstart.events_file_of": (
                 "quickstart.html#events_file_of",
                 "llmops_kit/quickstart.py",
@@ -2358,6 +2367,72 @@ d = {
                 "llmops_kit/registry/lineage.py",
             ),
         },
+        "llmops_kit.registry.promotion": {
+            "llmops_kit.registry.promotion.Comparison": (
+                "registry/promotion.html#comparison",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.Comparison.better": (
+                "registry/promotion.html#comparison.better",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.Comparison.summary": (
+                "registry/promotion.html#comparison.summary",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion._alias_version": (
+                "registry/promotion.html#_alias_version",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion._metric": (
+                "registry/promotion.html#_metric",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion._predict": (
+                "registry/promotion.html#_predict",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.compare_versions": (
+                "registry/promotion.html#compare_versions",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.comparison_rows": (
+                "registry/promotion.html#comparison_rows",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.configure_promote": (
+                "registry/promotion.html#configure_promote",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.configure_rollback": (
+                "registry/promotion.html#configure_rollback",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.mcnemar_p": (
+                "registry/promotion.html#mcnemar_p",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.paired_difference": (
+                "registry/promotion.html#paired_difference",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.parse_canary": (
+                "registry/promotion.html#parse_canary",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.promote_if_better": (
+                "registry/promotion.html#promote_if_better",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.record_event": (
+                "registry/promotion.html#record_event",
+                "llmops_kit/registry/promotion.py",
+            ),
+            "llmops_kit.registry.promotion.rollback": (
+                "registry/promotion.html#rollback",
+                "llmops_kit/registry/promotion.py",
+            ),
+        },
         "llmops_kit.router.model": {
             "llmops_kit.router.model.LinearHead": (
                 "router/model.html#linearhead",
@@ -2462,6 +2537,52 @@ d = {
             "llmops_kit.router.tickets.split_frame": (
                 "router/tickets.html#split_frame",
                 "llmops_kit/router/tickets.py",
+            ),
+        },
+        "llmops_kit.router.train": {
+            "llmops_kit.router.train.TrainResult": (
+                "router/train.html#trainresult",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train._champion_version": (
+                "router/train.html#_champion_version",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train._feedback_rows": (
+                "router/train.html#_feedback_rows",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train.champion_intents": (
+                "router/train.html#champion_intents",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train.check_intents": (
+                "router/train.html#check_intents",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train.configure_cli": (
+                "router/train.html#configure_cli",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train.embed_with_progress": (
+                "router/train.html#embed_with_progress",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train.read_intents": (
+                "router/train.html#read_intents",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train.train_router": (
+                "router/train.html#train_router",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train.training_data": (
+                "router/train.html#training_data",
+                "llmops_kit/router/train.py",
+            ),
+            "llmops_kit.router.train.version_table": (
+                "router/train.html#version_table",
+                "llmops_kit/router/train.py",
             ),
         },
         "llmops_kit.serving.app": {
@@ -3292,6 +3413,84 @@ d = {
             "llmops_kit.serving.canary.sticky_fraction": (
                 "serving/canary.html#sticky_fraction",
                 "llmops_kit/serving/canary.py",
+            ),
+        },
+        "llmops_kit.serving.feedback": {
+            "llmops_kit.serving.feedback.Feedback": (
+                "serving/feedback.html#feedback",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.Feedback.label": (
+                "serving/feedback.html#feedback.label",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.FeedbackRequest": (
+                "serving/feedback.html#feedbackrequest",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.FeedbackResponse": (
+                "serving/feedback.html#feedbackresponse",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.FeedbackStore": (
+                "serving/feedback.html#feedbackstore",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.FeedbackStore.__init__": (
+                "serving/feedback.html#feedbackstore.__init__",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.FeedbackStore.add": (
+                "serving/feedback.html#feedbackstore.add",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.FeedbackStore.connect": (
+                "serving/feedback.html#feedbackstore.connect",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.FeedbackStore.from_settings": (
+                "serving/feedback.html#feedbackstore.from_settings",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.FeedbackStore.rows": (
+                "serving/feedback.html#feedbackstore.rows",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.add_feedback_route": (
+                "serving/feedback.html#add_feedback_route",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.configure_cli": (
+                "serving/feedback.html#configure_cli",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.export_feedback": (
+                "serving/feedback.html#export_feedback",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.feedback_counter": (
+                "serving/feedback.html#feedback_counter",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.feedback_frame": (
+                "serving/feedback.html#feedback_frame",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.feedback_from_record": (
+                "serving/feedback.html#feedback_from_record",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.find_audit_record": (
+                "serving/feedback.html#find_audit_record",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.known_intents": (
+                "serving/feedback.html#known_intents",
+                "llmops_kit/serving/feedback.py",
+            ),
+            "llmops_kit.serving.feedback.post_feedback": (
+                "serving/feedback.html#post_feedback",
+                "llmops_kit/serving/feedback.py",
             ),
         },
         "llmops_kit.serving.gateway": {

@@ -55,6 +55,26 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "configure_cli",
         "Export a registered model as a container build context and deployment assets",
     ),
+    "feedback": (
+        "llmops_kit.serving.feedback",
+        "configure_cli",
+        "Export the labelled feedback on answered requests",
+    ),
+    "train": (
+        "llmops_kit.router.train",
+        "configure_cli",
+        "Train the support router on a data file (plus feedback) and register it",
+    ),
+    "promote": (
+        "llmops_kit.registry.promotion",
+        "configure_promote",
+        "Promote the challenger if it beats the champion (paired comparison)",
+    ),
+    "rollback": (
+        "llmops_kit.registry.promotion",
+        "configure_rollback",
+        "Point champion back at the previous champion",
+    ),
 }
 
 

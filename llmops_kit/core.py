@@ -118,6 +118,9 @@ class DriftSettings(_Section):
     trigger_min_drifted: int = Field(2, ge=1)
     retrain_command: str = ""
     webhook_url: str = ""
+    retrain_data: str = (
+        ""  # labelled data for `llmops train` when the trigger fires (without a retrain_command)
+    )
 
 
 # %% ../nbs/00_core.ipynb #5e16c2a1

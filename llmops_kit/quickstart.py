@@ -15,6 +15,7 @@ __all__ = [
     "policy_text",
     "fit_reference_profile",
     "ChampionInfo",
+    "data_tables",
     "publish",
     "build_champion",
     "QuickstartContext",
@@ -225,6 +226,20 @@ class ChampionInfo:
     reference_profile: bool = False  # a drift reference profile is bundled
 
 
+# %% ../nbs/90_quickstart.ipynb #a37ab289
+def data_tables(
+    data: QuickstartData,  # the training and evaluation frames
+    folder: str | os.PathLike,  # where to write them
+) -> list[Path]:
+    """Write `train_set.parquet` and `eval_set.parquet` (columns `text`, `category`) into `folder`."""
+    out = []
+    for name, frame in (("train_set", data.train), ("eval_set", data.eval)):
+        path = Path(folder) / f"{name}.parquet"
+        frame[["text", "category"]].to_parquet(path, index=False)
+        out.append(path)
+    return out
+
+
 # %% ../nbs/90_quickstart.ipynb #ea444b9a
 def publish(
     router,  # the trained `SupportRouter`
@@ -251,19 +266,23 @@ def publish(
         "labels": len(router.labels),
         "data": data.source,
     }
-    logged = log_app(
-        router,
-        settings,
-        policy_yaml=policy,
-        reference_profile_dir=reference_profile_dir,
-        data=data.files,
-        metrics=metrics,
-        params=params,
-        notebook=notebook,
-        run_name="support-router",
-        artifacts=artifacts,
-        extra_tags=extra_tags,
-    )
+    with tempfile.TemporaryDirectory() as work:
+        tables = data_tables(
+            data, work
+        )  # the rows it learnt from and was evaluated on: `promote` compares on them
+        logged = log_app(
+            router,
+            settings,
+            policy_yaml=policy,
+            reference_profile_dir=reference_profile_dir,
+            data=data.files,
+            metrics=metrics,
+            params=params,
+            notebook=notebook,
+            run_name="support-router",
+            artifacts=[*artifacts, *tables],
+            extra_tags=extra_tags,
+        )
     version = register(logged, settings.mlflow.model_name, settings)
     promote(version.name, version.version, alias, settings)
     return ChampionInfo(

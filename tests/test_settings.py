@@ -21,7 +21,7 @@ from conftest import run_llmops
             {},
             "settings.ini: unknown key 'alfa' in section [drift]; known keys: alpha, "
             "correction, permutations, effect_size_floor, window, trigger_windows, trigger_min_drifted, retrain_command, "
-            "webhook_url",
+            "webhook_url, retrain_data",
         ),
         (
             "[drift]\nalpha = high\n",

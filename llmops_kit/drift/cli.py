@@ -181,6 +181,10 @@ def _monitor(args: argparse.Namespace) -> int:
     )  # a bad window fails before any embedding
     embedder = Embedder.from_settings(settings)
     profile = load_reference(args.reference, args.text_column, embedder, MIN_ROWS)
+    if (
+        profile.text_column and "text" in frame.columns
+    ):  # feedback, metrics and model-list records carry no text
+        frame = frame[frame["text"].notna()].reset_index(drop=True)
     model = load_drift_model(args.model, settings) if args.model else None
     history, events = run_monitor(
         profile,
@@ -220,6 +224,8 @@ def _monitor(args: argparse.Namespace) -> int:
                 f"retrain event {e['event']['event_id']}: {e['event']['reason']}"
                 + (" (already emitted)" if e["already_emitted"] else "")
             )
+            if "training" in e:
+                print(f"  started llmops train (pid {e['training']['pid']}); log: {e['training']['log']}")
     return 1 if args.fail_on_drift and any(not e["already_emitted"] for e in events) else 0
 
 

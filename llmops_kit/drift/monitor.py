@@ -17,6 +17,8 @@ __all__ = [
     "parse_since",
     "read_watermark",
     "write_watermark",
+    "train_command",
+    "start_training",
     "run_monitor",
 ]
 
@@ -27,6 +29,7 @@ import logging
 import os
 import re
 import subprocess
+import sys
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -389,6 +392,59 @@ def write_watermark(
     return path
 
 
+# %% ../../nbs/drift/04_monitor.ipynb #d246d8ab
+def train_command(
+    settings: Settings,  # `[drift] retrain_data` and the settings file
+    since: str | None = None,  # feedback given since this time (ISO 8601) is added
+) -> list[str]:
+    """The `llmops train` command line the retrain trigger runs."""
+    exe = Path(sys.executable).parent / "llmops"
+    cmd = (
+        [str(exe)]
+        if exe.is_file()
+        else [sys.executable, "-c", "import sys; from llmops_kit.cli import main; sys.exit(main())"]
+    )
+    cmd += [
+        "train",
+        "--data",
+        str(settings.path(settings.drift.retrain_data)),
+        "--feedback",
+        "--register",
+        "challenger",
+    ]
+    if since:
+        cmd += ["--feedback-since", str(since)]
+    if settings.source != "defaults":
+        cmd += ["--config", settings.source]
+    return cmd
+
+
+def start_training(
+    settings: Settings,  # runtime settings
+    event: TriggerEvent,  # what fired
+    since: str | None = None,  # the start of the first window the policy looked at
+) -> dict[str, Any]:
+    """Start `llmops train` in the background; return its pid, log file and command."""
+    data = settings.path(settings.drift.retrain_data)
+    if not data.is_file():
+        raise InputError(f"[drift] retrain_data = {settings.drift.retrain_data!r}: no such file {data}")
+    log = ProjectPaths.from_settings(settings).state / "drift" / f"retrain-{event.event_id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = train_command(settings, since)
+    with log.open("ab") as fh:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=settings.root,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "LLMOPS_DRIFT_EVENT": json.dumps(event.to_dict())},
+        )
+    log_event(logger, "drift.training_started", event_id=event.event_id, pid=proc.pid, log=str(log))
+    return {"pid": proc.pid, "log": str(log), "command": cmd}
+
+
 # %% ../../nbs/drift/04_monitor.ipynb #c91aad31
 def _iso(ts) -> str | None:
     return None if ts is None or pd.isna(ts) else pd.Timestamp(ts).isoformat()
@@ -449,6 +505,10 @@ def run_monitor(
                     webhook_url=settings.drift.webhook_url,
                 )
             )
+            if settings.drift.retrain_data and not settings.drift.retrain_command:
+                outcome["training"] = start_training(
+                    settings, event, windows["start"].iloc[max(0, i - policy.windows + 1)]
+                )
         events.append(outcome)
     if fire and len(history):
         ends = [e for e in new["end"] if e is not None]

@@ -127,6 +127,7 @@ ROUTE_SCOPES: dict[str, str | None] = {
     "/metrics": "metrics",
     "/v1/advisor/simulate": "chat",
     "/v1/jobs": "chat",  # POST; GET /v1/jobs/{id} authenticates in its route (the path has an id)
+    "/v1/feedback": "feedback",
 }
 _MODEL_ROUTES = frozenset(["/v1/chat/completions", "/v1/route", "/v1/embeddings"])
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -1826,6 +1827,9 @@ def create_app(
         tags=["advisor"],
         summary="Portfolio simulation (the financial advisor's tool)",
     )
+    from llmops_kit.serving.feedback import add_feedback_route
+
+    add_feedback_route(app)  # POST /v1/feedback (serving/08_feedback)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"], summary="Liveness")
     app.add_api_route(
         "/readyz",

@@ -55,7 +55,7 @@ from ..core import Settings, load_settings
 from ..errors import AuthenticationError, ConfigurationError, InputError, PermissionDeniedError
 
 # %% ../../nbs/serving/01_auth.ipynb #ddf0ba71
-SCOPES: tuple[str, ...] = ("chat", "embeddings", "metrics", "admin")
+SCOPES: tuple[str, ...] = ("chat", "embeddings", "metrics", "feedback", "admin")
 _log = logging.getLogger("llmops_kit.serving.auth")
 
 

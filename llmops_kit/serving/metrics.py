@@ -48,6 +48,7 @@ KNOWN_ROUTES: tuple[str, ...] = (
     "/v1/models",
     "/v1/route",
     "/v1/predict",
+    "/v1/feedback",
     "/healthz",
     "/readyz",
     "/metrics",
