@@ -211,6 +211,63 @@ d = {
                 "llmops_kit/advisor/simulation.py",
             ),
         },
+        "llmops_kit.audit.records": {
+            "llmops_kit.audit.records.AuditWindow": (
+                "audit/records.html#auditwindow",
+                "llmops_kit/audit/records.py",
+            ),
+            "llmops_kit.audit.records.AuditWindow.columns": (
+                "audit/records.html#auditwindow.columns",
+                "llmops_kit/audit/records.py",
+            ),
+            "llmops_kit.audit.records.AuditWindow.frame": (
+                "audit/records.html#auditwindow.frame",
+                "llmops_kit/audit/records.py",
+            ),
+            "llmops_kit.audit.records.AuditWindow.sql": (
+                "audit/records.html#auditwindow.sql",
+                "llmops_kit/audit/records.py",
+            ),
+            "llmops_kit.audit.records._stamp": ("audit/records.html#_stamp", "llmops_kit/audit/records.py"),
+            "llmops_kit.audit.records.find_bad_line": (
+                "audit/records.html#find_bad_line",
+                "llmops_kit/audit/records.py",
+            ),
+            "llmops_kit.audit.records.parse_window": (
+                "audit/records.html#parse_window",
+                "llmops_kit/audit/records.py",
+            ),
+            "llmops_kit.audit.records.read_window": (
+                "audit/records.html#read_window",
+                "llmops_kit/audit/records.py",
+            ),
+            "llmops_kit.audit.records.window_files": (
+                "audit/records.html#window_files",
+                "llmops_kit/audit/records.py",
+            ),
+        },
+        "llmops_kit.audit.synthetic": {
+            "llmops_kit.audit.synthetic._finding": (
+                "audit/synthetic.html#_finding",
+                "llmops_kit/audit/synthetic.py",
+            ),
+            "llmops_kit.audit.synthetic._text": (
+                "audit/synthetic.html#_text",
+                "llmops_kit/audit/synthetic.py",
+            ),
+            "llmops_kit.audit.synthetic._verdict": (
+                "audit/synthetic.html#_verdict",
+                "llmops_kit/audit/synthetic.py",
+            ),
+            "llmops_kit.audit.synthetic.synthetic_records": (
+                "audit/synthetic.html#synthetic_records",
+                "llmops_kit/audit/synthetic.py",
+            ),
+            "llmops_kit.audit.synthetic.write_log": (
+                "audit/synthetic.html#write_log",
+                "llmops_kit/audit/synthetic.py",
+            ),
+        },
         "llmops_kit.cli": {
             "llmops_kit.cli.available_commands": ("cli.html#available_commands", "llmops_kit/cli.py"),
             "llmops_kit.cli.build_parser": ("cli.html#build_parser", "llmops_kit/cli.py"),
@@ -219,6 +276,7 @@ d = {
             "llmops_kit.cli.main": ("cli.html#main", "llmops_kit/cli.py"),
         },
         "llmops_kit.core": {
+            "llmops_kit.core.AuditRunSettings": ("core.html#auditrunsettings", "llmops_kit/core.py"),
             "llmops_kit.core.AuditSettings": ("core.html#auditsettings", "llmops_kit/core.py"),
             "llmops_kit.core.AuthSettings": ("core.html#authsettings", "llmops_kit/core.py"),
             "llmops_kit.core.DriftSettings": ("core.html#driftsettings", "llmops_kit/core.py"),
@@ -2629,6 +2687,10 @@ d = {
             ),
             "llmops_kit.serving.auditlog._write_all": (
                 "serving/auditlog.html#_write_all",
+                "llmops_kit/serving/auditlog.py",
+            ),
+            "llmops_kit.serving.auditlog.add_audit_actions": (
+                "serving/auditlog.html#add_audit_actions",
                 "llmops_kit/serving/auditlog.py",
             ),
             "llmops_kit.serving.auditlog.add_chain_key": (

@@ -20,6 +20,7 @@ __all__ = [
     "AuthSettings",
     "AuditSettings",
     "ExportSettings",
+    "AuditRunSettings",
     "ModelSettings",
     "Settings",
     "load_settings",
@@ -193,6 +194,23 @@ class ExportSettings(_Section):
     output_dir: str = ".llmops/export"
 
 
+# %% ../nbs/00_core.ipynb #39ff60b1
+class AuditRunSettings(_Section):
+    """`[audit_run]`: the window, thresholds, budgets and alert channel of `llmops audit run`."""
+
+    reports_dir: str = ""
+    since: str = Field("24h", min_length=1)
+    reference: str = ""
+    drift_window: str = Field("6h", min_length=1)
+    drift_sample: int = Field(500, ge=30)
+    latency_p95_ms: float = Field(5000.0, gt=0)
+    error_rate: float = Field(0.05, ge=0, le=1)
+    block_rate: float = Field(0.25, ge=0, le=1)
+    budgets: str = ""
+    min_requests: int = Field(20, ge=1)
+    alert_webhook_env: str = ""
+
+
 # %% ../nbs/00_core.ipynb #e23e8f4f
 class ModelSettings(_Section):
     """`[model.NAME]`: one served model: its kind, where it lives, limits and prices."""
@@ -228,6 +246,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "auth": AuthSettings,
     "audit": AuditSettings,
     "export": ExportSettings,
+    "audit_run": AuditRunSettings,
 }
 
 
@@ -247,6 +266,7 @@ class Settings(_Section):
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
     export: ExportSettings = ExportSettings()
+    audit_run: AuditRunSettings = AuditRunSettings()
     models: dict[str, ModelSettings] = Field(default_factory=dict)  # `[model.NAME]` sections, by name
 
     def path(self, value: str | os.PathLike) -> Path:
