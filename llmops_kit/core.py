@@ -194,7 +194,7 @@ class ExportSettings(_Section):
     output_dir: str = ".llmops/export"
 
 
-# %% ../nbs/00_core.ipynb #39ff60b1
+# %% ../nbs/00_core.ipynb #f0dc34f0
 class AuditRunSettings(_Section):
     """`[audit_run]`: the window, thresholds, budgets and alert channel of `llmops audit run`."""
 
