@@ -211,6 +211,24 @@ d = {
                 "llmops_kit/advisor/simulation.py",
             ),
         },
+        "llmops_kit.audit.airflow": {
+            "llmops_kit.audit.airflow.configure_airflow": (
+                "audit/airflow.html#configure_airflow",
+                "llmops_kit/audit/airflow.py",
+            ),
+            "llmops_kit.audit.airflow.export_airflow": (
+                "audit/airflow.html#export_airflow",
+                "llmops_kit/audit/airflow.py",
+            ),
+            "llmops_kit.audit.airflow.llmops_command": (
+                "audit/airflow.html#llmops_command",
+                "llmops_kit/audit/airflow.py",
+            ),
+            "llmops_kit.audit.airflow.write_airflow_dags": (
+                "audit/airflow.html#write_airflow_dags",
+                "llmops_kit/audit/airflow.py",
+            ),
+        },
         "llmops_kit.audit.cli": {
             "llmops_kit.audit.cli.audit_run": ("audit/cli.html#audit_run", "llmops_kit/audit/cli.py"),
             "llmops_kit.audit.cli.configure_cli": ("audit/cli.html#configure_cli", "llmops_kit/audit/cli.py"),

@@ -202,7 +202,7 @@ class AuditRunSettings(_Section):
     since: str = Field("24h", min_length=1)
     reference: str = ""
     drift_window: str = Field("6h", min_length=1)
-    drift_sample: int = Field(500, ge=30)
+    drift_sample: int = Field(300, ge=30)
     latency_p95_ms: float = Field(5000.0, gt=0)
     error_rate: float = Field(0.05, ge=0, le=1)
     block_rate: float = Field(0.25, ge=0, le=1)

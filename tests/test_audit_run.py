@@ -131,7 +131,8 @@ def test_audit_of_a_real_server_log(tmp_path: Path):
 
     texts = screenshot_reports(out, tmp_path / "screenshots")
     assert "every threshold held" in texts["cost_sla"]
-    assert "64 records" in texts["guardrails"] and "PROMPT_INJECTION" in texts["guardrails"].upper()
+    assert "64 records" in texts["guardrails"], texts["guardrails"][:400]
+    assert "INSTRUCTION_OVERRIDE" in texts["guardrails"], "the blocked pattern is named"
 
 
 def test_drift_and_overspending_breach_exit_1_and_alert(tmp_path: Path):
