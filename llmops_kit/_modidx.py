@@ -322,6 +322,10 @@ d = {
                 "audit/summaries.html#section.save",
                 "llmops_kit/audit/summaries.py",
             ),
+            "llmops_kit.audit.summaries._embedder": (
+                "audit/summaries.html#_embedder",
+                "llmops_kit/audit/summaries.py",
+            ),
             "llmops_kit.audit.summaries.audit_settings": (
                 "audit/summaries.html#audit_settings",
                 "llmops_kit/audit/summaries.py",
@@ -364,6 +368,10 @@ d = {
             ),
             "llmops_kit.audit.summaries.resolve_reference": (
                 "audit/summaries.html#resolve_reference",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries.unique_embeddings": (
+                "audit/summaries.html#unique_embeddings",
                 "llmops_kit/audit/summaries.py",
             ),
         },
