@@ -101,7 +101,7 @@ def test_airflow_dagbag_loads_both_dags(tmp_path: Path):
     script = (
         "import json, sys\n"
         "from airflow.dag_processing.dagbag import DagBag\n"
-        "bag = DagBag(dag_folder=sys.argv[1], include_examples=False)\n"
+        "bag = DagBag(dag_folder=sys.argv[1])  # examples off: AIRFLOW__CORE__LOAD_EXAMPLES\n"
         "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()},"
         " 'dags': {d: sorted(t.task_id for t in bag.dags[d].tasks) for d in bag.dag_ids}}))\n"
     )
