@@ -211,6 +211,196 @@ d = {
                 "llmops_kit/advisor/simulation.py",
             ),
         },
+        "llmops_kit.audit.airflow": {
+            "llmops_kit.audit.airflow.configure_airflow": (
+                "audit/airflow.html#configure_airflow",
+                "llmops_kit/audit/airflow.py",
+            ),
+            "llmops_kit.audit.airflow.export_airflow": (
+                "audit/airflow.html#export_airflow",
+                "llmops_kit/audit/airflow.py",
+            ),
+            "llmops_kit.audit.airflow.llmops_command": (
+                "audit/airflow.html#llmops_command",
+                "llmops_kit/audit/airflow.py",
+            ),
+            "llmops_kit.audit.airflow.write_airflow_dags": (
+                "audit/airflow.html#write_airflow_dags",
+                "llmops_kit/audit/airflow.py",
+            ),
+        },
+        "llmops_kit.audit.cli": {
+            "llmops_kit.audit.cli.audit_run": ("audit/cli.html#audit_run", "llmops_kit/audit/cli.py"),
+            "llmops_kit.audit.cli.configure_cli": ("audit/cli.html#configure_cli", "llmops_kit/audit/cli.py"),
+            "llmops_kit.audit.cli.configure_run": ("audit/cli.html#configure_run", "llmops_kit/audit/cli.py"),
+        },
+        "llmops_kit.audit.expectations": {
+            "llmops_kit.audit.expectations._context": (
+                "audit/expectations.html#_context",
+                "llmops_kit/audit/expectations.py",
+            ),
+            "llmops_kit.audit.expectations.audit_suite": (
+                "audit/expectations.html#audit_suite",
+                "llmops_kit/audit/expectations.py",
+            ),
+            "llmops_kit.audit.expectations.validate_window": (
+                "audit/expectations.html#validate_window",
+                "llmops_kit/audit/expectations.py",
+            ),
+        },
+        "llmops_kit.audit.records": {
+            "llmops_kit.audit.records.AuditWindow": (
+                "audit/records.html#auditwindow",
+                "llmops_kit/audit/records.py",
+            ),
+            "llmops_kit.audit.records.AuditWindow.columns": (
+                "audit/records.html#auditwindow.columns",
+                "llmops_kit/audit/records.py",
+            ),
+            "llmops_kit.audit.records.AuditWindow.frame": (
+                "audit/records.html#auditwindow.frame",
+                "llmops_kit/audit/records.py",
+            ),
+            "llmops_kit.audit.records.AuditWindow.sql": (
+                "audit/records.html#auditwindow.sql",
+                "llmops_kit/audit/records.py",
+            ),
+            "llmops_kit.audit.records._stamp": ("audit/records.html#_stamp", "llmops_kit/audit/records.py"),
+            "llmops_kit.audit.records.find_bad_line": (
+                "audit/records.html#find_bad_line",
+                "llmops_kit/audit/records.py",
+            ),
+            "llmops_kit.audit.records.parse_window": (
+                "audit/records.html#parse_window",
+                "llmops_kit/audit/records.py",
+            ),
+            "llmops_kit.audit.records.read_window": (
+                "audit/records.html#read_window",
+                "llmops_kit/audit/records.py",
+            ),
+            "llmops_kit.audit.records.window_files": (
+                "audit/records.html#window_files",
+                "llmops_kit/audit/records.py",
+            ),
+        },
+        "llmops_kit.audit.run": {
+            "llmops_kit.audit.run.AuditResult": ("audit/run.html#auditresult", "llmops_kit/audit/run.py"),
+            "llmops_kit.audit.run.AuditResult.breaches": (
+                "audit/run.html#auditresult.breaches",
+                "llmops_kit/audit/run.py",
+            ),
+            "llmops_kit.audit.run.AuditResult.exit_code": (
+                "audit/run.html#auditresult.exit_code",
+                "llmops_kit/audit/run.py",
+            ),
+            "llmops_kit.audit.run._chain": ("audit/run.html#_chain", "llmops_kit/audit/run.py"),
+            "llmops_kit.audit.run._log_mlflow": ("audit/run.html#_log_mlflow", "llmops_kit/audit/run.py"),
+            "llmops_kit.audit.run.merge_metrics": ("audit/run.html#merge_metrics", "llmops_kit/audit/run.py"),
+            "llmops_kit.audit.run.render_html": ("audit/run.html#render_html", "llmops_kit/audit/run.py"),
+            "llmops_kit.audit.run.run_audit": ("audit/run.html#run_audit", "llmops_kit/audit/run.py"),
+            "llmops_kit.audit.run.send_alert": ("audit/run.html#send_alert", "llmops_kit/audit/run.py"),
+            "llmops_kit.audit.run.template_path": ("audit/run.html#template_path", "llmops_kit/audit/run.py"),
+        },
+        "llmops_kit.audit.summaries": {
+            "llmops_kit.audit.summaries.Breach": (
+                "audit/summaries.html#breach",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries.Breach.to_dict": (
+                "audit/summaries.html#breach.to_dict",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries.Reference": (
+                "audit/summaries.html#reference",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries.Section": (
+                "audit/summaries.html#section",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries.Section.save": (
+                "audit/summaries.html#section.save",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries._embedder": (
+                "audit/summaries.html#_embedder",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries.audit_settings": (
+                "audit/summaries.html#audit_settings",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries.cost_sla_summary": (
+                "audit/summaries.html#cost_sla_summary",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries.drift_frame": (
+                "audit/summaries.html#drift_frame",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries.drift_summary": (
+                "audit/summaries.html#drift_summary",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries.guardrail_summary": (
+                "audit/summaries.html#guardrail_summary",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries.headline": (
+                "audit/summaries.html#headline",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries.parse_budgets": (
+                "audit/summaries.html#parse_budgets",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries.plot_cost_sla": (
+                "audit/summaries.html#plot_cost_sla",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries.plot_drift": (
+                "audit/summaries.html#plot_drift",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries.plot_guardrails": (
+                "audit/summaries.html#plot_guardrails",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries.resolve_reference": (
+                "audit/summaries.html#resolve_reference",
+                "llmops_kit/audit/summaries.py",
+            ),
+            "llmops_kit.audit.summaries.unique_embeddings": (
+                "audit/summaries.html#unique_embeddings",
+                "llmops_kit/audit/summaries.py",
+            ),
+        },
+        "llmops_kit.audit.synthetic": {
+            "llmops_kit.audit.synthetic._finding": (
+                "audit/synthetic.html#_finding",
+                "llmops_kit/audit/synthetic.py",
+            ),
+            "llmops_kit.audit.synthetic._text": (
+                "audit/synthetic.html#_text",
+                "llmops_kit/audit/synthetic.py",
+            ),
+            "llmops_kit.audit.synthetic._verdict": (
+                "audit/synthetic.html#_verdict",
+                "llmops_kit/audit/synthetic.py",
+            ),
+            "llmops_kit.audit.synthetic.synthetic_records": (
+                "audit/synthetic.html#synthetic_records",
+                "llmops_kit/audit/synthetic.py",
+            ),
+            "llmops_kit.audit.synthetic.write_log": (
+                "audit/synthetic.html#write_log",
+                "llmops_kit/audit/synthetic.py",
+            ),
+            "llmops_kit.audit.synthetic.write_sample": (
+                "audit/synthetic.html#write_sample",
+                "llmops_kit/audit/synthetic.py",
+            ),
+        },
         "llmops_kit.cli": {
             "llmops_kit.cli.available_commands": ("cli.html#available_commands", "llmops_kit/cli.py"),
             "llmops_kit.cli.build_parser": ("cli.html#build_parser", "llmops_kit/cli.py"),
@@ -219,6 +409,7 @@ d = {
             "llmops_kit.cli.main": ("cli.html#main", "llmops_kit/cli.py"),
         },
         "llmops_kit.core": {
+            "llmops_kit.core.AuditRunSettings": ("core.html#auditrunsettings", "llmops_kit/core.py"),
             "llmops_kit.core.AuditSettings": ("core.html#auditsettings", "llmops_kit/core.py"),
             "llmops_kit.core.AuthSettings": ("core.html#authsettings", "llmops_kit/core.py"),
             "llmops_kit.core.DriftSettings": ("core.html#driftsettings", "llmops_kit/core.py"),
@@ -3081,6 +3272,10 @@ d = {
             ),
             "llmops_kit.serving.auditlog._write_all": (
                 "serving/auditlog.html#_write_all",
+                "llmops_kit/serving/auditlog.py",
+            ),
+            "llmops_kit.serving.auditlog.add_audit_actions": (
+                "serving/auditlog.html#add_audit_actions",
                 "llmops_kit/serving/auditlog.py",
             ),
             "llmops_kit.serving.auditlog.add_chain_key": (

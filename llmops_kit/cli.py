@@ -39,12 +39,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "registry": ("llmops_kit.registry.bundle", "configure_cli", "List, show and promote registered models"),
     "serve": ("llmops_kit.serving.app", "configure_cli", "Run the OpenAI-compatible inference server"),
     "token": ("llmops_kit.serving.auth", "configure_cli", "Mint local development tokens"),
+    "audit": (
+        "llmops_kit.audit.cli",
+        "configure_cli",
+        "Audit a window of the log (reports, metrics, alerts); verify and read the log",
+    ),
     "budget": (
         "llmops_kit.serving.quotas",
         "configure_cli",
         "Show and change quotas, budgets and rate limits",
     ),
-    "audit": ("llmops_kit.serving.auditlog", "configure_cli", "Verify and read the audit log"),
     "worker": (
         "llmops_kit.serving.jobs",
         "configure_cli",

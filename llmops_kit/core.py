@@ -20,6 +20,7 @@ __all__ = [
     "AuthSettings",
     "AuditSettings",
     "ExportSettings",
+    "AuditRunSettings",
     "JobSettings",
     "QuotaSettings",
     "ModelSettings",
@@ -215,6 +216,23 @@ class ExportSettings(_Section):
     output_dir: str = ".llmops/export"
 
 
+# %% ../nbs/00_core.ipynb #f0dc34f0
+class AuditRunSettings(_Section):
+    """`[audit_run]`: the window, thresholds, budgets and alert channel of `llmops audit run`."""
+
+    reports_dir: str = ""
+    since: str = Field("24h", min_length=1)
+    reference: str = ""
+    drift_window: str = Field("6h", min_length=1)
+    drift_sample: int = Field(300, ge=30)
+    latency_p95_ms: float = Field(5000.0, gt=0)
+    error_rate: float = Field(0.05, ge=0, le=1)
+    block_rate: float = Field(0.25, ge=0, le=1)
+    budgets: str = ""
+    min_requests: int = Field(20, ge=1)
+    alert_webhook_env: str = ""
+
+
 # %% ../nbs/00_core.ipynb #aa28408f
 class JobSettings(_Section):
     """`[jobs]`: the Redis job queue behind `POST /v1/jobs` and `llmops worker`."""
@@ -306,6 +324,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "export": ExportSettings,
     "quotas": QuotaSettings,
     "jobs": JobSettings,
+    "audit_run": AuditRunSettings,
 }
 
 
@@ -327,6 +346,7 @@ class Settings(_Section):
     export: ExportSettings = ExportSettings()
     quotas: QuotaSettings = QuotaSettings()
     jobs: JobSettings = JobSettings()
+    audit_run: AuditRunSettings = AuditRunSettings()
     models: dict[str, ModelSettings] = Field(default_factory=dict)  # `[model.NAME]` sections, by name
 
     def path(self, value: str | os.PathLike) -> Path:

@@ -164,7 +164,7 @@ def configure_k8s(
 def configure_cli(
     parser: argparse.ArgumentParser,  # the `export` command's parser
 ) -> None:
-    """Arguments of `llmops export docker|k8s`."""
+    """Arguments of `llmops export docker|k8s|airflow`."""
     sub = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
     configure_docker(sub.add_parser("docker", help="a Docker build context serving a registered model"))
     try:
@@ -173,6 +173,12 @@ def configure_cli(
         has_k8s = False
     if has_k8s:
         configure_k8s(sub.add_parser("k8s", help="Kubernetes, Prometheus, Grafana and log-shipping assets"))
+    if importlib.util.find_spec("llmops_kit.audit") is not None:
+        from llmops_kit.audit.airflow import configure_airflow
+
+        configure_airflow(
+            sub.add_parser("airflow", help="Airflow DAGs: the nightly audit and retraining on drift")
+        )
 
 
 # %% ../../nbs/export/04_cli.ipynb #d1cd26b7

@@ -21,6 +21,7 @@ __all__ = [
     "VerifyResult",
     "checkpoint_files",
     "verify_log",
+    "add_audit_actions",
     "configure_cli",
 ]
 
@@ -1204,9 +1205,8 @@ def _show_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def configure_cli(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `llmops audit`."""
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+def add_audit_actions(sub: Any) -> None:  # what `parser.add_subparsers()` returned
+    """Add `verify`, `show` and `rotate-key` to the subcommands `sub` of `llmops audit`."""
     v = sub.add_parser("verify", help="check the keyed hash chain; exit 1 if the log was tampered with")
     s = sub.add_parser("show", help="print records as JSON lines")
     k = sub.add_parser(
@@ -1233,3 +1233,8 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     v.set_defaults(handler=_verify_cmd)
     s.set_defaults(handler=_show_cmd)
     k.set_defaults(handler=_rotate_key_cmd)
+
+
+def configure_cli(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `llmops audit`."""
+    add_audit_actions(parser.add_subparsers(dest="action", metavar="ACTION", required=True))
