@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
 import os
@@ -33,24 +34,25 @@ pytestmark = [
 ]
 
 
-def write_audit_log(path: Path, n: int = 120) -> dict[str, int]:
+def write_audit_log(path: Path, n: int = 120) -> collections.Counter:
     """`n` requests over two hours with the real audit writer; the second hour is a surge of card-security intents."""
     calm = synthetic_queries(n, seed=1, intents=["card_arrival", "exchange_rate", "top_up_failed"])
     surge = synthetic_queries(n, seed=2, intents=["compromised_card", "lost_or_stolen_card", "pin_blocked"])
     start = dt.datetime(2026, 3, 2, 6, tzinfo=dt.UTC)
-    counts = dict.fromkeys(TENANTS, 0)
+    counts: collections.Counter = collections.Counter()  # (tenant, outcome) -> records
     with AuditWriter(path, fsync="never") as writer:
         for i in range(n):
             row = (surge if i >= n // 2 else calm).iloc[i]
             tenant = TENANTS[i % 7 % 3]  # uneven shares, so each tenant's count is its own
-            counts[tenant] += 1
+            limited = i % 11 == 0
+            counts[tenant, "rate_limited" if limited else "ok"] += 1
             writer.submit(
                 InferenceRecord(
                     request_id=f"req-{i:04d}",
                     ts=(start + dt.timedelta(seconds=i * 7200 / n)).isoformat(),
                     route="/v1/chat/completions",
-                    status=200,
-                    outcome="ok",
+                    status=429 if limited else 200,
+                    outcome="rate_limited" if limited else "ok",
                     tenant=tenant,
                     model="support-router",
                     model_version="1",
@@ -71,7 +73,7 @@ def demo_notebook(path: Path, log: Path, cache: Path) -> None:
         "from llmops_kit.guardrails.chain import GuardChain\n"
         f"records = read_records({str(log)!r})\n"
         "len(records)",
-        "AuditBrowser(records)",
+        "AuditBrowser(records, max_rows=8)",
         'GuardrailPlayground(GuardChain.from_policy(embedding_guards=False), text="Where is my card?")',
         "DriftExplorer(records, window='1h', settings=load_settings(environ={}, path=None), "
         f"embedder=Embedder(cache_path={str(cache)!r}))",
@@ -213,17 +215,21 @@ def test_widgets_render_and_react_in_jupyterlab(tmp_path: Path):
                         fail_on_error()
                         raise
 
-                # the audit browser: every record, then one tenant's
+                # the audit browser: every record, then one tenant's, then its rate-limited requests
                 total = sum(counts.values())
                 expect(audit.locator(".llmops-count")).to_have_attribute("data-count", str(total))
                 audit.locator("select").first.select_option("globex")
-                expect(audit.locator(".llmops-count")).to_have_attribute("data-count", str(counts["globex"]))
-                expect(audit.locator("table.llmops-records tbody tr")).to_have_count(
-                    20
-                )  # the newest 20 shown
+                globex = counts["globex", "ok"] + counts["globex", "rate_limited"]
+                expect(audit.locator(".llmops-count")).to_have_attribute("data-count", str(globex))
+                rows = audit.locator("table.llmops-records tbody tr")
+                expect(rows).to_have_count(8)  # the newest 8 are shown
                 assert set(
                     audit.locator("table.llmops-records tbody tr td:nth-child(2)").all_inner_texts()
                 ) == {"globex"}
+                audit.locator("select").nth(1).select_option("rate_limited")
+                expect(audit.locator(".llmops-count")).to_have_attribute(
+                    "data-count", str(counts["globex", "rate_limited"])
+                )
 
                 # the guardrail playground: the verdict follows the typing
                 verdict = playground.locator(".llmops-verdict")
@@ -263,6 +269,7 @@ def test_widgets_render_and_react_in_jupyterlab(tmp_path: Path):
                     ("guardrail_playground", playground),
                     ("drift_explorer", explorer),
                 ):
+                    widget.scroll_into_view_if_needed()
                     widget.screenshot(path=str(tmp_path / f"{name}.png"))
                 page.screenshot(path=str(tmp_path / "widgets.png"), full_page=True)
             finally:
