@@ -401,6 +401,93 @@ d = {
                 "llmops_kit/audit/synthetic.py",
             ),
         },
+        "llmops_kit.audit.widgets": {
+            "llmops_kit.audit.widgets.AuditBrowser": (
+                "audit/widgets.html#auditbrowser",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.AuditBrowser.__init__": (
+                "audit/widgets.html#auditbrowser.__init__",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.AuditBrowser.update": (
+                "audit/widgets.html#auditbrowser.update",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.DriftExplorer": (
+                "audit/widgets.html#driftexplorer",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.DriftExplorer.__init__": (
+                "audit/widgets.html#driftexplorer.__init__",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.DriftExplorer.cut": (
+                "audit/widgets.html#driftexplorer.cut",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.DriftExplorer.run": (
+                "audit/widgets.html#driftexplorer.run",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.GuardrailPlayground": (
+                "audit/widgets.html#guardrailplayground",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.GuardrailPlayground.__init__": (
+                "audit/widgets.html#guardrailplayground.__init__",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.GuardrailPlayground.update": (
+                "audit/widgets.html#guardrailplayground.update",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets._utc": ("audit/widgets.html#_utc", "llmops_kit/audit/widgets.py"),
+            "llmops_kit.audit.widgets.compare_windows": (
+                "audit/widgets.html#compare_windows",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.figure_png": (
+                "audit/widgets.html#figure_png",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.filter_options": (
+                "audit/widgets.html#filter_options",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.filter_records": (
+                "audit/widgets.html#filter_records",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.highlight_html": (
+                "audit/widgets.html#highlight_html",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.highlight_segments": (
+                "audit/widgets.html#highlight_segments",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.read_records": (
+                "audit/widgets.html#read_records",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.record_row": (
+                "audit/widgets.html#record_row",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.time_marks": (
+                "audit/widgets.html#time_marks",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.verdict_html": (
+                "audit/widgets.html#verdict_html",
+                "llmops_kit/audit/widgets.py",
+            ),
+            "llmops_kit.audit.widgets.window_options": (
+                "audit/widgets.html#window_options",
+                "llmops_kit/audit/widgets.py",
+            ),
+        },
         "llmops_kit.cli": {
             "llmops_kit.cli.available_commands": ("cli.html#available_commands", "llmops_kit/cli.py"),
             "llmops_kit.cli.build_parser": ("cli.html#build_parser", "llmops_kit/cli.py"),
