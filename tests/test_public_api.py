@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO
 
-SUBPACKAGES = ["drift", "guardrails", "registry", "router", "models", "serving", "advisor", "export"]
+SUBPACKAGES = ["drift", "guardrails", "registry", "router", "models", "serving", "advisor", "export", "audit"]
 
 
 def documented_api() -> dict[str, list[str]]:
