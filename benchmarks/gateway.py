@@ -2,13 +2,15 @@
 machine, same worker count, load from `wrk` in its own processes at concurrency 16 and 64.
 
 The kit runs with everything on: JWT auth, quotas (a daily USD budget, daily tokens and requests and per-minute
-rate limits for the tenant and the key, none of them reached) in SQLite, the input and output guardrail chain
+rate limits for the tenant and the key, none of them reached) in SQLite (one host) and, as a second server, in Redis
+(several replicas; Debian's redis-server on a free port), the input and output guardrail chain
 (rule-based guards; the embedding guards are off, as in benchmarks/serving.py), the hash-chained audit log and the
 Prometheus metrics. LiteLLM 1.108.7 (`litellm[proxy]`, in benchmarks/.venv-litellm) runs with a master key, a global
 `max_budget` and a deployment `rpm` limit: its virtual keys and per-key budgets need a Postgres database through
 Prisma, whose engines download from the internet, which these machines cannot reach (recorded in the results).
 The upstream (aiohttp.web, fixed answer with usage) runs in a child process; it is measured alone too, so each
-gateway's added latency is its p50/p99 minus the upstream's at the same concurrency.
+gateway's added latency is its p50/p99 minus the upstream's at the same concurrency. A third kit server without
+quotas shows what the quota store costs (attribution, not a target).
 
 Usage: nice -n 10 .venv/bin/python benchmarks/gateway.py [--duration 10] [--workers 1] [--concurrency 16,64]
 Writes benchmarks/results/gateway.json.
@@ -21,6 +23,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -136,8 +139,16 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        up_port, kit_port, lite_port = free_port(), free_port(), free_port()
-        (root / "settings.ini").write_text(KIT_INI.format(port=up_port, p=PRICES[0], c=PRICES[1]))
+        up_port, kit_port, lite_port, redis_port = free_port(), free_port(), free_port(), free_port()
+        redis_kit_port, bare_kit_port = free_port(), free_port()
+        ini = KIT_INI.format(port=up_port, p=PRICES[0], c=PRICES[1])
+        (root / "settings.ini").write_text(ini)
+        for name, store in (
+            ("redis", f"store = redis\nredis_url = redis://127.0.0.1:{redis_port}/0"),
+            ("noquota", "store ="),
+        ):
+            (root / name).mkdir()
+            (root / name / "settings.ini").write_text(ini.replace("store = sqlite", store))
         (root / "litellm.yaml").write_text(
             LITELLM_YAML.format(port=up_port, p=PRICES[0] / 1e6, c=PRICES[1] / 1e6, key=master_key)
         )
@@ -148,13 +159,23 @@ def main() -> int:
         try:
             upstream_code = f"import sys; sys.path.insert(0, {str(HERE)!r}); from upstream_client import serve; serve({up_port})"  # fmt: skip
             procs.append(start([sys.executable, "-c", upstream_code], root, env, log))
-            procs.append(start([str(LLMOPS), "serve", "--config", "settings.ini", "--port", str(kit_port),
-                                "--workers", str(args.workers)], root, env, log))  # fmt: skip
+            redis = shutil.which("redis-server") or sys.exit(
+                "redis-server is missing: apt-get install redis-server"
+            )
+            procs.append(start([redis, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], root, env, log))  # fmt: skip
+            for folder, port in (
+                (root, kit_port),
+                (root / "redis", redis_kit_port),
+                (root / "noquota", bare_kit_port),
+            ):
+                procs.append(start([str(LLMOPS), "serve", "--config", "settings.ini", "--port", str(port),
+                                    "--workers", str(args.workers)], folder, env, log))  # fmt: skip
             t0 = time.monotonic()
             procs.append(start([str(litellm), "--config", "litellm.yaml", "--host", "127.0.0.1", "--port",
                                 str(lite_port), "--num_workers", str(args.workers)], root, lite_env, log))  # fmt: skip
             wait_ok(f"http://127.0.0.1:{up_port}/v1/chat/completions", "POST", json=BODY)
-            wait_ok(f"http://127.0.0.1:{kit_port}/readyz")
+            for port in (kit_port, redis_kit_port, bare_kit_port):
+                wait_ok(f"http://127.0.0.1:{port}/readyz")
             wait_ok(f"http://127.0.0.1:{lite_port}/health/liveliness", timeout=180)
             litellm_start_s = round(time.monotonic() - t0, 1)
 
@@ -165,12 +186,20 @@ def main() -> int:
                                environ={"LLMOPS_JWT_SECRET": jwt_secret})  # fmt: skip
             numbered = json.dumps(BODY).replace("%", "%%").replace("My card", "Ticket %d: my card")
             scripts = {}
-            for name, key in (("upstream", "none"), ("llmops", token), ("litellm", master_key)):
+            for name, key in (
+                ("upstream", "none"),
+                ("llmops", token),
+                ("llmops_redis", token),
+                ("llmops_no_quotas", token),
+                ("litellm", master_key),
+            ):
                 scripts[name] = root / f"{name}.lua"
                 scripts[name].write_text(LUA.replace("BODY", numbered).replace("TOKEN", key))
             urls = {
                 "upstream": f"http://127.0.0.1:{up_port}/v1/chat/completions",
                 "llmops": f"http://127.0.0.1:{kit_port}/v1/chat/completions",
+                "llmops_redis": f"http://127.0.0.1:{redis_kit_port}/v1/chat/completions",
+                "llmops_no_quotas": f"http://127.0.0.1:{bare_kit_port}/v1/chat/completions",
                 "litellm": f"http://127.0.0.1:{lite_port}/v1/chat/completions",
             }
             import httpx
@@ -192,19 +221,19 @@ def main() -> int:
                     for name in order:
                         runs[name].append(run_wrk(wrk, urls[name], scripts[name], c, args.duration))
                 med = {k: median_of(v) for k, v in runs.items()}
-                up, kit, lite = med["upstream"], med["llmops"], med["litellm"]
-                points[str(c)] = {
-                    **med,
-                    "llmops_added_p50_ms": round(kit["p50_ms"] - up["p50_ms"], 3),
-                    "llmops_added_p99_ms": round(kit["p99_ms"] - up["p99_ms"], 3),
-                    "litellm_added_p50_ms": round(lite["p50_ms"] - up["p50_ms"], 3),
-                    "litellm_added_p99_ms": round(lite["p99_ms"] - up["p99_ms"], 3),
-                    "throughput_ratio_llmops_to_litellm": round(kit["rps"] / lite["rps"], 2),
-                    "p99_ratio_llmops_to_litellm": round(kit["p99_ms"] / lite["p99_ms"], 3),
-                }
-                print(f"c={c:3d}  llmops {kit['rps']:8.1f} rps p99 {kit['p99_ms']:7.2f} ms | litellm {lite['rps']:7.1f} rps "
-                      f"p99 {lite['p99_ms']:8.2f} ms | upstream {up['rps']:8.1f} rps p99 {up['p99_ms']:6.2f} ms | "
-                      f"ratio {points[str(c)]['throughput_ratio_llmops_to_litellm']:.1f}x", flush=True)  # fmt: skip
+                up, lite = med["upstream"], med["litellm"]
+                points[str(c)] = dict(med)
+                for name in ("llmops", "llmops_redis", "llmops_no_quotas", "litellm"):
+                    points[str(c)][f"{name}_added_p50_ms"] = round(med[name]["p50_ms"] - up["p50_ms"], 3)
+                    points[str(c)][f"{name}_added_p99_ms"] = round(med[name]["p99_ms"] - up["p99_ms"], 3)
+                for name in ("llmops", "llmops_redis"):
+                    points[str(c)][f"throughput_ratio_{name}_to_litellm"] = round(
+                        med[name]["rps"] / lite["rps"], 2
+                    )
+                    points[str(c)][f"p99_ratio_{name}_to_litellm"] = round(
+                        med[name]["p99_ms"] / lite["p99_ms"], 3
+                    )
+                print(f"c={c:3d}  " + " | ".join(f"{k} {v['rps']:.1f} rps p99 {v['p99_ms']:.2f} ms" for k, v in med.items()), flush=True)  # fmt: skip
             time.sleep(1.5)  # let the audit writer drain
             audit = sum(
                 1 for p in (root / ".llmops" / "audit").glob("*.jsonl") for line in p.open() if line.strip()
@@ -224,12 +253,14 @@ def main() -> int:
             log.close()
 
     top = points[str(max(levels))]
-    targets = {
-        "throughput_ge_10x_litellm_at_every_concurrency": all(
-            p["throughput_ratio_llmops_to_litellm"] >= 10 for p in points.values()
-        ),
-        f"p99_le_tenth_of_litellm_at_c{max(levels)}": top["p99_ratio_llmops_to_litellm"] <= 0.1,
-    }
+    targets = {}
+    for name, store in (("llmops", "sqlite"), ("llmops_redis", "redis")):
+        targets[f"{store}_throughput_ge_10x_litellm_at_every_concurrency"] = all(
+            p[f"throughput_ratio_{name}_to_litellm"] >= 10 for p in points.values()
+        )
+        targets[f"{store}_p99_le_tenth_of_litellm_at_c{max(levels)}"] = (
+            top[f"p99_ratio_{name}_to_litellm"] <= 0.1
+        )
     result = {
         "benchmark": "gateway mode: llmops-kit vs the LiteLLM proxy in front of the same local upstream",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -245,7 +276,7 @@ def main() -> int:
             "rounds": args.rounds,
             "load_generator": "wrk in its own process (same 2-core machine), POST with a numbered ticket per request",
             "upstream": "aiohttp.web child process, fixed chat completion with usage (benchmarks/upstream_client.py)",
-            "llmops": "llmops serve: JWT (HS256), quotas in SQLite (daily USD budget, tokens, requests, per-minute "
+            "llmops": "llmops serve (llmops_redis: the same with the quotas in Redis; llmops_no_quotas: without quotas, for attribution): JWT (HS256), quotas in SQLite (daily USD budget, tokens, requests, per-minute "
             "requests and tokens for tenant and key; reserved before, settled after every request), input and "
             "output guardrails (default policy, rule-based guards; embedding guards off), hash-chained audit log, "
             "Prometheus metrics; aiohttp client to the upstream",

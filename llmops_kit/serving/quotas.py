@@ -458,6 +458,7 @@ CREATE TABLE IF NOT EXISTS quota_reservations (id TEXT PRIMARY KEY, keys TEXT NO
   requests INTEGER NOT NULL, tokens INTEGER NOT NULL, micro_usd INTEGER NOT NULL,
   expires_ms INTEGER NOT NULL, state TEXT NOT NULL, forget_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS quota_reservations_live ON quota_reservations (state, expires_ms);
+CREATE INDEX IF NOT EXISTS quota_reservations_forget ON quota_reservations (forget_ms);
 CREATE TABLE IF NOT EXISTS quota_limits (key TEXT PRIMARY KEY, overrides TEXT NOT NULL);
 """
 KEEP_MS: int = (
