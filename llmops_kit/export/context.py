@@ -360,8 +360,8 @@ _WRITTEN = (
 )
 
 
-def _clear(out: Path) -> None:
-    """Remove what an earlier export wrote; refuse a folder holding anything else."""
+def _clear(out: Path, check_only: bool = False) -> None:
+    """Remove what an earlier export wrote (unless `check_only`); refuse a folder holding anything else."""
     other = sorted(
         p.name
         for p in out.iterdir()
@@ -371,7 +371,7 @@ def _clear(out: Path) -> None:
         raise InputError(
             f"output folder {out} holds files an export did not write ({', '.join(other[:3])}); choose an empty or new --out"
         )
-    for name in _WRITTEN:
+    for name in () if check_only else _WRITTEN:
         p = out / name
         if p.is_dir():
             shutil.rmtree(p)
@@ -419,16 +419,18 @@ def write_context(
     settings = settings or get_settings()
     extras = runtime_extras(runtime)
     out = writable_folder(out)
-    with tempfile.TemporaryDirectory(prefix="llmops-encoder-") as staging:
-        encoder = (
-            Path(staging) / ENCODER_DIR
-        )  # checked before `out` is touched: a refused encoder leaves it as it was
+    _clear(out, check_only=True)
+    with tempfile.TemporaryDirectory(prefix="llmops-export-") as staging:
+        # the model (a wrong URI fails fast), then the slow encoder export and its check; `out` is touched only after
+        # both, so a refused model or encoder leaves it as it was
+        mv = download_model(model_uri, Path(staging) / "model", settings)
+        encoder = Path(staging) / ENCODER_DIR
         difference = stage_encoder(encoder, onnx_encoder, onnx_tolerance) if runtime == "onnx" else None
         _clear(out)
-        mv = download_model(model_uri, out / "model", settings)
-        if difference is not None:
-            shutil.copytree(encoder, out / ENCODER_DIR)
-            os.chmod(out / ENCODER_DIR, 0o755)  # readable by the container's non-root user
+        for staged in (Path(staging) / "model", encoder):
+            if staged.exists():
+                shutil.move(staged, out / staged.name)
+                os.chmod(out / staged.name, 0o755)  # readable by the container's non-root user
     wheel = kit_wheel(out / "kit")
     requirements = serving_requirements(extras, kit_requires=wheel_requires(wheel))
     requirements = pin_to_wheels(requirements, build_wheels(requirements, out / "wheels"))
