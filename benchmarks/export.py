@@ -92,14 +92,23 @@ def start_to_ready(tag: str, url: str, env: dict[str, str], timeout_s: float = 3
         subprocess.run(["podman", "rm", "-f", "-t", "5", container], capture_output=True)
 
 
+def host_settings(folder: Path) -> Path:
+    """The context's `settings.ini` with the image's paths pointed at the context (model, encoder, state)."""
+    text = (folder / "settings.ini").read_text()
+    for inside, here in (("/srv/llmops/encoder", folder / "encoder"), ("/srv/llmops/model", folder / "model"),
+                         ("/var/lib/llmops", folder / "host-state")):  # fmt: skip
+        text = text.replace(inside, str(here))
+    path = (
+        folder / "host-settings.ini"
+    )  # beside policy.yaml, which the settings name relative to their folder
+    path.write_text(text)
+    return path
+
+
 def model_load_seconds(folder: Path) -> float:
     """`load_app` of an exported context's model and a first prediction in a fresh interpreter on this machine,
-    imports included, with the context's settings (its ONNX encoder path pointed at the context's `encoder/`)."""
-    text = (folder / "settings.ini").read_text().replace("/srv/llmops/encoder", str(folder / "encoder"))
-    settings_file = folder.parent / f"host-{folder.name}.ini"
-    settings_file.write_text(
-        text.replace("state_dir = /var/lib/llmops", f"state_dir = {folder.parent}/host-state")
-    )
+    imports included, with the context's settings."""
+    settings_file = host_settings(folder)
     code = (
         "import time; t = time.perf_counter(); from llmops_kit.core import load_settings; "
         "from llmops_kit.registry.bundle import load_app; "
@@ -112,10 +121,37 @@ def model_load_seconds(folder: Path) -> float:
         "TRANSFORMERS_OFFLINE": "1",
         "LLMOPS_SETTINGS": str(settings_file),
     }
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=folder)
     if done.returncode != 0:
         raise RuntimeError(f"load_app of {folder / 'model'} failed: {done.stderr[-1500:]}")
     return float(done.stdout.strip().splitlines()[-1])
+
+
+def host_serve_ready_seconds(folder: Path, timeout_s: float = 300) -> float:
+    """Seconds from starting `llmops serve` on this machine (no container) with the context's settings to /readyz 200:
+    what the container adds is the difference."""
+    settings_file = host_settings(folder)
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LLMOPS_SETTINGS": str(settings_file),
+           "LLMOPS_JWT_SECRET": SECRET, "LLMOPS_SERVING__PORT": str(port)}  # fmt: skip
+    llmops = Path(sys.executable).parent / "llmops"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(llmops), "serve", "--config", str(settings_file)], env=env, cwd=folder,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        while time.perf_counter() - t0 < timeout_s:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llmops serve exited: {proc.stderr.read().decode()[-1500:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    return time.perf_counter() - t0
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"llmops serve on the host not ready within {timeout_s} s")
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def ours(champion, settings, work: Path, runtime: str, base: str, starts: int, encoder: Path | None) -> dict:
@@ -139,12 +175,14 @@ def ours(champion, settings, work: Path, runtime: str, base: str, starts: int, e
         for _ in range(starts)
     ]
     load_s = model_load_seconds(ctx.folder)
+    host_ready_s = host_serve_ready_seconds(ctx.folder)
     median = statistics.median(times)
     names = {r.split("==")[0] for r in ctx.requirements}
     return {
         "tag": tag, "runtime": runtime, "bytes": image_size(tag), "export_s": round(export_s, 1), "build_s": round(build_s, 1),
         "start_to_ready_s": [round(s, 2) for s in times], "start_to_ready_median_s": round(median, 2),
         "model_load_s_host": round(load_s, 2), "ready_beyond_model_load_s": round(median - load_s, 2),
+        "serve_ready_s_host": round(host_ready_s, 2), "container_overhead_s": round(median - host_ready_s, 2),
         "requirements": len(ctx.requirements), "torch_in_image": "torch" in names,
         "onnx_max_difference": ctx.onnx_max_difference,
     }  # fmt: skip

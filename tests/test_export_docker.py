@@ -97,7 +97,7 @@ def test_dockerfile_is_multi_stage_small_and_secure(context):
     text = (context / "Dockerfile").read_text()
     lines = [line.strip() for line in text.splitlines()]
     assert "ARG BASE_IMAGE=python:3.11-slim" in lines
-    assert sum(line.startswith("FROM ") for line in lines) == 3
+    assert sum(line.startswith("FROM ") for line in lines) == 4
     # dependencies before the kit, the kit before the model and the settings: the big layer stays cached
     assert text.index("COPY requirements.txt") < text.index("COPY kit/") < text.index("COPY model/")
     assert text.index("COPY model/") < text.index("COPY settings.ini")
