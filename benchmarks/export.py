@@ -270,6 +270,12 @@ def mlflow_context(model_uri: str, tracking_uri: str, ours: Path, out: Path, bas
     ]
 
 
+def save(result: dict, complete: bool) -> None:
+    """Write the results so far (a run stopped part-way leaves what it measured, marked incomplete)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "export.json").write_text(json.dumps({**result, "complete": complete}, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=3, help="container starts timed per image")
@@ -302,8 +308,7 @@ def main() -> None:
         for runtime in ("onnx", "torch"):
             result[f"ours_{runtime}"] = ours(champion, settings, work, runtime, base, args.starts, encoder)
             print(json.dumps(result[f"ours_{runtime}"]), flush=True)
-        result["router_accuracy_banking77"] = router_accuracy_by_runtime(encoder)
-        print(json.dumps(result["router_accuracy_banking77"]), flush=True)
+            save(result, complete=False)
         mlflow: dict = {"tag": MLFLOW_TAG}
         try:
             mlflow["adaptations"] = mlflow_context(
@@ -335,6 +340,9 @@ def main() -> None:
         except Exception as e:  # recorded, not hidden: the comparison says why it is missing
             mlflow["error"] = str(e)
         result["mlflow_generate_dockerfile"] = mlflow
+        save(result, complete=False)
+        result["router_accuracy_banking77"] = router_accuracy_by_runtime(encoder)
+        print(json.dumps(result["router_accuracy_banking77"]), flush=True)
         if "bytes" in mlflow:
             for runtime, target in (("torch", 0.5), ("onnx", 0.2)):
                 ratio = result[f"ours_{runtime}"]["bytes"] / mlflow["bytes"]
@@ -348,8 +356,7 @@ def main() -> None:
                       "met": result[f"ours_{runtime}"]["ready_beyond_model_load_s"] <= 3.0}
             for runtime in ("onnx", "torch")
         }  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "export.json").write_text(json.dumps(result, indent=2) + "\n")
+    save(result, complete=True)
     print(json.dumps(result, indent=2))
 
 
