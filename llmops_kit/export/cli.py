@@ -26,7 +26,9 @@ from pathlib import Path
 # %% ../../nbs/export/04_cli.ipynb #931f1b2f
 from ..core import Settings, load_settings
 from ..errors import InputError
+from ..onnx_encoder import DEFAULT_TOLERANCE
 from llmops_kit.export.context import (
+    DEFAULT_RUNTIME,
     LOCAL_BASE_IMAGE,
     RUNTIMES,
     DockerContext,
@@ -47,6 +49,11 @@ def describe_context(
         f"wrote {ctx.folder}: Dockerfile, {len(ctx.requirements)} pinned requirements ({wheels} wheels), "
         f"the kit, {ctx.model_name} version {ctx.model_version}, settings.ini"
         + (", policy.yaml" if (ctx.folder / "policy.yaml").is_file() else "")
+        + (
+            f"; runtime onnx: the encoder as ONNX, at most {ctx.onnx_max_difference:.2g} from torch's embeddings"
+            if ctx.onnx_max_difference is not None
+            else f"; runtime {ctx.runtime}"
+        )
         + f"\nbuild it with: docker build -t {ctx.tag} {ctx.folder}"
     )
 
@@ -81,6 +88,8 @@ def export_docker(
         settings,
         tag=args.tag,
         runtime=args.runtime,
+        onnx_encoder=args.onnx_encoder,
+        onnx_tolerance=args.onnx_tolerance,
     )
     print(describe_context(ctx), flush=True)
     if args.build:
@@ -108,8 +117,21 @@ def configure_docker(
     parser.add_argument(
         "--runtime",
         choices=RUNTIMES,
-        default="torch",
-        help="torch (sentence-transformers); onnx is not available yet",
+        default=DEFAULT_RUNTIME,
+        help=f"the sentence encoder: onnx (onnxruntime, no torch in the image) or torch (sentence-transformers); default {DEFAULT_RUNTIME}",
+    )
+    parser.add_argument(
+        "--onnx-encoder",
+        dest="onnx_encoder",
+        default=None,
+        help="with --runtime onnx: an encoder folder exported before (llmops_kit.onnx_encoder.export_onnx) to reuse",
+    )
+    parser.add_argument(
+        "--onnx-tolerance",
+        dest="onnx_tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help=f"with --runtime onnx: the largest difference from torch's embeddings allowed (default {DEFAULT_TOLERANCE:g})",
     )
     parser.add_argument(
         "--base-image", dest="base_image", default=None, help="with --build: the BASE_IMAGE build argument"

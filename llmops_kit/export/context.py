@@ -13,7 +13,11 @@ __all__ = [
     "DEFAULT_BASE_IMAGE",
     "CONTAINER_PORT",
     "RUNTIMES",
+    "ONNX_SERVING_EXTRAS",
+    "DEFAULT_RUNTIME",
+    "ENCODER_DIR",
     "LOCAL_BASE_IMAGE",
+    "runtime_extras",
     "serving_requirements",
     "template_text",
     "render_template",
@@ -26,6 +30,7 @@ __all__ = [
     "container_settings",
     "DockerContext",
     "default_tag",
+    "stage_encoder",
     "write_context",
     "podman_flags",
     "find_engine",
@@ -49,6 +54,7 @@ from pathlib import Path
 # %% ../../nbs/export/01_context.ipynb #999feea7
 from .. import __version__
 from ..core import Settings, get_settings
+from ..onnx_encoder import DEFAULT_TOLERANCE
 from ..errors import ConfigurationError, InputError, LlmopsError
 
 # %% ../../nbs/export/01_context.ipynb #e0024588
@@ -58,6 +64,23 @@ SERVING_ALSO = ("mlflow-skinny",)  # loads the MLflow model folder; MLflow's ser
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 CONTAINER_PORT = 8000
 RUNTIMES = ("torch", "onnx")
+
+# %% ../../nbs/export/01_context.ipynb #e9f9de9e
+ONNX_SERVING_EXTRAS = (
+    "serve",
+    "onnx-serve",
+)  # the onnx runtime's: onnxruntime and tokenizers instead of torch
+DEFAULT_RUNTIME = "onnx"
+ENCODER_DIR = "encoder"  # the ONNX encoder's folder in the context, and `/srv/llmops/encoder` in the image
+
+
+def runtime_extras(
+    runtime: str,  # `torch` or `onnx`
+) -> tuple[str, ...]:
+    """The kit's extras a serving container of `runtime` needs."""
+    if runtime not in RUNTIMES:
+        raise InputError(f"runtime {runtime!r} is unknown; use one of {', '.join(RUNTIMES)}")
+    return ONNX_SERVING_EXTRAS if runtime == "onnx" else SERVING_EXTRAS
 
 
 # %% ../../nbs/export/01_context.ipynb #026e98f0
@@ -282,6 +305,7 @@ def container_settings(
     model_name: str,  # the registered model's name
     policy: bool,  # a guardrail policy file ships in the context
     port: int = CONTAINER_PORT,  # the port the server listens on
+    runtime: str = "torch",  # the encoder's runtime: `torch`, or `onnx` (the encoder in `/srv/llmops/encoder`)
 ) -> str:
     """The container's `settings.ini`: paths inside the image, the model served by path, no secrets."""
     jwks = settings.auth.jwks if settings.auth.jwks.startswith(("http://", "https://")) else ""
@@ -292,6 +316,7 @@ def container_settings(
         policy=policy,
         port=port,
         jwks=jwks,
+        runtime=runtime,
         **{
             k: getattr(settings, k)
             for k in ("project", "embeddings", "guardrails", "serving", "auth", "audit")
@@ -312,6 +337,7 @@ class DockerContext:
     runtime: str = "torch"  # `torch` (sentence-transformers) or `onnx`
     requirements: list[str] = field(default_factory=list)  # pinned serving dependencies
     files: list[str] = field(default_factory=list)  # top-level entries written
+    onnx_max_difference: float | None = None  # onnx: the encoder's largest difference from torch's embeddings
 
     @property
     def dockerfile(self) -> Path:
@@ -329,12 +355,13 @@ _WRITTEN = (
     "policy.yaml",
     "model",
     "kit",
+    "encoder",
     "wheels",
 )
 
 
-def _clear(out: Path) -> None:
-    """Remove what an earlier export wrote; refuse a folder holding anything else."""
+def _clear(out: Path, check_only: bool = False) -> None:
+    """Remove what an earlier export wrote (unless `check_only`); refuse a folder holding anything else."""
     other = sorted(
         p.name
         for p in out.iterdir()
@@ -344,7 +371,7 @@ def _clear(out: Path) -> None:
         raise InputError(
             f"output folder {out} holds files an export did not write ({', '.join(other[:3])}); choose an empty or new --out"
         )
-    for name in _WRITTEN:
+    for name in () if check_only else _WRITTEN:
         p = out / name
         if p.is_dir():
             shutil.rmtree(p)
@@ -358,29 +385,57 @@ def default_tag(name: str, version: str) -> str:
     return f"llmops/{re.sub(r'[^a-z0-9._-]+', '-', name.lower())}:v{version}"
 
 
+# %% ../../nbs/export/01_context.ipynb #99c7823b
+def stage_encoder(
+    dest: str | os.PathLike,  # the folder to fill (must not exist yet)
+    source: str | os.PathLike | None = None,  # an exported encoder folder to reuse; default export one now
+    tolerance: float = DEFAULT_TOLERANCE,  # the largest difference from torch's embeddings allowed
+) -> float:
+    """The ONNX encoder in `dest`, checked against torch; return its largest difference from torch's embeddings."""
+    from llmops_kit.onnx_encoder import check_onnx, encoder_config, export_onnx
+
+    if source is None:
+        export_onnx(dest)
+    else:
+        encoder_config(source)  # a folder that is no encoder gets its own error, not a mismatch
+        shutil.copytree(source, dest)
+    return check_onnx(dest, tolerance)
+
+
 # %% ../../nbs/export/01_context.ipynb #df774156
 def write_context(
     model_uri: str,  # `models:/NAME@ALIAS` or `models:/NAME/VERSION`
     out: str | os.PathLike,  # the context folder (created; an earlier export's files are replaced)
     settings: Settings | None = None,  # settings naming the tracking store; default `get_settings()`
     tag: str | None = None,  # image tag; default `llmops/NAME:vVERSION`
-    runtime: str = "torch",  # `torch`; `onnx` is not available yet
+    runtime: str = DEFAULT_RUNTIME,  # `onnx` (onnxruntime, no torch) or `torch` (sentence-transformers)
     base_image: str = DEFAULT_BASE_IMAGE,  # the default of the Dockerfile's `ARG BASE_IMAGE`
+    onnx_encoder: str
+    | os.PathLike
+    | None = None,  # onnx: an exported encoder folder to reuse; default export now
+    onnx_tolerance: float = DEFAULT_TOLERANCE,  # onnx: the largest difference from torch's embeddings allowed
 ) -> DockerContext:
     """Write a complete Docker build context serving the registered model `model_uri`."""
     settings = settings or get_settings()
-    if runtime not in RUNTIMES:
-        raise InputError(f"runtime {runtime!r} is unknown; use one of {', '.join(RUNTIMES)}")
-    if runtime == "onnx":
-        raise InputError("runtime 'onnx' is not available yet; use --runtime torch")
+    extras = runtime_extras(runtime)
     out = writable_folder(out)
-    _clear(out)
-    mv = download_model(model_uri, out / "model", settings)
+    _clear(out, check_only=True)
+    with tempfile.TemporaryDirectory(prefix="llmops-export-") as staging:
+        # the model (a wrong URI fails fast), then the slow encoder export and its check; `out` is touched only after
+        # both, so a refused model or encoder leaves it as it was
+        mv = download_model(model_uri, Path(staging) / "model", settings)
+        encoder = Path(staging) / ENCODER_DIR
+        difference = stage_encoder(encoder, onnx_encoder, onnx_tolerance) if runtime == "onnx" else None
+        _clear(out)
+        for staged in (Path(staging) / "model", encoder):
+            if staged.exists():
+                shutil.move(staged, out / staged.name)
+                os.chmod(out / staged.name, 0o755)  # readable by the container's non-root user
     wheel = kit_wheel(out / "kit")
-    requirements = serving_requirements(kit_requires=wheel_requires(wheel))
+    requirements = serving_requirements(extras, kit_requires=wheel_requires(wheel))
     requirements = pin_to_wheels(requirements, build_wheels(requirements, out / "wheels"))
     (out / "requirements.txt").write_text(
-        f"# serving dependencies of llmops-kit {__version__}, pinned to the exporting environment\n"
+        f"# serving dependencies of llmops-kit {__version__} (runtime {runtime}), pinned to the exporting environment\n"
         + "\n".join(requirements)
         + "\n",
         encoding="utf-8",
@@ -403,9 +458,10 @@ def write_context(
         policy=bool(policy_files),
         auth=settings.auth,
         audit=settings.audit,
+        onnx_max_difference=difference,
     )
     (out / "settings.ini").write_text(
-        container_settings(settings, mv.name, bool(policy_files)), encoding="utf-8"
+        container_settings(settings, mv.name, bool(policy_files), runtime=runtime), encoding="utf-8"
     )
     (out / "Dockerfile").write_text(render_template("Dockerfile.j2", **values), encoding="utf-8")
     (out / ".dockerignore").write_text(template_text("dockerignore"), encoding="utf-8")
@@ -419,6 +475,7 @@ def write_context(
         runtime,
         requirements,
         sorted(p.name for p in out.iterdir()),
+        difference,
     )
 
 

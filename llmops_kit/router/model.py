@@ -144,8 +144,11 @@ HUMAN_REVIEW = "human-review"
 
 @lru_cache(maxsize=1)
 def shared_embedder() -> Embedder:
-    """One uncached MiniLM encoder per process, shared by all routers."""
-    return Embedder(cache_path=None)
+    """One uncached MiniLM encoder per process, shared by all routers (torch or ONNX as `[embeddings]` says)."""
+    from llmops_kit.core import get_settings
+    from llmops_kit.embeddings import encoder_options
+
+    return Embedder(cache_path=None, **encoder_options(get_settings()))
 
 
 # %% ../../nbs/router/01_model.ipynb #8f1bb729
