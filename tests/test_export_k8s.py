@@ -227,7 +227,7 @@ def test_promtool_accepts_the_rules(assets, tmp_path):
     r = subprocess.run(
         [PROMTOOL, "check", "rules", str(assets / "prometheus/rules.yaml")], capture_output=True, text=True
     )
-    assert r.returncode == 0 and "SUCCESS: 8 rules found" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "SUCCESS: 11 rules found" in r.stdout, r.stdout + r.stderr
     crd = yaml.safe_load((assets / "k8s/prometheusrule.yaml").read_text())
     assert crd["spec"] == yaml.safe_load((assets / "prometheus/rules.yaml").read_text())
     broken = copy.deepcopy(crd["spec"])
@@ -290,7 +290,11 @@ def wait_for(check, timeout: float, what: str):
 def test_a_running_server_and_prometheus(assets, tmp_path):
     """The named metrics exist in `llmops serve`'s /metrics; the audit records map to ECS; Prometheus evaluates the rules."""
     metrics_port = free_port()
-    server = start_server(tmp_path / "project", serving={"metrics_port": metrics_port})
+    server = start_server(  # a chat model, so its breaker's gauge is exposed too
+        tmp_path / "project",
+        serving={"metrics_port": metrics_port},
+        extra_ini="[model.echo]\nkind = benchmark\n[quotas]\nstore = sqlite\ntenant_tokens_per_day = 4000\n",
+    )  # and quotas, so a refusal is counted
     prometheus = None
     try:
         with server.client() as c:
@@ -300,6 +304,8 @@ def test_a_running_server_and_prometheus(assets, tmp_path):
             streamed = c.post("/v1/chat/completions", headers=server.headers(), json=chat_body(stream=True))
             assert streamed.status_code == 200 and "[DONE]" in streamed.text
             assert c.post("/v1/chat/completions", headers={}, json=chat_body()).status_code == 401
+            too_long = {**chat_body(), "model": "echo", "max_tokens": 4000}
+            assert c.post("/v1/chat/completions", headers=server.headers(), json=too_long).status_code == 429
             scraped = c.get("/metrics", headers=server.headers("ops", ("metrics",)))
         assert scraped.status_code == 200
         exposed = exposed_names(scraped.text)
@@ -365,7 +371,7 @@ def test_a_running_server_and_prometheus(assets, tmp_path):
         assert {s["metric"]["route"] for s in series} == {"/v1/chat/completions"}
         groups = httpx.get(f"{api}/rules", timeout=5).json()["data"]["groups"]
         rules = [r for g in groups for r in g["rules"]]
-        assert len(rules) == 8
+        assert len(rules) == 11
         assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
         targets = httpx.get(f"{api}/targets", timeout=5).json()["data"]["activeTargets"]
         assert [t["health"] for t in targets] == ["up"]

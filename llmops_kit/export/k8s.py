@@ -152,8 +152,8 @@ def settings_ini(
     ]
     for section, values in sections:
         lines += ["", f"[{section}]"] + [
-            f"{k} = {_ini_value(v)}".rstrip() for k, v in values.model_dump().items()
-        ]
+            f"{k} = {_ini_value(v)}".rstrip() for k, v in values.model_dump().items() if v is not None
+        ]  # None: the key's default (no limit), which the file leaves out
     return "\n".join(lines) + "\n"
 
 
@@ -495,7 +495,28 @@ def alert_rules(
                         ratio('outcome="rate_limited"') + " > 0.05",
                         "10m",
                         "warning",
-                        "more than 5% of API requests rejected with 429 (in-flight cap; budgets and quotas once they exist)",
+                        "more than 5% of API requests rejected with 429 (quotas, rate limits, the in-flight cap)",
+                    ),
+                    alert(
+                        "LlmopsBudgetExhausted",
+                        'sum by (limit) (increase(llmops_quota_refusals_total{limit=~"micro_usd_per_day|tokens_per_day|requests_per_day"}[15m])) > 0',
+                        "0m",
+                        "warning",
+                        "a tenant's or key's daily budget or quota is spent: its requests are refused (llmops budget show)",
+                    ),
+                    alert(
+                        "LlmopsQuotaStoreDown",
+                        'sum(increase(llmops_quota_refusals_total{limit="store_unavailable"}[5m])) > 0',
+                        "0m",
+                        "critical",
+                        "the quota store does not answer and the policy is fail-closed: model requests are refused",
+                    ),
+                    alert(
+                        "LlmopsBreakerOpen",
+                        "max by (backend) (llmops_breaker_state) == 2",
+                        "2m",
+                        "warning",
+                        "a model's circuit breaker is open: its requests go to its fallbacks",
                     ),
                     alert(
                         "LlmopsUpstreamFailures",
@@ -839,8 +860,7 @@ def config_map(
 _HEADERS = {
     "prometheus/rules.yaml": (
         "Alerting rules over the llmops_* metrics (promtool check rules accepts them).\n"
-        "Not here, because no metric exists yet: budget exhaustion and breaker open (issue 17, traffic control),\n"
-        "drift trigger (the drift monitor emits events, not metrics)."
+        "Not here: the drift trigger (the drift monitor emits events and runs the retraining, not metrics)."
     ),
     "knative/service.yaml": (
         "Use instead of k8s/deployment.yaml, service.yaml and hpa.yaml. The template's revision is pinned as\n"
