@@ -4448,6 +4448,7 @@ d = {
                 "serving/quotas.html#windowstate.remaining",
                 "llmops_kit/serving/quotas.py",
             ),
+            "llmops_kit.serving.quotas._Busy": ("serving/quotas.html#_busy", "llmops_kit/serving/quotas.py"),
             "llmops_kit.serving.quotas._check_count": (
                 "serving/quotas.html#_check_count",
                 "llmops_kit/serving/quotas.py",

@@ -13,6 +13,7 @@ __all__ = [
     "QUOTA_DEFAULTS",
     "KEEP_MS",
     "FORGET_MS",
+    "INLINE_WAIT_MS",
     "Limits",
     "Amounts",
     "micro_usd",
@@ -499,14 +500,33 @@ def _connect(self: SqliteQuotaStore) -> sqlite3.Connection:
 
 
 # %% ../../nbs/serving/07_quotas.ipynb #a8761477
+INLINE_WAIT_MS: int = (
+    2  # the longest an operation waits for the write lock on the event loop before moving to a thread
+)
+
+
+class _Busy(Exception):
+    """The write lock is taken (by another thread or process): try again where waiting is allowed."""
+
+
 @patch
-def _transaction(self: SqliteQuotaStore, fn, *args):
-    """Run `fn(db, now_ms, *args)` in one `BEGIN IMMEDIATE` transaction; store failures become `QuotaStoreUnavailable`."""
-    if not self._lock.acquire(timeout=self.timeout_s):
+def _transaction(self: SqliteQuotaStore, fn, *args, wait: bool = True):
+    """Run `fn(db, now_ms, *args)` in one `BEGIN IMMEDIATE` transaction; store failures become `QuotaStoreUnavailable`.
+
+    With `wait=False` the lock is waited for at most `INLINE_WAIT_MS`, then `_Busy` is raised with nothing done."""
+    if not self._lock.acquire(blocking=wait, timeout=self.timeout_s if wait else -1):
+        if not wait:
+            raise _Busy()
         raise QuotaStoreUnavailable(f"the quota database {self.path} is busy")
     try:
         db = self._connect()
-        db.execute("BEGIN IMMEDIATE")
+        db.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000) if wait else INLINE_WAIT_MS}")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if not wait and ("locked" in str(e) or "busy" in str(e)):
+                raise _Busy() from e
+            raise
         try:
             out = fn(db, int(time.time() * 1000), *args)
             db.execute("COMMIT")
@@ -523,8 +543,11 @@ def _transaction(self: SqliteQuotaStore, fn, *args):
 # %% ../../nbs/serving/07_quotas.ipynb #b4f426c1
 @patch
 async def _call(self: SqliteQuotaStore, fn, *args):
-    """`_transaction` in a worker thread."""
-    return await asyncio.to_thread(self._transaction, fn, *args)
+    """`_transaction` on the event loop when the write lock is free (about 0.1 ms), else in a worker thread that may wait."""
+    try:
+        return self._transaction(fn, *args, wait=False)
+    except _Busy:
+        return await asyncio.to_thread(self._transaction, fn, *args)
 
 
 # %% ../../nbs/serving/07_quotas.ipynb #568dcbec
