@@ -219,8 +219,9 @@ def test_quotas_apply_to_jobs_as_to_direct_calls(tmp_path, redis_server):
                 _submit(c, h, "/v1/route", {"input": f"ticket {i}: my card"}).json()["id"] for i in range(3)
             ]
             answers = [wait_job(c, i, h) for i in ids]
-        assert [a["status"] for a in answers] == ["succeeded", "succeeded", "failed"]
-        refused = answers[2]["response"]
+        # the worker runs jobs concurrently: which of the three comes last is not fixed
+        assert sorted(a["status"] for a in answers) == ["failed", "succeeded", "succeeded"]
+        refused = next(a for a in answers if a["status"] == "failed")["response"]
         assert refused["status_code"] == 429 and refused["body"]["error"]["code"] == "quota_exceeded"
         shown = run_llmops(
             "budget", "show", "--tenant", "metered", "--config", str(srv.root / "settings.ini")

@@ -1177,7 +1177,7 @@ async def _chat(
         chat.info.id if chat is not None else server.chat_model or None
     )  # whose prices the estimate uses
     estimate = prompt_estimate([m.text() for m in body.messages]) + (
-        _ROUTER_CONTEXT_TOKENS if chat is None else 0
+        _ROUTER_CONTEXT_TOKENS if chat is None and may_answer else 0
     )
     try:
         cap = await server.admit(ctx, estimate, body.max_tokens, may_answer)
