@@ -535,6 +535,8 @@ def _transaction(self: SqliteQuotaStore, fn, *args, wait: bool = True):
             if db.in_transaction:
                 db.execute("ROLLBACK")
     except sqlite3.Error as e:
+        if not wait and isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e)):
+            raise _Busy() from e  # rolled back: the thread retries with the full wait
         raise QuotaStoreUnavailable(f"the quota database {self.path} is unavailable: {e}") from e
     finally:
         self._lock.release()
