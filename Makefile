@@ -28,10 +28,11 @@ quickstart: setup
 	$(BIN)/llmops quickstart
 
 # The test command: sync check, notebook tests, pytest, lint (the package included).
+# Notebooks and tests write their scratch files under a private TMPDIR, removed when the run ends (pass or fail).
 test: setup
 	bash .ci/check_sync.sh
-	$(BIN)/nbdev-test --flags slow
-	$(BIN)/pytest tests
+	scratch=$$(mktemp -d -t llmops-test.XXXXXX) && trap 'rm -rf "$$scratch"' EXIT && export TMPDIR=$$scratch && \
+	$(BIN)/nbdev-test --flags slow && $(BIN)/pytest tests
 	$(BIN)/ruff check llmops_kit tests benchmarks
 	$(BIN)/ruff format --check llmops_kit tests benchmarks
 

@@ -40,7 +40,7 @@ import httpx
 
 from llmops_kit import __version__
 from llmops_kit.core import load_settings
-from llmops_kit.export.context import build_image, local_base_image, podman_flags, write_context
+from llmops_kit.export.context import BUILD_LABEL, build_image, local_base_image, podman_flags, write_context
 from llmops_kit.onnx_encoder import export_onnx
 from llmops_kit.quickstart import build_champion
 
@@ -279,6 +279,7 @@ def save(result: dict, complete: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=3, help="container starts timed per image")
+    parser.add_argument("--keep-images", action="store_true", help="keep the measured images (about 5 GB)")
     args = parser.parse_args()
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     base = local_base_image()
@@ -320,7 +321,8 @@ def main() -> None:
             )
             t = time.perf_counter()
             done = subprocess.run(
-                ["podman", "build", "--format", "docker", *podman_flags(), "-t", MLFLOW_TAG, str(work / "mlflow")],
+                ["podman", "build", "--format", "docker", *podman_flags(), "--label", f"{BUILD_LABEL}={MLFLOW_TAG}",
+                 "-t", MLFLOW_TAG, str(work / "mlflow")],
                 capture_output=True, text=True,
             )  # fmt: skip
             mlflow["build_s"] = round(time.perf_counter() - t, 1)
@@ -358,6 +360,11 @@ def main() -> None:
         }  # fmt: skip
     save(result, complete=True)
     print(json.dumps(result, indent=2))
+    if not args.keep_images:  # the base image stays: it is made once per machine
+        subprocess.run(["podman", "rmi", "--force", MLFLOW_TAG, *OURS_TAGS.values()], capture_output=True)
+        subprocess.run(
+            ["podman", "image", "prune", "--force", "--filter", f"label={BUILD_LABEL}"], capture_output=True
+        )
 
 
 if __name__ == "__main__":

@@ -1022,6 +1022,14 @@ d = {
                 "export/context.html#_clear",
                 "llmops_kit/export/context.py",
             ),
+            "llmops_kit.export.context._drop_stale_builds": (
+                "export/context.html#_drop_stale_builds",
+                "llmops_kit/export/context.py",
+            ),
+            "llmops_kit.export.context._image_id": (
+                "export/context.html#_image_id",
+                "llmops_kit/export/context.py",
+            ),
             "llmops_kit.export.context._pip": ("export/context.html#_pip", "llmops_kit/export/context.py"),
             "llmops_kit.export.context._tail": ("export/context.html#_tail", "llmops_kit/export/context.py"),
             "llmops_kit.export.context.build_image": (

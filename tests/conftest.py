@@ -1,6 +1,8 @@
-"""Shared fixtures: the installed `llmops` command, an isolated project folder, the shared data sets."""
+"""Shared fixtures: the installed `llmops` command, an isolated project folder, the shared data sets, and a
+session that removes the images its builds made."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,31 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 LLMOPS = Path(sys.executable).parent / "llmops"
+
+
+def _built_images() -> set[str]:
+    """The ids of the images the kit's builds made (every stage carries the build label)."""
+    from llmops_kit.export.context import BUILD_LABEL
+
+    done = subprocess.run(
+        ["podman", "images", "--all", "--quiet", "--no-trunc", "--filter", f"label={BUILD_LABEL}"],
+        capture_output=True,
+        text=True,
+    )
+    return set(done.stdout.split()) if done.returncode == 0 else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_built_images():
+    """Leave the machine's image store as the session found it: the tests' builds are about 1 GB each."""
+    if shutil.which("podman") is None:
+        yield
+        return
+    before = _built_images()
+    yield
+    made = sorted(_built_images() - before)
+    if made:
+        subprocess.run(["podman", "rmi", "--force", *made], capture_output=True)
 
 
 def shared_data_dir() -> Path:

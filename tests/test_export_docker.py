@@ -24,6 +24,7 @@ from llmops_kit.core import load_settings
 from llmops_kit.errors import LlmopsError
 from llmops_kit.export.cli import configure_cli
 from llmops_kit.export.context import (
+    BUILD_LABEL,
     LOCAL_BASE_IMAGE,
     build_image,
     local_base_image,
@@ -260,6 +261,38 @@ def _podman_usable() -> str | None:
             return f"{tool} is not installed (apt-get install -y podman runc debootstrap; .ci/run does it)"
     done = subprocess.run(["podman", "info"], capture_output=True, text=True)
     return None if done.returncode == 0 else f"podman does not run here: {done.stderr.strip()[-300:]}"
+
+
+@pytest.mark.slow
+def test_rebuilding_a_tag_leaves_no_stale_images(tmp_path):
+    """A rebuild replaces the tag's image and its cached build stage; an unchanged rebuild keeps both (the cache)."""
+    why = _podman_usable()
+    if why:
+        pytest.skip(why)
+    base, tag = local_base_image(), "localhost/llmops-rebuild-test:latest"
+
+    def build(n: int) -> list[str]:
+        (tmp_path / "Dockerfile").write_text(
+            f"ARG BASE_IMAGE\nFROM $BASE_IMAGE AS stage\nRUN echo {n} > /n\nFROM $BASE_IMAGE\nCOPY --from=stage /n /n\n"
+        )
+        build_image(tmp_path, tag=tag, build_args={"BASE_IMAGE": base}, engine="podman")
+        listed = subprocess.run(
+            ["podman", "images", "--all", "--quiet", "--no-trunc", "--filter", f"label={BUILD_LABEL}={tag}"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return sorted(listed.stdout.split())
+
+    try:
+        first = build(1)
+        second = build(2)
+        assert len(second) == len(first) and set(second) != set(first)  # replaced, not added
+        assert build(2) == second
+        shown = subprocess.run(
+            ["podman", "run", "--rm", *podman_flags(), tag, "cat", "/n"], capture_output=True, text=True
+        )
+        assert shown.stdout.strip() == "2", shown.stderr
+    finally:
+        subprocess.run(["podman", "rmi", "--force", tag], capture_output=True)
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_RUNTIME",
     "ENCODER_DIR",
     "LOCAL_BASE_IMAGE",
+    "BUILD_LABEL",
     "runtime_extras",
     "serving_requirements",
     "template_text",
@@ -481,6 +482,9 @@ def write_context(
 
 # %% ../../nbs/export/01_context.ipynb #22eebb8d
 LOCAL_BASE_IMAGE = "localhost/llmops-python-base:bookworm"
+BUILD_LABEL = (
+    "io.llmops-kit.build"  # every image a podman build makes (stages included) carries `BUILD_LABEL=tag`
+)
 
 
 # %% ../../nbs/export/01_context.ipynb #b1295682
@@ -529,8 +533,48 @@ def require_engine() -> str:
 
 # %% ../../nbs/export/01_context.ipynb #435f547a
 def _tail(text: str, n: int = 3) -> str:
+    """A tool's last `n` lines of output, its error lines when it printed any."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return " | ".join(lines[-n:]) or "(no output)"
+    errors = [line for line in lines if "error" in line.lower()]
+    return " | ".join((errors or lines)[-n:]) or "(no output)"
+
+
+# %% ../../nbs/export/01_context.ipynb #d3d7901f
+def _image_id(tag: str) -> str | None:
+    """The id of the image podman knows as `tag`, or None."""
+    done = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Id}}", tag], capture_output=True, text=True
+    )
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+# %% ../../nbs/export/01_context.ipynb #b70b8daa
+def _drop_stale_builds(
+    tag: str,  # the tag just built
+    output: str,  # the build's output: each step's image is printed as `--> ID` (or `--> Using cache ID`)
+    replaced: str | None = None,  # the image `tag` named before the build
+) -> list[str]:
+    """Remove what rebuilding `tag` left behind: the image it replaced and build stages this build no longer uses."""
+    used = re.findall(r"^--> (?:Using cache )?([0-9a-f]{11,64})\b", output, flags=re.M)
+    listed = subprocess.run(
+        [
+            "podman",
+            "images",
+            "--quiet",
+            "--no-trunc",
+            "--filter",
+            "dangling=true",
+            "--filter",
+            f"label={BUILD_LABEL}={tag}",
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    stale = {i.removeprefix("sha256:") for i in listed}
+    if replaced and replaced != _image_id(tag):
+        stale.add(replaced.removeprefix("sha256:"))
+    stale = sorted(i for i in stale if not any(i.startswith(u) for u in used))
+    return [i for i in stale if subprocess.run(["podman", "rmi", i], capture_output=True).returncode == 0]
 
 
 # %% ../../nbs/export/01_context.ipynb #753bab07
@@ -553,20 +597,36 @@ def build_image(
 
         client = docker.from_env()
         try:
-            client.images.build(path=str(folder), tag=tag, buildargs=build_args or {}, rm=True)
+            client.images.build(
+                path=str(folder), tag=tag, buildargs=build_args or {}, labels={BUILD_LABEL: tag}, rm=True
+            )
         except docker.errors.BuildError as e:
             raise LlmopsError(f"docker build of {folder} failed: {e.msg}") from None
         finally:
             client.close()
         return tag
     args = [f"--build-arg={k}={v}" for k, v in (build_args or {}).items()]
+    replaced = _image_id(tag)
     done = subprocess.run(
-        ["podman", "build", "--format", "docker", *podman_flags(), *args, "-t", tag, str(folder)],
+        [
+            "podman",
+            "build",
+            "--format",
+            "docker",
+            *podman_flags(),
+            *args,
+            "--label",
+            f"{BUILD_LABEL}={tag}",
+            "-t",
+            tag,
+            str(folder),
+        ],
         capture_output=True,
         text=True,
     )
     if done.returncode != 0:
         raise LlmopsError(f"podman build of {folder} failed: {_tail(done.stderr + done.stdout)}")
+    _drop_stale_builds(tag, done.stdout + done.stderr, replaced)  # rebuilding replaces: images do not pile up
     return tag
 
 
