@@ -771,6 +771,10 @@ d = {
                 "drift/report.html#plot_tests",
                 "llmops_kit/drift/report.py",
             ),
+            "llmops_kit.drift.report.resolution_permutations": (
+                "drift/report.html#resolution_permutations",
+                "llmops_kit/drift/report.py",
+            ),
         },
         "llmops_kit.drift.stats": {
             "llmops_kit.drift.stats.TestResult": ("drift/stats.html#testresult", "llmops_kit/drift/stats.py"),

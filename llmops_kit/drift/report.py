@@ -11,6 +11,7 @@ __all__ = [
     "EMBEDDING_TESTS",
     "DEFAULT_EMBEDDING_TESTS",
     "DriftReport",
+    "resolution_permutations",
     "check_drift",
     "plot_tests",
     "plot_projection",
@@ -21,6 +22,7 @@ import base64
 import datetime as dt
 import io
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -177,6 +179,17 @@ def _embedding_family(
     return results
 
 
+# %% ../../nbs/drift/03_report.ipynb #8459c62a
+def resolution_permutations(
+    hypotheses: int,  # hypotheses the correction spans (a jointly calibrated family counts once)
+    alpha: float,  # the run's level
+    correction: str,  # `holm`, `bh` or `none`
+) -> int:
+    """The fewest permutations whose smallest p-value, 1/(P+1), is half the strictest level the correction applies."""
+    strictest = alpha if correction == "none" else alpha / max(hypotheses, 1)
+    return math.ceil(2 / strictest) - 1
+
+
 # %% ../../nbs/drift/03_report.ipynb #acc4a4fe
 def check_drift(
     reference: ReferenceProfile | pd.DataFrame,  # a profile, or reference traffic to profile now
@@ -216,7 +229,24 @@ def check_drift(
     results: list[TestResult] = []
     examples: list[dict[str, Any]] = []
     rows, emb = _current_embeddings(current, reference, embedder, current_embeddings)
-    if emb is not None and len(emb) >= 2:
+    numeric = {}  # the numeric columns with values on both sides
+    for name, summary in reference.numeric.items():
+        if name not in current.columns:
+            continue
+        values = pd.to_numeric(current[name], errors="coerce").to_numpy(dtype=float)
+        if np.isfinite(values).sum() >= 2 and len(summary.values) >= 2:
+            numeric[name] = (summary, values)
+    categorical = [name for name in reference.categorical if name in current.columns]
+    with_embeddings = emb is not None and len(emb) >= 2
+    permuted = {"mmd", "knn"} | (
+        {"model"} if model is not None else set()
+    )  # one family after `combine_min_p`
+    units = (
+        bool(permuted & set(embedding_tests)) + ("classifier" in embedding_tests) if with_embeddings else 0
+    )
+    hypotheses = units + 2 * len(numeric) + len(categorical_tests) * len(categorical)
+    permutations = max(permutations, resolution_permutations(hypotheses, alpha, correction))
+    if with_embeddings:
         results.extend(
             _embedding_family(reference.embeddings, emb, embedding_tests, model, permutations, seed)
         )
@@ -231,12 +261,7 @@ def check_drift(
             examples = [
                 {"text": t, "score": float(s)} for t, s in zip(texts, explainer.details["top_scores"])
             ]
-    for name, summary in reference.numeric.items():
-        if name not in current.columns:
-            continue
-        values = pd.to_numeric(current[name], errors="coerce").to_numpy(dtype=float)
-        if np.isfinite(values).sum() < 2 or len(summary.values) < 2:
-            continue
+    for name, (summary, values) in numeric.items():
         results.append(ks_test(summary.values, values, name=f"ks:{name}"))
         results.append(
             wasserstein_test(
@@ -244,9 +269,8 @@ def check_drift(
             )
         )
     tests = {"chi2": chi2_test, "psi": psi_test, "js": js_test, "share": share_test}
-    for name, counts in reference.categorical.items():
-        if name not in current.columns:
-            continue
+    for name in categorical:
+        counts = reference.categorical[name]
         cur_counts = {
             str(k): int(v) for k, v in current[name].fillna("<missing>").astype(str).value_counts().items()
         }
