@@ -46,6 +46,9 @@ def srv(tmp_path_factory, upstream):
     broken = (  # an upstream the test makes fail
         f"[model.broken]\nkind = openai\nbase_url = {upstream.base_url}\nupstream_model = x\n"
         "max_retries = 0\ncompletion_usd_per_mtok = 1000\n"
+        # a cheap model whose failures fall back to the dear `priced`
+        f"[model.thrifty]\nkind = openai\nbase_url = {upstream.base_url}\nupstream_model = x\n"
+        "max_retries = 0\nmax_tokens = 10\ncompletion_usd_per_mtok = 100\nfallbacks = priced\n"
     )
     server = start_server(
         root,
@@ -116,6 +119,28 @@ def test_failed_requests_release_their_reservation(srv, upstream):
     assert r.status_code == 502, r.text
     shown = json.loads(budget(srv, "show", "--tenant", "hooli").stdout)["limits"]["micro_usd_per_day"]
     assert (shown["settled"], shown["held"], shown["remaining"]) == (0, 0, 5 * COST)
+
+
+def test_a_fallback_to_a_dearer_model_never_overspends(srv, upstream):
+    """The estimate is priced at the dearest model of the chain: the second request no longer fits, so it is refused."""
+    assert (
+        budget(srv, "set", "--tenant", "wonka", "usd_per_day", "0.015").returncode == 0
+    )  # 1.5 answers of `priced`
+    upstream.script = [(500, {}, "the upstream is down")]
+    try:
+        with srv.client() as c:
+            first, second = (
+                ask(c, srv, tenant="wonka", model="thrifty"),
+                ask(c, srv, tenant="wonka", model="thrifty"),
+            )
+    finally:
+        upstream.script = []
+    assert (first.status_code, second.status_code) == (200, 429), second.text
+    assert "daily budget of tenant:wonka" in second.json()["error"]["message"]
+    rec = srv.wait_records([first.headers["x-request-id"]])[first.headers["x-request-id"]][0]
+    assert [h["to"] for h in rec["prediction"]["fallbacks"]] == ["priced"]
+    shown = json.loads(budget(srv, "show", "--tenant", "wonka").stdout)["limits"]["micro_usd_per_day"]
+    assert (shown["settled"], shown["held"]) == (COST, 0) and shown["settled"] <= shown["limit"]
 
 
 def test_requested_max_tokens_is_capped_by_what_was_reserved(srv):

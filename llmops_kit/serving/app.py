@@ -419,7 +419,15 @@ async def admit(
     if self.quota_store is None:
         return cap
     amounts = (
-        Amounts(1, prompt_tokens + (cap or 0), 0) if spec is None else cost_amounts(prompt_tokens, cap, spec)
+        Amounts(1, prompt_tokens + (cap or 0), 0)
+        if spec is None
+        else max(  # at the dearest model its chain may pass the request to: a fallback never overspends
+            (
+                cost_amounts(prompt_tokens, cap, self.settings.models[m])
+                for m in self.chains.chains.get(model, [model])
+            ),
+            key=lambda a: a.micro_usd,
+        )
     )
     keys = [f"tenant:{ctx.tenant or 'anonymous'}"]
     if ctx.principal is not None and ctx.principal.subject:
