@@ -695,6 +695,10 @@ d = {
                 "drift/profile.html#audit_frame",
                 "llmops_kit/drift/profile.py",
             ),
+            "llmops_kit.drift.profile.audit_records": (
+                "drift/profile.html#audit_records",
+                "llmops_kit/drift/profile.py",
+            ),
             "llmops_kit.drift.profile.audit_row": (
                 "drift/profile.html#audit_row",
                 "llmops_kit/drift/profile.py",

@@ -29,10 +29,8 @@ __all__ = [
 ]
 
 # %% ../../nbs/audit/09_widgets.ipynb #37667f09
-import gzip
 import html
 import io
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -45,7 +43,7 @@ from fastcore.basics import patch
 # %% ../../nbs/audit/09_widgets.ipynb #3be3a573
 from ..core import InferenceRecord, Settings
 from ..drift.monitor import split_windows
-from ..drift.profile import audit_files, audit_row
+from ..drift.profile import audit_frame, audit_row
 from ..drift.report import MIN_ROWS, DriftReport, check_drift, plot_projection, plot_tests
 from ..errors import InputError, LlmopsError
 from ..guardrails.base import SEVERITY, Finding, Verdict
@@ -69,25 +67,7 @@ def read_records(
     path: str | os.PathLike,  # an audit log folder
 ) -> pd.DataFrame:
     """The records of an audit log folder, one row per request (`record_row`), in time order."""
-    files = audit_files(path)
-    if not files:
-        raise InputError(f"{path}: no *.jsonl files in this audit log folder")
-    rows = []
-    for f in files:
-        opener = gzip.open if f.name.endswith(".gz") else open
-        with opener(f, "rt", encoding="utf-8") as fh:
-            for i, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(record_row(InferenceRecord.from_dict(json.loads(line))))
-                except (json.JSONDecodeError, TypeError, AttributeError) as e:
-                    raise InputError(f"{f}:{i}: not an inference record: {str(e).splitlines()[0]}") from None
-                except InputError as e:
-                    raise InputError(f"{f}:{i}: {e}") from None
-    frame = pd.DataFrame(rows, columns=list(record_row(InferenceRecord("", "", "", 0, "ok"))))
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, errors="coerce", format="ISO8601")
-    return frame.sort_values("ts", kind="stable").reset_index(drop=True)
+    return audit_frame(path, row=record_row).sort_values("ts", kind="stable").reset_index(drop=True)
 
 
 # %% ../../nbs/audit/09_widgets.ipynb #56525266

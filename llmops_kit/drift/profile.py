@@ -13,6 +13,7 @@ __all__ = [
     "PROFILE_TAG",
     "audit_row",
     "audit_files",
+    "audit_records",
     "audit_frame",
     "load_traffic",
     "synthetic_queries",
@@ -27,7 +28,7 @@ import datetime as dt
 import gzip
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,14 +102,13 @@ def audit_files(path: str | os.PathLike) -> list[Path]:
 
 
 # %% ../../nbs/drift/01_profile.ipynb #57c10eb7
-def audit_frame(
+def audit_records(
     path: str | os.PathLike,  # an audit log folder of `*.jsonl` (or `.jsonl.gz`) files
-) -> pd.DataFrame:
-    """Read an audit log folder into a DataFrame with one row per request, oldest file first."""
+) -> Iterator[InferenceRecord]:
+    """Each record of an audit log folder, oldest file first; a bad line is an error naming its file and line."""
     files = audit_files(path)
     if not files:
         raise InputError(f"{path}: no *.jsonl files in this audit log folder")
-    rows = []
     for f in files:
         opener = gzip.open if f.name.endswith(".gz") else open
         with opener(f, "rt", encoding="utf-8") as fh:
@@ -116,12 +116,22 @@ def audit_frame(
                 if not line.strip():
                     continue
                 try:
-                    rows.append(audit_row(InferenceRecord.from_dict(json.loads(line))))
-                except (json.JSONDecodeError, TypeError) as e:
+                    yield InferenceRecord.from_dict(json.loads(line))
+                except (json.JSONDecodeError, TypeError, AttributeError) as e:
                     raise InputError(f"{f}:{i}: not an inference record: {str(e).splitlines()[0]}") from None
                 except InputError as e:
                     raise InputError(f"{f}:{i}: {e}") from None
-    df = pd.DataFrame(rows, columns=list(audit_row(InferenceRecord("", "", "", 0, "ok"))))
+
+
+# %% ../../nbs/drift/01_profile.ipynb #824f8761
+def audit_frame(
+    path: str | os.PathLike,  # an audit log folder of `*.jsonl` (or `.jsonl.gz`) files
+    row: Callable[[InferenceRecord], dict[str, Any]] = audit_row,  # one record's row
+) -> pd.DataFrame:
+    """Read an audit log folder into a DataFrame with one `row` per request, oldest file first."""
+    df = pd.DataFrame(
+        [row(r) for r in audit_records(path)], columns=list(row(InferenceRecord("", "", "", 0, "ok")))
+    )
     df["ts"] = pd.to_datetime(df["ts"], utc=True, errors="coerce", format="ISO8601")
     return df
 
