@@ -82,7 +82,7 @@ def _copy_of_model(tmp_path: Path) -> Path:
 def test_unaltered_copy_verifies_and_loads(tmp_path):
     copy = _copy_of_model(tmp_path)
     verify_model(copy)
-    assert load_ner(copy).pipe_names == ["tok2vec", "ner"]
+    assert load_ner(copy).pipe_names == ["ner"]
 
 
 def test_altered_weights_fail_closed(tmp_path):

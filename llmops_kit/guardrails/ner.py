@@ -102,7 +102,7 @@ def verify_model(
 
 # %% ../../nbs/guardrails/08_ner.ipynb #593dc539
 _LOAD_LOCK = threading.Lock()
-_NEEDED = ("tok2vec", "ner")
+_NEEDED = ("ner",)  # en_core_web_sm's ner embeds its own tok2vec (spacy.Tok2Vec, not a listener)
 
 
 def _model_folder(package: Path) -> Path:
@@ -127,7 +127,7 @@ def _load(folder: Path) -> Any:
 def load_ner(
     folder: Path | None = None,  # a model package folder; None = the installed package
 ) -> Any:
-    """The verified spaCy pipeline (tok2vec and ner only); `ConfigurationError` when it is absent or its files differ."""
+    """The verified spaCy pipeline (the ner component only); `ConfigurationError` when it is absent or its files differ."""
     if folder is None:
         if not ner_available():
             raise ConfigurationError(
