@@ -657,8 +657,8 @@ class IndirectInjectionGuard(Guard):
                 continue
             if f.end is not None and _NOT_AN_ORDER.match(text, f.end):
                 continue  # "forget everything you know about budgeting": advertising, not an override
-            # weak hints and role play in prose ("suppose you invest...") only support other findings here
-            if f.score < 0.75 or f.type == "ROLE_PLAY":
+            # role play and data hints in prose ("suppose you invest...", "the customer's address") only support here
+            if f.type in ("ROLE_PLAY", "DATA_EXFILTRATION") and f.score < 0.8:
                 f.score = min(f.score, 0.5)
             out.append(f)
         return out
