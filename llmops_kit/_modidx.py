@@ -1751,6 +1751,10 @@ d = {
                 "guardrails/pii.html#_ner_for",
                 "llmops_kit/guardrails/pii.py",
             ),
+            "llmops_kit.guardrails.pii._not_place_or_org": (
+                "guardrails/pii.html#_not_place_or_org",
+                "llmops_kit/guardrails/pii.py",
+            ),
             "llmops_kit.guardrails.pii._place_starts": (
                 "guardrails/pii.html#_place_starts",
                 "llmops_kit/guardrails/pii.py",

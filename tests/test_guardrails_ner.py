@@ -107,3 +107,24 @@ def test_missing_or_added_files_fail_closed(tmp_path):
     config.unlink()
     with pytest.raises(ConfigurationError, match="config.cfg is missing"):
         verify_model(copy)
+
+
+def test_entity_spans_stop_at_a_line_break_and_drop_a_possessive():
+    ner = NerRecognizer()
+    text = "Marta Kowalczyk\n\nSenior accountant at the Leeds office"
+    assert all("\n" not in text[s:e] for _, s, e, _, _ in ner.entities(text))
+    text = "The jury heard that Anna Berg's car was found in Oslo."
+    assert all(not text[s:e].endswith("'s") for _, s, e, _, _ in ner.entities(text))
+
+
+def test_a_name_the_model_calls_a_company_stays_a_person():
+    text = "Ingrid is from Lakeview Logistics."
+    found = {(f.type, text[f.start : f.end]) for f in PiiGuard(ner="on").scan(text)}
+    assert ("PERSON", "Ingrid") in found
+    assert ("ORGANIZATION", "Lakeview Logistics") in found  # a company word: the model's reading stands
+
+
+def test_the_person_policy_needs_the_person_type():
+    text = "Ingrid is from Lakeview Logistics."
+    found = {f.type for f in PiiGuard(entities=["ORGANIZATION", "LOCATION"], ner="on").scan(text)}
+    assert "PERSON" not in found

@@ -204,8 +204,12 @@ class NerRecognizer:
             if kind is None or kind not in self.types:
                 continue
             s, e = ent.start_char, ent.end_char
-            while e > s and text[e - 1] in ".,;:'’\"":
+            if "\n" in text[s:e]:
+                e = text.index("\n", s)  # a name does not run on to the next line ("Ann Lee\n\nAccountant")
+            while e > s and text[e - 1] in ".,;:'’\" \t":
                 e -= 1  # spaCy sometimes keeps a trailing quote or stop
+            if text[e - 2 : e] in ("'s", "’s") and e - 2 > s:
+                e -= 2  # "Anna Berg's car": the name without the possessive
             if text[s : s + 4].lower() == "the ":
                 s += 4  # "the Netherlands" -> "Netherlands"
             if e > s:
