@@ -352,7 +352,7 @@ def main() -> int:
     results["pii"] = {
         "matching": "same type and IoU >= 0.5, one-to-one; micro figures over all 17 dataset types; predictions of types the dataset does not label are ignored",
         "label_map": LABEL_MAP,
-        "tuning": "pii_synth has no train/dev split: the context rules (AGE, TITLE, NRP, ORGANIZATION, LOCATION, address tails) were written from general knowledge and checked on sentences written for the kit (nbs/guardrails/02_pii.ipynb); the NER label policy (a name the rules found that the model calls a company or place, every word a known name, stays a person; entity spans end at a line break and drop a possessive) was chosen on the dev half of a fixed split (pii_half: sha256 of template_id), and `held_out_test_half` reports the other half with the peers on the same sentences",
+        "tuning": "pii_synth has no train/dev split: the context rules (AGE, TITLE, NRP, ORGANIZATION, LOCATION, address tails) were written from general knowledge and checked on sentences written for the kit (nbs/guardrails/02_pii.ipynb); the NER label policy (a name the rules found that the model calls a company or place, every word a known name, stays a person; entity spans end at a line break and drop a possessive; the model's organisations and places read again: data-type acronyms and bare region codes dropped, a name before a postcode is a place, a compass word before a known place left out) was chosen on the dev half of a fixed split (pii_half: sha256 of template_id), and `held_out_test_half` reports the other half with the peers on the same sentences",
         "ours": span_scores(gold, ours, types),
         "ours_ms_per_sentence": round(float(np.mean(ours_ms)), 4),
         "ours_latency_per_sentence": pct(ours_ms),

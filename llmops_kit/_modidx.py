@@ -1743,6 +1743,10 @@ d = {
                 "guardrails/pii.html#_context_re",
                 "llmops_kit/guardrails/pii.py",
             ),
+            "llmops_kit.guardrails.pii._entity_policy": (
+                "guardrails/pii.html#_entity_policy",
+                "llmops_kit/guardrails/pii.py",
+            ),
             "llmops_kit.guardrails.pii._iban_prefix": (
                 "guardrails/pii.html#_iban_prefix",
                 "llmops_kit/guardrails/pii.py",

@@ -128,3 +128,17 @@ def test_the_person_policy_needs_the_person_type():
     text = "Ingrid is from Lakeview Logistics."
     found = {f.type for f in PiiGuard(entities=["ORGANIZATION", "LOCATION"], ner="on").scan(text)}
     assert "PERSON" not in found
+
+
+def test_the_models_organisations_and_places_read_again():
+    guard = PiiGuard(ner="on")
+
+    def found(text):
+        return {(f.type, text[f.start : f.end]) for f in guard.scan(text)}
+
+    text = "The tour visits Southern Portugal and Northern Spain."
+    assert found(text) == {("LOCATION", "Portugal"), ("LOCATION", "Spain")}  # the compass word left out
+    text = "Can Nordhavn ask for my SSN again?"
+    assert not {t for t, _ in found(text)} & {"ORGANIZATION"}  # a kind of data, not a company
+    text = "Kjeld wrote from Vesterbro 1620 yesterday."
+    assert ("LOCATION", "Vesterbro") in found(text)  # a name before a postcode is a place
