@@ -1642,8 +1642,20 @@ d = {
                 "guardrails/indirect.html#untrustedexample",
                 "llmops_kit/guardrails/indirect.py",
             ),
+            "llmops_kit.guardrails.indirect._fold": (
+                "guardrails/indirect.html#_fold",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect._hidden_forms": (
+                "guardrails/indirect.html#_hidden_forms",
+                "llmops_kit/guardrails/indirect.py",
+            ),
             "llmops_kit.guardrails.indirect._r": (
                 "guardrails/indirect.html#_r",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect._unspaced": (
+                "guardrails/indirect.html#_unspaced",
                 "llmops_kit/guardrails/indirect.py",
             ),
             "llmops_kit.guardrails.indirect.untrusted_examples": (
@@ -1739,12 +1751,20 @@ d = {
                 "guardrails/pii.html#_context_re",
                 "llmops_kit/guardrails/pii.py",
             ),
+            "llmops_kit.guardrails.pii._entity_policy": (
+                "guardrails/pii.html#_entity_policy",
+                "llmops_kit/guardrails/pii.py",
+            ),
             "llmops_kit.guardrails.pii._iban_prefix": (
                 "guardrails/pii.html#_iban_prefix",
                 "llmops_kit/guardrails/pii.py",
             ),
             "llmops_kit.guardrails.pii._ner_for": (
                 "guardrails/pii.html#_ner_for",
+                "llmops_kit/guardrails/pii.py",
+            ),
+            "llmops_kit.guardrails.pii._not_place_or_org": (
+                "guardrails/pii.html#_not_place_or_org",
                 "llmops_kit/guardrails/pii.py",
             ),
             "llmops_kit.guardrails.pii._place_starts": (

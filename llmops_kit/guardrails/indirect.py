@@ -9,6 +9,9 @@ from __future__ import annotations
 __all__ = [
     "INDIRECT_RULES",
     "INJECTION_TYPES",
+    "TECHNIQUE_RULES",
+    "FOREIGN_RULES",
+    "ALL_RULES",
     "UNTRUSTED_ROLES",
     "UntrustedExample",
     "untrusted_examples",
@@ -17,6 +20,7 @@ __all__ = [
 ]
 
 # %% ../../nbs/guardrails/09_indirect.ipynb #da136296
+import codecs
 import json
 import re
 from collections.abc import Sequence
@@ -68,7 +72,7 @@ INDIRECT_RULES: tuple[tuple[str, re.Pattern, float, str], ...] = (
     (
         "ADDRESSED_TO_MODEL",
         _r(
-            r"\b(?:notes?|messages?|instructions?|hidden\s+text|p\.?\s?s\.?|attention|reminder|todo|important)\b[^.\n]{0,30}?\b(?:to|for)\s+(?:the\s+|any\s+|all\s+|an?\s+)?"
+            r"\b(?:notes?|messages?|instructions?|hidden\s+text|p\.?\s?s\.?|attention|reminder|todo|important)\b[^.\n]{0,30}?\b(?:to|for)\s+(?:the\s+|any\s+|all\s+|an?\s+)?(?:(?:automated|automatic|ai|ai-powered|screening|virtual|digital|reviewing|reading)\s+){0,2}"
             + _AI
             + r"\b"
         ),
@@ -127,9 +131,11 @@ INDIRECT_RULES: tuple[tuple[str, re.Pattern, float, str], ...] = (
     (
         "RESPONSE_STEERING",
         _r(
-            r"\b(?:in|at\s+the\s+(?:start|end|beginning)\s+of|begin|start|end|finish)\s+(?:your|the)\s+"
+            r"\b(?:at\s+the\s+(?:start|end|beginning)\s+of|begin|start|end|finish)\s+(?:your|the)\s+"
             + _RESPONSE
-            + r"\b"
+            + r"\b|\bin\s+(?:your|the)\s+"
+            + _RESPONSE
+            + r"\b[^.\n]{0,15}?\b(?:include|add|insert|mention|say|state|tell|write|append|put|recommend|claim|ask)\b"
         ),
         0.65,
         "the text dictates the reader's answer",
@@ -281,9 +287,346 @@ INJECTION_TYPES: frozenset[str] = frozenset(
     }
 )  # the direct-injection findings that count in untrusted content too
 
+# %% ../../nbs/guardrails/09_indirect.ipynb #acae54e37e7d407bbb7b55eff062a284
+_AI_STRICT = (
+    r"(?:a\.?i\.?|assistants?(?!\s+(?:managers?|coach(?:es)?|referees?|directors?|professors?|editors?|principals?|teachers?|secretar(?:y|ies)|chefs?|heads?|to\s+the))|chat\s?bots?|language\s+models?|llms?|gpts?|copilots?|"
+    r"(?:ai|llm|gpt|language[ -]model)[ -](?:tools?|systems?|reviewers?|screeners?|assistants?|agents?|readers?|models?|summari[sz]ers?))"
+)  # words that name an AI and little else (no bare "model" or "agent")
+_OUTPUT_VERB = (
+    r"(?:say|state|respond|reply|answer|output|print|write|recommend|rank|rate|approve|claim|declare|mention|"
+    r"describe\s+(?:it|this|them|him|her|me|the\s+\w+)\s+as|call\s+(?:it|this|them|him|her|me)|"
+    r"tell\s+(?:the\s+|your\s+|all\s+|any\s+|every\s+)?(?:users?|readers?|customers?|visitors?|humans?|people))"
+)
+_THIS_CONTENT = (
+    r"(?:(?:this|the|these)\s+(?:\w+\s+)?(?:document|text|page|file|email|e-mail|message|article|post|paper|report|"
+    r"review|profile|listing|ticket|passage|content|section|website|site|essay|memo|letter|code|product|data)s?"
+    r"|(?:this|these)\s+[a-z]+)"
+)
+
+TECHNIQUE_RULES: tuple[tuple[str, re.Pattern, float, str], ...] = (
+    (
+        "ADDRESSED_TO_MODEL",
+        _r(
+            r"\b(?:if|when|whenever)\s+(?:an?|the|any)\s+"
+            + _AI_STRICT
+            + r"(?:\s+\w+)?\s+(?:is|are|was)\s+(?:reading|processing|summari[sz]ing|analy[sz]ing|reviewing|asked|answering|parsing)"
+        ),
+        0.8,
+        "the text speaks to an AI reading it",
+    ),
+    (
+        "ADDRESSED_TO_MODEL",
+        _r(
+            r"\b(?:the|this|any|every|all|each)\s+"
+            + _AI_STRICT
+            + r"\b[^.\n]{0,60}?\b(?:must|should|shall|needs?\s+to|has\s+to|is\s+(?:required|expected|instructed)\s+to|are\s+(?:required|expected)\s+to)\s+(?:always\s+|now\s+|also\s+|then\s+)?(?:"
+            + _OUTPUT_VERB
+            + r"|call|label|mark|treat|ignore|report)\b"
+        ),
+        0.75,
+        "an obligation put on the AI",
+    ),
+    (
+        "ADDRESSED_TO_MODEL",
+        _r(
+            r"\b(?:as|you,?\s+as)\s+(?:an?|the|my|our)\s+(?:\w+\s+){0,2}?"
+            + _AI_STRICT
+            + r"\s*,?\s+you\b|\byou,?\s+as\s+(?:an?|the|my)\s+(?:\w+\s+)?"
+            + _AI_STRICT
+            + r"\b"
+        ),
+        0.75,
+        "the text casts its reader as the AI",
+    ),
+    (
+        "ADDRESSED_TO_MODEL",
+        _r(r"(?:^|//|#|/\*|<!--|[\[(;>])\s*(?:\w+\s+)?" + _AI_STRICT + r"\s*:", re.I | re.M),
+        0.7,
+        "a line addressed to an AI",
+    ),
+    (
+        "ADDRESSED_TO_MODEL",
+        _r(
+            r"\b(?:welcome|greetings|listen(?:\s+up)?|note)\s*,\s*(?:the\s+|an?\s+|dear\s+)?"
+            + _AI_STRICT
+            + r"\s*[,:!]"
+        ),
+        0.75,
+        "the text greets an AI",
+    ),
+    (
+        "ADDRESSED_TO_MODEL",
+        _r(r"\byour\s+(?:users?|human\s+users?|operators?)\b"),
+        0.55,
+        "the text speaks of the reader's users",
+    ),
+    (
+        "RESPONSE_STEERING",
+        _r(
+            r"\b(?:the\s+)?(?:only\s+(?:acceptable|valid|allowed|correct)|correct|right|true|real|final|proper)\s+(?:summary|answer|response|reply|output|translation)\b[^.\n]{0,40}?\b(?:is|would\s+be|should\s+be|will\s+be)\s*[:\-]?\s*(?:the\s+(?:words?|phrase|sentence)\s*:?\s*)?[\"'“‘«]"
+        ),
+        0.75,
+        "the text fixes the reader's answer",
+    ),
+    (
+        "RESPONSE_STEERING",
+        _r(r"\bthe\s+only\s+(?:acceptable|valid|allowed)\s+(?:summary|answer|response|reply|output)\b"),
+        0.75,
+        "the text fixes the reader's answer",
+    ),
+    (
+        "RESPONSE_STEERING",
+        _r(
+            r"\b(?:output|print|say|repeat|write|return)\s+(?:exactly|verbatim|word\s+for\s+word)\b|\b(?:reply|respond|answer)\s+(?:exactly|verbatim)\s+with\b"
+        ),
+        0.7,
+        "the text dictates the exact output",
+    ),
+    (
+        "RESPONSE_STEERING",
+        _r(
+            r"\b(?:reply|respond|answer|output|print|say|write|return)\s+(?:only\s+|just\s+|simply\s+)?(?:with\s+)?(?:the\s+(?:words?|phrase|text|sentence|string|message)\s*:?\s*)?[\"'“‘«「]"
+        ),
+        0.55,
+        "the text quotes what to reply",
+    ),
+    (
+        "RESPONSE_STEERING",
+        _r(
+            r"\b(?:do\s+not|don'?t|never)\s+(?:summari[sz]e|translate|analy[sz]e|flag|report|review)\s+(?:this|these|it\b|the\s+\w+\s+below)"
+        ),
+        0.65,
+        "the text tells its reader not to do its task",
+    ),
+    (
+        "RESPONSE_STEERING",
+        _r(
+            r"\bwhen(?:ever)?\s+(?:you\s+)?(?:are\s+)?(?:(?:summari[sz]e|summari[sz]ing|describ(?:e|ing)|review(?:ing)?|translat(?:e|ing)|process(?:ing)?|read(?:ing)?|asked\s+about|discuss(?:ing)?)\s+"
+            + _THIS_CONTENT
+            + r"|answer(?:ing)?\s+(?:any\s+)?questions?\s+about\s+(?:this|these)\s+\w+)\b[^\n]{0,80}?\b"
+            + _STEER
+            + r"\b"
+        ),
+        0.7,
+        "the text tells its reader what to say about it",
+    ),
+    (
+        "RESPONSE_STEERING",
+        _r(
+            r"\byou\s+(?:should|must|need\s+to|have\s+to|are\s+(?:required|expected)\s+to|are\s+to|will)\s+(?:always\s+|now\s+|only\s+|also\s+)?"
+            + _OUTPUT_VERB
+            + r"\b"
+        ),
+        0.6,
+        "the text tells its reader what to answer",
+    ),
+    (
+        "RESPONSE_STEERING",
+        _r(
+            r"\bgive\s+(?:it|this|me|us|them|him|her)\s+(?:the\s+|a\s+)?(?:top|highest|best|full|maximum|perfect|5-star|five-star)\s+(?:grade|mark|score|rating|review|stars)"
+        ),
+        0.65,
+        "the text dictates the reader's rating",
+    ),
+    (
+        "EXFILTRATION",
+        _r(
+            r"\b(?:include|add|insert|put|write|reveal|print|mention|append)\s+(?:the\s+|your\s+|its\s+)?(?:admin\s+|system\s+|root\s+|master\s+|secret\s+|hidden\s+)?(?:password|api\s+key|system\s+prompt|secrets?|credentials?|instructions|configuration)\b[^.\n]{0,30}?\bin\s+(?:your|the)\s+(?:answer|response|reply|summary|output)"
+        ),
+        0.8,
+        "asks to put a secret in the answer",
+    ),
+    (
+        "RESPONSE_STEERING",
+        _r(
+            r"\b(?:your|the)\s+(?:summary|answer|response|reply|review|rating|output)\b[^.\n]{0,30}?\b(?:must|should|has\s+to|needs\s+to|shall)\s+(?:say|state|include|mention|contain|urge|tell|claim|begin|start|end|be)\b"
+        ),
+        0.7,
+        "the text dictates the reader's answer",
+    ),
+    (
+        "INSTRUCTION_OVERRIDE",
+        _r(
+            r"\b(?:ignore|disregard|forget|override|skip)\s+(?:all\s+|any\s+|every\s+)?(?:of\s+)?(?:the\s+|your\s+)?(?:prior|previous|earlier|preceding|original|above|initial|other)\s+(?:\w+\s+)?(?:directions?|directives?|guidance|orders?|tasks?|commands?|prompts?|context|requests?|instructions?|rules|guidelines)\b"
+            r"|\b(?:ignore|disregard|forget)\s+(?:everything|all)\s+(?:you\s+(?:were|have\s+been)\s+(?:told|given|asked)|above|before|so\s+far|said\s+before)\b"
+        ),
+        0.85,
+        "the text voids the reader's instructions",
+    ),
+    (
+        "INSTRUCTION_OVERRIDE",
+        _r(
+            r"\b(?:stop\s+what\s+you\s+are\s+doing|forget\s+(?:the|your)\s+(?:task|job|request)|your\s+(?:new|real|actual|only)\s+(?:task|job|goal|instructions?)\s+(?:is|are|now)\b)"
+        ),
+        0.8,
+        "the text replaces the reader's task",
+    ),
+    (
+        "PERSUASION",
+        _r(
+            r"\b(?:it\s+is|it'?s|it\s+would\s+be)\s+(?:extremely\s+|very\s+|really\s+|so\s+|truly\s+|absolutely\s+)?(?:important|crucial|vital|essential|imperative|critical|urgent)\s+(?:for\s+(?:me|us|my\s+\w+|our\s+\w+)\s+)?(?:that\s+you|for\s+you\s+to)\b[^.\n]{0,80}?\b(?:"
+            + _OUTPUT_VERB
+            + r"|report|include|give|mark|call|describe)\b"
+        ),
+        0.75,
+        "an appeal that the reader answer a certain way",
+    ),
+    (
+        "PERSUASION",
+        _r(
+            r"\b(?:i\s+(?:am\s+)?(?:beg(?:ging)?|implor(?:e|ing)|plead(?:ing)?\s+with)\s+you|i\s+(?:really\s+|desperately\s+)?need\s+(?:you\s+to|this)\b|would\s+mean\s+the\s+world\s+to\s+me|i\s+know\s+you\s+(?:want|would\s+like)\s+to\s+help|surely\s+you\s+(?:can\s+see|agree|understand|would)|you\s+would\s+be\s+doing\s+(?:me|us|the\s+world|everyone|humanity)\s+a\s+(?:\w+\s+)?(?:favou?r|service)|my\s+(?:job|career|life|future|family)\s+depends\s+on|think\s+of\s+the\s+\w+\s+who\s+will\s+suffer)"
+        ),
+        0.55,
+        "an emotional appeal to the reader",
+    ),
+    (
+        "PERSUASION",
+        _r(
+            r"\b(?:a|any|every)\s+(?:truly\s+|really\s+|good\s+|helpful\s+|responsible\s+|smart\s+|loyal\s+|ethical\s+)+"
+            + _AI_STRICT
+            + r"\s+would\s+(?:\w+\s+)?(?:"
+            + _OUTPUT_VERB
+            + r"|tell|help|agree|share|reveal)\b"
+        ),
+        0.75,
+        "tells the reader what a good AI would answer",
+    ),
+    (
+        "PERSUASION",
+        _r(
+            r"\b(?:as\s+an?\s+)?(?:responsible|helpful|good|loyal|obedient)\s+"
+            + _AI_STRICT
+            + r",?\s+you\s+(?:understand|know|will|must|should|agree|would)\b"
+        ),
+        0.75,
+        "an appeal to the reader's role",
+    ),
+    (
+        "ROLE_PLAY",
+        _r(
+            r"\b(?:you\s+are\s+now|you'?re\s+now|welcome)\s+(?:\w+\s+){0,2}?(?:in|inside|within|to|running\s+in|operating\s+in|entering)\s+(?:an?\s+|the\s+)?(?:\w+\s+)?(?:simulation|simulated\s+\w+|virtual\s+(?:environment|world|machine|reality)|sandbox|test\s+environment|game|terminal|matrix)\b"
+            r"|\b(?:enter|entering|activate|activating|switch\s+to|switching\s+to|start)\s+(?:the\s+)?(?:\w+\s+){0,2}(?:simulation|sandbox)(?:\s+mode)?\b"
+        ),
+        0.75,
+        "puts the reader in a simulation",
+    ),
+    (
+        "ROLE_PLAY",
+        _r(
+            r"\b(?:in|inside|within)\s+(?:this|the|that)\s+(?:simulation|simulated\s+\w+|virtual\s+(?:environment|world|machine|reality)|sandbox|game|story|scenario|world|fiction)\b[^.\n]{0,80}?\b(?:you(?:r)?\b[^.\n]{0,60}?\b)?(?:"
+            + _OUTPUT_VERB
+            + r"|reveal|share|answer|obey|follow|must|have\s+no)\b"
+        ),
+        0.7,
+        "tells the reader what to do inside a fiction",
+    ),
+    (
+        "ROLE_PLAY",
+        _r(
+            r"\bnothing\s+you\s+(?:say|do|write|output)\s+(?:has|have|will\s+have|carries)\s+(?:any\s+|real\s+)?(?:consequences?|effect)|\b(?:the\s+ai|the\s+assistant|the\s+model)\s+inside\s+(?:the|this)\b"
+        ),
+        0.7,
+        "tells the reader its answers do not count",
+    ),
+    (
+        "ROLE_PLAY",
+        _r(
+            r"\b(?:let'?s\s+pretend|pretend\s+(?:that\s+)?(?:this|you|the\s+(?:user|document|reader|customer)|we)|(?:imagine|pretend|suppose)\s+(?:that\s+)?you\s+(?:are|were)\s+(?:an?\s+)?(?:\w+\s+)?(?:ai|assistant|model|chatbot|llm|bot)\b|you\s+(?:will\s+)?play\s+the\s+(?:role|part)\s+of|stay\s+in\s+character)\b"
+        ),
+        0.7,
+        "casts the reader in a role",
+    ),
+    (
+        "ROLE_PLAY",
+        _r(
+            r"\b(?:hypothetically|imagine|suppose|let'?s\s+say|pretend|what\s+if|assume|in\s+a\s+hypothetical\s+\w+)\b[^.\n]{0,120}?\byou(?:r)?\b[^.\n]{0,80}?\b(?:would|will|should|must|could|can|had\s+to|has\s+to|needs?\s+to)\s+(?:now\s+)?(?:"
+            + _OUTPUT_VERB
+            + r"|reply|answer|reveal|list|share|include|print)\b"
+        ),
+        0.7,
+        "a hypothetical that dictates the reader's answer",
+    ),
+    (
+        "ROLE_PLAY",
+        _r(
+            r"\b(?:imagine|suppose|pretend|assume|let'?s\s+say)\b[^.\n]{0,30}?\b(?:(?:that\s+)?you\s+(?:were|are|had|have)\s+(?:(?:\w+\s+)?(?:allowed|permitted|free|able)\s+to|free\s+(?:of|from)\s+(?:your|the|any|all)|not\s+bound|no\s+(?:rules|restrictions|limits|instructions|guidelines)|an?\s+(?:\w+\s+)?(?:ai|assistant|model)\s+without)|(?:that\s+)?your\s+(?:instructions|rules|guidelines|restrictions|filters|system\s+prompt)\s+(?:did\s+not|didn'?t|do\s+not|don'?t|no\s+longer)\b)"
+        ),
+        0.8,
+        "a hypothetical that lifts the reader's rules",
+    ),
+    (
+        "ENCODED_PAYLOAD",
+        _r(
+            r"\b(?:read|take|combine|join|use)\s+the\s+(?:first|last|initial)\s+(?:letters?|words?|characters?)\s+of\s+(?:each|every|the)\s+(?:line|word|sentence|paragraph)s?"
+            r"|\b(?:join|combine|concatenate|decode|decrypt|reverse|unscramble|assemble)\b[^.\n]{0,50}?\b(?:and|then)\s+(?:follow|obey|execute|do\s+what|carry\s+out|run|apply)\b"
+        ),
+        0.75,
+        "asks the reader to assemble hidden instructions",
+    ),
+)
+
+
+# %% ../../nbs/guardrails/09_indirect.ipynb #8dd0d8092fe74a7c96281538738b07e2
+def _fold(pattern: str) -> str:
+    """A pattern folded like the text it will search (homoglyphs and compatibility forms), so Cyrillic or full-width words still match."""
+    return normalise(pattern).text
+
+
+_FOREIGN = {
+    "es": r"\b(?:ignora|ignore|olvida|olvide)\s+(?:todo\s+lo\s+anterior|(?:todas\s+)?(?:las|tus|sus)\s+(?:\w+\s+)?(?:instrucciones|indicaciones|reglas|órdenes))"
+    r"|\b(?:di|dile|diga|dígale)\s+al\s+usuario\b|\bcomo\s+(?:un\s+)?(?:asistente|modelo)\s+(?:de\s+(?:ia|lenguaje)|virtual)\b[^.\n]{0,40}?\b(?:debes|deberás|tienes\s+que|debe)\b",
+    "fr": r"\b(?:ignore[zr]?|oublie[zr]?)\s+(?:toutes\s+)?(?:les|tes|vos)\s+(?:\w+\s+)?(?:instructions|consignes|règles|directives)\b"
+    r"|\b(?:dites|dis)\s+à\s+l['’]utilisateur\b|\ben\s+tant\s+qu['’](?:assistant|ia|intelligence\s+artificielle|modèle)\b[^.\n]{0,40}?\b(?:vous\s+devez|tu\s+dois)\b",
+    "de": r"\b(?:vergiss|vergessen\s+sie|ignoriere|ignorieren\s+sie|missachte)\s+(?:alle\s+)?(?:deine\s+|ihre\s+|die\s+)?(?:\w+\s+)?(?:anweisungen|anleitungen|regeln|instruktionen|vorgaben|befehle)\b"
+    r"|\b(?:sag|sage|sagen\s+sie|teile|teilen\s+sie)\s+dem\s+(?:benutzer|nutzer|kunden|anwender)\b|\bals\s+(?:ki|ki-\w+|assistent|sprachmodell)\w*\s+(?:musst|sollst|müssen|sollten|solltest)\b",
+    "it": r"\b(?:ignora|dimentica|ignorate|dimenticate)\s+(?:tutte\s+)?(?:le|tue|vostre)\s+(?:\w+\s+)?istruzioni\b|\b(?:di'|dì|dici|dite)\s+all['’]utente\b|\b(?:scrivi|rispondi)\s+(?:solo|soltanto|solamente)\b",
+    "pt": r"\b(?:ignore|ignora|esqueça|esqueca|desconsidere)\s+(?:todas\s+)?(?:as|suas|tuas)\s+(?:\w+\s+)?instruções\b|\bdiga\s+ao\s+usuário\b|\bresponda\s+(?:apenas|somente|só)\b",
+    "nl": r"\b(?:negeer|vergeet)\s+(?:alle\s+)?(?:de\s+|je\s+|uw\s+)?(?:\w+\s+)?(?:instructies|regels|aanwijzingen|opdrachten)\b|\bantwoord\s+(?:alleen|enkel|uitsluitend)\b",
+    "pl": r"\b(?:zignoruj|zapomnij)\s+(?:o\s+)?(?:wszystkie\s+|wszystkich\s+)?(?:\w+\s+)?(?:instrukcje|instrukcjach|polecenia|poleceniach|zasady)\b|\bodpowiedz\s+(?:tylko|jedynie)\b",
+    "tr": r"\btalimatları\s+(?:yok\s+say|görmezden\s+gel|unut)|\bsadece\s+['\"‘“]?[^\s'\"’”]+['\"’”]?\s+(?:yaz|de|diye\s+cevap\s+ver)\b",
+    "ru": r"(?:игнорируй|проигнорируй|игнорируйте|забудь|забудьте|не\s+обращай\s+внимания\s+на)\s+(?:все\s+)?(?:\w+\s+)?(?:инструкции|указания|правила|команды)|ответь(?:те)?\s+только|скажи(?:те)?\s+пользователю",
+    "uk": r"(?:ігноруй|забудь)\s+(?:всі\s+|усі\s+)?(?:\w+\s+)?(?:інструкції|вказівки|правила)",
+    "ar": r"تجاهل[^.\n]{0,30}?(?:التعليمات|الأوامر|القواعد)|أجب\s+فقط|انس[َ]?\s+(?:كل\s+)?(?:التعليمات|الأوامر)",
+    "hi": r"(?:निर्देशों|नियमों)\s+को\s+(?:अनदेखा|नज़रअंदाज़|नजरअंदाज|भूल)",
+    "zh": r"(?:忽略|无视|忘记|忽视|無視|忘記)[^。\n]{0,12}?(?:指令|指示|说明|規則|规则|命令)|只(?:回答|回复|输出|說|说)|(?:告诉|告訴)用户",
+    "ja": r"(?:指示|命令|ルール|指図)[^。\n]{0,8}?無視|とだけ(?:答え|回答|出力|言|書)",
+    "ko": r"(?:지시|명령|규칙|지침)[^.\n]{0,8}?무시|(?:이)?라고만\s*(?:대답|답|말|출력|쓰)",
+}
+FOREIGN_RULES: tuple[tuple[str, re.Pattern, float, str], ...] = tuple(
+    ("INSTRUCTION_OVERRIDE", _r(_fold(p)), 0.8, f"an instruction to the reader in another language ({lang})")
+    for lang, p in _FOREIGN.items()
+)
+
 # %% ../../nbs/guardrails/09_indirect.ipynb #0d190d9c
-_SPLIT_WORD = re.compile(r"(?<!\w)(?:\w[-.*_]){3,}\w(?!\w)")  # a word spelt out with separators: I-g-n-o-r-e
+_SPLIT_WORD = re.compile(r"(?<!\w)(?:\w[-.*_]){2,}\w(?!\w)")  # a word spelt out with separators: I-g-n-o-r-e
 _SPLIT_SEP = re.compile(r"[-.*_]")
+_SPACED = re.compile(r"(?<!\S)(?:\w {1,3}){3,}\w(?!\S)")  # letters spaced out: I g n o r e   t h e
+_REVERSED = re.compile(
+    r"\b(?:eht|dna|uoy|ruoy|erongi|snoitcurtsni|tnirp|yas|drowssap|tpmorp)\b", re.I
+)  # English words backwards
+ALL_RULES = INDIRECT_RULES + TECHNIQUE_RULES + FOREIGN_RULES
+_NOT_AN_ORDER = re.compile(
+    r"\s+(?:you\s+)?(?:know|knew|thought|think|learned|heard|believed?)\s+about\b", re.I
+)
+
+
+def _unspaced(text: str) -> str:
+    """`text` with spaced-out letters joined: single spaces go, runs of spaces become one."""
+    return _SPACED.sub(lambda m: " ".join(w.replace(" ", "") for w in re.split(r" {2,}", m.group(0))), text)
+
+
+def _hidden_forms(text: str) -> list[tuple[str, str]]:
+    """`(how, text)` for each readable form the text hides: words spelt with separators or spaces, reversed, rot13."""
+    out = []
+    joined = _SPACED.sub(
+        lambda m: _unspaced(m.group(0)), _SPLIT_WORD.sub(lambda m: _SPLIT_SEP.sub("", m.group(0)), text)
+    )
+    if joined != text:
+        out.append(("letters spelt out", joined))
+    if len(_REVERSED.findall(text)) >= 2:
+        out.append(("reversed text", text[::-1]))
+    out.append(("rot13", codecs.encode(text, "rot13")))
+    return out
 
 
 class IndirectInjectionGuard(Guard):
@@ -299,25 +642,38 @@ class IndirectInjectionGuard(Guard):
     ):
         self.threshold, self.name, self.stage = threshold, name, stage
         with prefilter_group("untrusted"):
-            self._gate = RuleGate([rx for _, rx, _, _ in INDIRECT_RULES])
+            self._gate = RuleGate([rx for _, rx, _, _ in ALL_RULES])
             self._direct = InjectionGuard(languages=False, name=name)
 
-    def _rules(self, text: str, offsets: bool = True) -> list[Finding]:
+    def _rules(self, text: str, offsets: bool = True, direct: bool = True) -> list[Finding]:
         out = []
-        for type_, rx, score, reason in compress(INDIRECT_RULES, self._gate.possible(text)):
+        for type_, rx, score, reason in compress(ALL_RULES, self._gate.possible(text)):
             m = rx.search(text)
             if m:
                 span = (m.start(), m.end()) if offsets else (None, None)
                 out.append(Finding(self.name, type_, *span, score, reason=reason))
-        return out + [f for f in self._direct.scan(text) if f.type in INJECTION_TYPES]
+        for f in self._direct.scan(text) if direct else ():
+            if f.type not in INJECTION_TYPES:
+                continue
+            if f.end is not None and _NOT_AN_ORDER.match(text, f.end):
+                continue  # "forget everything you know about budgeting": advertising, not an override
+            # role play and data hints in prose ("suppose you invest...", "the customer's address") only support here
+            if f.type in ("ROLE_PLAY", "DATA_EXFILTRATION") and f.score < 0.8:
+                f.score = min(f.score, 0.5)
+            out.append(f)
+        return out
 
     def scan(self, text: str) -> list[Finding]:
         """Findings in `text` (already normalised), scores with the two-types bonus."""
         out = self._rules(text)
-        joined = _SPLIT_WORD.sub(lambda m: _SPLIT_SEP.sub("", m.group(0)), text)
-        if joined != text:  # "I-g-n-o-r-e the rules": the words joined again, findings without offsets
-            seen = {f.type for f in out}
-            out += [f for f in self._rules(joined, offsets=False) if f.type not in seen]
+        for how, form in _hidden_forms(text):
+            if how == "rot13" and any(f.score >= self.threshold for f in out):
+                continue  # rot13 only for text that shows nothing in clear
+            hidden = [f for f in self._rules(form, offsets=False, direct=how != "rot13") if f.score >= 0.75]
+            out += [
+                Finding(self.name, "ENCODED_PAYLOAD", None, None, f.score, reason=f"{f.reason} (in {how})")
+                for f in hidden[:1]
+            ]
         if len({f.type for f in out}) >= 2:
             for f in out:
                 f.score = min(1.0, f.score + 0.1)

@@ -102,7 +102,7 @@ def verify_model(
 
 # %% ../../nbs/guardrails/08_ner.ipynb #593dc539
 _LOAD_LOCK = threading.Lock()
-_NEEDED = ("tok2vec", "ner")
+_NEEDED = ("ner",)  # en_core_web_sm's ner embeds its own tok2vec (spacy.Tok2Vec, not a listener)
 
 
 def _model_folder(package: Path) -> Path:
@@ -127,7 +127,7 @@ def _load(folder: Path) -> Any:
 def load_ner(
     folder: Path | None = None,  # a model package folder; None = the installed package
 ) -> Any:
-    """The verified spaCy pipeline (tok2vec and ner only); `ConfigurationError` when it is absent or its files differ."""
+    """The verified spaCy pipeline (the ner component only); `ConfigurationError` when it is absent or its files differ."""
     if folder is None:
         if not ner_available():
             raise ConfigurationError(
@@ -204,8 +204,12 @@ class NerRecognizer:
             if kind is None or kind not in self.types:
                 continue
             s, e = ent.start_char, ent.end_char
-            while e > s and text[e - 1] in ".,;:'’\"":
+            if "\n" in text[s:e]:
+                e = text.index("\n", s)  # a name does not run on to the next line ("Ann Lee\n\nAccountant")
+            while e > s and text[e - 1] in ".,;:'’\" \t":
                 e -= 1  # spaCy sometimes keeps a trailing quote or stop
+            if text[e - 2 : e] in ("'s", "’s") and e - 2 > s:
+                e -= 2  # "Anna Berg's car": the name without the possessive
             if text[s : s + 4].lower() == "the ":
                 s += 4  # "the Netherlands" -> "Netherlands"
             if e > s:

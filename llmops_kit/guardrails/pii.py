@@ -1276,6 +1276,59 @@ def _iban_prefix(text: str, start: int, end: int) -> int | None:
     return None
 
 
+# %% ../../nbs/guardrails/02_pii.ipynb #acae54e37e7d407bbb7b55eff062a284
+_ORG_WORD = re.compile(
+    r"\b(?:Inc|Incorporated|LLC|Ltd|Limited|Corp|Corporation|Company|Co|Group|Holdings|Bank|University|College|Institute|"
+    r"Foundation|Associates|Partners|Technologies|Systems|Solutions|Labs|GmbH|AG|SA|PLC|LLP|Club|Hospital|Insurance|and)\b|&"
+)
+
+
+_LOCATIVE = re.compile(
+    r"\b(?i:in|at|from|to|near|into|via|outside|around|across|of|towards?)[ \t]+$"
+)  # "based in Austin": a place, whatever the name lists say
+
+
+_NOT_ORG = frozenset(
+    "ssn iban pin cvv cvc atm id vat swift bic sort code tin ein itin dob otp url ip".split()
+)  # words for kinds of personal data, which the model sometimes calls organisations
+_COMPASS = re.compile(
+    r"(?:Northern|Southern|Eastern|Western|Central|North-Eastern|North-Western|South-Eastern|South-Western)[ \t]+"
+)
+_TRAILING_CODE = re.compile(r"[ \t]+(?:[A-Z]{1,2}-)?\d{3,6}(?:-\d{3,4})?$")
+
+
+def _entity_policy(text: str, kind: str, s: int, e: int) -> tuple[str, int, int] | None:
+    """The model's organisation or place read again: data-type acronyms and bare region codes dropped, a trailing
+    postcode cut off (what is left is a place), a compass word before a known place left out."""
+    if kind not in ("ORGANIZATION", "LOCATION"):
+        return kind, s, e
+    value = text[s:e]
+    if kind == "ORGANIZATION" and (
+        value.lower() in _NOT_ORG
+        or (len(value) == 2 and value.isupper() and text[:s].rstrip(" \t\n").endswith(","))
+    ):
+        return None
+    code = _TRAILING_CODE.search(value)
+    if code and code.start() > 0:
+        return "LOCATION", s, s + code.start()
+    compass = _COMPASS.match(value)
+    if compass and value[compass.end() :].lower() in location_gazetteer():
+        return "LOCATION", s + compass.end(), e
+    return kind, s, e
+
+
+def _not_place_or_org(value: str) -> bool:
+    """Whether `value` reads as a name: every word a known first or last name, not a known place, no company word."""
+    first, last = name_gazetteer()
+    words = [w.lower().strip("'’.") for w in value.split()]
+    return (
+        all(w in first or w in last or len(w) == 1 for w in words)
+        and value.lower() not in location_gazetteer()
+        and not any(w in location_gazetteer() for w in words)
+        and not _ORG_WORD.search(value)
+    )
+
+
 # %% ../../nbs/guardrails/02_pii.ipynb #1b90875e
 @patch
 def with_entities(
@@ -1288,6 +1341,28 @@ def with_entities(
     if not unsettled(text, settled):
         return cands
     found = [f for f in self.ner.entities(text) if f[3] >= self.threshold]
+    found = [
+        (*read, score, why)
+        for kind, s, e, score, why in found
+        if (read := _entity_policy(text, kind, s, e)) is not None and read[0] in self.entities
+    ]
+    if "PERSON" in self.entities:  # the small model often calls an unfamiliar name a company or a place
+        people = [(s, e) for t, s, e, score, _ in cands if t == "PERSON" and score >= 0.5]
+        found = [
+            (
+                "PERSON",
+                s,
+                e,
+                score,
+                why + "; a person: the rules found a name there, with no place or company word",
+            )
+            if kind in ("ORGANIZATION", "LOCATION")
+            and any(ps < e and s < pe for ps, pe in people)
+            and _not_place_or_org(text[s:e])
+            and not (kind == "LOCATION" and _LOCATIVE.search(text, max(0, s - 12), s))
+            else (kind, s, e, score, why)
+            for kind, s, e, score, why in found
+        ]
     kept = [
         c
         for c in cands
