@@ -3421,6 +3421,10 @@ d = {
                 "serving/auditlog.html#_last_line",
                 "llmops_kit/serving/auditlog.py",
             ),
+            "llmops_kit.serving.auditlog._link_checks": (
+                "serving/auditlog.html#_link_checks",
+                "llmops_kit/serving/auditlog.py",
+            ),
             "llmops_kit.serving.auditlog._new_chain_key": (
                 "serving/auditlog.html#_new_chain_key",
                 "llmops_kit/serving/auditlog.py",

@@ -1163,14 +1163,14 @@ def _check_ahead(
     files: list[Path],  # the audit files, in order
     keys: ChainKeys | None,  # the chain keys
     wanted: Mapping[str, Collection[int]],  # lines whose hashes checkpoints name, by file
-    workers: int | None,  # worker processes; None: one per CPU if the files are big enough to pay
+    workers: int | None,  # worker processes; None: one per further CPU if the files are big enough to pay
     stack: contextlib.ExitStack,  # owns the pool: leaving it cancels what has not started and waits for the rest
 ) -> list[concurrent.futures.Future | None]:
-    """Start checking each file on its own in worker processes; a future per file, or None where it is checked in order."""
+    """Start checking files on their own in worker processes, newest first; a future per file (None: check it here)."""
     if workers is None:
         big = len(files) > 1 and sum(p.stat().st_size for p in files) >= _PARALLEL_BYTES
-        workers = min(len(os.sched_getaffinity(0)), len(files)) if big else 1
-    if workers < 2 or len(files) < 2:
+        workers = len(os.sched_getaffinity(0)) - 1 if big else 0
+    if workers < 1 or len(files) < 2:
         return [None] * len(files)
     pool = stack.enter_context(
         concurrent.futures.ProcessPoolExecutor(
@@ -1180,22 +1180,22 @@ def _check_ahead(
     futures: list[concurrent.futures.Future] = []
     stack.callback(lambda: [f.cancel() for f in futures])
     try:
-        for p in files:
+        for p in reversed(files):  # this process takes them from the oldest; they meet in between
             futures.append(
                 pool.submit(_check_file, p, keys, None, False, None, frozenset(wanted.get(p.name, ())))
             )
     except (OSError, BrokenProcessPool) as e:  # no process to be had: check in order here
         _log.warning("audit verification: no worker processes (%s); checking the files in order", e)
         return [None] * len(files)
-    return list(futures)  # the caller's to change
+    return futures[::-1]  # in file order, the caller's to change
 
 
 def _ahead_result(
     ahead: list[concurrent.futures.Future | None],  # what `_check_ahead` started
     i: int,  # a file's place
 ) -> _FileCheck | None:
-    """A worker's check of file `i`, or None: check it in order (and the rest too, if the workers failed)."""
-    if ahead[i] is None:
+    """A worker's check of file `i`, or None: check it here, in order (no worker took it yet, or the workers failed)."""
+    if ahead[i] is None or ahead[i].cancel():
         return None
     try:
         return ahead[i].result()
@@ -1205,12 +1205,40 @@ def _ahead_result(
         return None
 
 
+# %% ../../nbs/serving/02_auditlog.ipynb #ab24c8dc
+def _link_checks(
+    files: list[Path],  # the audit files, in order
+    ahead: list[concurrent.futures.Future | None],  # what `_check_ahead` started
+    keys: ChainKeys | None,  # the chain keys
+    wanted: Mapping[str, Collection[int]],  # lines whose hashes checkpoints name, by file
+) -> tuple[VerifyResult, dict[tuple[str, int], str], dict[str, int]]:
+    """Follow the chain through the files in order, taking a worker's check where it fits: the result, the hashes at the lines checkpoints name, and the lines of each file."""
+    prev, count, unkeyed, keyed, seen, lines = None, 0, 0, False, {}, {}
+    for i, path in enumerate(files):
+        r = _ahead_result(ahead, i)
+        if r is None or not r.fits(prev, keyed):  # here, from the end of the file before
+            r = _check_file(path, keys, prev, keyed, count, wanted.get(path.name, ()))
+        if r.count:
+            prev, keyed = r.last_hash, r.keyed
+        count, unkeyed = count + r.count, unkeyed + r.unkeyed
+        seen.update(((path.name, n), h) for n, h in r.seen.items())
+        if r.error is not None:
+            line, msg = r.error
+            return (
+                VerifyResult(count, False, msg, path.name, line, len(files), prev, unkeyed, None, "tampered"),
+                seen,
+                lines,
+            )
+        lines[path.name] = r.lines
+    return VerifyResult(count, True, None, None, None, len(files), prev, unkeyed), seen, lines
+
+
 # %% ../../nbs/serving/02_auditlog.ipynb #7665df6a
 def verify_log(
     dir: str | os.PathLike,  # the audit folder
     keys: ChainKeys | None = None,  # the chain keys; needed for records that name one
     checkpoints: str | os.PathLike | None = None,  # a checkpoint file, or a folder of them
-    workers: int | None = None,  # processes checking files at once; None: one per CPU for a big log
+    workers: int | None = None,  # processes helping this one; None: one per further CPU for a big log
 ) -> VerifyResult:
     """Check the keyed hash chain of every record in the audit files of `dir`, and that it holds every checkpoint's record."""
     d = Path(dir)
@@ -1225,26 +1253,13 @@ def verify_log(
     for _, c, _ in marks or []:
         if c is not None:
             wanted.setdefault(c["file"], set()).add(c["records"])
-    files, prev, count, unkeyed, keyed, seen, lines = audit_files(d), None, 0, 0, False, {}, {}
+    files = audit_files(d)
     with contextlib.ExitStack() as stack:
-        ahead = _check_ahead(files, keys, wanted, workers, stack)
-        for i, path in enumerate(files):
-            r = _ahead_result(ahead, i)
-            if r is None or not r.fits(prev, keyed):  # in order, from the end of the file before
-                r = _check_file(path, keys, prev, keyed, count, wanted.get(path.name, ()))
-            if r.count:
-                prev, keyed = r.last_hash, r.keyed
-            count, unkeyed = count + r.count, unkeyed + r.unkeyed
-            seen.update(((path.name, n), h) for n, h in r.seen.items())
-            if r.error is not None:
-                line, msg = r.error
-                return VerifyResult(
-                    count, False, msg, path.name, line, len(files), prev, unkeyed, None, "tampered"
-                )
-            lines[path.name] = r.lines
-    result = VerifyResult(
-        count, True, None, None, None, len(files), prev, unkeyed, None if marks is None else 0
-    )
+        result, seen, lines = _link_checks(
+            files, _check_ahead(files, keys, wanted, workers, stack), keys, wanted
+        )
+    if result.ok and marks is not None:
+        result.checkpoints = 0
     return _check_marks(result, marks or [], seen, lines)
 
 
