@@ -101,6 +101,16 @@ def test_an_intact_log_verifies_the_same_in_worker_processes(chain):
         checks = [f.result() for f in _check_ahead(files, keys, {}, 2, stack)]
     assert [c.first[0] for c in checks[1:]] == [c.last_hash for c in checks[:-1]]
     assert sum(c.count for c in checks) == 120
+    wanted: dict[str, set[int]] = {}  # the lines the checkpoints name: workers note their hashes too
+    for mark in marks.iterdir():
+        body = json.loads(mark.read_text())
+        wanted.setdefault(body["file"], set()).add(body["records"])
+    with contextlib.ExitStack() as stack:
+        ahead = _check_ahead(files, keys, wanted, 2, stack)
+        concurrent.futures.wait(ahead)
+        linked = _link_checks(files, ahead, keys, wanted)
+    assert linked == _link_checks(files, [None] * len(files), keys, wanted)
+    assert len(linked[1]) == sum(len(ns) for ns in wanted.values()) == r.checkpoints
 
 
 def test_a_record_edited_in_a_middle_file_is_reported_there(chain):
