@@ -3397,12 +3397,32 @@ d = {
                 "serving/auditlog.html#verifyresult",
                 "llmops_kit/serving/auditlog.py",
             ),
+            "llmops_kit.serving.auditlog._FileCheck": (
+                "serving/auditlog.html#_filecheck",
+                "llmops_kit/serving/auditlog.py",
+            ),
+            "llmops_kit.serving.auditlog._FileCheck.fits": (
+                "serving/auditlog.html#_filecheck.fits",
+                "llmops_kit/serving/auditlog.py",
+            ),
+            "llmops_kit.serving.auditlog._ahead_result": (
+                "serving/auditlog.html#_ahead_result",
+                "llmops_kit/serving/auditlog.py",
+            ),
             "llmops_kit.serving.auditlog._as_dict": (
                 "serving/auditlog.html#_as_dict",
                 "llmops_kit/serving/auditlog.py",
             ),
             "llmops_kit.serving.auditlog._audit_dir": (
                 "serving/auditlog.html#_audit_dir",
+                "llmops_kit/serving/auditlog.py",
+            ),
+            "llmops_kit.serving.auditlog._check_ahead": (
+                "serving/auditlog.html#_check_ahead",
+                "llmops_kit/serving/auditlog.py",
+            ),
+            "llmops_kit.serving.auditlog._check_file": (
+                "serving/auditlog.html#_check_file",
                 "llmops_kit/serving/auditlog.py",
             ),
             "llmops_kit.serving.auditlog._check_marks": (
@@ -3427,6 +3447,10 @@ d = {
             ),
             "llmops_kit.serving.auditlog._last_line": (
                 "serving/auditlog.html#_last_line",
+                "llmops_kit/serving/auditlog.py",
+            ),
+            "llmops_kit.serving.auditlog._link_checks": (
+                "serving/auditlog.html#_link_checks",
                 "llmops_kit/serving/auditlog.py",
             ),
             "llmops_kit.serving.auditlog._new_chain_key": (
@@ -3455,6 +3479,10 @@ d = {
             ),
             "llmops_kit.serving.auditlog._write_all": (
                 "serving/auditlog.html#_write_all",
+                "llmops_kit/serving/auditlog.py",
+            ),
+            "llmops_kit.serving.auditlog._writer_line": (
+                "serving/auditlog.html#_writer_line",
                 "llmops_kit/serving/auditlog.py",
             ),
             "llmops_kit.serving.auditlog.add_audit_actions": (

@@ -40,6 +40,7 @@ import hashlib
 import hmac
 import json
 import logging
+import multiprocessing
 import os
 import queue
 import re
@@ -47,7 +48,8 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -1035,11 +1037,208 @@ def _check_marks(
     return result
 
 
+# %% ../../nbs/serving/02_auditlog.ipynb #dbc48123
+_SIGNED_END = b',"hash":"'  # a written line ends `,"hash":"<64 hex>"}\n`: 9 + 64 + 3 bytes
+
+
+def _writer_line(
+    raw: bytes,  # one line of an audit file, with its newline
+    keys: Mapping[bytes, bytes],  # chain key id (ASCII) -> key
+) -> tuple[str, str | None] | None:
+    """The hash and `prev_hash` of a keyed line exactly as a writer wrote it, checked on its bytes; None: check it in full."""
+    if raw[-76:-67] != _SIGNED_END or raw[-3:] != b'"}\n':
+        return None
+    i, j = raw.find(b'"key_id":"'), raw.find(b'"prev_hash":')
+    if i < 0 or j < 0 or raw.find(b'"key_id":', i + 1) >= 0 or raw.find(b'"prev_hash":', j + 1) >= 0:
+        return None  # not exactly one of each
+    key = keys.get(raw[i + 10 : raw.find(b'"', i + 10)])
+    if key is None or hmac.digest(key, raw[:-76] + b"}", "sha256").hex().encode("ascii") != raw[-67:-3]:
+        return None
+    j += 12  # the signed text is canonical: `null` or a string (with a backslash: let the full check read it)
+    if raw.startswith(b"null", j):
+        return raw[-67:-3].decode("ascii"), None
+    end = raw.find(b'"', j + 1)
+    if raw[j] != 0x22 or end < 0 or b"\\" in raw[j + 1 : end]:
+        return None
+    return raw[-67:-3].decode("ascii"), raw[j + 1 : end].decode("ascii")
+
+
+# %% ../../nbs/serving/02_auditlog.ipynb #baee8b44
+@dataclass
+class _FileCheck:
+    """What checking the chain through one audit file found."""
+
+    count: int = 0  # records verified
+    unkeyed: int = 0  # of which without `key_id`
+    last_hash: str | None = None  # the chain's last hash after them (the start's if none)
+    keyed: bool = False  # whether that record is keyed
+    lines: int = 0  # lines in the file (when it verified to its end)
+    first: tuple[Any, bool] | None = None  # what the first record links to and whether it lacks `key_id`
+    error: tuple[int, str] | None = None  # the line of the first problem and what is wrong
+    seen: dict[int, str] = field(default_factory=dict)  # hash at each line a checkpoint names
+
+    def fits(self, prev: str | None, keyed: bool) -> bool:
+        """Whether a check from the first record's own link found what a check from `prev` would."""
+        return self.first is None or (not self.first[0] != prev and not (keyed and self.first[1]))
+
+
+# %% ../../nbs/serving/02_auditlog.ipynb #be454508
+def _check_file(
+    path: Path,  # an audit file
+    keys: ChainKeys | None,  # the chain keys; needed for records that name one
+    prev: str | None,  # the hash the first record must link to
+    keyed: bool,  # whether the record before the file is keyed
+    after: int | None,  # records verified before the file; None: start from the first record's own link
+    wanted: Collection[int] = (),  # lines whose hashes checkpoints name
+) -> _FileCheck:
+    """Check the keyed hash chain through one file, stopping at the first problem."""
+    r, n = _FileCheck(), 0
+    signed = {} if keys is None else {k.encode("ascii"): v for k, v in keys.keys.items()}
+
+    def fail(line: int, msg: str) -> _FileCheck:
+        r.error, r.last_hash, r.keyed = (line, msg), prev, keyed
+        return r
+
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            quick = _writer_line(raw, signed) if signed else None
+            if quick is not None:
+                (digest, link), unkeyed = quick, False
+            else:
+                if not raw.endswith(b"\n"):
+                    return fail(n, "the last line is cut off (a write was interrupted)")
+                try:
+                    data = json.loads(raw)
+                except ValueError:
+                    return fail(n, "the line is not valid JSON (edited or damaged)")
+                if not isinstance(data, dict) or not isinstance(data.get("hash"), str):
+                    return fail(n, "the line is not an audit record with a hash")
+                digest, link, kid = data["hash"], data.get("prev_hash"), data.get("key_id")
+                unkeyed = kid is None
+            if n == 1:
+                r.first = (link, unkeyed)
+                if after is None:
+                    prev, keyed = link, False
+            if quick is None:
+                if unkeyed and keyed:
+                    return fail(
+                        n,
+                        "a record without key_id after keyed ones: the chain was re-made from here without the key",
+                    )
+                key = None
+                if not unkeyed:
+                    key = keys.keys.get(kid) if keys is not None and isinstance(kid, str) else None
+                    if key is None:
+                        return fail(
+                            n,
+                            f"the record names chain key {kid!r}, which is not in "
+                            f"{keys.path if keys is not None else 'the key file (none was found)'}",
+                        )
+                if record_hash(data, key) != digest:
+                    return fail(
+                        n, "the record's hash does not match its content: it was changed after it was written"
+                    )
+            if link != prev:
+                if not after and not r.count:
+                    return fail(
+                        n,
+                        f"the first record links to {str(link)[:16]}..., which is not in this folder (earlier records missing)",
+                    )
+                return fail(
+                    n,
+                    "broken link: prev_hash is not the previous record's hash (a record was removed, inserted or reordered before this one)",
+                )
+            prev, keyed, r.count, r.unkeyed = digest, not unkeyed, r.count + 1, r.unkeyed + unkeyed
+            if n in wanted:
+                r.seen[n] = digest
+    r.last_hash, r.keyed, r.lines = prev, keyed, n
+    return r
+
+
+# %% ../../nbs/serving/02_auditlog.ipynb #4dcbb6fd
+_PARALLEL_BYTES = 256 * 1024 * 1024  # below this, starting worker processes costs more than it saves
+
+
+def _check_ahead(
+    files: list[Path],  # the audit files, in order
+    keys: ChainKeys | None,  # the chain keys
+    wanted: Mapping[str, Collection[int]],  # lines whose hashes checkpoints name, by file
+    workers: int | None,  # worker processes; None: one per further CPU if the files are big enough to pay
+    stack: contextlib.ExitStack,  # owns the pool: leaving it cancels what has not started and waits for the rest
+) -> list[concurrent.futures.Future | None]:
+    """Start checking files on their own in worker processes, newest first; a future per file (None: check it here)."""
+    if workers is None:
+        big = len(files) > 1 and sum(p.stat().st_size for p in files) >= _PARALLEL_BYTES
+        workers = len(os.sched_getaffinity(0)) - 1 if big else 0
+    if workers < 1 or len(files) < 2:
+        return [None] * len(files)
+    pool = stack.enter_context(
+        concurrent.futures.ProcessPoolExecutor(
+            min(workers, len(files)), mp_context=multiprocessing.get_context("spawn")
+        )
+    )
+    futures: list[concurrent.futures.Future] = []
+    stack.callback(lambda: [f.cancel() for f in futures])
+    try:
+        for p in reversed(files):  # this process takes them from the oldest; they meet in between
+            futures.append(
+                pool.submit(_check_file, p, keys, None, False, None, frozenset(wanted.get(p.name, ())))
+            )
+    except (OSError, BrokenProcessPool) as e:  # no process to be had: check in order here
+        _log.warning("audit verification: no worker processes (%s); checking the files in order", e)
+        return [None] * len(files)
+    return futures[::-1]  # in file order, the caller's to change
+
+
+def _ahead_result(
+    ahead: list[concurrent.futures.Future | None],  # what `_check_ahead` started
+    i: int,  # a file's place
+) -> _FileCheck | None:
+    """A worker's check of file `i`, or None: check it here, in order (no worker took it yet, or the workers failed)."""
+    if ahead[i] is None or ahead[i].cancel():
+        return None
+    try:
+        return ahead[i].result()
+    except BrokenProcessPool as e:
+        _log.warning("audit verification: a worker process failed (%s); checking the files in order", e)
+        ahead[i:] = [None] * (len(ahead) - i)
+        return None
+
+
+# %% ../../nbs/serving/02_auditlog.ipynb #ab24c8dc
+def _link_checks(
+    files: list[Path],  # the audit files, in order
+    ahead: list[concurrent.futures.Future | None],  # what `_check_ahead` started
+    keys: ChainKeys | None,  # the chain keys
+    wanted: Mapping[str, Collection[int]],  # lines whose hashes checkpoints name, by file
+) -> tuple[VerifyResult, dict[tuple[str, int], str], dict[str, int]]:
+    """Follow the chain through the files in order, taking a worker's check where it fits: the result, the hashes at the lines checkpoints name, and the lines of each file."""
+    prev, count, unkeyed, keyed, seen, lines = None, 0, 0, False, {}, {}
+    for i, path in enumerate(files):
+        r = _ahead_result(ahead, i)
+        if r is None or not r.fits(prev, keyed):  # here, from the end of the file before
+            r = _check_file(path, keys, prev, keyed, count, wanted.get(path.name, ()))
+        if r.count:
+            prev, keyed = r.last_hash, r.keyed
+        count, unkeyed = count + r.count, unkeyed + r.unkeyed
+        seen.update(((path.name, n), h) for n, h in r.seen.items())
+        if r.error is not None:
+            line, msg = r.error
+            return (
+                VerifyResult(count, False, msg, path.name, line, len(files), prev, unkeyed, None, "tampered"),
+                seen,
+                lines,
+            )
+        lines[path.name] = r.lines
+    return VerifyResult(count, True, None, None, None, len(files), prev, unkeyed), seen, lines
+
+
 # %% ../../nbs/serving/02_auditlog.ipynb #7665df6a
 def verify_log(
     dir: str | os.PathLike,  # the audit folder
     keys: ChainKeys | None = None,  # the chain keys; needed for records that name one
     checkpoints: str | os.PathLike | None = None,  # a checkpoint file, or a folder of them
+    workers: int | None = None,  # processes helping this one; None: one per further CPU for a big log
 ) -> VerifyResult:
     """Check the keyed hash chain of every record in the audit files of `dir`, and that it holds every checkpoint's record."""
     d = Path(dir)
@@ -1050,69 +1249,17 @@ def verify_log(
         if checkpoints is None
         else [(p.name, *_read_checkpoint(p, keys)) for p in checkpoint_files(checkpoints)]
     )
-    wanted = {(c["file"], c["records"]) for _, c, _ in marks or [] if c is not None}
-    files, prev, count, unkeyed, keyed, seen, lines = audit_files(d), None, 0, 0, False, {}, {}
-
-    def fail(path: Path, n: int, msg: str) -> VerifyResult:
-        return VerifyResult(count, False, msg, path.name, n, len(files), prev, unkeyed, None, "tampered")
-
-    for path in files:
-        with open(path, "rb") as fh:
-            for n, raw in enumerate(fh, 1):
-                if not raw.endswith(b"\n"):
-                    return fail(path, n, "the last line is cut off (a write was interrupted)")
-                try:
-                    data = json.loads(raw)
-                except ValueError:
-                    return fail(path, n, "the line is not valid JSON (edited or damaged)")
-                if not isinstance(data, dict) or not isinstance(data.get("hash"), str):
-                    return fail(path, n, "the line is not an audit record with a hash")
-                kid, key = data.get("key_id"), None
-                if kid is None and keyed:
-                    return fail(
-                        path,
-                        n,
-                        "a record without key_id after keyed ones: the chain was re-made from here without the key",
-                    )
-                if kid is not None:
-                    key = keys.keys.get(kid) if keys is not None and isinstance(kid, str) else None
-                    if key is None:
-                        return fail(
-                            path,
-                            n,
-                            f"the record names chain key {kid!r}, which is not in "
-                            f"{keys.path if keys is not None else 'the key file (none was found)'}",
-                        )
-                if record_hash(data, key) != data["hash"]:
-                    return fail(
-                        path,
-                        n,
-                        "the record's hash does not match its content: it was changed after it was written",
-                    )
-                if data.get("prev_hash") != prev:
-                    if count == 0:
-                        return fail(
-                            path,
-                            n,
-                            f"the first record links to {str(data.get('prev_hash'))[:16]}..., which is not in this folder (earlier records missing)",
-                        )
-                    return fail(
-                        path,
-                        n,
-                        "broken link: prev_hash is not the previous record's hash (a record was removed, inserted or reordered before this one)",
-                    )
-                prev, count, keyed, unkeyed = (
-                    data["hash"],
-                    count + 1,
-                    key is not None,
-                    unkeyed + (key is None),
-                )
-                if (path.name, n) in wanted:
-                    seen[path.name, n] = prev
-            lines[path.name] = n if raw else 0
-    result = VerifyResult(
-        count, True, None, None, None, len(files), prev, unkeyed, None if marks is None else 0
-    )
+    wanted: dict[str, set[int]] = {}
+    for _, c, _ in marks or []:
+        if c is not None:
+            wanted.setdefault(c["file"], set()).add(c["records"])
+    files = audit_files(d)
+    with contextlib.ExitStack() as stack:
+        result, seen, lines = _link_checks(
+            files, _check_ahead(files, keys, wanted, workers, stack), keys, wanted
+        )
+    if result.ok and marks is not None:
+        result.checkpoints = 0
     return _check_marks(result, marks or [], seen, lines)
 
 
