@@ -1156,20 +1156,14 @@ def _check_file(
 
 
 # %% ../../nbs/serving/02_auditlog.ipynb #4dcbb6fd
-_PARALLEL_BYTES = 256 * 1024 * 1024  # below this, starting worker processes costs more than it saves
-
-
 def _check_ahead(
     files: list[Path],  # the audit files, in order
     keys: ChainKeys | None,  # the chain keys
     wanted: Mapping[str, Collection[int]],  # lines whose hashes checkpoints name, by file
-    workers: int | None,  # worker processes; None: one per further CPU if the files are big enough to pay
+    workers: int,  # worker processes (0: none)
     stack: contextlib.ExitStack,  # owns the pool: leaving it cancels what has not started and waits for the rest
 ) -> list[concurrent.futures.Future | None]:
     """Start checking files on their own in worker processes, newest first; a future per file (None: check it here)."""
-    if workers is None:
-        big = len(files) > 1 and sum(p.stat().st_size for p in files) >= _PARALLEL_BYTES
-        workers = len(os.sched_getaffinity(0)) - 1 if big else 0
     if workers < 1 or len(files) < 2:
         return [None] * len(files)
     pool = stack.enter_context(
@@ -1238,7 +1232,7 @@ def verify_log(
     dir: str | os.PathLike,  # the audit folder
     keys: ChainKeys | None = None,  # the chain keys; needed for records that name one
     checkpoints: str | os.PathLike | None = None,  # a checkpoint file, or a folder of them
-    workers: int | None = None,  # processes helping this one; None: one per further CPU for a big log
+    workers: int = 0,  # worker processes helping this one (0: all checked here, in order)
 ) -> VerifyResult:
     """Check the keyed hash chain of every record in the audit files of `dir`, and that it holds every checkpoint's record."""
     d = Path(dir)
