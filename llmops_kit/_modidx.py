@@ -1184,6 +1184,13 @@ d = {
                 "llmops_kit/export/k8s.py",
             ),
         },
+        "llmops_kit.export.warmup": {
+            "llmops_kit.export.warmup.warm_up": ("export/warmup.html#warm_up", "llmops_kit/export/warmup.py"),
+            "llmops_kit.export.warmup.warm_up_settings": (
+                "export/warmup.html#warm_up_settings",
+                "llmops_kit/export/warmup.py",
+            ),
+        },
         "llmops_kit.guardrails.base": {
             "llmops_kit.guardrails.base.Finding": (
                 "guardrails/base.html#finding",
@@ -2608,6 +2615,10 @@ d = {
             ),
             "llmops_kit.registry.bundle.log_app": (
                 "registry/bundle.html#log_app",
+                "llmops_kit/registry/bundle.py",
+            ),
+            "llmops_kit.registry.bundle.open_model_folder": (
+                "registry/bundle.html#open_model_folder",
                 "llmops_kit/registry/bundle.py",
             ),
             "llmops_kit.registry.bundle.promote": (
