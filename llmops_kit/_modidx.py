@@ -853,6 +853,10 @@ d = {
                 "embeddings.html#embedder.__init__",
                 "llmops_kit/embeddings.py",
             ),
+            "llmops_kit.embeddings.Embedder._encode_model": (
+                "embeddings.html#embedder._encode_model",
+                "llmops_kit/embeddings.py",
+            ),
             "llmops_kit.embeddings.Embedder._encode_one": (
                 "embeddings.html#embedder._encode_one",
                 "llmops_kit/embeddings.py",
@@ -933,6 +937,8 @@ d = {
                 "embeddings.html#private_folder",
                 "llmops_kit/embeddings.py",
             ),
+            "llmops_kit.embeddings.read_seed": ("embeddings.html#read_seed", "llmops_kit/embeddings.py"),
+            "llmops_kit.embeddings.write_seed": ("embeddings.html#write_seed", "llmops_kit/embeddings.py"),
         },
         "llmops_kit.errors": {
             "llmops_kit.errors.AuthenticationError": (

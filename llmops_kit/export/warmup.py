@@ -18,6 +18,7 @@ from pathlib import Path
 
 # %% ../../nbs/export/02_warmup.ipynb #d0c17b22
 from ..core import Settings, get_settings
+from ..embeddings import SEED_ENV, write_seed
 
 
 # %% ../../nbs/export/02_warmup.ipynb #5ce3f32e
@@ -44,6 +45,9 @@ def warm_up_settings(
 # %% ../../nbs/export/02_warmup.ipynb #ab3f7b8f
 def warm_up(
     settings: Settings | None = None,  # the container's settings; default `get_settings()`
+    seed: str
+    | os.PathLike
+    | None = None,  # where to write the guardrails' exemplar vectors; default `$LLMOPS_EMBEDDING_SEED`
 ) -> dict[str, float]:
     """Load what `llmops serve` loads before it is ready, then stop; return the seconds each step took."""
     for module in ("uvicorn.lifespan.on", "uvicorn.loops.uvloop", "uvicorn.protocols.http.httptools_impl"):
@@ -66,6 +70,7 @@ def warm_up(
         step("model")
         server.warm_up_predict()
         step("prediction")
+        server.embedder.recorded = {}  # the guardrails' exemplars (and the warm-up text): fixed texts
         for stage in ("input", "output"):
             server.chain.check(_WARM_UP_TEXT, stage=stage)
         step("guardrails")
@@ -75,4 +80,7 @@ def warm_up(
         step("server")
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="llmops-warm-up") as pool:
             pool.submit(load, server).result()
+    seed = seed or os.environ.get(SEED_ENV)
+    if seed and server.embedder.recorded:
+        write_seed(seed, server.embedder.model_id, server.embedder.recorded)
     return steps
