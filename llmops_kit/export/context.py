@@ -579,6 +579,7 @@ def _drop_stale_builds(
     tag: str,  # the tag just built
     output: str,  # the build's output: each step's image is printed as `--> ID` (or `--> Using cache ID`)
     replaced: str | None = None,  # the image `tag` named before the build
+    label: str = BUILD_LABEL,  # the label key the build put on its images
 ) -> list[str]:
     """Remove what rebuilding `tag` left behind: the image it replaced and build stages this build no longer uses."""
     used = re.findall(r"^--> (?:Using cache )?([0-9a-f]{11,64})\b", output, flags=re.M)
@@ -591,7 +592,7 @@ def _drop_stale_builds(
             "--filter",
             "dangling=true",
             "--filter",
-            f"label={BUILD_LABEL}={tag}",
+            f"label={label}={tag}",
         ],
         capture_output=True,
         text=True,
@@ -609,6 +610,7 @@ def build_image(
     tag: str | None = None,  # the image tag; default the context's
     build_args: dict[str, str] | None = None,  # e.g. `{"BASE_IMAGE": ...}`
     engine: str | None = None,  # `docker` or `podman`; default `find_engine()`
+    label: str = BUILD_LABEL,  # the label key every image of the build carries (value: `tag`)
 ) -> str:
     """Build the context's image with a Docker engine or podman; return the tag."""
     folder = Path(context.folder if isinstance(context, DockerContext) else context)
@@ -624,7 +626,7 @@ def build_image(
         client = docker.from_env()
         try:
             client.images.build(
-                path=str(folder), tag=tag, buildargs=build_args or {}, labels={BUILD_LABEL: tag}, rm=True
+                path=str(folder), tag=tag, buildargs=build_args or {}, labels={label: tag}, rm=True
             )
         except docker.errors.BuildError as e:
             raise LlmopsError(f"docker build of {folder} failed: {e.msg}") from None
@@ -642,7 +644,7 @@ def build_image(
             *podman_flags(),
             *args,
             "--label",
-            f"{BUILD_LABEL}={tag}",
+            f"{label}={tag}",
             "-t",
             tag,
             str(folder),
@@ -652,7 +654,9 @@ def build_image(
     )
     if done.returncode != 0:
         raise LlmopsError(f"podman build of {folder} failed: {_tail(done.stderr + done.stdout)}")
-    _drop_stale_builds(tag, done.stdout + done.stderr, replaced)  # rebuilding replaces: images do not pile up
+    _drop_stale_builds(
+        tag, done.stdout + done.stderr, replaced, label
+    )  # rebuilding replaces: images do not pile up
     return tag
 
 
