@@ -40,7 +40,7 @@ import httpx
 
 from llmops_kit import __version__
 from llmops_kit.core import load_settings
-from llmops_kit.export.context import BUILD_LABEL, build_image, local_base_image, podman_flags, write_context
+from llmops_kit.export.context import build_image, local_base_image, podman_flags, write_context
 from llmops_kit.onnx_encoder import export_onnx
 from llmops_kit.quickstart import build_champion
 
@@ -52,6 +52,9 @@ OURS_TAGS = {
 }
 MLFLOW_TAG = "localhost/llmops-bench-export:mlflow"
 SECRET = "benchmark-secret-0123456789abcdefghijklmnopqrstuv"
+# The label key of the images built here: not the kit's `BUILD_LABEL`, whose images a test session on the same machine
+# removes when it ends (tests/conftest.py), which would take the images of a benchmark running meanwhile.
+BENCH_LABEL = "io.llmops-kit.bench"
 
 
 def free_port() -> int:
@@ -163,7 +166,7 @@ def ours(champion, settings, work: Path, runtime: str, base: str, starts: int, e
     export_s = time.perf_counter() - t
     tag = OURS_TAGS[runtime]
     t = time.perf_counter()
-    build_image(ctx, tag=tag, build_args={"BASE_IMAGE": base}, engine="podman")
+    build_image(ctx, tag=tag, build_args={"BASE_IMAGE": base}, engine="podman", label=BENCH_LABEL)
     build_s = time.perf_counter() - t
     port = free_port()
     times = [
@@ -321,7 +324,7 @@ def main() -> None:
             )
             t = time.perf_counter()
             done = subprocess.run(
-                ["podman", "build", "--format", "docker", *podman_flags(), "--label", f"{BUILD_LABEL}={MLFLOW_TAG}",
+                ["podman", "build", "--format", "docker", *podman_flags(), "--label", f"{BENCH_LABEL}={MLFLOW_TAG}",
                  "-t", MLFLOW_TAG, str(work / "mlflow")],
                 capture_output=True, text=True,
             )  # fmt: skip
@@ -363,7 +366,7 @@ def main() -> None:
     if not args.keep_images:  # the base image stays: it is made once per machine
         subprocess.run(["podman", "rmi", "--force", MLFLOW_TAG, *OURS_TAGS.values()], capture_output=True)
         subprocess.run(
-            ["podman", "image", "prune", "--force", "--filter", f"label={BUILD_LABEL}"], capture_output=True
+            ["podman", "image", "prune", "--force", "--filter", f"label={BENCH_LABEL}"], capture_output=True
         )
 
 

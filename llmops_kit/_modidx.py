@@ -861,6 +861,10 @@ d = {
                 "embeddings.html#embedder.__init__",
                 "llmops_kit/embeddings.py",
             ),
+            "llmops_kit.embeddings.Embedder._encode_model": (
+                "embeddings.html#embedder._encode_model",
+                "llmops_kit/embeddings.py",
+            ),
             "llmops_kit.embeddings.Embedder._encode_one": (
                 "embeddings.html#embedder._encode_one",
                 "llmops_kit/embeddings.py",
@@ -941,6 +945,8 @@ d = {
                 "embeddings.html#private_folder",
                 "llmops_kit/embeddings.py",
             ),
+            "llmops_kit.embeddings.read_seed": ("embeddings.html#read_seed", "llmops_kit/embeddings.py"),
+            "llmops_kit.embeddings.write_seed": ("embeddings.html#write_seed", "llmops_kit/embeddings.py"),
         },
         "llmops_kit.errors": {
             "llmops_kit.errors.AuthenticationError": (
@@ -1190,6 +1196,13 @@ d = {
             "llmops_kit.export.k8s.write_deployment_assets": (
                 "export/k8s.html#write_deployment_assets",
                 "llmops_kit/export/k8s.py",
+            ),
+        },
+        "llmops_kit.export.warmup": {
+            "llmops_kit.export.warmup.warm_up": ("export/warmup.html#warm_up", "llmops_kit/export/warmup.py"),
+            "llmops_kit.export.warmup.warm_up_settings": (
+                "export/warmup.html#warm_up_settings",
+                "llmops_kit/export/warmup.py",
             ),
         },
         "llmops_kit.guardrails.base": {
@@ -2636,6 +2649,10 @@ d = {
             ),
             "llmops_kit.registry.bundle.log_app": (
                 "registry/bundle.html#log_app",
+                "llmops_kit/registry/bundle.py",
+            ),
+            "llmops_kit.registry.bundle.open_model_folder": (
+                "registry/bundle.html#open_model_folder",
                 "llmops_kit/registry/bundle.py",
             ),
             "llmops_kit.registry.bundle.promote": (

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 # %% ../nbs/91_cli.ipynb #69cdb11a
 from . import __version__
 from .core import load_settings
-from .errors import LlmopsError
+from .errors import ConfigurationError, LlmopsError
 
 # %% ../nbs/91_cli.ipynb #368717ee
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -84,13 +84,17 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 # %% ../nbs/91_cli.ipynb #c205a8da
 def available_commands() -> dict[str, tuple[str, str, str]]:
-    """The entries of `COMMANDS` whose module is installed."""
+    """The entries of `COMMANDS` whose module is installed (found on disk: no package is imported to find it)."""
+    from importlib.machinery import PathFinder
 
     def installed(module: str) -> bool:
-        try:
-            return importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            return False  # its parent package is not there either
+        top, *rest = module.split(".")
+        spec = importlib.util.find_spec(top)
+        for part in rest:  # a package's __init__ may import heavy things (pandas): look, do not import
+            if spec is None or not spec.submodule_search_locations:
+                return False
+            spec = PathFinder.find_spec(f"{spec.name}.{part}", list(spec.submodule_search_locations))
+        return spec is not None
 
     return {name: entry for name, entry in COMMANDS.items() if installed(entry[0])}
 
@@ -149,7 +153,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     for name, (module, function, help_text) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
-            getattr(importlib.import_module(module), function)(p)
+            try:
+                configure = getattr(importlib.import_module(module), function)
+            except ModuleNotFoundError as e:  # an optional dependency this installation left out
+                raise ConfigurationError(
+                    f"llmops {name} needs {e.name}, which is not installed here; install the kit's extra that brings it"
+                ) from None
+            configure(p)
     return parser
 
 

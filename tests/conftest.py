@@ -13,16 +13,28 @@ REPO = Path(__file__).resolve().parents[1]
 LLMOPS = Path(sys.executable).parent / "llmops"
 
 
+TEST_IMAGE_TAGS = (
+    "localhost/llmops-export-test:latest",
+    "localhost/llmops-rebuild-test:latest",
+)  # the tests' builds
+
+
 def _built_images() -> set[str]:
-    """The ids of the images the kit's builds made (every stage carries the build label)."""
+    """The ids of the images the tests' builds made (every stage carries the build label, valued with its tag).
+
+    Only the tests' own tags: builds of the same machine's other sessions and benchmarks carry the label too, and a
+    session that removed every labelled image made while it ran removed theirs from under them."""
     from llmops_kit.export.context import BUILD_LABEL
 
-    done = subprocess.run(
-        ["podman", "images", "--all", "--quiet", "--no-trunc", "--filter", f"label={BUILD_LABEL}"],
-        capture_output=True,
-        text=True,
-    )
-    return set(done.stdout.split()) if done.returncode == 0 else set()
+    ids = set()
+    for tag in TEST_IMAGE_TAGS:
+        done = subprocess.run(
+            ["podman", "images", "--all", "--quiet", "--no-trunc", "--filter", f"label={BUILD_LABEL}={tag}"],
+            capture_output=True,
+            text=True,
+        )
+        ids |= set(done.stdout.split()) if done.returncode == 0 else set()
+    return ids
 
 
 @pytest.fixture(scope="session", autouse=True)

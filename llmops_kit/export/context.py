@@ -16,6 +16,7 @@ __all__ = [
     "ONNX_SERVING_EXTRAS",
     "DEFAULT_RUNTIME",
     "ENCODER_DIR",
+    "SERVING_LEAVES_OUT",
     "LOCAL_BASE_IMAGE",
     "BUILD_LABEL",
     "runtime_extras",
@@ -61,7 +62,7 @@ from ..errors import ConfigurationError, InputError, LlmopsError
 # %% ../../nbs/export/01_context.ipynb #e0024588
 KIT = "llmops-kit"
 SERVING_EXTRAS = ("serve", "ml")  # the kit's extras a serving container needs
-SERVING_ALSO = ("mlflow-skinny",)  # loads the MLflow model folder; MLflow's server and UI stay out
+SERVING_ALSO = ()  # more distributions to serve with (none: the server reads the model folder without MLflow)
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 CONTAINER_PORT = 8000
 RUNTIMES = ("torch", "onnx")
@@ -84,6 +85,23 @@ def runtime_extras(
     return ONNX_SERVING_EXTRAS if runtime == "onnx" else SERVING_EXTRAS
 
 
+# %% ../../nbs/export/01_context.ipynb #de5215a0
+_NEVER_SERVED = {
+    "pandas": "the kit's batch commands (drift, training, audits, the feedback export) use it; serving does not, and scikit-learn imports it only when present",
+    "pyarrow": "Parquet files are read by the batch commands, not while serving (the `ml` extra brings it)",
+    "hf-xet": "huggingface-hub's download accelerator: the image never downloads (HF_HUB_OFFLINE=1)",
+    "networkx": "torch declares it for graph passes of its compiler, which serving never runs (torch only looks it up)",
+    "setuptools": "torch declares it for building C++ extensions at run time, which serving never does",
+}
+SERVING_LEAVES_OUT: dict[str, dict[str, str]] = {
+    "torch": _NEVER_SERVED,
+    "onnx": {
+        **_NEVER_SERVED,
+        "huggingface-hub": "tokenizers declares it for downloading tokenizers by name; the image reads tokenizer.json from disk",
+    },
+}  # runtime -> distribution -> why nothing imports it while serving
+
+
 # %% ../../nbs/export/01_context.ipynb #026e98f0
 def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -93,6 +111,7 @@ def serving_requirements(
     extras: Sequence[str] = SERVING_EXTRAS,  # extras of llmops-kit to include
     also: Sequence[str] = SERVING_ALSO,  # more distributions to include with their dependencies
     kit_requires: Sequence[str] | None = None,  # the kit's `Requires-Dist` lines; default the installed kit's
+    leave_out: Sequence[str] = (),  # distributions not to walk into (nothing imports them while serving)
 ) -> list[str]:
     """Every distribution the serving container needs, pinned `name==version` to what is installed here."""
     from packaging.requirements import Requirement
@@ -100,13 +119,14 @@ def serving_requirements(
     pins: dict[str, str] = {}
     todo: list[tuple[str, frozenset[str]]] = [(KIT, frozenset(extras)), *((a, frozenset()) for a in also)]
     seen: set[tuple[str, frozenset[str]]] = set()
+    left_out = {_canonical(n) for n in leave_out}
     older: dict[
         str, str
     ] = {}  # needed only on an older patch release of this Python (the base image's may be older)
     oldest = f"{sys.version_info.major}.{sys.version_info.minor}.0"
     while todo:
         name, wanted = todo.pop()
-        if (_canonical(name), wanted) in seen:
+        if (_canonical(name), wanted) in seen or _canonical(name) in left_out:
             continue
         seen.add((_canonical(name), wanted))
         try:
@@ -125,6 +145,7 @@ def serving_requirements(
             here = not req.marker or any(req.marker.evaluate({"extra": e}) for e in (wanted or {""}))
             if (
                 not here
+                and _canonical(req.name) not in left_out
                 and req.marker
                 and any(
                     req.marker.evaluate({"extra": e, "python_full_version": oldest}) for e in (wanted or {""})
@@ -433,10 +454,15 @@ def write_context(
                 shutil.move(staged, out / staged.name)
                 os.chmod(out / staged.name, 0o755)  # readable by the container's non-root user
     wheel = kit_wheel(out / "kit")
-    requirements = serving_requirements(extras, kit_requires=wheel_requires(wheel))
+    requirements = serving_requirements(
+        extras, kit_requires=wheel_requires(wheel), leave_out=SERVING_LEAVES_OUT[runtime]
+    )
     requirements = pin_to_wheels(requirements, build_wheels(requirements, out / "wheels"))
     (out / "requirements.txt").write_text(
         f"# serving dependencies of llmops-kit {__version__} (runtime {runtime}), pinned to the exporting environment\n"
+        + "# left out although declared in the tree (nothing imports them while serving): "
+        + ", ".join(sorted(SERVING_LEAVES_OUT[runtime]))
+        + "\n"
         + "\n".join(requirements)
         + "\n",
         encoding="utf-8",
@@ -553,6 +579,7 @@ def _drop_stale_builds(
     tag: str,  # the tag just built
     output: str,  # the build's output: each step's image is printed as `--> ID` (or `--> Using cache ID`)
     replaced: str | None = None,  # the image `tag` named before the build
+    label: str = BUILD_LABEL,  # the label key the build put on its images
 ) -> list[str]:
     """Remove what rebuilding `tag` left behind: the image it replaced and build stages this build no longer uses."""
     used = re.findall(r"^--> (?:Using cache )?([0-9a-f]{11,64})\b", output, flags=re.M)
@@ -565,7 +592,7 @@ def _drop_stale_builds(
             "--filter",
             "dangling=true",
             "--filter",
-            f"label={BUILD_LABEL}={tag}",
+            f"label={label}={tag}",
         ],
         capture_output=True,
         text=True,
@@ -583,6 +610,7 @@ def build_image(
     tag: str | None = None,  # the image tag; default the context's
     build_args: dict[str, str] | None = None,  # e.g. `{"BASE_IMAGE": ...}`
     engine: str | None = None,  # `docker` or `podman`; default `find_engine()`
+    label: str = BUILD_LABEL,  # the label key every image of the build carries (value: `tag`)
 ) -> str:
     """Build the context's image with a Docker engine or podman; return the tag."""
     folder = Path(context.folder if isinstance(context, DockerContext) else context)
@@ -598,7 +626,7 @@ def build_image(
         client = docker.from_env()
         try:
             client.images.build(
-                path=str(folder), tag=tag, buildargs=build_args or {}, labels={BUILD_LABEL: tag}, rm=True
+                path=str(folder), tag=tag, buildargs=build_args or {}, labels={label: tag}, rm=True
             )
         except docker.errors.BuildError as e:
             raise LlmopsError(f"docker build of {folder} failed: {e.msg}") from None
@@ -616,7 +644,7 @@ def build_image(
             *podman_flags(),
             *args,
             "--label",
-            f"{BUILD_LABEL}={tag}",
+            f"{label}={tag}",
             "-t",
             tag,
             str(folder),
@@ -626,7 +654,9 @@ def build_image(
     )
     if done.returncode != 0:
         raise LlmopsError(f"podman build of {folder} failed: {_tail(done.stderr + done.stdout)}")
-    _drop_stale_builds(tag, done.stdout + done.stderr, replaced)  # rebuilding replaces: images do not pile up
+    _drop_stale_builds(
+        tag, done.stdout + done.stderr, replaced, label
+    )  # rebuilding replaces: images do not pile up
     return tag
 
 

@@ -352,7 +352,7 @@ def _cached_database(expressions: Sequence[tuple[bytes, int]]) -> Any:
     key = hashlib.sha256(repr((hyperscan.__version__, list(expressions))).encode()).hexdigest()[:32]
     path = _hyperscan_cache_dir() / f"{key}.hsdb"
     try:
-        db = hyperscan.loadb(bytearray(path.read_bytes()), hyperscan.HS_MODE_BLOCK)
+        db = hyperscan.loadb(path.read_bytes(), hyperscan.HS_MODE_BLOCK)
         db.scan(
             b"check", match_event_handler=_collect, context=[], scratch=hyperscan.Scratch(db)
         )  # built for another CPU fails here

@@ -974,7 +974,7 @@ _JOB_RE = re.compile(
 )
 _NRP_RE = re.compile(
     r"(?<![\w'’-])(?P<v>"
-    + "|".join(re.escape(t) for t in sorted(NRP_TERMS, key=len, reverse=True))
+    + "|".join(re.escape(t) for t in sorted(NRP_TERMS, key=lambda t: (-len(t), t)))
     + r")(?![\w'’-])"
 )
 _NOT_NRP_AFTER = re.compile(

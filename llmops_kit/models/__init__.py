@@ -40,7 +40,16 @@ from llmops_kit.models.chat import (
     chat_models,
     make_chat_model,
 )
-from .upstream import OpenAICompatibleModel
+
+
+def __getattr__(name: str):
+    """`OpenAICompatibleModel` on first use: aiohttp is imported only where an upstream model is used."""
+    if name == "OpenAICompatibleModel":
+        from llmops_kit.models.upstream import OpenAICompatibleModel
+
+        return OpenAICompatibleModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # %% ../../nbs/models/00_models.ipynb #a228b3c3
 _all_ = [

@@ -26,6 +26,7 @@ __all__ = [
     "promote",
     "LoadedApp",
     "resolve_version",
+    "open_model_folder",
     "load_app",
     "list_models",
     "show_model",
@@ -54,7 +55,7 @@ from typing import Any
 # %% ../../nbs/registry/01_bundle.ipynb #020b509e
 from .. import __version__
 from ..core import ProjectPaths, Settings, get_settings, load_settings
-from ..errors import InputError, LlmopsError
+from ..errors import ConfigurationError, InputError, LlmopsError
 
 
 # %% ../../nbs/registry/01_bundle.ipynb #32cfbae6
@@ -604,36 +605,67 @@ def _registered_name(folder: Path, name: str, version: str) -> tuple[str, str]:
     return str(data.get("model_name") or name), str(data.get("model_version") or version)
 
 
+# %% ../../nbs/registry/01_bundle.ipynb #02dcc618
+def open_model_folder(
+    folder: str | os.PathLike,  # an MLflow model folder holding an llmops-kit app bundle
+) -> AppBundle:
+    """The app bundle in an MLflow model folder, read as MLflow's pyfunc loader would, without importing MLflow."""
+    import yaml
+
+    folder = Path(folder)
+    mlmodel = folder / "MLmodel"
+    if not mlmodel.is_file():
+        raise InputError(f"{folder} is not an MLflow model folder (no MLmodel file)")
+    try:
+        flavor = (yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}).get("flavors", {})[
+            "python_function"
+        ]
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
+        raise InputError(f"{mlmodel} has no python_function flavor") from None
+    loader = flavor.get("loader_module")
+    if loader != "llmops_kit.registry":
+        raise InputError(f"{folder} is not an llmops-kit app bundle (loader {loader!r})")
+    return AppBundle(folder / flavor["data"] if flavor.get("data") else folder)
+
+
 # %% ../../nbs/registry/01_bundle.ipynb #e725756e
 def load_app(
     uri: str,  # `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/RUN/NAME` or a local model folder
     settings: Settings | None = None,  # settings naming the tracking store; default `get_settings()`
 ) -> LoadedApp:
     """Load a logged or registered app bundle and everything that came with it."""
-    import mlflow.pyfunc
-
     settings = settings or get_settings()
-    configure_mlflow(settings, create_experiment=False)
     name, version, run_id, tags, source = uri, "0", None, {}, uri
-    if uri.startswith("models:/"):
-        mv = resolve_version(uri, settings)
-        name, version, run_id, tags = mv.name, str(mv.version), mv.run_id, dict(mv.tags)
-        source = f"models:/{mv.name}/{mv.version}"  # load exactly the version resolved, even if the alias moves now
-    elif not uri.startswith("runs:/") and not Path(uri).exists():
-        raise InputError(f"model URI {uri!r} is neither models:/..., runs:/... nor an existing folder")
-    else:  # a downloaded folder keeps its registered name and version in MLflow's `registered_model_meta`
+    if not uri.startswith(("models:/", "runs:/")):
+        if not Path(uri).exists():
+            raise InputError(f"model URI {uri!r} is neither models:/..., runs:/... nor an existing folder")
+        # a downloaded folder keeps its registered name and version in MLflow's `registered_model_meta`
         name, version = _registered_name(Path(uri), name, version)
-    try:
-        model = mlflow.pyfunc.load_model(source)
-    except Exception as e:
-        if _not_found(e):
-            raise InputError(f"model URI {uri!r} not found: {str(e).splitlines()[0]}") from None
-        raise
-    if getattr(model, "loader_module", None) != "llmops_kit.registry":
-        raise InputError(
-            f"{uri} is not an llmops-kit app bundle (loader {getattr(model, 'loader_module', None)!r})"
-        )
-    bundle: AppBundle = model.get_raw_model()
+        bundle = open_model_folder(uri)  # read as it is: no MLflow
+    else:
+        try:
+            import mlflow.pyfunc
+        except ImportError:
+            raise ConfigurationError(
+                f"loading {uri} needs MLflow, which is not installed here: pip install 'llmops-kit[registry]', "
+                "or serve a downloaded model folder by path"
+            ) from None
+        configure_mlflow(settings, create_experiment=False)
+        if uri.startswith("models:/"):
+            mv = resolve_version(uri, settings)
+            name, version, run_id, tags = mv.name, str(mv.version), mv.run_id, dict(mv.tags)
+            source = f"models:/{mv.name}/{mv.version}"  # load exactly the version resolved, even if the alias moves now
+        try:
+            model = mlflow.pyfunc.load_model(source)
+        except Exception as e:
+            if _not_found(e):
+                raise InputError(f"model URI {uri!r} not found: {str(e).splitlines()[0]}") from None
+            raise
+        if getattr(model, "loader_module", None) != "llmops_kit.registry":
+            raise InputError(
+                f"{uri} is not an llmops-kit app bundle (loader {getattr(model, 'loader_module', None)!r})"
+            )
+        bundle: AppBundle = model.get_raw_model()
     return LoadedApp(
         name=name,
         version=version,
