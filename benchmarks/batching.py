@@ -12,12 +12,9 @@ Writes benchmarks/results/batching.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +23,20 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from serving import LLMOPS, LUA, ensure_wrk, free_port, median_of, run_wrk, wait_ok  # noqa: E402
+from harness import (  # noqa: E402
+    LLMOPS,
+    LUA,
+    Servers,
+    bench_env,
+    bench_token,
+    ensure_wrk,
+    free_port,
+    machine,
+    median_of,
+    options,
+    run_wrk,
+    wait_ok,
+)
 
 RESULTS = HERE / "results" / "batching.json"
 BODY = {
@@ -36,11 +46,7 @@ BODY = {
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10, help="seconds per measurement")
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="alternating rounds per point; medians are reported"
-    )
+    parser = options(__doc__, rounds=3)
     parser.add_argument(
         "--max-batch", type=int, default=16, help="[serving] batch_max_size of the batched server"
     )
@@ -52,13 +58,11 @@ def main() -> int:
     load_at_start = os.getloadavg()
     wrk = ensure_wrk()
     secret = secrets.token_urlsafe(32)
-    procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         base = "[project]\nstate_dir = .llmops\nlog_level = WARNING\n"
         (root / "settings.ini").write_text(base)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
-        env.update(LLMOPS_JWT_SECRET=secret, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        env = bench_env(secret)
         print("training and registering the support router (llmops quickstart) ...", flush=True)
         subprocess.run([str(LLMOPS), "quickstart", "--skip", "serve", "--skip", "audit", "--skip", "export"],
                        cwd=root, env=env, check=True, capture_output=True)  # fmt: skip
@@ -72,24 +76,16 @@ def main() -> int:
             f"batch_max_wait_ms = {args.max_wait_ms}\n",
         }
         urls = {}
-        try:
-            log = open(root / "servers.log", "wb")
+        with Servers(root / "servers.log") as servers:
             for name, extra in configs.items():  # each its own audit folder: no lock shared between the two
                 ini = root / f"{name}.ini"
                 ini.write_text(base + f"[audit]\ndir = .llmops/audit-{name}\n" + extra)
                 port = free_port()
-                procs.append(subprocess.Popen(
-                    [str(LLMOPS), "serve", "--config", str(ini), "--port", str(port)],
-                    cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
+                servers.start([str(LLMOPS), "serve", "--config", str(ini), "--port", str(port)], root, env)
                 urls[name] = f"http://127.0.0.1:{port}/v1/route"
             for url in urls.values():
                 wait_ok(url.replace("/v1/route", "/readyz"), timeout=300)
-
-            from llmops_kit.core import load_settings
-            from llmops_kit.serving.auth import mint_token
-
-            token = mint_token(load_settings(root / "settings.ini", environ={}), "bench", ["chat"], 3600,
-                               environ={"LLMOPS_JWT_SECRET": secret})  # fmt: skip
+            token = bench_token(root / "settings.ini", secret, ["chat"], 3600)
             script = root / "post.lua"
             script.write_text(LUA.replace("BODY", json.dumps(BODY)).replace("TOKEN", token))
             for url in urls.values():  # warm-up
@@ -110,20 +106,10 @@ def main() -> int:
                       flush=True)  # fmt: skip
             import httpx
 
-            metrics_token = mint_token(load_settings(root / "settings.ini", environ={}), "bench", ["metrics"], 600,
-                                       environ={"LLMOPS_JWT_SECRET": secret})  # fmt: skip
+            metrics_token = bench_token(root / "settings.ini", secret, ["metrics"], 600)
             scrape = httpx.get(urls["batched"].replace("/v1/route", "/metrics"),
                                headers={"Authorization": f"Bearer {metrics_token}"}, timeout=10).text  # fmt: skip
             batch_stats = _batch_stats(scrape)
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGINT)
-            for p in procs:
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
 
     targets = {
         "throughput_ratio_ge_2_at_c64": points["64"]["throughput_ratio"] >= 2.0,
@@ -132,12 +118,7 @@ def main() -> int:
     result = {
         "benchmark": "micro-batching: support router /v1/route, [serving] batching on vs off, same run",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_avg_at_start": load_at_start,
-            "load_avg_at_end": os.getloadavg(),
-        },
+        "machine": machine(load_at_start),
         "setup": {
             "model": "the quickstart's support router (MiniLM embeddings + classifier), registered in MLflow, "
             "served with the mlflow backend, 1 uvicorn worker per server",

@@ -18,14 +18,10 @@ Writes benchmarks/results/gateway.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import secrets
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,10 +30,22 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from serving import LUA, ensure_wrk, free_port, run_wrk, wait_ok  # noqa: E402
+from harness import (  # noqa: E402
+    LLMOPS,
+    LUA,
+    Servers,
+    bench_env,
+    bench_token,
+    ensure_wrk,
+    free_port,
+    machine,
+    medians,
+    options,
+    run_wrk,
+    wait_ok,
+)
 
 RESULTS = HERE / "results" / "gateway.json"
-LLMOPS = Path(sys.executable).parent / "llmops"
 LITELLM_VENV = HERE / ".venv-litellm"
 LITELLM_PIN = "litellm[proxy]==1.108.7"
 BODY = {"model": "up", "messages": [{"role": "user", "content": "My card payment was declined twice today, what should I do?"}], "max_tokens": 16}  # fmt: skip
@@ -111,32 +119,17 @@ def litellm_version() -> str:
 
 
 def median_of(runs: list[dict]) -> dict:
-    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "mean_ms")
-    out = {k: round(statistics.median(r[k] for r in runs), 3) for k in keys}
-    out |= {k: sum(r[k] for r in runs) for k in ("requests", "socket_errors", "non2xx")}
-    return out
-
-
-def start(cmd: list[str], root: Path, env: dict, log) -> subprocess.Popen:
-    return subprocess.Popen(
-        cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    """Medians of the rounds, with their requests, socket errors and non-2xx answers summed."""
+    return medians(runs) | {k: sum(r[k] for r in runs) for k in ("requests", "socket_errors", "non2xx")}
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10, help="seconds per measurement")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes of both gateways")
-    parser.add_argument("--concurrency", default="16,64", help="comma-separated wrk connection counts")
-    parser.add_argument(
-        "--rounds", type=int, default=2, help="alternating rounds per point; medians reported"
-    )
+    parser = options(__doc__, rounds=2, workers="worker processes of both gateways", concurrency="16,64")
     args = parser.parse_args()
     wrk, litellm = ensure_wrk(), ensure_litellm()
     levels = [int(c) for c in args.concurrency.split(",")]
     load_at_start = os.getloadavg()
     jwt_secret, master_key = secrets.token_urlsafe(32), "sk-" + secrets.token_hex(16)
-    procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         up_port, kit_port, lite_port, redis_port = free_port(), free_port(), free_port(), free_port()
@@ -152,38 +145,31 @@ def main() -> int:
         (root / "litellm.yaml").write_text(
             LITELLM_YAML.format(port=up_port, p=PRICES[0] / 1e6, c=PRICES[1] / 1e6, key=master_key)
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
-        env.update(LLMOPS_JWT_SECRET=jwt_secret, UPSTREAM_KEY="sk-upstream", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # fmt: skip
+        env = bench_env(jwt_secret, UPSTREAM_KEY="sk-upstream")
         lite_env = {**env, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_ADMIN_UI": "True"}
-        log = open(root / "servers.log", "wb")
-        try:
+        with Servers(root / "servers.log") as servers:
             upstream_code = f"import sys; sys.path.insert(0, {str(HERE)!r}); from upstream_client import serve; serve({up_port})"  # fmt: skip
-            procs.append(start([sys.executable, "-c", upstream_code], root, env, log))
+            servers.start([sys.executable, "-c", upstream_code], root, env)
             redis = shutil.which("redis-server") or sys.exit(
                 "redis-server is missing: apt-get install redis-server"
             )
-            procs.append(start([redis, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], root, env, log))  # fmt: skip
+            servers.start([redis, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], root, env)  # fmt: skip
             for folder, port in (
                 (root, kit_port),
                 (root / "redis", redis_kit_port),
                 (root / "noquota", bare_kit_port),
             ):
-                procs.append(start([str(LLMOPS), "serve", "--config", "settings.ini", "--port", str(port),
-                                    "--workers", str(args.workers)], folder, env, log))  # fmt: skip
+                servers.start([str(LLMOPS), "serve", "--config", "settings.ini", "--port", str(port),
+                               "--workers", str(args.workers)], folder, env)  # fmt: skip
             t0 = time.monotonic()
-            procs.append(start([str(litellm), "--config", "litellm.yaml", "--host", "127.0.0.1", "--port",
-                                str(lite_port), "--num_workers", str(args.workers)], root, lite_env, log))  # fmt: skip
+            servers.start([str(litellm), "--config", "litellm.yaml", "--host", "127.0.0.1", "--port",
+                           str(lite_port), "--num_workers", str(args.workers)], root, lite_env)  # fmt: skip
             wait_ok(f"http://127.0.0.1:{up_port}/v1/chat/completions", "POST", json=BODY)
             for port in (kit_port, redis_kit_port, bare_kit_port):
                 wait_ok(f"http://127.0.0.1:{port}/readyz")
             wait_ok(f"http://127.0.0.1:{lite_port}/health/liveliness", timeout=180)
             litellm_start_s = round(time.monotonic() - t0, 1)
-
-            from llmops_kit.core import load_settings
-            from llmops_kit.serving.auth import mint_token
-
-            token = mint_token(load_settings(root / "settings.ini", environ={}), "bench", ["chat"], 7200,
-                               environ={"LLMOPS_JWT_SECRET": jwt_secret})  # fmt: skip
+            token = bench_token(root / "settings.ini", jwt_secret, ["chat"], 7200)
             numbered = json.dumps(BODY).replace("%", "%%").replace("My card", "Ticket %d: my card")
             scripts = {}
             for name, key in (
@@ -241,16 +227,6 @@ def main() -> int:
             spent = subprocess.run([str(LLMOPS), "budget", "show", "--tenant", "bench", "--config", "settings.ini"],
                                    cwd=root, env=env, capture_output=True, text=True)  # fmt: skip
             budget = json.loads(spent.stdout)["limits"] if spent.returncode == 0 else spent.stderr
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGINT)
-            for p in procs:
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-            log.close()
 
     top = points[str(max(levels))]
     targets = {}
@@ -264,12 +240,7 @@ def main() -> int:
     result = {
         "benchmark": "gateway mode: llmops-kit vs the LiteLLM proxy in front of the same local upstream",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_avg_at_start": load_at_start,
-            "load_avg_at_end": os.getloadavg(),
-        },  # fmt: skip
+        "machine": machine(load_at_start),
         "setup": {
             "workers": args.workers,
             "duration_s": args.duration,

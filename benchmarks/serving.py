@@ -10,16 +10,9 @@ Writes benchmarks/results/serving.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import secrets
-import shutil
-import signal
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,78 +21,24 @@ from pathlib import Path
 import httpx
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from harness import (  # noqa: E402
+    LLMOPS,
+    LUA,
+    Servers,
+    bench_env,
+    bench_token,
+    ensure_wrk,
+    free_port,
+    machine,
+    median_of,
+    options,
+    run_wrk,
+    wait_ok,
+)
+
 RESULTS = HERE / "results" / "serving.json"
-LLMOPS = Path(sys.executable).parent / "llmops"
 BODY = {"model": "llmops-benchmark-echo", "messages": [{"role": "user", "content": "My card payment was declined twice today, what should I do?"}]}  # fmt: skip
-
-# every request carries a different ticket number, so no cache (embedding memo, verdict cache) sees a repeat
-LUA = r"""
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer TOKEN"
-local counter = 0
-request = function()
-  counter = counter + 1
-  return wrk.format(nil, nil, nil, string.format([==[BODY]==], counter))
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "WRKJSON {\"requests\":%d,\"duration_us\":%d,\"socket_errors\":%d,\"non2xx\":%d," ..
-    "\"p50_us\":%d,\"p90_us\":%d,\"p99_us\":%d,\"mean_us\":%.1f,\"max_us\":%d}\n",
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean, latency.max))
-end
-"""
-
-
-def ensure_wrk() -> str:
-    path = shutil.which("wrk")
-    if path:
-        return path
-    print("wrk not found: installing it from Debian (apt-get install -y wrk)", flush=True)
-    if subprocess.run(["apt-get", "install", "-y", "wrk"], capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update"], capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, capture_output=True)
-    return shutil.which("wrk") or "/usr/bin/wrk"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ok(url: str, method: str = "GET", timeout: float = 120, **kw) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.request(method, url, timeout=2, **kw).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
-
-
-def run_wrk(wrk: str, url: str, script: Path, connections: int, duration: float) -> dict:
-    threads = 1 if connections == 1 else 2
-    cmd = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--timeout", "10s", "-s",
-           str(script), url]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
-    r = json.loads(line[len("WRKJSON ") :])
-    return {
-        "requests": r["requests"],
-        "rps": round(r["requests"] / (r["duration_us"] / 1e6), 1),
-        "p50_ms": r["p50_us"] / 1000,
-        "p90_ms": r["p90_us"] / 1000,
-        "p99_ms": r["p99_us"] / 1000,
-        "mean_ms": round(r["mean_us"] / 1000, 3),
-        "max_ms": r["max_us"] / 1000,
-        "socket_errors": r["socket_errors"],
-        "non2xx": r["non2xx"],
-    }
 
 
 def overhead_header(url: str, token: str, n: int = 300) -> dict:
@@ -126,8 +65,7 @@ def cpu_breakdown(n: int = 2000, rounds: int = 3) -> dict:
     writer, the metrics and the guardrails switched off one after the other, to attribute the added cost."""
     import asyncio
 
-    sys.path.insert(0, str(HERE))
-    import serving_bare
+    import serving_bare  # a sibling module, like harness
 
     from llmops_kit.core import load_settings
     from llmops_kit.guardrails.base import Verdict
@@ -262,23 +200,8 @@ def cpu_breakdown(n: int = 2000, rounds: int = 3) -> dict:
         return asyncio.run(run())
 
 
-def median_of(runs: list[dict]) -> dict:
-    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "mean_ms")
-    out = {k: round(statistics.median(r[k] for r in runs), 3) for k in keys}
-    out["requests"] = sum(r["requests"] for r in runs)
-    out["errors"] = sum(r["socket_errors"] + r["non2xx"] for r in runs)
-    out["runs"] = runs
-    return out
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10, help="seconds per measurement")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of both servers")
-    parser.add_argument("--concurrency", default="1,16,64", help="comma-separated wrk connection counts")
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="alternating rounds per point; medians are reported"
-    )
+    parser = options(__doc__, rounds=3, workers="uvicorn workers of both servers", concurrency="1,16,64")
     args = parser.parse_args()
     load_at_start = os.getloadavg()
     wrk = ensure_wrk()
@@ -287,15 +210,13 @@ def main() -> int:
     print(json.dumps(breakdown["attributed_cpu_us"]), flush=True)
     levels = [int(c) for c in args.concurrency.split(",")]
     secret = secrets.token_urlsafe(32)
-    procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ini = root / "settings.ini"
         # the embedding guards are off: they run MiniLM per text (milliseconds), see the notes in the results
         ini.write_text("[project]\nstate_dir = .llmops\nlog_level = WARNING\n[audit]\ndir = .llmops/audit\n"
                        "[guardrails]\nembedding_guards = false\n[serving]\nbackend = benchmark\n")  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
-        env.update(LLMOPS_JWT_SECRET=secret, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        env = bench_env(secret)
         # a third server with the same chain but an empty guardrail policy, to show what the plumbing alone costs
         (root / "no-guards.yaml").write_text("version: 1\nname: no-guards\ninput: []\noutput: []\n")
         plumbing_ini = root / "plumbing.ini"
@@ -305,17 +226,13 @@ def main() -> int:
             .replace(".llmops", ".llmops-plumbing")
         )
         full_port, bare_port, plumbing_port = free_port(), free_port(), free_port()
-        try:
-            log = open(root / "servers.log", "wb")
-            procs.append(subprocess.Popen(
-                [str(LLMOPS), "serve", "--config", str(ini), "--port", str(full_port), "--workers", str(args.workers)],
-                cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
-            procs.append(subprocess.Popen(
-                [sys.executable, str(HERE / "serving_bare.py"), "--port", str(bare_port), "--workers", str(args.workers)],
-                cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
-            procs.append(subprocess.Popen(
-                [str(LLMOPS), "serve", "--config", str(plumbing_ini), "--port", str(plumbing_port), "--workers",
-                 str(args.workers)], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
+        with Servers(root / "servers.log") as servers:
+            servers.start([str(LLMOPS), "serve", "--config", str(ini), "--port", str(full_port), "--workers",
+                           str(args.workers)], root, env)  # fmt: skip
+            servers.start([sys.executable, str(HERE / "serving_bare.py"), "--port", str(bare_port), "--workers",
+                           str(args.workers)], root, env)  # fmt: skip
+            servers.start([str(LLMOPS), "serve", "--config", str(plumbing_ini), "--port", str(plumbing_port),
+                           "--workers", str(args.workers)], root, env)  # fmt: skip
             full_url = f"http://127.0.0.1:{full_port}/v1/chat/completions"
             bare_url = f"http://127.0.0.1:{bare_port}/v1/chat/completions"
             plumbing_url = f"http://127.0.0.1:{plumbing_port}/v1/chat/completions"
@@ -323,12 +240,7 @@ def main() -> int:
             wait_ok(f"http://127.0.0.1:{full_port}/readyz")
             wait_ok(f"http://127.0.0.1:{plumbing_port}/readyz")
             wait_ok(bare_url, "POST", json=BODY)
-
-            from llmops_kit.core import load_settings
-            from llmops_kit.serving.auth import mint_token
-
-            settings = load_settings(ini, environ={})
-            token = mint_token(settings, "bench", ["chat"], 3600, environ={"LLMOPS_JWT_SECRET": secret})
+            token = bench_token(ini, secret, ["chat"], 3600)
             script = root / "post.lua"
             numbered = json.dumps(BODY).replace("%", "%%").replace("My card", "Ticket %d: my card")
             script.write_text(LUA.replace("BODY", numbered).replace("TOKEN", token))
@@ -361,15 +273,6 @@ def main() -> int:
                       f"p50 {plumbing['p50_ms']:6.2f} p99 {plumbing['p99_ms']:6.2f} ms", flush=True)  # fmt: skip
             time.sleep(1.5)  # let the audit writer drain
             audit_after = sum(1 for _ in _audit_lines(root))
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGINT)
-            for p in procs:
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
 
     full_requests = sum(p["full"]["requests"] for p in points.values())
     low = [p for c, p in points.items() if int(c) <= 16]
@@ -382,12 +285,7 @@ def main() -> int:
     result = {
         "benchmark": "serving overhead: full llmops chain vs bare FastAPI endpoint, same benchmark backend",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_avg_at_start": load_at_start,
-            "load_avg_at_end": os.getloadavg(),
-        },
+        "machine": machine(load_at_start),
         "setup": {
             "workers": args.workers,
             "duration_s": args.duration,

@@ -212,6 +212,14 @@ d = {
             ),
         },
         "llmops_kit.audit.airflow": {
+            "llmops_kit.audit.airflow._dag_block": (
+                "audit/airflow.html#_dag_block",
+                "llmops_kit/audit/airflow.py",
+            ),
+            "llmops_kit.audit.airflow._llmops_task": (
+                "audit/airflow.html#_llmops_task",
+                "llmops_kit/audit/airflow.py",
+            ),
             "llmops_kit.audit.airflow.configure_airflow": (
                 "audit/airflow.html#configure_airflow",
                 "llmops_kit/audit/airflow.py",
