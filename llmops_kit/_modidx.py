@@ -3558,6 +3558,10 @@ d = {
                 "serving/auditlog.html#verify_log",
                 "llmops_kit/serving/auditlog.py",
             ),
+            "llmops_kit.serving.auditlog.verify_workers": (
+                "serving/auditlog.html#verify_workers",
+                "llmops_kit/serving/auditlog.py",
+            ),
         },
         "llmops_kit.serving.auth": {
             "llmops_kit.serving.auth.ApiKeyEntry": (

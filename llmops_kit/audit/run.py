@@ -35,7 +35,7 @@ from .records import parse_window, read_window
 from .summaries import Breach, parse_budgets
 from ..core import ProjectPaths, Settings, log_event
 from ..errors import InputError
-from ..serving.auditlog import ChainKeys, verify_log
+from ..serving.auditlog import ChainKeys, verify_log, verify_workers
 
 # %% ../../nbs/audit/05_run.ipynb #67a97765
 TEMPLATES = ("drift", "guardrails", "cost_sla")
@@ -124,7 +124,8 @@ class AuditResult:
 # %% ../../nbs/audit/05_run.ipynb #2ecb9787
 def _chain(log_dir: Path, settings: Settings) -> tuple[dict[str, Any], list[Breach]]:
     key_file = settings.path(settings.audit.chain_keys)
-    r = verify_log(log_dir, ChainKeys.load(key_file) if key_file.exists() else None)
+    keys = ChainKeys.load(key_file) if key_file.exists() else None
+    r = verify_log(log_dir, keys, workers=verify_workers(log_dir))
     figures = {"chain.ok": r.ok, "chain.records": r.count, "chain.files": r.files, "chain.unkeyed": r.unkeyed}
     if r.ok:
         return figures, []

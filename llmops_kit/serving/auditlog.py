@@ -21,6 +21,7 @@ __all__ = [
     "VerifyResult",
     "checkpoint_files",
     "verify_log",
+    "verify_workers",
     "add_audit_actions",
     "configure_cli",
 ]
@@ -1257,6 +1258,17 @@ def verify_log(
     return _check_marks(result, marks or [], seen, lines)
 
 
+# %% ../../nbs/serving/02_auditlog.ipynb #c4d5e2ac
+def verify_workers(
+    dir: str | os.PathLike,  # the audit folder
+    min_bytes: int = 256 * 1024 * 1024,  # below this, starting worker processes costs more than it saves
+) -> int:
+    """The worker processes worth starting to verify `dir`: one per further CPU for a log of several big files, else 0."""
+    files = audit_files(dir)
+    big = len(files) > 1 and sum(p.stat().st_size for p in files) >= min_bytes
+    return max(len(os.sched_getaffinity(0)) - 1, 0) if big else 0
+
+
 # %% ../../nbs/serving/02_auditlog.ipynb #5005cb7c
 def _audit_dir(args: argparse.Namespace) -> tuple[Path, Settings]:
     settings = load_settings(args.config)
@@ -1277,7 +1289,8 @@ def _verify_cmd(args: argparse.Namespace) -> int:
         if args.checkpoint
         else (default_checkpoints if default_checkpoints.is_dir() else None)
     )
-    r = verify_log(d, ChainKeys.load(key_file) if key_file.exists() else None, checkpoints)
+    keys = ChainKeys.load(key_file) if key_file.exists() else None
+    r = verify_log(d, keys, checkpoints, workers=verify_workers(d))
     if r.ok:
         marks = (
             "; no checkpoints (records removed from the end would go unnoticed)"
