@@ -16,6 +16,7 @@ LLMOPS = Path(sys.executable).parent / "llmops"
 TEST_IMAGE_TAGS = (
     "localhost/llmops-export-test:latest",
     "localhost/llmops-rebuild-test:latest",
+    "llmops/support-router:v1",  # the quickstart's export stage, in the tests' fresh projects
 )  # the tests' builds
 
 
