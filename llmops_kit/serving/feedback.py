@@ -43,7 +43,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..core import ProjectPaths, Settings, load_settings
-from ..errors import InputError, NotFoundError
+from ..errors import ConfigurationError, InputError, NotFoundError
 
 # %% ../../nbs/serving/08_feedback.ipynb #b66b4453
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{8,64}$"  # the gateway's request ids (`x-request-id`)
@@ -331,7 +331,13 @@ def feedback_frame(
     tenant: str | None = None,  # only this tenant's feedback
 ):
     """The labelled feedback as a DataFrame (`EXPORT_COLUMNS`), and how many rows were left out."""
-    import pandas as pd
+    try:
+        import pandas as pd
+    except ImportError:  # the serving image leaves pandas out
+        raise ConfigurationError(
+            "exporting feedback needs pandas, which this environment lacks (a serving image leaves it out): "
+            "run `llmops feedback export` where the kit is installed whole, or pip install pandas"
+        ) from None
 
     from llmops_kit.drift.monitor import parse_since
 
@@ -364,7 +370,12 @@ def export_feedback(
         raise InputError(f"--format {fmt!r}: use csv or parquet")
     frame, skipped = feedback_frame(store, since, tenant)
     out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out, index=False) if fmt == "parquet" else frame.to_csv(out, index=False)
+    try:
+        frame.to_parquet(out, index=False) if fmt == "parquet" else frame.to_csv(out, index=False)
+    except ImportError:  # no parquet engine here
+        raise ConfigurationError(
+            "--format parquet needs pyarrow: pip install pyarrow, or write CSV"
+        ) from None
     return len(frame), skipped
 
 
