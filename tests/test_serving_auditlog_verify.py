@@ -10,8 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from test_serving_auditlog import rec
 
-from llmops_kit.core import InferenceRecord
 from llmops_kit.serving.auditlog import (
     AuditWriter,
     ChainKeys,
@@ -23,19 +23,6 @@ from llmops_kit.serving.auditlog import (
     record_hash,
     verify_log,
 )
-
-
-def rec(i: int, **kw) -> InferenceRecord:
-    return InferenceRecord(
-        request_id=f"req-{i}",
-        ts="2026-11-25T09:30:00+00:00",
-        route="/v1/chat/completions",
-        status=200,
-        outcome="ok",
-        tenant="acme",
-        stages_ms={"auth": 0.02, "model": 1.5},
-        **kw,
-    )
 
 
 @pytest.fixture

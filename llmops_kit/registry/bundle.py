@@ -625,7 +625,7 @@ def open_model_folder(
     loader = flavor.get("loader_module")
     if loader != "llmops_kit.registry":
         raise InputError(f"{folder} is not an llmops-kit app bundle (loader {loader!r})")
-    return AppBundle(folder / flavor["data"] if flavor.get("data") else folder)
+    return _load_pyfunc(str(folder / flavor["data"] if flavor.get("data") else folder))  # MLflow's hook
 
 
 # %% ../../nbs/registry/01_bundle.ipynb #e725756e
