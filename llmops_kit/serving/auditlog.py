@@ -1080,7 +1080,7 @@ class _FileCheck:
 
     def fits(self, prev: str | None, keyed: bool) -> bool:
         """Whether a check from the first record's own link found what a check from `prev` would."""
-        return self.first is None or (not self.first[0] != prev and not (keyed and self.first[1]))
+        return self.first is None or (self.first[0] == prev and not (keyed and self.first[1]))
 
 
 # %% ../../nbs/serving/02_auditlog.ipynb #be454508
