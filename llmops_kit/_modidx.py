@@ -4216,6 +4216,10 @@ d = {
                 "serving/jobs.html#run_worker",
                 "llmops_kit/serving/jobs.py",
             ),
+            "llmops_kit.serving.jobs.start_worker_metrics": (
+                "serving/jobs.html#start_worker_metrics",
+                "llmops_kit/serving/jobs.py",
+            ),
             "llmops_kit.serving.jobs.submit_job": (
                 "serving/jobs.html#submit_job",
                 "llmops_kit/serving/jobs.py",
@@ -4300,6 +4304,10 @@ d = {
             ),
             "llmops_kit.serving.metrics.Metrics.guardrail": (
                 "serving/metrics.html#metrics.guardrail",
+                "llmops_kit/serving/metrics.py",
+            ),
+            "llmops_kit.serving.metrics.Metrics.job": (
+                "serving/metrics.html#metrics.job",
                 "llmops_kit/serving/metrics.py",
             ),
             "llmops_kit.serving.metrics.Metrics.observe_request": (

@@ -251,6 +251,7 @@ class JobSettings(_Section):
     claim_idle_ms: int = Field(30_000, ge=100)
     max_attempts: int = Field(3, ge=1, le=100)
     concurrency: int = Field(4, ge=1, le=1024)
+    metrics_port: int = Field(0, ge=0, le=65535)  # `llmops worker` serves /metrics here (0: not at all)
 
 
 # %% ../nbs/00_core.ipynb #c93bd1bf

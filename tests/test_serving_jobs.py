@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 
+import httpx
 import pytest
 from jobs_support import job_hash, job_records, jobs_ini, start_worker, wait_job
+from prometheus_client.parser import text_string_to_metric_families
 from redis_server import RedisServer
-from test_serving_app_support import ECHO, chat_body, start_server
+from test_serving_app_support import ECHO, chat_body, free_port, start_server
 from test_serving_schemathesis import schemathesis_run
 
 from conftest import run_llmops
@@ -230,3 +233,77 @@ def test_quotas_apply_to_jobs_as_to_direct_calls(tmp_path, redis_server):
     finally:
         worker.stop()
         srv.stop()
+
+
+def test_worker_processes_export_their_summed_metrics(tmp_path, redis_server):
+    srv = start_server(tmp_path / "scraped", extra_ini=jobs_ini(redis_server.url, stream="scraped"))
+    port = free_port()
+    workers = start_worker(srv, "scraped-workers", "--processes", "2", "--metrics-port", str(port))
+    try:
+        deadline = time.monotonic() + 90
+        while workers.output().count("consuming") < 2:
+            assert workers.proc.poll() is None and time.monotonic() < deadline, workers.output()[-3000:]
+            time.sleep(0.2)
+        with srv.client() as c:
+            h = srv.headers()
+            ids = [
+                _submit(c, h, "/v1/route", {"input": f"ticket {i}: my card"}).json()["id"] for i in range(5)
+            ]
+            ids.append(_submit(c, h, "/v1/chat/completions", chat_body("Where is my card?")).json()["id"])
+            answers = [wait_job(c, i, h) for i in ids]
+        assert [a["status"] for a in answers] == ["succeeded"] * 6
+        deadline, samples = time.monotonic() + 10, {}
+        while time.monotonic() < deadline:  # a worker writes its request series within a second of being idle
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(text)
+                for s in fam.samples
+            }
+            if samples.get(
+                (
+                    "llmops_requests_total",
+                    (("model", "none"), ("outcome", "ok"), ("route", "/v1/route"), ("status", "200")),
+                )
+            ):
+                break
+            time.sleep(0.3)
+    finally:
+        workers.stop()
+        srv.stop()
+
+    def total(name, **labels):
+        return sum(
+            v
+            for (n, ls), v in samples.items()
+            if n == name and all(dict(ls).get(k) == x for k, x in labels.items())
+        )
+
+    assert total("llmops_jobs_total", outcome="stored") == 6, text
+    assert total("llmops_job_wait_seconds_count", endpoint="/v1/route") == 5
+    assert total("llmops_job_wait_seconds_count", endpoint="/v1/chat/completions") == 1
+    assert total("llmops_requests_total", route="/v1/route", status="200") == 5, text
+    assert total("llmops_requests_total", route="/v1/chat/completions", status="200") == 1
+    assert total("llmops_tokens_total", type="output") > 0
+
+
+def test_worker_metrics_port_in_use_is_a_clear_error(tmp_path, redis_server):
+    (tmp_path / "settings.ini").write_text(
+        "[project]\nstate_dir = .llmops\n[serving]\nbackend = benchmark\n" + jobs_ini(redis_server.url)
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_llmops(
+            "worker",
+            "--config",
+            str(tmp_path / "settings.ini"),
+            "--metrics-port",
+            str(port),
+            cwd=tmp_path,
+            timeout=120,
+        )
+    assert proc.returncode != 0
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

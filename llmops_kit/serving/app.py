@@ -1939,6 +1939,8 @@ def check_serving(
 # %% ../../nbs/serving/06_app.ipynb #ea88bc93
 def start_metrics_port(
     settings: Settings,  # `[serving] metrics_port` and `host`
+    port: int
+    | None = None,  # another port than `[serving] metrics_port` (`llmops worker` uses `[jobs] metrics_port`)
 ) -> None:
     """Serve the summed metrics of all workers on `[serving] metrics_port`, without auth, from this process."""
     from prometheus_client import CollectorRegistry, start_http_server
@@ -1946,7 +1948,13 @@ def start_metrics_port(
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    start_http_server(settings.serving.metrics_port, addr=settings.serving.host, registry=registry)
+    port = port or settings.serving.metrics_port
+    try:
+        start_http_server(port, addr=settings.serving.host, registry=registry)
+    except OSError as e:
+        raise ConfigurationError(
+            f"cannot serve metrics on {settings.serving.host}:{port}: {e.strerror or e}"
+        ) from None
 
 
 def serve(

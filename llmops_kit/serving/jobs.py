@@ -25,6 +25,7 @@ __all__ = [
     "JobWorker",
     "consumer_name",
     "run_worker",
+    "start_worker_metrics",
     "worker_main",
     "configure_cli",
 ]
@@ -49,7 +50,7 @@ from fastcore.basics import patch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # %% ../../nbs/serving/09_jobs.ipynb #8728ecc0
-from ..core import JobSettings, Settings, configure_logging, load_settings, log_event
+from ..core import JobSettings, ProjectPaths, Settings, configure_logging, load_settings, log_event
 from llmops_kit.errors import (
     ConfigurationError,
     InputError,
@@ -57,7 +58,7 @@ from llmops_kit.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
-from .app import Server, _chat, _route, check_serving
+from .app import Server, _chat, _route, check_serving, start_metrics_port
 from .auth import Principal
 from .gateway import RequestContext, utc_timestamp
 from .schemas import ChatCompletionRequest, ErrorResponse, RouteRequest
@@ -639,14 +640,26 @@ async def process(self: JobWorker, entry_id: str, job_id: str) -> None:
     """One delivered entry: start an attempt, run it, store the answer once and acknowledge."""
     q = self.queue
     attempt, job = await q.start(job_id, self.consumer)
+    metrics = self.server.metrics
     if job is None:  # answered before (a redelivery) or expired: only acknowledge
         await q.drop(entry_id)
-        self.done["already_answered" if attempt == 0 else "gone"] += 1
+        outcome = "already_answered" if attempt == 0 else "gone"
+        self.done[outcome] += 1
+        metrics.job(outcome)
         log_event(logger, "job_skipped", job=job_id, reason="answered" if attempt == 0 else "gone")
         return
-    ctx, answer = await run_job(self.server, job, attempt, self.consumer, q.config.max_attempts)
+    waited = time.time() - job.created_at
+    self.server.in_flight += 1  # `after` counts it down and records the request series, as for a direct call
+    try:
+        ctx, answer = await run_job(self.server, job, attempt, self.consumer, q.config.max_attempts)
+    except BaseException:
+        self.server.in_flight -= 1
+        raise
+    self.server.after(ctx)
     stored = await q.finish(entry_id, job.id, answer)
-    self.done[{1: "stored", 0: "already_answered"}.get(stored, "gone")] += 1
+    outcome = {1: "stored", 0: "already_answered"}.get(stored, "gone")
+    self.done[outcome] += 1
+    metrics.job(outcome, job.endpoint, waited)
     log_event(logger, "job_done", job=job.id, attempt=attempt, status=ctx.status, stored=stored)
 
 
@@ -786,6 +799,21 @@ def _child(index: int) -> None:
     run_worker(settings, consumer_name(index + 1))
 
 
+# %% ../../nbs/serving/09_jobs.ipynb #71087ab4
+def start_worker_metrics(
+    settings: Settings,  # `[jobs] metrics_port`, `[serving] host`, `[project] state_dir`
+) -> Path:
+    """Record this process's and its worker processes' metrics in files and serve their sum on `[jobs] metrics_port`."""
+    from llmops_kit.serving.metrics import setup_multiprocess
+
+    folder = setup_multiprocess(
+        ProjectPaths.from_settings(settings).state / "prometheus" / f"worker-{os.getpid()}"
+    )
+    start_metrics_port(settings, settings.jobs.metrics_port)
+    print(f"llmops: worker metrics on :{settings.jobs.metrics_port}", flush=True)
+    return folder
+
+
 # %% ../../nbs/serving/09_jobs.ipynb #9a44032a
 def worker_main(
     args: argparse.Namespace,  # parsed `llmops worker` arguments
@@ -797,10 +825,13 @@ def worker_main(
         os.environ["LLMOPS_SERVING__BACKEND"] = args.backend
     if args.concurrency:
         os.environ["LLMOPS_JOBS__CONCURRENCY"] = str(args.concurrency)
+    if args.metrics_port is not None:
+        os.environ["LLMOPS_JOBS__METRICS_PORT"] = str(args.metrics_port)
     if args.processes < 1:
         raise InputError(f"--processes {args.processes} must be at least 1")
     settings = load_settings()
     configure_logging(settings.project.log_level, settings.project.log_format)
+    metrics_dir = start_worker_metrics(settings) if settings.jobs.metrics_port else None
     if args.processes == 1:
         run_worker(settings)
         return 0
@@ -821,6 +852,10 @@ def worker_main(
     signal.signal(signal.SIGINT, stop)
     for p in procs:
         p.join()
+        if metrics_dir is not None:
+            from llmops_kit.serving.metrics import mark_process_dead
+
+            mark_process_dead(p.pid, metrics_dir)
     return 0 if all(p.exitcode == 0 for p in procs) else 1
 
 
@@ -839,5 +874,11 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
         choices=["mlflow", "benchmark"],
         default=None,
         help="as for llmops serve (default: [serving] backend)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve the workers' summed Prometheus metrics on this port (default: [jobs] metrics_port; 0: off)",
     )
     parser.set_defaults(handler=worker_main)

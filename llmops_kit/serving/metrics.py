@@ -15,6 +15,8 @@ __all__ = [
     "BATCH_SIZE_BUCKETS",
     "FLUSH_INTERVAL_S",
     "CONTENT_TYPE",
+    "JOB_OUTCOMES",
+    "JOB_WAIT_BUCKETS",
     "BoundedLabel",
     "setup_multiprocess",
     "mark_process_dead",
@@ -639,3 +641,42 @@ def quota_refusal(
 ) -> None:
     """Count one request refused by `limit`."""
     self._count(("llmops_quota_refusals_total", _QUOTA_LIMIT(limit)))
+
+
+# %% ../../nbs/serving/03_metrics.ipynb #c67419d0
+JOB_OUTCOMES: tuple[str, ...] = (
+    "stored",
+    "already_answered",
+    "gone",
+)  # what a worker did with a delivered job
+JOB_WAIT_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+FAMILIES.update(
+    {
+        "llmops_jobs_total": (
+            "counter",
+            "Queued jobs a worker handled, by what became of them",
+            ("outcome",),
+            (),
+        ),
+        "llmops_job_wait_seconds": (
+            "histogram",
+            "Time a job waited in the queue before a worker started it",
+            ("endpoint",),
+            JOB_WAIT_BUCKETS,
+        ),
+    }
+)
+_JOB_OUTCOME = BoundedLabel(JOB_OUTCOMES, closed=True)
+
+
+@patch
+def job(
+    self: Metrics,
+    outcome: str,  # one of `JOB_OUTCOMES`
+    endpoint: str | None = None,  # the job's endpoint, when a worker ran it
+    wait_s: float | None = None,  # seconds from submission to the start of this attempt
+) -> None:
+    """Count one delivered job; observe its queue wait when it ran."""
+    self._count(("llmops_jobs_total", _JOB_OUTCOME(outcome)))
+    if endpoint is not None and wait_s is not None:
+        self._observe(("llmops_job_wait_seconds", self._route(endpoint)), max(wait_s, 0.0))
