@@ -1201,6 +1201,18 @@ d = {
                 "export/k8s.html#vector_remap",
                 "llmops_kit/export/k8s.py",
             ),
+            "llmops_kit.export.k8s.worker_autoscaler": (
+                "export/k8s.html#worker_autoscaler",
+                "llmops_kit/export/k8s.py",
+            ),
+            "llmops_kit.export.k8s.worker_deployment": (
+                "export/k8s.html#worker_deployment",
+                "llmops_kit/export/k8s.py",
+            ),
+            "llmops_kit.export.k8s.worker_monitor": (
+                "export/k8s.html#worker_monitor",
+                "llmops_kit/export/k8s.py",
+            ),
             "llmops_kit.export.k8s.write_deployment_assets": (
                 "export/k8s.html#write_deployment_assets",
                 "llmops_kit/export/k8s.py",

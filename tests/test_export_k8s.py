@@ -388,3 +388,80 @@ def test_a_running_server_and_prometheus(assets, tmp_path):
                 prometheus.kill()
                 prometheus.wait(10)
         server.stop()
+
+
+QUEUED_INI = (
+    SETTINGS_INI
+    + """[jobs]
+redis_url = redis://:s3cret@redis.internal:6379/0
+[quotas]
+store = redis
+redis_url = redis://:s3cret@redis.internal:6379/1
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def queued_assets(tmp_path_factory) -> Path:
+    """The assets of the same app with a job queue and quotas in Redis (URLs with a password)."""
+    root = tmp_path_factory.mktemp("queued")
+    (root / "settings.ini").write_text(QUEUED_INI)
+    settings = load_settings(root / "settings.ini", environ={})
+    write_deployment_assets(
+        root / "out", "support-router", "registry.example.com/support-router:1.4", settings
+    )
+    return root / "out"
+
+
+def test_workers_validate_and_get_their_own_pods(queued_assets):
+    docs = {
+        (path.relative_to(queued_assets).as_posix(), doc["kind"]): doc
+        for path, doc in documents(queued_assets)
+    }
+    worker, hpa = docs["k8s/worker.yaml", "Deployment"], docs["k8s/worker.yaml", "HorizontalPodAutoscaler"]
+    monitor, svc = docs["k8s/worker-podmonitor.yaml", "PodMonitor"], docs["k8s/service.yaml", "Service"]
+    for doc in (worker, hpa):
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+    pod_labels = worker["spec"]["template"]["metadata"]["labels"].items()
+    assert not svc["spec"]["selector"].items() <= pod_labels  # the Service never sends a request to a worker
+    assert (
+        not docs["k8s/pdb.yaml", "PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items()
+        <= pod_labels
+    )
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels
+    container = worker["spec"]["template"]["spec"]["containers"][0]
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] in {p["name"] for p in container["ports"]}
+    assert container["command"][:2] == ["llmops", "worker"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == worker["metadata"]["name"]
+    assert [c["name"] for c in worker["spec"]["template"]["spec"]["containers"]] == [
+        "worker",
+        "audit-shipper",
+    ]
+
+
+def test_redis_urls_come_from_the_secret(queued_assets, tmp_path):
+    for path in queued_assets.rglob("*"):
+        if path.is_file():
+            assert "s3cret" not in path.read_text(), f"{path} holds the Redis password"
+    docs = {
+        (path.relative_to(queued_assets).as_posix(), doc["kind"]): doc
+        for path, doc in documents(queued_assets)
+    }
+    for rel in ("k8s/deployment.yaml", "k8s/worker.yaml"):
+        env = {
+            e["name"]: e for e in docs[rel, "Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        for var in ("LLMOPS_JOBS__REDIS_URL", "LLMOPS_QUOTAS__REDIS_URL"):
+            assert env[var]["valueFrom"]["secretKeyRef"] == {
+                "name": "support-router-secrets",
+                "key": var,
+                "optional": False,
+            }
+    ini = tmp_path / "settings.ini"
+    ini.write_text(docs["k8s/configmap.yaml", "ConfigMap"]["data"]["settings.ini"])
+    url = "redis://:s3cret@redis.internal:6379/0"
+    loaded = load_settings(ini, environ={"LLMOPS_JOBS__REDIS_URL": url, "LLMOPS_QUOTAS__REDIS_URL": url})
+    assert (loaded.jobs.redis_url, loaded.quotas.redis_url, loaded.quotas.store) == (url, url, "redis")
+    readme = (queued_assets / "README.md").read_text()
+    assert "--from-literal=LLMOPS_JOBS__REDIS_URL=..." in readme

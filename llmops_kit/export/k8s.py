@@ -30,6 +30,9 @@ __all__ = [
     "disruption_budget",
     "canary_replicas",
     "canary",
+    "worker_deployment",
+    "worker_autoscaler",
+    "worker_monitor",
     "knative_service",
     "alert_rules",
     "metric_names",
@@ -126,6 +129,8 @@ def container_settings(
             ),
             auth=up("auth", api_keys_file=api_keys),
             export=up("export", output_dir=f"{STATE_DIR}/export"),
+            jobs=up("jobs", redis_url=""),  # Redis URLs may hold a password: they come from the Secret
+            quotas=up("quotas", redis_url="") if s.quotas.store == "redis" else s.quotas,
         )
     )
 
@@ -168,6 +173,8 @@ def secret_env(
         (settings.audit.encryption_key_env, True),
     ]
     wanted += [(m.api_key_env, False) for m in settings.models.values() if m.api_key_env]
+    wanted += [("LLMOPS_JOBS__REDIS_URL", False)] if settings.jobs.redis_url else []
+    wanted += [("LLMOPS_QUOTAS__REDIS_URL", False)] if settings.quotas.store == "redis" else []
     env, seen = [], set()
     for var, optional in wanted:
         if not var or var in seen:
@@ -395,6 +402,71 @@ def canary(
         "llmops-kit/canary-share": "canary pods / all pods behind the Service",
     }
     return d
+
+
+# %% ../../nbs/export/03_k8s.ipynb #7b7139de
+def worker_deployment(
+    name: str,  # the app's name; the workers are `<name>-worker`
+    image: str,  # the container image (the server's)
+    settings: Settings,  # the user's settings
+    replicas: int = 1,  # worker pods
+) -> dict[str, Any]:
+    """A Deployment of `llmops worker` pods beside their audit-log shipper."""
+    full = f"{name}-worker"
+    spec = pod_spec(name, image, settings)
+    port = container_settings(settings).serving.metrics_port
+    worker = spec["containers"][0]
+    for key in ("readinessProbe", "startupProbe"):
+        del worker[key]
+    worker.update(
+        name="worker",
+        command=["llmops", "worker", "--metrics-port", str(port)],
+        ports=[{"name": "metrics", "containerPort": port}],
+        livenessProbe={
+            "httpGet": {"path": "/metrics", "port": "metrics"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": full, "labels": labels(full)},
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": labels(full)},
+            "template": {"metadata": {"labels": labels(full)}, "spec": spec},
+        },
+    }
+
+
+# %% ../../nbs/export/03_k8s.ipynb #524499f1
+def worker_autoscaler(
+    name: str,  # the app's name
+    replicas: int = 1,  # the minimum
+) -> dict[str, Any]:
+    """A HorizontalPodAutoscaler of the workers on CPU alone (they serve no requests per second)."""
+    hpa = autoscaler(f"{name}-worker", replicas)
+    hpa["spec"]["metrics"] = [m for m in hpa["spec"]["metrics"] if m["type"] == "Resource"]
+    return hpa
+
+
+def worker_monitor(
+    name: str,  # the app's name
+) -> dict[str, Any]:
+    """A `PodMonitor` that scrapes the workers' metrics port (they have no Service)."""
+    full = f"{name}-worker"
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"name": full, "labels": labels(full)},
+        "spec": {
+            "selector": {"matchLabels": labels(full)},
+            "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
+        },
+    }
 
 
 # %% ../../nbs/export/03_k8s.ipynb #8fbda670
@@ -871,6 +943,10 @@ _HEADERS = {
         "The canary track. Its share of the Service's traffic is canary pods / all pods;\n"
         "set its image to the candidate build. Promote: set the stable image, delete this."
     ),
+    "k8s/worker.yaml": (
+        "llmops worker pods: they consume the job queue ([jobs] redis_url, from the Secret) and write\n"
+        "the audit records of the jobs they run. Set their image with the server's."
+    ),
 }
 
 
@@ -893,6 +969,9 @@ def asset_documents(
     }
     if canary_weight:
         docs["k8s/canary/deployment.yaml"] = [canary(name, image, settings, replicas, canary_weight)]
+    if settings.jobs.redis_url:
+        docs["k8s/worker.yaml"] = [worker_deployment(name, image, settings), worker_autoscaler(name)]
+        docs["k8s/worker-podmonitor.yaml"] = [worker_monitor(name)]
     return {
         **docs,
         "knative/service.yaml": [knative_service(name, image, settings, canary_weight)],
