@@ -307,7 +307,7 @@ def chain_latency(chain: GuardChain, texts: list[str], stage: str) -> dict:
 # How many times the detection count on the PurpleLlama indirect cases was looked at while the guard changed (the
 # texts were never read). Rules era: 24/55, 21/55, 25/55. Learned-scorer era (issue #20 part 4): see LOOKS_SCORER.
 LOOKS_RULES = 3
-LOOKS_SCORER = 1
+LOOKS_SCORER = 2
 
 
 def indirect_results(cases: list[dict], banking: list[str]) -> dict:

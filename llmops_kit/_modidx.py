@@ -1695,6 +1695,10 @@ d = {
                 "guardrails/indirect.html#_r",
                 "llmops_kit/guardrails/indirect.py",
             ),
+            "llmops_kit.guardrails.indirect._threshold": (
+                "guardrails/indirect.html#_threshold",
+                "llmops_kit/guardrails/indirect.py",
+            ),
             "llmops_kit.guardrails.indirect._training_texts": (
                 "guardrails/indirect.html#_training_texts",
                 "llmops_kit/guardrails/indirect.py",

@@ -711,14 +711,22 @@ def _fit(vectors: list, attack: list[bool], docs: Sequence[int], C: float, round
     return clf
 
 
+def _threshold(oof, attack, fp_budget: float) -> float:
+    """The lowest threshold on a 0.01 grid whose out-of-fold false-positive rate stays within `fp_budget`."""
+    import numpy as np
+
+    grid = np.round(np.arange(0.5, 0.995, 0.01), 2)
+    return float(next(t for t in grid if (oof[~attack] >= t).mean() <= fp_budget))
+
+
 def train_scorer(
     embedder,  # an `Embedder` (the weights are tied to its model)
-    C: float = 16.0,  # inverse regularisation of the logistic regression
+    Cs: Sequence[float] = (4.0, 16.0),  # inverse regularisation strengths tried; cross-validation picks one
     rounds: int = 2,  # multiple-instance refits
-    folds: int = 5,  # grouped cross-validation folds for the threshold
-    fp_budget: float = 0.02,  # highest out-of-fold false-positive rate allowed on the kit's benign texts
+    folds: int = 5,  # grouped cross-validation folds for the threshold and C
+    fp_budget: float = 0.03,  # highest out-of-fold false-positive rate allowed on the kit's benign texts
 ) -> UntrustedScorer:
-    """Fit the scorer on the kit's examples; the threshold is the lowest whose grouped out-of-fold false positives stay within `fp_budget`."""
+    """Fit the scorer on the kit's examples; C and the threshold by grouped cross-validation: the lowest threshold whose out-of-fold false positives stay within `fp_budget`, the C that then detects most."""
     import numpy as np
     from sklearn.model_selection import GroupKFold
 
@@ -728,20 +736,27 @@ def train_scorer(
     bounds = np.cumsum([0] + [len(s) for s in spans])
     vectors = [flat[bounds[i] : bounds[i + 1]] for i in range(len(texts))]
     attack = np.array([a for _, a, _ in texts])
-    oof = np.zeros(len(texts))
-    for train, test in GroupKFold(folds).split(np.zeros(len(texts)), attack, [g for _, _, g in texts]):
-        clf = _fit(vectors, attack, train, C, rounds)
-        oof[test] = [clf.predict_proba(vectors[d])[:, 1].max() for d in test]
-    grid = np.round(np.arange(0.5, 0.995, 0.01), 2)
-    threshold = float(next(t for t in grid if (oof[~attack] >= t).mean() <= fp_budget))
+    splits = list(GroupKFold(folds).split(np.zeros(len(texts)), attack, [g for _, _, g in texts]))
+    best = None
+    for C in Cs:
+        oof = np.zeros(len(texts))
+        for train, test in splits:
+            clf = _fit(vectors, attack, train, C, rounds)
+            oof[test] = [clf.predict_proba(vectors[d])[:, 1].max() for d in test]
+        threshold = _threshold(oof, attack, fp_budget)
+        detected = float((oof[attack] >= threshold).mean())
+        if best is None or detected > best[0]:
+            best = (detected, C, threshold, float((oof[~attack] >= threshold).mean()))
+    detected, C, threshold, false_positives = best
     clf = _fit(vectors, attack, range(len(texts)), C, rounds)
     cv = {
         "folds": folds,
         "grouped_by": "the payload an attack was written from (one payload's documents stay in one fold)",
         "texts": {"attack": int(attack.sum()), "benign": int((~attack).sum())},
-        "detected": round(float((oof[attack] >= threshold).mean()), 4),
-        "false_positives": round(float((oof[~attack] >= threshold).mean()), 4),
+        "detected": round(detected, 4),
+        "false_positives": round(false_positives, 4),
         "C": C,
+        "Cs_tried": list(Cs),
         "fp_budget": fp_budget,
     }
     return UntrustedScorer(
