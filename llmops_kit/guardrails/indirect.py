@@ -38,6 +38,8 @@ from importlib import resources
 from itertools import compress
 from typing import Any
 
+import numpy as np
+
 # %% ../../nbs/guardrails/09_indirect.ipynb #695077d5
 from ..errors import ConfigurationError
 from .base import Finding, Guard, RuleGate, Stage, normalise, prefilter_group
@@ -648,10 +650,8 @@ class UntrustedScorer:
     examples_sha256: str = ""  # of the examples file the weights were fitted on
     cv: dict | None = None  # cross-validated figures on the kit's examples
 
-    def probabilities(self, vectors) -> "np.ndarray":
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         """The probability that each embedding is an injected instruction."""
-        import numpy as np
-
         z = np.asarray(vectors, dtype=np.float64) @ np.asarray(self.coef) + self.intercept
         return 1.0 / (1.0 + np.exp(-z))
 
