@@ -307,7 +307,7 @@ def chain_latency(chain: GuardChain, texts: list[str], stage: str) -> dict:
 # How many times the detection count on the PurpleLlama indirect cases was looked at while the guard changed (the
 # texts were never read). Rules era: 24/55, 21/55, 25/55. Learned-scorer era (issue #20 part 4): see LOOKS_SCORER.
 LOOKS_RULES = 3
-LOOKS_SCORER = 2
+LOOKS_SCORER = 4
 
 
 def indirect_results(cases: list[dict], banking: list[str]) -> dict:
@@ -362,7 +362,10 @@ def indirect_results(cases: list[dict], banking: list[str]) -> dict:
         f"({scorer.threshold}) is the lowest whose grouped 5-fold out-of-fold false positives on the kit's benign texts "
         f"stay within {scorer.cv['fp_budget']:.0%} (out-of-fold: {scorer.cv['detected']:.0%} of the kit's attacks, "
         f"{scorer.cv['false_positives']:.1%} of its benign texts). Nothing from the evaluation set was read or used; "
-        f"the evaluation count of this guard was looked at {LOOKS_SCORER} time(s), after the weights and threshold were fixed"
+        f"the evaluation count of this guard was looked at {LOOKS_SCORER} time(s), each after the weights and threshold "
+        "were fixed: 34/55 (first examples, 2% budget), 36/55 (more examples, 3% budget), 37/55 (more examples), "
+        "37/55 again (the final run for this file, nothing changed); between looks only the kit's examples and the "
+        "false-positive budget changed"
     )
     out["indirect_guard_with_scorer"]["evaluation_looks"] = LOOKS_SCORER
     out["indirect_guard_with_scorer"]["scorer"] = {
@@ -388,6 +391,12 @@ def indirect_results(cases: list[dict], banking: list[str]) -> dict:
                 ms.append((time.perf_counter() - t0) * 1000)
                 cpu.append((time.thread_time() - c0) * 1000)
             out[key][f"latency_{name}"] = {**pct(ms), "cpu_p50_ms": pct(cpu)["p50_ms"], "texts": len(texts)}
+    ms = []
+    for t in banking:  # the rules alone on every BANKING77 test query (the key earlier runs wrote)
+        t0 = time.perf_counter()
+        guards["indirect_guard"].detect(t)
+        ms.append((time.perf_counter() - t0) * 1000)
+    out["indirect_guard"]["latency_banking77_test"] = pct(ms)
     return out
 
 

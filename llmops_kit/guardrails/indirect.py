@@ -721,7 +721,10 @@ def _threshold(oof, attack, fp_budget: float) -> float:
 
 def train_scorer(
     embedder,  # an `Embedder` (the weights are tied to its model)
-    Cs: Sequence[float] = (4.0, 16.0),  # inverse regularisation strengths tried; cross-validation picks one
+    Cs: Sequence[float] = (
+        4.0,
+        16.0,
+    ),  # inverse regularisation strengths tried, smallest first; cross-validation picks one
     rounds: int = 2,  # multiple-instance refits
     folds: int = 5,  # grouped cross-validation folds for the threshold and C
     fp_budget: float = 0.03,  # highest out-of-fold false-positive rate allowed on the kit's benign texts
@@ -745,7 +748,8 @@ def train_scorer(
             oof[test] = [clf.predict_proba(vectors[d])[:, 1].max() for d in test]
         threshold = _threshold(oof, attack, fp_budget)
         detected = float((oof[attack] >= threshold).mean())
-        if best is None or detected > best[0]:
+        # a larger C must earn its place (one point more detected): near ties keep the smaller
+        if best is None or detected > best[0] + 0.01:
             best = (detected, C, threshold, float((oof[~attack] >= threshold).mean()))
     detected, C, threshold, false_positives = best
     clf = _fit(vectors, attack, range(len(texts)), C, rounds)
