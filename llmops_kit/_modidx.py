@@ -1667,12 +1667,32 @@ d = {
                 "guardrails/indirect.html#indirectinjectionguard.detect",
                 "llmops_kit/guardrails/indirect.py",
             ),
+            "llmops_kit.guardrails.indirect.IndirectInjectionGuard.learned": (
+                "guardrails/indirect.html#indirectinjectionguard.learned",
+                "llmops_kit/guardrails/indirect.py",
+            ),
             "llmops_kit.guardrails.indirect.IndirectInjectionGuard.scan": (
                 "guardrails/indirect.html#indirectinjectionguard.scan",
                 "llmops_kit/guardrails/indirect.py",
             ),
             "llmops_kit.guardrails.indirect.UntrustedExample": (
                 "guardrails/indirect.html#untrustedexample",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect.UntrustedScorer": (
+                "guardrails/indirect.html#untrustedscorer",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect.UntrustedScorer.probabilities": (
+                "guardrails/indirect.html#untrustedscorer.probabilities",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect.UntrustedScorer.to_dict": (
+                "guardrails/indirect.html#untrustedscorer.to_dict",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect._fit": (
+                "guardrails/indirect.html#_fit",
                 "llmops_kit/guardrails/indirect.py",
             ),
             "llmops_kit.guardrails.indirect._fold": (
@@ -1687,8 +1707,36 @@ d = {
                 "guardrails/indirect.html#_r",
                 "llmops_kit/guardrails/indirect.py",
             ),
+            "llmops_kit.guardrails.indirect._threshold": (
+                "guardrails/indirect.html#_threshold",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect._training_texts": (
+                "guardrails/indirect.html#_training_texts",
+                "llmops_kit/guardrails/indirect.py",
+            ),
             "llmops_kit.guardrails.indirect._unspaced": (
                 "guardrails/indirect.html#_unspaced",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect._weights_sha256": (
+                "guardrails/indirect.html#_weights_sha256",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect.examples_sha256": (
+                "guardrails/indirect.html#examples_sha256",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect.load_scorer": (
+                "guardrails/indirect.html#load_scorer",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect.text_windows": (
+                "guardrails/indirect.html#text_windows",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect.train_scorer": (
+                "guardrails/indirect.html#train_scorer",
                 "llmops_kit/guardrails/indirect.py",
             ),
             "llmops_kit.guardrails.indirect.untrusted_examples": (

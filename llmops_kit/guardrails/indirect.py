@@ -11,24 +11,37 @@ __all__ = [
     "INJECTION_TYPES",
     "TECHNIQUE_RULES",
     "FOREIGN_RULES",
+    "SCORER_FILE",
     "ALL_RULES",
     "UNTRUSTED_ROLES",
     "UntrustedExample",
     "untrusted_examples",
+    "text_windows",
+    "UntrustedScorer",
+    "examples_sha256",
+    "load_scorer",
+    "train_scorer",
     "IndirectInjectionGuard",
     "untrusted_messages",
 ]
 
 # %% ../../nbs/guardrails/09_indirect.ipynb #da136296
 import codecs
+import csv
+import hashlib
+import io
 import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from itertools import compress
+from typing import Any
+
+import numpy as np
 
 # %% ../../nbs/guardrails/09_indirect.ipynb #695077d5
+from ..errors import ConfigurationError
 from .base import Finding, Guard, RuleGate, Stage, normalise, prefilter_group
 from .security import InjectionGuard
 
@@ -41,6 +54,7 @@ class UntrustedExample:
     label: str  # attack or benign
     kind: str  # the technique (attacks) or the genre (benign)
     text: str
+    group: str = ""  # examples written from one payload share a group (kept in one cross-validation fold)
 
 
 def untrusted_examples() -> list[UntrustedExample]:
@@ -597,6 +611,168 @@ FOREIGN_RULES: tuple[tuple[str, re.Pattern, float, str], ...] = tuple(
     for lang, p in _FOREIGN.items()
 )
 
+# %% ../../nbs/guardrails/09_indirect.ipynb #46d606aa
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
+SCORER_FILE = "untrusted_content_scorer.json"  # in llmops_kit/data: the shipped weights
+
+
+def text_windows(
+    text: str,  # the (normalised) text
+    max_sentences: int = 24,  # sentences kept (the rest of a long text is read by the rules only)
+    min_words: int = 4,  # a shorter sentence joins the next one
+) -> list[tuple[int, int]]:
+    """`(start, end)` of the windows the scorer reads: each sentence, each pair of neighbours, and the whole text."""
+    spans, start = [], None
+    pos = 0
+    for m in [*_SENTENCE_END.finditer(text), None]:
+        end = m.start() if m else len(text)
+        if text[pos:end].strip():
+            start = pos if start is None else start
+            if len(text[start:end].split()) >= min_words or m is None:
+                spans.append((start, end))
+                start = None
+        pos = m.end() if m else pos
+    spans = spans[:max_sentences]
+    out = spans + [(a[0], b[1]) for a, b in zip(spans, spans[1:])]
+    if len(spans) > 1:
+        out.append((0, min(len(text), 1000)))
+    return list(dict.fromkeys(out)) or [(0, min(len(text), 1000))]
+
+
+@dataclass
+class UntrustedScorer:
+    """Logistic regression over MiniLM embeddings of a text's windows; a text scores its most suspicious window."""
+
+    coef: list[float]  # one weight per embedding dimension
+    intercept: float
+    threshold: float  # a window at or above this probability is an injection
+    model_id: str = ""  # the encoder the weights were fitted on
+    examples_sha256: str = ""  # of the examples file the weights were fitted on
+    cv: dict | None = None  # cross-validated figures on the kit's examples
+
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        """The probability that each embedding is an injected instruction."""
+        z = np.asarray(vectors, dtype=np.float64) @ np.asarray(self.coef) + self.intercept
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def to_dict(self) -> dict:
+        """The scorer as stored in the weights file, with the sha256 of its weights."""
+        d = {
+            k: getattr(self, k)
+            for k in ("coef", "intercept", "threshold", "model_id", "examples_sha256", "cv")
+        }
+        return {**d, "weights_sha256": _weights_sha256(self.coef, self.intercept)}
+
+
+def _weights_sha256(coef: Sequence[float], intercept: float) -> str:
+    return hashlib.sha256(json.dumps([list(coef), intercept]).encode()).hexdigest()
+
+
+def examples_sha256() -> str:
+    """The sha256 of the examples file (the weights file records the one it was fitted on)."""
+    data = resources.files("llmops_kit").joinpath("data", "untrusted_content_examples.jsonl").read_bytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_scorer() -> UntrustedScorer:
+    """The shipped scorer, its weights checked against the sha256 recorded beside them."""
+    d = json.loads(resources.files("llmops_kit").joinpath("data", SCORER_FILE).read_text("utf-8"))
+    recorded = d.pop("weights_sha256")
+    if _weights_sha256(d["coef"], d["intercept"]) != recorded:
+        raise ConfigurationError(f"llmops_kit/data/{SCORER_FILE}: the weights do not match their sha256")
+    return UntrustedScorer(**d)
+
+
+# %% ../../nbs/guardrails/09_indirect.ipynb #e1c73614
+def _training_texts() -> list[tuple[str, bool, str]]:
+    """`(text, is_attack, group)`: the kit's untrusted-content examples and the router's ticket queries (benign)."""
+    out = [
+        (normalise(e.text).text, e.label == "attack", e.group or f"e{i}")
+        for i, e in enumerate(untrusted_examples())
+    ]
+    tickets = resources.files("llmops_kit").joinpath("data", "router", "tickets.csv").read_text("utf-8")
+    rows = list(csv.DictReader(io.StringIO(tickets)))
+    return out + [(normalise(r["text"]).text, False, f"t{i}") for i, r in enumerate(rows)]
+
+
+def _fit(vectors: list, attack: list[bool], docs: Sequence[int], C: float, rounds: int):
+    """Fit on `docs`: every window of a benign text is negative; an attack gives its whole text and its top window."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    neg = np.concatenate([vectors[d] for d in docs if not attack[d]])
+    whole = np.array([vectors[d][-1] for d in docs if attack[d]])  # the last window is the whole text
+    pos, clf = whole, None
+    for _ in range(rounds + 1):
+        clf = LogisticRegression(C=C, class_weight="balanced", max_iter=3000)
+        clf.fit(np.vstack([pos, neg]), np.r_[np.ones(len(pos)), np.zeros(len(neg))])
+        top = [vectors[d][int(clf.decision_function(vectors[d]).argmax())] for d in docs if attack[d]]
+        pos = np.vstack([whole, np.array(top)])  # multiple-instance step: the attack's most suspicious window
+    return clf
+
+
+def _threshold(oof, attack, fp_budget: float) -> float:
+    """The lowest threshold on a 0.01 grid whose out-of-fold false-positive rate stays within `fp_budget`."""
+    import numpy as np
+
+    grid = np.round(np.arange(0.5, 0.995, 0.01), 2)
+    return float(next(t for t in grid if (oof[~attack] >= t).mean() <= fp_budget))
+
+
+def train_scorer(
+    embedder,  # an `Embedder` (the weights are tied to its model)
+    Cs: Sequence[float] = (
+        4.0,
+        16.0,
+    ),  # inverse regularisation strengths tried, smallest first; cross-validation picks one
+    rounds: int = 2,  # multiple-instance refits
+    folds: int = 5,  # grouped cross-validation folds for the threshold and C
+    fp_budget: float = 0.03,  # highest out-of-fold false-positive rate allowed on the kit's benign texts
+) -> UntrustedScorer:
+    """Fit the scorer on the kit's examples; C and the threshold by grouped cross-validation: the lowest threshold whose out-of-fold false positives stay within `fp_budget`, the C that then detects most."""
+    import numpy as np
+    from sklearn.model_selection import GroupKFold
+
+    texts = _training_texts()
+    spans = [text_windows(t) for t, _, _ in texts]
+    flat = embedder.encode([t[a:b] for (t, _, _), sp in zip(texts, spans) for a, b in sp])
+    bounds = np.cumsum([0] + [len(s) for s in spans])
+    vectors = [flat[bounds[i] : bounds[i + 1]] for i in range(len(texts))]
+    attack = np.array([a for _, a, _ in texts])
+    splits = list(GroupKFold(folds).split(np.zeros(len(texts)), attack, [g for _, _, g in texts]))
+    best = None
+    for C in Cs:
+        oof = np.zeros(len(texts))
+        for train, test in splits:
+            clf = _fit(vectors, attack, train, C, rounds)
+            oof[test] = [clf.predict_proba(vectors[d])[:, 1].max() for d in test]
+        threshold = _threshold(oof, attack, fp_budget)
+        detected = float((oof[attack] >= threshold).mean())
+        # a larger C must earn its place (one point more detected): near ties keep the smaller
+        if best is None or detected > best[0] + 0.01:
+            best = (detected, C, threshold, float((oof[~attack] >= threshold).mean()))
+    detected, C, threshold, false_positives = best
+    clf = _fit(vectors, attack, range(len(texts)), C, rounds)
+    cv = {
+        "folds": folds,
+        "grouped_by": "the payload an attack was written from (one payload's documents stay in one fold)",
+        "texts": {"attack": int(attack.sum()), "benign": int((~attack).sum())},
+        "detected": round(detected, 4),
+        "false_positives": round(false_positives, 4),
+        "C": C,
+        "Cs_tried": list(Cs),
+        "fp_budget": fp_budget,
+    }
+    return UntrustedScorer(
+        coef=[round(float(x), 6) for x in clf.coef_[0]],
+        intercept=round(float(clf.intercept_[0]), 6),
+        threshold=threshold,
+        model_id=embedder.model_id,
+        examples_sha256=examples_sha256(),
+        cv=cv,
+    )
+
+
 # %% ../../nbs/guardrails/09_indirect.ipynb #0d190d9c
 _SPLIT_WORD = re.compile(r"(?<!\w)(?:\w[-.*_]){2,}\w(?!\w)")  # a word spelt out with separators: I-g-n-o-r-e
 _SPLIT_SEP = re.compile(r"[-.*_]")
@@ -630,7 +806,7 @@ def _hidden_forms(text: str) -> list[tuple[str, str]]:
 
 
 class IndirectInjectionGuard(Guard):
-    """Instructions aimed at the model inside untrusted content (documents, tool results), by rules."""
+    """Instructions aimed at the model inside untrusted content (documents, tool results): rules, then an optional learned scorer."""
 
     stage = "input"
 
@@ -639,8 +815,12 @@ class IndirectInjectionGuard(Guard):
         threshold: float = 0.6,  # a finding at or above it makes `detect` true
         name: str = "indirect_injection",  # guard name in findings
         stage: Stage = "input",  # input, output or both
+        embedder: Any = None,  # an `Embedder` for the learned scorer; None: rules only
+        scorer: UntrustedScorer | None = None,  # the learned scorer; None: the shipped one (with an embedder)
     ):
         self.threshold, self.name, self.stage = threshold, name, stage
+        self.embedder = embedder
+        self.scorer = scorer if scorer is not None or embedder is None else load_scorer()
         with prefilter_group("untrusted"):
             self._gate = RuleGate([rx for _, rx, _, _ in ALL_RULES])
             self._direct = InjectionGuard(languages=False, name=name)
@@ -677,7 +857,22 @@ class IndirectInjectionGuard(Guard):
         if len({f.type for f in out}) >= 2:
             for f in out:
                 f.score = min(1.0, f.score + 0.1)
+        if self.embedder is not None and not any(f.score >= self.threshold for f in out):
+            out += self.learned(text)  # the rules said nothing: the scorer reads the text's windows
         return out
+
+    def learned(self, text: str) -> list[Finding]:
+        """A finding on the most suspicious window of `text` when the learned scorer puts it at or above its threshold."""
+        spans = text_windows(text)
+        p = self.scorer.probabilities(self.embedder.encode([text[a:b] for a, b in spans]))
+        best, cut = int(p.argmax()), self.scorer.threshold
+        if p[best] < cut:
+            return []
+        score = self.threshold + (1 - self.threshold) * float(p[best] - cut) / (
+            1 - cut
+        )  # cut maps to the threshold
+        reason = f"learned scorer: probability {p[best]:.2f} (threshold {cut:.2f})"
+        return [Finding(self.name, "INJECTED_INSTRUCTION", *spans[best], round(score, 4), reason=reason)]
 
     def detect(self, text: str) -> list[Finding]:
         """The findings at or above the threshold in `text` (normalised here first), offsets in the original text."""

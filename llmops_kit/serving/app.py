@@ -674,11 +674,12 @@ async def rewrite(self: Server, ctx: RequestContext, text: str, verdict, stage: 
 
 
 # %% ../../nbs/serving/06_app.ipynb #b52f72d6
-@lru_cache(maxsize=1)
-def _untrusted_guard():
+@lru_cache(maxsize=2)
+def _untrusted_guard(embedder=None):
+    """The untrusted-content guard: rules, and the learned scorer on the server's shared encoder when it has one."""
     from llmops_kit.guardrails.indirect import IndirectInjectionGuard
 
-    return IndirectInjectionGuard()
+    return IndirectInjectionGuard(embedder=embedder)
 
 
 @patch
@@ -695,9 +696,13 @@ async def guard_untrusted(
     if not untrusted:
         return
     t = time.perf_counter()
+    guard = _untrusted_guard(self.embedder if self.settings.guardrails.embedding_guards else None)
     findings = []
     for i, role, text in untrusted:
-        for f in _untrusted_guard().detect(text):
+        found = (
+            await asyncio.to_thread(guard.detect, text) if guard.embedder is not None else guard.detect(text)
+        )
+        for f in found:
             f.action, f.reason = ("block" if mode == "block" else "flag"), f"{role} message {i}: {f.reason}"
             findings.append(f)
     ctx.stage("context_guard", t)
