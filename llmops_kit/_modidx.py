@@ -925,8 +925,20 @@ d = {
                 "embeddings.html#torchencoder.__init__",
                 "llmops_kit/embeddings.py",
             ),
+            "llmops_kit.embeddings.TorchEncoder._trace": (
+                "embeddings.html#torchencoder._trace",
+                "llmops_kit/embeddings.py",
+            ),
+            "llmops_kit.embeddings.TorchEncoder._trace_key": (
+                "embeddings.html#torchencoder._trace_key",
+                "llmops_kit/embeddings.py",
+            ),
             "llmops_kit.embeddings.TorchEncoder.encode": (
                 "embeddings.html#torchencoder.encode",
+                "llmops_kit/embeddings.py",
+            ),
+            "llmops_kit.embeddings.TorchEncoder.single": (
+                "embeddings.html#torchencoder.single",
                 "llmops_kit/embeddings.py",
             ),
             "llmops_kit.embeddings._evict": ("embeddings.html#_evict", "llmops_kit/embeddings.py"),

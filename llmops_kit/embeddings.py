@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_CACHE_MAX_ENTRIES",
     "DEFAULT_CACHE_MAX_AGE_DAYS",
     "SEED_ENV",
+    "TRACE_ENV",
     "model_path",
     "private_folder",
     "cache_secret",
@@ -382,6 +383,10 @@ class TorchEncoder:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.config["max_seq_length"])
         self.dim = int(self.model.config.hidden_size)
+        self._single, self._lock = (
+            None,
+            threading.Lock(),
+        )  # the traced transformer for one text, made on first use
 
     def encode(
         self,
@@ -398,6 +403,13 @@ class TorchEncoder:
         if not texts:
             return out
         encodings = self.tokenizer.encode_batch(texts)
+        if (
+            len(texts) == 1 and (single := self.single()) is not None
+        ):  # a guard's request path: traced, unpadded
+            ids = torch.tensor([encodings[0].ids])
+            with torch.inference_mode():
+                tokens = single(ids, torch.ones_like(ids))["last_hidden_state"]
+                return torch.nn.functional.normalize(tokens.mean(1), dim=1).numpy().astype(np.float32)
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
@@ -412,6 +424,77 @@ class TorchEncoder:
                 pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
                 out[rows] = torch.nn.functional.normalize(pooled, dim=1).numpy()
         return out
+
+
+# %% ../nbs/02_embeddings.ipynb #7623eae2785240b9bd12b16a66d81610
+TRACE_ENV = "LLMOPS_TORCH_TRACE"  # a file holding the traced transformer for single texts (read, or written when missing)
+
+
+@patch
+def _trace_key(self: TorchEncoder) -> str:
+    import torch
+
+    return f"{self.folder.resolve()}|{(self.folder / 'model.safetensors').stat().st_mtime_ns if (self.folder / 'model.safetensors').exists() else ''}|torch {torch.__version__}"
+
+
+@patch
+def single(self: TorchEncoder):
+    """The transformer traced and frozen for one unpadded text (from `$LLMOPS_TORCH_TRACE` when it holds this model's, else traced now and saved there), or None where it cannot be traced."""
+    with self._lock:
+        if self._single is None:
+            import torch
+
+            path, key = os.environ.get(TRACE_ENV, ""), self._trace_key()
+            if path and Path(path).is_file():
+                extra = {"key": ""}
+                try:
+                    loaded = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+                    if extra["key"] == key.encode():  # read back as bytes
+                        self._single = loaded
+                except (RuntimeError, OSError, ValueError) as e:
+                    log_event(
+                        logger, "torch_trace_unreadable", logging.WARNING, path=path, error=str(e)[:200]
+                    )
+            if self._single is None:
+                try:
+                    self._single = self._trace(torch)
+                except (
+                    Exception
+                ) as e:  # another architecture or torch version: the eager model does the same work
+                    self._single = False
+                    log_event(
+                        logger, "torch_trace_skipped", logging.INFO, error=f"{type(e).__name__}: {e}"[:200]
+                    )
+                if path and self._single is not False:
+                    tmp = Path(f"{path}.{os.getpid()}.tmp")
+                    try:
+                        Path(path).parent.mkdir(parents=True, exist_ok=True)
+                        torch.jit.save(self._single, str(tmp), _extra_files={"key": key})
+                        os.replace(tmp, path)
+                    except (OSError, RuntimeError) as e:  # a read-only image: traced in memory only
+                        tmp.unlink(missing_ok=True)
+                        log_event(
+                            logger, "torch_trace_not_saved", logging.INFO, path=path, error=str(e)[:200]
+                        )
+        return None if self._single is False else self._single
+
+
+@patch
+def _trace(self: TorchEncoder, torch):
+    import warnings
+
+    import transformers
+
+    ids = torch.tensor([self.tokenizer.encode("a sentence to trace the transformer with").ids])
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # tracing touches config fields that log notices
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(self.model, (ids, torch.ones_like(ids)), strict=False)
+            return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+    finally:
+        transformers.logging.set_verbosity(verbosity)
 
 
 # %% ../nbs/02_embeddings.ipynb #72eea5119410473aa328ad9291626812
