@@ -12,9 +12,10 @@ and MLflow's requirements file does not list the kit. Everything else (nginx fro
 MLflow's own dependency install, its entry point) is MLflow's.
 
 Both runtimes of the export are measured: `onnx` (the default: the MiniLM encoder exported to ONNX and served by
-onnxruntime, no torch in the image) and `torch` (sentence-transformers). The run also measures what the ONNX encoder
-changes in what the router decides: BANKING77 test accuracy of one router head with the test queries embedded by torch
-and by the exported ONNX encoder (`router_accuracy_by_runtime`).
+onnxruntime, no torch in the image) and `torch` (MiniLM run by transformers on torch, `llmops_kit.embeddings.TorchEncoder`,
+without sentence-transformers, scikit-learn and SciPy in the image). The run also measures what each encoder changes in
+what the router decides: BANKING77 test accuracy of one router head with the test queries embedded by the kit's torch
+encoder, by the exported ONNX encoder and by sentence-transformers itself (`router_accuracy_by_runtime`).
 
 Run: `nice -n 10 .venv/bin/python benchmarks/export.py [--starts N]`. Writes `benchmarks/results/export.json`.
 Needs podman, runc and debootstrap (`apt-get install -y podman runc debootstrap`).
@@ -193,7 +194,8 @@ def ours(champion, settings, work: Path, runtime: str, base: str, starts: int, e
 
 def router_accuracy_by_runtime(encoder: Path, data: Path | None = None, C: float = 0.03) -> dict:
     """BANKING77 test accuracy of one router head (trained on torch embeddings of `train.csv`, `C` as tuned in
-    benchmarks/results/router.json) when the test queries are embedded by torch and by the ONNX encoder in `encoder`."""
+    benchmarks/results/router.json) when the test queries are embedded by the kit's torch encoder, by the ONNX encoder in
+    `encoder` and by sentence-transformers (the library the torch encoder reproduces without)."""
     import numpy as np
     import pandas as pd
 
@@ -211,7 +213,16 @@ def router_accuracy_by_runtime(encoder: Path, data: Path | None = None, C: float
         train.text.tolist(), train.category.tolist(), C=C, vectors=torch_embedder.encode(train.text.tolist())
     )
     texts, labels = test.text.tolist(), test.category.tolist()
-    vectors = {"torch": torch_embedder.encode(texts), "onnx": onnx_embedder.encode(texts)}
+    from sentence_transformers import SentenceTransformer
+
+    from llmops_kit.embeddings import model_path
+
+    reference = SentenceTransformer(str(model_path()), device="cpu")
+    vectors = {
+        "torch": torch_embedder.encode(texts),
+        "onnx": onnx_embedder.encode(texts),
+        "sentence_transformers": reference.encode(texts, batch_size=64, normalize_embeddings=True),
+    }
     reports = {
         k: evaluate_router(router, texts, labels, vectors=v, latency_queries=0) for k, v in vectors.items()
     }
@@ -224,6 +235,17 @@ def router_accuracy_by_runtime(encoder: Path, data: Path | None = None, C: float
             float(np.mean([a == b for a, b in zip(intents["torch"], intents["onnx"], strict=True)])), 5
         ),
         "max_abs_embedding_difference": float(np.abs(vectors["torch"] - vectors["onnx"]).max()),
+        "same_intent_fraction_torch_vs_sentence_transformers": round(
+            float(
+                np.mean(
+                    [a == b for a, b in zip(intents["torch"], intents["sentence_transformers"], strict=True)]
+                )
+            ),
+            5,
+        ),
+        "max_abs_embedding_difference_torch_vs_sentence_transformers": float(
+            np.abs(vectors["torch"] - vectors["sentence_transformers"]).max()
+        ),
     }
 
 

