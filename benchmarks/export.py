@@ -113,16 +113,21 @@ def host_settings(folder: Path) -> Path:
     return path
 
 
+def load_code(model: Path, settings_file: Path) -> str:
+    """A `python -c` program that times `load_app` of `model` and a first prediction, imports included."""
+    return (
+        "import time; t = time.perf_counter(); from llmops_kit.core import load_settings; "
+        "from llmops_kit.registry.bundle import load_app; "
+        f"a = load_app({str(model)!r}, load_settings({str(settings_file)!r})); "
+        "a.predict(['warm up']); print(time.perf_counter() - t)"
+    )
+
+
 def model_load_seconds(folder: Path) -> float:
     """`load_app` of an exported context's model and a first prediction in a fresh interpreter on this machine,
     imports included, with the context's settings."""
     settings_file = host_settings(folder)
-    code = (
-        "import time; t = time.perf_counter(); from llmops_kit.core import load_settings; "
-        "from llmops_kit.registry.bundle import load_app; "
-        f"a = load_app({str(folder / 'model')!r}, load_settings({str(settings_file)!r})); "
-        "a.predict(['warm up']); print(time.perf_counter() - t)"
-    )
+    code = load_code(folder / "model", settings_file)
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -138,12 +143,7 @@ def model_load_seconds(folder: Path) -> float:
 def model_load_seconds_in_image(tag: str) -> float:
     """The same `load_app` and first prediction inside the image: a fresh interpreter with the image's packages, paths
     and settings (what the ready target adds 3 s to); the container's own start is not in it."""
-    code = (
-        "import time; t = time.perf_counter(); from llmops_kit.core import load_settings; "
-        "from llmops_kit.registry.bundle import load_app; "
-        "a = load_app('/srv/llmops/model', load_settings('/srv/llmops/settings.ini')); "
-        "a.predict(['warm up']); print(time.perf_counter() - t)"
-    )
+    code = load_code(Path("/srv/llmops/model"), Path("/srv/llmops/settings.ini"))
     done = subprocess.run(
         [
             "podman",

@@ -4261,6 +4261,7 @@ d = {
                 "serving/jobs.html#jobworker.run",
                 "llmops_kit/serving/jobs.py",
             ),
+            "llmops_kit.serving.jobs._attempt": ("serving/jobs.html#_attempt", "llmops_kit/serving/jobs.py"),
             "llmops_kit.serving.jobs._check_served": (
                 "serving/jobs.html#_check_served",
                 "llmops_kit/serving/jobs.py",

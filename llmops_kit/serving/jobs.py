@@ -576,6 +576,31 @@ def _job_context(job: Job, attempt: int, consumer: str) -> RequestContext:
     return ctx
 
 
+async def _attempt(server: Server, ctx: RequestContext, job: Job, attempt: int, max_attempts: int) -> str:
+    """Do the work of one attempt; the answer's JSON (the endpoint's response, or an error in OpenAI's shape)."""
+    try:
+        if attempt > max_attempts:
+            raise LlmopsError(
+                f"the job was started {attempt - 1} times and never finished (its workers stopped); it is not run again",
+                code="job_attempts_exhausted",
+            )
+        body = JOB_ENDPOINTS[job.endpoint].model_validate_json(job.body)
+        out = await _WORK[job.endpoint](server, ctx, body, None)
+        ctx.status = 200
+        return out.decode()
+    except LlmopsError as e:
+        ctx.status, ctx.error = e.status, ctx.error or e.code
+        return e.to_json(ctx.request_id).decode()
+    except Exception as e:
+        log_event(logger, "job_failed", logging.ERROR, job=job.id, error=repr(e))
+        ctx.status, ctx.outcome, ctx.error = 500, "server_error", "internal_error"
+        return (
+            LlmopsError("the worker failed on this job; quote its id when reporting it")
+            .to_json(ctx.request_id)
+            .decode()
+        )
+
+
 async def run_job(
     server: Server,  # the worker's server (started)
     job: Job,  # the job, as `JobQueue.start` returned it
@@ -585,29 +610,17 @@ async def run_job(
 ) -> tuple[RequestContext, dict[str, str | int]]:
     """Run one attempt of `job` like the HTTP route would; (its context, the answer's hash fields). The record is written."""
     ctx = _job_context(job, attempt, consumer)
+    server.begin(
+        ctx
+    )  # in flight until `after`, which records the request series as the gateway does for a direct call
     try:
-        if attempt > max_attempts:
-            raise LlmopsError(
-                f"the job was started {attempt - 1} times and never finished (its workers stopped); it is not run again",
-                code="job_attempts_exhausted",
-            )
-        body = JOB_ENDPOINTS[job.endpoint].model_validate_json(job.body)
-        out = await _WORK[job.endpoint](server, ctx, body, None)
-        ctx.status, result = 200, out.decode()
-    except LlmopsError as e:
-        ctx.status, ctx.error, result = e.status, ctx.error or e.code, e.to_json(ctx.request_id).decode()
-    except Exception as e:
-        log_event(logger, "job_failed", logging.ERROR, job=job.id, error=repr(e))
-        ctx.status, ctx.outcome, ctx.error = 500, "server_error", "internal_error"
-        result = (
-            LlmopsError("the worker failed on this job; quote its id when reporting it")
-            .to_json(ctx.request_id)
-            .decode()
-        )
-    ctx.prediction_set(
-        "job", {"id": job.id, "attempt": attempt, "worker": consumer}
-    )  # after the work: it sets `prediction`
-    await server.record(ctx)  # no record, no answer: a failure here leaves the job pending
+        result = await _attempt(server, ctx, job, attempt, max_attempts)
+        ctx.prediction_set(
+            "job", {"id": job.id, "attempt": attempt, "worker": consumer}
+        )  # after the work: it sets `prediction`
+        await server.record(ctx)  # no record, no answer: a failure here leaves the job pending
+    finally:
+        server.after(ctx)
     answer = {
         "status": "succeeded" if ctx.status < 400 else "failed",
         "status_code": ctx.status,
@@ -649,13 +662,7 @@ async def process(self: JobWorker, entry_id: str, job_id: str) -> None:
         log_event(logger, "job_skipped", job=job_id, reason="answered" if attempt == 0 else "gone")
         return
     waited = time.time() - job.created_at
-    self.server.in_flight += 1  # `after` counts it down and records the request series, as for a direct call
-    try:
-        ctx, answer = await run_job(self.server, job, attempt, self.consumer, q.config.max_attempts)
-    except BaseException:
-        self.server.in_flight -= 1
-        raise
-    self.server.after(ctx)
+    ctx, answer = await run_job(self.server, job, attempt, self.consumer, q.config.max_attempts)
     stored = await q.finish(entry_id, job.id, answer)
     outcome = {1: "stored", 0: "already_answered"}.get(stored, "gone")
     self.done[outcome] += 1
