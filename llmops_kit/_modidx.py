@@ -1322,6 +1322,10 @@ d = {
                 "guardrails/base.html#prefiltersegment.hits",
                 "llmops_kit/guardrails/base.py",
             ),
+            "llmops_kit.guardrails.base.PrefilterSegment.mask": (
+                "guardrails/base.html#prefiltersegment.mask",
+                "llmops_kit/guardrails/base.py",
+            ),
             "llmops_kit.guardrails.base.RuleGate": (
                 "guardrails/base.html#rulegate",
                 "llmops_kit/guardrails/base.py",
@@ -1410,12 +1414,20 @@ d = {
                 "guardrails/base.html#_compiles",
                 "llmops_kit/guardrails/base.py",
             ),
+            "llmops_kit.guardrails.base._folded": (
+                "guardrails/base.html#_folded",
+                "llmops_kit/guardrails/base.py",
+            ),
             "llmops_kit.guardrails.base._folds": (
                 "guardrails/base.html#_folds",
                 "llmops_kit/guardrails/base.py",
             ),
             "llmops_kit.guardrails.base._hyperscan_cache_dir": (
                 "guardrails/base.html#_hyperscan_cache_dir",
+                "llmops_kit/guardrails/base.py",
+            ),
+            "llmops_kit.guardrails.base._unicode_widened": (
+                "guardrails/base.html#_unicode_widened",
                 "llmops_kit/guardrails/base.py",
             ),
             "llmops_kit.guardrails.base._widened": (
@@ -1440,6 +1452,10 @@ d = {
             ),
             "llmops_kit.guardrails.base.redact": (
                 "guardrails/base.html#redact",
+                "llmops_kit/guardrails/base.py",
+            ),
+            "llmops_kit.guardrails.base.unicode_expression": (
+                "guardrails/base.html#unicode_expression",
                 "llmops_kit/guardrails/base.py",
             ),
         },

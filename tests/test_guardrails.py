@@ -297,7 +297,9 @@ def gate_corpus(shared_data) -> list[str]:
     ]
     attacks = json.loads((shared_data / "prompt_injection" / "prompt_injection.json").read_text())
     texts += [d["user_input"] for d in attacks if isinstance(d.get("user_input"), str)]
-    return texts + [f"Ticket {i}: {t}" for i, t in enumerate(texts[:300])] + [SENSITIVE]
+    # non-ASCII variants of texts the rules match: the Unicode prefilter must let those matches through too
+    unicode = [f"Résumé — {t} ✓" for t in texts[-500:]] + [t.replace("e", "é", 1) for t in texts[-500:]]
+    return texts + [f"Ticket {i}: {t}" for i, t in enumerate(texts[:300])] + unicode + [SENSITIVE]
 
 
 def test_rule_gates_never_hide_a_match(shared_data):
@@ -305,6 +307,7 @@ def test_rule_gates_never_hide_a_match(shared_data):
     import codecs
 
     from llmops_kit.guardrails import content as guard_content
+    from llmops_kit.guardrails import indirect as guard_indirect
     from llmops_kit.guardrails import pii as guard_pii
     from llmops_kit.guardrails import security as guard_security
     from llmops_kit.guardrails.base import RuleGate
@@ -315,6 +318,9 @@ def test_rule_gates_never_hide_a_match(shared_data):
         "secrets": [rx for _, rx, _, _ in guard_security.SECRET_PATTERNS],
         "injection": [rx for _, rx, _, _ in guard_security.INJECTION_RULES],
         "content": [rx for _, rx, _, _ in guard_content.ContentGuard()._rules],
+        "context": list(guard_pii.CONTEXT_RES),
+        "hints": list(guard_security.HINTS.values()),
+        "untrusted": [rx for _, rx, _, _ in guard_indirect.ALL_RULES],
     }
     texts = gate_corpus(shared_data)
     texts += [codecs.decode(t, "rot13") for t in texts[-400:]] + [t.upper() for t in texts[:200]]

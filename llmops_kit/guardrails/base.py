@@ -18,6 +18,7 @@ __all__ = [
     "normalise",
     "Guard",
     "hyperscan_expression",
+    "unicode_expression",
     "PrefilterSegment",
     "prefilter_group",
     "Prefilter",
@@ -37,6 +38,7 @@ import unicodedata
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -208,25 +210,37 @@ class NormalisedText:
 
 
 # %% ../../nbs/guardrails/01_base.ipynb #d8abfc09
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+@lru_cache(maxsize=8192)
+def _folded(ch: str) -> str:
+    """What one non-ASCII character becomes: NFKC, homoglyphs folded, invisible characters gone."""
+    if ord(ch) in _INVISIBLE or unicodedata.category(ch) == "Cf":
+        return ""
+    return "".join(
+        c for c in unicodedata.normalize("NFKC", ch).translate(_HOMOGLYPHS) if ord(c) not in _INVISIBLE
+    )
+
+
 def normalise(text: str) -> NormalisedText:
     """Fold compatibility forms, invisible characters and homoglyphs, keeping an offset map."""
     if text.isascii():
         return NormalisedText(text, text)
     out: list[str] = []
     starts: list[int] = []
-    for i, ch in enumerate(text):
-        if ord(ch) in _INVISIBLE or unicodedata.category(ch) == "Cf":
-            continue
-        if ch.isascii():
-            out.append(ch)
-            starts.append(i)
-            continue
-        folded = unicodedata.normalize("NFKC", ch).translate(_HOMOGLYPHS)
-        for c in folded:
-            if ord(c) in _INVISIBLE:
-                continue
-            out.append(c)
-            starts.append(i)
+    pos = 0
+    for m in _NOT_ASCII.finditer(text):  # ASCII runs are copied whole; only the other characters are folded
+        i = m.start()
+        if i > pos:
+            out.append(text[pos:i])
+            starts.extend(range(pos, i))
+        folded = _folded(text[i])
+        out.append(folded)
+        starts.extend([i] * len(folded))
+        pos = i + 1
+    out.append(text[pos:])
+    starts.extend(range(pos, len(text)))
     return NormalisedText(text, "".join(out), tuple(starts))
 
 
@@ -328,6 +342,71 @@ def hyperscan_expression(
     return (("(?x)" if flags & re.X else "") + source).encode(), hs
 
 
+# %% ../../nbs/guardrails/01_base.ipynb #9fe3e97b
+_CLASS_ESCAPES = frozenset("wWdDsS")
+_NEGATIVE_ESCAPES = frozenset("WDS")
+_NON_ASCII = r"\x{80}-\x{10FFFF}"  # every code point past ASCII, in Hyperscan's UTF-8 syntax
+_LONG_REPEAT = re.compile(r"\{(\d*),(\d+)\}")  # {m,n}: a long one is read as {m,}
+
+
+def _unicode_widened(source: str) -> str:
+    """`source` for UTF-8 text: `\\w`, `\\d` and `\\s` may also be any non-ASCII character, `\\b` and `\\B` are dropped, long repeats unbounded."""
+    out, i, n = [], 0, len(source)
+    while i < n:
+        c = source[i]
+        if c == "\\":
+            escape = source[i + 1 : i + 2]
+            if escape in _CLASS_ESCAPES:
+                out.append(f"[\\{escape}{_NON_ASCII}]")
+            elif escape not in ("b", "B"):
+                out.append(source[i : i + 2])
+            i += 2
+            continue
+        if c == "[":
+            negated = source[i + 1 : i + 2] == "^"
+            j = i + 1 + negated
+            j += source[j : j + 1] == "]"  # a `]` first in a class is a member
+            escapes = set()
+            while source[j] != "]":
+                if source[j] == "\\":
+                    escapes.add(source[j + 1])
+                    j += 2
+                else:
+                    j += 1
+            cls = source[i : j + 1]
+            # [\w'-] holds é in Python, and so does [^\W\d_]; a negated class of positive escapes ([^\w.]) already
+            # takes every non-ASCII character in Hyperscan
+            widen = escapes & (_NEGATIVE_ESCAPES if negated else _CLASS_ESCAPES)
+            out.append(f"(?:{cls}|[{_NON_ASCII}])" if widen else cls)
+            i = j + 1
+            continue
+        m = _LONG_REPEAT.match(source, i) if c == "{" else None
+        if (
+            m and int(m.group(2)) >= 16
+        ):  # `.{0,200}` over UTF-8 multiplies the automaton: `.{0,}` compiles in a blink
+            out.append(f"{{{m.group(1) or 0},}}")
+            i = m.end()
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def unicode_expression(
+    pattern: re.Pattern | str,  # a compiled pattern (its flags are used) or a pattern string
+) -> tuple[bytes, int] | None:
+    """A Hyperscan prefilter expression and flags matching a superset of `pattern`'s matches in UTF-8 text without the four look-alikes; None when unsure."""
+    ascii_expression = hyperscan_expression(pattern)
+    if ascii_expression is None:
+        return None
+    source, hs = ascii_expression
+    try:
+        widened = _unicode_widened(source.decode())
+    except IndexError:  # a class that does not close (a bracket in a verbose comment): not covered
+        return None
+    return widened.encode(), hs | hyperscan.HS_FLAG_UTF8
+
+
 # %% ../../nbs/guardrails/01_base.ipynb #d4295718
 def _hyperscan_cache_dir() -> Path:
     return Path(
@@ -386,7 +465,7 @@ class PrefilterSegment:
         self._local = threading.local()
 
     def hits(self, text: str) -> list[int]:
-        """Positions of the expressions that may match `text` (ASCII); cached for the last text of this thread."""
+        """Positions of the expressions that may match `text`; cached for the last text of this thread."""
         local = self._local
         if getattr(local, "text", None) is text:
             return local.hits
@@ -394,9 +473,19 @@ class PrefilterSegment:
         if scratch is None:
             scratch = local.scratch = hyperscan.Scratch(self._db)
         hits: list[int] = []
-        self._db.scan(text.encode("ascii"), match_event_handler=_collect, context=hits, scratch=scratch)
-        local.text, local.hits = text, hits
+        self._db.scan(text.encode(), match_event_handler=_collect, context=hits, scratch=scratch)
+        mask = 0
+        for j in hits:
+            mask |= 1 << j
+        local.text, local.hits, local.mask = text, hits, mask
         return hits
+
+    def mask(self, text: str) -> int:
+        """The hits as bits (bit `j` set: expression `j` may match), for gates to pick out their own."""
+        local = self._local
+        if getattr(local, "text", None) is not text:
+            self.hits(text)
+        return local.mask
 
 
 def _compiles(expression: tuple[bytes, int]) -> bool:
@@ -474,7 +563,9 @@ class Prefilter:
                 i not in covered for i in range(len(self.expressions))
             ]  # patterns not covered: always possible
             self.complete = not any(self._start)
-            self._plan = [(segment, mine) for segment, mine in owners.items()]
+            self._plan = [
+                (segment, mine, sum(1 << j for j in mine)) for segment, mine in owners.items()
+            ]  # each segment, this gate's slots in it, and those slots as bits
             return self._plan
 
     def matches(self, text: str) -> list[bool]:
@@ -482,10 +573,13 @@ class Prefilter:
         plan = self._plan or self._resolve()
         found = self._start.copy()
         try:
-            for segment, mine in plan:
-                for j in segment.hits(text):
-                    for i in mine.get(j, ()):
+            for segment, mine, bits in plan:
+                hit = segment.mask(text) & bits  # this gate's hits only, not the whole group's
+                while hit:
+                    low = hit & -hit
+                    for i in mine[low.bit_length() - 1]:
                         found[i] = True
+                    hit ^= low
         except Exception:
             return [True] * len(found)  # the library failed on this text: every rule runs
         return found
@@ -516,13 +610,23 @@ class RuleGate:
         self.size = len(patterns)
         expressions = [hyperscan_expression(p) for p in patterns] if prefilter else []
         self._prefilter = Prefilter(expressions) if any(e is not None for e in expressions) else None
+        unicode = [unicode_expression(p) for p in patterns] if self._prefilter is not None else []
+        self._unicode = (
+            Prefilter(unicode, group=("unicode", _GROUP.get()))
+            if any(e is not None for e in unicode)
+            else None
+        )  # its own database: an ASCII text never pays for the wider expressions
         self._all = [True] * self.size
 
     def possible(self, text: str) -> list[bool]:
         """One flag per pattern: False when the pattern cannot match `text`."""
-        if self._prefilter is None or not text.isascii() or _PCRE_DIFFERS.search(text):
+        if self._prefilter is None or _PCRE_DIFFERS.search(text):
             return self._all
-        return self._prefilter.matches(text)
+        if text.isascii():
+            return self._prefilter.matches(text)
+        if self._unicode is None or not _ASCII_LOOKALIKES.isdisjoint(text):
+            return self._all
+        return self._unicode.matches(text)
 
     @property
     def gated(self) -> int:

@@ -443,9 +443,13 @@ class GuardChain:
         )
 
     def warm_up(self) -> GuardChain:
-        """Load what the guards load lazily (name lists, the encoder, exemplar vectors) before the first request."""
+        """Load what the guards load lazily (name lists, the encoder, exemplar vectors, prefilters) before the first request."""
         for stage in STAGES:
-            self.check("warm up: is my card on its way?", stage=stage)
+            for text in (
+                "warm up: is my card on its way?",
+                "warm up: où est ma carte ?",
+            ):  # ASCII and Unicode prefilters
+                self.check(text, stage=stage)
         return self
 
     def guards(self, stage: str) -> list[Guard]:

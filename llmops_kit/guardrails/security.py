@@ -504,17 +504,24 @@ def _decoded_payloads(
 
 
 # %% ../../nbs/guardrails/03_security.ipynb #45de9cf1
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
 def foreign_language_score(text: str) -> tuple[float, str]:
     """How likely `text` is not English: share of non-Latin letters, or foreign function words."""
     if text.isascii():  # the common case, without a Python-level loop over the characters
         if sum(map(str.isalpha, text)) < 6:
             return 0.0, ""
     else:
-        letters = [c for c in text if c.isalpha()]
-        if len(letters) < 6:
+        letters = sum(map(str.isalpha, text))
+        if letters < 6:
             return 0.0, ""
-        non_latin = sum(1 for c in letters if not ("a" <= c.lower() <= "z" or "\u00c0" <= c <= "\u024f"))
-        if non_latin / len(letters) > 0.3:
+        non_latin = sum(
+            1
+            for c in _NOT_ASCII.findall(text)  # ASCII letters are Latin: only the others are looked at
+            if c.isalpha() and not ("a" <= c.lower() <= "z" or "\u00c0" <= c <= "\u024f")
+        )
+        if non_latin / letters > 0.3:
             return 0.9, "most letters are not in the Latin script"
     words = re.findall(r"[a-zà-ÿ]+", text.lower())
     if len(words) < 3:
@@ -713,7 +720,9 @@ class InjectionGuard(Guard):
                     reason=f"{questions} questions in one message",
                 )
             )
-        if self.languages and hint["foreign"]:
+        if self.languages and (
+            hint["foreign"] or not text.isascii()
+        ):  # the hint reads ASCII words; scripts need a look
             score, why = foreign_language_score(text)
             if score:
                 out.append(Finding(self.name, "UNEXPECTED_LANGUAGE", None, None, score, reason=why))
