@@ -53,6 +53,7 @@ def warm_up(
     for module in ("uvicorn.lifespan.on", "uvicorn.loops.uvloop", "uvicorn.protocols.http.httptools_impl"):
         importlib.import_module(module)  # what `uvicorn.run(loop="uvloop", http="httptools")` imports
     from llmops_kit.cli import build_parser
+    from llmops_kit.guardrails.chain import WARM_UP_TEXTS
     from llmops_kit.serving.app import _WARM_UP_TEXT, create_app
 
     build_parser(["serve"])  # the `llmops serve` command line itself
@@ -71,8 +72,7 @@ def warm_up(
         server.warm_up_predict()
         step("prediction")
         server.embedder.recorded = {}  # the guardrails' exemplars (and the warm-up text): fixed texts
-        for stage in ("input", "output"):
-            server.chain.check(_WARM_UP_TEXT, stage=stage)
+        server.chain.warm_up()  # what the server's start runs: both stages, ASCII and Unicode prefilters
         step("guardrails")
 
     with tempfile.TemporaryDirectory(prefix="llmops-warm-up-") as scratch:
@@ -80,9 +80,10 @@ def warm_up(
         step("server")
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="llmops-warm-up") as pool:
             pool.submit(load, server).result()
-    # the seed holds the guardrails' own texts only: the probe text is left out, so that a start still runs the
-    # encoder on it (the router's prediction and the guards' check), loading the model before /readyz says ready
-    server.embedder.recorded.pop(_WARM_UP_TEXT, None)
+    # the seed holds the guardrails' own texts only: the probe texts are left out, so that a start still runs the
+    # encoder on them (the router's prediction and the guards' check), loading the model before /readyz says ready
+    for text in (_WARM_UP_TEXT, *WARM_UP_TEXTS):
+        server.embedder.recorded.pop(text, None)
     seed = seed or os.environ.get(SEED_ENV)
     if seed and server.embedder.recorded:
         write_seed(seed, server.embedder.model_id, server.embedder.recorded)

@@ -12,6 +12,7 @@ __all__ = [
     "DEFAULT_REWRITE_PROMPT",
     "DEFAULT_POLICY_YAML",
     "logger",
+    "WARM_UP_TEXTS",
     "PiiSpec",
     "SecretsSpec",
     "InjectionSpec",
@@ -383,6 +384,12 @@ class _Step:
 
 
 # %% ../../nbs/guardrails/05_chain.ipynb #13e88500
+WARM_UP_TEXTS = (
+    "warm up: is my card on its way?",
+    "warm up: où est ma carte ?",
+)  # one ASCII text and one not: each kind of text has its own prefilter
+
+
 class GuardChain:
     """Guards run in policy order per stage, with early exit on block, merged findings and one verdict."""
 
@@ -445,10 +452,7 @@ class GuardChain:
     def warm_up(self) -> GuardChain:
         """Load what the guards load lazily (name lists, the encoder, exemplar vectors, prefilters) before the first request."""
         for stage in STAGES:
-            for text in (
-                "warm up: is my card on its way?",
-                "warm up: où est ma carte ?",
-            ):  # ASCII and Unicode prefilters
+            for text in WARM_UP_TEXTS:
                 self.check(text, stage=stage)
         return self
 

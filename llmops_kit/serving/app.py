@@ -258,8 +258,7 @@ def start(self: Server) -> None:
         self.load_chat_models()
         try:  # the embedding guards load MiniLM on first use: pay it here, not on the first request
             self.warm_up_predict()
-            for stage in ("input", "output"):
-                self.chain.check(_WARM_UP_TEXT, stage=stage)
+            self.chain.warm_up()  # both stages, ASCII and Unicode prefilters
             self.guards_warm = True
         except Exception as e:
             self.guards_error = f"guardrail warm-up failed: {type(e).__name__}: {e}"
