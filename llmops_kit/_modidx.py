@@ -3242,6 +3242,10 @@ d = {
                 "serving/app.html#server.stream_chat",
                 "llmops_kit/serving/app.py",
             ),
+            "llmops_kit.serving.app.Server.untrusted_guard": (
+                "serving/app.html#server.untrusted_guard",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app.Server.use_bundled_policy": (
                 "serving/app.html#server.use_bundled_policy",
                 "llmops_kit/serving/app.py",

@@ -243,6 +243,7 @@ def chat_ready(self: Server, name: str) -> bool:
 @patch
 def start(self: Server) -> None:
     """Start the audit writer and load the model in the background."""
+    from llmops_kit.guardrails.chain import WARM_UP_TEXTS
     from llmops_kit.serving.auditlog import AuditWriter
 
     self.audit = AuditWriter.from_settings(self.settings)
@@ -259,6 +260,11 @@ def start(self: Server) -> None:
         try:  # the embedding guards load MiniLM on first use: pay it here, not on the first request
             self.warm_up_predict()
             self.chain.warm_up()  # both stages, ASCII and Unicode prefilters
+            if self.settings.guardrails.untrusted_content != "off":
+                for text in WARM_UP_TEXTS:
+                    self.untrusted_guard().detect(
+                        text
+                    )  # its prefilters and scorer, before the first tool message
             self.guards_warm = True
         except Exception as e:
             self.guards_error = f"guardrail warm-up failed: {type(e).__name__}: {e}"
@@ -682,6 +688,12 @@ def _untrusted_guard(embedder=None):
 
 
 @patch
+def untrusted_guard(self: Server):
+    """This server's untrusted-content guard (the learned scorer only when embedding guards are on)."""
+    return _untrusted_guard(self.embedder if self.settings.guardrails.embedding_guards else None)
+
+
+@patch
 async def guard_untrusted(
     self: Server,
     ctx: RequestContext,
@@ -695,7 +707,7 @@ async def guard_untrusted(
     if not untrusted:
         return
     t = time.perf_counter()
-    guard = _untrusted_guard(self.embedder if self.settings.guardrails.embedding_guards else None)
+    guard = self.untrusted_guard()
     findings = []
     for i, role, text in untrusted:
         found = (
