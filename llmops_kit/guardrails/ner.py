@@ -181,6 +181,9 @@ def unsettled(
 
 
 # %% ../../nbs/guardrails/08_ner.ipynb #87d23117
+_SPAN_BREAK = re.compile(r'["“”]|:(?!\d)')  # a quotation mark, or a colon that is no clock time
+
+
 @dataclass
 class NerRecognizer:
     """spaCy entities of the kit's types in a text, from the verified model."""
@@ -204,6 +207,8 @@ class NerRecognizer:
             if kind is None or kind not in self.types:
                 continue
             s, e = ent.start_char, ent.end_char
+            if _SPAN_BREAK.search(text[s:e].rstrip(".,;:'’\" \t")):
+                continue  # 'Heather:"I'm Daniel': a label and a quotation are two names, not one (the rules see each)
             if "\n" in text[s:e]:
                 e = text.index("\n", s)  # a name does not run on to the next line ("Ann Lee\n\nAccountant")
             while e > s and text[e - 1] in ".,;:'’\" \t":

@@ -680,6 +680,8 @@ def find_persons(
         n = len(words)
         while n > 1 and lw[n - 1] in _NOT_NAMES and lw[n - 1] not in _SUFFIXES:
             n -= 1
+        if n > 1 and lw[n - 1] == "day" and lw[0] not in first:
+            continue  # "Labor Day", "Boxing Day": a holiday, though Day is a surname
         if n == 1 and sentence_start and lw[0] not in first:
             continue
         if (
@@ -993,7 +995,7 @@ _ORG_SUFFIX_RE = re.compile(
     r"(?:Inc|Incorporated|LLC|L\.L\.C|Ltd|Limited|Corp|Corporation|Company|Co|Group|Holdings|Bancorp|Bank|"
     r"University|College|Institute|Foundation|Associates|Partners|Technologies|Systems|Solutions|Labs|Laboratories|"
     r"GmbH|AG|S\.A|SA|PLC|plc|LLP|NV|BV|Pty|Enterprises|Industries|International|Consulting|Pharmaceuticals|"
-    r"Hospital|Airlines|Motors|Insurance)\b\.?)"
+    r"Hospital|Airlines|Motors|Insurance|Sons|Brothers|Bros)\b\.?)"
 )
 _ORG_OF_RE = re.compile(
     r"(?<![\w'’-])(?P<v>(?:University|Bank|Institute|College|Museum|Ministry|Department|Church|School)[ \t]+of[ \t]+"
@@ -1016,6 +1018,9 @@ _TOWN_STATE_RE = re.compile(
     + _STATE
     + r")(?![\w'’-])"
 )
+_FIRM_RE = re.compile(
+    r"(?<![\w'’-])(?P<v>[A-Z][a-z'’-]+(?:,[ \t]+[A-Z][a-z'’-]+)+,?[ \t]+(?:and|&)[ \t]+[A-Z][a-z'’-]+)(?![\w'’-])"
+)  # "Jones, Smith and Davis": three or more surnames joined like a law firm's or an agency's name
 _ADDRESS_TAIL_RE = re.compile(
     r",?[ \t]*\n?[ \t]*(?:[A-Z][a-z'’.-]+(?:[ \t]+[A-Z][a-z'’.-]+){0,2}),?[ \t]+(?:" + _STATE + r")"
     r"(?:,?[ \t]+\d{5}(?:-\d{4})?)?(?![\w'’-])"
@@ -1030,6 +1035,7 @@ CONTEXT_RES: tuple[re.Pattern, ...] = (
     _ORG_CONTEXT_RE,
     _PLACE_CONTEXT_RE,
     _TOWN_STATE_RE,
+    _FIRM_RE,
 )  # every context rule, in the order `find_context_entities` reads a gate's answer
 
 # %% ../../nbs/guardrails/02_pii.ipynb #10f4dd01
@@ -1069,7 +1075,7 @@ def find_context_entities(
         for m in rx.finditer(text) if ok else ():
             if 1 <= int(m.group("v")) <= 120:
                 out.append(("AGE", *m.span("v"), score, "number with age context"))
-    honorific, job, nrp, org_suffix, org_of, org_ctx, place_ctx, town_state = gate[n_age:]
+    honorific, job, nrp, org_suffix, org_of, org_ctx, place_ctx, town_state, firm = gate[n_age:]
     for m in _HONORIFIC_RE.finditer(text) if honorific else ():
         before = text[max(0, m.start() - 30) : m.start()].rstrip(" \t")
         if (
@@ -1110,6 +1116,17 @@ def find_context_entities(
         if span is not None:  # "Hi, OK" has no town: no state either
             out.append(("LOCATION", *span, 0.7, "town before a US state"))
             out.append(("LOCATION", *m.span("s"), 0.7, "US state after a town"))
+    last = name_gazetteer()[1]
+    for m in _FIRM_RE.finditer(text) if firm else ():
+        words = re.findall(r"[\w'’-]+", m.group("v").lower())
+        names = [w for w in words if w != "and"]
+        if text[: m.start()].rstrip(" \t").endswith(":"):
+            continue  # "our 3 founders: Eklund, Michael and Hodge": a list after a colon names people
+        common_first = sum(w in _census_first_names() for w in names)
+        if all(w in last for w in names) and common_first * 2 < len(names):  # "Mary, Ann and Joe" are people
+            out.append(
+                ("ORGANIZATION", *m.span("v"), 0.85, "surnames joined like a firm's name")
+            )  # as sure as the model: its reading of the names one by one does not replace this
     return out
 
 
@@ -1297,6 +1314,9 @@ _COMPASS = re.compile(
 _TRAILING_CODE = re.compile(r"[ \t]+(?:[A-Z]{1,2}-)?\d{3,6}(?:-\d{3,4})?$")
 
 
+_INTO_PLACE = re.compile(r"\b(?:in|to|from|near)[ \t]+$")
+
+
 def _entity_policy(text: str, kind: str, s: int, e: int) -> tuple[str, int, int] | None:
     """The model's organisation or place read again: data-type acronyms and bare region codes dropped, a trailing
     postcode cut off (what is left is a place), a compass word before a known place left out."""
@@ -1308,6 +1328,17 @@ def _entity_policy(text: str, kind: str, s: int, e: int) -> tuple[str, int, int]
         or (len(value) == 2 and value.isupper() and text[:s].rstrip(" \t\n").endswith(","))
     ):
         return None
+    if (
+        kind == "ORGANIZATION"
+        and value.isupper()
+        and len(value) >= 4
+        and _INTO_PLACE.search(text, max(0, s - 8), s)
+    ):
+        return (
+            "LOCATION",
+            s,
+            e,
+        )  # "grew up in HELSINKI": the small model reads a word in capitals as a company
     code = _TRAILING_CODE.search(value)
     if code and code.start() > 0:
         return "LOCATION", s, s + code.start()
