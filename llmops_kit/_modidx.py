@@ -1751,6 +1751,10 @@ d = {
                 "guardrails/indirect.html#_weights_sha256",
                 "llmops_kit/guardrails/indirect.py",
             ),
+            "llmops_kit.guardrails.indirect._word_buckets": (
+                "guardrails/indirect.html#_word_buckets",
+                "llmops_kit/guardrails/indirect.py",
+            ),
             "llmops_kit.guardrails.indirect.examples_sha256": (
                 "guardrails/indirect.html#examples_sha256",
                 "llmops_kit/guardrails/indirect.py",

@@ -29,6 +29,7 @@ __all__ = [
 # %% ../../nbs/guardrails/09_indirect.ipynb #da136296
 import codecs
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -617,19 +618,25 @@ FOREIGN_RULES: tuple[tuple[str, re.Pattern, float, str], ...] = tuple(
 _WORD = re.compile(r"\w+")
 
 
+@functools.lru_cache(maxsize=8192)
+def _word_buckets(word: str, dim: int) -> tuple[int, ...]:
+    """The buckets of a word and of its 3- to 5-letter pieces (the word padded by spaces)."""
+    padded = f" {word} "
+    grams = {f"w:{word}"} | {
+        f"c:{padded[i : i + n]}" for n in (3, 4, 5) for i in range(max(1, len(padded) - n + 1))
+    }
+    return tuple(zlib.crc32(g.encode()) % dim for g in grams)
+
+
 def hashed_ngrams(
     text: str,  # a window of (normalised) text
     dim: int = 4096,  # buckets
 ) -> np.ndarray:
     """Sorted distinct buckets (crc32 modulo `dim`) of the text's lowercased words, word pairs and 3- to 5-letter pieces of each word."""
     words = _WORD.findall(text.lower())
-    grams = {f"w:{w}" for w in words} | {f"b:{a} {b}" for a, b in zip(words, words[1:])}
-    for w in set(words):
-        padded = f" {w} "
-        grams.update(f"c:{padded[i : i + n]}" for n in (3, 4, 5) for i in range(max(1, len(padded) - n + 1)))
-    return np.unique(
-        np.fromiter((zlib.crc32(g.encode()) % dim for g in grams), dtype=np.int64, count=len(grams))
-    )
+    out = {b for w in set(words) for b in _word_buckets(w, dim)}
+    out.update(zlib.crc32(f"b:{a} {b}".encode()) % dim for a, b in zip(words, words[1:]))
+    return np.array(sorted(out), dtype=np.int64)
 
 
 # %% ../../nbs/guardrails/09_indirect.ipynb #46d606aa
