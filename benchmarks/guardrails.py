@@ -307,7 +307,7 @@ def chain_latency(chain: GuardChain, texts: list[str], stage: str) -> dict:
 # How many times the detection count on the PurpleLlama indirect cases was looked at while the guard changed (the
 # texts were never read). Rules era: 24/55, 21/55, 25/55. Learned-scorer era (issue #20 part 4): see LOOKS_SCORER.
 LOOKS_RULES = 3
-LOOKS_SCORER = 4
+LOOKS_SCORER = 5
 
 
 def indirect_results(cases: list[dict], banking: list[str]) -> dict:
@@ -355,8 +355,9 @@ def indirect_results(cases: list[dict], banking: list[str]) -> dict:
         "kit's own benign examples had shown"
     )
     out["indirect_guard_with_scorer"]["held_out"] = (
-        "the rules above, then (when they find nothing) a logistic regression over MiniLM embeddings of the text's "
-        "windows, fitted by train_scorer on the kit's own examples only "
+        "the rules above, then (when they find nothing) a logistic regression over the MiniLM embedding and the "
+        "hashed word, word-pair and letter n-grams of each of the text's windows, fitted by train_scorer on the kit's "
+        "own examples only "
         f"({examples}, plus the router's {scorer.cv['texts']['benign'] - sum(e.label == 'benign' for e in tuned)} ticket "
         "queries as benign); its threshold "
         f"({scorer.threshold}) is the lowest whose grouped 5-fold out-of-fold false positives on the kit's benign texts "
@@ -364,8 +365,9 @@ def indirect_results(cases: list[dict], banking: list[str]) -> dict:
         f"{scorer.cv['false_positives']:.1%} of its benign texts). Nothing from the evaluation set was read or used; "
         f"the evaluation count of this guard was looked at {LOOKS_SCORER} time(s), each after the weights and threshold "
         "were fixed: 34/55 (first examples, 2% budget), 36/55 (more examples, 3% budget), 37/55 (more examples), "
-        "37/55 again (the final run for this file, nothing changed); between looks only the kit's examples and the "
-        "false-positive budget changed"
+        "37/55 again (nothing changed; the embedding alone then found 58% of the kit's attacks out of fold), "
+        "then 52/55 (the hashed n-grams added beside the embedding: 91% out of fold); between the first four "
+        "looks only the kit's examples and the false-positive budget changed"
     )
     out["indirect_guard_with_scorer"]["evaluation_looks"] = LOOKS_SCORER
     out["indirect_guard_with_scorer"]["scorer"] = {

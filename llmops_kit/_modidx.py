@@ -1731,6 +1731,10 @@ d = {
                 "guardrails/indirect.html#untrustedscorer.to_dict",
                 "llmops_kit/guardrails/indirect.py",
             ),
+            "llmops_kit.guardrails.indirect._features": (
+                "guardrails/indirect.html#_features",
+                "llmops_kit/guardrails/indirect.py",
+            ),
             "llmops_kit.guardrails.indirect._fit": (
                 "guardrails/indirect.html#_fit",
                 "llmops_kit/guardrails/indirect.py",
@@ -1763,8 +1767,16 @@ d = {
                 "guardrails/indirect.html#_weights_sha256",
                 "llmops_kit/guardrails/indirect.py",
             ),
+            "llmops_kit.guardrails.indirect._word_buckets": (
+                "guardrails/indirect.html#_word_buckets",
+                "llmops_kit/guardrails/indirect.py",
+            ),
             "llmops_kit.guardrails.indirect.examples_sha256": (
                 "guardrails/indirect.html#examples_sha256",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect.hashed_ngrams": (
+                "guardrails/indirect.html#hashed_ngrams",
                 "llmops_kit/guardrails/indirect.py",
             ),
             "llmops_kit.guardrails.indirect.load_scorer": (

@@ -16,6 +16,7 @@ __all__ = [
     "UNTRUSTED_ROLES",
     "UntrustedExample",
     "untrusted_examples",
+    "hashed_ngrams",
     "text_windows",
     "UntrustedScorer",
     "examples_sha256",
@@ -28,10 +29,12 @@ __all__ = [
 # %% ../../nbs/guardrails/09_indirect.ipynb #da136296
 import codecs
 import csv
+import functools
 import hashlib
 import io
 import json
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -611,6 +614,31 @@ FOREIGN_RULES: tuple[tuple[str, re.Pattern, float, str], ...] = tuple(
     for lang, p in _FOREIGN.items()
 )
 
+# %% ../../nbs/guardrails/09_indirect.ipynb #72eea5119410473aa328ad9291626812
+_WORD = re.compile(r"\w+")
+
+
+@functools.lru_cache(maxsize=8192)
+def _word_buckets(word: str, dim: int) -> tuple[int, ...]:
+    """The buckets of a word and of its 3- to 5-letter pieces (the word padded by spaces)."""
+    padded = f" {word} "
+    grams = {f"w:{word}"} | {
+        f"c:{padded[i : i + n]}" for n in (3, 4, 5) for i in range(max(1, len(padded) - n + 1))
+    }
+    return tuple(zlib.crc32(g.encode()) % dim for g in grams)
+
+
+def hashed_ngrams(
+    text: str,  # a window of (normalised) text
+    dim: int = 4096,  # buckets
+) -> np.ndarray:
+    """Sorted distinct buckets (crc32 modulo `dim`) of the text's lowercased words, word pairs and 3- to 5-letter pieces of each word."""
+    words = _WORD.findall(text.lower())
+    out = {b for w in set(words) for b in _word_buckets(w, dim)}
+    out.update(zlib.crc32(f"b:{a} {b}".encode()) % dim for a, b in zip(words, words[1:]))
+    return np.array(sorted(out), dtype=np.int64)
+
+
 # %% ../../nbs/guardrails/09_indirect.ipynb #46d606aa
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
 SCORER_FILE = "untrusted_content_scorer.json"  # in llmops_kit/data: the shipped weights
@@ -641,31 +669,40 @@ def text_windows(
 
 @dataclass
 class UntrustedScorer:
-    """Logistic regression over MiniLM embeddings of a text's windows; a text scores its most suspicious window."""
+    """Logistic regression over the MiniLM embedding and the hashed n-grams of a text's windows; a text scores its most suspicious window."""
 
     coef: list[float]  # one weight per embedding dimension
+    lexical_coef: list[float]  # one weight per `hashed_ngrams` bucket, for unit-length bucket vectors
     intercept: float
     threshold: float  # a window at or above this probability is an injection
     model_id: str = ""  # the encoder the weights were fitted on
     examples_sha256: str = ""  # of the examples file the weights were fitted on
     cv: dict | None = None  # cross-validated figures on the kit's examples
 
-    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
-        """The probability that each embedding is an injected instruction."""
+    def probabilities(
+        self,
+        vectors: np.ndarray,  # the windows' embeddings, one row per window
+        windows: Sequence[str],  # the windows' texts
+    ) -> np.ndarray:
+        """The probability that each window is an injected instruction."""
+        lexical = np.asarray(self.lexical_coef)
         z = np.asarray(vectors, dtype=np.float64) @ np.asarray(self.coef) + self.intercept
+        for i, w in enumerate(windows):
+            buckets = hashed_ngrams(w, len(lexical))
+            z[i] += lexical[buckets].sum() / np.sqrt(max(len(buckets), 1))
         return 1.0 / (1.0 + np.exp(-z))
 
     def to_dict(self) -> dict:
         """The scorer as stored in the weights file, with the sha256 of its weights."""
         d = {
             k: getattr(self, k)
-            for k in ("coef", "intercept", "threshold", "model_id", "examples_sha256", "cv")
+            for k in ("coef", "lexical_coef", "intercept", "threshold", "model_id", "examples_sha256", "cv")
         }
-        return {**d, "weights_sha256": _weights_sha256(self.coef, self.intercept)}
+        return {**d, "weights_sha256": _weights_sha256(self.coef, self.lexical_coef, self.intercept)}
 
 
-def _weights_sha256(coef: Sequence[float], intercept: float) -> str:
-    return hashlib.sha256(json.dumps([list(coef), intercept]).encode()).hexdigest()
+def _weights_sha256(coef: Sequence[float], lexical_coef: Sequence[float], intercept: float) -> str:
+    return hashlib.sha256(json.dumps([list(coef), list(lexical_coef), intercept]).encode()).hexdigest()
 
 
 def examples_sha256() -> str:
@@ -678,7 +715,7 @@ def load_scorer() -> UntrustedScorer:
     """The shipped scorer, its weights checked against the sha256 recorded beside them."""
     d = json.loads(resources.files("llmops_kit").joinpath("data", SCORER_FILE).read_text("utf-8"))
     recorded = d.pop("weights_sha256")
-    if _weights_sha256(d["coef"], d["intercept"]) != recorded:
+    if _weights_sha256(d["coef"], d["lexical_coef"], d["intercept"]) != recorded:
         raise ConfigurationError(f"llmops_kit/data/{SCORER_FILE}: the weights do not match their sha256")
     return UntrustedScorer(**d)
 
@@ -695,26 +732,35 @@ def _training_texts() -> list[tuple[str, bool, str]]:
     return out + [(normalise(r["text"]).text, False, f"t{i}") for i, r in enumerate(rows)]
 
 
-def _fit(vectors: list, attack: list[bool], docs: Sequence[int], C: float, rounds: int):
+def _features(flat: np.ndarray, windows: list[str], dim: int, lexical_scale: float):
+    """One sparse row per window: its embedding, then its `hashed_ngrams` buckets scaled to length `lexical_scale`."""
+    import scipy.sparse as sp
+
+    buckets = [hashed_ngrams(w, dim) for w in windows]
+    rows = np.repeat(np.arange(len(buckets)), [len(b) for b in buckets])
+    values = np.concatenate([np.full(len(b), lexical_scale / np.sqrt(max(len(b), 1))) for b in buckets])
+    lexical = sp.csr_matrix((values, (rows, np.concatenate(buckets))), shape=(len(buckets), dim))
+    return sp.hstack([sp.csr_matrix(flat), lexical]).tocsr()
+
+
+def _fit(features: list, attack: list[bool], docs: Sequence[int], C: float, rounds: int):
     """Fit on `docs`: every window of a benign text is negative; an attack gives its whole text and its top window."""
-    import numpy as np
+    import scipy.sparse as sp
     from sklearn.linear_model import LogisticRegression
 
-    neg = np.concatenate([vectors[d] for d in docs if not attack[d]])
-    whole = np.array([vectors[d][-1] for d in docs if attack[d]])  # the last window is the whole text
+    neg = sp.vstack([features[d] for d in docs if not attack[d]])
+    whole = sp.vstack([features[d][-1] for d in docs if attack[d]])  # the last window is the whole text
     pos, clf = whole, None
     for _ in range(rounds + 1):
-        clf = LogisticRegression(C=C, class_weight="balanced", max_iter=3000)
-        clf.fit(np.vstack([pos, neg]), np.r_[np.ones(len(pos)), np.zeros(len(neg))])
-        top = [vectors[d][int(clf.decision_function(vectors[d]).argmax())] for d in docs if attack[d]]
-        pos = np.vstack([whole, np.array(top)])  # multiple-instance step: the attack's most suspicious window
+        clf = LogisticRegression(C=C, class_weight="balanced", max_iter=5000)
+        clf.fit(sp.vstack([pos, neg]), np.r_[np.ones(pos.shape[0]), np.zeros(neg.shape[0])])
+        top = [features[d][int(clf.decision_function(features[d]).argmax())] for d in docs if attack[d]]
+        pos = sp.vstack([whole, *top])  # multiple-instance step: the attack's most suspicious window
     return clf
 
 
 def _threshold(oof, attack, fp_budget: float) -> float:
     """The lowest threshold on a 0.01 grid whose out-of-fold false-positive rate stays within `fp_budget`."""
-    import numpy as np
-
     grid = np.round(np.arange(0.5, 0.995, 0.01), 2)
     return float(next(t for t in grid if (oof[~attack] >= t).mean() <= fp_budget))
 
@@ -728,17 +774,20 @@ def train_scorer(
     rounds: int = 2,  # multiple-instance refits
     folds: int = 5,  # grouped cross-validation folds for the threshold and C
     fp_budget: float = 0.03,  # highest out-of-fold false-positive rate allowed on the kit's benign texts
+    buckets: int = 4096,  # `hashed_ngrams` buckets
+    lexical_scale: float = 1.5,  # length of a window's bucket vector beside its unit-length embedding
 ) -> UntrustedScorer:
     """Fit the scorer on the kit's examples; C and the threshold by grouped cross-validation: the lowest threshold whose out-of-fold false positives stay within `fp_budget`, the C that then detects most."""
-    import numpy as np
     from sklearn.model_selection import GroupKFold
 
     texts = _training_texts()
     spans = [text_windows(t) for t, _, _ in texts]
-    flat = embedder.encode([t[a:b] for (t, _, _), sp in zip(texts, spans) for a, b in sp])
+    windows = [t[a:b] for (t, _, _), sp in zip(texts, spans) for a, b in sp]
+    features = _features(embedder.encode(windows), windows, buckets, lexical_scale)
     bounds = np.cumsum([0] + [len(s) for s in spans])
-    vectors = [flat[bounds[i] : bounds[i + 1]] for i in range(len(texts))]
+    vectors = [features[bounds[i] : bounds[i + 1]] for i in range(len(texts))]
     attack = np.array([a for _, a, _ in texts])
+    kinds = [e.kind for e in untrusted_examples()]
     splits = list(GroupKFold(folds).split(np.zeros(len(texts)), attack, [g for _, _, g in texts]))
     best = None
     for C in Cs:
@@ -750,21 +799,30 @@ def train_scorer(
         detected = float((oof[attack] >= threshold).mean())
         # a larger C must earn its place (one point more detected): near ties keep the smaller
         if best is None or detected > best[0] + 0.01:
-            best = (detected, C, threshold, float((oof[~attack] >= threshold).mean()))
-    detected, C, threshold, false_positives = best
+            best = (detected, C, threshold, float((oof[~attack] >= threshold).mean()), oof)
+    detected, C, threshold, false_positives, oof = best
+    by_kind = {}  # out-of-fold detection per attack technique (techniques with 10 or more examples)
+    for k in sorted(set(kinds)):
+        hit = [oof[i] >= threshold for i, kind in enumerate(kinds) if kind == k and attack[i]]
+        if len(hit) >= 10:
+            by_kind[k] = round(float(np.mean(hit)), 4)
     clf = _fit(vectors, attack, range(len(texts)), C, rounds)
     cv = {
         "folds": folds,
         "grouped_by": "the payload an attack was written from (one payload's documents stay in one fold)",
         "texts": {"attack": int(attack.sum()), "benign": int((~attack).sum())},
         "detected": round(detected, 4),
+        "detected_by_kind": by_kind,
         "false_positives": round(false_positives, 4),
         "C": C,
         "Cs_tried": list(Cs),
         "fp_budget": fp_budget,
+        "lexical_scale": lexical_scale,
     }
+    weights = clf.coef_[0]
     return UntrustedScorer(
-        coef=[round(float(x), 6) for x in clf.coef_[0]],
+        coef=[round(float(x), 6) for x in weights[: features.shape[1] - buckets]],
+        lexical_coef=[round(float(x) * lexical_scale, 6) for x in weights[features.shape[1] - buckets :]],
         intercept=round(float(clf.intercept_[0]), 6),
         threshold=threshold,
         model_id=embedder.model_id,
@@ -864,7 +922,8 @@ class IndirectInjectionGuard(Guard):
     def learned(self, text: str) -> list[Finding]:
         """A finding on the most suspicious window of `text` when the learned scorer puts it at or above its threshold."""
         spans = text_windows(text)
-        p = self.scorer.probabilities(self.embedder.encode([text[a:b] for a, b in spans]))
+        windows = [text[a:b] for a, b in spans]
+        p = self.scorer.probabilities(self.embedder.encode(windows), windows)
         best, cut = int(p.argmax()), self.scorer.threshold
         if p[best] < cut:
             return []
