@@ -3270,6 +3270,10 @@ d = {
                 "serving/app.html#server.variant_backend",
                 "llmops_kit/serving/app.py",
             ),
+            "llmops_kit.serving.app.Server.warm_up_guards": (
+                "serving/app.html#server.warm_up_guards",
+                "llmops_kit/serving/app.py",
+            ),
             "llmops_kit.serving.app.Server.warm_up_predict": (
                 "serving/app.html#server.warm_up_predict",
                 "llmops_kit/serving/app.py",

@@ -72,7 +72,7 @@ def warm_up(
         server.warm_up_predict()
         step("prediction")
         server.embedder.recorded = {}  # the guardrails' exemplars (and the warm-up text): fixed texts
-        server.chain.warm_up()  # what the server's start runs: both stages, ASCII and Unicode prefilters
+        server.warm_up_guards()  # what the server's start runs: its compiled prefilters stay in the image
         step("guardrails")
 
     with tempfile.TemporaryDirectory(prefix="llmops-warm-up-") as scratch:

@@ -243,7 +243,6 @@ def chat_ready(self: Server, name: str) -> bool:
 @patch
 def start(self: Server) -> None:
     """Start the audit writer and load the model in the background."""
-    from llmops_kit.guardrails.chain import WARM_UP_TEXTS
     from llmops_kit.serving.auditlog import AuditWriter
 
     self.audit = AuditWriter.from_settings(self.settings)
@@ -259,12 +258,7 @@ def start(self: Server) -> None:
         self.load_chat_models()
         try:  # the embedding guards load MiniLM on first use: pay it here, not on the first request
             self.warm_up_predict()
-            self.chain.warm_up()  # both stages, ASCII and Unicode prefilters
-            if self.settings.guardrails.untrusted_content != "off":
-                for text in WARM_UP_TEXTS:
-                    self.untrusted_guard().detect(
-                        text
-                    )  # its prefilters and scorer, before the first tool message
+            self.warm_up_guards()
             self.guards_warm = True
         except Exception as e:
             self.guards_error = f"guardrail warm-up failed: {type(e).__name__}: {e}"
@@ -691,6 +685,17 @@ def _untrusted_guard(embedder=None):
 def untrusted_guard(self: Server):
     """This server's untrusted-content guard (the learned scorer only when embedding guards are on)."""
     return _untrusted_guard(self.embedder if self.settings.guardrails.embedding_guards else None)
+
+
+@patch
+def warm_up_guards(self: Server) -> None:
+    """Compile and load what the guards use before the first request: the chain's stages and the untrusted-content guard."""
+    from llmops_kit.guardrails.chain import WARM_UP_TEXTS
+
+    self.chain.warm_up()  # both stages, ASCII and Unicode prefilters
+    if self.settings.guardrails.untrusted_content != "off":
+        for text in WARM_UP_TEXTS:  # its prefilters and scorer, before the first tool message
+            self.untrusted_guard().detect(text)
 
 
 @patch
