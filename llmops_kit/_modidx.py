@@ -1318,10 +1318,6 @@ d = {
                 "guardrails/base.html#prefiltersegment.__init__",
                 "llmops_kit/guardrails/base.py",
             ),
-            "llmops_kit.guardrails.base.PrefilterSegment.hits": (
-                "guardrails/base.html#prefiltersegment.hits",
-                "llmops_kit/guardrails/base.py",
-            ),
             "llmops_kit.guardrails.base.PrefilterSegment.mask": (
                 "guardrails/base.html#prefiltersegment.mask",
                 "llmops_kit/guardrails/base.py",
@@ -1721,6 +1717,10 @@ d = {
             ),
             "llmops_kit.guardrails.indirect.UntrustedScorer": (
                 "guardrails/indirect.html#untrustedscorer",
+                "llmops_kit/guardrails/indirect.py",
+            ),
+            "llmops_kit.guardrails.indirect.UntrustedScorer.__post_init__": (
+                "guardrails/indirect.html#untrustedscorer.__post_init__",
                 "llmops_kit/guardrails/indirect.py",
             ),
             "llmops_kit.guardrails.indirect.UntrustedScorer.probabilities": (

@@ -464,11 +464,11 @@ class PrefilterSegment:
             self._db = _cached_database(kept)
         self._local = threading.local()
 
-    def hits(self, text: str) -> list[int]:
-        """Positions of the expressions that may match `text`; cached for the last text of this thread."""
+    def mask(self, text: str) -> int:
+        """The expressions that may match `text` as bits (bit `j`: expression `j`); cached for the last text of this thread."""
         local = self._local
         if getattr(local, "text", None) is text:
-            return local.hits
+            return local.mask
         scratch = getattr(local, "scratch", None)
         if scratch is None:
             scratch = local.scratch = hyperscan.Scratch(self._db)
@@ -477,15 +477,8 @@ class PrefilterSegment:
         mask = 0
         for j in hits:
             mask |= 1 << j
-        local.text, local.hits, local.mask = text, hits, mask
-        return hits
-
-    def mask(self, text: str) -> int:
-        """The hits as bits (bit `j` set: expression `j` may match), for gates to pick out their own."""
-        local = self._local
-        if getattr(local, "text", None) is not text:
-            self.hits(text)
-        return local.mask
+        local.text, local.mask = text, mask
+        return mask
 
 
 def _compiles(expression: tuple[bytes, int]) -> bool:

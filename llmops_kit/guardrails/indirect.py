@@ -679,17 +679,22 @@ class UntrustedScorer:
     examples_sha256: str = ""  # of the examples file the weights were fitted on
     cv: dict | None = None  # cross-validated figures on the kit's examples
 
+    def __post_init__(self):
+        self._coef, self._lexical = (
+            np.asarray(self.coef),
+            np.asarray(self.lexical_coef),
+        )  # once, not per request
+
     def probabilities(
         self,
         vectors: np.ndarray,  # the windows' embeddings, one row per window
         windows: Sequence[str],  # the windows' texts
     ) -> np.ndarray:
         """The probability that each window is an injected instruction."""
-        lexical = np.asarray(self.lexical_coef)
-        z = np.asarray(vectors, dtype=np.float64) @ np.asarray(self.coef) + self.intercept
+        z = np.asarray(vectors, dtype=np.float64) @ self._coef + self.intercept
         for i, w in enumerate(windows):
-            buckets = hashed_ngrams(w, len(lexical))
-            z[i] += lexical[buckets].sum() / np.sqrt(max(len(buckets), 1))
+            buckets = hashed_ngrams(w, len(self._lexical))
+            z[i] += self._lexical[buckets].sum() / np.sqrt(max(len(buckets), 1))
         return 1.0 / (1.0 + np.exp(-z))
 
     def to_dict(self) -> dict:

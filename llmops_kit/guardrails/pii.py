@@ -1118,10 +1118,9 @@ def find_context_entities(
             out.append(("LOCATION", *m.span("s"), 0.7, "US state after a town"))
     last = name_gazetteer()[1]
     for m in _FIRM_RE.finditer(text) if firm else ():
-        words = re.findall(r"[\w'’-]+", m.group("v").lower())
-        names = [w for w in words if w != "and"]
         if text[: m.start()].rstrip(" \t").endswith(":"):
             continue  # "our 3 founders: Eklund, Michael and Hodge": a list after a colon names people
+        names = [w for w in re.findall(r"[\w'’-]+", m.group("v").lower()) if w != "and"]
         common_first = sum(w in _census_first_names() for w in names)
         if all(w in last for w in names) and common_first * 2 < len(names):  # "Mary, Ann and Joe" are people
             out.append(

@@ -29,7 +29,7 @@ from itertools import compress
 from typing import Any
 
 # %% ../../nbs/guardrails/03_security.ipynb #fbee35b1
-from .base import Finding, Guard, RuleGate, Stage, prefilter_group
+from .base import _NOT_ASCII, Finding, Guard, RuleGate, Stage, prefilter_group
 
 
 # %% ../../nbs/guardrails/03_security.ipynb #967b6fe2
@@ -504,18 +504,12 @@ def _decoded_payloads(
 
 
 # %% ../../nbs/guardrails/03_security.ipynb #45de9cf1
-_NOT_ASCII = re.compile(r"[^\x00-\x7f]")
-
-
 def foreign_language_score(text: str) -> tuple[float, str]:
     """How likely `text` is not English: share of non-Latin letters, or foreign function words."""
-    if text.isascii():  # the common case, without a Python-level loop over the characters
-        if sum(map(str.isalpha, text)) < 6:
-            return 0.0, ""
-    else:
-        letters = sum(map(str.isalpha, text))
-        if letters < 6:
-            return 0.0, ""
+    letters = sum(map(str.isalpha, text))
+    if letters < 6:
+        return 0.0, ""
+    if not text.isascii():  # ASCII text is all Latin: no Python-level loop over its characters
         non_latin = sum(
             1
             for c in _NOT_ASCII.findall(text)  # ASCII letters are Latin: only the others are looked at
