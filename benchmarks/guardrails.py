@@ -147,6 +147,19 @@ def pct(ms: list[float]) -> dict:
 
 
 # ---------------------------------------------------------------- PII
+def load_pii_synth(data: Path) -> tuple[list[dict], list[str], list[list[tuple]]]:
+    """pii_synth's records, their texts and their gold spans `(type, start, end)` with the types read through LABEL_MAP."""
+    pii = json.loads((data / "pii_synth" / "synth_dataset_v2.json").read_text())
+    gold = [
+        [
+            (LABEL_MAP.get(s["entity_type"], s["entity_type"]), s["start_position"], s["end_position"])
+            for s in x["spans"]
+        ]
+        for x in pii
+    ]
+    return pii, [x["full_text"] for x in pii], gold
+
+
 def pii_half(sentence: dict) -> str:
     """`dev` or `test`: a fixed split of pii_synth by the sha256 of the sentence's template id (a template's sentences stay
     together, so its wording never helps on the other half). The NER label policy was tuned on `dev` only."""
@@ -469,15 +482,7 @@ def main() -> int:
         )
         return 2
     started = time.time()
-    pii = json.loads((data / "pii_synth" / "synth_dataset_v2.json").read_text())
-    pii_texts = [x["full_text"] for x in pii]
-    gold = [
-        [
-            (LABEL_MAP.get(s["entity_type"], s["entity_type"]), s["start_position"], s["end_position"])
-            for s in x["spans"]
-        ]
-        for x in pii
-    ]
+    pii, pii_texts, gold = load_pii_synth(data)
     types = {t for g in gold for t, _, _ in g}
     cases = json.loads((data / "prompt_injection" / "prompt_injection.json").read_text())
     banking = read_table(data / "banking77" / "test.csv", ["text"])["text"].astype(str).tolist()
