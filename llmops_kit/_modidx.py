@@ -1900,6 +1900,10 @@ d = {
                 "guardrails/pii.html#_not_place_or_org",
                 "llmops_kit/guardrails/pii.py",
             ),
+            "llmops_kit.guardrails.pii._person_policy": (
+                "guardrails/pii.html#_person_policy",
+                "llmops_kit/guardrails/pii.py",
+            ),
             "llmops_kit.guardrails.pii._place_starts": (
                 "guardrails/pii.html#_place_starts",
                 "llmops_kit/guardrails/pii.py",

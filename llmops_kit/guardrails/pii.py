@@ -597,7 +597,7 @@ _TITLE_RE = re.compile(
     + r"){0,2})"
 )
 _INTRO_RE = re.compile(
-    r"(?i:\b(?:my name is|my name's|name is|call me|i am called|name:|dear|regards,|sincerely,|signed,?|thanks,|cheers,|directed by:?|written by:?|contact person:?|attn:?|customer:))[ \t]+(?P<v>"
+    r"(?i:\b(?:my name is|my name's|name is|call me|i am called|name:|(?:first|last|full|family|given|sur)[ \t]?name\?|dear|regards,|sincerely,|signed,?|thanks,|cheers,|directed by:?|written by:?|contact person:?|attn:?|customer:))[ \t]+(?P<v>"
     + _WORD
     + r"(?:[ \t]+(?:[A-Z]\.?[ \t]+)?(?:"
     + _PARTICLES
@@ -617,6 +617,15 @@ _CAPSEQ_RE = re.compile(
     + r"){0,2})(?![\w@'’\-])"
 )
 _SUFFIXES = frozenset("md phd jr sr ii iii iv dds esq".split())
+_STREET_ENDS = frozenset(
+    "street streets st avenue ave road rd boulevard blvd bypass turnpike expressway freeway highway motorway parkway "
+    "skyway throughway trafficway stravenue causeway viaduct underpass overpass alley terrace crescent plaza square "
+    "squares route pass harbor harbour flat flats union unions junction crossing loop trail forks dam bridge strasse straße gasse weg "
+    "platz allee laan straat gatan vägen vej veien vegen katu ulitsa".split()
+)  # street words that are rarely surnames (not Hill, Lane, Wells, Brooks or Park)
+_NOT_AFTER_TITLE = _NOT_NAMES | frozenset(
+    "apt apartment suite ste unit flat floor room".split()
+)  # words that end a titled name ("Mrs. Ann Lee Apt. 5")
 _TITLE_INTRO_GATE = RuleGate([_TITLE_RE, _INTRO_RE])
 
 
@@ -631,7 +640,11 @@ def find_persons(
     out: list[tuple[int, int, float, str]] = []
     title, intro = _TITLE_INTRO_GATE.possible(text) if possible is None else possible
     for m in _TITLE_RE.finditer(text) if title else ():
-        out.append((m.start("v"), m.end("v"), 0.85, "name after a title"))
+        words = list(re.finditer(r"\S+", m.group("v")))
+        n = len(words)
+        while n > 1 and words[n - 1].group().lower().strip(".") in _NOT_AFTER_TITLE:
+            n -= 1  # "Mrs. Barbara Yudina Apt. 675": the name ends before the flat number
+        out.append((m.start("v"), m.start("v") + words[n - 1].end(), 0.85, "name after a title"))
     for m in _INTRO_RE.finditer(text) if intro else ():
         words = m.group("v").split()
         keep = 1
@@ -680,6 +693,8 @@ def find_persons(
         n = len(words)
         while n > 1 and lw[n - 1] in _NOT_NAMES and lw[n - 1] not in _SUFFIXES:
             n -= 1
+        if n > 1 and lw[n - 1].strip(".") in _STREET_ENDS:
+            continue  # "Mathias Pass", "Monika Union": a street named after someone
         if n > 1 and lw[n - 1] == "day" and lw[0] not in first:
             continue  # "Labor Day", "Boxing Day": a holiday, though Day is a surname
         if n == 1 and sentence_start and lw[0] not in first:
@@ -1118,14 +1133,30 @@ def find_context_entities(
             out.append(("LOCATION", *m.span("s"), 0.7, "US state after a town"))
     last = name_gazetteer()[1]
     for m in _FIRM_RE.finditer(text) if firm else ():
-        if text[: m.start()].rstrip(" \t").endswith(":"):
-            continue  # "our 3 founders: Eklund, Michael and Hodge": a list after a colon names people
         names = [w for w in re.findall(r"[\w'’-]+", m.group("v").lower()) if w != "and"]
         common_first = sum(w in _census_first_names() for w in names)
-        if all(w in last for w in names) and common_first * 2 < len(names):  # "Mary, Ann and Joe" are people
+        after_colon = (
+            text[: m.start()].rstrip(" \t").endswith(":")
+        )  # "our 3 founders: Eklund, Michael and Hodge"
+        if not after_colon and all(w in last for w in names) and common_first * 2 < len(names):
             out.append(
                 ("ORGANIZATION", *m.span("v"), 0.85, "surnames joined like a firm's name")
             )  # as sure as the model: its reading of the names one by one does not replace this
+        elif sum(w in _census_first_names() for w in names) * 2 > len(
+            names
+        ):  # "Efimiya, Mary, Ariana and Isabel"
+            for w in re.finditer(r"[\w'’-]+", m.group("v")):
+                word = w.group().lower()
+                if word != "and" and word not in _NOT_NAMES and word not in location_gazetteer():
+                    out.append(
+                        (
+                            "PERSON",
+                            m.start("v") + w.start(),
+                            m.start("v") + w.end(),
+                            0.85,
+                            "a name in a list of names",
+                        )
+                    )
     return out
 
 
@@ -1292,6 +1323,27 @@ def _iban_prefix(text: str, start: int, end: int) -> int | None:
     return None
 
 
+# %% ../../nbs/guardrails/02_pii.ipynb #442318ea
+_SHIP = re.compile(r"(?:USS|USNS|USNV|USCGC|HMS)[ \t]")
+_JOB_WORD = re.compile(r"[A-Za-z]+(?:person|man|woman)")
+
+
+def _person_policy(text: str, s: int, e: int) -> tuple[str, int, int] | None:
+    """The model's person read again: a street, a ship, a job word or a number is none; a known place is a place."""
+    value = text[s:e]
+    words = value.lower().split()
+    first, last = name_gazetteer()
+    if any(c.isdigit() for c in value) or _SHIP.match(value):
+        return None
+    if len(words) > 1 and words[-1].strip(".") in _STREET_ENDS:
+        return None  # "Waechter Turnpike", "Villacher Strasse": a street, not a person
+    if len(words) == 1 and _JOB_WORD.fullmatch(value) and words[0] not in first and words[0] not in last:
+        return None  # "Salesperson"
+    if value.lower() in location_gazetteer() and words[0] not in first:
+        return "LOCATION", s, e  # "Cyprus"; "Jordan" stays a person
+    return "PERSON", s, e
+
+
 # %% ../../nbs/guardrails/02_pii.ipynb #acae54e37e7d407bbb7b55eff062a284
 _ORG_WORD = re.compile(
     r"\b(?:Inc|Incorporated|LLC|Ltd|Limited|Corp|Corporation|Company|Co|Group|Holdings|Bank|University|College|Institute|"
@@ -1317,8 +1369,10 @@ _INTO_PLACE = re.compile(r"\b(?:in|to|from|near)[ \t]+$")
 
 
 def _entity_policy(text: str, kind: str, s: int, e: int) -> tuple[str, int, int] | None:
-    """The model's organisation or place read again: data-type acronyms and bare region codes dropped, a trailing
-    postcode cut off (what is left is a place), a compass word before a known place left out."""
+    """The model's entity read again: a person by `_person_policy`; data-type acronyms and bare region codes are no
+    organisation, a trailing postcode is cut off (what is left is a place), a compass word before a known place left out."""
+    if kind == "PERSON":
+        return _person_policy(text, s, e)
     if kind not in ("ORGANIZATION", "LOCATION"):
         return kind, s, e
     value = text[s:e]
