@@ -618,10 +618,10 @@ _CAPSEQ_RE = re.compile(
 )
 _SUFFIXES = frozenset("md phd jr sr ii iii iv dds esq".split())
 _STREET_ENDS = frozenset(
-    "street streets st avenue ave road rd boulevard blvd bypass turnpike expressway freeway highway motorway parkway "
-    "skyway throughway trafficway stravenue causeway viaduct underpass overpass alley terrace crescent plaza square "
-    "squares route pass harbor harbour flat flats union unions junction crossing loop trail forks dam bridge strasse straße gasse weg "
-    "platz allee laan straat gatan vägen vej veien vegen katu ulitsa".split()
+    "street streets st avenue ave road rd boulevard blvd bypass turnpike expressway freeway highway motorway "
+    "parkway skyway throughway trafficway stravenue causeway viaduct underpass overpass alley terrace crescent "
+    "plaza square squares route pass harbor harbour flat flats union unions junction crossing loop trail forks "
+    "dam bridge strasse straße gasse weg platz allee laan straat gatan vägen vej veien vegen katu ulitsa".split()
 )  # street words that are rarely surnames (not Hill, Lane, Wells, Brooks or Park)
 _NOT_AFTER_TITLE = _NOT_NAMES | frozenset(
     "apt apartment suite ste unit flat floor room".split()
@@ -1135,27 +1135,19 @@ def find_context_entities(
     for m in _FIRM_RE.finditer(text) if firm else ():
         names = [w for w in re.findall(r"[\w'’-]+", m.group("v").lower()) if w != "and"]
         common_first = sum(w in _census_first_names() for w in names)
-        after_colon = (
-            text[: m.start()].rstrip(" \t").endswith(":")
-        )  # "our 3 founders: Eklund, Michael and Hodge"
+        # a list after a colon names people: "our 3 founders: Eklund, Michael and Hodge"
+        after_colon = text[: m.start()].rstrip(" \t").endswith(":")
         if not after_colon and all(w in last for w in names) and common_first * 2 < len(names):
             out.append(
                 ("ORGANIZATION", *m.span("v"), 0.85, "surnames joined like a firm's name")
             )  # as sure as the model: its reading of the names one by one does not replace this
-        elif sum(w in _census_first_names() for w in names) * 2 > len(
-            names
-        ):  # "Efimiya, Mary, Ariana and Isabel"
+        elif common_first * 2 > len(names):  # "Efimiya, Mary, Ariana and Isabel": people, each of them
+            base = m.start("v")
             for w in re.finditer(r"[\w'’-]+", m.group("v")):
                 word = w.group().lower()
                 if word != "and" and word not in _NOT_NAMES and word not in location_gazetteer():
                     out.append(
-                        (
-                            "PERSON",
-                            m.start("v") + w.start(),
-                            m.start("v") + w.end(),
-                            0.85,
-                            "a name in a list of names",
-                        )
+                        ("PERSON", base + w.start(), base + w.end(), 0.85, "a name in a list of names")
                     )
     return out
 
