@@ -680,10 +680,8 @@ class UntrustedScorer:
     cv: dict | None = None  # cross-validated figures on the kit's examples
 
     def __post_init__(self):
-        self._coef, self._lexical = (
-            np.asarray(self.coef),
-            np.asarray(self.lexical_coef),
-        )  # once, not per request
+        self._coef = np.asarray(self.coef)  # as arrays once, not on every request
+        self._lexical = np.asarray(self.lexical_coef)
 
     def probabilities(
         self,

@@ -527,6 +527,7 @@ ray jack frank gene carol chance chase hunter king prince major long young price
 christian god lord jesus monday tuesday wednesday thursday friday saturday sunday january february july september october november december
 new old good great best first last next other same such more most many much very just also only even still well back down up
 one two three four five six seven eight nine ten here there now then today tomorrow yesterday home house street road city state
+apt apartment suite ste unit flat floor room
 north south east west love happy green white black brown gray grey red blue gold silver young golden street avenue park lake
 apple google amazon microsoft visa mastercard paypal euro euros dollar dollars pound pounds yen
 so oh mine im ive id due tell ask yes no ok sure also anyway well now hey hello hi thanks please sorry
@@ -623,9 +624,6 @@ _STREET_ENDS = frozenset(
     "plaza square squares route pass harbor harbour flat flats union unions junction crossing loop trail forks "
     "dam bridge strasse straße gasse weg platz allee laan straat gatan vägen vej veien vegen katu ulitsa".split()
 )  # street words that are rarely surnames (not Hill, Lane, Wells, Brooks or Park)
-_NOT_AFTER_TITLE = _NOT_NAMES | frozenset(
-    "apt apartment suite ste unit flat floor room".split()
-)  # words that end a titled name ("Mrs. Ann Lee Apt. 5")
 _TITLE_INTRO_GATE = RuleGate([_TITLE_RE, _INTRO_RE])
 
 
@@ -642,7 +640,7 @@ def find_persons(
     for m in _TITLE_RE.finditer(text) if title else ():
         words = list(re.finditer(r"\S+", m.group("v")))
         n = len(words)
-        while n > 1 and words[n - 1].group().lower().strip(".") in _NOT_AFTER_TITLE:
+        while n > 1 and words[n - 1].group().lower().strip(".") in _NOT_NAMES:
             n -= 1  # "Mrs. Barbara Yudina Apt. 675": the name ends before the flat number
         out.append((m.start("v"), m.start("v") + words[n - 1].end(), 0.85, "name after a title"))
     for m in _INTRO_RE.finditer(text) if intro else ():
@@ -690,11 +688,11 @@ def find_persons(
         sentence_start = (
             start == 0 or before[-1:] in (".", "!", "?", "\n", ">", ":", '"') or text[:start].strip() == ""
         )
+        if any(w in _STREET_ENDS for w in lw[1:]):
+            continue  # "Mathias Pass", "St. John Street Suite 5": a street named after someone
         n = len(words)
         while n > 1 and lw[n - 1] in _NOT_NAMES and lw[n - 1] not in _SUFFIXES:
             n -= 1
-        if n > 1 and lw[n - 1].strip(".") in _STREET_ENDS:
-            continue  # "Mathias Pass", "Monika Union": a street named after someone
         if n > 1 and lw[n - 1] == "day" and lw[0] not in first:
             continue  # "Labor Day", "Boxing Day": a holiday, though Day is a surname
         if n == 1 and sentence_start and lw[0] not in first:
